@@ -1,0 +1,374 @@
+"""One client connection: its socket, its send queue, its timeouts and its close.
+
+A channel moves bytes and never parses them. It reads into the loop's scratch
+buffer and hands the bytes to its *protocol* (``handlers.NativeSession``), which
+answers by queueing reply bytes or file regions with :meth:`Channel.write` and
+:meth:`Channel.write_file`. The protocol object must provide::
+
+    data_received(view)   # bytes from recv_into; the view is only valid during the call
+    eof_received()        # recv returned b"": the peer finished sending (half close)
+    output_drained()      # queued output fell below the low-water mark
+    timeout_phase()       # (phase, since) for the timeout rules, see Channel.check_deadline
+    on_timeout(phase)     # a timeout expired
+    connection_lost()     # the channel is closed: release files, delete temporary files
+
+Lessons of the Socket HOWTO this file obeys:
+
+* ``send`` may take fewer bytes than offered: the queue keeps the rest and the
+  channel asks for EVENT_WRITE only while something is queued.
+* ``recv`` returning ``b""`` means the peer *finished sending*, not that it is gone:
+  the replies still queued are sent before closing.
+* ``socket.sendfile`` refuses non-blocking sockets and ``sendall`` cannot say how much
+  went out before it raised: we call ``os.sendfile`` with an explicit offset and
+  ``sendmsg`` ourselves, and account every byte.
+* Closing a socket with unread input makes the kernel send RST, which can destroy the
+  reply the peer has not read yet. A channel that closes on an error therefore sends
+  its reply, shuts down its write side, and reads (discarding) until the peer closes
+  or ``close_linger`` seconds pass.
+* One connection's failure (reset, broken pipe) closes that connection only.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import socket
+import time
+from typing import Any, Callable
+
+from .buffers import FileRegion, SendQueue
+from .limits import Limits
+from .loop import EVENT_READ, EVENT_WRITE, EventLoop, Timer
+
+#: Errors that mean "the peer went away": close quietly, nothing to log but the fact.
+PEER_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
+MAX_IOVECS = 64  # chunks gathered into one sendmsg call (IOV_MAX is 1024 on Linux)
+MAX_SENDS_PER_TURN = 64  # with --send-size 1, a big reply must not hold the loop
+# sendfile cannot be used (file system or socket type without support): pread + send.
+_NO_SENDFILE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSOCK}
+
+
+class ChannelState(enum.Enum):
+    OPEN = "open"
+    DRAINING = "closing: sending the last replies"
+    LINGERING = "closing: reading what the peer still sends"
+    CLOSED = "closed"
+
+
+class Phase(enum.Enum):
+    """What the connection waits for, which decides the timeout that applies."""
+
+    IDLE = "idle"  # between requests: idle_timeout since the last byte
+    HEADER = "header"  # a frame started: header_timeout since its first byte (slowloris)
+    TRANSFER = "transfer"  # a body moves in or out: stall_timeout since the last byte
+
+
+class Channel:
+    """A connected socket, registered with the loop, feeding one protocol object."""
+
+    def __init__(self, loop: EventLoop, sock: socket.socket, peer: str, conn_id: int,
+                 limits: Limits, on_closed: Callable[["Channel"], None]) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.id = conn_id
+        self.limits = limits
+        self.protocol: Any = None
+        self.out = SendQueue()
+        self.events = 0  # interest registered with the selector (see EventLoop.set_interest)
+        self.state = ChannelState.OPEN
+        self.closed = False
+        self.close_reason = ""
+        self.reading_paused = False  # backpressure: the protocol asked us to stop reading
+        self.read_closed = False  # the peer sent FIN
+        self.wants_drain = False  # tell the protocol when output falls below low water
+        self.use_sendfile = True
+        self.counted = False  # counts toward the server's connection cap
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.opened = self.last_io = loop.now
+        self._timer: Timer | None = None
+        self._closing_since = 0.0
+        self._on_closed = on_closed
+        self.observer: Callable[..., None] | None = None  # trace narration, when enabled
+
+    # -- lifecycle
+
+    def start(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self._update_interest()
+        self.rearm_timer()
+
+    def on_events(self, mask: int) -> None:
+        if mask & EVENT_READ:
+            self.on_readable()
+        if mask & EVENT_WRITE and not self.closed:
+            self.on_writable()
+
+    # -- reading
+
+    def on_readable(self) -> None:
+        scratch = self.loop.scratch
+        buf = scratch[:self.limits.recv_size] if self.limits.recv_size < len(scratch) else scratch
+        try:
+            n = self.sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            return  # a spurious wake-up: nothing to read after all
+        except OSError as exc:
+            self.abort(_describe(exc))
+            return
+        self.last_io = self.loop.now
+        if self.observer is not None:
+            self.observer("recv", self, n=n)
+        if self.state is ChannelState.LINGERING:
+            if n == 0:
+                self.abort("closed")
+            return  # discard: the connection is ending, we only wait for the peer's FIN
+        if n == 0:
+            self.read_closed = True
+            self._update_interest()
+            self.protocol.eof_received()
+            return
+        self.bytes_in += n
+        self.protocol.data_received(buf[:n])
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused:
+            self.reading_paused = True
+            self._update_interest()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused:
+            self.reading_paused = False
+            self._update_interest()
+
+    # -- writing
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue bytes; they are sent before the loop next sleeps."""
+        if self.state in (ChannelState.OPEN, ChannelState.DRAINING):
+            self.out.append_bytes(data)
+            self.loop.flush_before_sleep(self)
+
+    def write_file(self, region: FileRegion) -> None:
+        """Queue a file region, sent by sendfile as the socket drains."""
+        if self.state in (ChannelState.OPEN, ChannelState.DRAINING):
+            self.out.append_file(region)
+            self.loop.flush_before_sleep(self)
+        else:
+            region.close()
+
+    @property
+    def output_full(self) -> bool:
+        return self.out.total > self.limits.output_high_water
+
+    def on_writable(self) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what the socket takes now; keep the rest and wait for writability."""
+        try:
+            self._send_queued()
+        except OSError as exc:
+            self.abort(_describe(exc))
+            return
+        self._update_interest()
+        if not self.out:
+            if self.state is ChannelState.DRAINING:
+                self._start_lingering()
+                return
+        if self.wants_drain and self.out.total <= self.limits.output_low_water:
+            self.wants_drain = False
+            self.protocol.output_drained()
+
+    def _send_queued(self) -> None:
+        out = self.out
+        for _ in range(MAX_SENDS_PER_TURN):
+            if not out:
+                return
+            region = out.head_region()
+            if region is not None:
+                self._send_region(region)
+                return  # one sendfile per turn: other connections get their share
+            offered, sent = self._send_chunks(out.leading_chunks(MAX_IOVECS))
+            out.consume_memory(sent)
+            if sent < offered:
+                return  # a short write: the socket buffer is full, wait for EVENT_WRITE
+
+    def _send_chunks(self, chunks: list[memoryview]) -> tuple[int, int]:
+        cap = self.limits.send_size
+        if cap is not None:
+            chunks = _cap_chunks(chunks, cap)
+        offered = sum(len(c) for c in chunks)
+        try:
+            sent = self.sock.sendmsg(chunks)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        self._note_send(offered, sent)
+        return offered, sent
+
+    def _send_region(self, region: FileRegion) -> None:
+        count = min(region.remaining, self.limits.sendfile_chunk)
+        if self.limits.send_size is not None:
+            count = min(count, self.limits.send_size)
+        try:
+            if self.use_sendfile:
+                sent = os.sendfile(self.fd, region.fd, region.offset, count)
+            else:
+                sent = self._pread_send(region, count)
+        except (BlockingIOError, InterruptedError):
+            self._note_send(count, 0)
+            return
+        except OSError as exc:
+            if exc.errno in _NO_SENDFILE and self.use_sendfile:
+                self.use_sendfile = False  # this file system cannot: copy through memory
+                return self._send_region(region)
+            raise
+        self._note_send(count, sent)
+        if sent == 0:
+            raise OSError(errno.EIO, "the file shrank while it was being sent")
+        self.out.advance_region(region, sent)
+
+    def _pread_send(self, region: FileRegion, count: int) -> int:
+        data = os.pread(region.fd, min(count, 256 * 1024), region.offset)
+        return self.sock.send(data) if data else 0
+
+    def _note_send(self, offered: int, taken: int) -> None:
+        if taken:
+            self.bytes_out += taken
+            self.last_io = self.loop.now
+        if self.observer is not None:
+            self.observer("send", self, offered=offered, taken=taken)
+
+    # -- interest
+
+    def _update_interest(self) -> None:
+        if self.closed:
+            return
+        events = 0
+        if self.state is ChannelState.LINGERING or (
+                self.state is ChannelState.OPEN and not self.reading_paused
+                and not self.read_closed):
+            events |= EVENT_READ
+        if self.out and self.state is not ChannelState.LINGERING:
+            events |= EVENT_WRITE
+        self.loop.set_interest(self.sock, self, events)
+
+    def on_interest_changed(self, old: int, new: int) -> None:
+        if self.observer is not None:
+            self.observer("interest", self, old=old, new=new)
+
+    # -- timeouts
+
+    def rearm_timer(self) -> None:
+        """(Re)compute the deadline; move the timer earlier if the rules tightened it.
+
+        Activity only stamps ``last_io`` (no heap work per byte); a timer that fires
+        early simply re-arms itself at the newer deadline.
+        """
+        deadline = self._deadline()
+        if self._timer is None or deadline < self._timer.when:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(deadline, self.check_deadline)
+
+    def _deadline(self) -> float:
+        if self.state is not ChannelState.OPEN:
+            return self._closing_since + self.limits.close_linger
+        phase, since = self.protocol.timeout_phase()
+        limits = self.limits
+        if phase is Phase.HEADER:
+            return since + limits.header_timeout
+        if phase is Phase.TRANSFER:
+            return self.last_io + limits.stall_timeout
+        return self.last_io + limits.idle_timeout
+
+    def check_deadline(self) -> None:
+        self._timer = None
+        if self.closed:
+            return
+        now = time.monotonic()
+        deadline = self._deadline()
+        if deadline > now:
+            self._timer = self.loop.call_at(deadline, self.check_deadline)
+        elif self.state is not ChannelState.OPEN:
+            self.abort("closed after the linger time")
+        else:
+            self.protocol.on_timeout(self.protocol.timeout_phase()[0])
+
+    # -- closing
+
+    def close_when_done(self, reason: str) -> None:
+        """Stop reading requests; send what is queued; then half-close and linger."""
+        if self.state is not ChannelState.OPEN:
+            return
+        self.close_reason = reason
+        self.state = ChannelState.DRAINING
+        self._closing_since = time.monotonic()
+        self.rearm_timer()
+        if self.out:
+            self._update_interest()
+            self.loop.flush_before_sleep(self)
+        else:
+            self._start_lingering()
+
+    def _start_lingering(self) -> None:
+        if self.read_closed:
+            self.abort(self.close_reason)  # the peer already finished: nothing to wait for
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.abort(self.close_reason)
+            return
+        self.state = ChannelState.LINGERING
+        self._closing_since = time.monotonic()
+        self._update_interest()
+        self.rearm_timer()
+
+    def abort(self, reason: str) -> None:
+        """Close at the end of this loop turn, whatever is queued."""
+        if self.closed:
+            return
+        if not self.close_reason:
+            self.close_reason = reason
+        self.closed = True
+        self.loop.close_after_batch(self)
+
+    def finish_close(self) -> None:
+        """Unregister, then close: the order the selectors docs require."""
+        if self.state is ChannelState.CLOSED:
+            return
+        self.closed = True
+        self.loop.set_interest(self.sock, self, 0)
+        self.state = ChannelState.CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+        self.sock.close()
+        self.out.clear()
+        try:
+            self.protocol.connection_lost()
+        finally:
+            self._on_closed(self)
+
+
+def _cap_chunks(chunks: list[memoryview], cap: int) -> list[memoryview]:
+    """At most ``cap`` bytes of ``chunks`` (the --send-size torture knob)."""
+    capped = []
+    for chunk in chunks:
+        if len(chunk) >= cap:
+            capped.append(chunk[:cap])
+            break
+        capped.append(chunk)
+        cap -= len(chunk)
+    return capped
+
+
+def _describe(exc: OSError) -> str:
+    if isinstance(exc, ConnectionResetError):
+        return "reset by peer"
+    if isinstance(exc, BrokenPipeError):
+        return "broken pipe"
+    return exc.strerror or str(exc)

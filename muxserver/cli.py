@@ -1,0 +1,323 @@
+"""The command line: ``python -m muxserver [serve|put|get|ls|stat] ...``.
+
+Argument parsing and what to print; the work is done by ``server.py`` and
+``client.py``. Human messages go to stderr; ``ls`` and ``stat`` print their data to
+stdout. Exit status: 0 on success, 1 when anything failed (with a one-line reason
+per failure), 2 for usage errors, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import re
+import sys
+import time
+from typing import Any, Sequence
+
+from . import __version__
+from .client import DEFAULT_PORT, Client, ClientError, GetFile, ListDir, Operation, PutFile, Result
+from .limits import Limits
+
+COMMANDS = ("serve", "put", "get", "ls", "stat")
+_SIZE = re.compile(r"(\d+)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'65536', '64K', '64KiB', '1M', '2G' -> bytes."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 64K, 10M, 2G)")
+    number, unit = int(match.group(1)), match.group(2).lower()
+    return number * 1024 ** " kmgt".index(unit or " ")
+
+
+# ------------------------------------------------------------------------ parsers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="muxserver",
+        description="A single-threaded, non-blocking file server and its client.",
+        epilog="Without a command, 'serve' is assumed: python -m muxserver --root DIR")
+    parser.add_argument("--version", action="version", version=f"muxserver {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_serve_parser(sub)
+    add_client_parsers(sub)
+    return parser
+
+
+def add_serve_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="serve a directory (the default command)",
+                       description="Serve a directory over TCP until Ctrl-C.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
+    p.add_argument("--root", default=".", help="directory to serve (default: the current one)")
+    p.add_argument("--allow-overwrite", action="store_true",
+                   help="let clients replace existing files (they must ask: put --overwrite)")
+    p.add_argument("--no-console", action="store_true",
+                   help="plain log lines instead of the live console")
+    limits = p.add_argument_group("limits (see docs/OPERATIONS.md)")
+    for field in dataclasses.fields(Limits):
+        flag = "--" + field.name.replace("_", "-")
+        kind = parse_size if field.name.endswith(("_size", "_water", "_buffer", "_chunk",
+                                                  "_step")) else (
+            float if isinstance(field.default, float) else int)
+        limits.add_argument(flag, dest=f"limit_{field.name}", type=kind, default=None,
+                            metavar="N", help=f"default {_default_text(field)}")
+
+
+def _default_text(field: dataclasses.Field) -> str:
+    if field.default is None:
+        return "derived" if field.name == "max_connections" else "no cap"
+    return str(field.default)
+
+
+def add_client_parsers(sub: Any) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--host", default=os.environ.get("MUXSERVER_HOST", "127.0.0.1"),
+                        help="server address (default 127.0.0.1, or $MUXSERVER_HOST)")
+    common.add_argument("--port", type=int,
+                        default=int(os.environ.get("MUXSERVER_PORT", DEFAULT_PORT)),
+                        help=f"server port (default {DEFAULT_PORT}, or $MUXSERVER_PORT)")
+    common.add_argument("--timeout", type=float, default=60.0,
+                        help="give up after this many seconds without progress (default 60)")
+    common.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+
+    p = sub.add_parser("put", parents=[common], help="upload files",
+                       description="Upload files; several files share one pipelined connection.")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--as", dest="as_name", metavar="NAME",
+                   help="name on the server (one FILE only; with -r, the remote directory)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing file (the server must allow it)")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="send directories and their contents, keeping relative paths")
+
+    p = sub.add_parser("get", parents=[common], help="download files",
+                       description="Download files into a directory; several share one connection.")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("-o", "--output", default=".", metavar="DIR",
+                   help="directory to write into (default: the current one)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing local files")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="download directories and their contents")
+
+    p = sub.add_parser("ls", parents=[common], help="list a directory on the server")
+    p.add_argument("path", nargs="?", default="", metavar="PATH")
+    p.add_argument("-r", "--recursive", action="store_true", help="list subdirectories too")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = sub.add_parser("stat", parents=[common], help="show a file's size, time and hash")
+    p.add_argument("name", metavar="NAME")
+
+
+def normalise_argv(argv: Sequence[str]) -> list[str]:
+    """``muxserver --port 1`` means ``muxserver serve --port 1``."""
+    argv = list(argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        argv.insert(0, "serve")
+    return argv
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(normalise_argv(sys.argv[1:] if argv is None else argv))
+    try:
+        if args.command == "serve":
+            return run_serve(args)
+        return run_client_command(args)
+    except KeyboardInterrupt:
+        print("muxserver: interrupted", file=sys.stderr)
+        return 130
+
+
+# -------------------------------------------------------------------------- serve
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from .server import Server, ServerConfig  # the client commands do not need it
+    from .storage import StorageError
+
+    limits = Limits()
+    for field in dataclasses.fields(Limits):
+        value = getattr(args, f"limit_{field.name}")
+        if value is not None:
+            setattr(limits, field.name, value)
+    config = ServerConfig(host=args.host, port=args.port, root=args.root,
+                          allow_overwrite=args.allow_overwrite, limits=limits)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        server = Server(config)
+        host, port = server.start()
+    except ValueError as exc:
+        return _fail(f"bad setting: {exc}")
+    except StorageError as exc:
+        return _fail(exc.message)
+    except OSError as exc:
+        return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    print_banner(server, host, port)
+    server.serve_forever()
+    print("muxserver: stopped", file=sys.stderr)
+    return 0
+
+
+def print_banner(server: Any, host: str, port: int) -> None:
+    client_args = f" --port {port}" if port != DEFAULT_PORT else ""
+    if host not in ("127.0.0.1", "0.0.0.0", "::", ""):
+        client_args = f" --host {host}" + client_args
+    print(f"muxserver {__version__} serving {server.root.path}")
+    print(f"listening on {host}:{port} (Ctrl-C to stop)")
+    print(f"from another shell:  python -m muxserver put FILE{client_args}")
+    print(f"                     python -m muxserver ls{client_args}", flush=True)
+
+
+# ------------------------------------------------------------------------ clients
+
+
+def run_client_command(args: argparse.Namespace) -> int:
+    client = Client(args.host, args.port, timeout=args.timeout)
+    try:
+        with client:
+            if args.command == "put":
+                return report(args, client.run(plan_puts(args)))
+            if args.command == "get":
+                return report(args, client.run(plan_gets(args, client)))
+            if args.command == "ls":
+                return print_listing(args, client)
+            return print_stat(args, client)
+    except ClientError as exc:
+        return _fail(exc.message)
+    except UsageError as exc:
+        return _fail(str(exc), status=2)
+
+
+class UsageError(Exception):
+    """A command line that makes no sense (exit status 2)."""
+
+
+def plan_puts(args: argparse.Namespace) -> list[Operation]:
+    if args.as_name is not None and len(args.files) != 1:
+        raise UsageError("--as names one file; give a single FILE")
+    ops: list[Operation] = []
+    for path in args.files:
+        if os.path.isdir(path):
+            if not args.recursive:
+                raise UsageError(f"{path} is a directory (use -r to send it)")
+            base = args.as_name or os.path.basename(os.path.normpath(path))
+            ops += [PutFile(local, f"{base}/{rel}" if base not in ("", ".") else rel,
+                            overwrite=args.overwrite)
+                    for local, rel in walk_files(path)]
+        else:
+            name = args.as_name or os.path.basename(path)
+            ops.append(PutFile(path, name, overwrite=args.overwrite))
+    return ops
+
+
+def walk_files(top: str) -> list[tuple[str, str]]:
+    """Regular files below ``top`` as (local path, relative POSIX name), sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            local = os.path.join(dirpath, filename)
+            if os.path.isfile(local) and not os.path.islink(local):
+                found.append((local, os.path.relpath(local, top).replace(os.sep, "/")))
+    return found
+
+
+def plan_gets(args: argparse.Namespace, client: Client) -> list[Operation]:
+    from .storage import StorageError, split_name
+
+    ops: list[Operation] = []
+    seen: set[str] = set()
+    for name in args.names:
+        name = name.strip("/")
+        targets = [(name, os.path.basename(name))]
+        if args.recursive and client.stat(name).get("type") == "dir":
+            base = os.path.basename(name)
+            targets = [(e["name"], base + e["name"][len(name):])
+                       for e in client.list(name, recursive=True) if e.get("type") == "file"]
+        for remote, rel in targets:
+            try:
+                split_name(rel)  # a hostile server must not make us write outside -o
+            except StorageError as exc:
+                raise ClientError("bad_name", f"refusing a name from the server: {exc}") from None
+            dest = os.path.join(args.output, *rel.split("/"))
+            if dest in seen:
+                raise UsageError(f"two files would be written to {dest}")
+            seen.add(dest)
+            os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+            ops.append(GetFile(remote, dest, overwrite=args.overwrite))
+    return ops
+
+
+def report(args: argparse.Namespace, results: list[Result]) -> int:
+    failed = 0
+    for result in results:
+        if result.ok:
+            if not args.quiet:
+                arrow = f"{result.path} -> {result.name}" if result.op == "put" else (
+                    f"{result.name} -> {result.path}")
+                print(f"{result.op} {arrow} ({format_size(result.size)}, "
+                      f"sha256 {result.sha256[:12]}) ok", file=sys.stderr)
+        else:
+            failed += 1
+            print(f"muxserver: {result.op} {result.name} failed: {result.message}",
+                  file=sys.stderr)
+    if failed and len(results) > 1:
+        print(f"muxserver: {failed} of {len(results)} transfers failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def print_listing(args: argparse.Namespace, client: Client) -> int:
+    entries = sorted(client.list(args.path, recursive=args.recursive),
+                     key=lambda e: e.get("name", ""))
+    import json
+
+    for entry in entries:
+        if args.json:
+            print(json.dumps(entry, ensure_ascii=False))
+            continue
+        name = entry.get("name", "?") + ("/" if entry.get("type") == "dir" else "")
+        size = format_size(entry.get("size", 0)) if entry.get("type") == "file" else "-"
+        print(f"{size:>10}  {format_time(entry.get('mtime'))}  {name}")
+    if not args.json and not args.quiet and not entries:
+        print("(empty)", file=sys.stderr)
+    return 0
+
+
+def print_stat(args: argparse.Namespace, client: Client) -> int:
+    info = client.stat(args.name)
+    print(f"name:     {info.get('name', args.name)}")
+    print(f"type:     {info.get('type', '?')}")
+    if info.get("type") == "file":
+        print(f"size:     {info.get('size', 0)} bytes ({format_size(info.get('size', 0))})")
+    print(f"modified: {format_time(info.get('mtime'))}")
+    if info.get("sha256"):
+        print(f"sha256:   {info['sha256']}")
+    return 0
+
+
+def format_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def format_time(mtime: Any) -> str:
+    if not isinstance(mtime, (int, float)):
+        return "?"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(mtime))
+
+
+def _fail(message: str, status: int = 1) -> int:
+    print(f"muxserver: {message}", file=sys.stderr)
+    return status

@@ -1,0 +1,615 @@
+"""The client library: pipelined requests over one non-blocking connection.
+
+The command line (``cli.py``) and the tests use it. It is itself a small event loop,
+because a pipelining client must read while it writes: if it only wrote, a server
+that stops reading until its large replies drain (backpressure) and a client that
+stops reading until its requests are written would wait for each other forever.
+
+    with Client("127.0.0.1", 9009) as client:
+        results = client.run([PutFile("a.txt", "a.txt"), GetFile("b.txt", "out/b.txt")])
+
+Each operation sends one request and consumes its reply. Up to ``window`` requests
+are in flight; replies come back in request order. Upload bodies go out with
+``os.sendfile``; download bodies are hashed while they are written to
+``NAME.part`` and renamed onto ``NAME`` only once the SHA-256 matches.
+
+If the server refuses a put early (the name exists, say) while its body is still
+being sent, the client stops sending: the rest of that stream is useless. It closes
+the connection and carries on with the operations not sent yet on a new one.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import errno
+import hashlib
+import json
+import os
+import selectors
+import socket
+import stat
+import time
+from typing import Any, Callable, Iterable
+
+from . import protocol
+from .protocol import (BodyData, FrameDecoder, FrameEnd, FrameHeader, NEED_DATA, PeerClosed,
+                       ProtocolError)
+
+DEFAULT_PORT = 9009
+HASH_CHUNK = 1024 * 1024
+Progress = Callable[["Operation", int, int], None]
+
+
+class ClientError(Exception):
+    """The operation could not be carried out; ``code`` is a protocol code or a local one."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclasses.dataclass
+class Result:
+    """How one operation ended."""
+
+    op: str
+    name: str
+    ok: bool = False
+    code: str = ""
+    message: str = ""
+    size: int = 0
+    sha256: str = ""
+    path: str = ""  # the local file, for put and get
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    entries: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+class Operation:
+    """One request and the handling of its reply. Subclasses fill in the details."""
+
+    op = ""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.id = 0
+        self.result = Result(self.op, name)
+        self.body_fd = -1  # an upload's source file
+        self.body_size = 0
+        self.done_bytes = 0  # body bytes sent (put) or received (get)
+
+    def prepare(self) -> None:
+        """Local checks and work before the request is sent (may raise ClientError)."""
+
+    def header(self) -> bytes:
+        raise NotImplementedError
+
+    def on_header(self, fields: dict[str, Any], length: int) -> None:
+        if fields.get("ok") is not True:
+            raise ClientError(str(fields.get("error", "bad_reply")),
+                              str(fields.get("message", "the server refused the request")))
+
+    def on_body(self, data: memoryview) -> None:
+        raise ClientError("bad_reply", "unexpected reply body")
+
+    def on_end(self) -> bool:
+        """The reply frame is complete; return True when the operation is finished."""
+        self.result.ok = True
+        return True
+
+    def cleanup(self, failed: bool) -> None:
+        """Release local resources; on failure remove what must not stay behind."""
+        if self.body_fd >= 0:
+            os.close(self.body_fd)
+            self.body_fd = -1
+
+
+class PutFile(Operation):
+    """Upload a local file under ``name``."""
+
+    op = "put"
+
+    def __init__(self, local: str | os.PathLike[str], name: str, *,
+                 overwrite: bool = False) -> None:
+        super().__init__(name)
+        self.local = os.fspath(local)
+        self.overwrite = overwrite
+        self.result.path = self.local
+        self.mtime: float | None = None
+        self.sha256 = ""
+
+    def prepare(self) -> None:
+        try:
+            fd = os.open(self.local, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ClientError("local_error", f"cannot read {self.local}: {exc.strerror}") from None
+        self.body_fd = fd
+        st = os.fstat(fd)
+        if not _is_regular(st):
+            raise ClientError("local_error", f"{self.local} is not a regular file")
+        self.body_size = st.st_size
+        self.mtime = st.st_mtime
+        # The protocol declares the hash before the body: one read pass first. It comes
+        # from the page cache for the second pass, the sendfile of the body itself.
+        self.sha256 = _hash_fd(fd, self.body_size)
+
+    def header(self) -> bytes:
+        return protocol.encode_put(self.id, self.name, self.body_size, self.sha256,
+                                   overwrite=self.overwrite, mtime=self.mtime)
+
+    def on_header(self, fields: dict[str, Any], length: int) -> None:
+        super().on_header(fields, length)
+        if fields.get("sha256") != self.sha256:
+            raise ClientError("checksum_mismatch", "the server stored a different SHA-256")
+        self.result.size = self.body_size
+        self.result.sha256 = self.sha256
+
+
+class GetFile(Operation):
+    """Download ``name`` into the local file ``dest`` (via ``dest.part``)."""
+
+    op = "get"
+
+    def __init__(self, name: str, dest: str | os.PathLike[str], *,
+                 overwrite: bool = False) -> None:
+        super().__init__(name)
+        self.dest = os.fspath(dest)
+        self.part = self.dest + ".part"
+        self.overwrite = overwrite
+        self.result.path = self.dest
+        self.fd = -1
+        self.hasher = hashlib.sha256()
+        self.expected = ""
+        self.mtime: float | None = None
+
+    def prepare(self) -> None:
+        if os.path.lexists(self.dest) and not self.overwrite:
+            raise ClientError("exists", f"{self.dest} already exists locally "
+                                        "(use --overwrite to replace it)")
+        try:
+            self.fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                              0o644)
+        except OSError as exc:
+            raise ClientError("local_error", f"cannot write {self.part}: {exc.strerror}") from None
+
+    def header(self) -> bytes:
+        return protocol.encode_get(self.id, self.name)
+
+    def on_header(self, fields: dict[str, Any], length: int) -> None:
+        super().on_header(fields, length)
+        sha = fields.get("sha256")
+        if not isinstance(sha, str) or fields.get("size") != length:
+            raise ClientError("bad_reply", "the reply lacks a size or a SHA-256")
+        self.expected = sha
+        self.body_size = length
+        mtime = fields.get("mtime")
+        self.mtime = float(mtime) if isinstance(mtime, (int, float)) else None
+
+    def on_body(self, data: memoryview) -> None:
+        self.hasher.update(data)
+        try:
+            while data:
+                data = data[os.write(self.fd, data):]
+        except OSError as exc:
+            raise ClientError("local_error", f"cannot write {self.part}: {exc.strerror}") from None
+
+    def on_end(self) -> bool:
+        digest = self.hasher.hexdigest()
+        if digest != self.expected:
+            raise ClientError("checksum_mismatch", f"{self.name}: received data has SHA-256 "
+                                                   f"{digest}, the server declared {self.expected}")
+        try:
+            os.fsync(self.fd)
+            if self.mtime is not None:
+                os.utime(self.fd, (self.mtime, self.mtime))
+            os.close(self.fd)
+            self.fd = -1
+            _publish(self.part, self.dest, self.overwrite)
+        except FileExistsError:
+            raise ClientError("exists", f"{self.dest} appeared locally during the "
+                                        "download") from None
+        except OSError as exc:
+            raise ClientError("local_error", f"cannot write {self.dest}: {exc.strerror}") from None
+        self.result.ok = True
+        self.result.size = self.body_size
+        self.result.sha256 = digest
+        return True
+
+    def cleanup(self, failed: bool) -> None:
+        super().cleanup(failed)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if failed:
+            try:
+                os.unlink(self.part)
+            except FileNotFoundError:
+                pass  # never created, or already renamed
+
+
+class Stat(Operation):
+    op = "stat"
+
+    def header(self) -> bytes:
+        return protocol.encode_stat(self.id, self.name)
+
+    def on_header(self, fields: dict[str, Any], length: int) -> None:
+        super().on_header(fields, length)
+        self.result.info = {k: v for k, v in fields.items() if k not in ("id", "ok")}
+        self.result.size = int(fields.get("size", 0))
+
+
+class ListDir(Operation):
+    """List a directory ("" is the root); the reply comes as pages of JSON lines."""
+
+    op = "list"
+
+    def __init__(self, path: str = "", *, recursive: bool = False) -> None:
+        super().__init__(path)
+        self.recursive = recursive
+        self._more = False
+        self._page = bytearray()
+
+    def header(self) -> bytes:
+        return protocol.encode_list(self.id, self.name, recursive=self.recursive)
+
+    def on_header(self, fields: dict[str, Any], length: int) -> None:
+        super().on_header(fields, length)
+        self._more = fields.get("more") is True
+
+    def on_body(self, data: memoryview) -> None:
+        self._page += data
+
+    def on_end(self) -> bool:
+        for line in bytes(self._page).splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                raise ClientError("bad_reply", "a listing line is not JSON") from None
+            self.result.entries.append(entry)
+        self._page.clear()
+        if self._more:
+            return False
+        self.result.ok = True
+        return True
+
+
+# --------------------------------------------------------------------- the client
+
+
+class Client:
+    """One server, one connection at a time, many pipelined operations."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
+                 timeout: float = 60.0, window: int = 64,
+                 progress: Progress | None = None) -> None:
+        self.host, self.port = host, port
+        self.timeout = timeout  # longest silence tolerated from the server
+        self.window = window
+        self.progress = progress
+        self.sock: socket.socket | None = None
+        self._next_id = 1
+        self._scratch = memoryview(bytearray(256 * 1024))
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        if self.sock is not None:
+            return
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        except ConnectionRefusedError:
+            raise ClientError("connect", f"cannot connect to {self.host}:{self.port}: "
+                                         "connection refused (is the server running?)") from None
+        except socket.gaierror as exc:
+            raise ClientError("connect", f"cannot resolve {self.host}: {exc.strerror}") from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or "timed out"
+            raise ClientError("connect", f"cannot connect to {self.host}:{self.port}: "
+                                         f"{reason}") from None
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    # -- convenience wrappers (raise ClientError on failure)
+
+    def put_file(self, local: str | os.PathLike[str], name: str | None = None, *,
+                 overwrite: bool = False) -> Result:
+        name = name if name is not None else os.path.basename(os.fspath(local))
+        return _checked(self.run([PutFile(local, name, overwrite=overwrite)])[0])
+
+    def get_file(self, name: str, dest: str | os.PathLike[str], *,
+                 overwrite: bool = False) -> Result:
+        return _checked(self.run([GetFile(name, dest, overwrite=overwrite)])[0])
+
+    def stat(self, name: str) -> dict[str, Any]:
+        return _checked(self.run([Stat(name)])[0]).info
+
+    def list(self, path: str = "", *, recursive: bool = False) -> list[dict[str, Any]]:
+        return _checked(self.run([ListDir(path, recursive=recursive)])[0]).entries
+
+    # -- the pipeline
+
+    def run(self, operations: Iterable[Operation]) -> list[Result]:
+        """Carry out the operations, pipelined; every one gets a Result (none raises)."""
+        ops = list(operations)
+        pending = collections.deque(ops)
+        try:
+            while pending:
+                try:
+                    self.connect()
+                except ClientError as exc:
+                    for op in pending:
+                        op.result.code, op.result.message = exc.code, exc.message
+                    raise
+                _Pipeline(self, pending).run()
+        except BaseException:
+            for op in ops:  # interrupted (Ctrl-C) or unreachable: leave no .part files
+                if not op.result.ok:
+                    op.cleanup(failed=True)
+            raise
+        return [op.result for op in ops]
+
+    def next_id(self) -> int:
+        rid = self._next_id
+        self._next_id += 1
+        return rid
+
+
+class _Pipeline:
+    """Drives one connection until every pending operation is finished or it breaks."""
+
+    def __init__(self, client: Client, pending: collections.deque[Operation]) -> None:
+        self.client = client
+        self.sock = client.sock
+        self.pending = pending  # not sent yet
+        self.inflight: collections.deque[Operation] = collections.deque()  # awaiting replies
+        self.sending: Operation | None = None  # the operation whose bytes are going out
+        self.out = bytearray()  # request headers not sent yet
+        self.body_left = 0  # body bytes of self.sending not sent yet
+        self.decoder = FrameDecoder()
+        self.current: Operation | None = None  # the operation whose reply is being read
+        self.selector = selectors.DefaultSelector()
+        self.events = 0
+
+    def run(self) -> None:
+        try:
+            self.selector.register(self.sock, selectors.EVENT_READ)
+            self.events = selectors.EVENT_READ
+            while self.pending or self.inflight:
+                self.fill()
+                if not self.inflight and not self.sending:
+                    continue  # every pending op failed locally; nothing to wait for
+                self.wait_and_move()
+        except ClientError as exc:
+            self.fail_all(exc)  # the connection is broken: everything on it fails
+            self.client.close()
+        except _Restart:
+            self.client.close()  # pending ops go on over a new connection
+        finally:
+            self.selector.close()
+
+    def fill(self) -> None:
+        """Queue the next requests, up to the window.
+
+        A put's body must follow its header whole, so filling stops after a put
+        until its body has gone out.
+        """
+        client = self.client
+        while (self.pending and self.sending is None and len(self.inflight) < client.window
+               and len(self.out) < 64 * 1024):
+            op = self.pending.popleft()
+            op.id = client.next_id()
+            try:
+                op.prepare()
+            except ClientError as exc:
+                self.finish(op, exc)
+                continue
+            self.out += op.header()
+            self.inflight.append(op)
+            if op.body_fd >= 0 and op.body_size:
+                self.sending = op
+                self.body_left = op.body_size
+
+    def wait_and_move(self) -> None:
+        want = selectors.EVENT_READ
+        if self.out or self.body_left:
+            want |= selectors.EVENT_WRITE
+        if want != self.events:
+            self.selector.modify(self.sock, want)
+            self.events = want
+        ready = self.selector.select(self.client.timeout)
+        if not ready:
+            raise ClientError("timeout", f"no progress from {self.client.host}:"
+                                         f"{self.client.port} for {self.client.timeout:g} s")
+        mask = ready[0][1]
+        if mask & selectors.EVENT_WRITE:
+            self.write()
+        if mask & selectors.EVENT_READ:
+            self.read()
+
+    def write(self) -> None:
+        try:
+            if self.out:
+                sent = self.sock.send(self.out)
+                del self.out[:sent]
+                if self.out:
+                    return
+            if self.body_left:
+                op = self.sending
+                offset = op.body_size - self.body_left
+                sent = os.sendfile(self.sock.fileno(), op.body_fd, offset, self.body_left)
+                if sent == 0:
+                    raise ClientError("local_error", f"{op.result.path} shrank while sending")
+                self.body_left -= sent
+                op.done_bytes += sent
+                self.report(op)
+                if not self.body_left:
+                    self.sending = None
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if exc.errno in (errno.EPIPE, errno.ECONNRESET):
+                # The server may have closed after an error reply: read it first.
+                self.drain_after_reset()
+            raise ClientError("connection", f"connection lost while sending: "
+                                            f"{exc.strerror}") from None
+
+    def read(self) -> None:
+        try:
+            n = self.sock.recv_into(self.client._scratch)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            raise ClientError("connection", f"connection lost: {exc.strerror}") from None
+        self.decoder.receive_data(self.client._scratch[:n] if n else b"")
+        self.dispatch()
+        self.decoder.keep_leftover()
+
+    def drain_after_reset(self) -> None:
+        try:
+            self.sock.setblocking(True)
+            self.sock.settimeout(0.5)
+            data = self.sock.recv(65536)
+            while data:
+                self.decoder.receive_data(data)
+                self.dispatch()
+                data = self.sock.recv(65536)
+        except (OSError, ClientError):
+            pass  # nothing more to learn from this connection
+
+    def dispatch(self) -> None:
+        while True:
+            try:
+                event = self.decoder.next_event()
+            except ProtocolError as exc:
+                raise ClientError("bad_reply", f"bad reply from server: {exc.message}") from None
+            if event is NEED_DATA:
+                return
+            if type(event) is BodyData:
+                op = self.current
+                if op is not None:
+                    op.on_body(event.data)
+                    op.done_bytes += len(event.data)
+                    self.report(op)
+            elif type(event) is FrameHeader:
+                self.on_reply_header(event)
+            elif type(event) is FrameEnd:
+                self.on_reply_end()
+            elif type(event) is PeerClosed:
+                raise ClientError("connection", self.closed_reason())
+
+    def on_reply_header(self, event: FrameHeader) -> None:
+        fields = event.fields
+        if not self.inflight or fields.get("id") != self.inflight[0].id:
+            if fields.get("ok") is False and fields.get("id") is None:
+                # An error about the connection itself (too many clients, timeout, ...).
+                raise ClientError(str(fields.get("error")), str(fields.get("message")))
+            raise ClientError("bad_reply", f"reply for id {fields.get('id')!r} out of order")
+        op = self.inflight[0]
+        try:
+            op.on_header(fields, event.length)
+        except ClientError as exc:
+            self.inflight.popleft()
+            self.finish(op, exc)
+            self.current = None  # drop this reply's body, if any
+            if op is self.sending:
+                # Refused while its body is still going out: the rest of this stream is
+                # useless. Start again with what was not sent yet.
+                self.sending = None
+                raise _Restart() from None
+            return
+        self.current = op
+
+    def on_reply_end(self) -> None:
+        op, self.current = self.current, None
+        if op is None:
+            return  # the end of a reply already dealt with
+        try:
+            finished = op.on_end()
+        except ClientError as exc:
+            self.inflight.popleft()
+            self.finish(op, exc)
+            return
+        if finished:
+            self.inflight.popleft()
+            self.finish(op, None)
+
+    def finish(self, op: Operation, error: ClientError | None) -> None:
+        if error is not None:
+            op.result.ok = False
+            op.result.code = error.code
+            op.result.message = error.message
+        op.cleanup(failed=not op.result.ok)
+        self.report(op)
+
+    def fail_all(self, error: ClientError) -> None:
+        for op in list(self.inflight) + list(self.pending):
+            self.finish(op, error)
+        self.inflight.clear()
+        self.pending.clear()
+
+    def report(self, op: Operation) -> None:
+        if self.client.progress is not None:
+            self.client.progress(op, op.done_bytes, op.body_size)
+
+    def closed_reason(self) -> str:
+        return f"the server closed the connection ({self.client.host}:{self.client.port})"
+
+
+class _Restart(Exception):
+    """Abandon this connection; the operations not sent yet go on over a new one."""
+
+
+def _checked(result: Result) -> Result:
+    if not result.ok:
+        raise ClientError(result.code, result.message)
+    return result
+
+
+def _is_regular(st: os.stat_result) -> bool:
+    return stat.S_ISREG(st.st_mode)
+
+
+def _hash_fd(fd: int, size: int) -> str:
+    hasher = hashlib.sha256()
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, min(HASH_CHUNK, size - offset), offset)
+        if not chunk:
+            break
+        hasher.update(chunk)
+        offset += len(chunk)
+    return hasher.hexdigest()
+
+
+def _publish(part: str, dest: str, overwrite: bool) -> None:
+    """Move a verified download onto its name; never replace a file unless allowed."""
+    if overwrite:
+        os.replace(part, dest)
+        return
+    os.link(part, dest)  # FileExistsError if the name appeared meanwhile
+    os.unlink(part)
+
+
+def wait_for_server(host: str, port: int, timeout: float = 10.0) -> None:
+    """Block until a TCP connect succeeds (used by scripts; tests read the banner)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

@@ -1,0 +1,399 @@
+"""What each request does: the native protocol's session on one connection.
+
+A :class:`NativeSession` sits between a channel (bytes) and the root (files). It
+feeds received bytes to its :class:`~muxserver.protocol.FrameDecoder`, runs each
+request as its header arrives, streams put bodies into an
+:class:`~muxserver.storage.Upload`, and queues replies on the channel.
+
+Ordering and backpressure: replies leave in request order because requests are
+run one after another. The session stops decoding (and the channel stops reading)
+while its queued output is above the high-water mark, or while a reply is being
+produced in steps (a *job*: hashing a file whose SHA-256 is not known yet, or a
+listing sent a page at a time). Undecoded bytes of later requests simply wait in the
+decoder. Each job step does a bounded amount of work, so one client asking for a
+huge listing or an unhashed file never holds up the others.
+
+A refused put (bad name, existing file) is answered at once, before its body has
+arrived; the body is then read and dropped, so the connection stays usable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from typing import TYPE_CHECKING, Any, Iterator
+
+from . import protocol
+from .buffers import FileRegion
+from .channel import Channel, ChannelState, Phase
+from .protocol import (BodyData, DecoderState, FrameDecoder, FrameEnd, FrameHeader, NEED_DATA,
+                       PeerClosed, ProtocolError, Request, RequestError)
+from .storage import OpenFile, StorageError, Upload
+
+if TYPE_CHECKING:
+    from .server import Server
+
+log = logging.getLogger("muxserver")
+
+
+class Transfer:
+    """A put or get in progress, as the console and the logs see it."""
+
+    __slots__ = ("op", "name", "total", "received", "region", "started")
+
+    def __init__(self, op: str, name: str, total: int, started: float) -> None:
+        self.op, self.name, self.total, self.started = op, name, total, started
+        self.received = 0  # body bytes of a put that have arrived
+        self.region: FileRegion | None = None  # the body of a get being sent
+
+    @property
+    def done(self) -> int:
+        if self.op == "get":
+            return self.total - self.region.remaining if self.region else 0
+        return self.received
+
+
+class NativeSession:
+    """The native protocol on one channel."""
+
+    def __init__(self, server: "Server", channel: Channel) -> None:
+        self.server = server
+        self.channel = channel
+        limits = server.limits
+        self.decoder = FrameDecoder(limits.max_header_size, limits.max_file_size)
+        self.upload: Upload | None = None
+        self.transfer: Transfer | None = None
+        self.job: Iterator[None] | None = None  # a reply being produced in steps
+        self.header_since: float | None = None
+        self.upload_id = 0  # id of the put whose body is arriving
+        self.requests = 0
+
+    # -- bytes in (called by the channel)
+
+    def data_received(self, data: memoryview) -> None:
+        self.decoder.receive_data(data)
+        self.process()
+        # The channel reuses its buffer for the next recv: copy what we did not decode yet.
+        kept = self.decoder.keep_leftover()
+        if kept and self.channel.observer is not None:
+            self.channel.observer("leftover", self.channel, n=kept)
+
+    def eof_received(self) -> None:
+        self.decoder.receive_data(b"")
+        self.process()
+
+    def output_drained(self) -> None:
+        if self.job is not None:
+            self.server.loop.call_soon(self.run_job_step)
+        else:
+            self.process()
+
+    def process(self) -> None:
+        """Decode and run requests until more bytes are needed or a reply must drain."""
+        channel = self.channel
+        while channel.state is ChannelState.OPEN:
+            if self.job is not None or channel.output_full:
+                channel.wants_drain = channel.output_full
+                channel.pause_reading()
+                break
+            try:
+                event = self.decoder.next_event()
+            except ProtocolError as exc:
+                self.refuse_stream(exc.code, exc.message)
+                return
+            if event is NEED_DATA:
+                channel.resume_reading()
+                break
+            if type(event) is BodyData:  # the hot path of an upload
+                self.body_received(event.data)
+            elif type(event) is FrameHeader:
+                self.start_request(event.fields, event.length)
+            elif type(event) is FrameEnd:
+                self.finish_request()
+            else:
+                self.peer_closed(event)
+        self.note_progress()
+
+    def note_progress(self) -> None:
+        """Track when the current header began (for the slowloris timeout)."""
+        decoder = self.decoder
+        if decoder.state is DecoderState.HEADER or (
+                decoder.state is DecoderState.PREFIX and decoder.partial):
+            if self.header_since is None:
+                self.header_since = self.server.loop.now
+        else:
+            self.header_since = None
+        if not self.channel.closed:
+            self.channel.rearm_timer()
+
+    # -- requests
+
+    def start_request(self, fields: dict[str, Any], length: int) -> None:
+        self.requests += 1
+        self.header_since = None
+        try:
+            req = protocol.parse_request(fields, length)
+        except RequestError as exc:
+            self.reply_error(protocol.request_id(fields), exc.code, exc.message)
+            return  # any body is dropped as it arrives
+        try:
+            if req.op == "put":
+                self.start_put(req)
+            elif req.op == "get":
+                self.start_get(req)
+            elif req.op == "stat":
+                self.reply_ok(req.id, **self.server.root.stat(req.name))
+            else:
+                self.start_job(self.list_pages(req))
+        except StorageError as exc:
+            self.reply_error(req.id, exc.code, exc.message, req)
+
+    def start_put(self, req: Request) -> None:
+        self.upload = self.server.root.begin_upload(
+            req.name, req.length, req.sha256, overwrite=req.overwrite,
+            allow_overwrite=self.server.config.allow_overwrite, mtime=req.mtime)
+        self.upload_id = req.id
+        self.transfer = Transfer("put", req.name, req.length, self.server.loop.now)
+
+    def body_received(self, data: memoryview) -> None:
+        upload = self.upload
+        if upload is None:
+            return  # the body of a refused request: dropped
+        try:
+            upload.write(data)
+        except StorageError as exc:  # disk full, file too large, I/O error
+            self.upload = None
+            upload.abort()
+            self.reply_error(self.upload_id, exc.code, exc.message, op="put", name=upload.name)
+            return
+        self.transfer.received = upload.received
+
+    def finish_request(self) -> None:
+        upload = self.upload
+        if upload is None:
+            return
+        self.upload = None
+        try:
+            digest = upload.commit()
+        except StorageError as exc:
+            self.reply_error(self.upload_id, exc.code, exc.message, op="put", name=upload.name)
+            return
+        self.reply_ok(self.upload_id, name=upload.name, size=upload.received, sha256=digest)
+        self.transfer_finished(upload.name, upload.received, digest)
+
+    def start_get(self, req: Request) -> None:
+        opened = self.server.root.open_file(req.name)
+        if opened.sha256 is not None:
+            self.queue_download(req, opened)
+        else:
+            self.start_job(self.hash_then_send(req, opened))
+
+    def queue_download(self, req: Request, opened: OpenFile) -> None:
+        """Queue the reply header and the body: inline if small, else a sendfile region."""
+        header = protocol.encode_ok(req.id, length=opened.size, name=req.name,
+                                    size=opened.size, sha256=opened.sha256, mtime=opened.mtime)
+        channel = self.channel
+        if opened.size <= self.server.limits.inline_file_size:
+            try:
+                data = os.pread(opened.fd, opened.size, 0)
+            finally:
+                os.close(opened.fd)
+            if len(data) != opened.size:
+                self.reply_error(req.id, "io_error", f"{req.name!r} changed while being read",
+                                 req)
+                return
+            channel.write(header)
+            channel.write(data)
+            self.transfer_finished(req.name, opened.size, opened.sha256, op="get")
+            return
+        transfer = Transfer("get", req.name, opened.size, self.server.loop.now)
+        region = FileRegion(opened.fd, 0, opened.size,
+                            on_done=lambda: self.download_sent(transfer, opened.sha256))
+        transfer.region = region
+        self.transfer = transfer
+        channel.write(header)
+        channel.write_file(region)
+
+    def download_sent(self, transfer: Transfer, digest: str) -> None:
+        if self.transfer is transfer:
+            self.transfer = None
+        self.transfer_finished(transfer.name, transfer.total, digest, op="get")
+
+    # -- replies produced in steps
+
+    def start_job(self, job: Iterator[None]) -> None:
+        """Run the first step now (so the job owns its files from here on), the rest later."""
+        self.job = job
+        self.run_job_step(resume=False)
+
+    def run_job_step(self, resume: bool = True) -> None:
+        """One bounded step of the current job; reschedules itself until the job ends."""
+        job = self.job
+        if job is None or self.channel.closed:
+            return
+        if self.channel.output_full:
+            self.channel.wants_drain = True  # resumed by output_drained()
+            return
+        try:
+            next(job)
+        except StopIteration:
+            self.job = None
+            if resume:  # go on with the requests that waited behind this one
+                self.process()
+            return
+        self.server.loop.call_soon(self.run_job_step)
+
+    def hash_then_send(self, req: Request, opened: OpenFile) -> Iterator[None]:
+        """Hash a file the cache does not know, a step at a time, then send it."""
+        hasher = hashlib.sha256()
+        offset, step = 0, self.server.limits.hash_step
+        self.transfer = Transfer("hash", req.name, opened.size, self.server.loop.now)
+        try:
+            while offset < opened.size:
+                chunk = os.pread(opened.fd, min(step, opened.size - offset), offset)
+                if not chunk:
+                    break
+                hasher.update(chunk)
+                offset += len(chunk)
+                self.transfer.received = offset
+                yield
+        except GeneratorExit:
+            os.close(opened.fd)
+            raise
+        except OSError as exc:
+            os.close(opened.fd)
+            self.transfer = None
+            self.reply_error(req.id, "io_error", f"{req.name!r}: {exc.strerror}", req)
+            return
+        self.transfer = None
+        if offset != opened.size:
+            os.close(opened.fd)
+            self.reply_error(req.id, "io_error", f"{req.name!r} changed while being read", req)
+            return
+        opened.sha256 = hasher.hexdigest()
+        self.server.root.hashes.remember(opened.fd, opened.st, opened.sha256)
+        self.queue_download(req, opened)
+
+    def list_pages(self, req: Request) -> Iterator[None]:
+        """Send a listing as frames of up to list_page_size entries each."""
+        entries = self.server.root.iter_entries(req.name, req.recursive)
+        page_size = self.server.limits.list_page_size
+        page: list[bytes] = []
+        try:
+            for entry in entries:
+                if len(page) == page_size:
+                    self.send_page(req.id, page, more=True)
+                    page = []
+                    yield
+                page.append(json.dumps(entry, ensure_ascii=False).encode() + b"\n")
+        finally:
+            entries.close()
+        self.send_page(req.id, page, more=False)
+
+    def send_page(self, req_id: int, page: list[bytes], more: bool) -> None:
+        body = b"".join(page)
+        self.channel.write(protocol.encode_ok(req_id, length=len(body), more=more,
+                                              count=len(page)))
+        self.channel.write(body)
+
+    # -- replies
+
+    def reply_ok(self, req_id: int, **fields: Any) -> None:
+        self.channel.write(protocol.encode_ok(req_id, **fields))
+
+    def reply_error(self, req_id: int | None, code: str, message: str,
+                    req: Request | None = None, *, op: str = "", name: str = "") -> None:
+        self.channel.write(protocol.encode_error(req_id, code, message))
+        op = op or (req.op if req else "")
+        name = name or (req.name if req else "")
+        if self.transfer is not None and self.transfer.op != "get":
+            self.transfer = None
+        if op in ("put", "get"):
+            self.server.stats.transfers_failed += 1
+        log.warning("%s %s %s refused: %s (%s)", self.channel.peer, op or "request",
+                    name or "", message, code,
+                    extra={"event": "refused", "conn": self.channel.id})
+        if code in protocol.FATAL_CODES:
+            self.channel.close_when_done(message)
+
+    def transfer_finished(self, name: str, size: int, digest: str, op: str = "put") -> None:
+        if op == "put":
+            self.transfer = None
+        self.server.stats.transfers_done += 1
+        log.info("%s %s %s: %d bytes, sha256 %s ok", self.channel.peer, op, name, size,
+                 digest[:16], extra={"event": "completed", "conn": self.channel.id})
+
+    def refuse_stream(self, code: str, message: str) -> None:
+        """A framing error: the stream cannot be resynced. Reply, then close."""
+        self.abort_upload()
+        self.reply_error(None, code, message)
+        self.channel.close_when_done(message)
+
+    # -- end of the connection
+
+    def peer_closed(self, event: PeerClosed) -> None:
+        if event.mid_frame:
+            what = "mid-upload" if self.upload is not None else "mid-request"
+            log.warning("%s disconnected %s", self.channel.peer, what,
+                        extra={"event": "reset", "conn": self.channel.id})
+            self.channel.abort(f"peer closed {what}")
+        else:
+            # b"" means "done sending", not "gone": the replies still queued go out first.
+            self.channel.close_when_done("peer finished sending")
+
+    def timeout_phase(self) -> tuple[Phase, float]:
+        if self.upload is not None or self.decoder.state is DecoderState.BODY:
+            return Phase.TRANSFER, 0.0
+        if self.channel.out or self.job is not None:
+            return Phase.TRANSFER, 0.0
+        if self.header_since is not None:
+            return Phase.HEADER, self.header_since
+        return Phase.IDLE, 0.0
+
+    def on_timeout(self, phase: Phase) -> None:
+        what = {Phase.HEADER: "the request header did not arrive in time",
+                Phase.TRANSFER: "the transfer stalled",
+                Phase.IDLE: "the connection was idle too long"}[phase]
+        log.warning("%s timed out: %s", self.channel.peer, what,
+                    extra={"event": "timeout", "conn": self.channel.id})
+        if self.channel.out.file_bytes:
+            self.channel.abort(what)  # inside a body: no frame can be sent any more
+            return
+        self.abort_upload()
+        self.reply_error(None, "timeout", what)
+
+    def abort_upload(self) -> None:
+        if self.upload is not None:
+            self.upload.abort()
+            self.upload = None
+            self.server.stats.transfers_failed += 1
+
+    def connection_lost(self) -> None:
+        self.abort_upload()
+        if self.job is not None:
+            self.job.close()  # closes the file or directory it holds
+            self.job = None
+        if self.transfer is not None and self.transfer.op == "get":
+            self.server.stats.transfers_failed += 1
+        self.transfer = None
+
+    # -- what the console shows
+
+    @property
+    def state_label(self) -> str:
+        if self.channel.state is not ChannelState.OPEN:
+            return self.channel.state.value
+        if self.upload is not None:
+            return "receiving body"
+        if self.transfer is not None and self.transfer.op == "hash":
+            return "hashing"
+        if self.channel.out.file_bytes:
+            return "sending body"
+        if self.channel.out:
+            return "sending reply"
+        state = self.decoder.state
+        if state is DecoderState.PREFIX and not self.decoder.partial:
+            return "idle"
+        return state.value

@@ -1,0 +1,244 @@
+"""The event loop: one thread, one selector, every socket.
+
+One turn of the loop (``run_once``), in order:
+
+1. **flush**: every channel that queued output during the last turn tries to send it
+   now (Redis's "before sleep" step); only what the socket refuses stays queued, and
+   only those channels ask for EVENT_WRITE;
+2. **select** with a timeout that ends at the next timer, or 0 when work is ready,
+   or forever when there is nothing to wait for (an idle server does not wake up);
+3. **dispatch** each ready key to its handler's ``on_events(mask)``; a handler closed
+   earlier in the same batch ignores its event (its fd number may already be reused);
+4. **timers** that are due, then the **ready** callbacks (work cut into steps, such as
+   hashing a large file, so one client never holds the loop for long);
+5. **closes** requested during the turn: unregister first, then close the socket.
+
+All changes of interest go through :meth:`EventLoop.set_interest`, which compares with
+the current mask, so the selector is only told about real changes, and EVENT_WRITE is
+only ever set while output is pending: with it always on, a level-triggered selector
+reports the writable socket on every turn and the loop spins at 100 % CPU.
+
+This module knows nothing of the protocol, of files, or of the console.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import selectors
+import signal
+import socket
+import time
+from typing import Any, Callable, Protocol
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+
+
+class Handler(Protocol):
+    """Anything registered with the loop: it owns a socket and reacts to readiness."""
+
+    events: int  # the mask currently registered (0: not registered)
+    closed: bool
+
+    def on_events(self, mask: int) -> None: ...
+
+
+class Timer:
+    """A callback scheduled at a monotonic time; cancel() is O(1) (lazy deletion)."""
+
+    __slots__ = ("when", "callback", "cancelled")
+
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class EventLoop:
+    """A selectors loop with timers, ready callbacks, before-sleep flushes and deferred closes."""
+
+    def __init__(self, scratch_size: int = 256 * 1024) -> None:
+        self.selector = selectors.DefaultSelector()
+        #: The one receive buffer every channel reads into (recv_into, never recv).
+        self.scratch = memoryview(bytearray(scratch_size))
+        self.wakeups = 0  # select() returns: about zero per second on an idle server
+        self.now = time.monotonic()
+        self._timers: list[tuple[float, int, Timer]] = []
+        self._seq = itertools.count()
+        self._ready: collections.deque[Callable[[], None]] = collections.deque()
+        self._to_flush: dict[Any, None] = {}  # insertion-ordered set of channels
+        self._to_close: list[Any] = []
+        self._running = False
+        self._waker_r, self._waker_w = socket.socketpair()
+        self._waker_r.setblocking(False)
+        self._waker_w.setblocking(False)
+        self._waker = _Waker(self._waker_r)
+        self.set_interest(self._waker_r, self._waker, EVENT_READ)
+        self._signal_callbacks: dict[int, Callable[[], None]] = {}
+
+    # -- registration
+
+    def set_interest(self, sock: socket.socket | int, handler: Any, events: int) -> None:
+        """Make the selector watch ``sock`` for exactly ``events`` (0: not at all)."""
+        current = handler.events
+        if events == current:
+            return
+        if current == 0:
+            self.selector.register(sock, events, handler)
+        elif events == 0:
+            self.selector.unregister(sock)
+        else:
+            self.selector.modify(sock, events, handler)
+        handler.events = events
+        on_change = getattr(handler, "on_interest_changed", None)
+        if on_change is not None:
+            on_change(current, events)
+
+    # -- scheduling
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(when, callback)
+        heapq.heappush(self._timers, (when, next(self._seq), timer))
+        return timer
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return self.call_at(time.monotonic() + delay, callback)
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after this turn's events (next turn if called from a ready one)."""
+        self._ready.append(callback)
+
+    def flush_before_sleep(self, channel: Any) -> None:
+        """Ask for ``channel.flush()`` before the loop next sleeps in select()."""
+        self._to_flush[channel] = None
+
+    def close_after_batch(self, channel: Any) -> None:
+        """Close ``channel`` (``channel.finish_close()``) once this turn's events are done."""
+        self._to_close.append(channel)
+
+    # -- signals and stopping
+
+    def add_signal_handler(self, signum: int, callback: Callable[[], None]) -> None:
+        """Run ``callback`` in the loop when ``signum`` arrives (main thread only).
+
+        The C-level handler writes the signal number to the waker socket
+        (signal.set_wakeup_fd), which wakes select(); the callback then runs as an
+        ordinary loop event, never in the middle of another handler.
+        """
+        if not self._signal_callbacks:
+            signal.set_wakeup_fd(self._waker_w.fileno(), warn_on_full_buffer=False)
+        self._signal_callbacks[signum] = callback
+        signal.signal(signum, lambda _signum, _frame: None)
+        self._waker.on_signal = self._dispatch_signal
+
+    def _dispatch_signal(self, signum: int) -> None:
+        callback = self._signal_callbacks.get(signum)
+        if callback is not None:
+            callback()
+
+    def stop(self) -> None:
+        """Make run() return after the current turn."""
+        self._running = False
+
+    def stop_threadsafe(self) -> None:
+        """stop() from another thread (tests run servers in threads)."""
+        self.call_soon(self.stop)
+        self.wake()
+
+    def wake(self) -> None:
+        try:
+            self._waker_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the waker is already full of wake-ups, or closed: select will return anyway
+
+    # -- running
+
+    def run(self) -> None:
+        self._running = True
+        while self._running:
+            self.run_once()
+
+    def run_once(self) -> None:
+        self._flush_pending()
+        events = self.selector.select(self._select_timeout())
+        self.wakeups += 1
+        self.now = time.monotonic()
+        for key, mask in events:
+            handler = key.data
+            if not handler.closed:  # closed earlier in this batch: ignore its stale event
+                handler.on_events(mask)
+        self._run_due_timers()
+        self._run_ready()
+        self._close_pending()
+
+    def _select_timeout(self) -> float | None:
+        if self._ready or self._to_close:
+            return 0
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+        if not self._timers:
+            return None
+        return max(0.0, self._timers[0][0] - time.monotonic())
+
+    def _flush_pending(self) -> None:
+        while self._to_flush:
+            channels = list(self._to_flush)
+            self._to_flush.clear()
+            for channel in channels:
+                if not channel.closed:
+                    channel.flush()
+            self._close_pending()
+
+    def _run_due_timers(self) -> None:
+        now = self.now
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _when, _seq, timer = heapq.heappop(timers)
+            if not timer.cancelled:
+                timer.callback()
+
+    def _run_ready(self) -> None:
+        for _ in range(len(self._ready)):
+            self._ready.popleft()()
+
+    def _close_pending(self) -> None:
+        while self._to_close:
+            closing, self._to_close = self._to_close, []
+            for channel in closing:
+                channel.finish_close()
+
+    def close(self) -> None:
+        """Release the selector and the waker (after run() returned)."""
+        if self._signal_callbacks:
+            signal.set_wakeup_fd(-1)
+            for signum in self._signal_callbacks:
+                signal.signal(signum, signal.SIG_DFL)
+            self._signal_callbacks.clear()
+        self.selector.close()
+        self._waker_r.close()
+        self._waker_w.close()
+
+
+class _Waker:
+    """The read end of the loop's socketpair: wake-ups and signal numbers arrive here."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.events = 0
+        self.closed = False
+        self.on_signal: Callable[[int], None] | None = None
+
+    def on_events(self, mask: int) -> None:
+        try:
+            data = self.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        if self.on_signal is not None:
+            for signum in data:
+                if signum:
+                    self.on_signal(signum)

@@ -1,0 +1,465 @@
+"""The muxserver wire protocol: frame layout, encoders, and a sans-I/O decoder.
+
+This module never touches a socket or a file. It turns bytes into events and
+events into bytes; the event loop moves the bytes (``channel.py``) and the request
+handlers decide what a request does (``handlers.py``). ``docs/PROTOCOL.md`` is the
+normative description; this is its executable form.
+
+Theory of operation
+-------------------
+TCP is a stream: one ``send`` is not one ``recv``. Messages arrive split (even the
+8-byte prefix can come in three pieces) and coalesced (one ``recv`` can hold the end
+of one request and the start of the next). So every message is *length-prefixed*,
+the Socket HOWTO's "much better" choice::
+
+    offset 0      4        5      6              8                 8+H
+           +------+--------+------+--------------+-----------------+------------+
+           |magic |version|flags |header length | header: UTF-8   | body:      |
+           |89 4D |  01   |  00  | H, 16 bits,  | JSON object of  | "length"   |
+           |55 58 |       |      | big-endian   | H bytes         | bytes      |
+           +------+--------+------+--------------+-----------------+------------+
+
+:class:`FrameDecoder` is fed bytes in whatever pieces ``recv`` returned
+(``receive_data``) and asked for events (``next_event``), in the style of h11:
+
+* it first collects exactly 8 prefix bytes, then exactly H header bytes, keeping
+  partial pieces in a small buffer of its own (bounded by the header cap);
+* it then hands out the body as :class:`BodyData` slices of the caller's own
+  buffer, without copying, until "length" bytes have gone by, then :class:`FrameEnd`;
+* bytes after the end of a frame belong to the next frame and stay where they are:
+  the next call to ``next_event`` decodes them. The caller can stop asking (to
+  apply backpressure); before it reuses the memory it lent, it calls
+  :meth:`FrameDecoder.keep_leftover`, which copies the unread tail;
+* ``receive_data(b"")`` means the peer finished sending; at a frame boundary that is
+  a clean :class:`PeerClosed`, inside a frame it is a truncated message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+import re
+import struct
+from typing import Any, Mapping
+
+MAGIC = b"\x89MUX"
+VERSION = 1
+PREFIX = struct.Struct("!4sBBH")  # magic, version, flags, header length: network byte order
+PREFIX_SIZE = PREFIX.size  # 8
+MAX_ID = 2**53 - 1  # the largest integer every JSON implementation holds exactly
+UNLIMITED = 2**63 - 1
+
+OPERATIONS = ("put", "get", "stat", "list")
+
+#: Stable error codes carried in error replies, with the meaning the docs give them.
+ERROR_CODES: dict[str, str] = {
+    "bad_magic": "the frame does not start with the 4 magic bytes; the connection is closed",
+    "bad_version": "the prefix names a protocol version this server does not speak; closed",
+    "header_too_large": "the header length is over the server's cap; closed",
+    "bad_header": "the header is not a UTF-8 JSON object with a valid length; closed",
+    "too_large": "the declared body or file is larger than the server accepts",
+    "bad_request": "a field is missing or has the wrong type or value",
+    "unknown_op": "the op field names no operation this server knows",
+    "bad_name": "the name is not a safe relative path (see Names)",
+    "forbidden": "the name passes through a symbolic link; the server never follows one",
+    "not_found": "no such file or directory",
+    "is_directory": "the name is a directory where a file was needed",
+    "not_a_directory": "a directory was needed (a parent or a listed path is a file)",
+    "not_a_file": "the name is a FIFO, device or socket; only regular files are served",
+    "exists": "the name exists and the request did not ask to overwrite",
+    "overwrite_refused": "the request asked to overwrite but the server does not allow it",
+    "checksum_mismatch": "the body's SHA-256 differs from the declared one; nothing was stored",
+    "no_space": "the server's disk is full or the file is over its size limit",
+    "io_error": "the server's disk failed while reading or writing",
+    "too_many_clients": "the server holds its maximum of connections; closed",
+    "timeout": "the connection was silent for too long; closed",
+    "internal": "an unexpected server error; the connection is closed",
+}
+
+#: Error codes after which the server closes the connection (the stream cannot be resynced).
+FATAL_CODES = frozenset(
+    {"bad_magic", "bad_version", "header_too_large", "bad_header", "too_many_clients",
+     "timeout", "internal"}
+)
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+class ProtocolError(Exception):
+    """A peer broke the framing; the connection cannot continue. ``code`` is stable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class RequestError(Exception):
+    """A well-framed request that cannot be served. The connection continues."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --------------------------------------------------------------------------- events
+
+
+class _NeedData:
+    """Sentinel: the decoder has nothing more to say until it gets more bytes."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = _NeedData()
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class FrameHeader:
+    """A frame's header arrived whole; ``length`` body bytes follow."""
+
+    fields: dict[str, Any]
+    length: int
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class BodyData:
+    """A piece of the current frame's body: a slice of the caller's buffer, not a copy."""
+
+    data: memoryview
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class FrameEnd:
+    """The current frame's body is complete (sent also for frames with no body)."""
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class PeerClosed:
+    """The peer finished sending. ``mid_frame``: it stopped inside a frame (truncated)."""
+
+    mid_frame: bool
+
+
+FRAME_END = FrameEnd()
+Event = FrameHeader | BodyData | FrameEnd | PeerClosed | _NeedData
+
+
+class DecoderState(enum.Enum):
+    PREFIX = "reading prefix"
+    HEADER = "reading header"
+    BODY = "reading body"
+    CLOSED = "peer closed"
+    BROKEN = "protocol error"
+
+
+# ------------------------------------------------------------------------- decoder
+
+
+class FrameDecoder:
+    """Turns a byte stream, in any chunking, into frame events. Never touches a socket."""
+
+    def __init__(self, max_header_size: int = 65535, max_body_size: int = UNLIMITED) -> None:
+        self.max_header_size = max_header_size
+        self.max_body_size = max_body_size
+        self.state = DecoderState.PREFIX
+        self.header_length = 0  # H of the frame being read
+        self.body_left = 0  # body bytes of the current frame not handed out yet
+        self._acc = bytearray()  # prefix or header bytes collected so far
+        self._view = memoryview(b"")  # input not decoded yet
+        self._pos = 0
+        self._owned = True  # False while _view is memory lent by the caller
+        self._eof = False
+        self._error: ProtocolError | None = None
+        self._closed = PeerClosed(mid_frame=False)
+
+    # -- feeding
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Add bytes from the peer; ``b""`` means it finished sending.
+
+        A ``bytearray`` or ``memoryview`` is borrowed, not copied: call
+        :meth:`keep_leftover` before that memory is reused.
+        """
+        if not data:
+            self._eof = True
+            return
+        if self._eof:
+            raise RuntimeError("receive_data() after the end of the stream")
+        if self._pos < len(self._view):
+            if not self._owned:
+                raise RuntimeError("borrowed input still unread: call keep_leftover() first")
+            # Rare path (the caller paused with bytes unread): join them with the new ones.
+            self._view = memoryview(bytes(self._view[self._pos:]) + bytes(data))
+            self._owned = True
+        else:
+            self._owned = isinstance(data, bytes)
+            self._view = data if isinstance(data, memoryview) else memoryview(data)
+        self._pos = 0
+
+    def keep_leftover(self) -> int:
+        """Copy unread borrowed bytes into memory of our own; return how many are waiting."""
+        left = len(self._view) - self._pos
+        if left and not self._owned:
+            self._view = memoryview(bytes(self._view[self._pos:]))
+            self._pos = 0
+            self._owned = True
+        return left
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet decoded (partial prefix/header plus unread input)."""
+        return len(self._acc) + len(self._view) - self._pos
+
+    @property
+    def partial(self) -> int:
+        """Bytes of the current prefix or header collected so far."""
+        return len(self._acc)
+
+    # -- decoding
+
+    def next_event(self) -> Event:
+        """Return the next event, or NEED_DATA. Raises ProtocolError on a bad frame."""
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._next_event()
+        except ProtocolError as exc:
+            self.state = DecoderState.BROKEN
+            self._error = exc
+            raise
+
+    def _next_event(self) -> Event:
+        if self.state is DecoderState.PREFIX:
+            if not self._collect(PREFIX_SIZE):
+                return self._out_of_input()
+            self._read_prefix(bytes(self._acc))
+        if self.state is DecoderState.HEADER:
+            if not self._collect(self.header_length):
+                return self._out_of_input()
+            fields = parse_header(bytes(self._acc))
+            self._acc.clear()
+            length = self._body_length(fields)
+            self.body_left = length
+            self.state = DecoderState.BODY
+            return FrameHeader(fields, length)
+        if self.state is DecoderState.BODY:
+            if self.body_left == 0:
+                self.state = DecoderState.PREFIX
+                return FRAME_END
+            available = len(self._view) - self._pos
+            if not available:
+                return self._out_of_input()
+            take = min(available, self.body_left)
+            chunk = self._view[self._pos:self._pos + take]
+            self._pos += take
+            self.body_left -= take
+            return BodyData(chunk)
+        if self.state is DecoderState.CLOSED:
+            return self._closed
+        raise AssertionError(self.state)
+
+    def _collect(self, size: int) -> bool:
+        """Move input into the small buffer until it holds ``size`` bytes."""
+        need = size - len(self._acc)
+        if need > 0:
+            take = min(need, len(self._view) - self._pos)
+            if take:
+                self._acc += self._view[self._pos:self._pos + take]
+                self._pos += take
+        return len(self._acc) == size
+
+    def _read_prefix(self, prefix: bytes) -> None:
+        magic, version, _flags, header_length = PREFIX.unpack(prefix)
+        if magic != MAGIC:
+            raise ProtocolError("bad_magic", f"expected magic 89 4d 55 58, got {magic.hex(' ')}")
+        if version != VERSION:
+            raise ProtocolError("bad_version", f"protocol version {version} is not supported "
+                                               f"(this server speaks version {VERSION})")
+        if header_length == 0:
+            raise ProtocolError("bad_header", "header length is 0; a header is a JSON object")
+        if header_length > self.max_header_size:
+            raise ProtocolError("header_too_large", f"header of {header_length} bytes is over "
+                                                    f"the limit of {self.max_header_size}")
+        self.header_length = header_length
+        self._acc.clear()
+        self.state = DecoderState.HEADER
+
+    def _body_length(self, fields: dict[str, Any]) -> int:
+        length = fields.get("length", 0)
+        if type(length) is not int or length < 0:
+            raise ProtocolError("bad_header", "length must be a non-negative integer")
+        if length > self.max_body_size:
+            raise ProtocolError("too_large", f"body of {length} bytes is over the limit "
+                                             f"of {self.max_body_size}")
+        return length
+
+    def _out_of_input(self) -> Event:
+        if not self._eof:
+            return NEED_DATA
+        mid_frame = self.state is not DecoderState.PREFIX or bool(self._acc)
+        self.state = DecoderState.CLOSED
+        self._closed = PeerClosed(mid_frame=mid_frame)
+        return self._closed
+
+
+def parse_header(raw: bytes) -> dict[str, Any]:
+    """Decode a header: strict UTF-8, one JSON object, no duplicate keys, no NaN."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("bad_header", "header is not valid UTF-8") from None
+    try:
+        obj = json.loads(text, object_pairs_hook=_reject_duplicate_keys,
+                         parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_header", f"header is not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_header", "header must be a JSON object")
+    return obj
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate key")
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# ------------------------------------------------------------------------ encoders
+
+
+def encode_frame(fields: Mapping[str, Any], length: int = 0) -> bytes:
+    """Prefix and header of one frame; the caller sends ``length`` body bytes after it."""
+    if length:
+        fields = {**fields, "length": length}
+    header = json.dumps(fields, separators=(",", ":"), ensure_ascii=False,
+                        allow_nan=False).encode("utf-8")
+    if len(header) > 65535:
+        raise ValueError("header does not fit the 16-bit length field")
+    return PREFIX.pack(MAGIC, VERSION, 0, len(header)) + header
+
+
+def encode_put(req_id: int, name: str, length: int, sha256: str, *,
+               overwrite: bool = False, mtime: float | None = None) -> bytes:
+    fields: dict[str, Any] = {"id": req_id, "op": "put", "name": name, "sha256": sha256}
+    if overwrite:
+        fields["overwrite"] = True
+    if mtime is not None:
+        fields["mtime"] = mtime
+    return encode_frame(fields, length)
+
+
+def encode_get(req_id: int, name: str) -> bytes:
+    return encode_frame({"id": req_id, "op": "get", "name": name})
+
+
+def encode_stat(req_id: int, name: str) -> bytes:
+    return encode_frame({"id": req_id, "op": "stat", "name": name})
+
+
+def encode_list(req_id: int, path: str = "", *, recursive: bool = False) -> bytes:
+    fields: dict[str, Any] = {"id": req_id, "op": "list", "path": path}
+    if recursive:
+        fields["recursive"] = True
+    return encode_frame(fields)
+
+
+def encode_ok(req_id: int | None, length: int = 0, **fields: Any) -> bytes:
+    return encode_frame({"id": req_id, "ok": True, **fields}, length)
+
+
+def encode_error(req_id: int | None, code: str, message: str) -> bytes:
+    assert code in ERROR_CODES, code
+    return encode_frame({"id": req_id, "ok": False, "error": code, "message": message})
+
+
+# ----------------------------------------------------------------- request checking
+
+
+@dataclasses.dataclass(slots=True)
+class Request:
+    """A request header, checked. Fields an operation does not use keep their defaults."""
+
+    op: str
+    id: int
+    name: str = ""
+    length: int = 0
+    sha256: str = ""
+    overwrite: bool = False
+    mtime: float | None = None
+    recursive: bool = False
+
+
+def request_id(fields: Mapping[str, Any]) -> int | None:
+    """The request's id if it is valid, else None (error replies then carry null)."""
+    rid = fields.get("id")
+    if type(rid) is int and 0 <= rid <= MAX_ID:
+        return rid
+    return None
+
+
+def parse_request(fields: Mapping[str, Any], length: int) -> Request:
+    """Check a request header. Raises RequestError with a stable code."""
+    rid = request_id(fields)
+    if rid is None:
+        raise RequestError("bad_request", f"id must be an integer from 0 to {MAX_ID}")
+    op = fields.get("op")
+    if not isinstance(op, str):
+        raise RequestError("bad_request", "op must be a string")
+    if op not in OPERATIONS:
+        raise RequestError("unknown_op", f"unknown operation {op[:40]!r}; "
+                                         f"known: {', '.join(OPERATIONS)}")
+    if op != "put" and length:
+        raise RequestError("bad_request", f"a {op} request has no body (length must be 0)")
+    req = Request(op=op, id=rid, length=length)
+    if op == "list":
+        req.name = _field(fields, "path", str, "")
+        req.recursive = _field(fields, "recursive", bool, False)
+        return req
+    req.name = _field(fields, "name", str)
+    if op == "put":
+        sha = _field(fields, "sha256", str)
+        if not _SHA256_HEX.fullmatch(sha):
+            raise RequestError("bad_request", "sha256 must be 64 lowercase hex digits")
+        req.sha256 = sha
+        req.overwrite = _field(fields, "overwrite", bool, False)
+        req.mtime = _mtime_field(fields)
+    return req
+
+
+_MISSING = object()
+
+
+def _field(fields: Mapping[str, Any], key: str, kind: type, default: Any = _MISSING) -> Any:
+    value = fields.get(key, _MISSING)
+    if value is _MISSING:
+        if default is _MISSING:
+            raise RequestError("bad_request", f"missing field {key!r}")
+        return default
+    # bool is a subclass of int in Python; JSON true is not a number, so compare exact types.
+    if type(value) is not kind:
+        raise RequestError("bad_request", f"field {key!r} must be a {_JSON_TYPE[kind]}")
+    return value
+
+
+_JSON_TYPE = {str: "string", bool: "boolean", int: "integer"}
+
+
+def _mtime_field(fields: Mapping[str, Any]) -> float | None:
+    mtime = fields.get("mtime")
+    if mtime is None:
+        return None
+    if type(mtime) not in (int, float) or not math.isfinite(mtime) or not 0 <= mtime < 2**34:
+        raise RequestError("bad_request", "mtime must be seconds since 1970 (a number)")
+    return float(mtime)

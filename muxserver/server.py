@@ -1,0 +1,315 @@
+"""The server: the listening socket, the connection table, and start and stop.
+
+``Server.serve_forever`` runs the event loop of ``loop.py``. The :class:`Listener`
+accepts a bounded number of clients per turn (fairness), refuses clients over the
+connection cap with an explicit ``too_many_clients`` error frame, and backs off
+for ``accept_backoff`` seconds when the process is out of descriptors (EMFILE),
+because a level-triggered selector would otherwise report the listening socket
+ready on every turn and the loop would spin.
+
+The server exposes :meth:`Server.snapshot` (connections, transfers and counters)
+for observers such as the live console; it never imports them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Any, Callable
+
+from . import protocol
+from .channel import Channel, Phase
+from .handlers import NativeSession
+from .limits import Limits, raise_nofile_limit
+from .loop import EVENT_READ, EventLoop
+from .storage import Root
+
+log = logging.getLogger("muxserver")
+
+#: accept() failures that mean "out of resources": back off instead of spinning.
+OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 9009
+    root: str = "."
+    allow_overwrite: bool = False
+    limits: Limits = dataclasses.field(default_factory=Limits)
+
+
+@dataclasses.dataclass
+class Stats:
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    connections_total: int = 0
+    transfers_done: int = 0
+    transfers_failed: int = 0
+    refused_connections: int = 0
+    bytes_in_closed: int = 0  # bytes of connections that have closed
+    bytes_out_closed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionInfo:
+    """One connection as observers see it (a copy: observers cannot change the server)."""
+
+    id: int
+    peer: str
+    state: str
+    op: str
+    name: str
+    done: int
+    total: int
+    started: float
+    bytes_in: int
+    bytes_out: int
+    recv_buffered: int
+    send_buffered: int
+    last_io: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    address: str
+    root: str
+    uptime: float
+    wakeups: int
+    connections: list[ConnectionInfo]
+    transfers_done: int
+    transfers_failed: int
+    bytes_in: int
+    bytes_out: int
+
+
+class Server:
+    """A muxserver: one loop, one listener, one session per connection."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.limits = config.limits
+        self.limits.check()
+        raise_nofile_limit()
+        self.max_connections = self.limits.effective_max_connections()
+        self.loop = EventLoop(scratch_size=max(self.limits.recv_size, 64 * 1024))
+        self.root = Root(config.root)
+        self.stats = Stats()
+        self.channels: dict[int, Channel] = {}
+        self.clients = 0  # channels running a session (refused ones do not count)
+        self._next_id = 1
+        self.listener: Listener | None = None
+        self.trace: Callable[..., None] | None = None  # per-socket narration, see trace hooks
+
+    # -- starting
+
+    def start(self) -> tuple[str, int]:
+        """Sweep stale temporary files, bind and listen; return the bound address."""
+        # Without this, a write over RLIMIT_FSIZE kills the process with SIGXFSZ
+        # instead of failing with EFBIG, which we turn into a "no_space" error reply.
+        if hasattr(signal, "SIGXFSZ"):
+            try:
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            except ValueError:
+                pass  # not the main thread (a test running the server in a thread)
+        swept = self.root.sweep_temporary_files()
+        if swept:
+            log.info("removed %d temporary file(s) left by an interrupted server", swept)
+        sock = socket.create_server((self.config.host, self.config.port), backlog=1024,
+                                    reuse_port=False)
+        sock.setblocking(False)
+        self.listener = Listener(self, sock)
+        self.loop.set_interest(sock, self.listener, EVENT_READ)
+        return sock.getsockname()[:2]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.listener is not None
+        return self.listener.sock.getsockname()[:2]
+
+    def serve_forever(self, *, handle_signals: bool = True) -> None:
+        """Run until stop(), SIGINT or SIGTERM; then close everything cleanly."""
+        if self.listener is None:
+            self.start()
+        if handle_signals:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.loop.add_signal_handler(signum, self.stop)
+        try:
+            self.loop.run()
+        finally:
+            self.shutdown()
+
+    def stop(self) -> None:
+        self.loop.stop()
+
+    def shutdown(self) -> None:
+        """Close the listener and every connection; interrupted uploads leave nothing."""
+        if self.listener is not None:
+            self.listener.close()
+        for channel in list(self.channels.values()):
+            channel.abort("server stopping")
+            channel.finish_close()
+        self.loop.close()
+        self.root.close()
+
+    # -- connections
+
+    def add_client(self, sock: socket.socket, addr: Any) -> None:
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # not TCP (a test's socketpair): nothing to tune
+        peer = _format_peer(addr)
+        conn_id = self._next_id
+        self._next_id += 1
+        channel = Channel(self.loop, sock, peer, conn_id, self.limits, self.channel_closed)
+        channel.observer = self.trace
+        self.channels[conn_id] = channel
+        self.stats.connections_total += 1
+        if self.clients >= self.max_connections:
+            self.refuse(channel)
+            return
+        self.clients += 1
+        channel.counted = True
+        channel.start(NativeSession(self, channel))
+        log.info("%s connected", peer, extra={"event": "connected", "conn": conn_id})
+
+    def refuse(self, channel: Channel) -> None:
+        """Tell a client over the cap why, then close (lingering, so it can read why)."""
+        self.stats.refused_connections += 1
+        if len(self.channels) > self.max_connections + self.limits.fd_reserve // 2:
+            channel.abort("too many clients")  # a flood: no descriptors to spare for courtesy
+            return
+        channel.start(_Refusal())
+        channel.write(protocol.encode_error(None, "too_many_clients",
+                                            f"the server is at its limit of "
+                                            f"{self.max_connections} connections; retry later"))
+        channel.close_when_done("too many clients")
+        log.warning("%s refused: too many clients (%d)", channel.peer, self.max_connections,
+                    extra={"event": "refused", "conn": channel.id})
+
+    def channel_closed(self, channel: Channel) -> None:
+        self.channels.pop(channel.id, None)
+        self.stats.bytes_in_closed += channel.bytes_in
+        self.stats.bytes_out_closed += channel.bytes_out
+        if getattr(channel, "counted", False):
+            self.clients -= 1
+            log.info("%s closed (%s)", channel.peer, channel.close_reason or "closed",
+                     extra={"event": "closed", "conn": channel.id})
+
+    # -- observing
+
+    def snapshot(self) -> Snapshot:
+        now = time.monotonic()
+        infos = []
+        bytes_in, bytes_out = self.stats.bytes_in_closed, self.stats.bytes_out_closed
+        for channel in self.channels.values():
+            bytes_in += channel.bytes_in
+            bytes_out += channel.bytes_out
+            infos.append(_connection_info(channel))
+        host, port = self.address
+        return Snapshot(address=f"{host}:{port}", root=self.root.path,
+                        uptime=now - self.stats.started, wakeups=self.loop.wakeups,
+                        connections=infos, transfers_done=self.stats.transfers_done,
+                        transfers_failed=self.stats.transfers_failed,
+                        bytes_in=bytes_in, bytes_out=bytes_out)
+
+
+def _connection_info(channel: Channel) -> ConnectionInfo:
+    session = channel.protocol
+    transfer = getattr(session, "transfer", None)
+    decoder = getattr(session, "decoder", None)
+    return ConnectionInfo(
+        id=channel.id, peer=channel.peer,
+        state=session.state_label if isinstance(session, NativeSession) else "refusing",
+        op=transfer.op if transfer else "", name=transfer.name if transfer else "",
+        done=transfer.done if transfer else 0, total=transfer.total if transfer else 0,
+        started=transfer.started if transfer else channel.opened,
+        bytes_in=channel.bytes_in, bytes_out=channel.bytes_out,
+        recv_buffered=decoder.buffered if decoder else 0,
+        send_buffered=channel.out.total, last_io=channel.last_io)
+
+
+class Listener:
+    """The listening socket as a loop handler: accepts, caps, and backs off."""
+
+    def __init__(self, server: Server, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.events = 0
+        self.closed = False
+        self._backing_off = False
+
+    def on_events(self, mask: int) -> None:
+        server = self.server
+        for _ in range(server.limits.accepts_per_tick):
+            try:
+                sock, addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return  # no more pending connections (or one gave up before we took it)
+            except OSError as exc:
+                if exc.errno in OUT_OF_RESOURCES:
+                    self.back_off(exc)
+                else:
+                    log.error("accept failed: %s", exc, extra={"event": "error"})
+                return
+            if self._backing_off:
+                log.info("accepting connections again", extra={"event": "emfile"})
+                self._backing_off = False
+            server.add_client(sock, addr)
+
+    def back_off(self, exc: OSError) -> None:
+        """Out of descriptors: stop watching the listener for a while, then resume."""
+        loop = self.server.loop
+        loop.set_interest(self.sock, self, 0)
+        if not self._backing_off:
+            log.error("accept failed: %s; pausing new connections for %.1f s",
+                      exc.strerror, self.server.limits.accept_backoff,
+                      extra={"event": "emfile"})
+        self._backing_off = True
+        loop.call_later(self.server.limits.accept_backoff, self.resume)
+
+    def resume(self) -> None:
+        if not self.closed:
+            # _backing_off stays set until an accept succeeds, so a long shortage logs once
+            self.server.loop.set_interest(self.sock, self, EVENT_READ)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.server.loop.set_interest(self.sock, self, 0)
+            self.closed = True
+            self.sock.close()
+
+
+class _Refusal:
+    """The protocol of a refused connection: it only waits to be closed."""
+
+    def data_received(self, data: memoryview) -> None:
+        pass
+
+    def eof_received(self) -> None:
+        pass
+
+    def output_drained(self) -> None:
+        pass
+
+    def timeout_phase(self) -> tuple[Phase, float]:
+        return Phase.TRANSFER, 0.0
+
+    def on_timeout(self, phase: Any) -> None:
+        pass
+
+    def connection_lost(self) -> None:
+        pass
+
+
+def _format_peer(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = addr[0]
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    return str(addr) or "local"

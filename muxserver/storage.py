@@ -1,0 +1,623 @@
+"""The served root: which names are allowed, and how files are read, listed and stored.
+
+Every storage rule of muxserver lives here, so it can be read (and audited) in one place:
+
+* **Names** are relative POSIX paths of UTF-8 components. ``split_name`` refuses
+  anything that could mean something else on some system: ``..``, absolute paths,
+  backslashes, drive letters, NUL and control characters, over-long components,
+  Windows device names, our own reserved prefix, and names that only turn into
+  one of those after Unicode NFKC normalisation (``．．／x`` becomes ``../x``).
+* **Resolution** never hands a path string to the kernel. The root is opened once as
+  a directory descriptor and every name is walked one component at a time with
+  ``openat(dir_fd, component, O_NOFOLLOW)``, so neither ``..`` nor a symbolic link
+  (leaf or middle, or one swapped in while an upload runs) can lead outside the root.
+* **Uploads** go to a unique temporary file in the target directory (``O_EXCL``,
+  explicit mode), are hashed as they are written, then ``fsync``-ed, checked against
+  the declared SHA-256, moved onto the final name atomically (``link`` when the name
+  must not exist, ``rename`` when overwriting) and the directory is ``fsync``-ed. Only
+  then is the upload reported done. A failed or interrupted upload removes its
+  temporary file, so a final name is always absent, the old file, or the new file.
+* **Special files** (FIFO, device, socket) are refused after an ``lstat`` and an
+  ``fstat`` of a descriptor opened with ``O_NONBLOCK``, so they never block the loop.
+
+Storage calls are ordinary blocking file-system calls, made from the event loop like
+pyftpdlib does; each one is short (no call here reads or writes a whole file).
+This module knows nothing about sockets or frames.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import secrets
+import stat
+import unicodedata
+from typing import Any, Iterator
+
+log = logging.getLogger("muxserver.storage")
+
+#: Names starting with this are ours (temporary files); never listed, never accepted.
+RESERVED_PREFIX = ".muxserver-"
+TEMP_PREFIX = RESERVED_PREFIX + "tmp-"
+MAX_NAME_BYTES = 4096  # PATH_MAX
+MAX_COMPONENT_BYTES = 255  # NAME_MAX on every common file system
+FILE_MODE = 0o644  # before the umask, like files created by cp or curl -O
+DIR_MODE = 0o755
+HASH_XATTR = "user.muxserver.sha256"
+
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_WINDOWS_DEVICES = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)
+_DRIVE = re.compile(r"[A-Za-z]:")
+
+
+class StorageError(Exception):
+    """A request the root cannot serve; ``code`` is one of protocol.ERROR_CODES."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# ------------------------------------------------------------------------- names
+
+
+def split_name(name: str, *, allow_root: bool = False) -> list[str]:
+    """Check a client's name and return its components; raise StorageError("bad_name")."""
+    if allow_root and name == "":
+        return []
+    parts = _check_form(name)
+    folded = unicodedata.normalize("NFKC", name)
+    if folded != name and len(_check_form(folded)) != len(parts):
+        raise StorageError("bad_name", f"{name!r} changes its path structure under "
+                                       "Unicode normalisation")
+    return parts
+
+
+def _check_form(name: str) -> list[str]:
+    def refuse(why: str) -> StorageError:
+        return StorageError("bad_name", f"name {name[:100]!r} refused: {why}")
+
+    if not name:
+        raise refuse("it is empty")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise refuse("it is not valid Unicode text") from None
+    if size > MAX_NAME_BYTES:
+        raise refuse(f"longer than {MAX_NAME_BYTES} bytes")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise refuse("it contains a control character")
+    if "\\" in name:
+        raise refuse("backslashes are not separators here and are not allowed")
+    if name.startswith("/"):
+        raise refuse("absolute paths are not allowed; names are relative to the served root")
+    if _DRIVE.match(name):
+        raise refuse("drive letters are not allowed")
+    parts = name.split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise refuse("empty, '.' and '..' components are not allowed")
+        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
+            raise refuse(f"a component is longer than {MAX_COMPONENT_BYTES} bytes")
+        if part.startswith(RESERVED_PREFIX):
+            raise refuse(f"names starting with {RESERVED_PREFIX!r} are reserved")
+        if _WINDOWS_DEVICES.fullmatch(part):
+            raise refuse("Windows device names (CON, NUL, COM1, ...) are not allowed")
+    return parts
+
+
+def _is_listable(name: str) -> bool:
+    """Directory entries we show: not ours, and representable in UTF-8 JSON."""
+    if name.startswith(RESERVED_PREFIX):
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes on disk (surrogate escapes)
+        return False
+    return True
+
+
+# --------------------------------------------------------------------- hash cache
+
+
+class HashCache:
+    """SHA-256 of files, by inode, valid while size and mtime are unchanged.
+
+    Kept in memory and, where the file system allows, in an extended attribute of the
+    file, so a download can announce the hash without reading the file first.
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._entries: collections.OrderedDict[tuple[int, int], tuple[int, int, str]] = (
+            collections.OrderedDict())
+        self._max = max_entries
+
+    def lookup(self, fd: int, st: os.stat_result) -> str | None:
+        key = (st.st_dev, st.st_ino)
+        hit = self._entries.get(key)
+        if hit is not None and hit[:2] == (st.st_size, st.st_mtime_ns):
+            self._entries.move_to_end(key)
+            return hit[2]
+        stored = _read_hash_xattr(fd, st)
+        if stored is not None:
+            self._remember(st, stored)
+        return stored
+
+    def remember(self, fd: int, st: os.stat_result, digest: str) -> None:
+        self._remember(st, digest)
+        try:
+            value = f"{st.st_size} {st.st_mtime_ns} {digest}".encode()
+            os.setxattr(fd, HASH_XATTR, value)
+        except OSError:
+            pass  # no xattr support here (or read-only): the memory entry still serves
+
+    def _remember(self, st: os.stat_result, digest: str) -> None:
+        self._entries[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns, digest)
+        self._entries.move_to_end((st.st_dev, st.st_ino))
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+
+def _read_hash_xattr(fd: int, st: os.stat_result) -> str | None:
+    try:
+        size, mtime_ns, digest = os.getxattr(fd, HASH_XATTR).decode().split()
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if (int(size), int(mtime_ns)) != (st.st_size, st.st_mtime_ns):
+        return None
+    return digest if re.fullmatch(r"[0-9a-f]{64}", digest) else None
+
+
+# --------------------------------------------------------------------- the root
+
+
+@dataclasses.dataclass(slots=True)
+class OpenFile:
+    """A regular file opened for a download."""
+
+    fd: int
+    size: int
+    mtime: float
+    sha256: str | None  # None: not known yet, the caller hashes it (see hash_step)
+    st: os.stat_result
+
+
+class Root:
+    """The served directory, held open as a descriptor for the server's lifetime."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.path.realpath(path)
+        try:
+            self.dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StorageError("not_found", f"cannot serve {self.path}: {exc.strerror}") from None
+        self.hashes = HashCache()
+
+    def close(self) -> None:
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1
+
+    # -- walking
+
+    def open_dir(self, parts: list[str], *, create: bool = False,
+                 created: list[tuple[int, str]] | None = None) -> int:
+        """A new descriptor for the directory ``parts`` below the root.
+
+        Opens one component at a time with O_NOFOLLOW. With ``create``, missing
+        directories are made and recorded in ``created`` as (parent fd, name).
+        """
+        fd = os.open(".", _O_DIR, dir_fd=self.dir_fd)
+        try:
+            for i, part in enumerate(parts):
+                where = "/".join(parts[:i + 1])
+                try:
+                    child = os.open(part, _O_DIR, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise StorageError("not_found", f"no directory {where!r}") from None
+                    child = self._make_dir(fd, part, where, created)
+                except OSError as exc:
+                    raise _dir_error(exc, fd, part, where) from None
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _make_dir(self, parent: int, part: str, where: str,
+                  created: list[tuple[int, str]] | None) -> int:
+        try:
+            os.mkdir(part, DIR_MODE, dir_fd=parent)
+            if created is not None:
+                created.append((os.dup(parent), part))
+        except FileExistsError:
+            pass  # made by someone else in the meantime: fine, open it below
+        except OSError as exc:
+            raise _write_error(exc, where) from None
+        try:
+            return os.open(part, _O_DIR, dir_fd=parent)
+        except OSError as exc:
+            raise _dir_error(exc, parent, part, where) from None
+
+    def _lstat(self, parent: int, leaf: str, name: str) -> os.stat_result | None:
+        try:
+            return os.stat(leaf, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError("io_error", f"cannot stat {name!r}: {exc.strerror}") from None
+
+    # -- reading
+
+    def open_file(self, name: str) -> OpenFile:
+        """Open a regular file for reading; refuse directories, links and special files."""
+        parts = split_name(name)
+        parent = self.open_dir(parts[:-1])
+        try:
+            st = self._lstat(parent, parts[-1], name)
+            _require_regular(st, name)
+            try:
+                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                             | os.O_CLOEXEC, dir_fd=parent)
+            except OSError as exc:
+                raise _leaf_error(exc, name) from None
+        finally:
+            os.close(parent)
+        try:
+            st2 = os.fstat(fd)
+            if (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino):
+                _require_regular(st2, name)  # swapped between lstat and open: check again
+            return OpenFile(fd, st2.st_size, st2.st_mtime, self.hashes.lookup(fd, st2), st2)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def stat(self, name: str) -> dict[str, Any]:
+        """Type, size, mtime (and SHA-256 when known) of a file or directory."""
+        parts = split_name(name)
+        parent = self.open_dir(parts[:-1])
+        try:
+            st = self._lstat(parent, parts[-1], name)
+            if st is None:
+                raise StorageError("not_found", f"no such file {name!r}")
+            info = _entry(name, st)
+            if stat.S_ISREG(st.st_mode):
+                try:
+                    fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                                 | os.O_CLOEXEC, dir_fd=parent)
+                except OSError:
+                    return info
+                try:
+                    digest = self.hashes.lookup(fd, os.fstat(fd))
+                finally:
+                    os.close(fd)
+                if digest:
+                    info["sha256"] = digest
+            return info
+        finally:
+            os.close(parent)
+
+    def iter_entries(self, path: str, recursive: bool = False) -> Iterator[dict[str, Any]]:
+        """Entries below ``path`` ("" is the root), lazily; directories before their contents.
+
+        A generator, so a huge directory is listed a page at a time; closing it early
+        closes the directory descriptors it holds.
+        """
+        parts = split_name(path, allow_root=True)
+        top = self.open_dir(parts)  # errors (bad name, not found) are raised here, eagerly
+        return self._walk_entries(top, path, recursive)
+
+    def _walk_entries(self, top: int, path: str, recursive: bool) -> Iterator[dict[str, Any]]:
+        stack = [(top, path)]
+        try:
+            while stack:
+                fd, prefix = stack.pop()
+                try:
+                    yield from self._scan(fd, prefix, recursive, stack)
+                finally:
+                    os.close(fd)
+        finally:
+            for fd, _prefix in stack:
+                os.close(fd)
+
+    def _scan(self, fd: int, prefix: str, recursive: bool,
+              stack: list[tuple[int, str]]) -> Iterator[dict[str, Any]]:
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if not _is_listable(entry.name):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # removed while we listed
+                name = f"{prefix}/{entry.name}" if prefix else entry.name
+                yield _entry(name, st)
+                if recursive and stat.S_ISDIR(st.st_mode):
+                    try:
+                        stack.append((os.open(entry.name, _O_DIR, dir_fd=fd), name))
+                    except OSError:
+                        continue
+
+    # -- writing
+
+    def begin_upload(self, name: str, length: int, sha256: str, *, overwrite: bool,
+                     allow_overwrite: bool, mtime: float | None = None) -> "Upload":
+        """Check the target and create the temporary file an upload is written to."""
+        parts = split_name(name)
+        created: list[tuple[int, str]] = []
+        parent = -1
+        try:
+            parent = self.open_dir(parts[:-1], create=True, created=created)
+            self._check_target(parent, parts[-1], name, overwrite, allow_overwrite)
+            temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, FILE_MODE, dir_fd=parent)
+            except OSError as exc:
+                raise _write_error(exc, name) from None
+        except BaseException:
+            _remove_created(created)
+            if parent >= 0:
+                os.close(parent)
+            raise
+        return Upload(self, name, parent, parts[-1], temp, fd, length, sha256,
+                      overwrite and allow_overwrite, mtime, created)
+
+    def _check_target(self, parent: int, leaf: str, name: str, overwrite: bool,
+                      allow_overwrite: bool) -> None:
+        st = self._lstat(parent, leaf, name)
+        if st is None:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            raise StorageError("is_directory", f"{name!r} is a directory")
+        if stat.S_ISLNK(st.st_mode):
+            raise StorageError("forbidden", f"{name!r} is a symbolic link; not replacing it")
+        if not stat.S_ISREG(st.st_mode):
+            raise StorageError("not_a_file", f"{name!r} is not a regular file")
+        if not overwrite:
+            raise StorageError("exists", f"{name!r} already exists (ask to overwrite it)")
+        if not allow_overwrite:
+            raise StorageError("overwrite_refused", f"{name!r} exists and this server does "
+                                                    "not overwrite files (--allow-overwrite)")
+
+    def sweep_temporary_files(self) -> int:
+        """Remove temporary files left by a server that died; return how many.
+
+        Only one server may sweep a root: an exclusive lock on the root directory,
+        held for the server's life, tells a second server not to delete the temporary
+        files of the first one's running uploads.
+        """
+        try:
+            fcntl.flock(self.dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            log.warning("another muxserver serves %s; leaving its temporary files alone",
+                        self.path)
+            return 0
+        removed = 0
+        stack = [os.open(".", _O_DIR, dir_fd=self.dir_fd)]
+        while stack:
+            fd = stack.pop()
+            try:
+                removed += _sweep_dir(fd, stack)
+            finally:
+                os.close(fd)
+        return removed
+
+
+def _sweep_dir(fd: int, stack: list[int]) -> int:
+    removed = 0
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            try:
+                if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.name, dir_fd=fd)
+                    removed += 1
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(os.open(entry.name, _O_DIR, dir_fd=fd))
+            except OSError:
+                continue
+    return removed
+
+
+class Upload:
+    """One file being received: a temporary file, its running hash, and its commit."""
+
+    __slots__ = ("root", "name", "parent", "leaf", "temp", "fd", "length", "expected",
+                 "overwrite", "mtime", "created", "received", "hasher", "done")
+
+    def __init__(self, root: Root, name: str, parent: int, leaf: str, temp: str, fd: int,
+                 length: int, expected: str, overwrite: bool, mtime: float | None,
+                 created: list[tuple[int, str]]) -> None:
+        self.root, self.name, self.parent, self.leaf = root, name, parent, leaf
+        self.temp, self.fd, self.length, self.expected = temp, fd, length, expected
+        self.overwrite, self.mtime, self.created = overwrite, mtime, created
+        self.received = 0
+        self.hasher = hashlib.sha256()
+        self.done = False
+
+    def write(self, data: memoryview) -> None:
+        """Append body bytes to the temporary file, hashing them on the way."""
+        self.hasher.update(data)
+        while data:
+            try:
+                written = os.write(self.fd, data)
+            except OSError as exc:
+                raise _write_error(exc, self.name) from None
+            data = data[written:]
+            self.received += written
+
+    def commit(self) -> str:
+        """Verify, make durable and publish the file; return its SHA-256.
+
+        Order matters: fsync the data before the rename, so a crash can never publish
+        a name whose blocks are not on disk; fsync the directory after it, so the
+        name itself survives a crash before we say "done".
+        """
+        digest = self.hasher.hexdigest()
+        try:
+            if digest != self.expected:
+                raise StorageError("checksum_mismatch", f"{self.name!r}: received data has "
+                                   f"SHA-256 {digest}, the sender declared {self.expected}")
+            try:
+                os.fsync(self.fd)
+                if self.mtime is not None:
+                    os.utime(self.fd, (self.mtime, self.mtime))
+            except OSError as exc:
+                raise _write_error(exc, self.name) from None
+            self.root.hashes.remember(self.fd, os.fstat(self.fd), digest)
+            self._publish()
+            self._sync_directories()
+        except BaseException:
+            self.abort()
+            raise
+        self._release()
+        return digest
+
+    def _publish(self) -> None:
+        kw = {"src_dir_fd": self.parent, "dst_dir_fd": self.parent}
+        if self.overwrite:
+            try:
+                os.replace(self.temp, self.leaf, **kw)
+            except IsADirectoryError:
+                raise StorageError("is_directory", f"{self.name!r} is a directory") from None
+            except OSError as exc:
+                raise _write_error(exc, self.name) from None
+            self.temp = ""
+            return
+        # link() fails if the name exists: no window in which a file appearing
+        # meanwhile (another upload) could be silently replaced.
+        try:
+            os.link(self.temp, self.leaf, follow_symlinks=False, **kw)
+        except FileExistsError:
+            raise StorageError("exists", f"{self.name!r} was created by someone else "
+                                         "during the upload") from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise _write_error(exc, self.name) from None
+            self._publish_without_links(kw)  # a file system without hard links
+            return
+        os.unlink(self.temp, dir_fd=self.parent)
+        self.temp = ""
+
+    def _publish_without_links(self, kw: dict[str, int]) -> None:
+        if self.root._lstat(self.parent, self.leaf, self.name) is not None:
+            raise StorageError("exists", f"{self.name!r} was created by someone else "
+                                         "during the upload")
+        os.replace(self.temp, self.leaf, **kw)
+        self.temp = ""
+
+    def _sync_directories(self) -> None:
+        try:
+            os.fsync(self.parent)
+            for parent_fd, _name in self.created:
+                os.fsync(parent_fd)  # the new directory's own entry in its parent
+        except OSError as exc:
+            raise _write_error(exc, self.name) from None
+
+    def abort(self) -> None:
+        """Forget the upload: close and delete the temporary file, undo new directories."""
+        if self.done:
+            return
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.temp:
+            try:
+                os.unlink(self.temp, dir_fd=self.parent)
+            except OSError:
+                pass  # already gone; nothing else to do
+            self.temp = ""
+        _remove_created(self.created)
+        self._release()
+
+    def _release(self) -> None:
+        self.done = True
+        for parent_fd, _name in self.created:
+            os.close(parent_fd)
+        self.created = []
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        os.close(self.parent)
+
+
+def _remove_created(created: list[tuple[int, str]]) -> None:
+    """Remove directories an aborted upload made, deepest first, if still empty."""
+    for parent_fd, name in reversed(created):
+        try:
+            os.rmdir(name, dir_fd=parent_fd)
+        except OSError:
+            pass  # not empty any more (another upload uses it): keep it
+    if created:
+        for parent_fd, _name in created:
+            os.close(parent_fd)
+        created.clear()
+
+
+# ------------------------------------------------------------------ small helpers
+
+
+def _entry(name: str, st: os.stat_result) -> dict[str, Any]:
+    mode = st.st_mode
+    kind = ("file" if stat.S_ISREG(mode) else "dir" if stat.S_ISDIR(mode)
+            else "symlink" if stat.S_ISLNK(mode) else "other")
+    return {"name": name, "type": kind, "size": st.st_size if kind == "file" else 0,
+            "mtime": st.st_mtime}
+
+
+def _require_regular(st: os.stat_result | None, name: str) -> None:
+    if st is None:
+        raise StorageError("not_found", f"no such file {name!r}")
+    if stat.S_ISDIR(st.st_mode):
+        raise StorageError("is_directory", f"{name!r} is a directory")
+    if stat.S_ISLNK(st.st_mode):
+        raise StorageError("forbidden", f"{name!r} is a symbolic link; not following it")
+    if not stat.S_ISREG(st.st_mode):
+        raise StorageError("not_a_file", f"{name!r} is not a regular file")
+
+
+def _dir_error(exc: OSError, parent: int, part: str, where: str) -> StorageError:
+    if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+        try:
+            if stat.S_ISLNK(os.stat(part, dir_fd=parent, follow_symlinks=False).st_mode):
+                return StorageError("forbidden", f"{where!r} is a symbolic link; "
+                                                 "not following it")
+        except OSError:
+            pass  # vanished meanwhile: report it as not a directory
+        return StorageError("not_a_directory", f"{where!r} is not a directory")
+    if exc.errno == errno.EACCES:
+        return StorageError("forbidden", f"{where!r}: permission denied")
+    return StorageError("io_error", f"{where!r}: {exc.strerror}")
+
+
+def _leaf_error(exc: OSError, name: str) -> StorageError:
+    if exc.errno == errno.ENOENT:
+        return StorageError("not_found", f"no such file {name!r}")
+    if exc.errno == errno.ELOOP:
+        return StorageError("forbidden", f"{name!r} is a symbolic link; not following it")
+    if exc.errno == errno.ENXIO:
+        return StorageError("not_a_file", f"{name!r} is not a regular file")
+    if exc.errno == errno.EACCES:
+        return StorageError("forbidden", f"{name!r}: permission denied")
+    return StorageError("io_error", f"{name!r}: {exc.strerror}")
+
+
+def _write_error(exc: OSError, name: str) -> StorageError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return StorageError("no_space", f"cannot store {name!r}: {exc.strerror}")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StorageError("forbidden", f"cannot store {name!r}: {exc.strerror}")
+    if exc.errno == errno.ENOTDIR:
+        return StorageError("not_a_directory", f"cannot store {name!r}: a parent is a file")
+    if exc.errno == errno.ENAMETOOLONG:
+        return StorageError("bad_name", f"cannot store {name!r}: name too long")
+    return StorageError("io_error", f"cannot store {name!r}: {exc.strerror}")
