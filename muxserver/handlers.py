@@ -93,7 +93,7 @@ class NativeSession:
     def process(self) -> None:
         """Decode and run requests until more bytes are needed or a reply must drain."""
         channel = self.channel
-        while channel.state is ChannelState.OPEN:
+        while channel.state is ChannelState.OPEN and not channel.closed:
             if self.job is not None or channel.output_full:
                 channel.wants_drain = channel.output_full
                 channel.pause_reading()

@@ -1,0 +1,267 @@
+"""Shared fixtures: servers on 127.0.0.1 port 0, in a thread or in a subprocess.
+
+Every fixture stops what it started in a ``finally``. Nothing waits with sleep():
+the threaded server is ready when ``start()`` returns (the socket is listening), and
+the subprocess server is ready when it prints its "listening on" line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from muxserver import protocol
+from muxserver.client import Client
+from muxserver.limits import Limits
+from muxserver.server import Server, ServerConfig
+
+LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+
+@dataclasses.dataclass
+class RunningServer:
+    server: Server
+    host: str
+    port: int
+    root: Path
+
+    def client(self, **kw) -> Client:
+        return Client(self.host, self.port, **kw)
+
+    def connect(self) -> socket.socket:
+        sock = socket.create_connection((self.host, self.port), timeout=10)
+        return sock
+
+
+def start_thread_server(root: Path, **config) -> tuple[RunningServer, threading.Thread]:
+    limits = config.pop("limits", None) or Limits()
+    server = Server(ServerConfig(host="127.0.0.1", port=0, root=str(root), limits=limits,
+                                 **config))
+    host, port = server.start()
+    thread = threading.Thread(target=server.serve_forever,
+                              kwargs={"handle_signals": False}, daemon=True)
+    thread.start()
+    return RunningServer(server, host, port, root), thread
+
+
+def stop_thread_server(running: RunningServer, thread: threading.Thread) -> None:
+    running.server.loop.stop_threadsafe()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "server thread did not stop"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    path = tmp_path / "root"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def make_server(root: Path) -> Iterator:
+    """Start threaded servers with custom settings; all are stopped at the end."""
+    started = []
+
+    def make(root_dir: Path | None = None, **config) -> RunningServer:
+        running, thread = start_thread_server(root_dir or root, **config)
+        started.append((running, thread))
+        return running
+
+    try:
+        yield make
+    finally:
+        for running, thread in started:
+            stop_thread_server(running, thread)
+
+
+@pytest.fixture
+def server(make_server) -> RunningServer:
+    return make_server()
+
+
+# ------------------------------------------------------------------ subprocesses
+
+
+@dataclasses.dataclass
+class ServerProcess:
+    proc: subprocess.Popen
+    host: str
+    port: int
+    root: Path
+    banner: str
+
+
+def spawn_server(root: Path, *args: str, env: dict | None = None,
+                 prefix: list[str] | None = None) -> ServerProcess:
+    cmd = (prefix or []) + [sys.executable, "-m", "muxserver", "serve", "--port", "0",
+                            "--root", str(root), "--no-console", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    banner = []
+    for line in proc.stdout:  # blocks until the server prints (or dies: EOF)
+        banner.append(line)
+        match = LISTENING.search(line)
+        if match:
+            return ServerProcess(proc, match.group(1), int(match.group(2)), root,
+                                 "".join(banner))
+    proc.wait(timeout=10)
+    raise RuntimeError(f"server did not start: {proc.stderr.read()}")
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+@pytest.fixture
+def server_process(root: Path) -> Iterator[ServerProcess]:
+    running = spawn_server(root)
+    try:
+        yield running
+    finally:
+        stop_process(running.proc)
+
+
+def run_cli(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "muxserver", *args], capture_output=True,
+                          text=True, timeout=timeout, **kw)
+
+
+# ---------------------------------------------------------------- raw frames
+
+
+def recv_frame(sock: socket.socket) -> tuple[dict, bytes]:
+    """Read one whole reply frame from a blocking socket."""
+    decoder = protocol.FrameDecoder()
+    fields, body = None, bytearray()
+    while True:
+        event = decoder.next_event()
+        if event is protocol.NEED_DATA:
+            data = sock.recv(65536)
+            decoder.receive_data(data)
+            continue
+        if isinstance(event, protocol.FrameHeader):
+            fields = event.fields
+        elif isinstance(event, protocol.BodyData):
+            body += event.data
+        elif isinstance(event, protocol.FrameEnd):
+            leftover = decoder.keep_leftover()
+            assert leftover == 0, "recv_frame read past its frame; use a FrameReader"
+            return fields, bytes(body)
+        elif isinstance(event, protocol.PeerClosed):
+            raise ConnectionError("server closed the connection")
+
+
+class FrameReader:
+    """Reads consecutive frames from a blocking socket, keeping leftovers between them."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.decoder = protocol.FrameDecoder()
+
+    def frame(self) -> tuple[dict, bytes]:
+        fields, body = None, bytearray()
+        while True:
+            event = self.decoder.next_event()
+            if event is protocol.NEED_DATA:
+                self.decoder.receive_data(self.sock.recv(65536))
+            elif isinstance(event, protocol.FrameHeader):
+                fields = event.fields
+            elif isinstance(event, protocol.BodyData):
+                body += event.data
+            elif isinstance(event, protocol.FrameEnd):
+                return fields, bytes(body)
+            else:
+                raise ConnectionError("server closed the connection")
+
+    def closed(self) -> bool:
+        """True once the server has closed (reads to EOF)."""
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:
+                return True
+            if not data:
+                return True
+
+
+def sha256(data: bytes) -> str:
+    import hashlib
+    return hashlib.sha256(data).hexdigest()
+
+
+def put_frame(req_id: int, name: str, data: bytes, **kw) -> bytes:
+    return protocol.encode_put(req_id, name, len(data), sha256(data), **kw) + data
+
+
+def visible_files(root: Path) -> list[str]:
+    """Every file below root, relative, sorted (temporary files included: they must not be)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
+
+
+def temp_files(root: Path) -> list[str]:
+    return [p.name for p in root.rglob(".muxserver-*")]
+
+
+class LogWatcher(logging.Handler):
+    """Collects the server's log records so a test can wait for one (a real signal)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.cond = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.cond:
+            self.records.append(record)
+            self.cond.notify_all()
+
+    def events(self, kind: str) -> list[logging.LogRecord]:
+        with self.cond:
+            return [r for r in self.records if getattr(r, "event", None) == kind]
+
+    def wait_for(self, kind: str, count: int = 1, timeout: float = 10.0) -> list:
+        with self.cond:
+            ok = self.cond.wait_for(lambda: len(self.events_unlocked(kind)) >= count, timeout)
+            assert ok, f"no {count} '{kind}' log record(s) within {timeout} s: " + "; ".join(
+                r.getMessage() for r in self.records[-10:])
+            return self.events_unlocked(kind)
+
+    def events_unlocked(self, kind: str) -> list[logging.LogRecord]:
+        return [r for r in self.records if getattr(r, "event", None) == kind]
+
+
+@pytest.fixture
+def log_watcher() -> Iterator[LogWatcher]:
+    watcher = LogWatcher()
+    logger = logging.getLogger("muxserver")
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(watcher)
+    try:
+        yield watcher
+    finally:
+        logger.removeHandler(watcher)
+        logger.setLevel(old_level)
+
+
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
