@@ -171,9 +171,10 @@ def print_banner(server: Any, host: str, port: int) -> None:
     if host not in ("127.0.0.1", "0.0.0.0", "::", ""):
         client_args = f" --host {host}" + client_args
     print(f"muxserver {__version__} serving {server.root.path}")
-    print(f"listening on {host}:{port} (Ctrl-C to stop)")
     print(f"from another shell:  python -m muxserver put FILE{client_args}")
-    print(f"                     python -m muxserver ls{client_args}", flush=True)
+    print(f"                     python -m muxserver ls{client_args}")
+    # Last, so that a script waiting for this line knows the server accepts connections.
+    print(f"listening on {host}:{port} (Ctrl-C to stop)", flush=True)
 
 
 # ------------------------------------------------------------------------ clients
@@ -256,6 +257,12 @@ def plan_gets(args: argparse.Namespace, client: Client) -> list[Operation]:
     return ops
 
 
+HINTS = {
+    ("put", "exists"): " (use --overwrite to replace it)",
+    ("put", "overwrite_refused"): "",
+}
+
+
 def report(args: argparse.Namespace, results: list[Result]) -> int:
     failed = 0
     for result in results:
@@ -267,7 +274,8 @@ def report(args: argparse.Namespace, results: list[Result]) -> int:
                       f"sha256 {result.sha256[:12]}) ok", file=sys.stderr)
         else:
             failed += 1
-            print(f"muxserver: {result.op} {result.name} failed: {result.message}",
+            hint = HINTS.get((result.op, result.code), "")
+            print(f"muxserver: {result.op} {result.name} failed: {result.message}{hint}",
                   file=sys.stderr)
     if failed and len(results) > 1:
         print(f"muxserver: {failed} of {len(results)} transfers failed", file=sys.stderr)

@@ -384,7 +384,7 @@ class Root:
         if not stat.S_ISREG(st.st_mode):
             raise StorageError("not_a_file", f"{name!r} is not a regular file")
         if not overwrite:
-            raise StorageError("exists", f"{name!r} already exists (ask to overwrite it)")
+            raise StorageError("exists", f"{name!r} already exists")
         if not allow_overwrite:
             raise StorageError("overwrite_refused", f"{name!r} exists and this server does "
                                                     "not overwrite files (--allow-overwrite)")

@@ -100,6 +100,24 @@ class ServerProcess:
     port: int
     root: Path
     banner: str
+    _stdout: list[str] = dataclasses.field(default_factory=list)
+    _stderr: list[str] = dataclasses.field(default_factory=list)
+    _readers: list[threading.Thread] = dataclasses.field(default_factory=list)
+
+    def drain(self) -> None:
+        """Keep reading the server's output, so a full pipe never blocks its logging."""
+        for stream, sink in ((self.proc.stdout, self._stdout), (self.proc.stderr, self._stderr)):
+            thread = threading.Thread(target=lambda st=stream, sk=sink: sk.extend(st),
+                                      daemon=True)
+            thread.start()
+            self._readers.append(thread)
+
+    def output(self) -> tuple[str, str]:
+        """(stdout, stderr) after the process ended."""
+        assert self.proc.poll() is not None, "read the output after the server stopped"
+        for thread in self._readers:
+            thread.join(timeout=10)
+        return self.banner + "".join(self._stdout), "".join(self._stderr)
 
 
 def spawn_server(root: Path, *args: str, env: dict | None = None,
@@ -113,8 +131,10 @@ def spawn_server(root: Path, *args: str, env: dict | None = None,
         banner.append(line)
         match = LISTENING.search(line)
         if match:
-            return ServerProcess(proc, match.group(1), int(match.group(2)), root,
-                                 "".join(banner))
+            running = ServerProcess(proc, match.group(1), int(match.group(2)), root,
+                                    "".join(banner))
+            running.drain()
+            return running
     proc.wait(timeout=10)
     raise RuntimeError(f"server did not start: {proc.stderr.read()}")
 
@@ -127,9 +147,6 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
 
 
 @pytest.fixture

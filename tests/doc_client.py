@@ -1,0 +1,111 @@
+"""A muxserver client written from docs/PROTOCOL.md alone.
+
+It imports nothing from the muxserver package: if the document and the server ever
+disagree, the tests that use this client fail. It is deliberately plain (blocking
+sockets, a thread-free write-then-read pipeline for small requests) as a third-party
+client would be.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import struct
+
+MAGIC = b"\x89MUX"
+
+
+class ServerError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+class DocClient:
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.create_connection((host, port), timeout=30)
+        self.buffer = bytearray()
+        self.next_id = 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+    # section 2: frames
+    @staticmethod
+    def frame(header: dict, body: bytes = b"") -> bytes:
+        if body:
+            header = dict(header, length=len(body))
+        raw = json.dumps(header).encode("utf-8")
+        return struct.pack("!4sBBH", MAGIC, 1, 0, len(raw)) + raw + body
+
+    def _read_exactly(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("server closed the connection")
+            self.buffer += data
+        out = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return out
+
+    def read_reply(self) -> tuple[dict, bytes]:
+        magic, version, _flags, size = struct.unpack("!4sBBH", self._read_exactly(8))
+        assert magic == MAGIC and version == 1
+        header = json.loads(self._read_exactly(size).decode("utf-8"))
+        body = self._read_exactly(header.get("length", 0))
+        return header, body
+
+    def _id(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+    @staticmethod
+    def _check(header: dict) -> dict:
+        if not header["ok"]:
+            raise ServerError(header["error"], header["message"])
+        return header
+
+    # section 5
+    def put(self, name: str, data: bytes, overwrite: bool = False) -> dict:
+        req = {"id": self._id(), "op": "put", "name": name,
+               "sha256": hashlib.sha256(data).hexdigest()}
+        if overwrite:
+            req["overwrite"] = True
+        self.sock.sendall(self.frame(req, data))
+        header, _ = self.read_reply()
+        assert header["id"] == req["id"]
+        return self._check(header)
+
+    def get(self, name: str) -> bytes:
+        req = {"id": self._id(), "op": "get", "name": name}
+        self.sock.sendall(self.frame(req))
+        header, body = self.read_reply()
+        self._check(header)
+        if hashlib.sha256(body).hexdigest() != header["sha256"]:
+            raise ServerError("checksum_mismatch", "downloaded data does not match")
+        return body
+
+    def stat(self, name: str) -> dict:
+        self.sock.sendall(self.frame({"id": self._id(), "op": "stat", "name": name}))
+        return self._check(self.read_reply()[0])
+
+    def list(self, path: str = "", recursive: bool = False) -> list[dict]:
+        self.sock.sendall(self.frame({"id": self._id(), "op": "list", "path": path,
+                                      "recursive": recursive}))
+        entries = []
+        while True:
+            header, body = self.read_reply()
+            self._check(header)
+            entries += [json.loads(line) for line in body.decode("utf-8").splitlines()]
+            if not header["more"]:
+                return entries
+
+    def pipeline_gets(self, names: list[str]) -> list[tuple[dict, bytes]]:
+        """Section 1: send every request in one write, then read the replies in order."""
+        ids = [self._id() for _ in names]
+        self.sock.sendall(b"".join(self.frame({"id": i, "op": "get", "name": n})
+                                   for i, n in zip(ids, names)))
+        replies = [self.read_reply() for _ in names]
+        assert [h["id"] for h, _ in replies] == ids
+        return replies

@@ -1,0 +1,194 @@
+"""The command line, run as a user would: subprocesses, exit codes, messages, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from muxserver import cli, protocol
+
+from .conftest import (FrameReader, run_cli, spawn_server, stop_process, temp_files,
+                       visible_files)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def port_args(srv) -> list[str]:
+    return ["--host", srv.host, "--port", str(srv.port)]
+
+
+def test_banner_names_the_address_and_a_client_command_that_works(server_process, tmp_path):
+    banner = server_process.banner
+    assert f"listening on 127.0.0.1:{server_process.port}" in banner
+    assert str(server_process.root) in banner
+    command = next(line for line in banner.splitlines() if "put FILE" in line)
+    args = command.split("python -m muxserver", 1)[1].split()
+    (tmp_path / "hello.txt").write_text("hello")
+    args[args.index("FILE")] = str(tmp_path / "hello.txt")
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert (server_process.root / "hello.txt").read_text() == "hello"
+
+
+def test_put_get_ls_stat_round_trip(server_process, tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("alpha")
+    (src / "sub" / "b.bin").write_bytes(os.urandom(70_000))
+    ports = port_args(server_process)
+
+    result = run_cli("put", "-r", str(src), "--as", "tree", *ports)
+    assert result.returncode == 0, result.stderr
+    assert "tree/sub/b.bin" in result.stderr and result.stdout == ""
+
+    result = run_cli("ls", "-r", *ports)
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert [line.split()[-1] for line in lines] == ["tree/", "tree/a.txt", "tree/sub/",
+                                                    "tree/sub/b.bin"]
+    assert "68.4 KiB" in result.stdout
+
+    out = tmp_path / "out"
+    result = run_cli("get", "tree/a.txt", "tree/sub/b.bin", "-o", str(out), *ports)
+    assert result.returncode == 0, result.stderr
+    assert (out / "a.txt").read_text() == "alpha"
+    assert (out / "b.bin").read_bytes() == (src / "sub" / "b.bin").read_bytes()
+
+    result = run_cli("get", "-r", "tree", "-o", str(tmp_path / "rec"), *ports)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "rec" / "tree" / "sub" / "b.bin").exists()
+
+    result = run_cli("stat", "tree/a.txt", *ports)
+    assert result.returncode == 0 and "size:     5 bytes" in result.stdout
+    assert "sha256:" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["put", "{f}", "--as", "../escape"], "refused"),
+    (["put", "{f}", "--as", "/etc/passwd"], "absolute paths are not allowed"),
+    (["get", "missing.txt", "-o", "{d}"], "no such file"),
+    (["ls", "missing-dir"], "no directory"),
+])
+def test_failures_exit_1_with_a_one_line_reason(server_process, tmp_path, args, message):
+    (tmp_path / "f").write_text("x")
+    args = [a.format(f=tmp_path / "f", d=tmp_path) for a in args]
+    result = run_cli(*args, *port_args(server_process))
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_existing_file_is_refused_then_replaced_with_overwrite(tmp_path, root):
+    srv = spawn_server(root, "--allow-overwrite")
+    try:
+        (tmp_path / "f").write_text("one")
+        assert run_cli("put", str(tmp_path / "f"), *port_args(srv)).returncode == 0
+        (tmp_path / "f").write_text("two")
+        result = run_cli("put", str(tmp_path / "f"), *port_args(srv))
+        assert result.returncode == 1 and "already exists" in result.stderr
+        assert "--overwrite" in result.stderr
+        result = run_cli("put", str(tmp_path / "f"), "--overwrite", *port_args(srv))
+        assert result.returncode == 0 and (root / "f").read_text() == "two"
+    finally:
+        stop_process(srv.proc)
+
+
+def test_connection_refused_is_one_line(tmp_path):
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_cli("ls", "--port", str(port))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"muxserver: cannot connect to 127.0.0.1:{port}: "
+                                     "connection refused (is the server running?)")
+
+
+def test_get_refuses_to_replace_a_local_file(server_process, tmp_path):
+    (server_process.root / "r.txt").write_text("remote")
+    (tmp_path / "r.txt").write_text("local")
+    result = run_cli("get", "r.txt", "-o", str(tmp_path), *port_args(server_process))
+    assert result.returncode == 1 and "already exists locally" in result.stderr
+    assert (tmp_path / "r.txt").read_text() == "local"
+    result = run_cli("get", "r.txt", "-o", str(tmp_path), "--overwrite",
+                     *port_args(server_process))
+    assert result.returncode == 0 and (tmp_path / "r.txt").read_text() == "remote"
+
+
+def test_usage_errors_exit_2(tmp_path):
+    (tmp_path / "a").write_text("a")
+    (tmp_path / "b").write_text("b")
+    result = run_cli("put", str(tmp_path / "a"), str(tmp_path / "b"), "--as", "x",
+                     "--port", "1")
+    assert result.returncode == 2 and "--as names one file" in result.stderr
+    result = run_cli("put", str(tmp_path), "--port", "1")
+    assert result.returncode == 2 and "use -r" in result.stderr
+    assert run_cli("put").returncode == 2
+
+
+def test_checksum_mismatch_exits_1_with_a_reason(server, tmp_path, monkeypatch, capsys):
+    (tmp_path / "f").write_text("data")
+    monkeypatch.setattr("muxserver.client._hash_fd", lambda fd, size: "0" * 64)
+    status = cli.main(["put", str(tmp_path / "f"), "--port", str(server.port)])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "SHA-256" in err and "put f failed" in err
+    assert visible_files(server.root) == []
+
+
+def test_no_arguments_serves_the_current_directory(tmp_path):
+    (tmp_path / "here.txt").write_text("here")
+    proc = subprocess.Popen([sys.executable, "-m", "muxserver", "--port", "0", "--no-console"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(4)]
+        assert str(tmp_path) in lines[0]
+        port = int(lines[3].split(":")[1].split()[0])
+        result = run_cli("ls", "--port", str(port))
+        assert "here.txt" in result.stdout
+    finally:
+        stop_process(proc)
+
+
+def test_ctrl_c_stops_cleanly_mid_upload(root):
+    srv = spawn_server(root)
+    try:
+        with socket.create_connection((srv.host, srv.port)) as sock:
+            sock.sendall(protocol.encode_put(1, "interrupted.bin", 1 << 20, "0" * 64)
+                         + b"z" * 100_000)
+            sock.sendall(protocol.encode_list(2, ""))  # not read before the put ends...
+            srv.proc.send_signal(signal.SIGINT)
+            assert srv.proc.wait(timeout=10) == 0
+            assert FrameReader(sock).closed()
+        _out, err = srv.output()
+        assert "Traceback" not in err and "stopped" in err
+        assert visible_files(root) == [] and temp_files(root) == []
+    finally:
+        stop_process(srv.proc)
+
+
+def test_sigterm_stops_cleanly(server_process):
+    server_process.proc.terminate()
+    assert server_process.proc.wait(timeout=10) == 0
+
+
+def test_listen_failure_is_one_line(server_process):
+    result = run_cli("serve", "--port", str(server_process.port), "--root",
+                     str(server_process.root), "--no-console", timeout=20)
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("muxserver")
+    if exe is None:
+        pytest.skip("the muxserver script is not on PATH (package not installed)")
+    result = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and result.stdout.startswith("muxserver ")
