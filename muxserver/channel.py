@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import logging
 import os
 import socket
 import time
@@ -41,8 +42,8 @@ from .buffers import FileRegion, SendQueue
 from .limits import Limits
 from .loop import EVENT_READ, EVENT_WRITE, EventLoop, Timer
 
-#: Errors that mean "the peer went away": close quietly, nothing to log but the fact.
-PEER_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
+log = logging.getLogger("muxserver")
+
 MAX_IOVECS = 64  # chunks gathered into one sendmsg call (IOV_MAX is 1024 on Linux)
 MAX_SENDS_PER_TURN = 64  # with --send-size 1, a big reply must not hold the loop
 # sendfile cannot be used (file system or socket type without support): pread + send.
@@ -336,6 +337,16 @@ class Channel:
             self.close_reason = reason
         self.closed = True
         self.loop.close_after_batch(self)
+
+    def fail(self, exc: Exception) -> None:
+        """An unexpected error while serving this connection: log it, close only this one.
+
+        No error frame is attempted: the failure may have struck in the middle of a
+        frame, and a frame sent then would be read as body bytes.
+        """
+        log.error("%s: internal error, closing the connection", self.peer, exc_info=exc,
+                  extra={"event": "error", "conn": self.id})
+        self.abort("internal error")
 
     def finish_close(self) -> None:
         """Unregister, then close: the order the selectors docs require."""

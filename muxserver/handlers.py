@@ -379,6 +379,10 @@ class NativeSession:
             self.server.stats.transfers_failed += 1
         self.transfer = None
 
+    def fail(self, exc: Exception) -> None:
+        """An unexpected error in a step of this session (see EventLoop.fault)."""
+        self.channel.fail(exc)
+
     # -- what the console shows
 
     @property

@@ -26,11 +26,14 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
+import logging
 import selectors
 import signal
 import socket
 import time
 from typing import Any, Callable, Protocol
+
+log = logging.getLogger("muxserver")
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
@@ -80,6 +83,7 @@ class EventLoop:
         self._waker = _Waker(self._waker_r)
         self.set_interest(self._waker_r, self._waker, EVENT_READ)
         self._signal_callbacks: dict[int, Callable[[], None]] = {}
+        self._previous_handlers: dict[int, Any] = {}
 
     # -- registration
 
@@ -133,6 +137,7 @@ class EventLoop:
         if not self._signal_callbacks:
             signal.set_wakeup_fd(self._waker_w.fileno(), warn_on_full_buffer=False)
         self._signal_callbacks[signum] = callback
+        self._previous_handlers.setdefault(signum, signal.getsignal(signum))
         signal.signal(signum, lambda _signum, _frame: None)
         self._waker.on_signal = self._dispatch_signal
 
@@ -171,7 +176,10 @@ class EventLoop:
         for key, mask in events:
             handler = key.data
             if not handler.closed:  # closed earlier in this batch: ignore its stale event
-                handler.on_events(mask)
+                try:
+                    handler.on_events(mask)
+                except Exception as exc:
+                    self.fault(handler, exc)
         self._run_due_timers()
         self._run_ready()
         self._close_pending()
@@ -191,7 +199,10 @@ class EventLoop:
             self._to_flush.clear()
             for channel in channels:
                 if not channel.closed:
-                    channel.flush()
+                    try:
+                        channel.flush()
+                    except Exception as exc:
+                        self.fault(channel, exc)
             self._close_pending()
 
     def _run_due_timers(self) -> None:
@@ -200,24 +211,48 @@ class EventLoop:
         while timers and timers[0][0] <= now:
             _when, _seq, timer = heapq.heappop(timers)
             if not timer.cancelled:
-                timer.callback()
+                self._call(timer.callback)
 
     def _run_ready(self) -> None:
         for _ in range(len(self._ready)):
-            self._ready.popleft()()
+            self._call(self._ready.popleft())
+
+    def _call(self, callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception as exc:
+            self.fault(getattr(callback, "__self__", None), exc)
 
     def _close_pending(self) -> None:
         while self._to_close:
             closing, self._to_close = self._to_close, []
             for channel in closing:
-                channel.finish_close()
+                try:
+                    channel.finish_close()
+                except Exception as exc:
+                    log.exception("error while closing %r: %s", channel, exc)
+
+    def fault(self, owner: Any, exc: Exception) -> None:
+        """A bug or an unexpected error in one handler: contain it to that handler.
+
+        The owner's ``fail(exc)`` closes what it owns (one connection); the loop and
+        every other connection go on. Without an owner, the error is only logged.
+        """
+        fail = getattr(owner, "fail", None)
+        if fail is None:
+            log.error("unexpected error in the event loop", exc_info=exc)
+            return
+        try:
+            fail(exc)
+        except Exception as second:  # containment must never take the loop down
+            log.error("error while handling an earlier error", exc_info=second)
 
     def close(self) -> None:
         """Release the selector and the waker (after run() returned)."""
         if self._signal_callbacks:
             signal.set_wakeup_fd(-1)
-            for signum in self._signal_callbacks:
-                signal.signal(signum, signal.SIG_DFL)
+            for signum, previous in self._previous_handlers.items():
+                signal.signal(signum, previous)
             self._signal_callbacks.clear()
         self.selector.close()
         self._waker_r.close()

@@ -279,6 +279,11 @@ class Listener:
             # _backing_off stays set until an accept succeeds, so a long shortage logs once
             self.server.loop.set_interest(self.sock, self, EVENT_READ)
 
+    def fail(self, exc: Exception) -> None:
+        """An unexpected error while accepting: log it and keep listening."""
+        log.error("unexpected error while accepting connections", exc_info=exc,
+                  extra={"event": "error"})
+
     def close(self) -> None:
         if not self.closed:
             self.server.loop.set_interest(self.sock, self, 0)

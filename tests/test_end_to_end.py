@@ -344,3 +344,22 @@ def test_many_concurrent_clients_each_get_their_files(server, tmp_path):
         t.join(timeout=30)
     assert errors == []
     assert len(visible_files(server.root)) == 100
+
+
+def test_a_bug_in_one_connection_closes_only_that_connection(server, monkeypatch, log_watcher):
+    from muxserver import handlers
+
+    real = handlers.NativeSession.start_request
+
+    def buggy(self, fields, length):
+        if fields.get("name") == "boom":
+            raise RuntimeError("simulated bug")
+        return real(self, fields, length)
+
+    monkeypatch.setattr(handlers.NativeSession, "start_request", buggy)
+    with server.connect() as victim:
+        victim.sendall(protocol.encode_stat(1, "boom"))
+        assert FrameReader(victim).closed()
+    assert "simulated bug" in str(log_watcher.wait_for("error")[0].exc_info[1])
+    with server.client() as client:
+        assert client.list() == []
