@@ -12,26 +12,23 @@ import argparse
 import dataclasses
 import logging
 import os
-import re
 import sys
 import time
 from typing import Any, Sequence
 
 from . import __version__
-from .client import DEFAULT_PORT, Client, ClientError, GetFile, ListDir, Operation, PutFile, Result
+from .client import DEFAULT_PORT, Client, ClientError, GetFile, Operation, PutFile, Stat
 from .limits import Limits
+from .units import format_bytes, parse_size
 
 COMMANDS = ("serve", "put", "get", "ls", "stat")
-_SIZE = re.compile(r"(\d+)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
 
 
-def parse_size(text: str) -> int:
-    """'65536', '64K', '64KiB', '1M', '2G' -> bytes."""
-    match = _SIZE.fullmatch(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 64K, 10M, 2G)")
-    number, unit = int(match.group(1)), match.group(2).lower()
-    return number * 1024 ** " kmgt".index(unit or " ")
+def size_flag(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # ------------------------------------------------------------------------ parsers
@@ -64,7 +61,7 @@ def add_serve_parser(sub: Any) -> None:
     limits = p.add_argument_group("limits (see docs/OPERATIONS.md)")
     for field in dataclasses.fields(Limits):
         flag = "--" + field.name.replace("_", "-")
-        kind = parse_size if field.name.endswith(("_size", "_water", "_buffer", "_chunk",
+        kind = size_flag if field.name.endswith(("_size", "_water", "_buffer", "_chunk",
                                                   "_step")) else (
             float if isinstance(field.default, float) else int)
         limits.add_argument(flag, dest=f"limit_{field.name}", type=kind, default=None,
@@ -161,8 +158,19 @@ def run_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     print_banner(server, host, port)
-    server.serve_forever()
-    print("muxserver: stopped", file=sys.stderr)
+    console = None
+    if not args.no_console and sys.stdout.isatty():
+        from .console import LiveConsole  # rich is imported only when it is used
+        console = LiveConsole(server)
+        console.start()
+    try:
+        server.serve_forever()
+    finally:
+        if console is not None:
+            console.stop()
+    stats = server.stats
+    print(f"muxserver: stopped after {stats.transfers_done} transfer(s), "
+          f"{stats.transfers_failed} failed", file=sys.stderr)
     return 0
 
 
@@ -184,10 +192,8 @@ def run_client_command(args: argparse.Namespace) -> int:
     client = Client(args.host, args.port, timeout=args.timeout)
     try:
         with client:
-            if args.command == "put":
-                return report(args, client.run(plan_puts(args)))
-            if args.command == "get":
-                return report(args, client.run(plan_gets(args, client)))
+            if args.command in ("put", "get"):
+                return transfer(args, client)
             if args.command == "ls":
                 return print_listing(args, client)
             return print_stat(args, client)
@@ -195,10 +201,39 @@ def run_client_command(args: argparse.Namespace) -> int:
         return _fail(exc.message)
     except UsageError as exc:
         return _fail(str(exc), status=2)
+    except OSError as exc:  # a local file or directory we could not use
+        where = f" {exc.filename}" if exc.filename else ""
+        return _fail(f"local error:{where}: {exc.strerror or exc}")
 
 
 class UsageError(Exception):
     """A command line that makes no sense (exit status 2)."""
+
+
+def transfer(args: argparse.Namespace, client: Client) -> int:
+    """put or get: plan the operations, run them pipelined, report each as it ends."""
+    from .progress import TransferReport  # rich is imported only for a terminal
+
+    if args.command == "put":
+        ops = plan_puts(args)
+        total = sum(_size_or_zero(op.local) for op in ops)
+    else:
+        ops = plan_gets(args, client)
+        total = sum(op.expected_size for op in ops)
+    report = TransferReport(quiet=args.quiet, files=len(ops), total_bytes=total or None)
+    client.progress, client.on_finish = report.progress, report.finished
+    try:
+        client.run(ops)
+    finally:
+        status = report.close()
+    return status
+
+
+def _size_or_zero(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0  # the put itself reports why the file cannot be read
 
 
 def plan_puts(args: argparse.Namespace) -> list[Operation]:
@@ -228,22 +263,28 @@ def walk_files(top: str) -> list[tuple[str, str]]:
             local = os.path.join(dirpath, filename)
             if os.path.isfile(local) and not os.path.islink(local):
                 found.append((local, os.path.relpath(local, top).replace(os.sep, "/")))
+            else:
+                print(f"muxserver: skipping {local}: not a regular file", file=sys.stderr)
     return found
 
 
-def plan_gets(args: argparse.Namespace, client: Client) -> list[Operation]:
+def plan_gets(args: argparse.Namespace, client: Client) -> list[GetFile]:
+    """One GetFile per file; -r expands directories. Sizes are learnt up front (one
+    pipelined round of stat requests) so the overall progress bar has a total."""
     from .storage import StorageError, split_name
 
-    ops: list[Operation] = []
+    names = [name.strip("/") for name in args.names]
+    infos = {r.name: r.info for r in client.run([Stat(n) for n in names])}
+    ops: list[GetFile] = []
     seen: set[str] = set()
-    for name in args.names:
-        name = name.strip("/")
-        targets = [(name, os.path.basename(name))]
-        if args.recursive and client.stat(name).get("type") == "dir":
+    for name in names:
+        info = infos.get(name, {})
+        targets = [(name, os.path.basename(name), info.get("size", 0))]
+        if args.recursive and info.get("type") == "dir":
             base = os.path.basename(name)
-            targets = [(e["name"], base + e["name"][len(name):])
+            targets = [(e["name"], base + e["name"][len(name):], e.get("size", 0))
                        for e in client.list(name, recursive=True) if e.get("type") == "file"]
-        for remote, rel in targets:
+        for remote, rel, size in targets:
             try:
                 split_name(rel)  # a hostile server must not make us write outside -o
             except StorageError as exc:
@@ -253,33 +294,10 @@ def plan_gets(args: argparse.Namespace, client: Client) -> list[Operation]:
                 raise UsageError(f"two files would be written to {dest}")
             seen.add(dest)
             os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
-            ops.append(GetFile(remote, dest, overwrite=args.overwrite))
+            op = GetFile(remote, dest, overwrite=args.overwrite)
+            op.expected_size = size
+            ops.append(op)
     return ops
-
-
-HINTS = {
-    ("put", "exists"): " (use --overwrite to replace it)",
-    ("put", "overwrite_refused"): "",
-}
-
-
-def report(args: argparse.Namespace, results: list[Result]) -> int:
-    failed = 0
-    for result in results:
-        if result.ok:
-            if not args.quiet:
-                arrow = f"{result.path} -> {result.name}" if result.op == "put" else (
-                    f"{result.name} -> {result.path}")
-                print(f"{result.op} {arrow} ({format_size(result.size)}, "
-                      f"sha256 {result.sha256[:12]}) ok", file=sys.stderr)
-        else:
-            failed += 1
-            hint = HINTS.get((result.op, result.code), "")
-            print(f"muxserver: {result.op} {result.name} failed: {result.message}{hint}",
-                  file=sys.stderr)
-    if failed and len(results) > 1:
-        print(f"muxserver: {failed} of {len(results)} transfers failed", file=sys.stderr)
-    return 1 if failed else 0
 
 
 def print_listing(args: argparse.Namespace, client: Client) -> int:
@@ -292,7 +310,7 @@ def print_listing(args: argparse.Namespace, client: Client) -> int:
             print(json.dumps(entry, ensure_ascii=False))
             continue
         name = entry.get("name", "?") + ("/" if entry.get("type") == "dir" else "")
-        size = format_size(entry.get("size", 0)) if entry.get("type") == "file" else "-"
+        size = format_bytes(entry.get("size", 0)) if entry.get("type") == "file" else "-"
         print(f"{size:>10}  {format_time(entry.get('mtime'))}  {name}")
     if not args.json and not args.quiet and not entries:
         print("(empty)", file=sys.stderr)
@@ -304,20 +322,11 @@ def print_stat(args: argparse.Namespace, client: Client) -> int:
     print(f"name:     {info.get('name', args.name)}")
     print(f"type:     {info.get('type', '?')}")
     if info.get("type") == "file":
-        print(f"size:     {info.get('size', 0)} bytes ({format_size(info.get('size', 0))})")
+        print(f"size:     {info.get('size', 0)} bytes ({format_bytes(info.get('size', 0))})")
     print(f"modified: {format_time(info.get('mtime'))}")
     if info.get("sha256"):
         print(f"sha256:   {info['sha256']}")
     return 0
-
-
-def format_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def format_time(mtime: Any) -> str:

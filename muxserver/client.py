@@ -38,7 +38,8 @@ from .protocol import (BodyData, FrameDecoder, FrameEnd, FrameHeader, NEED_DATA,
 
 DEFAULT_PORT = 9009
 HASH_CHUNK = 1024 * 1024
-Progress = Callable[["Operation", int, int], None]
+Progress = Callable[["Operation", int, int], None]  # (operation, bytes done, bytes total)
+Finished = Callable[["Operation"], None]
 
 
 class ClientError(Exception):
@@ -120,8 +121,8 @@ class PutFile(Operation):
         self.sha256 = ""
 
     def prepare(self) -> None:
-        try:
-            fd = os.open(self.local, os.O_RDONLY | os.O_CLOEXEC)
+        try:  # O_NONBLOCK: opening a FIFO by mistake must not hang the client
+            fd = os.open(self.local, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             raise ClientError("local_error", f"cannot read {self.local}: {exc.strerror}") from None
         self.body_fd = fd
@@ -158,6 +159,7 @@ class GetFile(Operation):
         self.part = self.dest + ".part"
         self.overwrite = overwrite
         self.result.path = self.dest
+        self.expected_size = 0  # what a stat said, for progress totals (the reply decides)
         self.fd = -1
         self.hasher = hashlib.sha256()
         self.expected = ""
@@ -283,11 +285,12 @@ class Client:
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
                  timeout: float = 60.0, window: int = 64,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, on_finish: Finished | None = None) -> None:
         self.host, self.port = host, port
         self.timeout = timeout  # longest silence tolerated from the server
         self.window = window
-        self.progress = progress
+        self.progress = progress  # called as body bytes move
+        self.on_finish = on_finish  # called once per operation, when its result is final
         self.sock: socket.socket | None = None
         self._next_id = 1
         self._scratch = memoryview(bytearray(256 * 1024))
@@ -552,6 +555,8 @@ class _Pipeline:
             op.result.message = error.message
         op.cleanup(failed=not op.result.ok)
         self.report(op)
+        if self.client.on_finish is not None:
+            self.client.on_finish(op)
 
     def fail_all(self, error: ClientError) -> None:
         for op in list(self.inflight) + list(self.pending):

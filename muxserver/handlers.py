@@ -30,7 +30,7 @@ from .buffers import FileRegion
 from .channel import Channel, ChannelState, Phase
 from .protocol import (BodyData, DecoderState, FrameDecoder, FrameEnd, FrameHeader, NEED_DATA,
                        PeerClosed, ProtocolError, Request, RequestError)
-from .storage import OpenFile, StorageError, Upload
+from .storage import OpenFile, StorageError, Upload, printable
 
 if TYPE_CHECKING:
     from .server import Server
@@ -313,7 +313,7 @@ class NativeSession:
         if op in ("put", "get"):
             self.server.stats.transfers_failed += 1
         log.warning("%s %s %s refused: %s (%s)", self.channel.peer, op or "request",
-                    name or "", message, code,
+                    printable(name), message, code,
                     extra={"event": "refused", "conn": self.channel.id})
         if code in protocol.FATAL_CODES:
             self.channel.close_when_done(message)
@@ -322,7 +322,7 @@ class NativeSession:
         if op == "put":
             self.transfer = None
         self.server.stats.transfers_done += 1
-        log.info("%s %s %s: %d bytes, sha256 %s ok", self.channel.peer, op, name, size,
+        log.info("%s %s %s: %d bytes, sha256 %s ok", self.channel.peer, op, printable(name), size,
                  digest[:16], extra={"event": "completed", "conn": self.channel.id})
 
     def refuse_stream(self, code: str, message: str) -> None:
@@ -400,4 +400,6 @@ class NativeSession:
         state = self.decoder.state
         if state is DecoderState.PREFIX and not self.decoder.partial:
             return "idle"
+        if state is DecoderState.BODY:
+            return "skipping body"  # the body of a refused request
         return state.value

@@ -70,6 +70,7 @@ class EventLoop:
         #: The one receive buffer every channel reads into (recv_into, never recv).
         self.scratch = memoryview(bytearray(scratch_size))
         self.wakeups = 0  # select() returns: about zero per second on an idle server
+        self.timeout_wakeups = 0  # of those, the ones that only ended a timeout (timers)
         self.now = time.monotonic()
         self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
@@ -168,10 +169,16 @@ class EventLoop:
         while self._running:
             self.run_once()
 
-    def run_once(self) -> None:
+    def run_once(self, max_wait: float | None = None) -> None:
+        """One turn. ``max_wait`` caps the sleep (tests drive the loop turn by turn)."""
         self._flush_pending()
-        events = self.selector.select(self._select_timeout())
+        timeout = self._select_timeout()
+        if max_wait is not None:
+            timeout = max_wait if timeout is None else min(timeout, max_wait)
+        events = self.selector.select(timeout)
         self.wakeups += 1
+        if not events:
+            self.timeout_wakeups += 1
         self.now = time.monotonic()
         for key, mask in events:
             handler = key.data

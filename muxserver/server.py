@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
-import os
 import signal
 import socket
 import time
@@ -80,6 +79,7 @@ class Snapshot:
     root: str
     uptime: float
     wakeups: int
+    timeout_wakeups: int
     connections: list[ConnectionInfo]
     transfers_done: int
     transfers_failed: int
@@ -215,6 +215,7 @@ class Server:
         host, port = self.address
         return Snapshot(address=f"{host}:{port}", root=self.root.path,
                         uptime=now - self.stats.started, wakeups=self.loop.wakeups,
+                        timeout_wakeups=self.loop.timeout_wakeups,
                         connections=infos, transfers_done=self.stats.transfers_done,
                         transfers_failed=self.stats.transfers_failed,
                         bytes_in=bytes_in, bytes_out=bytes_out)

@@ -113,6 +113,24 @@ def _check_form(name: str) -> list[str]:
     return parts
 
 
+def printable(text: str) -> str:
+    """A client-supplied name as it may be shown in logs and on the console.
+
+    Control and format characters (ESC, CR, RIGHT-TO-LEFT OVERRIDE, ...) become
+    ``\\x1b``-style escapes, so a hostile name can neither move the operator's cursor,
+    recolour the terminal, nor reorder what is displayed.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape_char(ch) for ch in text)
+
+
+def _escape_char(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else (
+        f"\\U{code:08x}")
+
+
 def _is_listable(name: str) -> bool:
     """Directory entries we show: not ours, and representable in UTF-8 JSON."""
     if name.startswith(RESERVED_PREFIX):

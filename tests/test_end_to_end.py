@@ -12,7 +12,7 @@ import time
 import pytest
 
 from muxserver import protocol
-from muxserver.client import Client, ClientError, GetFile, ListDir, PutFile, Stat
+from muxserver.client import ClientError, GetFile, ListDir, PutFile, Stat
 from muxserver.limits import Limits
 
 from .conftest import FrameReader, put_frame, sha256, temp_files, visible_files

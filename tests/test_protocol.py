@@ -214,7 +214,8 @@ def test_random_bytes_never_raise_anything_but_protocol_error(data, step):
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.text(max_size=10), st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none() | st.booleans() | st.integers() | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False),
     lambda children: st.lists(children) | st.dictionaries(st.text(), children),
     max_leaves=10)))
 def test_random_json_headers_never_crash_request_parsing(fields):

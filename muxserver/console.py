@@ -1,0 +1,274 @@
+"""The live console: a rich view of every connection, redrawn from the event loop.
+
+The console only *observes*. A loop timer (never another thread) asks the server for
+a :class:`~muxserver.server.Snapshot` a few times a second, and :class:`ConsoleView`
+turns it into a rich renderable: a header of totals, one row per connection (the
+busiest first, with a "+K more" line when they do not fit), and the last log lines.
+The server and the loop never import this module.
+
+Names come from clients and are shown literally: every cell is a ``rich.text.Text``
+(never parsed as markup, so ``[red]`` stays ``[red]``) and control characters are
+escaped (:func:`~muxserver.storage.printable`), so a hostile name can neither style
+nor break the display.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from .storage import printable
+from .units import format_bytes, format_duration, short_bytes
+
+if TYPE_CHECKING:
+    from .server import ConnectionInfo, Server, Snapshot
+
+#: Redraws per second while something happens; once a second when all is quiet.
+BUSY_INTERVAL = 0.25
+IDLE_INTERVAL = 1.0
+LOG_LINES = 6
+RATE_SMOOTHING = 0.5  # weight of the newest sample in the moving average
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    title: str
+    width: int | None  # None: the flexible column (the name) takes what is left
+    justify: Any = "left"
+
+
+COLUMNS = {
+    "peer": Column("peer", 15),
+    "op": Column("op", 4),
+    "name": Column("name", None),
+    "state": Column("state", 14),
+    "bar": Column("progress", 10),
+    "percent": Column("%", 4, "right"),
+    "rate": Column("rate", 11, "right"),
+    "eta": Column("ETA", 7, "right"),
+    "done": Column("done", 11, "right"),
+    "buffers": Column("rcv/snd buf", 11, "right"),
+}
+ALWAYS = ["peer", "op", "name", "state", "bar", "percent", "rate"]
+OPTIONAL = ["eta", "buffers", "done"]  # added in this order while the name keeps its room
+NAME_MIN_WIDTH = 16
+
+
+def choose_columns(width: int) -> list[str]:
+    """The columns that fit ``width``; an 80-column terminal keeps the essentials."""
+    chosen = list(ALWAYS)
+    used = sum(COLUMNS[c].width or 0 for c in chosen) + len(chosen) - 1
+    for column in OPTIONAL:
+        extra = COLUMNS[column].width + 1
+        if width - used - extra >= NAME_MIN_WIDTH:
+            chosen.append(column)
+            used += extra
+    return chosen
+
+
+@dataclasses.dataclass
+class _Rate:
+    when: float
+    done: int
+    rate: float = 0.0
+
+
+class ConsoleView:
+    """Snapshot in, renderable out; keeps only what rates need between frames."""
+
+    def __init__(self, log_lines: int = LOG_LINES) -> None:
+        self.log = collections.deque(maxlen=log_lines)  # Text lines, newest last
+        self._rates: dict[int, _Rate] = {}
+        self._totals: _Rate | None = None
+        self._wakeups: tuple[float, int, int] | None = None
+        self.wakeup_rate = (0.0, 0.0)  # I/O wake-ups and timer wake-ups per second
+
+    def add_log(self, when: float, level: int, message: str) -> None:
+        style = "red" if level >= logging.ERROR else "yellow" if level >= logging.WARNING else ""
+        line = Text(time.strftime("%H:%M:%S ", time.localtime(when)), style="dim")
+        line.append(printable(message), style=style)
+        self.log.append(line)
+
+    # -- rates
+
+    def _connection_rate(self, info: "ConnectionInfo", now: float) -> float:
+        done = info.done if info.total else info.bytes_in + info.bytes_out
+        prev = self._rates.get(info.id)
+        if prev is None or done < prev.done:
+            self._rates[info.id] = _Rate(now, done)
+            return 0.0
+        elapsed = now - prev.when
+        if elapsed >= 0.2:
+            sample = (done - prev.done) / elapsed
+            prev.rate = sample if prev.rate == 0 else (
+                RATE_SMOOTHING * sample + (1 - RATE_SMOOTHING) * prev.rate)
+            prev.when, prev.done = now, done
+        return prev.rate
+
+    def _total_rate(self, snap: "Snapshot", now: float) -> float:
+        moved = snap.bytes_in + snap.bytes_out
+        prev = self._totals
+        if prev is None:
+            self._totals = _Rate(now, moved)
+            return 0.0
+        if now - prev.when >= 0.2:
+            prev.rate = (moved - prev.done) / (now - prev.when)
+            prev.when, prev.done = now, moved
+        return prev.rate
+
+    def _wakeup_rates(self, snap: "Snapshot", now: float) -> tuple[float, float]:
+        prev = self._wakeups
+        if prev is not None and now - prev[0] >= 0.5:
+            elapsed = now - prev[0]
+            self.wakeup_rate = ((snap.wakeups - snap.timeout_wakeups - prev[1]) / elapsed,
+                                (snap.timeout_wakeups - prev[2]) / elapsed)
+        if prev is None or now - prev[0] >= 0.5:
+            self._wakeups = (now, snap.wakeups - snap.timeout_wakeups, snap.timeout_wakeups)
+        return self.wakeup_rate
+
+    # -- rendering
+
+    def render(self, snap: "Snapshot", now: float | None = None,
+               max_rows: int = 20, width: int = 100) -> RenderableType:
+        now = time.monotonic() if now is None else now
+        rates = {c.id: self._connection_rate(c, now) for c in snap.connections}
+        for gone in set(self._rates) - set(rates):
+            del self._rates[gone]
+        return Group(self._header(snap, now, width), self._table(snap, rates, max_rows, width),
+                     *self._log_pane())
+
+    def _header(self, snap: "Snapshot", now: float, width: int) -> Text:
+        io_wakeups, timer_wakeups = self._wakeup_rates(snap, now)
+        rate = self._total_rate(snap, now)
+        head = Text(overflow="ellipsis", no_wrap=True)
+        head.append("muxserver ", style="bold")
+        head.append(f"{snap.address}  ", style="cyan")
+        head.append(f"up {format_duration(snap.uptime)}  ", style="dim")
+        head.append(printable(snap.root))
+        head.append("\n")
+        narrow = width < 100
+        size = short_bytes if narrow else format_bytes
+        head.append(f"{'conns' if narrow else 'connections'} {len(snap.connections)}  ")
+        head.append(f"done {snap.transfers_done}  ", style="green")
+        head.append(f"failed {snap.transfers_failed}  ",
+                    style="red" if snap.transfers_failed else "")
+        head.append(f"in {size(snap.bytes_in)}  out {size(snap.bytes_out)}  ")
+        head.append(f"{format_bytes(rate)}/s  ", style="bold")
+        head.append(f"wake/s {io_wakeups:.0f} io+{timer_wakeups:.0f} timer" if narrow else
+                    f"wakeups/s {io_wakeups:.0f} io + {timer_wakeups:.0f} timer", style="dim")
+        return head
+
+    def _table(self, snap: "Snapshot", rates: dict[int, float], max_rows: int,
+               width: int) -> RenderableType:
+        columns = choose_columns(width)
+        table = Table(box=box.SIMPLE_HEAD, expand=True, pad_edge=False, show_edge=False,
+                      padding=0)  # the box's divider is the one space between columns
+        for column in columns:
+            spec = COLUMNS[column]
+            table.add_column(spec.title, no_wrap=True, overflow="ellipsis",
+                             justify=spec.justify, width=spec.width,
+                             ratio=1 if spec.width is None else None,
+                             min_width=NAME_MIN_WIDTH if spec.width is None else None)
+        ordered = sorted(snap.connections, key=lambda c: (-rates[c.id], -c.last_io, c.id))
+        for info in ordered[:max_rows]:
+            cells = self._cells(info, rates[info.id])
+            table.add_row(*(cells[column] for column in columns))
+        hidden = len(ordered) - max_rows
+        if hidden > 0:
+            table.add_row(Text(f"+{hidden} more", style="italic dim"))
+        if not ordered:
+            table.add_row(Text("no connections", style="dim"))
+        return table
+
+    def _cells(self, info: "ConnectionInfo", rate: float) -> dict[str, Any]:
+        if info.total:
+            fraction = min(1.0, info.done / info.total)
+            percent = f"{fraction * 100:.0f}%"
+            bar: Any = ProgressBar(total=info.total, completed=info.done, width=10)
+            eta = format_duration((info.total - info.done) / rate) if rate > 0 else "-"
+            done = f"{short_bytes(info.done)}/{short_bytes(info.total)}"
+        elif info.op:  # an empty file
+            percent, bar, eta, done = "100%", Text(""), "-", "0 B"
+        else:
+            percent, bar, eta, done = "", Text(""), "", ""
+        return {
+            "peer": Text(info.peer), "op": Text(info.op), "name": Text(printable(info.name)),
+            "state": Text(info.state), "bar": bar, "percent": Text(percent),
+            "rate": Text(f"{format_bytes(rate)}/s" if rate else ""), "eta": Text(eta),
+            "done": Text(done),
+            "buffers": Text(f"{short_bytes(info.recv_buffered)}/"
+                            f"{short_bytes(info.send_buffered)}", style="dim"),
+        }
+
+    def _log_pane(self) -> list[RenderableType]:
+        if not self.log:
+            return []
+        return [Text("recent events", style="bold dim"), *self.log]
+
+
+class ConsoleLogHandler(logging.Handler):
+    """Sends the server's log records to the console's event pane (same thread)."""
+
+    def __init__(self, view: ConsoleView) -> None:
+        super().__init__(level=logging.INFO)
+        self.view = view
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.view.add_log(record.created, record.levelno, record.getMessage())
+        except (TypeError, ValueError):
+            self.handleError(record)  # a malformed record must not stop the server
+
+
+class LiveConsole:
+    """Keeps a rich Live display of a server up to date, from a timer in its loop."""
+
+    def __init__(self, server: "Server", console: Console | None = None) -> None:
+        self.server = server
+        self.console = console or Console()
+        self.view = ConsoleView()
+        self.live = Live(console=self.console, auto_refresh=False, transient=False,
+                         redirect_stdout=False, redirect_stderr=False)
+        self.handler = ConsoleLogHandler(self.view)
+        self._timer: Any = None
+        self._muted: list[tuple[logging.Handler, int]] = []
+        self.refreshes = 0
+
+    def start(self) -> None:
+        """Route log records into the event pane, start drawing, and schedule redraws."""
+        root = logging.getLogger()
+        for handler in root.handlers:  # plain stderr lines would tear the live display
+            self._muted.append((handler, handler.level))
+            handler.setLevel(logging.CRITICAL + 1)
+        logging.getLogger("muxserver").addHandler(self.handler)
+        self.live.start()
+        self.refresh()
+
+    def refresh(self) -> None:
+        snap = self.server.snapshot()
+        size = self.console.size
+        max_rows = max(3, size.height - 8 - len(self.view.log) - 2)
+        self.live.update(self.view.render(snap, max_rows=max_rows, width=size.width),
+                         refresh=True)
+        self.refreshes += 1
+        busy = bool(snap.connections)
+        self._timer = self.server.loop.call_later(BUSY_INTERVAL if busy else IDLE_INTERVAL,
+                                                  self.refresh)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.live.stop()
+        logging.getLogger("muxserver").removeHandler(self.handler)
+        for handler, level in self._muted:
+            handler.setLevel(level)
