@@ -222,3 +222,17 @@ def test_console_module_is_not_imported_by_the_loop():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=30)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.timeout(120)
+def test_live_console_in_a_real_terminal():
+    import shutil
+    from pathlib import Path
+
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    script = Path(__file__).parent.parent / "scripts" / "console_tmux_check.py"
+    result = subprocess.run([sys.executable, str(script), "--width", "80"], capture_output=True,
+                            text=True, timeout=100)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("PASS")

@@ -1,0 +1,150 @@
+"""Helpers shared by the benchmark scripts: servers in subprocesses (optionally on a
+pseudo-terminal, so the live console runs), big files in /dev/shm, and statistics.
+
+Benchmarks compare contenders side by side in one run, alternating A, B, A, B, and
+report medians and ratios: the machines are shared and noisy, so only a ratio measured
+under the same conditions means anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import os
+import re
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+LISTENING = re.compile(rb"listening on (\S+):(\d+)")
+ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+GiB = 1 << 30
+
+
+def scratch_dir(prefix: str, need_bytes: int) -> Path:
+    """A temporary directory in /dev/shm (RAM) when it has room, else in /tmp."""
+    for base in ("/dev/shm", tempfile.gettempdir()):
+        if os.path.isdir(base) and shutil.disk_usage(base).free > need_bytes:
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    raise SystemExit(f"no file system with {need_bytes / GiB:.1f} GiB free")
+
+
+def make_file(path: Path, size: int) -> None:
+    """A file of pseudo-random bytes (incompressible, cheap to make)."""
+    block = os.urandom(1 << 20)
+    with open(path, "wb") as f:
+        left, i = size, 0
+        while left:
+            chunk = (block[i % 997:] + block[:i % 997])[:left]
+            f.write(chunk)
+            left -= len(chunk)
+            i += 1
+
+
+@dataclasses.dataclass
+class Spawned:
+    proc: subprocess.Popen
+    host: str
+    port: int
+    master_fd: int | None = None
+    reader: threading.Thread | None = None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.master_fd is not None:
+            os.close(self.master_fd)
+            self.master_fd = None
+
+
+def spawn_muxserver(root: Path, *args: str, terminal: bool = False,
+                    size: tuple[int, int] = (120, 40)) -> Spawned:
+    """Start ``python -m muxserver`` on port 0; with ``terminal`` its stdout is a pty."""
+    cmd = [sys.executable, "-m", "muxserver", "serve", "--port", "0", "--root", str(root),
+           *args]
+    if not terminal:
+        proc = subprocess.Popen(cmd + ["--no-console"], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, cwd=REPO)
+        host, port = _read_address(lambda: proc.stdout.readline())
+        threading.Thread(target=lambda: proc.stdout.read(), daemon=True).start()
+        return Spawned(proc, host, port)
+    master, slave = os.openpty()
+    cols, rows = size
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    proc = subprocess.Popen(cmd, stdout=slave, stderr=slave, stdin=subprocess.DEVNULL,
+                            cwd=REPO, env={**os.environ, "TERM": "xterm-256color"})
+    os.close(slave)
+    pending = bytearray()
+
+    def read_line() -> bytes:
+        while b"\n" not in pending:
+            pending.extend(os.read(master, 4096))
+        line, _, rest = bytes(pending).partition(b"\n")
+        pending[:] = rest
+        return line
+
+    host, port = _read_address(read_line)
+    reader = threading.Thread(target=_drain, args=(master,), daemon=True)
+    reader.start()  # a terminal nobody reads fills up, and the server would block on it
+    return Spawned(proc, host, port, master, reader)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:
+        pass  # the pty closed: the server is gone
+
+
+def _read_address(read_line) -> tuple[str, int]:
+    for _ in range(20):
+        match = LISTENING.search(ANSI.sub(b"", read_line()))
+        if match:
+            return match.group(1).decode(), int(match.group(2))
+    raise SystemExit("the server did not print its address")
+
+
+def alternate(contenders: dict, runs: int, one_run) -> dict[str, list[float]]:
+    """Run ``one_run(name, contender)`` for each contender in turn, ``runs`` rounds."""
+    timings: dict[str, list[float]] = {name: [] for name in contenders}
+    for round_no in range(runs):
+        order = list(contenders.items())
+        if round_no % 2:
+            order.reverse()  # A B, B A, A B...: no contender always goes first
+        for name, contender in order:
+            timings[name].append(one_run(name, contender))
+    return timings
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples),
+            "runs": len(samples)}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (from /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
