@@ -35,6 +35,7 @@ import errno
 import logging
 import os
 import socket
+import ssl
 import time
 from typing import Any, Callable
 
@@ -51,6 +52,7 @@ _NO_SENDFILE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSOCK}
 
 
 class ChannelState(enum.Enum):
+    HANDSHAKE = "TLS handshake"
     OPEN = "open"
     DRAINING = "closing: sending the last replies"
     LINGERING = "closing: reading what the peer still sends"
@@ -85,7 +87,8 @@ class Channel:
         self.reading_paused = False  # backpressure: the protocol asked us to stop reading
         self.read_closed = False  # the peer sent FIN
         self.wants_drain = False  # tell the protocol when output falls below low water
-        self.use_sendfile = True
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.use_sendfile = not self.tls  # sendfile would bypass the encryption
         self.counted = False  # counts toward the server's connection cap
         self.bytes_in = 0
         self.bytes_out = 0
@@ -99,14 +102,43 @@ class Channel:
 
     def start(self, protocol: Any) -> None:
         self.protocol = protocol
-        self._update_interest()
+        if self.tls:
+            self.state = ChannelState.HANDSHAKE
+            self._closing_since = self.opened  # the handshake timeout counts from here
+            self.continue_handshake()
+        else:
+            self._update_interest()
         self.rearm_timer()
 
     def on_events(self, mask: int) -> None:
+        if self.state is ChannelState.HANDSHAKE:
+            self.continue_handshake()
+            return
         if mask & EVENT_READ:
             self.on_readable()
         if mask & EVENT_WRITE and not self.closed:
             self.on_writable()
+
+    def continue_handshake(self) -> None:
+        """One step of the non-blocking TLS handshake; OpenSSL says what it waits for."""
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.loop.set_interest(self.sock, self, EVENT_READ)
+            return
+        except ssl.SSLWantWriteError:
+            self.loop.set_interest(self.sock, self, EVENT_WRITE)
+            return
+        except (ssl.SSLError, OSError) as exc:  # plaintext on the TLS port lands here
+            log.warning("%s: TLS handshake failed: %s", self.peer, _describe(exc),
+                        extra={"event": "refused", "conn": self.id})
+            self.abort("TLS handshake failed")
+            return
+        self.state = ChannelState.OPEN
+        self.last_io = self.loop.now
+        self._update_interest()
+        self.rearm_timer()
+        self._read_pending_tls()
 
     # -- reading
 
@@ -115,8 +147,11 @@ class Channel:
         buf = scratch[:self.limits.recv_size] if self.limits.recv_size < len(scratch) else scratch
         try:
             n = self.sock.recv_into(buf)
-        except (BlockingIOError, InterruptedError):
-            return  # a spurious wake-up: nothing to read after all
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
+                ssl.SSLWantWriteError):
+            # A spurious wake-up, or (TLS) a record that carried no application data
+            # yet, such as a TLS 1.3 session ticket: nothing to read after all.
+            return
         except OSError as exc:
             self.abort(_describe(exc))
             return
@@ -134,6 +169,14 @@ class Channel:
             return
         self.bytes_in += n
         self.protocol.data_received(buf[:n])
+        if self.tls:
+            self._read_pending_tls()
+
+    def _read_pending_tls(self) -> None:
+        """Come back for bytes OpenSSL decrypted already: select() cannot see them."""
+        if (not self.closed and self.state is ChannelState.OPEN and not self.reading_paused
+                and self.sock.pending()):
+            self.loop.call_soon(self.on_readable)
 
     def pause_reading(self) -> None:
         if not self.reading_paused:
@@ -144,6 +187,8 @@ class Channel:
         if self.reading_paused:
             self.reading_paused = False
             self._update_interest()
+            if self.tls:
+                self._read_pending_tls()
 
     # -- writing
 
@@ -152,6 +197,13 @@ class Channel:
         if self.state in (ChannelState.OPEN, ChannelState.DRAINING):
             self.out.append_bytes(data)
             self.loop.flush_before_sleep(self)
+            if self.out.memory_bytes > self.limits.max_output_buffer:
+                # Backpressure keeps a well-behaved peer far below this; only a peer that
+                # never reads while replies pile up gets here. Memory stays bounded.
+                log.warning("%s: output buffer over %d bytes, closing", self.peer,
+                            self.limits.max_output_buffer,
+                            extra={"event": "overflow", "conn": self.id})
+                self.abort("output buffer over its cap")
 
     def write_file(self, region: FileRegion) -> None:
         """Queue a file region, sent by sendfile as the socket drains."""
@@ -202,10 +254,13 @@ class Channel:
         cap = self.limits.send_size
         if cap is not None:
             chunks = _cap_chunks(chunks, cap)
+        if self.tls:
+            chunks = chunks[:1]  # an SSL socket has no sendmsg: one record write at a time
         offered = sum(len(c) for c in chunks)
         try:
-            sent = self.sock.sendmsg(chunks)
-        except (BlockingIOError, InterruptedError):
+            sent = self.sock.send(chunks[0]) if self.tls else self.sock.sendmsg(chunks)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError,
+                ssl.SSLWantReadError):
             sent = 0
         self._note_send(offered, sent)
         return offered, sent
@@ -219,7 +274,8 @@ class Channel:
                 sent = os.sendfile(self.fd, region.fd, region.offset, count)
             else:
                 sent = self._pread_send(region, count)
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError,
+                ssl.SSLWantReadError):
             self._note_send(count, 0)
             return
         except OSError as exc:
@@ -276,6 +332,8 @@ class Channel:
             self._timer = self.loop.call_at(deadline, self.check_deadline)
 
     def _deadline(self) -> float:
+        if self.state is ChannelState.HANDSHAKE:
+            return self.opened + self.limits.handshake_timeout
         if self.state is not ChannelState.OPEN:
             return self._closing_since + self.limits.close_linger
         phase, since = self.protocol.timeout_phase()
@@ -294,6 +352,10 @@ class Channel:
         deadline = self._deadline()
         if deadline > now:
             self._timer = self.loop.call_at(deadline, self.check_deadline)
+        elif self.state is ChannelState.HANDSHAKE:
+            log.warning("%s: TLS handshake timed out", self.peer,
+                        extra={"event": "timeout", "conn": self.id})
+            self.abort("TLS handshake timed out")
         elif self.state is not ChannelState.OPEN:
             self.abort("closed after the linger time")
         else:
@@ -320,7 +382,8 @@ class Channel:
             self.abort(self.close_reason)  # the peer already finished: nothing to wait for
             return
         try:
-            self.sock.shutdown(socket.SHUT_WR)
+            if not self.tls:  # SSLSocket.shutdown() would drop the TLS layer, not half-close
+                self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             self.abort(self.close_reason)
             return

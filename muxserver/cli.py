@@ -58,6 +58,10 @@ def add_serve_parser(sub: Any) -> None:
                    help="let clients replace existing files (they must ask: put --overwrite)")
     p.add_argument("--no-console", action="store_true",
                    help="plain log lines instead of the live console")
+    add_token_arguments(p, "clients must present this token (prefer --token-file or "
+                           "$MUXSERVER_TOKEN: arguments are visible to other users)")
+    p.add_argument("--tls-cert", metavar="PEM", help="certificate chain: serve TLS")
+    p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
     limits = p.add_argument_group("limits (see docs/OPERATIONS.md)")
     for field in dataclasses.fields(Limits):
         flag = "--" + field.name.replace("_", "-")
@@ -84,6 +88,11 @@ def add_client_parsers(sub: Any) -> None:
     common.add_argument("--timeout", type=float, default=60.0,
                         help="give up after this many seconds without progress (default 60)")
     common.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    add_token_arguments(common, "token the server asks for (or --token-file, "
+                                "or $MUXSERVER_TOKEN)")
+    common.add_argument("--tls", action="store_true", help="connect with TLS")
+    common.add_argument("--cafile", metavar="PEM",
+                        help="CA certificates to trust for --tls (default: the system's)")
 
     p = sub.add_parser("put", parents=[common], help="upload files",
                        description="Upload files; several files share one pipelined connection.")
@@ -111,6 +120,50 @@ def add_client_parsers(sub: Any) -> None:
 
     p = sub.add_parser("stat", parents=[common], help="show a file's size, time and hash")
     p.add_argument("name", metavar="NAME")
+
+
+def add_token_arguments(parser: argparse.ArgumentParser, help_text: str) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--token", help=help_text)
+    group.add_argument("--token-file", metavar="FILE",
+                       help="read the token from the first line of FILE")
+
+
+def read_token(args: argparse.Namespace) -> str | None:
+    """The token from --token-file, --token or $MUXSERVER_TOKEN, in that order."""
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as f:
+                token = f.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read the token file {args.token_file}: {exc}") from None
+        if not token:
+            raise UsageError(f"the token file {args.token_file} is empty")
+        return token
+    token = args.token or os.environ.get("MUXSERVER_TOKEN") or None
+    return token
+
+
+def is_loopback(host: str) -> bool:
+    """True if every address ``host`` stands for is on this machine only."""
+    import ipaddress
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host or None, None, proto=socket.IPPROTO_TCP,
+                                   flags=socket.AI_PASSIVE)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def exposure_warning(host: str, token: str | None, port: int, root: str) -> str | None:
+    """The loud warning for a server other machines can reach without a token."""
+    if token is not None or is_loopback(host):
+        return None
+    return (f"muxserver: WARNING: listening on {host or 'all interfaces'} without a token: "
+            f"anyone who can reach port {port} can read and write every file in {root}. "
+            "Use --token-file (or $MUXSERVER_TOKEN), or --host 127.0.0.1.")
 
 
 def normalise_argv(argv: Sequence[str]) -> list[str]:
@@ -144,19 +197,28 @@ def run_serve(args: argparse.Namespace) -> int:
         value = getattr(args, f"limit_{field.name}")
         if value is not None:
             setattr(limits, field.name, value)
+    try:
+        token = read_token(args)
+    except UsageError as exc:
+        return _fail(str(exc), status=2)
     config = ServerConfig(host=args.host, port=args.port, root=args.root,
-                          allow_overwrite=args.allow_overwrite, limits=limits)
+                          allow_overwrite=args.allow_overwrite, token=token,
+                          tls_cert=args.tls_cert, tls_key=args.tls_key, limits=limits)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         server = Server(config)
         host, port = server.start()
+        server.handle_signals()
     except ValueError as exc:
         return _fail(f"bad setting: {exc}")
     except StorageError as exc:
         return _fail(exc.message)
     except OSError as exc:
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    warning = exposure_warning(args.host, token, port, server.root.path)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     print_banner(server, host, port)
     console = None
     if not args.no_console and sys.stdout.isatty():
@@ -189,7 +251,12 @@ def print_banner(server: Any, host: str, port: int) -> None:
 
 
 def run_client_command(args: argparse.Namespace) -> int:
-    client = Client(args.host, args.port, timeout=args.timeout)
+    try:
+        token = read_token(args)
+    except UsageError as exc:
+        return _fail(str(exc), status=2)
+    client = Client(args.host, args.port, timeout=args.timeout, token=token,
+                    tls=args.tls or bool(args.cafile), cafile=args.cafile)
     try:
         with client:
             if args.command in ("put", "get"):

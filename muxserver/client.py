@@ -28,6 +28,7 @@ import json
 import os
 import selectors
 import socket
+import ssl
 import stat
 import time
 from typing import Any, Callable, Iterable
@@ -230,6 +231,19 @@ class GetFile(Operation):
                 pass  # never created, or already renamed
 
 
+class Auth(Operation):
+    """Present the token; sent first on every connection when the client has one."""
+
+    op = "auth"
+
+    def __init__(self, token: str) -> None:
+        super().__init__("")
+        self.token = token
+
+    def header(self) -> bytes:
+        return protocol.encode_auth(self.id, self.token)
+
+
 class Stat(Operation):
     op = "stat"
 
@@ -285,13 +299,19 @@ class Client:
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
                  timeout: float = 60.0, window: int = 64,
-                 progress: Progress | None = None, on_finish: Finished | None = None) -> None:
+                 progress: Progress | None = None, on_finish: Finished | None = None,
+                 token: str | None = None, tls: bool = False,
+                 cafile: str | None = None) -> None:
         self.host, self.port = host, port
+        self.token = token
+        self.tls = tls
+        self.cafile = cafile
         self.timeout = timeout  # longest silence tolerated from the server
         self.window = window
         self.progress = progress  # called as body bytes move
         self.on_finish = on_finish  # called once per operation, when its result is final
         self.sock: socket.socket | None = None
+        self.authenticated = False  # this connection has presented the token
         self._next_id = 1
         self._scratch = memoryview(bytearray(256 * 1024))
 
@@ -315,14 +335,31 @@ class Client:
             reason = exc.strerror or str(exc) or "timed out"
             raise ClientError("connect", f"cannot connect to {self.host}:{self.port}: "
                                          f"{reason}") from None
-        sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls:
+            sock = self._start_tls(sock)
+        sock.setblocking(False)
         self.sock = sock
+
+    def _start_tls(self, sock: socket.socket) -> socket.socket:
+        """Wrap and handshake (blocking, with the timeout) before the pipeline starts."""
+        try:
+            context = ssl.create_default_context(cafile=self.cafile)
+            return context.wrap_socket(sock, server_hostname=self.host)
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            raise ClientError("tls", f"the server's certificate is not trusted: "
+                                     f"{exc.verify_message} (use --cafile)") from None
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            raise ClientError("tls", f"TLS handshake with {self.host}:{self.port} failed: "
+                                     f"{exc} (does the server use --tls-cert?)") from None
 
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+        self.authenticated = False
 
     # -- convenience wrappers (raise ClientError on failure)
 
@@ -381,9 +418,12 @@ class _Pipeline:
         self.out = bytearray()  # request headers not sent yet
         self.body_left = 0  # body bytes of self.sending not sent yet
         self.decoder = FrameDecoder()
+        self.replies = 0  # reply frames received on this connection
         self.current: Operation | None = None  # the operation whose reply is being read
         self.selector = selectors.DefaultSelector()
         self.events = 0
+        if client.token is not None and not client.authenticated:
+            pending.appendleft(Auth(client.token))  # first on the wire: checked in order
 
     def run(self) -> None:
         try:
@@ -451,7 +491,11 @@ class _Pipeline:
             if self.body_left:
                 op = self.sending
                 offset = op.body_size - self.body_left
-                sent = os.sendfile(self.sock.fileno(), op.body_fd, offset, self.body_left)
+                if self.client.tls:  # encryption happens in user space: no sendfile
+                    chunk = os.pread(op.body_fd, min(self.body_left, 256 * 1024), offset)
+                    sent = self.sock.send(chunk) if chunk else 0
+                else:
+                    sent = os.sendfile(self.sock.fileno(), op.body_fd, offset, self.body_left)
                 if sent == 0:
                     raise ClientError("local_error", f"{op.result.path} shrank while sending")
                 self.body_left -= sent
@@ -459,7 +503,7 @@ class _Pipeline:
                 self.report(op)
                 if not self.body_left:
                     self.sending = None
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
             return
         except OSError as exc:
             if exc.errno in (errno.EPIPE, errno.ECONNRESET):
@@ -469,15 +513,22 @@ class _Pipeline:
                                             f"{exc.strerror}") from None
 
     def read(self) -> None:
-        try:
-            n = self.sock.recv_into(self.client._scratch)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            raise ClientError("connection", f"connection lost: {exc.strerror}") from None
-        self.decoder.receive_data(self.client._scratch[:n] if n else b"")
-        self.dispatch()
-        self.decoder.keep_leftover()
+        while True:
+            try:
+                n = self.sock.recv_into(self.client._scratch)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
+                    ssl.SSLWantWriteError):
+                return
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise ClientError("connection", f"connection lost: {reason}"
+                                                f"{self.first_reply_hint()}") from None
+            self.decoder.receive_data(self.client._scratch[:n] if n else b"")
+            self.dispatch()
+            self.decoder.keep_leftover()
+            # TLS: bytes already decrypted inside OpenSSL do not make the socket readable.
+            if not n or not self.client.tls or not self.sock.pending():
+                return
 
     def drain_after_reset(self) -> None:
         try:
@@ -513,6 +564,7 @@ class _Pipeline:
                 raise ClientError("connection", self.closed_reason())
 
     def on_reply_header(self, event: FrameHeader) -> None:
+        self.replies += 1
         fields = event.fields
         if not self.inflight or fields.get("id") != self.inflight[0].id:
             if fields.get("ok") is False and fields.get("id") is None:
@@ -554,13 +606,20 @@ class _Pipeline:
             op.result.code = error.code
             op.result.message = error.message
         op.cleanup(failed=not op.result.ok)
+        if isinstance(op, Auth):
+            if not op.result.ok:  # nothing else on this connection can succeed
+                raise ClientError(op.result.code, f"the server refused the token: "
+                                                  f"{op.result.message}")
+            self.client.authenticated = True
+            return
         self.report(op)
         if self.client.on_finish is not None:
             self.client.on_finish(op)
 
     def fail_all(self, error: ClientError) -> None:
         for op in list(self.inflight) + list(self.pending):
-            self.finish(op, error)
+            if not isinstance(op, Auth):
+                self.finish(op, error)
         self.inflight.clear()
         self.pending.clear()
 
@@ -569,7 +628,14 @@ class _Pipeline:
             self.client.progress(op, op.done_bytes, op.body_size)
 
     def closed_reason(self) -> str:
-        return f"the server closed the connection ({self.client.host}:{self.client.port})"
+        return (f"the server closed the connection ({self.client.host}:{self.client.port})"
+                f"{self.first_reply_hint()}")
+
+    def first_reply_hint(self) -> str:
+        """Why a server might hang up before its first reply: it expects TLS."""
+        if self.replies or self.client.tls:
+            return ""
+        return " before any reply (if the server uses TLS, add --tls)"
 
 
 class _Restart(Exception):

@@ -20,6 +20,7 @@ arrived; the body is then read and dropped, so the connection stays usable.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -69,6 +70,8 @@ class NativeSession:
         self.header_since: float | None = None
         self.upload_id = 0  # id of the put whose body is arriving
         self.requests = 0
+        self.authenticated = server.config.token is None
+        self.auth_failures = 0
 
     # -- bytes in (called by the channel)
 
@@ -138,6 +141,9 @@ class NativeSession:
         except RequestError as exc:
             self.reply_error(protocol.request_id(fields), exc.code, exc.message)
             return  # any body is dropped as it arrives
+        if req.op == "auth" or not self.authenticated:
+            self.check_token(req)
+            return
         try:
             if req.op == "put":
                 self.start_put(req)
@@ -149,6 +155,27 @@ class NativeSession:
                 self.start_job(self.list_pages(req))
         except StorageError as exc:
             self.reply_error(req.id, exc.code, exc.message, req)
+
+    def check_token(self, req: Request) -> None:
+        """The auth request, or any request before a good one."""
+        expected = self.server.config.token
+        if req.op == "auth" and (expected is None or hmac.compare_digest(
+                req.token.encode("utf-8"), expected.encode("utf-8"))):
+            self.authenticated = True
+            self.reply_ok(req.id)
+            return
+        self.auth_failures += 1
+        if req.op == "auth":
+            message = "wrong token"
+        else:
+            message = "this server needs a token: send an auth request first"
+        log.warning("%s %s (%d of %d)", self.channel.peer, message, self.auth_failures,
+                    self.server.limits.auth_failures,
+                    extra={"event": "refused", "conn": self.channel.id})
+        self.channel.write(protocol.encode_error(req.id, "unauthorized", message))
+        # A body from a stranger is not worth reading; nor is a fourth guess.
+        if req.length or self.auth_failures >= self.server.limits.auth_failures:
+            self.channel.close_when_done("unauthorized")
 
     def start_put(self, req: Request) -> None:
         self.upload = self.server.root.begin_upload(

@@ -37,6 +37,8 @@ class Limits:
     header_timeout: float = 60.0
     #: nginx client_body_timeout / send_timeout: longest pause between two bytes of a transfer.
     stall_timeout: float = 60.0
+    #: asyncio's ssl_handshake_timeout: a TLS handshake must finish in this time.
+    handshake_timeout: float = 60.0
     #: vsftpd idle_session_timeout: a connection with nothing in progress is closed after this.
     idle_timeout: float = 300.0
     #: After an error reply we half-close and read what is still in flight for this long, so
@@ -62,6 +64,8 @@ class Limits:
     list_page_size: int = 1000
     #: New connections accepted per loop turn (fairness towards clients already connected).
     accepts_per_tick: int = 64
+    #: vsftpd max_login_fails: wrong tokens (or requests before one) before we hang up.
+    auth_failures: int = 3
     #: asyncio waits 1 s after EMFILE before accepting again; nginx waits 500 ms.
     accept_backoff: float = 1.0
 
@@ -82,7 +86,8 @@ class Limits:
             raise ValueError("output low-water mark is above the high-water mark")
         if self.recv_size < 1 or (self.send_size is not None and self.send_size < 1):
             raise ValueError("recv/send sizes must be at least 1 byte")
-        for name in ("header_timeout", "stall_timeout", "idle_timeout", "accept_backoff"):
+        for name in ("header_timeout", "stall_timeout", "idle_timeout", "handshake_timeout",
+                     "accept_backoff"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.replace('_', ' ')} must be positive")
         if self.max_file_size < 0:

@@ -142,6 +142,10 @@ class EventLoop:
         signal.signal(signum, lambda _signum, _frame: None)
         self._waker.on_signal = self._dispatch_signal
 
+    @property
+    def handles_signals(self) -> bool:
+        return bool(self._signal_callbacks)
+
     def _dispatch_signal(self, signum: int) -> None:
         callback = self._signal_callbacks.get(signum)
         if callback is not None:

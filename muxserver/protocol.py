@@ -51,7 +51,7 @@ PREFIX_SIZE = PREFIX.size  # 8
 MAX_ID = 2**53 - 1  # the largest integer every JSON implementation holds exactly
 UNLIMITED = 2**63 - 1
 
-OPERATIONS = ("put", "get", "stat", "list")
+OPERATIONS = ("auth", "put", "get", "stat", "list")
 
 #: Stable error codes carried in error replies, with the meaning the docs give them.
 ERROR_CODES: dict[str, str] = {
@@ -73,6 +73,7 @@ ERROR_CODES: dict[str, str] = {
     "checksum_mismatch": "the body's SHA-256 differs from the declared one; nothing was stored",
     "no_space": "the server's disk is full or the file is over its size limit",
     "io_error": "the server's disk failed while reading or writing",
+    "unauthorized": "the server needs a token and none (or a wrong one) was presented",
     "too_many_clients": "the server holds its maximum of connections; closed",
     "timeout": "the connection was silent for too long; closed",
     "internal": "an unexpected server error; the connection is closed",
@@ -375,6 +376,10 @@ def encode_list(req_id: int, path: str = "", *, recursive: bool = False) -> byte
     return encode_frame(fields)
 
 
+def encode_auth(req_id: int, token: str) -> bytes:
+    return encode_frame({"id": req_id, "op": "auth", "token": token})
+
+
 def encode_ok(req_id: int | None, length: int = 0, **fields: Any) -> bytes:
     return encode_frame({"id": req_id, "ok": True, **fields}, length)
 
@@ -399,6 +404,7 @@ class Request:
     overwrite: bool = False
     mtime: float | None = None
     recursive: bool = False
+    token: str = ""
 
 
 def request_id(fields: Mapping[str, Any]) -> int | None:
@@ -423,6 +429,9 @@ def parse_request(fields: Mapping[str, Any], length: int) -> Request:
     if op != "put" and length:
         raise RequestError("bad_request", f"a {op} request has no body (length must be 0)")
     req = Request(op=op, id=rid, length=length)
+    if op == "auth":
+        req.token = _field(fields, "token", str)
+        return req
     if op == "list":
         req.name = _field(fields, "path", str, "")
         req.recursive = _field(fields, "recursive", bool, False)

@@ -40,6 +40,9 @@ class ServerConfig:
     port: int = 9009
     root: str = "."
     allow_overwrite: bool = False
+    token: str | None = None  # clients must present it (an "auth" request) before anything else
+    tls_cert: str | None = None  # PEM certificate chain: with tls_key, the port speaks TLS
+    tls_key: str | None = None
     limits: Limits = dataclasses.field(default_factory=Limits)
 
 
@@ -103,6 +106,7 @@ class Server:
         self.clients = 0  # channels running a session (refused ones do not count)
         self._next_id = 1
         self.listener: Listener | None = None
+        self.tls_context = make_tls_context(config.tls_cert, config.tls_key)
         self.trace: Callable[..., None] | None = None  # per-socket narration, see trace hooks
 
     # -- starting
@@ -131,13 +135,21 @@ class Server:
         assert self.listener is not None
         return self.listener.sock.getsockname()[:2]
 
+    def handle_signals(self) -> None:
+        """SIGINT (Ctrl-C) and SIGTERM stop the server from inside its loop (main thread).
+
+        Call it before announcing that the server is ready: a signal that arrives
+        between the announcement and the loop must not be a KeyboardInterrupt.
+        """
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(signum, self.stop)
+
     def serve_forever(self, *, handle_signals: bool = True) -> None:
         """Run until stop(), SIGINT or SIGTERM; then close everything cleanly."""
         if self.listener is None:
             self.start()
-        if handle_signals:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self.loop.add_signal_handler(signum, self.stop)
+        if handle_signals and not self.loop.handles_signals:
+            self.handle_signals()
         try:
             self.loop.run()
         finally:
@@ -165,6 +177,9 @@ class Server:
         except OSError:
             pass  # not TCP (a test's socketpair): nothing to tune
         peer = _format_peer(addr)
+        if self.tls_context is not None:
+            sock = self.tls_context.wrap_socket(sock, server_side=True,
+                                                do_handshake_on_connect=False)
         conn_id = self._next_id
         self._next_id += 1
         channel = Channel(self.loop, sock, peer, conn_id, self.limits, self.channel_closed)
@@ -176,14 +191,19 @@ class Server:
             return
         self.clients += 1
         channel.counted = True
-        channel.start(NativeSession(self, channel))
         log.info("%s connected", peer, extra={"event": "connected", "conn": conn_id})
+        channel.start(NativeSession(self, channel))
 
     def refuse(self, channel: Channel) -> None:
         """Tell a client over the cap why, then close (lingering, so it can read why)."""
         self.stats.refused_connections += 1
-        if len(self.channels) > self.max_connections + self.limits.fd_reserve // 2:
-            channel.abort("too many clients")  # a flood: no descriptors to spare for courtesy
+        if (len(self.channels) > self.max_connections + self.limits.fd_reserve // 2
+                or channel.tls):
+            # A flood: no descriptors to spare for courtesy. (Over TLS, the error frame
+            # would first cost a whole handshake: the client just sees the close.)
+            channel.abort("too many clients")
+            log.warning("%s refused: too many clients (%d)", channel.peer,
+                        self.max_connections, extra={"event": "refused", "conn": channel.id})
             return
         channel.start(_Refusal())
         channel.write(protocol.encode_error(None, "too_many_clients",
@@ -312,6 +332,23 @@ class _Refusal:
 
     def connection_lost(self) -> None:
         pass
+
+
+def make_tls_context(cert: str | None, key: str | None) -> "ssl.SSLContext | None":
+    """A server-side TLS context (TLS 1.2 or newer), or None for plain TCP."""
+    if cert is None and key is None:
+        return None
+    if not cert or not key:
+        raise ValueError("TLS needs both a certificate (--tls-cert) and a key (--tls-key)")
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load the TLS certificate or key: {exc}") from None
+    return context
 
 
 def _format_peer(addr: Any) -> str:
