@@ -109,6 +109,9 @@ class NativeSession:
             if event is NEED_DATA:
                 channel.resume_reading()
                 break
+            if self.server.stopping and type(event) is FrameHeader:
+                self.close_for_stop()  # a request not started yet: not served
+                break
             if type(event) is BodyData:  # the hot path of an upload
                 self.body_received(event.data)
             elif type(event) is FrameHeader:
@@ -117,7 +120,29 @@ class NativeSession:
                 self.finish_request()
             else:
                 self.peer_closed(event)
+        if self.server.stopping and not self.busy:
+            self.close_for_stop()  # the transfer that kept us open is done
         self.note_progress()
+
+    def server_stopping(self) -> bool:
+        """The server began a graceful stop. Return True if we closed at once (idle)."""
+        if self.busy:
+            return False  # closed when the transfer under way is done (see process)
+        self.close_for_stop()
+        return True
+
+    @property
+    def busy(self) -> bool:
+        """A transfer is under way: a body in either direction, or a job."""
+        return (self.upload is not None or self.job is not None
+                or self.decoder.state is DecoderState.BODY or bool(self.channel.out.file_bytes))
+
+    def close_for_stop(self) -> None:
+        if self.channel.state is not ChannelState.OPEN or self.channel.closed:
+            return
+        self.channel.write(protocol.encode_error(None, "shutting_down",
+                                                 "the server is shutting down"))
+        self.channel.close_when_done("server stopping")
 
     def note_progress(self) -> None:
         """Track when the current header began (for the slowloris timeout)."""
@@ -152,7 +177,8 @@ class NativeSession:
             elif req.op == "stat":
                 self.reply_ok(req.id, **self.server.root.stat(req.name))
             else:
-                self.start_job(self.list_pages(req))
+                entries = self.server.root.iter_entries(req.name, req.recursive)
+                self.start_job(self.list_pages(req, entries))
         except StorageError as exc:
             self.reply_error(req.id, exc.code, exc.message, req)
 
@@ -247,6 +273,8 @@ class NativeSession:
         if self.transfer is transfer:
             self.transfer = None
         self.transfer_finished(transfer.name, transfer.total, digest, op="get")
+        if self.server.stopping and not self.busy:
+            self.close_for_stop()
 
     # -- replies produced in steps
 
@@ -270,6 +298,9 @@ class NativeSession:
             if resume:  # go on with the requests that waited behind this one
                 self.process()
             return
+        except BaseException:
+            self.job = None  # a job that raised is over; the error goes up
+            raise
         self.server.loop.call_soon(self.run_job_step)
 
     def hash_then_send(self, req: Request, opened: OpenFile) -> Iterator[None]:
@@ -303,9 +334,8 @@ class NativeSession:
         self.server.root.hashes.remember(opened.fd, opened.st, opened.sha256)
         self.queue_download(req, opened)
 
-    def list_pages(self, req: Request) -> Iterator[None]:
+    def list_pages(self, req: Request, entries: Iterator[dict[str, Any]]) -> Iterator[None]:
         """Send a listing as frames of up to list_page_size entries each."""
-        entries = self.server.root.iter_entries(req.name, req.recursive)
         page_size = self.server.limits.list_page_size
         page: list[bytes] = []
         try:

@@ -64,6 +64,9 @@ class Limits:
     list_page_size: int = 1000
     #: New connections accepted per loop turn (fairness towards clients already connected).
     accepts_per_tick: int = 64
+    #: On SIGINT/SIGTERM, transfers under way get this long to finish (a second signal
+    #: stops at once); systemd would wait 90 s, but a person at Ctrl-C will not.
+    shutdown_grace: float = 10.0
     #: vsftpd max_login_fails: wrong tokens (or requests before one) before we hang up.
     auth_failures: int = 3
     #: asyncio waits 1 s after EMFILE before accepting again; nginx waits 500 ms.
@@ -87,7 +90,7 @@ class Limits:
         if self.recv_size < 1 or (self.send_size is not None and self.send_size < 1):
             raise ValueError("recv/send sizes must be at least 1 byte")
         for name in ("header_timeout", "stall_timeout", "idle_timeout", "handshake_timeout",
-                     "accept_backoff"):
+                     "accept_backoff", "shutdown_grace"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.replace('_', ' ')} must be positive")
         if self.max_file_size < 0:

@@ -76,13 +76,14 @@ ERROR_CODES: dict[str, str] = {
     "unauthorized": "the server needs a token and none (or a wrong one) was presented",
     "too_many_clients": "the server holds its maximum of connections; closed",
     "timeout": "the connection was silent for too long; closed",
+    "shutting_down": "the server is stopping; requests not started are not served; closed",
     "internal": "an unexpected server error; the connection is closed",
 }
 
 #: Error codes after which the server closes the connection (the stream cannot be resynced).
 FATAL_CODES = frozenset(
     {"bad_magic", "bad_version", "header_too_large", "bad_header", "too_many_clients",
-     "timeout", "internal"}
+     "timeout", "shutting_down", "internal"}
 )
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")

@@ -104,6 +104,7 @@ class Server:
         self.stats = Stats()
         self.channels: dict[int, Channel] = {}
         self.clients = 0  # channels running a session (refused ones do not count)
+        self.stopping = False  # a graceful stop is under way
         self._next_id = 1
         self.listener: Listener | None = None
         self.tls_context = make_tls_context(config.tls_cert, config.tls_key)
@@ -142,7 +143,7 @@ class Server:
         between the announcement and the loop must not be a KeyboardInterrupt.
         """
         for signum in (signal.SIGINT, signal.SIGTERM):
-            self.loop.add_signal_handler(signum, self.stop)
+            self.loop.add_signal_handler(signum, self.stop_gracefully)
 
     def serve_forever(self, *, handle_signals: bool = True) -> None:
         """Run until stop(), SIGINT or SIGTERM; then close everything cleanly."""
@@ -156,7 +157,38 @@ class Server:
             self.shutdown()
 
     def stop(self) -> None:
+        """Stop at the end of this loop turn; shutdown() then aborts what still runs."""
         self.loop.stop()
+
+    def stop_gracefully(self) -> None:
+        """First signal: stop accepting, let transfers finish within the grace period.
+
+        Connections with nothing in progress are closed (with a ``shutting_down``
+        frame); the others close as soon as their current transfer is done. What
+        still runs when the grace period ends is aborted. A second signal stops now.
+        """
+        if self.stopping:
+            log.warning("second stop signal: stopping now", extra={"event": "stopping"})
+            self.stop()
+            return
+        self.stopping = True
+        if self.listener is not None:
+            self.listener.close()
+        busy = 0
+        for channel in list(self.channels.values()):
+            if isinstance(channel.protocol, NativeSession):
+                busy += not channel.protocol.server_stopping()
+            else:
+                channel.abort("server stopping")
+        grace = self.limits.shutdown_grace
+        log.warning("stopping: no new connections; waiting up to %.0f s for %d transfer(s) "
+                    "(Ctrl-C again to stop now)", grace, busy, extra={"event": "stopping"})
+        self.loop.call_later(grace, self.stop)
+        self._stop_if_idle()
+
+    def _stop_if_idle(self) -> None:
+        if self.stopping and not self.channels:
+            self.stop()
 
     def shutdown(self) -> None:
         """Close the listener and every connection; interrupted uploads leave nothing."""
@@ -221,6 +253,7 @@ class Server:
             self.clients -= 1
             log.info("%s closed (%s)", channel.peer, channel.close_reason or "closed",
                      extra={"event": "closed", "conn": channel.id})
+        self._stop_if_idle()
 
     # -- observing
 

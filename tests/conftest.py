@@ -239,6 +239,18 @@ def temp_files(root: Path) -> list[str]:
     return [p.name for p in root.rglob(".muxserver-*")]
 
 
+def wait_for_upload_to_start(root: Path, timeout: float = 10.0) -> None:
+    """Wait until the server has created an upload's temporary file: the real sign that
+    it has read the put header (a subprocess server offers no other hook)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not any(p.name.startswith(".muxserver-tmp-") for p in root.rglob("*")):
+        if time.monotonic() > deadline:
+            raise AssertionError("the server never started the upload")
+        time.sleep(0.005)
+
+
 class LogWatcher(logging.Handler):
     """Collects the server's log records so a test can wait for one (a real signal)."""
 

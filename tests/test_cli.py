@@ -14,7 +14,7 @@ import pytest
 from muxserver import cli, protocol
 
 from .conftest import (FrameReader, run_cli, spawn_server, stop_process, temp_files,
-                       visible_files)
+                       visible_files, wait_for_upload_to_start)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -157,16 +157,23 @@ def test_no_arguments_serves_the_current_directory(tmp_path):
         stop_process(proc)
 
 
-def test_ctrl_c_stops_cleanly_mid_upload(root):
+def test_ctrl_c_twice_stops_at_once_mid_upload(root):
     srv = spawn_server(root)
     try:
         with socket.create_connection((srv.host, srv.port)) as sock:
             sock.sendall(protocol.encode_put(1, "interrupted.bin", 1 << 20, "0" * 64)
                          + b"z" * 100_000)
-            sock.sendall(protocol.encode_list(2, ""))  # not read before the put ends...
-            srv.proc.send_signal(signal.SIGINT)
+            reader = FrameReader(sock)
+            wait_for_upload_to_start(root)
+            with socket.create_connection((srv.host, srv.port)) as idle:
+                idle.sendall(protocol.encode_list(3, ""))  # a reply proves it was accepted
+                FrameReader(idle).frame()
+                srv.proc.send_signal(signal.SIGINT)  # graceful: the upload could still finish
+                # the idle connection is told at once: proof the first signal was handled
+                assert FrameReader(idle).frame()[0]["error"] == "shutting_down"
+            srv.proc.send_signal(signal.SIGINT)  # ...but a second Ctrl-C means now
             assert srv.proc.wait(timeout=10) == 0
-            assert FrameReader(sock).closed()
+            assert reader.closed()
         _out, err = srv.output()
         assert "Traceback" not in err and "stopped" in err
         assert visible_files(root) == [] and temp_files(root) == []

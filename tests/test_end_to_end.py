@@ -363,3 +363,15 @@ def test_a_bug_in_one_connection_closes_only_that_connection(server, monkeypatch
     assert "simulated bug" in str(log_watcher.wait_for("error")[0].exc_info[1])
     with server.client() as client:
         assert client.list() == []
+
+
+def test_a_refused_listing_leaves_the_connection_fully_usable(server, log_watcher):
+    with server.connect() as sock:
+        sock.sendall(protocol.encode_list(1, "missing") + protocol.encode_list(2, "../up")
+                     + protocol.encode_stat(3, "missing") + protocol.encode_list(4, ""))
+        reader = FrameReader(sock)
+        assert [reader.frame()[0].get("error") for _ in range(4)] == [
+            "not_found", "bad_name", "not_found", None]
+        sock.shutdown(socket.SHUT_WR)
+        assert reader.closed()  # and the server noticed our end of stream
+    log_watcher.wait_for("closed")
