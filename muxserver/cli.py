@@ -17,7 +17,7 @@ import time
 from typing import Any, Sequence
 
 from . import __version__
-from .client import DEFAULT_PORT, Client, ClientError, GetFile, Operation, PutFile, Stat
+from .client import DEFAULT_PORT, Client, ClientError, GetFile, PutFile, Stat
 from .limits import Limits
 from .units import format_bytes, parse_size
 
@@ -103,6 +103,8 @@ def add_client_parsers(sub: Any) -> None:
                    help="replace an existing file (the server must allow it)")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="send directories and their contents, keeping relative paths")
+    p.add_argument("--resume", action="store_true",
+                   help="continue interrupted uploads from what the server kept")
 
     p = sub.add_parser("get", parents=[common], help="download files",
                        description="Download files into a directory; several share one connection.")
@@ -112,6 +114,8 @@ def add_client_parsers(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing local files")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="download directories and their contents")
+    p.add_argument("--resume", action="store_true",
+                   help="continue interrupted downloads from their NAME.part files")
 
     p = sub.add_parser("ls", parents=[common], help="list a directory on the server")
     p.add_argument("path", nargs="?", default="", metavar="PATH")
@@ -283,7 +287,9 @@ def transfer(args: argparse.Namespace, client: Client) -> int:
 
     if args.command == "put":
         ops = plan_puts(args)
-        total = sum(_size_or_zero(op.local) for op in ops)
+        if args.resume:
+            find_resume_offsets(ops, client)
+        total = sum(_size_or_zero(op.local) - op.body_offset for op in ops)
     else:
         ops = plan_gets(args, client)
         total = sum(op.expected_size for op in ops)
@@ -291,9 +297,43 @@ def transfer(args: argparse.Namespace, client: Client) -> int:
     client.progress, client.on_finish = report.progress, report.finished
     try:
         client.run(ops)
+    except KeyboardInterrupt:
+        report.close()
+        for op in ops:
+            if isinstance(op, GetFile) and not op.result.ok and os.path.exists(op.part):
+                print(f"muxserver: kept {op.part} ({format_bytes(os.path.getsize(op.part))}); "
+                      "get --resume continues it", file=sys.stderr)
+        raise
     finally:
         status = report.close()
     return status
+
+
+def find_resume_offsets(ops: list[PutFile], client: Client) -> None:
+    """Ask the server, in one pipelined round, how much of each upload it kept."""
+    from .client import Partial, _hash_fd
+
+    queries = []
+    for op in ops:
+        try:
+            fd = os.open(op.local, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            continue  # the put reports why the file cannot be read
+        try:
+            size = os.fstat(fd).st_size
+            op.sha256 = _hash_fd(fd, size)
+        finally:
+            os.close(fd)
+        queries.append((op, Partial(op.name, op.sha256, size)))
+    results = client.run([query for _op, query in queries])
+    for (op, _query), result in zip(queries, results):
+        if result.ok and result.info["offset"]:
+            op.body_offset = result.info["offset"]
+            op.resumable = True
+
+
+#: Uploads at least this big ask the server to keep what it got if they are cut off.
+RESUMABLE_FROM = 1024 * 1024
 
 
 def _size_or_zero(path: str) -> int:
@@ -303,21 +343,23 @@ def _size_or_zero(path: str) -> int:
         return 0  # the put itself reports why the file cannot be read
 
 
-def plan_puts(args: argparse.Namespace) -> list[Operation]:
+def plan_puts(args: argparse.Namespace) -> list[PutFile]:
     if args.as_name is not None and len(args.files) != 1:
         raise UsageError("--as names one file; give a single FILE")
-    ops: list[Operation] = []
+    ops: list[PutFile] = []
     for path in args.files:
         if os.path.isdir(path):
             if not args.recursive:
                 raise UsageError(f"{path} is a directory (use -r to send it)")
             base = args.as_name or os.path.basename(os.path.normpath(path))
             ops += [PutFile(local, f"{base}/{rel}" if base not in ("", ".") else rel,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite,
+                            resumable=_size_or_zero(local) >= RESUMABLE_FROM)
                     for local, rel in walk_files(path)]
         else:
             name = args.as_name or os.path.basename(path)
-            ops.append(PutFile(path, name, overwrite=args.overwrite))
+            ops.append(PutFile(path, name, overwrite=args.overwrite,
+                               resumable=_size_or_zero(path) >= RESUMABLE_FROM))
     return ops
 
 
@@ -361,7 +403,7 @@ def plan_gets(args: argparse.Namespace, client: Client) -> list[GetFile]:
                 raise UsageError(f"two files would be written to {dest}")
             seen.add(dest)
             os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
-            op = GetFile(remote, dest, overwrite=args.overwrite)
+            op = GetFile(remote, dest, overwrite=args.overwrite, resume=args.resume)
             op.expected_size = size
             ops.append(op)
     return ops

@@ -78,7 +78,8 @@ class Operation:
         self.id = 0
         self.result = Result(self.op, name)
         self.body_fd = -1  # an upload's source file
-        self.body_size = 0
+        self.body_offset = 0  # where in that file the body starts (a resumed upload)
+        self.body_size = 0  # body bytes to send (put) or announced (get)
         self.done_bytes = 0  # body bytes sent (put) or received (get)
 
     def prepare(self) -> None:
@@ -108,18 +109,25 @@ class Operation:
 
 
 class PutFile(Operation):
-    """Upload a local file under ``name``."""
+    """Upload a local file under ``name``.
+
+    ``resumable`` asks the server to keep what it received if the connection breaks;
+    ``offset`` (learnt with :class:`Partial`) continues such an upload from there.
+    """
 
     op = "put"
 
-    def __init__(self, local: str | os.PathLike[str], name: str, *,
-                 overwrite: bool = False) -> None:
+    def __init__(self, local: str | os.PathLike[str], name: str, *, overwrite: bool = False,
+                 resumable: bool = False, offset: int = 0, sha256: str = "") -> None:
         super().__init__(name)
         self.local = os.fspath(local)
         self.overwrite = overwrite
+        self.resumable = resumable or bool(offset)
         self.result.path = self.local
         self.mtime: float | None = None
-        self.sha256 = ""
+        self.sha256 = sha256
+        self.file_size = 0
+        self.body_offset = offset
 
     def prepare(self) -> None:
         try:  # O_NONBLOCK: opening a FIFO by mistake must not hang the client
@@ -130,62 +138,105 @@ class PutFile(Operation):
         st = os.fstat(fd)
         if not _is_regular(st):
             raise ClientError("local_error", f"{self.local} is not a regular file")
-        self.body_size = st.st_size
+        self.file_size = st.st_size
+        if self.body_offset > self.file_size:
+            raise ClientError("offset_mismatch", f"the server holds more of {self.name} than "
+                                                 f"{self.local} has; put it without --resume")
+        self.body_size = self.file_size - self.body_offset
         self.mtime = st.st_mtime
         # The protocol declares the hash before the body: one read pass first. It comes
         # from the page cache for the second pass, the sendfile of the body itself.
-        self.sha256 = _hash_fd(fd, self.body_size)
+        if not self.sha256:
+            self.sha256 = _hash_fd(fd, self.file_size)
 
     def header(self) -> bytes:
         return protocol.encode_put(self.id, self.name, self.body_size, self.sha256,
-                                   overwrite=self.overwrite, mtime=self.mtime)
+                                   overwrite=self.overwrite, mtime=self.mtime,
+                                   offset=self.body_offset, resumable=self.resumable)
 
     def on_header(self, fields: dict[str, Any], length: int) -> None:
         super().on_header(fields, length)
         if fields.get("sha256") != self.sha256:
             raise ClientError("checksum_mismatch", "the server stored a different SHA-256")
-        self.result.size = self.body_size
+        self.result.size = self.file_size
         self.result.sha256 = self.sha256
 
 
+class Partial(Operation):
+    """Ask how much of an interrupted upload of this exact file the server holds."""
+
+    op = "partial"
+
+    def __init__(self, name: str, sha256: str, size: int) -> None:
+        super().__init__(name)
+        self.sha256, self.size = sha256, size
+
+    def header(self) -> bytes:
+        return protocol.encode_partial(self.id, self.name, self.sha256, self.size)
+
+    def on_header(self, fields: dict[str, Any], length: int) -> None:
+        super().on_header(fields, length)
+        offset = fields.get("offset")
+        if type(offset) is not int or not 0 <= offset <= self.size:
+            raise ClientError("bad_reply", "the partial reply has no valid offset")
+        self.result.info = {"offset": offset}
+
+
 class GetFile(Operation):
-    """Download ``name`` into the local file ``dest`` (via ``dest.part``)."""
+    """Download ``name`` into the local file ``dest`` (via ``dest.part``).
+
+    With ``resume``, an existing ``dest.part`` is continued from its end. A download
+    cut by a broken connection or an interrupt keeps its ``.part`` for that purpose;
+    any other failure removes it.
+    """
 
     op = "get"
+    KEEPS_PART = frozenset({"", "connection", "timeout"})  # transport trouble, not bad data
 
     def __init__(self, name: str, dest: str | os.PathLike[str], *,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, resume: bool = False) -> None:
         super().__init__(name)
         self.dest = os.fspath(dest)
         self.part = self.dest + ".part"
         self.overwrite = overwrite
+        self.resume = resume
         self.result.path = self.dest
         self.expected_size = 0  # what a stat said, for progress totals (the reply decides)
         self.fd = -1
         self.hasher = hashlib.sha256()
         self.expected = ""
         self.mtime: float | None = None
+        self.offset = 0  # bytes of .part kept from an earlier attempt
+        self.opened = False  # the .part is ours to clean up
 
     def prepare(self) -> None:
         if os.path.lexists(self.dest) and not self.overwrite:
             raise ClientError("exists", f"{self.dest} already exists locally "
                                         "(use --overwrite to replace it)")
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (0 if self.resume else os.O_TRUNC)
         try:
-            self.fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                              0o644)
+            self.fd = os.open(self.part, flags, 0o644)
+            self.opened = True
+            if self.resume:  # hash what we hold, then append after it
+                self.offset = os.fstat(self.fd).st_size
+                _hash_into(self.hasher, self.fd, self.offset)
+                os.lseek(self.fd, 0, os.SEEK_END)
         except OSError as exc:
             raise ClientError("local_error", f"cannot write {self.part}: {exc.strerror}") from None
 
     def header(self) -> bytes:
-        return protocol.encode_get(self.id, self.name)
+        return protocol.encode_get(self.id, self.name, self.offset)
 
     def on_header(self, fields: dict[str, Any], length: int) -> None:
         super().on_header(fields, length)
-        sha = fields.get("sha256")
-        if not isinstance(sha, str) or fields.get("size") != length:
+        sha, size = fields.get("sha256"), fields.get("size")
+        if not isinstance(sha, str) or type(size) is not int or size != self.offset + length:
             raise ClientError("bad_reply", "the reply lacks a size or a SHA-256")
+        if fields.get("offset", 0) != self.offset:
+            raise ClientError("bad_reply", "the reply starts at another offset")
         self.expected = sha
         self.body_size = length
+        self.file_size = size
         mtime = fields.get("mtime")
         self.mtime = float(mtime) if isinstance(mtime, (int, float)) else None
 
@@ -200,6 +251,10 @@ class GetFile(Operation):
     def on_end(self) -> bool:
         digest = self.hasher.hexdigest()
         if digest != self.expected:
+            if self.offset:
+                raise ClientError("checksum_mismatch", f"{self.name}: the resumed file does not "
+                                  "match the server's (it changed since the first attempt); "
+                                  "get it again without --resume")
             raise ClientError("checksum_mismatch", f"{self.name}: received data has SHA-256 "
                                                    f"{digest}, the server declared {self.expected}")
         try:
@@ -215,7 +270,7 @@ class GetFile(Operation):
         except OSError as exc:
             raise ClientError("local_error", f"cannot write {self.dest}: {exc.strerror}") from None
         self.result.ok = True
-        self.result.size = self.body_size
+        self.result.size = self.file_size
         self.result.sha256 = digest
         return True
 
@@ -224,11 +279,20 @@ class GetFile(Operation):
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        if failed:
+        if failed and self.opened and not self.keeps_part():
             try:
                 os.unlink(self.part)
             except FileNotFoundError:
                 pass  # never created, or already renamed
+
+    def keeps_part(self) -> bool:
+        """After a failure: is the .part worth keeping for get --resume?"""
+        if self.result.code not in self.KEEPS_PART:
+            return False
+        try:
+            return os.path.getsize(self.part) > 0
+        except OSError:
+            return False
 
 
 class Auth(Operation):
@@ -490,7 +554,7 @@ class _Pipeline:
                     return
             if self.body_left:
                 op = self.sending
-                offset = op.body_size - self.body_left
+                offset = op.body_offset + op.body_size - self.body_left
                 if self.client.tls:  # encryption happens in user space: no sendfile
                     chunk = os.pread(op.body_fd, min(self.body_left, 256 * 1024), offset)
                     sent = self.sock.send(chunk) if chunk else 0
@@ -654,6 +718,12 @@ def _is_regular(st: os.stat_result) -> bool:
 
 def _hash_fd(fd: int, size: int) -> str:
     hasher = hashlib.sha256()
+    _hash_into(hasher, fd, size)
+    return hasher.hexdigest()
+
+
+def _hash_into(hasher: Any, fd: int, size: int) -> None:
+    """Feed the first ``size`` bytes of ``fd`` to ``hasher``."""
     offset = 0
     while offset < size:
         chunk = os.pread(fd, min(HASH_CHUNK, size - offset), offset)
@@ -661,7 +731,6 @@ def _hash_fd(fd: int, size: int) -> str:
             break
         hasher.update(chunk)
         offset += len(chunk)
-    return hasher.hexdigest()
 
 
 def _publish(part: str, dest: str, overwrite: bool) -> None:

@@ -176,6 +176,9 @@ class NativeSession:
                 self.start_get(req)
             elif req.op == "stat":
                 self.reply_ok(req.id, **self.server.root.stat(req.name))
+            elif req.op == "partial":
+                offset = self.server.root.partial_offset(req.name, req.sha256, req.size)
+                self.reply_ok(req.id, name=req.name, offset=offset)
             else:
                 entries = self.server.root.iter_entries(req.name, req.recursive)
                 self.start_job(self.list_pages(req, entries))
@@ -204,11 +207,29 @@ class NativeSession:
             self.channel.close_when_done("unauthorized")
 
     def start_put(self, req: Request) -> None:
-        self.upload = self.server.root.begin_upload(
+        if req.offset + req.length > self.server.limits.max_file_size:
+            raise StorageError("too_large", f"{req.offset + req.length} bytes is over the "
+                                            f"limit of {self.server.limits.max_file_size}")
+        upload = self.server.root.begin_upload(
             req.name, req.length, req.sha256, overwrite=req.overwrite,
-            allow_overwrite=self.server.config.allow_overwrite, mtime=req.mtime)
+            allow_overwrite=self.server.config.allow_overwrite, mtime=req.mtime,
+            resumable=req.resumable, offset=req.offset)
+        self.upload = upload
         self.upload_id = req.id
-        self.transfer = Transfer("put", req.name, req.length, self.server.loop.now)
+        self.transfer = Transfer("put", req.name, upload.size, self.server.loop.now)
+        self.transfer.received = upload.offset
+        if upload.offset:  # the body waits (in the socket) until the hash caught up
+            self.start_job(self.rehash_partial(upload))
+
+    def rehash_partial(self, upload: Upload) -> Iterator[None]:
+        step = self.server.limits.hash_step
+        try:
+            while not upload.rehash_step(step):
+                yield
+        except StorageError as exc:
+            self.upload = None
+            upload.abort()
+            self.reply_error(self.upload_id, exc.code, exc.message, op="put", name=upload.name)
 
     def body_received(self, data: memoryview) -> None:
         upload = self.upload
@@ -221,7 +242,7 @@ class NativeSession:
             upload.abort()
             self.reply_error(self.upload_id, exc.code, exc.message, op="put", name=upload.name)
             return
-        self.transfer.received = upload.received
+        self.transfer.received = upload.offset + upload.received
 
     def finish_request(self) -> None:
         upload = self.upload
@@ -233,11 +254,15 @@ class NativeSession:
         except StorageError as exc:
             self.reply_error(self.upload_id, exc.code, exc.message, op="put", name=upload.name)
             return
-        self.reply_ok(self.upload_id, name=upload.name, size=upload.received, sha256=digest)
-        self.transfer_finished(upload.name, upload.received, digest)
+        self.reply_ok(self.upload_id, name=upload.name, size=upload.size, sha256=digest)
+        self.transfer_finished(upload.name, upload.size, digest)
 
     def start_get(self, req: Request) -> None:
         opened = self.server.root.open_file(req.name)
+        if req.offset > opened.size:
+            os.close(opened.fd)
+            raise StorageError("offset_mismatch", f"{req.name!r} has {opened.size} bytes; "
+                                                  f"cannot resume from {req.offset}")
         if opened.sha256 is not None:
             self.queue_download(req, opened)
         else:
@@ -245,15 +270,19 @@ class NativeSession:
 
     def queue_download(self, req: Request, opened: OpenFile) -> None:
         """Queue the reply header and the body: inline if small, else a sendfile region."""
-        header = protocol.encode_ok(req.id, length=opened.size, name=req.name,
-                                    size=opened.size, sha256=opened.sha256, mtime=opened.mtime)
+        offset, length = req.offset, opened.size - req.offset
+        fields: dict[str, Any] = {"name": req.name, "size": opened.size,
+                                  "sha256": opened.sha256, "mtime": opened.mtime}
+        if offset:
+            fields["offset"] = offset
+        header = protocol.encode_ok(req.id, length=length, **fields)
         channel = self.channel
-        if opened.size <= self.server.limits.inline_file_size:
+        if length <= self.server.limits.inline_file_size:
             try:
-                data = os.pread(opened.fd, opened.size, 0)
+                data = os.pread(opened.fd, length, offset)
             finally:
                 os.close(opened.fd)
-            if len(data) != opened.size:
+            if len(data) != length:
                 self.reply_error(req.id, "io_error", f"{req.name!r} changed while being read",
                                  req)
                 return
@@ -261,8 +290,8 @@ class NativeSession:
             channel.write(data)
             self.transfer_finished(req.name, opened.size, opened.sha256, op="get")
             return
-        transfer = Transfer("get", req.name, opened.size, self.server.loop.now)
-        region = FileRegion(opened.fd, 0, opened.size,
+        transfer = Transfer("get", req.name, length, self.server.loop.now)
+        region = FileRegion(opened.fd, offset, length,
                             on_done=lambda: self.download_sent(transfer, opened.sha256))
         transfer.region = region
         self.transfer = transfer

@@ -67,6 +67,9 @@ class Limits:
     #: On SIGINT/SIGTERM, transfers under way get this long to finish (a second signal
     #: stops at once); systemd would wait 90 s, but a person at Ctrl-C will not.
     shutdown_grace: float = 10.0
+    #: tus servers expire unfinished uploads after a day or more: a partial file of an
+    #: interrupted resumable upload untouched this long is removed at the next start.
+    partial_ttl: float = 24 * 3600.0
     #: vsftpd max_login_fails: wrong tokens (or requests before one) before we hang up.
     auth_failures: int = 3
     #: asyncio waits 1 s after EMFILE before accepting again; nginx waits 500 ms.

@@ -8,6 +8,7 @@ the bars. Anywhere else (a pipe, a log file): one plain line per finished file.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import IO, Any
 
@@ -27,6 +28,8 @@ def describe(result: Result) -> str:
     name = printable(result.name)
     if not result.ok:
         hint = HINTS.get((result.op, result.code), "")
+        if result.op == "get" and os.path.exists(result.path + ".part"):
+            hint += f" (kept {printable(result.path)}.part: get --resume continues it)"
         return f"muxserver: {result.op} {name} failed: {result.message}{hint}"
     local = printable(result.path)
     arrow = f"{local} -> {name}" if result.op == "put" else f"{name} -> {local}"
@@ -48,6 +51,7 @@ class TransferReport:
         self._tasks: dict[int, Any] = {}
         self._overall: Any = None
         self._moved: dict[int, int] = {}
+        self._closed = False
         if not quiet and _is_terminal(self.stream):
             self._start_bars(total_bytes)
 
@@ -110,6 +114,9 @@ class TransferReport:
         if self._bars is not None:
             self._bars.stop()
             self._bars = None
+        if self._closed:
+            return 1 if self.failed else 0
+        self._closed = True
         if self.failed and self.done > 1:
             print(f"muxserver: {self.failed} of {self.done} transfers failed", file=self.stream)
         return 1 if self.failed else 0

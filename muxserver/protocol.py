@@ -51,7 +51,7 @@ PREFIX_SIZE = PREFIX.size  # 8
 MAX_ID = 2**53 - 1  # the largest integer every JSON implementation holds exactly
 UNLIMITED = 2**63 - 1
 
-OPERATIONS = ("auth", "put", "get", "stat", "list")
+OPERATIONS = ("auth", "put", "get", "stat", "list", "partial")
 
 #: Stable error codes carried in error replies, with the meaning the docs give them.
 ERROR_CODES: dict[str, str] = {
@@ -71,6 +71,7 @@ ERROR_CODES: dict[str, str] = {
     "exists": "the name exists and the request did not ask to overwrite",
     "overwrite_refused": "the request asked to overwrite but the server does not allow it",
     "checksum_mismatch": "the body's SHA-256 differs from the declared one; nothing was stored",
+    "offset_mismatch": "a resume offset differs from what the other side holds",
     "no_space": "the server's disk is full or the file is over its size limit",
     "io_error": "the server's disk failed while reading or writing",
     "unauthorized": "the server needs a token and none (or a wrong one) was presented",
@@ -353,17 +354,32 @@ def encode_frame(fields: Mapping[str, Any], length: int = 0) -> bytes:
 
 
 def encode_put(req_id: int, name: str, length: int, sha256: str, *,
-               overwrite: bool = False, mtime: float | None = None) -> bytes:
+               overwrite: bool = False, mtime: float | None = None, offset: int = 0,
+               resumable: bool = False) -> bytes:
+    """A put header; ``length`` body bytes (the file from ``offset`` on) follow it."""
     fields: dict[str, Any] = {"id": req_id, "op": "put", "name": name, "sha256": sha256}
     if overwrite:
         fields["overwrite"] = True
     if mtime is not None:
         fields["mtime"] = mtime
+    if offset:
+        fields["offset"] = offset
+    if resumable:
+        fields["resumable"] = True
     return encode_frame(fields, length)
 
 
-def encode_get(req_id: int, name: str) -> bytes:
-    return encode_frame({"id": req_id, "op": "get", "name": name})
+def encode_get(req_id: int, name: str, offset: int = 0) -> bytes:
+    fields: dict[str, Any] = {"id": req_id, "op": "get", "name": name}
+    if offset:
+        fields["offset"] = offset
+    return encode_frame(fields)
+
+
+def encode_partial(req_id: int, name: str, sha256: str, size: int) -> bytes:
+    """Ask how many bytes of an interrupted upload the server holds."""
+    return encode_frame({"id": req_id, "op": "partial", "name": name, "sha256": sha256,
+                         "size": size})
 
 
 def encode_stat(req_id: int, name: str) -> bytes:
@@ -393,6 +409,9 @@ def encode_error(req_id: int | None, code: str, message: str) -> bytes:
 # ----------------------------------------------------------------- request checking
 
 
+_MISSING = object()
+
+
 @dataclasses.dataclass(slots=True)
 class Request:
     """A request header, checked. Fields an operation does not use keep their defaults."""
@@ -406,6 +425,9 @@ class Request:
     mtime: float | None = None
     recursive: bool = False
     token: str = ""
+    offset: int = 0  # put/get: resume from this byte
+    resumable: bool = False  # put: keep the received bytes if the connection breaks
+    size: int = 0  # partial: the whole file's size
 
 
 def request_id(fields: Mapping[str, Any]) -> int | None:
@@ -438,17 +460,31 @@ def parse_request(fields: Mapping[str, Any], length: int) -> Request:
         req.recursive = _field(fields, "recursive", bool, False)
         return req
     req.name = _field(fields, "name", str)
+    if op in ("put", "get"):
+        req.offset = _count_field(fields, "offset", 0)
+    if op in ("put", "partial"):
+        req.sha256 = _sha256_field(fields)
     if op == "put":
-        sha = _field(fields, "sha256", str)
-        if not _SHA256_HEX.fullmatch(sha):
-            raise RequestError("bad_request", "sha256 must be 64 lowercase hex digits")
-        req.sha256 = sha
         req.overwrite = _field(fields, "overwrite", bool, False)
+        req.resumable = _field(fields, "resumable", bool, False)
         req.mtime = _mtime_field(fields)
+    if op == "partial":
+        req.size = _count_field(fields, "size")
     return req
 
 
-_MISSING = object()
+def _sha256_field(fields: Mapping[str, Any]) -> str:
+    sha = _field(fields, "sha256", str)
+    if not _SHA256_HEX.fullmatch(sha):
+        raise RequestError("bad_request", "sha256 must be 64 lowercase hex digits")
+    return sha
+
+
+def _count_field(fields: Mapping[str, Any], key: str, default: Any = _MISSING) -> int:
+    value = _field(fields, key, int, default)
+    if not 0 <= value <= UNLIMITED:
+        raise RequestError("bad_request", f"field {key!r} must be a non-negative integer")
+    return value
 
 
 def _field(fields: Mapping[str, Any], key: str, kind: type, default: Any = _MISSING) -> Any:

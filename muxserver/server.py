@@ -18,6 +18,7 @@ import errno
 import logging
 import signal
 import socket
+import ssl
 import time
 from typing import Any, Callable
 
@@ -121,9 +122,10 @@ class Server:
                 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             except ValueError:
                 pass  # not the main thread (a test running the server in a thread)
-        swept = self.root.sweep_temporary_files()
-        if swept:
-            log.info("removed %d temporary file(s) left by an interrupted server", swept)
+        removed, kept = self.root.sweep_temporary_files(self.limits.partial_ttl)
+        if removed or kept:
+            log.info("cleaned up after an interrupted server: removed %d temporary file(s), "
+                     "kept %d resumable upload(s)", removed, kept)
         sock = socket.create_server((self.config.host, self.config.port), backlog=1024,
                                     reuse_port=False)
         sock.setblocking(False)
@@ -367,14 +369,12 @@ class _Refusal:
         pass
 
 
-def make_tls_context(cert: str | None, key: str | None) -> "ssl.SSLContext | None":
+def make_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     """A server-side TLS context (TLS 1.2 or newer), or None for plain TCP."""
     if cert is None and key is None:
         return None
     if not cert or not key:
         raise ValueError("TLS needs both a certificate (--tls-cert) and a key (--tls-key)")
-    import ssl
-
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:

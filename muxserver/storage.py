@@ -37,6 +37,7 @@ import os
 import re
 import secrets
 import stat
+import time
 import unicodedata
 from typing import Any, Iterator
 
@@ -44,7 +45,8 @@ log = logging.getLogger("muxserver.storage")
 
 #: Names starting with this are ours (temporary files); never listed, never accepted.
 RESERVED_PREFIX = ".muxserver-"
-TEMP_PREFIX = RESERVED_PREFIX + "tmp-"
+TEMP_PREFIX = RESERVED_PREFIX + "tmp-"  # an upload in progress
+PARTIAL_PREFIX = RESERVED_PREFIX + "part-"  # what an interrupted resumable upload left
 MAX_NAME_BYTES = 4096  # PATH_MAX
 MAX_COMPONENT_BYTES = 255  # NAME_MAX on every common file system
 FILE_MODE = 0o644  # before the umask, like files created by cp or curl -O
@@ -368,27 +370,77 @@ class Root:
     # -- writing
 
     def begin_upload(self, name: str, length: int, sha256: str, *, overwrite: bool,
-                     allow_overwrite: bool, mtime: float | None = None) -> "Upload":
-        """Check the target and create the temporary file an upload is written to."""
+                     allow_overwrite: bool, mtime: float | None = None,
+                     resumable: bool = False, offset: int = 0) -> "Upload":
+        """Check the target and open the temporary file the upload is written to.
+
+        With ``offset``, the partial file an interrupted resumable upload left is
+        claimed (renamed to a temporary name, so two resumes cannot share it) and the
+        upload continues at its end; it must hold exactly ``offset`` bytes.
+        """
         parts = split_name(name)
+        leaf = parts[-1]
+        key = partial_key(leaf, sha256, offset + length) if (resumable or offset) else ""
         created: list[tuple[int, str]] = []
         parent = -1
         try:
             parent = self.open_dir(parts[:-1], create=True, created=created)
-            self._check_target(parent, parts[-1], name, overwrite, allow_overwrite)
-            temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-            try:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                             | os.O_CLOEXEC, FILE_MODE, dir_fd=parent)
-            except OSError as exc:
-                raise _write_error(exc, name) from None
+            self._check_target(parent, leaf, name, overwrite, allow_overwrite)
+            # The key in a resumable upload's temporary name lets a restarted server turn
+            # it into a partial file instead of deleting it (see sweep_temporary_files).
+            temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}" + (f".{key}" if key else "")
+            if offset:
+                fd = self._claim_partial(parent, key, temp, offset, name)
+            else:
+                try:
+                    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                 | os.O_CLOEXEC, FILE_MODE, dir_fd=parent)
+                except OSError as exc:
+                    raise _write_error(exc, name) from None
         except BaseException:
             _remove_created(created)
             if parent >= 0:
                 os.close(parent)
             raise
-        return Upload(self, name, parent, parts[-1], temp, fd, length, sha256,
-                      overwrite and allow_overwrite, mtime, created)
+        return Upload(self, name, parent, leaf, temp, fd, length, sha256,
+                      overwrite and allow_overwrite, mtime, created, offset=offset, key=key)
+
+    def _claim_partial(self, parent: int, key: str, temp: str, offset: int, name: str) -> int:
+        partial = PARTIAL_PREFIX + key
+        try:
+            os.rename(partial, temp, src_dir_fd=parent, dst_dir_fd=parent)
+        except FileNotFoundError:
+            raise StorageError("offset_mismatch", f"the server holds no partial upload of "
+                                                  f"{name!r} (resume from 0)") from None
+        except OSError as exc:
+            raise _write_error(exc, name) from None
+        fd = os.open(temp, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        held = os.fstat(fd).st_size
+        if held != offset:
+            os.close(fd)
+            os.rename(temp, partial, src_dir_fd=parent, dst_dir_fd=parent)  # keep it for later
+            raise StorageError("offset_mismatch", f"the server holds {held} bytes of "
+                                                  f"{name!r}, not {offset}")
+        os.lseek(fd, 0, os.SEEK_END)
+        return fd
+
+    def partial_offset(self, name: str, sha256: str, size: int) -> int:
+        """How many bytes of an interrupted upload of this exact file the server holds."""
+        parts = split_name(name)
+        try:
+            parent = self.open_dir(parts[:-1])
+        except StorageError as exc:
+            if exc.code == "not_found":
+                return 0
+            raise
+        try:
+            partial = PARTIAL_PREFIX + partial_key(parts[-1], sha256, size)
+            st = self._lstat(parent, partial, name)
+            if st is None or not stat.S_ISREG(st.st_mode) or st.st_size > size:
+                return 0
+            return st.st_size
+        finally:
+            os.close(parent)
 
     def _check_target(self, parent: int, leaf: str, name: str, overwrite: bool,
                       allow_overwrite: bool) -> None:
@@ -407,60 +459,98 @@ class Root:
             raise StorageError("overwrite_refused", f"{name!r} exists and this server does "
                                                     "not overwrite files (--allow-overwrite)")
 
-    def sweep_temporary_files(self) -> int:
-        """Remove temporary files left by a server that died; return how many.
+    def sweep_temporary_files(self, partial_ttl: float = 24 * 3600) -> tuple[int, int]:
+        """Clean up after a server that died; return (files removed, partials kept).
 
-        Only one server may sweep a root: an exclusive lock on the root directory,
-        held for the server's life, tells a second server not to delete the temporary
-        files of the first one's running uploads.
+        Temporary files of resumable uploads become partial files (the client can
+        resume them); other temporary files, and partial files untouched for
+        ``partial_ttl`` seconds, are removed. Only one server may sweep a root: an
+        exclusive lock on the root directory, held for the server's life, tells a
+        second server not to touch the files of the first one's running uploads.
         """
         try:
             fcntl.flock(self.dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             log.warning("another muxserver serves %s; leaving its temporary files alone",
                         self.path)
-            return 0
-        removed = 0
+            return 0, 0
+        counts = [0, 0]
         stack = [os.open(".", _O_DIR, dir_fd=self.dir_fd)]
+        expired_before = time.time() - partial_ttl
         while stack:
             fd = stack.pop()
             try:
-                removed += _sweep_dir(fd, stack)
+                _sweep_dir(fd, stack, expired_before, counts)
             finally:
                 os.close(fd)
-        return removed
+        return counts[0], counts[1]
 
 
-def _sweep_dir(fd: int, stack: list[int]) -> int:
-    removed = 0
+def partial_key(leaf: str, sha256: str, size: int) -> str:
+    """What identifies an interrupted upload: the file name, its content hash, its size."""
+    return f"{hashlib.sha256(leaf.encode()).hexdigest()[:24]}-{sha256[:16]}-{size}"
+
+
+def _sweep_dir(fd: int, stack: list[int], expired_before: float, counts: list[int]) -> None:
     with os.scandir(fd) as entries:
         for entry in entries:
+            name = entry.name
             try:
-                if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
-                    os.unlink(entry.name, dir_fd=fd)
-                    removed += 1
-                elif entry.is_dir(follow_symlinks=False):
-                    stack.append(os.open(entry.name, _O_DIR, dir_fd=fd))
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(os.open(name, _O_DIR, dir_fd=fd))
+                elif not name.startswith(RESERVED_PREFIX) or entry.is_symlink():
+                    continue
+                elif name.startswith(TEMP_PREFIX) and "." in name[len(TEMP_PREFIX):]:
+                    key = name[len(TEMP_PREFIX):].split(".", 1)[1]
+                    os.replace(name, PARTIAL_PREFIX + key, src_dir_fd=fd, dst_dir_fd=fd)
+                    counts[1] += 1
+                elif name.startswith(TEMP_PREFIX) or (
+                        name.startswith(PARTIAL_PREFIX)
+                        and entry.stat(follow_symlinks=False).st_mtime < expired_before):
+                    os.unlink(name, dir_fd=fd)
+                    counts[0] += 1
             except OSError:
-                continue
-    return removed
+                continue  # vanished or unreadable: nothing to clean
 
 
 class Upload:
     """One file being received: a temporary file, its running hash, and its commit."""
 
     __slots__ = ("root", "name", "parent", "leaf", "temp", "fd", "length", "expected",
-                 "overwrite", "mtime", "created", "received", "hasher", "done")
+                 "overwrite", "mtime", "created", "received", "hasher", "done", "offset",
+                 "hashed", "key")
 
     def __init__(self, root: Root, name: str, parent: int, leaf: str, temp: str, fd: int,
                  length: int, expected: str, overwrite: bool, mtime: float | None,
-                 created: list[tuple[int, str]]) -> None:
+                 created: list[tuple[int, str]], *, offset: int = 0, key: str = "") -> None:
         self.root, self.name, self.parent, self.leaf = root, name, parent, leaf
         self.temp, self.fd, self.length, self.expected = temp, fd, length, expected
         self.overwrite, self.mtime, self.created = overwrite, mtime, created
-        self.received = 0
+        self.offset = offset  # bytes already held from an interrupted attempt
+        self.hashed = 0  # of those, how many the hasher has seen (see rehash_step)
+        self.key = key  # partial_key when the upload is resumable, else ""
+        self.received = 0  # body bytes of this attempt
         self.hasher = hashlib.sha256()
         self.done = False
+
+    @property
+    def size(self) -> int:
+        """The whole file's size."""
+        return self.offset + self.length
+
+    def rehash_step(self, max_bytes: int) -> bool:
+        """Feed the next bytes an earlier attempt wrote to the hasher; True when done.
+
+        A hash state cannot be saved, so a resumed upload reads back what it held.
+        Done in steps, so a multi-gigabyte partial file does not stall the loop.
+        """
+        if self.hashed < self.offset:
+            chunk = os.pread(self.fd, min(max_bytes, self.offset - self.hashed), self.hashed)
+            if not chunk:
+                raise StorageError("io_error", f"the partial upload of {self.name!r} shrank")
+            self.hasher.update(chunk)
+            self.hashed += len(chunk)
+        return self.hashed >= self.offset
 
     def write(self, data: memoryview) -> None:
         """Append body bytes to the temporary file, hashing them on the way."""
@@ -483,6 +573,7 @@ class Upload:
         digest = self.hasher.hexdigest()
         try:
             if digest != self.expected:
+                self.key = ""  # wrong bytes are not worth resuming
                 raise StorageError("checksum_mismatch", f"{self.name!r}: received data has "
                                    f"SHA-256 {digest}, the sender declared {self.expected}")
             try:
@@ -497,8 +588,17 @@ class Upload:
         except BaseException:
             self.abort()
             raise
+        self._forget_partial()
         self._release()
         return digest
+
+    def _forget_partial(self) -> None:
+        """An older interrupted attempt at this same file is now useless."""
+        partial = PARTIAL_PREFIX + partial_key(self.leaf, self.expected, self.size)
+        try:
+            os.unlink(partial, dir_fd=self.parent)
+        except OSError:
+            pass  # none (the usual case)
 
     def _publish(self) -> None:
         kw = {"src_dir_fd": self.parent, "dst_dir_fd": self.parent}
@@ -542,19 +642,27 @@ class Upload:
             raise _write_error(exc, self.name) from None
 
     def abort(self) -> None:
-        """Forget the upload: close and delete the temporary file, undo new directories."""
+        """Stop the upload. A resumable one keeps what it received as a partial file
+        (hidden, and removed after the partial time-to-live); any other deletes its
+        temporary file and the directories it made."""
         if self.done:
             return
+        keep = bool(self.key) and self.offset + self.received > 0
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
         if self.temp:
             try:
-                os.unlink(self.temp, dir_fd=self.parent)
+                if keep:
+                    os.replace(self.temp, PARTIAL_PREFIX + self.key, src_dir_fd=self.parent,
+                               dst_dir_fd=self.parent)
+                else:
+                    os.unlink(self.temp, dir_fd=self.parent)
             except OSError:
                 pass  # already gone; nothing else to do
             self.temp = ""
-        _remove_created(self.created)
+        if not keep:
+            _remove_created(self.created)
         self._release()
 
     def _release(self) -> None:

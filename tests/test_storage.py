@@ -238,10 +238,10 @@ def test_stale_temporary_files_are_swept_at_start(served, tmp_path):
     (path / "sub").mkdir()
     (path / "sub" / ".muxserver-tmp-deadbeef").write_bytes(b"half an upload")
     (path / "keep.txt").write_text("k")
-    assert root.sweep_temporary_files() == 1
+    assert root.sweep_temporary_files() == (1, 0)
     assert sorted(p.name for p in path.rglob("*")) == ["keep.txt", "sub"]
     second = Root(path)  # another server on the same root must not sweep
     try:
-        assert second.sweep_temporary_files() == 0
+        assert second.sweep_temporary_files() == (0, 0)
     finally:
         second.close()

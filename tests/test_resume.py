@@ -1,0 +1,263 @@
+"""Durability and resume: interrupted transfers, kill -9 of either side, partial files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from muxserver import protocol
+from muxserver.client import Client, ClientError, GetFile, Partial, PutFile
+
+from .conftest import (FrameReader, run_cli, sha256, spawn_server, stop_process, temp_files,
+                       visible_files, wait_for_upload_to_start)
+
+pytestmark = pytest.mark.timeout(90)
+
+DATA = bytes(range(256)) * 4096 * 3  # 3 MiB
+
+
+def interrupted_upload(server, name: str, data: bytes, sent: int, *, resumable: bool,
+                       log_watcher) -> None:
+    """Start a put, send ``sent`` body bytes, and vanish; wait until the server noticed."""
+    with server.connect() as sock:
+        sock.sendall(protocol.encode_put(1, name, len(data), sha256(data), resumable=resumable)
+                     + data[:sent])
+    log_watcher.wait_for("reset")
+    log_watcher.wait_for("closed")
+
+
+def partial_files(root: Path) -> list[str]:
+    return [p.name for p in root.rglob(".muxserver-part-*")]
+
+
+def test_an_interrupted_resumable_upload_is_kept_hidden_and_resumed(server, tmp_path,
+                                                                     log_watcher):
+    interrupted_upload(server, "dir/big.bin", DATA, 1_000_000, resumable=True,
+                       log_watcher=log_watcher)
+    assert visible_files(server.root) == [f"dir/{partial_files(server.root)[0]}"]
+    (tmp_path / "big.bin").write_bytes(DATA)
+    with server.client() as client:
+        assert [e["name"] for e in client.list("", recursive=True)] == ["dir"]  # hidden
+        query = client.run([Partial("dir/big.bin", sha256(DATA), len(DATA))])[0]
+        assert query.ok and query.info["offset"] == 1_000_000
+        put = PutFile(tmp_path / "big.bin", "dir/big.bin", offset=1_000_000)
+        assert client.run([put])[0].ok
+        assert put.done_bytes == len(DATA) - 1_000_000  # only the rest travelled
+    assert (server.root / "dir" / "big.bin").read_bytes() == DATA
+    assert partial_files(server.root) == [] and temp_files(server.root) == []
+
+
+def test_a_plain_interrupted_upload_leaves_nothing(server, log_watcher):
+    interrupted_upload(server, "dir/plain.bin", DATA, 500_000, resumable=False,
+                       log_watcher=log_watcher)
+    assert visible_files(server.root) == []
+    assert not (server.root / "dir").exists()  # the directory it made is gone too
+
+
+def test_a_resume_offset_must_match_exactly(server, tmp_path, log_watcher):
+    interrupted_upload(server, "m.bin", DATA, 700_000, resumable=True, log_watcher=log_watcher)
+    (tmp_path / "m.bin").write_bytes(DATA)
+    with server.client() as client:
+        for wrong in (699_999, 700_001):
+            result = client.run([PutFile(tmp_path / "m.bin", "m.bin", offset=wrong)])[0]
+            assert result.code == "offset_mismatch" and "holds 700000 bytes" in result.message
+        other = DATA[:-1] + b"!"  # another file of the same size: no partial of it
+        assert client.run([Partial("m.bin", sha256(other), len(other))])[0].info["offset"] == 0
+        assert client.run([PutFile(tmp_path / "m.bin", "m.bin", offset=700_000)])[0].ok
+    assert (server.root / "m.bin").read_bytes() == DATA
+
+
+def test_a_resumed_upload_with_the_wrong_bytes_stores_nothing(server, tmp_path, log_watcher):
+    interrupted_upload(server, "w.bin", DATA, 400_000, resumable=True, log_watcher=log_watcher)
+    with server.connect() as sock:
+        rest = b"\0" * (len(DATA) - 400_000)  # not what the declared hash promises
+        sock.sendall(protocol.encode_put(2, "w.bin", len(rest), sha256(DATA), offset=400_000)
+                     + rest)
+        assert FrameReader(sock).frame()[0]["error"] == "checksum_mismatch"
+    assert visible_files(server.root) == []  # and the bad partial is not kept either
+
+
+def test_get_resume_continues_a_part_file(server, tmp_path):
+    (server.root / "g.bin").write_bytes(DATA)
+    dest = tmp_path / "g.bin"
+    Path(str(dest) + ".part").write_bytes(DATA[:1_234_567])
+    with server.client() as client:
+        op = GetFile("g.bin", dest, resume=True)
+        assert client.run([op])[0].ok
+        assert op.done_bytes == len(DATA) - 1_234_567
+    assert dest.read_bytes() == DATA and not Path(str(dest) + ".part").exists()
+
+
+def test_get_resume_of_a_changed_file_fails_and_discards_the_part(server, tmp_path):
+    (server.root / "c.bin").write_bytes(DATA)
+    dest = tmp_path / "c.bin"
+    Path(str(dest) + ".part").write_bytes(b"x" * 1000)  # not the file's first bytes
+    with server.client() as client:
+        result = client.run([GetFile("c.bin", dest, resume=True)])[0]
+    assert result.code == "checksum_mismatch" and "changed since" in result.message
+    assert not dest.exists() and not Path(str(dest) + ".part").exists()
+
+
+def test_get_resume_beyond_the_end_is_refused(server, tmp_path):
+    (server.root / "s.bin").write_bytes(b"short")
+    dest = tmp_path / "s.bin"
+    Path(str(dest) + ".part").write_bytes(b"much longer than the file")
+    with server.client() as client:
+        result = client.run([GetFile("s.bin", dest, resume=True)])[0]
+    assert result.code == "offset_mismatch"
+
+
+# -------------------------------------------------- real processes, real kill -9
+
+
+def slow_server(root: Path, *args: str):
+    """A server that reads in 4 KiB steps, so a transfer lasts long enough to cut."""
+    return spawn_server(root, "--recv-size", "4096", "--send-size", "4096", *args)
+
+
+def wait_for_growth(path_glob, root: Path, at_least: int, timeout: float = 20.0) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in root.rglob(path_glob):
+            try:
+                if path.stat().st_size >= at_least:
+                    return path
+            except FileNotFoundError:
+                continue
+        time.sleep(0.005)
+    raise AssertionError(f"nothing matching {path_glob} grew to {at_least} bytes")
+
+
+def test_kill_9_of_a_client_mid_upload_then_put_resume(root, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(24 * 1024 * 1024))
+    srv = slow_server(root)
+    try:
+        ports = ["--port", str(srv.port)]
+        client = subprocess.Popen([sys.executable, "-m", "muxserver", "put", str(big), *ports],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_growth(".muxserver-tmp-*", root, 2 * 1024 * 1024)
+        client.kill()
+        client.wait(timeout=10)
+        assert not (root / "big.bin").exists()
+        with Client(srv.host, srv.port) as probe:  # the server noticed, kept a partial
+            for _ in range(200):
+                if partial_files(root):
+                    break
+                probe.list()  # a round trip: lets the server process the reset
+            assert probe.list() == []
+        assert len(partial_files(root)) == 1
+        result = run_cli("put", str(big), "--resume", *ports)
+        assert result.returncode == 0, result.stderr
+        assert (root / "big.bin").read_bytes() == big.read_bytes()
+        assert partial_files(root) == [] and temp_files(root) == []
+    finally:
+        stop_process(srv.proc)
+
+
+def test_kill_9_of_the_server_mid_upload_then_restart_and_resume(root, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(16 * 1024 * 1024))
+    (root / "big.bin").write_bytes(b"previous version")
+    srv = slow_server(root, "--allow-overwrite")
+    try:
+        client = subprocess.Popen([sys.executable, "-m", "muxserver", "put", str(big),
+                                   "--overwrite", "--port", str(srv.port)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for_growth(".muxserver-tmp-*", root, 1024 * 1024)
+        srv.proc.kill()  # kill -9: no cleanup at all
+        srv.proc.wait(timeout=10)
+        client.wait(timeout=30)
+        assert client.returncode == 1
+    finally:
+        stop_process(srv.proc)
+    assert (root / "big.bin").read_bytes() == b"previous version"  # never a partial file
+    restarted = spawn_server(root, "--allow-overwrite")
+    try:
+        assert temp_files(root) == partial_files(root)  # temp became a resumable partial
+        assert len(partial_files(root)) == 1
+        with Client(restarted.host, restarted.port) as client:
+            assert [e["name"] for e in client.list()] == ["big.bin"]
+        result = run_cli("put", str(big), "--resume", "--overwrite", "--port",
+                         str(restarted.port))
+        assert result.returncode == 0, result.stderr
+        assert (root / "big.bin").read_bytes() == big.read_bytes()
+    finally:
+        stop_process(restarted.proc)
+    _out, err = restarted.output()
+    assert "kept 1 resumable upload" in err
+
+
+def test_kill_9_of_a_client_mid_download_then_get_resume(root, tmp_path):
+    data = os.urandom(24 * 1024 * 1024)
+    (root / "dl.bin").write_bytes(data)
+    srv = slow_server(root)
+    out = tmp_path / "out"
+    out.mkdir()
+    try:
+        ports = ["--port", str(srv.port)]
+        client = subprocess.Popen([sys.executable, "-m", "muxserver", "get", "dl.bin", "-o",
+                                   str(out), *ports],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        part = wait_for_growth("dl.bin.part", out, 1024 * 1024)
+        client.kill()
+        client.wait(timeout=10)
+        assert part.exists() and not (out / "dl.bin").exists()
+        result = run_cli("get", "dl.bin", "-o", str(out), "--resume", *ports)
+        assert result.returncode == 0, result.stderr
+        assert (out / "dl.bin").read_bytes() == data and not part.exists()
+    finally:
+        stop_process(srv.proc)
+
+
+def test_ctrl_c_of_a_download_keeps_the_part_file_and_says_so(root, tmp_path):
+    (root / "dl.bin").write_bytes(os.urandom(24 * 1024 * 1024))
+    srv = slow_server(root)
+    out = tmp_path / "out"
+    out.mkdir()
+    try:
+        client = subprocess.Popen([sys.executable, "-m", "muxserver", "get", "dl.bin", "-o",
+                                   str(out), "--port", str(srv.port)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wait_for_growth("dl.bin.part", out, 1024 * 1024)
+        client.send_signal(signal.SIGINT)
+        _out, err = client.communicate(timeout=20)
+        assert client.returncode == 130
+        assert "Traceback" not in err and "--resume" in err
+        assert (out / "dl.bin.part").stat().st_size > 0
+    finally:
+        stop_process(srv.proc)
+
+
+def test_stale_partials_expire_at_start(root):
+    old = root / ".muxserver-part-0123-abcd-10"
+    old.write_bytes(b"0123456789")
+    os.utime(old, (time.time() - 3 * 86400, time.time() - 3 * 86400))
+    fresh = root / ".muxserver-part-4567-abcd-10"
+    fresh.write_bytes(b"01234")
+    srv = spawn_server(root)
+    stop_process(srv.proc)
+    assert partial_files(root) == [fresh.name]
+
+
+def test_listing_never_shows_temporary_or_partial_files(server, log_watcher):
+    interrupted_upload(server, "hidden.bin", DATA, 100_000, resumable=True,
+                       log_watcher=log_watcher)
+    with server.connect() as sock:  # an upload in progress has a temporary file
+        sock.sendall(protocol.encode_put(1, "inflight.bin", 10_000, "0" * 64) + b"i" * 10)
+        with server.client() as client:
+            for _ in range(100):
+                if temp_files(server.root) and len(temp_files(server.root)) == 2:
+                    break
+                client.list()
+            assert len(temp_files(server.root)) == 2
+            assert client.list("", recursive=True) == []
+            with pytest.raises(ClientError):
+                client.stat(partial_files(server.root)[0])
