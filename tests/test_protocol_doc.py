@@ -89,3 +89,26 @@ def test_a_client_written_from_the_document_interoperates(server, tmp_path):
         assert client.get("big.bin") == b"q" * 2_500_000
     finally:
         client.close()
+
+
+def test_the_documented_token_and_resume_flows(make_server, log_watcher):
+    server = make_server(token="s3cret")
+    data = bytes(range(256)) * 4000
+    client = DocClient(server.host, server.port)
+    try:
+        with pytest.raises(ServerError) as info:
+            client.stat("x")
+        assert info.value.code == "unauthorized"
+        assert client.auth("s3cret")["ok"]
+        first = DocClient(server.host, server.port)
+        first.auth("s3cret")
+        first.start_resumable_put_and_vanish("resumed.bin", data, 300_000)
+        log_watcher.wait_for("reset")
+        log_watcher.wait_for("closed")
+        offset = client.partial("resumed.bin", data)
+        assert offset == 300_000
+        assert client.resume_put("resumed.bin", data, offset)["size"] == len(data)
+        assert client.get("resumed.bin") == data
+        assert client.get_from("resumed.bin", 1000, data[:1000]) == data
+    finally:
+        client.close()
