@@ -519,10 +519,15 @@ class _Pipeline:
             op.id = client.next_id()
             try:
                 op.prepare()
+                header = op.header()
             except ClientError as exc:
                 self.finish(op, exc)
                 continue
-            self.out += op.header()
+            except (UnicodeEncodeError, ValueError) as exc:  # e.g. a non-UTF-8 file name
+                self.finish(op, ClientError("bad_name", f"cannot send the name "
+                                                        f"{op.name!r}: {exc}"))
+                continue
+            self.out += header
             self.inflight.append(op)
             if op.body_fd >= 0 and op.body_size:
                 self.sending = op

@@ -199,3 +199,21 @@ def test_console_script_is_installed():
         pytest.skip("the muxserver script is not on PATH (package not installed)")
     result = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and result.stdout.startswith("muxserver ")
+
+
+def test_put_r_with_a_non_utf8_file_name_fails_that_file_only(server_process, tmp_path):
+    src = tmp_path / "tree"
+    src.mkdir()
+    (src / "good.txt").write_text("good")
+    with open(os.path.join(os.fsencode(src), b"bad-\xff.txt"), "wb") as f:
+        f.write(b"bad")
+    result = run_cli("put", "-r", str(src), "--port", str(server_process.port))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "cannot send the name" in result.stderr
+    assert (server_process.root / "tree" / "good.txt").read_text() == "good"
+
+
+def test_put_of_a_fifo_is_refused_without_hanging(server_process, tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    result = run_cli("put", str(tmp_path / "fifo"), "--port", str(server_process.port))
+    assert result.returncode == 1 and "not a regular file" in result.stderr
