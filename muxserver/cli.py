@@ -62,20 +62,23 @@ def add_serve_parser(sub: Any) -> None:
                            "$MUXSERVER_TOKEN: arguments are visible to other users)")
     p.add_argument("--tls-cert", metavar="PEM", help="certificate chain: serve TLS")
     p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
-    limits = p.add_argument_group("limits (see docs/OPERATIONS.md)")
+    limits = p.add_argument_group("limits (docs/OPERATIONS.md explains each one)")
     for field in dataclasses.fields(Limits):
-        flag = "--" + field.name.replace("_", "-")
-        kind = size_flag if field.name.endswith(("_size", "_water", "_buffer", "_chunk",
-                                                  "_step")) else (
-            float if isinstance(field.default, float) else int)
-        limits.add_argument(flag, dest=f"limit_{field.name}", type=kind, default=None,
-                            metavar="N", help=f"default {_default_text(field)}")
+        unit = field.metadata.get("unit", "")
+        kind = size_flag if unit == "bytes" else float if unit == "s" else int
+        limits.add_argument("--" + field.name.replace("_", "-"), dest=f"limit_{field.name}",
+                            type=kind, default=None, metavar="BYTES" if unit == "bytes" else
+                            "SECONDS" if unit == "s" else "N",
+                            help=f"{field.metadata['why']} [default: {default_text(field)}]")
 
 
-def _default_text(field: dataclasses.Field) -> str:
+def default_text(field: dataclasses.Field) -> str:
+    unit = field.metadata.get("unit", "")
     if field.default is None:
-        return "derived" if field.name == "max_connections" else "no cap"
-    return str(field.default)
+        return "derived from the descriptor limit" if field.name == "max_connections" else "none"
+    if unit == "bytes":
+        return format_bytes(field.default)
+    return f"{field.default:g} s" if unit == "s" else str(field.default)
 
 
 def add_client_parsers(sub: Any) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import resource
+from typing import Any
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -21,59 +22,65 @@ TiB = 1024 * GiB
 HEADER_SIZE_CEILING = 65535
 
 
+def limit(default: Any, why: str, unit: str = "") -> Any:
+    """A Limits field: its default, the reason for it, and its unit ("bytes", "s")."""
+    return dataclasses.field(default=default, metadata={"why": why, "unit": unit})
+
+
 @dataclasses.dataclass(slots=True)
 class Limits:
-    """Server limits. Sizes are bytes, times are seconds."""
+    """Server limits. Sizes are bytes, times are seconds. Each field's ``why`` says where
+    its default comes from; ``cli.py`` shows it in --help and docs/OPERATIONS.md
+    explains what a client sees when the limit is hit."""
 
-    #: h11 caps an incomplete HTTP header at 16 KiB; our headers are small JSON objects.
-    max_header_size: int = 16 * KiB
-    #: Refuses absurd declared sizes (2**63) before any file is opened; raise it if you must.
-    max_file_size: int = TiB
-    #: None means "derived from RLIMIT_NOFILE minus fd_reserve", like Redis's maxclients.
-    max_connections: int | None = None
-    #: Redis keeps 32 descriptors for itself (log files, the listener, uploads being written).
-    fd_reserve: int = 32
-    #: nginx client_header_timeout: the whole header must arrive in this time (slowloris).
-    header_timeout: float = 60.0
-    #: nginx client_body_timeout / send_timeout: longest pause between two bytes of a transfer.
-    stall_timeout: float = 60.0
-    #: asyncio's ssl_handshake_timeout: a TLS handshake must finish in this time.
-    handshake_timeout: float = 60.0
-    #: vsftpd idle_session_timeout: a connection with nothing in progress is closed after this.
-    idle_timeout: float = 300.0
-    #: After an error reply we half-close and read what is still in flight for this long, so
-    #: the peer is not sent an RST that would destroy the reply it has not read yet.
-    close_linger: float = 2.0
-    #: asyncio's high-water mark is 64 KiB; a little more keeps sendfile calls large.
-    output_high_water: int = 256 * KiB
-    #: asyncio resumes writers at a quarter of the high-water mark.
-    output_low_water: int = 64 * KiB
-    #: Hard cap on reply bytes held in memory per connection (Redis: 32 MiB for pubsub clients).
-    max_output_buffer: int = 32 * MiB
-    #: Bytes asked of each recv_into (the loop's one reused scratch buffer).
-    recv_size: int = 256 * KiB
-    #: Cap on each send/sendfile call; None means "as much as the socket takes".
-    send_size: int | None = None
-    #: Largest sendfile count per writable event: one connection cannot hog the loop.
-    sendfile_chunk: int = 4 * MiB
-    #: Files up to this size are read into the reply (one send for header and body).
-    inline_file_size: int = 64 * KiB
-    #: Bytes hashed per loop turn for a file whose SHA-256 is not known yet.
-    hash_step: int = 1 * MiB
-    #: Entries per page of a directory listing reply.
-    list_page_size: int = 1000
-    #: New connections accepted per loop turn (fairness towards clients already connected).
-    accepts_per_tick: int = 64
-    #: On SIGINT/SIGTERM, transfers under way get this long to finish (a second signal
-    #: stops at once); systemd would wait 90 s, but a person at Ctrl-C will not.
-    shutdown_grace: float = 10.0
-    #: tus servers expire unfinished uploads after a day or more: a partial file of an
-    #: interrupted resumable upload untouched this long is removed at the next start.
-    partial_ttl: float = 24 * 3600.0
-    #: vsftpd max_login_fails: wrong tokens (or requests before one) before we hang up.
-    auth_failures: int = 3
-    #: asyncio waits 1 s after EMFILE before accepting again; nginx waits 500 ms.
-    accept_backoff: float = 1.0
+    max_header_size: int = limit(
+        16 * KiB, "h11 caps an incomplete header at 16 KiB; ours are small JSON objects",
+        "bytes")
+    max_file_size: int = limit(
+        TiB, "refuses absurd declared sizes (2**63) before any file is opened", "bytes")
+    max_connections: int | None = limit(
+        None, "default: RLIMIT_NOFILE minus the reserve, like Redis's maxclients")
+    fd_reserve: int = limit(
+        32, "Redis keeps 32 descriptors for itself (listener, files being written)")
+    header_timeout: float = limit(
+        60.0, "nginx client_header_timeout: a whole header in this time (slowloris)", "s")
+    stall_timeout: float = limit(
+        60.0, "nginx client_body_timeout/send_timeout: longest pause inside a transfer", "s")
+    handshake_timeout: float = limit(
+        60.0, "asyncio's ssl_handshake_timeout: a TLS handshake must finish in this time", "s")
+    idle_timeout: float = limit(
+        300.0, "vsftpd idle_session_timeout: nothing in progress for this long", "s")
+    close_linger: float = limit(
+        2.0, "after an error reply, read what is in flight this long so no RST eats it", "s")
+    output_high_water: int = limit(
+        256 * KiB, "asyncio uses 64 KiB; more keeps sendfile calls large", "bytes")
+    output_low_water: int = limit(
+        64 * KiB, "asyncio resumes writers at a quarter of the high-water mark", "bytes")
+    max_output_buffer: int = limit(
+        32 * MiB, "Redis's hard cap for pubsub clients: memory a non-reader may cost", "bytes")
+    recv_size: int = limit(
+        256 * KiB, "bytes asked of each recv_into (one reused buffer; lower it to teach)",
+        "bytes")
+    send_size: int | None = limit(
+        None, "cap on each send/sendfile call (a torture knob; default: none)", "bytes")
+    sendfile_chunk: int = limit(
+        4 * MiB, "largest sendfile per writable event: no connection hogs the loop", "bytes")
+    inline_file_size: int = limit(
+        64 * KiB, "files this small go out with their header in one send", "bytes")
+    hash_step: int = limit(
+        1 * MiB, "bytes hashed per loop turn when a file's SHA-256 is not known yet", "bytes")
+    list_page_size: int = limit(
+        1000, "entries per listing frame: a huge directory streams in pages")
+    accepts_per_tick: int = limit(
+        64, "new connections per loop turn, fair to the clients already connected")
+    shutdown_grace: float = limit(
+        10.0, "transfers under way get this long after Ctrl-C (twice: stop now)", "s")
+    partial_ttl: float = limit(
+        24 * 3600.0, "tus servers expire unfinished uploads after a day or more", "s")
+    auth_failures: int = limit(
+        3, "vsftpd max_login_fails: wrong tokens before the connection is closed")
+    accept_backoff: float = limit(
+        1.0, "asyncio waits 1 s after EMFILE before accepting again (nginx 500 ms)", "s")
 
     def effective_max_connections(self) -> int:
         """The configured cap, or the descriptor limit minus the reserve."""

@@ -112,3 +112,15 @@ def test_the_documented_token_and_resume_flows(make_server, log_watcher):
         assert client.get_from("resumed.bin", 1000, data[:1000]) == data
     finally:
         client.close()
+
+
+def test_every_limit_is_documented_for_operators():
+    import dataclasses
+
+    from muxserver.limits import Limits
+
+    operations = (DOC.parent / "OPERATIONS.md").read_text()
+    for field in dataclasses.fields(Limits):
+        flag = "--" + field.name.replace("_", "-")
+        assert f"| `{flag}` |" in operations, flag
+        assert field.metadata.get("why"), field.name
