@@ -244,3 +244,41 @@ def test_a_symlink_swapped_in_during_an_upload_is_not_followed(server, tmp_path)
         assert reader.frame()[0]["ok"]
     assert os.listdir(outside) == []
     assert (server.root / "d-moved" / "f").read_bytes() == data
+
+
+def test_a_stalled_upload_times_out_and_leaves_nothing(make_server, log_watcher):
+    server = make_server(limits=Limits(stall_timeout=0.3))
+    with server.connect() as sock:
+        sock.sendall(protocol.encode_put(1, "stalled.bin", 10_000, "0" * 64) + b"s" * 100)
+        reader = FrameReader(sock)
+        fields, _ = reader.frame()
+        assert (fields["id"], fields["error"]) == (None, "timeout")
+        assert "stalled" in fields["message"]
+        assert reader.closed()
+    log_watcher.wait_for("closed")
+    assert visible_files(server.root) == []
+
+
+def test_an_idle_connection_times_out(make_server):
+    server = make_server(limits=Limits(idle_timeout=0.3))
+    with server.connect() as sock:
+        sock.sendall(protocol.encode_list(1, ""))
+        reader = FrameReader(sock)
+        assert reader.frame()[0]["ok"]
+        fields, _ = reader.frame()  # then nothing from us: the server hangs up
+        assert (fields["id"], fields["error"]) == (None, "timeout") and "idle" in fields["message"]
+        assert reader.closed()
+
+
+def test_a_download_to_a_reader_that_stopped_times_out(make_server, root, log_watcher):
+    (root / "big").write_bytes(b"b" * 50_000_000)
+    server = make_server(limits=Limits(stall_timeout=0.3))
+    with server.connect() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(protocol.encode_get(1, "big"))
+        assert sock.recv(65536)  # the download started; this client now stops reading
+        records = log_watcher.wait_for("timeout")
+        assert "the transfer stalled" in records[0].getMessage()
+        log_watcher.wait_for("closed")
+        with server.client() as client:  # the others are still served
+            assert client.stat("big")["size"] == 50_000_000
