@@ -96,7 +96,7 @@ class Channel:
         self._timer: Timer | None = None
         self._closing_since = 0.0
         self._on_closed = on_closed
-        self.observer: Callable[..., None] | None = None  # trace narration, when enabled
+        self.trace: Callable[..., None] | None = None  # the narrated trace, when it is on
 
     # -- lifecycle
 
@@ -136,6 +136,8 @@ class Channel:
             return
         self.state = ChannelState.OPEN
         self.last_io = self.loop.now
+        if self.trace is not None:
+            self.trace("handshake", self.id)
         self._update_interest()
         self.rearm_timer()
         self._read_pending_tls()
@@ -156,8 +158,11 @@ class Channel:
             self.abort(_describe(exc))
             return
         self.last_io = self.loop.now
-        if self.observer is not None:
-            self.observer("recv", self, n=n)
+        if self.trace is not None:
+            if n:
+                self.trace("recv", self.id, n=n, data=buf[:n])
+            elif self.state is not ChannelState.LINGERING:
+                self.trace("eof", self.id)
         if self.state is ChannelState.LINGERING:
             if n == 0:
                 self.abort("closed")
@@ -262,7 +267,10 @@ class Channel:
         except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError,
                 ssl.SSLWantReadError):
             sent = 0
-        self._note_send(offered, sent)
+        self._note_send(sent)
+        if self.trace is not None:
+            self.trace("send", self.id, offered=offered, taken=sent,
+                       queued=self.out.total - sent, data=_head(chunks, sent))
         return offered, sent
 
     def _send_region(self, region: FileRegion) -> None:
@@ -276,28 +284,29 @@ class Channel:
                 sent = self._pread_send(region, count)
         except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError,
                 ssl.SSLWantReadError):
-            self._note_send(count, 0)
-            return
+            sent = 0
         except OSError as exc:
             if exc.errno in _NO_SENDFILE and self.use_sendfile:
                 self.use_sendfile = False  # this file system cannot: copy through memory
                 return self._send_region(region)
             raise
-        self._note_send(count, sent)
-        if sent == 0:
-            raise OSError(errno.EIO, "the file shrank while it was being sent")
-        self.out.advance_region(region, sent)
-
+        else:
+            if sent == 0:
+                raise OSError(errno.EIO, "the file shrank while it was being sent")
+        self._note_send(sent)
+        if self.trace is not None:
+            self.trace("sendfile", self.id, offered=count, taken=sent,
+                       queued=self.out.total - sent)
+        if sent:
+            self.out.advance_region(region, sent)
     def _pread_send(self, region: FileRegion, count: int) -> int:
         data = os.pread(region.fd, min(count, 256 * 1024), region.offset)
         return self.sock.send(data) if data else 0
 
-    def _note_send(self, offered: int, taken: int) -> None:
+    def _note_send(self, taken: int) -> None:
         if taken:
             self.bytes_out += taken
             self.last_io = self.loop.now
-        if self.observer is not None:
-            self.observer("send", self, offered=offered, taken=taken)
 
     # -- interest
 
@@ -314,8 +323,8 @@ class Channel:
         self.loop.set_interest(self.sock, self, events)
 
     def on_interest_changed(self, old: int, new: int) -> None:
-        if self.observer is not None:
-            self.observer("interest", self, old=old, new=new)
+        if self.trace is not None and not self.closed:
+            self.trace("interest", self.id, old=old, new=new)
 
     # -- timeouts
 
@@ -355,6 +364,8 @@ class Channel:
         elif self.state is ChannelState.HANDSHAKE:
             log.warning("%s: TLS handshake timed out", self.peer,
                         extra={"event": "timeout", "conn": self.id})
+            if self.trace is not None:
+                self.trace("timeout", self.id, why="TLS handshake")
             self.abort("TLS handshake timed out")
         elif self.state is not ChannelState.OPEN:
             self.abort("closed after the linger time")
@@ -389,6 +400,8 @@ class Channel:
             return
         self.state = ChannelState.LINGERING
         self._closing_since = time.monotonic()
+        if self.trace is not None:
+            self.trace("linger", self.id)
         self._update_interest()
         self.rearm_timer()
 
@@ -418,6 +431,8 @@ class Channel:
         self.closed = True
         self.loop.set_interest(self.sock, self, 0)
         self.state = ChannelState.CLOSED
+        if self.trace is not None:
+            self.trace("close", self.id, reason=self.close_reason or "closed")
         if self._timer is not None:
             self._timer.cancel()
         self.sock.close()
@@ -438,6 +453,16 @@ def _cap_chunks(chunks: list[memoryview], cap: int) -> list[memoryview]:
         capped.append(chunk)
         cap -= len(chunk)
     return capped
+
+
+def _head(chunks: list[memoryview], sent: int, limit: int = 64) -> bytes:
+    """The first bytes that went out (for --trace-bytes)."""
+    out = bytearray()
+    for chunk in chunks:
+        out += chunk[:min(limit, sent) - len(out)]
+        if len(out) >= min(limit, sent):
+            break
+    return bytes(out)
 
 
 def _describe(exc: OSError) -> str:

@@ -22,6 +22,7 @@ from .limits import Limits
 from .units import format_bytes, parse_size
 
 COMMANDS = ("serve", "put", "get", "ls", "stat")
+LANGUAGE_CHOICES = ("en", "es")
 
 
 def size_flag(text: str) -> int:
@@ -60,6 +61,13 @@ def add_serve_parser(sub: Any) -> None:
                    help="plain log lines instead of the live console")
     add_token_arguments(p, "clients must present this token (prefer --token-file or "
                            "$MUXSERVER_TOKEN: arguments are visible to other users)")
+    teach = p.add_argument_group("teaching")
+    teach.add_argument("--trace", action="store_true",
+                       help="narrate every socket event in plain sentences")
+    teach.add_argument("--trace-bytes", action="store_true",
+                       help="--trace, plus a short hex dump of each recv and send")
+    teach.add_argument("--lang", choices=LANGUAGE_CHOICES, default=None,
+                       help="language of the narration (default: from the locale, else en)")
     p.add_argument("--tls-cert", metavar="PEM", help="certificate chain: serve TLS")
     p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
     limits = p.add_argument_group("limits (docs/OPERATIONS.md explains each one)")
@@ -213,8 +221,11 @@ def run_serve(args: argparse.Namespace) -> int:
                           tls_cert=args.tls_cert, tls_key=args.tls_key, limits=limits)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    use_console = not args.no_console and sys.stdout.isatty()
     try:
         server = Server(config)
+        narrator = make_narrator(args, server) if (args.trace or args.trace_bytes) else None
+        server.set_trace(narrator)
         host, port = server.start()
         server.handle_signals()
     except ValueError as exc:
@@ -228,9 +239,11 @@ def run_serve(args: argparse.Namespace) -> int:
         print(warning, file=sys.stderr, flush=True)
     print_banner(server, host, port)
     console = None
-    if not args.no_console and sys.stdout.isatty():
+    if use_console:
         from .console import LiveConsole  # rich is imported only when it is used
-        console = LiveConsole(server)
+        console = LiveConsole(server, log_lines=14 if narrator else 6)
+        if narrator is not None:  # trace lines go to the console's event pane
+            narrator.write = console.trace_line
         console.start()
     try:
         server.serve_forever()
@@ -241,6 +254,12 @@ def run_serve(args: argparse.Namespace) -> int:
     print(f"muxserver: stopped after {stats.transfers_done} transfer(s), "
           f"{stats.transfers_failed} failed", file=sys.stderr)
     return 0
+
+
+def make_narrator(args: argparse.Namespace, server: Any) -> Any:
+    from .trace import Narrator, default_language
+
+    return Narrator(args.lang or default_language(), show_bytes=args.trace_bytes)
 
 
 def print_banner(server: Any, host: str, port: int) -> None:

@@ -233,10 +233,11 @@ class ConsoleLogHandler(logging.Handler):
 class LiveConsole:
     """Keeps a rich Live display of a server up to date, from a timer in its loop."""
 
-    def __init__(self, server: "Server", console: Console | None = None) -> None:
+    def __init__(self, server: "Server", console: Console | None = None,
+                 log_lines: int = LOG_LINES) -> None:
         self.server = server
         self.console = console or Console()
-        self.view = ConsoleView()
+        self.view = ConsoleView(log_lines)
         self.live = Live(console=self.console, auto_refresh=False, transient=False,
                          redirect_stdout=False, redirect_stderr=False)
         self.handler = ConsoleLogHandler(self.view)
@@ -264,6 +265,10 @@ class LiveConsole:
         busy = bool(snap.connections)
         self._timer = self.server.loop.call_later(BUSY_INTERVAL if busy else IDLE_INTERVAL,
                                                   self.refresh)
+
+    def trace_line(self, line: str) -> None:
+        """A line of the narrated trace, shown in the event pane (drawn at the next redraw)."""
+        self.view.add_log(time.time(), logging.INFO, line)
 
     def stop(self) -> None:
         if self._timer is not None:

@@ -72,6 +72,8 @@ class NativeSession:
         self.requests = 0
         self.authenticated = server.config.token is None
         self.auth_failures = 0
+        self.backpressured = False  # reading paused because replies piled up
+        self._narrated: tuple[str, str, int, int] = ("", "", 0, 0)  # op, name, done, length
 
     # -- bytes in (called by the channel)
 
@@ -79,15 +81,17 @@ class NativeSession:
         self.decoder.receive_data(data)
         self.process()
         # The channel reuses its buffer for the next recv: copy what we did not decode yet.
-        kept = self.decoder.keep_leftover()
-        if kept and self.channel.observer is not None:
-            self.channel.observer("leftover", self.channel, n=kept)
+        self.decoder.keep_leftover()
 
     def eof_received(self) -> None:
         self.decoder.receive_data(b"")
         self.process()
 
     def output_drained(self) -> None:
+        if self.backpressured:
+            self.backpressured = False
+            if self.channel.trace is not None:
+                self.channel.trace("resume", self.channel.id)
         if self.job is not None:
             self.server.loop.call_soon(self.run_job_step)
         else:
@@ -96,9 +100,15 @@ class NativeSession:
     def process(self) -> None:
         """Decode and run requests until more bytes are needed or a reply must drain."""
         channel = self.channel
+        trace = channel.trace
         while channel.state is ChannelState.OPEN and not channel.closed:
             if self.job is not None or channel.output_full:
                 channel.wants_drain = channel.output_full
+                if channel.output_full and not self.backpressured:
+                    self.backpressured = True
+                    if trace is not None:
+                        trace("pause", channel.id, queued=channel.out.total,
+                              high=self.server.limits.output_high_water)
                 channel.pause_reading()
                 break
             try:
@@ -107,8 +117,12 @@ class NativeSession:
                 self.refuse_stream(exc.code, exc.message)
                 return
             if event is NEED_DATA:
+                if trace is not None:
+                    self.narrate_wait(trace)
                 channel.resume_reading()
                 break
+            if trace is not None:
+                self.narrate(trace, event)
             if self.server.stopping and type(event) is FrameHeader:
                 self.close_for_stop()  # a request not started yet: not served
                 break
@@ -123,6 +137,31 @@ class NativeSession:
         if self.server.stopping and not self.busy:
             self.close_for_stop()  # the transfer that kept us open is done
         self.note_progress()
+
+    def narrate(self, trace: Any, event: Any) -> None:
+        """Tell the trace what the decoder just produced (teaching mode only)."""
+        conn = self.channel.id
+        op, name, done, length = self._narrated
+        if type(event) is FrameHeader:
+            fields = event.fields
+            op, name = str(fields.get("op", "?")), str(fields.get("name", fields.get("path", "")))
+            self._narrated = (op, name, 0, event.length)
+            trace("header", conn, op=op, name=name, id=fields.get("id"), length=event.length)
+        elif type(event) is BodyData:
+            done += len(event.data)
+            self._narrated = (op, name, done, length)
+            trace("body", conn, n=len(event.data), done=done, length=length)
+        elif type(event) is FrameEnd:
+            trace("request_done", conn, op=op, name=name)
+            if self.decoder.buffered:  # bytes of the next request came in the same recv
+                trace("leftover", conn, n=self.decoder.buffered)
+
+    def narrate_wait(self, trace: Any) -> None:
+        decoder, conn = self.decoder, self.channel.id
+        if decoder.state is DecoderState.PREFIX and decoder.partial:
+            trace("prefix_wait", conn, have=decoder.partial)
+        elif decoder.state is DecoderState.HEADER:
+            trace("header_wait", conn, have=decoder.partial, need=decoder.header_length)
 
     def server_stopping(self) -> bool:
         """The server began a graceful stop. Return True if we closed at once (idle)."""
@@ -140,8 +179,8 @@ class NativeSession:
     def close_for_stop(self) -> None:
         if self.channel.state is not ChannelState.OPEN or self.channel.closed:
             return
-        self.channel.write(protocol.encode_error(None, "shutting_down",
-                                                 "the server is shutting down"))
+        self.queue_reply(None, "shutting_down", protocol.encode_error(
+            None, "shutting_down", "the server is shutting down"))
         self.channel.close_when_done("server stopping")
 
     def note_progress(self) -> None:
@@ -201,7 +240,8 @@ class NativeSession:
         log.warning("%s %s (%d of %d)", self.channel.peer, message, self.auth_failures,
                     self.server.limits.auth_failures,
                     extra={"event": "refused", "conn": self.channel.id})
-        self.channel.write(protocol.encode_error(req.id, "unauthorized", message))
+        self.queue_reply(req.id, "unauthorized",
+                         protocol.encode_error(req.id, "unauthorized", message))
         # A body from a stranger is not worth reading; nor is a fourth guess.
         if req.length or self.auth_failures >= self.server.limits.auth_failures:
             self.channel.close_when_done("unauthorized")
@@ -286,7 +326,7 @@ class NativeSession:
                 self.reply_error(req.id, "io_error", f"{req.name!r} changed while being read",
                                  req)
                 return
-            channel.write(header)
+            self.queue_reply(req.id, None, header, len(data))
             channel.write(data)
             self.transfer_finished(req.name, opened.size, opened.sha256, op="get")
             return
@@ -295,7 +335,7 @@ class NativeSession:
                             on_done=lambda: self.download_sent(transfer, opened.sha256))
         transfer.region = region
         self.transfer = transfer
-        channel.write(header)
+        self.queue_reply(req.id, None, header, length)
         channel.write_file(region)
 
     def download_sent(self, transfer: Transfer, digest: str) -> None:
@@ -380,18 +420,26 @@ class NativeSession:
 
     def send_page(self, req_id: int, page: list[bytes], more: bool) -> None:
         body = b"".join(page)
-        self.channel.write(protocol.encode_ok(req_id, length=len(body), more=more,
-                                              count=len(page)))
+        self.queue_reply(req_id, None, protocol.encode_ok(req_id, length=len(body), more=more,
+                                                          count=len(page)), len(body))
         self.channel.write(body)
 
     # -- replies
 
     def reply_ok(self, req_id: int, **fields: Any) -> None:
-        self.channel.write(protocol.encode_ok(req_id, **fields))
+        self.queue_reply(req_id, None, protocol.encode_ok(req_id, **fields))
+
+    def queue_reply(self, req_id: int | None, code: str | None, frame: bytes,
+                    body: int = 0) -> None:
+        """Queue one reply frame (its body, if any, follows it); tell the trace."""
+        self.channel.write(frame)
+        if self.channel.trace is not None:
+            self.channel.trace("reply", self.channel.id, id=req_id, code=code,
+                               size=len(frame) + body)
 
     def reply_error(self, req_id: int | None, code: str, message: str,
                     req: Request | None = None, *, op: str = "", name: str = "") -> None:
-        self.channel.write(protocol.encode_error(req_id, code, message))
+        self.queue_reply(req_id, code, protocol.encode_error(req_id, code, message))
         op = op or (req.op if req else "")
         name = name or (req.name if req else "")
         if self.transfer is not None and self.transfer.op != "get":
@@ -444,6 +492,8 @@ class NativeSession:
                 Phase.IDLE: "the connection was idle too long"}[phase]
         log.warning("%s timed out: %s", self.channel.peer, what,
                     extra={"event": "timeout", "conn": self.channel.id})
+        if self.channel.trace is not None:
+            self.channel.trace("timeout", self.channel.id, why=what)
         if self.channel.out.file_bytes:
             self.channel.abort(what)  # inside a body: no frame can be sent any more
             return

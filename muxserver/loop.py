@@ -83,6 +83,7 @@ class EventLoop:
         self._waker_w.setblocking(False)
         self._waker = _Waker(self._waker_r)
         self.set_interest(self._waker_r, self._waker, EVENT_READ)
+        self.trace: Callable[..., None] | None = None  # the narrated trace, when it is on
         self._signal_callbacks: dict[int, Callable[[], None]] = {}
         self._previous_handlers: dict[int, Any] = {}
 
@@ -184,6 +185,8 @@ class EventLoop:
         if not events:
             self.timeout_wakeups += 1
         self.now = time.monotonic()
+        if self.trace is not None:
+            self.trace("wakeup", None, ready=len(events), count=self.wakeups)
         for key, mask in events:
             handler = key.data
             if not handler.closed:  # closed earlier in this batch: ignore its stale event

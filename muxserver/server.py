@@ -109,9 +109,16 @@ class Server:
         self._next_id = 1
         self.listener: Listener | None = None
         self.tls_context = make_tls_context(config.tls_cert, config.tls_key)
-        self.trace: Callable[..., None] | None = None  # per-socket narration, see trace hooks
+        self.trace: Callable[..., None] | None = None  # the narrated trace (see trace.py)
 
     # -- starting
+
+    def set_trace(self, trace: Callable[..., None] | None) -> None:
+        """Report every socket event to ``trace(kind, conn, **fields)`` (see trace.py)."""
+        self.trace = trace
+        self.loop.trace = trace
+        for channel in self.channels.values():
+            channel.trace = trace
 
     def start(self) -> tuple[str, int]:
         """Sweep stale temporary files, bind and listen; return the bound address."""
@@ -131,7 +138,10 @@ class Server:
         sock.setblocking(False)
         self.listener = Listener(self, sock)
         self.loop.set_interest(sock, self.listener, EVENT_READ)
-        return sock.getsockname()[:2]
+        host, port = sock.getsockname()[:2]
+        if self.trace is not None:
+            self.trace("listening", None, address=f"{host}:{port}")
+        return host, port
 
     @property
     def address(self) -> tuple[str, int]:
@@ -217,7 +227,7 @@ class Server:
         conn_id = self._next_id
         self._next_id += 1
         channel = Channel(self.loop, sock, peer, conn_id, self.limits, self.channel_closed)
-        channel.observer = self.trace
+        channel.trace = self.trace
         self.channels[conn_id] = channel
         self.stats.connections_total += 1
         if self.clients >= self.max_connections:
@@ -226,11 +236,15 @@ class Server:
         self.clients += 1
         channel.counted = True
         log.info("%s connected", peer, extra={"event": "connected", "conn": conn_id})
+        if self.trace is not None:
+            self.trace("accept", conn_id, peer=peer, clients=self.clients)
         channel.start(NativeSession(self, channel))
 
     def refuse(self, channel: Channel) -> None:
         """Tell a client over the cap why, then close (lingering, so it can read why)."""
         self.stats.refused_connections += 1
+        if self.trace is not None:
+            self.trace("refuse", channel.id, peer=channel.peer, clients=self.clients)
         if (len(self.channels) > self.max_connections + self.limits.fd_reserve // 2
                 or channel.tls):
             # A flood: no descriptors to spare for courtesy. (Over TLS, the error frame
@@ -323,6 +337,9 @@ class Listener:
         """Out of descriptors: stop watching the listener for a while, then resume."""
         loop = self.server.loop
         loop.set_interest(self.sock, self, 0)
+        if self.server.trace is not None:
+            self.server.trace("emfile", None, error=exc.strerror,
+                              backoff=self.server.limits.accept_backoff)
         if not self._backing_off:
             log.error("accept failed: %s; pausing new connections for %.1f s",
                       exc.strerror, self.server.limits.accept_backoff,
@@ -334,6 +351,8 @@ class Listener:
         if not self.closed:
             # _backing_off stays set until an accept succeeds, so a long shortage logs once
             self.server.loop.set_interest(self.sock, self, EVENT_READ)
+            if self.server.trace is not None:
+                self.server.trace("emfile_resume", None)
 
     def fail(self, exc: Exception) -> None:
         """An unexpected error while accepting: log it and keep listening."""

@@ -1,0 +1,242 @@
+"""The narrated trace: one plain sentence per socket event, in English or Spanish.
+
+The loop, the listener, the channels and the sessions report what happens as
+structured events (``trace(kind, conn, **fields)``), and only when a trace is on. This
+module turns them into sentences a learner can follow while it happens::
+
+    [#1] recv returned 3 bytes
+    [#1] the length prefix is 3 of 8 bytes, waiting for the rest
+    [#1] send was offered 65536 bytes and took 21845; 43691 wait in the queue
+
+Every event kind has a sentence in every language (``SENTENCES``); a test checks it.
+``--trace-bytes`` adds a short hex dump of what each recv and send carried.
+"""
+
+from __future__ import annotations
+
+import locale
+import os
+import sys
+import time
+from typing import Any, Callable
+
+from .storage import printable
+
+LANGUAGES = ("en", "es")
+
+SENTENCES: dict[str, dict[str, str]] = {
+    "en": {
+        "listening": "listening on {address}; the loop sleeps in select() until a socket "
+                     "is ready",
+        "wakeup": "select() woke up: {ready} socket(s) ready (wake-up #{count})",
+        "timer_wakeup": "select() woke up for a timer, no socket ready (wake-up #{count})",
+        "accept": "accept() gave a new client, {peer}; {clients} connected",
+        "refuse": "{peer} refused: already {clients} clients (too_many_clients)",
+        "emfile": "accept() failed: {error}; not accepting for {backoff:g} s instead of "
+                  "spinning on a listener that stays readable",
+        "emfile_resume": "watching the listener again after the back-off",
+        "handshake": "TLS handshake done",
+        "recv": "recv returned {n} bytes",
+        "eof": "recv returned 0: the peer finished sending (half close); replies still owed "
+               "will be sent",
+        "prefix_wait": "the length prefix is {have} of 8 bytes, waiting for the rest",
+        "header_wait": "the header is {have} of {need} bytes, waiting for the rest",
+        "header": "header complete: {op} {name} (id {id}), body 0 of {length}",
+        "body": "body: {n} more bytes, {done} of {length}",
+        "request_done": "request complete: {op} {name}",
+        "leftover": "{n} bytes left over belong to the next request and are kept",
+        "reply": "reply queued for id {id}: {outcome} ({size} bytes)",
+        "send": "send was offered {offered} bytes and took {taken}; {queued} wait in the queue",
+        "send_all": "send was offered {offered} bytes and took them all",
+        "send_blocked": "send would block (the socket buffer is full); {queued} bytes wait",
+        "sendfile": "sendfile was offered {offered} bytes of the file and took {taken}; "
+                    "{queued} still to send",
+        "interest": "interest {old} -> {new}: {why}",
+        "pause": "backpressure: {queued} bytes of replies wait (over {high}); reading paused",
+        "resume": "the replies drained; reading resumed",
+        "timeout": "timed out: {why}",
+        "linger": "half-closed our side after the last reply; reading until the peer closes",
+        "close": "unregistered, then closed: {reason}",
+    },
+    "es": {
+        "listening": "escuchando en {address}; el bucle duerme en select() hasta que un "
+                     "socket esté listo",
+        "wakeup": "select() despertó: {ready} socket(s) listos (despertar n.º {count})",
+        "timer_wakeup": "select() despertó por un temporizador, ningún socket listo "
+                        "(despertar n.º {count})",
+        "accept": "accept() entregó un cliente nuevo, {peer}; {clients} conectados",
+        "refuse": "{peer} rechazado: ya hay {clients} clientes (too_many_clients)",
+        "emfile": "accept() falló: {error}; no se aceptan conexiones durante {backoff:g} s "
+                  "en lugar de girar sobre un socket de escucha que sigue legible",
+        "emfile_resume": "se vuelve a vigilar el socket de escucha tras la pausa",
+        "handshake": "negociación TLS terminada",
+        "recv": "recv devolvió {n} bytes",
+        "eof": "recv devolvió 0: el otro extremo terminó de enviar (cierre a medias); las "
+               "respuestas pendientes se enviarán igualmente",
+        "prefix_wait": "el prefijo de longitud lleva {have} de 8 bytes; se espera el resto",
+        "header_wait": "la cabecera lleva {have} de {need} bytes; se espera el resto",
+        "header": "cabecera completa: {op} {name} (id {id}), cuerpo 0 de {length}",
+        "body": "cuerpo: {n} bytes más, {done} de {length}",
+        "request_done": "petición completa: {op} {name}",
+        "leftover": "sobran {n} bytes: pertenecen a la petición siguiente y se guardan",
+        "reply": "respuesta encolada para el id {id}: {outcome} ({size} bytes)",
+        "send": "a send se le ofrecieron {offered} bytes y tomó {taken}; {queued} esperan "
+                "en la cola",
+        "send_all": "a send se le ofrecieron {offered} bytes y los tomó todos",
+        "send_blocked": "send se bloquearía (el búfer del socket está lleno); esperan "
+                        "{queued} bytes",
+        "sendfile": "a sendfile se le ofrecieron {offered} bytes del archivo y tomó {taken}; "
+                    "faltan {queued}",
+        "interest": "interés {old} -> {new}: {why}",
+        "pause": "contrapresión: esperan {queued} bytes de respuestas (más de {high}); se "
+                 "deja de leer",
+        "resume": "las respuestas salieron; se vuelve a leer",
+        "timeout": "tiempo agotado: {why}",
+        "linger": "cerramos nuestra mitad tras la última respuesta; se lee hasta que el otro "
+                  "extremo cierre",
+        "close": "se quitó del selector y luego se cerró: {reason}",
+    },
+}
+
+#: Words the sentences are built from, per language.
+WORDS: dict[str, dict[str, str]] = {
+    "en": {"read": "read", "write": "write", "none": "nothing", "ok": "ok",
+           "error": "error", "root": "(the root)",
+           "why_write_on": "output is still queued, so we also wait for writability",
+           "why_write_off": "the queue drained, so we stop waiting for writability",
+           "why_read_off": "we stop reading for now",
+           "why_read_on": "we read again",
+           "why_registered": "registered with the selector",
+           "why_other": "interest changed"},
+    "es": {"read": "lectura", "write": "escritura", "none": "nada", "ok": "bien",
+           "error": "error", "root": "(la raíz)",
+           "why_write_on": "aún queda salida en cola, así que también esperamos poder escribir",
+           "why_write_off": "la cola se vació, así que dejamos de esperar poder escribir",
+           "why_read_off": "dejamos de leer por ahora",
+           "why_read_on": "volvemos a leer",
+           "why_registered": "registrado en el selector",
+           "why_other": "cambió el interés"},
+}
+
+#: Spanish for the reasons the server gives when it closes or times out; the English
+#: narration uses them as they are. An unknown reason (an error message from the
+#: operating system, say) is shown untranslated.
+REASONS_ES = {
+    "peer finished sending": "el otro extremo terminó de enviar",
+    "reset by peer": "el otro extremo reinició la conexión (RST)",
+    "broken pipe": "tubería rota: el otro extremo ya no lee",
+    "closed": "cerrado",
+    "closed after the linger time": "cerrado al acabar la espera final",
+    "server stopping": "el servidor se detiene",
+    "too many clients": "demasiados clientes",
+    "unauthorized": "no autorizado",
+    "internal error": "error interno",
+    "output buffer over its cap": "el búfer de salida superó su límite",
+    "peer closed mid-upload": "el otro extremo cerró a mitad de una subida",
+    "peer closed mid-request": "el otro extremo cerró a mitad de una petición",
+    "TLS handshake failed": "falló la negociación TLS",
+    "TLS handshake timed out": "la negociación TLS tardó demasiado",
+    "TLS handshake": "negociación TLS",
+    "the request header did not arrive in time": "la cabecera no llegó a tiempo",
+    "the transfer stalled": "la transferencia se detuvo",
+    "the connection was idle too long": "la conexión estuvo inactiva demasiado tiempo",
+}
+
+HEX_BYTES = 48  # a dump shows at most this many bytes (three lines of 16)
+
+
+def default_language() -> str:
+    """Spanish when the locale says so (LC_ALL, LC_MESSAGES, LANG), else English."""
+    for variable in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(variable)
+        if value:
+            return "es" if value.lower().startswith("es") else "en"
+    code = locale.getlocale()[0] or ""
+    return "es" if code.lower().startswith("es") else "en"
+
+
+def hexdump(data: bytes | memoryview, limit: int = HEX_BYTES) -> list[str]:
+    """Beej-style lines: offset, 16 bytes in hex, and the printable characters."""
+    shown = bytes(data[:limit])
+    lines = []
+    for offset in range(0, len(shown), 16):
+        chunk = shown[offset:offset + 16]
+        hexes = " ".join(f"{b:02x}" for b in chunk)
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{offset:04x}  {hexes:<47}  |{text}|")
+    if len(data) > limit:
+        lines.append(f"      ... {len(data) - limit} more bytes")
+    return lines
+
+
+class Narrator:
+    """Turns trace events into sentences and hands them to ``write``."""
+
+    def __init__(self, lang: str = "en", write: Callable[[str], None] | None = None,
+                 show_bytes: bool = False) -> None:
+        if lang not in LANGUAGES:
+            raise ValueError(f"unknown language {lang!r}; choose from {', '.join(LANGUAGES)}")
+        self.lang = lang
+        self.sentences = SENTENCES[lang]
+        self.words = WORDS[lang]
+        self.write = write or _print_line
+        self.show_bytes = show_bytes
+        self.started = time.monotonic()
+
+    def __call__(self, kind: str, conn: int | None, **fields: Any) -> None:
+        self.write(self.sentence(kind, conn, fields))
+        if self.show_bytes and fields.get("data") is not None and len(fields["data"]):
+            for line in hexdump(fields["data"]):
+                self.write("      " + line)
+
+    def sentence(self, kind: str, conn: int | None, fields: dict[str, Any]) -> str:
+        kind, fields = self._refine(kind, fields)
+        text = self.sentences[kind].format(**fields)
+        where = f"[#{conn}] " if conn is not None else "[loop] "
+        return where + text
+
+    def _refine(self, kind: str, fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Pick the precise sentence and fill in the words it needs."""
+        fields = dict(fields)
+        if kind == "send":
+            if fields["taken"] == 0:
+                kind = "send_blocked"
+            elif fields["taken"] == fields["offered"]:
+                kind = "send_all"
+        elif kind == "wakeup" and fields["ready"] == 0:
+            kind = "timer_wakeup"
+        elif kind == "interest":
+            fields["why"] = self._interest_reason(fields["old"], fields["new"])
+            fields["old"], fields["new"] = self.mask(fields["old"]), self.mask(fields["new"])
+        elif kind == "reply":
+            fields["outcome"] = (self.words["ok"] if fields["code"] is None
+                                 else f"{self.words['error']} {fields['code']}")
+        if self.lang == "es":
+            for key in ("reason", "why"):
+                if key in fields and kind != "interest":
+                    fields[key] = REASONS_ES.get(fields[key], fields[key])
+        if "name" in fields:
+            fields["name"] = repr(printable(fields["name"])) if fields["name"] else (
+                self.words["root"])
+        return kind, fields
+
+    def mask(self, events: int) -> str:
+        names = [self.words[word] for bit, word in ((1, "read"), (2, "write")) if events & bit]
+        return "+".join(names) or self.words["none"]
+
+    def _interest_reason(self, old: int, new: int) -> str:
+        if old == 0:
+            return self.words["why_registered"]
+        if new & 2 and not old & 2:
+            return self.words["why_write_on"]
+        if old & 2 and not new & 2:
+            return self.words["why_write_off"]
+        if old & 1 and not new & 1:
+            return self.words["why_read_off"]
+        if new & 1 and not old & 1:
+            return self.words["why_read_on"]
+        return self.words["why_other"]
+
+
+def _print_line(line: str) -> None:
+    print(line, file=sys.stdout, flush=True)

@@ -1,0 +1,231 @@
+"""The narrated trace: what a learner sees when sockets split, coalesce, block and close."""
+
+from __future__ import annotations
+
+import re
+import socket
+import string
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from muxserver import protocol
+from muxserver.limits import Limits
+from muxserver.trace import SENTENCES, WORDS, Narrator, hexdump
+
+from .conftest import FrameReader, put_frame, run_cli, spawn_server, stop_process
+
+pytestmark = pytest.mark.timeout(60)
+
+SOURCE = Path(__file__).parent.parent / "muxserver"
+
+
+class Recorder:
+    """Collects narrated lines from the server thread; a test can wait for one."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.cond = threading.Condition()
+
+    def write(self, line: str) -> None:
+        with self.cond:
+            self.lines.append(line)
+            self.cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = 10.0) -> str:
+        regex = re.compile(pattern)
+        with self.cond:
+            checked = 0
+            found: list[str] = []
+
+            def seen() -> bool:  # only the lines that arrived since the last look
+                nonlocal checked
+                found.extend(line for line in self.lines[checked:] if regex.search(line))
+                checked = len(self.lines)
+                return bool(found)
+
+            assert self.cond.wait_for(seen, timeout), (
+                f"no trace line matching {pattern!r}:\n" + "\n".join(self.lines[-30:]))
+            return found[0]
+
+    def text(self) -> str:
+        with self.cond:
+            return "\n".join(self.lines)
+
+
+@pytest.fixture
+def traced(make_server):
+    def make(lang: str = "en", show_bytes: bool = False, **config):
+        recorder = Recorder()
+        running = make_server(**config)
+        narrator = Narrator(lang, write=recorder.write, show_bytes=show_bytes)
+        # set from the loop thread: the loop owns its channels
+        done = threading.Event()
+        running.server.loop.call_soon(lambda: (running.server.set_trace(narrator), done.set()))
+        running.server.loop.wake()
+        assert done.wait(5)
+        return running, recorder
+    return make
+
+
+def test_a_prefix_sent_one_byte_at_a_time_is_narrated_as_split(traced):
+    server, trace = traced()
+    frame = protocol.encode_stat(1, "")
+    with server.connect() as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(3):  # each byte waits until the server has narrated it
+            sock.send(frame[i:i + 1])
+            trace.wait_for(rf"the length prefix is {i + 1} of 8 bytes, waiting")
+        for i in range(3, 12):
+            sock.send(frame[i:i + 1])
+        trace.wait_for(r"the header is \d+ of \d+ bytes, waiting")
+        sock.send(frame[12:])
+        assert FrameReader(sock).frame()[0]["ok"] is False  # stat "" is a bad name
+    assert "recv returned 1 bytes" in trace.text()
+
+
+def test_a_burst_of_pipelined_requests_narrates_the_leftover(traced):
+    server, trace = traced()
+    burst = b"".join(put_frame(i, f"b{i}", b"x" * i) for i in range(1, 6))
+    with server.connect() as sock:
+        sock.sendall(burst)  # one send: five requests
+        reader = FrameReader(sock)
+        for _ in range(5):
+            reader.frame()
+    line = trace.wait_for(r"bytes left over belong to the next request and are kept")
+    assert re.search(r"\[#\d+\] \d+ bytes left over", line)
+
+
+def test_short_writes_and_the_write_interest_are_narrated(traced, tmp_path):
+    server, trace = traced(limits=Limits(send_size=1000))
+    (tmp_path / "big.bin").write_bytes(b"q" * 600_000)
+    with server.client() as client:  # uploaded, so its hash is known: the get sends at once
+        client.put_file(tmp_path / "big.bin", "big.bin")
+    with server.connect() as sock:
+        sock.sendall(protocol.encode_get(1, "big.bin"))
+        # Not reading yet: the reply cannot leave at once, so the loop watches for
+        # writability (and, over the high-water mark, stops reading: read -> write).
+        trace.wait_for(r"interest read -> (read\+)?write: output is still queued")
+        trace.wait_for(r"sendfile was offered 1000 bytes of the file and took 1000; "
+                       r"\d+ still to send")  # the short writes --send-size asks for
+        reader = FrameReader(sock)
+        fields, body = reader.frame()
+        assert len(body) == 600_000
+    trace.wait_for(r"interest (read\+)?write -> read: the queue drained|"
+                   r"interest write -> read")
+
+
+def test_backpressure_pauses_and_resumes_reading(traced, root):
+    (root / "f").write_bytes(b"p" * 60_000)  # inline replies: they count as queued output
+    server, trace = traced(limits=Limits(output_high_water=100_000, output_low_water=20_000))
+    with server.connect() as sock:
+        sock.sendall(protocol.encode_get(1, "f") * 30)
+        trace.wait_for(r"backpressure: \d+ bytes of replies wait \(over 100000\); reading paused")
+        reader = FrameReader(sock)
+        for _ in range(30):
+            reader.frame()
+    trace.wait_for(r"the replies drained; reading resumed")
+
+
+def test_half_close_and_close_are_narrated(traced):
+    server, trace = traced()
+    with server.connect() as sock:
+        sock.sendall(protocol.encode_list(1, ""))
+        sock.shutdown(socket.SHUT_WR)
+        reader = FrameReader(sock)
+        reader.frame()
+        assert reader.closed()
+    trace.wait_for(r"recv returned 0: the peer finished sending \(half close\)")
+    trace.wait_for(r"unregistered, then closed")
+
+
+def test_trace_bytes_shows_a_short_hex_dump(traced):
+    server, trace = traced(show_bytes=True)
+    with server.connect() as sock:
+        sock.sendall(protocol.encode_stat(1, "x" * 200))
+        FrameReader(sock).frame()
+    trace.wait_for(r"^      0000  89 4d 55 58 01 00")
+    trace.wait_for(r"\.\.\. \d+ more bytes")  # long frames are cut to a few lines
+
+
+def test_spanish_narration(traced):
+    server, trace = traced(lang="es")
+    frame = protocol.encode_list(1, "")
+    with server.connect() as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.send(frame[:3])
+        trace.wait_for(r"el prefijo de longitud lleva 3 de 8 bytes")
+        sock.send(frame[3:])
+        FrameReader(sock).frame()
+    trace.wait_for(r"recv devolvió \d+ bytes")
+    trace.wait_for(r"respuesta encolada para el id 1: bien")
+
+
+def test_an_idle_server_does_not_wake_up(make_server):
+    running = make_server()
+    with running.client() as client:  # one idle connection too: its timer is minutes away
+        client.list()
+        before = running.server.loop.wakeups
+        time.sleep(1.0)  # a measurement window: counting wake-ups over one second
+        after = running.server.loop.wakeups
+    assert after - before <= 1
+
+
+# ------------------------------------------------------------ the sentence tables
+
+
+def placeholders(template: str) -> set[str]:
+    return {field for _text, field, _spec, _conv in string.Formatter().parse(template)
+            if field}
+
+
+def test_every_english_sentence_has_a_spanish_one_with_the_same_blanks():
+    assert set(SENTENCES["es"]) == set(SENTENCES["en"])
+    for kind, english in SENTENCES["en"].items():
+        assert placeholders(SENTENCES["es"][kind]) == placeholders(english), kind
+    assert set(WORDS["es"]) == set(WORDS["en"])
+
+
+def test_every_event_the_code_emits_has_a_sentence():
+    emitted = set()
+    for path in SOURCE.glob("*.py"):
+        emitted |= set(re.findall(r'trace\("(\w+)"', path.read_text()))
+    assert emitted, "no trace calls found"
+    refined = {"send_all", "send_blocked", "timer_wakeup"}  # chosen by the narrator
+    assert emitted | refined == set(SENTENCES["en"]), (emitted ^ set(SENTENCES["en"]))
+
+
+def test_hexdump_format():
+    lines = hexdump(b"\x89MUX" + b"A" * 60)
+    assert lines[0].startswith("0000  89 4d 55 58 41")
+    assert lines[0].endswith("|.MUXAAAAAAAAAAAA|")
+    assert lines[-1].strip() == "... 16 more bytes"
+
+
+def test_the_command_line_trace_in_both_languages(root, tmp_path):
+    (tmp_path / "f.txt").write_text("traced")
+    for lang, expected in (("en", "header complete: put 'f.txt'"),
+                           ("es", "cabecera completa: put 'f.txt'")):
+        srv = spawn_server(root, "--trace", "--lang", lang)
+        try:
+            args = ["--port", str(srv.port), "--overwrite"]
+            assert run_cli("put", str(tmp_path / "f.txt"), *args).returncode in (0, 1)
+        finally:
+            stop_process(srv.proc)
+        out, _err = srv.output()
+        assert expected in out
+
+
+def test_the_language_follows_the_locale(monkeypatch):
+    from muxserver.trace import default_language
+
+    monkeypatch.setenv("LC_ALL", "es_ES.UTF-8")
+    assert default_language() == "es"
+    monkeypatch.setenv("LC_ALL", "en_GB.UTF-8")
+    assert default_language() == "en"
+    monkeypatch.delenv("LC_ALL")
+    monkeypatch.delenv("LC_MESSAGES", raising=False)
+    monkeypatch.setenv("LANG", "es_MX.UTF-8")
+    assert default_language() == "es"
