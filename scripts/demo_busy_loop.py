@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Demo, for contrast: the always-on EVENT_WRITE busy loop.
+
+A common mistake (it is in popular tutorials) registers every client socket for
+EVENT_READ | EVENT_WRITE and leaves it so. A connected socket is almost always
+writable, so select() returns at once, every time, even when nothing happens: the
+loop spins at 100 % CPU. muxserver asks for EVENT_WRITE only while output is queued
+(muxserver/loop.py, EventLoop.set_interest; muxserver/channel.py, _update_interest).
+
+What to watch: both loops hold one idle client for the same time. The busy loop wakes
+up hundreds of thousands of times a second and burns a whole core; muxserver wakes up
+about zero times a second and uses no CPU.
+
+    python scripts/demo_busy_loop.py [--seconds 2]
+"""
+
+import argparse
+import selectors
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from muxserver.server import Server, ServerConfig  # noqa: E402
+
+
+def busy_loop(seconds: float) -> tuple[int, float]:
+    """A server loop with EVENT_WRITE always on; returns (wake-ups, CPU seconds)."""
+    selector = selectors.DefaultSelector()
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    conn, _ = listener.accept()
+    conn.setblocking(False)
+    selector.register(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)  # the mistake
+    wakeups, cpu0, deadline = 0, time.process_time(), time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for key, mask in selector.select(timeout=1.0):
+            if mask & selectors.EVENT_READ:
+                key.fileobj.recv(4096)
+            # EVENT_WRITE: writable, but there is nothing to write... and we come back
+        wakeups += 1
+    cpu = time.process_time() - cpu0
+    for sock in (conn, client, listener):
+        sock.close()
+    selector.close()
+    return wakeups, cpu
+
+
+def muxserver_loop(seconds: float) -> tuple[int, float]:
+    """muxserver holding one idle client for the same time."""
+    server = Server(ServerConfig(port=0, root=tempfile.mkdtemp(prefix="muxserver-demo-")))
+    host, port = server.start()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"handle_signals": False})
+    thread.start()
+    client = socket.create_connection((host, port))
+    time.sleep(0.2)  # let it accept the client before we count
+    wakeups0, cpu0 = server.loop.wakeups, time.process_time()
+    time.sleep(seconds)
+    wakeups, cpu = server.loop.wakeups - wakeups0, time.process_time() - cpu0
+    client.close()
+    server.loop.stop_threadsafe()
+    thread.join()
+    return wakeups, cpu
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=2.0)
+    args = p.parse_args()
+    for name, run in (("always-on EVENT_WRITE", busy_loop), ("muxserver", muxserver_loop)):
+        wakeups, cpu = run(args.seconds)
+        print(f"{name:<22} {wakeups / args.seconds:>12,.0f} wake-ups/s   "
+              f"CPU {100 * cpu / args.seconds:5.1f} %   (one idle client, {args.seconds:g} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Shared by the demo scripts: a traced muxserver to watch, and a little client output.
+
+Every demo starts its own ``python -m muxserver --trace`` on a free port with a
+throw-away root, and prints the server's narration (``server |``) interleaved with what
+the demo's client does (``client |``). With ``--port`` a demo talks to a server you
+started yourself instead (``python -m muxserver --trace``), and you watch its narration
+in the other shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from muxserver.protocol import (BodyData, FrameDecoder, FrameEnd, FrameHeader,  # noqa: E402
+                                NEED_DATA, PeerClosed)
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc.strip().splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=doc)
+    p.add_argument("--port", type=int, help="use a server already running on this port")
+    p.add_argument("--lang", choices=("en", "es"), default=None,
+                   help="language of the narration (default: the locale's)")
+    p.add_argument("--trace-bytes", action="store_true", help="also show hex dumps")
+    return p
+
+
+def say(text: str) -> None:
+    print(f"client | {text}", flush=True)
+
+
+@contextlib.contextmanager
+def traced_server(args: argparse.Namespace, *extra: str) -> Iterator[tuple[str, int, Path]]:
+    """A muxserver with --trace, its narration echoed as it comes."""
+    if args.port:
+        yield "127.0.0.1", args.port, Path(".")
+        return
+    root = Path(tempfile.mkdtemp(prefix="muxserver-demo-"))
+    cmd = [sys.executable, "-m", "muxserver", "serve", "--port", "0", "--root", str(root),
+           "--no-console", "--trace-bytes" if args.trace_bytes else "--trace", *extra]
+    if args.lang:
+        cmd += ["--lang", args.lang]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    port = None
+    for line in proc.stdout:
+        if line.startswith("listening on"):
+            port = int(line.split(":")[1].split()[0])
+            break
+    if port is None:
+        raise SystemExit("the server did not start")
+    echo = threading.Thread(target=_echo, args=(proc,), daemon=True)
+    echo.start()
+    try:
+        yield "127.0.0.1", port, root
+    finally:
+        settle()
+        proc.terminate()
+        proc.wait(timeout=15)
+        echo.join(timeout=5)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _echo(proc: subprocess.Popen) -> None:
+    for line in proc.stdout:
+        if line.startswith(("[", "  ")):  # narration and hex dumps; not the log lines
+            print(f"server | {line.rstrip()}", flush=True)
+
+
+def settle(seconds: float = 0.3) -> None:
+    """Let the server's narration of the last step print before the demo goes on."""
+    time.sleep(seconds)
+
+
+def read_replies(sock, count: int) -> list[tuple[dict, bytes]]:
+    """``count`` whole reply frames from a blocking socket (one decoder: leftovers kept)."""
+    decoder = FrameDecoder()
+    replies: list[tuple[dict, bytes]] = []
+    fields, body = {}, bytearray()
+    while len(replies) < count:
+        event = decoder.next_event()
+        if event is NEED_DATA:
+            decoder.receive_data(sock.recv(65536))
+        elif isinstance(event, FrameHeader):
+            fields, body = event.fields, bytearray()
+        elif isinstance(event, BodyData):
+            body += event.data
+        elif isinstance(event, FrameEnd):
+            replies.append((fields, bytes(body)))
+        elif isinstance(event, PeerClosed):
+            raise ConnectionError("the server closed the connection")
+    return replies
