@@ -155,6 +155,8 @@ class Channel:
             # yet, such as a TLS 1.3 session ticket: nothing to read after all.
             return
         except OSError as exc:
+            if self.trace is not None:
+                self.trace("io_error", self.id, call="recv", error=_describe(exc))
             self.abort(_describe(exc))
             return
         self.last_io = self.loop.now
@@ -230,6 +232,8 @@ class Channel:
         try:
             self._send_queued()
         except OSError as exc:
+            if self.trace is not None:
+                self.trace("io_error", self.id, call="send", error=_describe(exc))
             self.abort(_describe(exc))
             return
         self._update_interest()

@@ -37,6 +37,7 @@ SENTENCES: dict[str, dict[str, str]] = {
         "emfile_resume": "watching the listener again after the back-off",
         "handshake": "TLS handshake done",
         "recv": "recv returned {n} bytes",
+        "io_error": "{call} failed: {error}; this connection ends, the others go on",
         "eof": "recv returned 0: the peer finished sending (half close); replies still owed "
                "will be sent",
         "prefix_wait": "the length prefix is {have} of 8 bytes, waiting for the rest",
@@ -71,6 +72,7 @@ SENTENCES: dict[str, dict[str, str]] = {
         "emfile_resume": "se vuelve a vigilar el socket de escucha tras la pausa",
         "handshake": "negociación TLS terminada",
         "recv": "recv devolvió {n} bytes",
+        "io_error": "{call} falló: {error}; esta conexión termina, las demás siguen",
         "eof": "recv devolvió 0: el otro extremo terminó de enviar (cierre a medias); las "
                "respuestas pendientes se enviarán igualmente",
         "prefix_wait": "el prefijo de longitud lleva {have} de 8 bytes; se espera el resto",
@@ -209,10 +211,11 @@ class Narrator:
             fields["why"] = self._interest_reason(fields["old"], fields["new"])
             fields["old"], fields["new"] = self.mask(fields["old"]), self.mask(fields["new"])
         elif kind == "reply":
+            fields["id"] = "null" if fields["id"] is None else fields["id"]
             fields["outcome"] = (self.words["ok"] if fields["code"] is None
                                  else f"{self.words['error']} {fields['code']}")
         if self.lang == "es":
-            for key in ("reason", "why"):
+            for key in ("reason", "why", "error"):
                 if key in fields and kind != "interest":
                     fields[key] = REASONS_ES.get(fields[key], fields[key])
         if "name" in fields:

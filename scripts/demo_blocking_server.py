@@ -87,13 +87,19 @@ def race(slow, quick, port: int) -> float:
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lang", choices=("en", "es"), default=None)
+    args = p.parse_args()
+    from muxserver.trace import default_language
+    spanish = (args.lang or default_language()) == "es"
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
     naive = threading.Thread(target=naive_server, args=(listener, stop), daemon=True)
     naive.start()
     waited = race(slow_client_naive, quick_client_naive, listener.getsockname()[1])
-    print(f"blocking server: client B waited {waited:.3f} s (for A to finish typing)")
+    print(f"servidor bloqueante: el cliente B esperó {waited:.3f} s (a que A terminara)"
+          if spanish else
+          f"blocking server: client B waited {waited:.3f} s (for A to finish typing)")
     stop.set()
     listener.close()
 
@@ -104,7 +110,9 @@ def main() -> None:
     loop.start()
     try:
         waited = race(slow_client_mux, quick_client_mux, port)
-        print(f"muxserver:       client B waited {waited:.3f} s (A was still typing)")
+        print(f"muxserver:           el cliente B esperó {waited:.3f} s (A seguía escribiendo)"
+              if spanish else
+              f"muxserver:       client B waited {waited:.3f} s (A was still typing)")
     finally:
         server.loop.stop_threadsafe()
         loop.join()

@@ -32,10 +32,14 @@ def main() -> None:
     with traced_server(args) as (host, port, _root):
         with socket.create_connection((host, port)) as sock:
             settle()
-            say(f"one sendall() of {len(burst)} bytes: {args.count} puts and {args.count} gets")
+            say(f"one sendall() of {len(burst)} bytes: {args.count} puts and {args.count} gets",
+                f"un solo sendall() de {len(burst)} bytes: {args.count} put y {args.count} get")
             sock.sendall(burst)
             replies = read_replies(sock, 2 * args.count)
-            say(f"replies arrived in this order of ids: {[r['id'] for r, _ in replies]}")
+            settle()
+            ids = [r["id"] for r, _ in replies]
+            say(f"replies arrived in this order of ids: {ids}",
+                f"las respuestas llegaron en este orden de ids: {ids}")
 
 
 if __name__ == "__main__":

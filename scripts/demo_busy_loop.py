@@ -70,11 +70,18 @@ def muxserver_loop(seconds: float) -> tuple[int, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=2.0)
+    p.add_argument("--lang", choices=("en", "es"), default=None)
     args = p.parse_args()
+    from muxserver.trace import default_language
+    spanish = (args.lang or default_language()) == "es"
+    line = ("{name:<22} {rate:>12,.0f} despertares/s   CPU {cpu:5.1f} %   "
+            "(un cliente inactivo, {seconds:g} s)" if spanish else
+            "{name:<22} {rate:>12,.0f} wake-ups/s   CPU {cpu:5.1f} %   "
+            "(one idle client, {seconds:g} s)")
     for name, run in (("always-on EVENT_WRITE", busy_loop), ("muxserver", muxserver_loop)):
         wakeups, cpu = run(args.seconds)
-        print(f"{name:<22} {wakeups / args.seconds:>12,.0f} wake-ups/s   "
-              f"CPU {100 * cpu / args.seconds:5.1f} %   (one idle client, {args.seconds:g} s)")
+        print(line.format(name=name, rate=wakeups / args.seconds, seconds=args.seconds,
+                          cpu=100 * cpu / args.seconds))
 
 
 if __name__ == "__main__":

@@ -30,11 +30,17 @@ def main() -> None:
             sock.sendall(protocol.encode_put(1, "half.txt", len(body),
                                              hashlib.sha256(body).hexdigest(), overwrite=True)
                          + body + protocol.encode_get(2, "half.txt"))
-            say("shutdown(SHUT_WR): no more requests from us, but we keep reading")
+            say("shutdown(SHUT_WR): no more requests from us, but we keep reading",
+                "shutdown(SHUT_WR): no enviamos más peticiones, pero seguimos leyendo")
             sock.shutdown(socket.SHUT_WR)
-            for fields, data in read_replies(sock, 2):
-                say(f"reply {fields['id']}: ok={fields['ok']} body={data!r}")
-            say(f"then recv returns {sock.recv(10)!r}: the server closed after replying")
+            replies = read_replies(sock, 2)
+            settle()  # let the server's narration of this step print first
+            for fields, data in replies:
+                say(f"reply {fields['id']}: ok={fields['ok']} body={data!r}",
+                    f"respuesta {fields['id']}: ok={fields['ok']} cuerpo={data!r}")
+            rest = sock.recv(10)
+            say(f"then recv returns {rest!r}: the server closed after replying",
+                f"después recv devuelve {rest!r}: el servidor cerró tras responder")
         settle()
 
 

@@ -28,13 +28,14 @@ def main() -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no coalescing by us
             settle()
             for i in range(12):  # the prefix and the start of the header, byte by byte
-                say(f"send(1 byte): {frame[i:i + 1]!r}")
+                say(f"send(1 byte): {frame[i:i + 1]!r}", f"send(1 byte): {frame[i:i + 1]!r}")
                 sock.send(frame[i:i + 1])
                 settle(0.15)
-            say(f"send(the other {len(frame) - 12} bytes at once)")
+            say(f"send(the other {len(frame) - 12} bytes at once)",
+                f"send(los otros {len(frame) - 12} bytes de una vez)")
             sock.sendall(frame[12:])
             reply, _ = read_replies(sock, 1)[0]
-            say(f"reply: {reply}")
+            say(f"reply: {reply}", f"respuesta: {reply}")
 
 
 if __name__ == "__main__":

@@ -32,16 +32,21 @@ def main() -> None:
         sock.sendall(protocol.encode_put(1, "never-finished.bin", len(data),
                                          hashlib.sha256(data).hexdigest()) + data[:100_000])
         settle()
-        say("SO_LINGER (1, 0) and close(): the kernel sends RST, not FIN")
+        say("SO_LINGER (1, 0) and close(): the kernel sends RST, not FIN",
+            "SO_LINGER (1, 0) y close(): el núcleo envía RST, no FIN")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()
         settle()
         with socket.create_connection((host, port)) as other:
             other.sendall(protocol.encode_list(2, ""))
             fields, body = read_replies(other, 1)[0]
-            say(f"another client lists the root: {body.decode() or '(empty)'}")
+            listing = body.decode() or "(empty)"
+            say(f"another client lists the root: {listing}",
+                f"otro cliente lista la raíz: {listing}")
         if args.port is None:
-            say(f"files in the root, hidden ones included: {os.listdir(root) or 'none'}")
+            files = os.listdir(root) or "none"
+            say(f"files in the root, hidden ones included: {files}",
+                f"archivos en la raíz, ocultos incluidos: {files}")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ def main() -> None:
                                              overwrite=True) + data)
             read_replies(sock, 1)
         settle()
-        say("=== a get, read slowly through a 16 KiB receive buffer ===")
+        say("=== a get, read slowly through a 16 KiB receive buffer ===",
+            "=== un get, leído despacio con un búfer de recepción de 16 KiB ===")
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
             sock.connect((host, port))
@@ -46,8 +47,8 @@ def main() -> None:
                 time.sleep(0.3)  # the slow reader dawdles...
                 chunk = sock.recv(16384)
                 decoder.receive_data(chunk)
-                say(f"recv took {len(chunk)} bytes")
-            say("now reading everything quickly")
+                say(f"recv took {len(chunk)} bytes", f"recv tomó {len(chunk)} bytes")
+            say("now reading everything quickly", "ahora se lee todo deprisa")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
             while True:
                 event = decoder.next_event()
@@ -57,7 +58,7 @@ def main() -> None:
                     body += len(event.data)
                 elif isinstance(event, FrameEnd):
                     break
-            say(f"the whole body arrived: {body} bytes")
+            say(f"the whole body arrived: {body} bytes", f"llegó el cuerpo entero: {body} bytes")
 
 
 if __name__ == "__main__":

@@ -36,11 +36,34 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--lang", choices=("en", "es"), default=None,
                    help="language of the narration (default: the locale's)")
     p.add_argument("--trace-bytes", action="store_true", help="also show hex dumps")
+    real_parse = p.parse_args
+
+    def parse_args(*a, **kw):  # also remember the language for say()
+        global LANG
+        args = real_parse(*a, **kw)
+        from muxserver.trace import default_language
+        LANG = args.lang or default_language()
+        args.lang = LANG
+        return args
+
+    p.parse_args = parse_args
     return p
 
 
-def say(text: str) -> None:
-    print(f"client | {text}", flush=True)
+LANG = "en"  # set by parser() from --lang or the locale
+_OUTPUT = threading.Lock()  # the echo thread and the client print whole lines, one at a time
+
+
+def emit(line: str) -> None:
+    with _OUTPUT:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def say(english: str, spanish: str | None = None) -> None:
+    """One line of what the demo's client does, in the narration's language."""
+    text = spanish if LANG == "es" and spanish else english
+    emit(f"client | {text}")
 
 
 @contextlib.contextmanager
@@ -78,7 +101,7 @@ def traced_server(args: argparse.Namespace, *extra: str) -> Iterator[tuple[str, 
 def _echo(proc: subprocess.Popen) -> None:
     for line in proc.stdout:
         if line.startswith(("[", "  ")):  # narration and hex dumps; not the log lines
-            print(f"server | {line.rstrip()}", flush=True)
+            emit(f"server | {line.rstrip()}")
 
 
 def settle(seconds: float = 0.3) -> None:

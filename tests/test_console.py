@@ -17,7 +17,7 @@ from muxserver.console import ConsoleView, LiveConsole, choose_columns
 from muxserver.progress import TransferReport
 from muxserver.server import ConnectionInfo, Snapshot
 
-from .conftest import FrameReader, run_cli, spawn_server, stop_process
+from .conftest import run_cli, spawn_server, stop_process
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -17,7 +17,7 @@ from muxserver import protocol
 from muxserver.client import Client, ClientError, GetFile, ListDir, PutFile, Stat
 from muxserver.limits import Limits
 
-from .conftest import (FrameReader, put_frame, sha256, spawn_server, stop_process, temp_files,
+from .conftest import (FrameReader, sha256, spawn_server, stop_process, temp_files,
                        visible_files)
 from .test_storage import BAD_NAMES
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from muxserver import protocol
 from muxserver.client import Client, ClientError, GetFile, Partial, PutFile
 
 from .conftest import (FrameReader, run_cli, sha256, spawn_server, stop_process, temp_files,
-                       visible_files, wait_for_upload_to_start)
+                       visible_files)
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -229,3 +229,30 @@ def test_the_language_follows_the_locale(monkeypatch):
     monkeypatch.delenv("LC_MESSAGES", raising=False)
     monkeypatch.setenv("LANG", "es_MX.UTF-8")
     assert default_language() == "es"
+
+
+def test_torture_knobs_at_one_byte_keep_every_transfer_correct(make_server, tmp_path):
+    server = make_server(limits=Limits(recv_size=1, send_size=1))
+    data = bytes(range(256)) * 12  # 3 KiB: thousands of 1-byte recv and send calls
+    (tmp_path / "t.bin").write_bytes(data)
+    with server.client() as client:
+        client.put_file(tmp_path / "t.bin", "t.bin")
+        client.get_file("t.bin", tmp_path / "back.bin")
+        assert [e["name"] for e in client.list()] == ["t.bin"]
+    assert (tmp_path / "back.bin").read_bytes() == data
+
+
+def test_with_the_console_on_trace_lines_go_to_its_event_pane(make_server):
+    from rich.console import Console
+
+    from muxserver.console import LiveConsole
+
+    running = make_server()
+    live = LiveConsole(running.server, console=Console(record=True, width=120),
+                       log_lines=14)
+    narrator = Narrator("en", write=live.trace_line)
+    narrator("recv", 7, n=42)
+    narrator("prefix_wait", 7, have=3)
+    lines = [line.plain for line in live.view.log]
+    assert lines[-2].endswith("[#7] recv returned 42 bytes")
+    assert lines[-1].endswith("[#7] the length prefix is 3 of 8 bytes, waiting for the rest")

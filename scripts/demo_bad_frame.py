@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Demo: a bad frame gets an error reply, then a careful close.
+
+The client speaks the wrong protocol (an HTTP request line), and sends more bytes
+after it.
+
+What to watch: the server answers with a bad_magic error frame, stops reading
+requests, and after the reply is out it half-closes its side ("half-closed our side
+after the last reply; reading until the peer closes"). It keeps reading (and
+dropping) what the client still sends until the client closes. Closing at once,
+with unread bytes in the receive buffer, would make the kernel send RST, and the RST
+can destroy the error reply before the client reads it (the last pitfall in
+../shared/TEACHING.md). Code: muxserver/channel.py (Channel.close_when_done,
+Channel._start_lingering).
+
+    python scripts/demo_bad_frame.py [--lang es] [--port P]
+"""
+
+import socket
+
+from demolib import parser, read_replies, say, settle, traced_server
+
+
+def main() -> None:
+    args = parser(__doc__).parse_args()
+    with traced_server(args) as (host, port, _root):
+        with socket.create_connection((host, port)) as sock:
+            say("send: an HTTP request line, not a muxserver frame",
+                "send: una línea de petición HTTP, no una trama de muxserver")
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n")
+            settle()
+            sock.sendall(b"more bytes the server has not read yet")
+            fields, _ = read_replies(sock, 1)[0]
+            settle()
+            say(f"reply: {fields['error']}: {fields['message']}",
+                f"respuesta: {fields['error']}: {fields['message']}")
+            say(f"then recv returns {sock.recv(10)!r}: the server half-closed",
+                "después recv devuelve b'': el servidor cerró su mitad")
+        settle()
+
+
+if __name__ == "__main__":
+    main()

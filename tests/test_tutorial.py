@@ -1,0 +1,55 @@
+"""The tutorials tell the truth: every listed command prints the listed trace lines.
+
+Each ```console block with a `$ python scripts/...` command is followed by a ```text
+block; every line of that block must appear in the command's real output. Numbers
+(ports, byte counts, wake-up counters) are compared as "a number", since they vary.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parent.parent
+PAIR = re.compile(r"```console\n\$ (?P<cmd>[^\n]+)\n```\s*\n```text\n(?P<lines>.*?)```", re.S)
+
+
+def normalise(line: str) -> str:
+    return re.sub(r"\d[\d,.]*", "N", line.strip())
+
+
+def examples(doc: str) -> list[tuple[str, list[str]]]:
+    text = (REPO / "docs" / doc).read_text()
+    return [(m["cmd"], m["lines"].strip().splitlines()) for m in PAIR.finditer(text)]
+
+
+CASES = [(doc, cmd, lines) for doc in ("TUTORIAL.md", "TUTORIAL.es.md")
+         for cmd, lines in examples(doc)]
+
+
+def test_both_tutorials_show_the_same_lessons():
+    english = [cmd for cmd, _ in examples("TUTORIAL.md")]
+    spanish = [cmd.replace(" --lang es", "") for cmd, _ in examples("TUTORIAL.es.md")]
+    assert english == spanish and len(english) >= 10
+    assert all("--lang es" in cmd for cmd, _ in examples("TUTORIAL.es.md"))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("doc, command, lines", CASES,
+                         ids=[f"{d}:{c.split()[1]}" for d, c, _ in CASES])
+def test_the_listed_command_prints_the_listed_lines(doc, command, lines):
+    argv = shlex.split(command)
+    assert argv[0] == "python"
+    if "demo_busy_loop.py" in command:
+        argv += ["--seconds", "0.5"]
+    result = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True,
+                            timeout=100, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    printed = {normalise(line) for line in result.stdout.splitlines()}
+    missing = [line for line in lines if normalise(line) not in printed]
+    assert not missing, f"{doc}: `{command}` did not print:\n" + "\n".join(missing)
