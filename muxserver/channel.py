@@ -145,20 +145,33 @@ class Channel:
     # -- reading
 
     def on_readable(self) -> None:
+        """Read what the socket has: a few recv calls while each one fills the buffer
+        (a full buffer means more is waiting), at most ``reads_per_event`` of them so
+        one busy connection cannot starve the others."""
         scratch = self.loop.scratch
         buf = scratch[:self.limits.recv_size] if self.limits.recv_size < len(scratch) else scratch
+        for _ in range(self.limits.reads_per_event):
+            n = self._recv_once(buf)
+            if n < len(buf) or self.closed or self.reading_paused or (
+                    self.state is not ChannelState.OPEN):
+                break
+        if self.tls and not self.closed:
+            self._read_pending_tls()
+
+    def _recv_once(self, buf: memoryview) -> int:
+        """One recv_into; hand the bytes on. Returns the count (0 when nothing came)."""
         try:
             n = self.sock.recv_into(buf)
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
                 ssl.SSLWantWriteError):
             # A spurious wake-up, or (TLS) a record that carried no application data
             # yet, such as a TLS 1.3 session ticket: nothing to read after all.
-            return
+            return 0
         except OSError as exc:
             if self.trace is not None:
                 self.trace("io_error", self.id, call="recv", error=_describe(exc))
             self.abort(_describe(exc))
-            return
+            return 0
         self.last_io = self.loop.now
         if self.trace is not None:
             if n:
@@ -168,16 +181,15 @@ class Channel:
         if self.state is ChannelState.LINGERING:
             if n == 0:
                 self.abort("closed")
-            return  # discard: the connection is ending, we only wait for the peer's FIN
+            return n  # discard: the connection is ending, we only wait for the peer's FIN
         if n == 0:
             self.read_closed = True
             self._update_interest()
             self.protocol.eof_received()
-            return
+            return 0
         self.bytes_in += n
         self.protocol.data_received(buf[:n])
-        if self.tls:
-            self._read_pending_tls()
+        return n
 
     def _read_pending_tls(self) -> None:
         """Come back for bytes OpenSSL decrypted already: select() cannot see them."""

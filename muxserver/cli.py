@@ -333,7 +333,7 @@ def transfer(args: argparse.Namespace, client: Client) -> int:
 
 def find_resume_offsets(ops: list[PutFile], client: Client) -> None:
     """Ask the server, in one pipelined round, how much of each upload it kept."""
-    from .client import Partial, _hash_fd
+    from .client import Partial, file_sha256
 
     queries = []
     for op in ops:
@@ -342,8 +342,9 @@ def find_resume_offsets(ops: list[PutFile], client: Client) -> None:
         except OSError:
             continue  # the put reports why the file cannot be read
         try:
-            size = os.fstat(fd).st_size
-            op.sha256 = _hash_fd(fd, size)
+            st = os.fstat(fd)
+            size = st.st_size
+            op.sha256 = file_sha256(fd, st)
         finally:
             os.close(fd)
         queries.append((op, Partial(op.name, op.sha256, size)))

@@ -34,8 +34,17 @@ import time
 from typing import Any, Callable, Iterable
 
 from . import protocol
-from .protocol import (BodyData, FrameDecoder, FrameEnd, FrameHeader, NEED_DATA, PeerClosed,
-                       ProtocolError)
+from .hashing import HashJob
+from .protocol import (
+    NEED_DATA,
+    BodyData,
+    FrameDecoder,
+    FrameEnd,
+    FrameHeader,
+    PeerClosed,
+    ProtocolError,
+)
+from .storage import HashCache
 
 DEFAULT_PORT = 9009
 HASH_CHUNK = 1024 * 1024
@@ -147,7 +156,7 @@ class PutFile(Operation):
         # The protocol declares the hash before the body: one read pass first. It comes
         # from the page cache for the second pass, the sendfile of the body itself.
         if not self.sha256:
-            self.sha256 = _hash_fd(fd, self.file_size)
+            self.sha256 = file_sha256(fd, st)
 
     def header(self) -> bytes:
         return protocol.encode_put(self.id, self.name, self.body_size, self.sha256,
@@ -203,7 +212,8 @@ class GetFile(Operation):
         self.result.path = self.dest
         self.expected_size = 0  # what a stat said, for progress totals (the reply decides)
         self.fd = -1
-        self.hasher = hashlib.sha256()
+        self.hash_job: HashJob | None = None  # the helper thread hashes what we write
+        self.written = 0
         self.expected = ""
         self.mtime: float | None = None
         self.offset = 0  # bytes of .part kept from an earlier attempt
@@ -217,10 +227,11 @@ class GetFile(Operation):
         try:
             self.fd = os.open(self.part, flags, 0o644)
             self.opened = True
-            if self.resume:  # hash what we hold, then append after it
+            if self.resume:  # what we hold is hashed (by the helper) before what comes
                 self.offset = os.fstat(self.fd).st_size
-                _hash_into(self.hasher, self.fd, self.offset)
                 os.lseek(self.fd, 0, os.SEEK_END)
+            self.written = self.offset
+            self.hash_job = HashJob(self.fd, already=self.offset)
         except OSError as exc:
             raise ClientError("local_error", f"cannot write {self.part}: {exc.strerror}") from None
 
@@ -241,15 +252,21 @@ class GetFile(Operation):
         self.mtime = float(mtime) if isinstance(mtime, (int, float)) else None
 
     def on_body(self, data: memoryview) -> None:
-        self.hasher.update(data)
         try:
             while data:
-                data = data[os.write(self.fd, data):]
+                written = os.write(self.fd, data)
+                data = data[written:]
+                self.written += written
         except OSError as exc:
             raise ClientError("local_error", f"cannot write {self.part}: {exc.strerror}") from None
+        self.hash_job.written(self.written)
 
     def on_end(self) -> bool:
-        digest = self.hasher.hexdigest()
+        job, self.hash_job = self.hash_job, None
+        job.finish(self.written, lambda digest: None)
+        digest = job.wait()
+        if digest is None:
+            raise ClientError("local_error", f"cannot read back {self.part} to verify it")
         if digest != self.expected:
             if self.offset:
                 raise ClientError("checksum_mismatch", f"{self.name}: the resumed file does not "
@@ -272,10 +289,14 @@ class GetFile(Operation):
         self.result.ok = True
         self.result.size = self.file_size
         self.result.sha256 = digest
+        remember_sha256(self.dest, digest)  # a later put of this file need not hash it
         return True
 
     def cleanup(self, failed: bool) -> None:
         super().cleanup(failed)
+        if self.hash_job is not None:
+            self.hash_job.cancel()
+            self.hash_job = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -721,21 +742,39 @@ def _is_regular(st: os.stat_result) -> bool:
     return stat.S_ISREG(st.st_mode)
 
 
-def _hash_fd(fd: int, size: int) -> str:
-    hasher = hashlib.sha256()
-    _hash_into(hasher, fd, size)
-    return hasher.hexdigest()
+#: Local files' SHA-256, remembered like the server does (in memory, and in an extended
+#: attribute of the file, valid while its size and mtime are unchanged): putting the
+#: same big file again, or a file just downloaded, skips a whole read pass.
+LOCAL_HASHES = HashCache()
 
 
-def _hash_into(hasher: Any, fd: int, size: int) -> None:
-    """Feed the first ``size`` bytes of ``fd`` to ``hasher``."""
-    offset = 0
-    while offset < size:
-        chunk = os.pread(fd, min(HASH_CHUNK, size - offset), offset)
-        if not chunk:
-            break
-        hasher.update(chunk)
-        offset += len(chunk)
+def file_sha256(fd: int, st: os.stat_result) -> str:
+    """The SHA-256 of an open file: remembered, or computed and remembered."""
+    digest = LOCAL_HASHES.lookup(fd, st)
+    if digest is None:
+        hasher = hashlib.sha256()
+        offset = 0
+        while offset < st.st_size:
+            chunk = os.pread(fd, min(HASH_CHUNK, st.st_size - offset), offset)
+            if not chunk:
+                break
+            hasher.update(chunk)
+            offset += len(chunk)
+        digest = hasher.hexdigest()
+        if offset == st.st_size:
+            LOCAL_HASHES.remember(fd, st, digest)
+    return digest
+
+
+def remember_sha256(path: str, digest: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        LOCAL_HASHES.remember(fd, os.fstat(fd), digest)
+    finally:
+        os.close(fd)
 
 
 def _publish(part: str, dest: str, overwrite: bool) -> None:

@@ -29,8 +29,18 @@ from typing import TYPE_CHECKING, Any, Iterator
 from . import protocol
 from .buffers import FileRegion
 from .channel import Channel, ChannelState, Phase
-from .protocol import (BodyData, DecoderState, FrameDecoder, FrameEnd, FrameHeader, NEED_DATA,
-                       PeerClosed, ProtocolError, Request, RequestError)
+from .protocol import (
+    NEED_DATA,
+    BodyData,
+    DecoderState,
+    FrameDecoder,
+    FrameEnd,
+    FrameHeader,
+    PeerClosed,
+    ProtocolError,
+    Request,
+    RequestError,
+)
 from .storage import OpenFile, StorageError, Upload, printable
 
 if TYPE_CHECKING:
@@ -65,6 +75,7 @@ class NativeSession:
         limits = server.limits
         self.decoder = FrameDecoder(limits.max_header_size, limits.max_file_size)
         self.upload: Upload | None = None
+        self.verifying: Upload | None = None  # waiting for the helper's hash to commit it
         self.transfer: Transfer | None = None
         self.job: Iterator[None] | None = None  # a reply being produced in steps
         self.header_since: float | None = None
@@ -102,7 +113,7 @@ class NativeSession:
         channel = self.channel
         trace = channel.trace
         while channel.state is ChannelState.OPEN and not channel.closed:
-            if self.job is not None or channel.output_full:
+            if self.job is not None or self.verifying is not None or channel.output_full:
                 channel.wants_drain = channel.output_full
                 if channel.output_full and not self.backpressured:
                     self.backpressured = True
@@ -173,7 +184,7 @@ class NativeSession:
     @property
     def busy(self) -> bool:
         """A transfer is under way: a body in either direction, or a job."""
-        return (self.upload is not None or self.job is not None
+        return (self.upload is not None or self.job is not None or self.verifying is not None
                 or self.decoder.state is DecoderState.BODY or bool(self.channel.out.file_bytes))
 
     def close_for_stop(self) -> None:
@@ -258,18 +269,6 @@ class NativeSession:
         self.upload_id = req.id
         self.transfer = Transfer("put", req.name, upload.size, self.server.loop.now)
         self.transfer.received = upload.offset
-        if upload.offset:  # the body waits (in the socket) until the hash caught up
-            self.start_job(self.rehash_partial(upload))
-
-    def rehash_partial(self, upload: Upload) -> Iterator[None]:
-        step = self.server.limits.hash_step
-        try:
-            while not upload.rehash_step(step):
-                yield
-        except StorageError as exc:
-            self.upload = None
-            upload.abort()
-            self.reply_error(self.upload_id, exc.code, exc.message, op="put", name=upload.name)
 
     def body_received(self, data: memoryview) -> None:
         upload = self.upload
@@ -289,8 +288,26 @@ class NativeSession:
         if upload is None:
             return
         self.upload = None
+        loop = self.server.loop
+        if upload.finish_hash(lambda digest: loop.call_soon_threadsafe(
+                lambda: self.hash_ready(upload, digest))):
+            # The helper thread still hashes the last bytes; requests behind this one
+            # wait (like behind a job) so that replies stay in order.
+            self.verifying = upload
+            return
+        self.commit(upload, None)
+
+    def hash_ready(self, upload: Upload, digest: str | None) -> None:
+        """The helper finished hashing ``upload`` (called in the loop)."""
+        if self.verifying is not upload or self.channel.closed:
+            return  # the connection went away meanwhile: connection_lost aborted it
+        self.verifying = None
+        self.commit(upload, digest)
+        self.process()
+
+    def commit(self, upload: Upload, digest: str | None) -> None:
         try:
-            digest = upload.commit()
+            digest = upload.commit(digest)
         except StorageError as exc:
             self.reply_error(self.upload_id, exc.code, exc.message, op="put", name=upload.name)
             return
@@ -480,7 +497,7 @@ class NativeSession:
     def timeout_phase(self) -> tuple[Phase, float]:
         if self.upload is not None or self.decoder.state is DecoderState.BODY:
             return Phase.TRANSFER, 0.0
-        if self.channel.out or self.job is not None:
+        if self.channel.out or self.job is not None or self.verifying is not None:
             return Phase.TRANSFER, 0.0
         if self.header_since is not None:
             return Phase.HEADER, self.header_since
@@ -501,10 +518,11 @@ class NativeSession:
         self.reply_error(None, "timeout", what)
 
     def abort_upload(self) -> None:
-        if self.upload is not None:
-            self.upload.abort()
-            self.upload = None
-            self.server.stats.transfers_failed += 1
+        for upload in (self.upload, self.verifying):
+            if upload is not None:
+                upload.abort()
+                self.server.stats.transfers_failed += 1
+        self.upload = self.verifying = None
 
     def connection_lost(self) -> None:
         self.abort_upload()
@@ -527,6 +545,8 @@ class NativeSession:
             return self.channel.state.value
         if self.upload is not None:
             return "receiving body"
+        if self.verifying is not None:
+            return "verifying"
         if self.transfer is not None and self.transfer.op == "hash":
             return "hashing"
         if self.channel.out.file_bytes:

@@ -61,6 +61,8 @@ class Limits:
     recv_size: int = limit(
         256 * KiB, "bytes asked of each recv_into (one reused buffer; lower it to teach)",
         "bytes")
+    reads_per_event: int = limit(
+        4, "recv calls per readable event while each fills the buffer (fairness cap)")
     send_size: int | None = limit(
         None, "cap on each send/sendfile call (a torture knob; default: none)", "bytes")
     sendfile_chunk: int = limit(

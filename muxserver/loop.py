@@ -119,6 +119,11 @@ class EventLoop:
         """Run ``callback`` after this turn's events (next turn if called from a ready one)."""
         self._ready.append(callback)
 
+    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+        """call_soon() from another thread (the hashing helper): wakes select() up."""
+        self._ready.append(callback)  # deque.append is atomic
+        self.wake()
+
     def flush_before_sleep(self, channel: Any) -> None:
         """Ask for ``channel.flush()`` before the loop next sleeps in select()."""
         self._to_flush[channel] = None
@@ -158,8 +163,7 @@ class EventLoop:
 
     def stop_threadsafe(self) -> None:
         """stop() from another thread (tests run servers in threads)."""
-        self.call_soon(self.stop)
-        self.wake()
+        self.call_soon_threadsafe(self.stop)
 
     def wake(self) -> None:
         try:

@@ -57,8 +57,14 @@ class TransferReport:
 
     def _start_bars(self, total_bytes: int | None) -> None:
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                   TimeRemainingColumn, TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         self._bars = Progress(TextColumn("{task.description}", markup=False),
                               BarColumn(), DownloadColumn(binary_units=True), TransferSpeedColumn(),

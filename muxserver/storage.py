@@ -39,7 +39,9 @@ import secrets
 import stat
 import time
 import unicodedata
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+from .hashing import HashJob
 
 log = logging.getLogger("muxserver.storage")
 
@@ -52,6 +54,7 @@ MAX_COMPONENT_BYTES = 255  # NAME_MAX on every common file system
 FILE_MODE = 0o644  # before the umask, like files created by cp or curl -O
 DIR_MODE = 0o755
 HASH_XATTR = "user.muxserver.sha256"
+ASYNC_HASH_FROM = 4 * 1024 * 1024  # uploads this big are hashed by the helper thread
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _WINDOWS_DEVICES = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)
@@ -518,7 +521,7 @@ class Upload:
 
     __slots__ = ("root", "name", "parent", "leaf", "temp", "fd", "length", "expected",
                  "overwrite", "mtime", "created", "received", "hasher", "done", "offset",
-                 "hashed", "key")
+                 "key", "hash_job")
 
     def __init__(self, root: Root, name: str, parent: int, leaf: str, temp: str, fd: int,
                  length: int, expected: str, overwrite: bool, mtime: float | None,
@@ -527,34 +530,26 @@ class Upload:
         self.temp, self.fd, self.length, self.expected = temp, fd, length, expected
         self.overwrite, self.mtime, self.created = overwrite, mtime, created
         self.offset = offset  # bytes already held from an interrupted attempt
-        self.hashed = 0  # of those, how many the hasher has seen (see rehash_step)
         self.key = key  # partial_key when the upload is resumable, else ""
         self.received = 0  # body bytes of this attempt
         self.hasher = hashlib.sha256()
         self.done = False
+        # Big files (and resumed ones, whose earlier bytes must be read back anyway) are
+        # hashed beside the loop by the helper thread; small ones inline, in write().
+        self.hash_job: HashJob | None = None
+        if offset or self.size >= ASYNC_HASH_FROM:
+            self.hash_job = HashJob(fd, already=offset)
 
     @property
     def size(self) -> int:
         """The whole file's size."""
         return self.offset + self.length
 
-    def rehash_step(self, max_bytes: int) -> bool:
-        """Feed the next bytes an earlier attempt wrote to the hasher; True when done.
-
-        A hash state cannot be saved, so a resumed upload reads back what it held.
-        Done in steps, so a multi-gigabyte partial file does not stall the loop.
-        """
-        if self.hashed < self.offset:
-            chunk = os.pread(self.fd, min(max_bytes, self.offset - self.hashed), self.hashed)
-            if not chunk:
-                raise StorageError("io_error", f"the partial upload of {self.name!r} shrank")
-            self.hasher.update(chunk)
-            self.hashed += len(chunk)
-        return self.hashed >= self.offset
-
     def write(self, data: memoryview) -> None:
         """Append body bytes to the temporary file, hashing them on the way."""
-        self.hasher.update(data)
+        job = self.hash_job
+        if job is None:
+            self.hasher.update(data)
         while data:
             try:
                 written = os.write(self.fd, data)
@@ -562,15 +557,31 @@ class Upload:
                 raise _write_error(exc, self.name) from None
             data = data[written:]
             self.received += written
+        if job is not None:
+            job.written(self.offset + self.received)
 
-    def commit(self) -> str:
+    def finish_hash(self, on_done: Callable[[str | None], None]) -> bool:
+        """All bytes are written. With a helper hashing, start its last step and return
+        True (``on_done(digest)`` follows, from the helper thread); else return False."""
+        if self.hash_job is None:
+            return False
+        self.hash_job.finish(self.size, on_done)
+        return True
+
+    def commit(self, digest: str | None = None) -> str:
         """Verify, make durable and publish the file; return its SHA-256.
 
+        ``digest``: what the helper computed (see finish_hash); else the inline hash.
         Order matters: fsync the data before the rename, so a crash can never publish
         a name whose blocks are not on disk; fsync the directory after it, so the
         name itself survives a crash before we say "done".
         """
-        digest = self.hasher.hexdigest()
+        if digest is None:
+            if self.hash_job is not None:
+                self.abort()
+                raise StorageError("io_error", f"{self.name!r}: the file could not be read "
+                                               "back to verify it")
+            digest = self.hasher.hexdigest()
         try:
             if digest != self.expected:
                 self.key = ""  # wrong bytes are not worth resuming
@@ -648,6 +659,8 @@ class Upload:
         if self.done:
             return
         keep = bool(self.key) and self.offset + self.received > 0
+        if self.hash_job is not None:
+            self.hash_job.cancel()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

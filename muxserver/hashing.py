@@ -1,0 +1,147 @@
+"""SHA-256 of a file while it is being written, in a helper thread.
+
+The event loop stays single-threaded for every socket and every file-system decision.
+What it hands to this helper is pure computation: "the bytes of this file up to offset
+N are written; hash them". ``hashlib`` releases the GIL while it hashes large buffers,
+so on a machine with a second core the hash of an upload runs *beside* the loop's
+``recv`` and ``write`` instead of after them (SHA-256 is the slowest step of an upload:
+about 1.7 GB/s here, against 2-3 GB/s for a write to tmpfs).
+
+The helper reads back what the loop wrote (``os.pread`` from the page cache) instead of
+being handed the loop's buffer: the receive buffer is reused by the next ``recv``, and a
+copy on the loop's thread would cost as much as the read does on the helper's. It reads
+through a descriptor of its own (``os.dup``), so an upload that is aborted and closed
+while the helper is behind can never make it read a descriptor number reused meanwhile.
+
+One helper thread serves every file; jobs are cancelled, never waited for, by the loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+from typing import Any, Callable
+
+READ_SIZE = 1024 * 1024  # bytes read back and hashed per step
+
+
+class HashJob:
+    """The running SHA-256 of one file that is still being written."""
+
+    def __init__(self, fd: int, *, already: int = 0) -> None:
+        self.fd = os.dup(fd)
+        self.hasher = hashlib.sha256()
+        self.hashed = 0  # written only by the helper thread
+        self.available = already  # bytes written so far (``already``: a resumed upload)
+        self.total: int | None = None
+        self.cancelled = False
+        self.error: OSError | None = None
+        self._on_done: Callable[[str | None], None] | None = None
+        self._lock = threading.Lock()
+        self._queued = False
+        self._done = threading.Event()
+        self.digest: str | None = None
+        if already:
+            self._enqueue_locked_free()
+
+    # -- called by the owner (the loop, or a client)
+
+    def written(self, upto: int) -> None:
+        """The file now holds ``upto`` bytes; hash them when the helper gets to it."""
+        with self._lock:
+            self.available = upto
+            self._enqueue()
+
+    def finish(self, total: int, on_done: Callable[[str | None], None]) -> None:
+        """No more bytes come. ``on_done(hexdigest or None on error)`` is called once,
+        from the helper thread: hand it to the loop with ``call_soon_threadsafe``."""
+        with self._lock:
+            self.available = self.total = total
+            self._on_done = on_done
+            self._enqueue()
+
+    def wait(self, timeout: float | None = None) -> str | None:
+        """Block until finished (for clients, which have no loop to call back into)."""
+        self._done.wait(timeout)
+        return self.digest
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            self._enqueue()
+
+    # -- the helper's side
+
+    def _enqueue(self) -> None:
+        if not self._queued:
+            self._queued = True
+            _worker().put(self)
+
+    def _enqueue_locked_free(self) -> None:
+        with self._lock:
+            self._enqueue()
+
+    def _run(self) -> None:
+        """Hash what is available; finish or stop. Runs on the helper thread."""
+        while True:
+            with self._lock:
+                if self.cancelled:
+                    self._queued = False
+                    self._close()
+                    return
+                start, end = self.hashed, self.available
+                if start >= end:
+                    self._queued = False
+                    finished = self.total is not None and start >= self.total
+                    break
+            try:
+                chunk = os.pread(self.fd, min(end - start, READ_SIZE), start)
+            except OSError as exc:
+                self.error = exc
+                chunk = b""
+            if not chunk:  # an I/O error, or the file shrank under us
+                with self._lock:
+                    self._queued = False
+                    self.cancelled = True
+                self._complete(None)
+                return
+            self.hasher.update(chunk)
+            self.hashed = start + len(chunk)
+        if finished:
+            self._complete(self.hasher.hexdigest())
+
+    def _complete(self, digest: str | None) -> None:
+        self.digest = digest
+        self._close()
+        self._done.set()
+        if self._on_done is not None:
+            self._on_done(digest)
+
+    def _close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+_queue: queue.SimpleQueue[HashJob] | None = None
+_start_lock = threading.Lock()
+
+
+def _worker() -> queue.SimpleQueue[Any]:
+    """The one helper thread, started on first use."""
+    global _queue
+    if _queue is None:
+        with _start_lock:
+            if _queue is None:
+                jobs: queue.SimpleQueue[HashJob] = queue.SimpleQueue()
+                threading.Thread(target=_serve, args=(jobs,), name="muxserver-hash",
+                                 daemon=True).start()
+                _queue = jobs
+    return _queue
+
+
+def _serve(jobs: queue.SimpleQueue[HashJob]) -> None:
+    while True:
+        jobs.get()._run()

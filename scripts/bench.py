@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+"""muxserver benchmarks: bulk transfers, many clients, small files, an idle crowd, and
+the cost of the live console. Prints a table (and JSON with --json).
+
+Every scenario runs on loopback with its files in /dev/shm. Contenders alternate run by
+run (A B, B A, ...), and the table shows the median, min and max and, for bulk
+transfers, the ratio to socat measured in the same run. Missing peers (socat, curl,
+pyftpdlib) are reported as skipped.
+
+    python scripts/bench.py                       # everything, about ten minutes
+    python scripts/bench.py --only bulk --runs 5  # one scenario
+    python scripts/bench.py --json
+
+Targets (checked and printed): bulk put and get at least 0.8x socat's throughput (time
+ratio <= 1.25); many clients with 0 errors and p99 per-file latency under 250 ms; an
+idle crowd of 10,000 connections under 4 KiB of server RSS each and stat p99 under
+50 ms; the console costing under 5 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchlib import (GiB, alternate, cpu_seconds, make_file, scratch_dir, spawn_muxserver,
+                      summary, timed)
+from loadgen import idle_crowd, many_clients, small_files
+
+SCENARIOS = ("bulk", "many", "small", "idle", "console")
+
+
+# --------------------------------------------------------------------------- bulk
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_socat(src: Path, dest: Path) -> float:
+    """file -> TCP -> file with 1 MiB buffers; time from the send to the file being whole."""
+    port = free_port()
+    receiver = subprocess.Popen(["socat", "-b", "1048576", "-u",
+                                 f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr",
+                                 f"OPEN:{dest},creat,trunc"])
+    try:
+        _wait_listening(port)
+        started = time.perf_counter()
+        subprocess.run(["socat", "-b", "1048576", "-u", f"OPEN:{src}",
+                        f"TCP:127.0.0.1:{port}"], check=True)
+        receiver.wait(timeout=120)
+        return time.perf_counter() - started
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+            receiver.wait()
+
+
+def _wait_listening(port: int) -> None:
+    """Wait until a port is in LISTEN state, without connecting (socat -u would take a
+    probe connection for the transfer itself)."""
+    needle = f":{port:04X} 00000000:0000 0A"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open("/proc/net/tcp") as table:
+            if needle in table.read():
+                return
+        time.sleep(0.01)
+    raise RuntimeError("socat did not listen")
+
+
+def bulk(args: argparse.Namespace, work: Path) -> dict:
+    size = args.size_mib << 20
+    src = work / "bulk.bin"
+    make_file(src, size)
+    out = work / "out"
+    out.mkdir()
+    root = work / "muxroot"
+    root.mkdir()
+    server = spawn_muxserver(root)
+    ftp = start_pyftpdlib(work) if have_pyftpdlib() else None
+    cli = [sys.executable, "-m", "muxserver"]
+    port_args = ["--port", str(server.port), "-q"]
+    # Each run writes a file whose previous copy was deleted just before, untimed: the
+    # analogue of socat's truncate-then-write (see docs/PERFORMANCE.md on overwrites).
+    contenders = {"socat": lambda: run_socat(src, out / "socat.bin"),
+                  "muxserver put": lambda: fresh(root / "bulk.bin") or timed(lambda: _run(
+                      [*cli, "put", str(src), "--as", "bulk.bin", *port_args])),
+                  "muxserver get": lambda: fresh(out / "bulk.bin") or timed(lambda: _run(
+                      [*cli, "get", "bulk.bin", "-o", str(out), *port_args]))}
+    if ftp is not None:
+        ftp_port = ftp[1]
+        ftp_root = work / "ftproot"
+        contenders["pyftpdlib+curl put"] = lambda: fresh(ftp_root / "ftp.bin") or timed(
+            lambda: _run(["curl", "-s", "-T", str(src), f"ftp://127.0.0.1:{ftp_port}/ftp.bin"]))
+        contenders["pyftpdlib+curl get"] = lambda: fresh(out / "ftp.bin") or timed(
+            lambda: _run(["curl", "-s", "-o", str(out / "ftp.bin"),
+                          f"ftp://127.0.0.1:{ftp_port}/ftp.bin"]))
+    try:
+        if shutil.which("socat") is None:
+            contenders.pop("socat")
+        for run in contenders.values():  # warm-up: page cache, guest memory, hash xattrs
+            run()
+        timings = alternate(contenders, args.runs, lambda name, run: run())
+    finally:
+        server.stop()
+        if ftp is not None:
+            ftp[0].terminate()
+            ftp[0].wait()
+    results = {name: summary(samples) for name, samples in timings.items()}
+    base = results.get("socat")
+    for name, stat in results.items():
+        stat["mib_per_s"] = args.size_mib / stat["median"]
+        stat["ratio_to_socat"] = stat["median"] / base["median"] if base else None
+    skipped = [] if ftp is not None else ["pyftpdlib+curl (pip install pyftpdlib; curl)"]
+    if base is None:
+        skipped.append("socat (apt-get install socat)")
+    return {"size_mib": args.size_mib, "results": results, "skipped": skipped}
+
+
+def fresh(path: Path) -> None:
+    """Delete the previous copy (returns None, so ``fresh(p) or timed(...)`` reads well)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _run(cmd: list[str]) -> None:
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def have_pyftpdlib() -> bool:
+    try:
+        import pyftpdlib  # noqa: F401
+    except ImportError:
+        return False
+    return shutil.which("curl") is not None
+
+
+def start_pyftpdlib(work: Path) -> tuple[subprocess.Popen, int]:
+    root = work / "ftproot"
+    root.mkdir()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pyftpdlib", "-i", "127.0.0.1", "-p",
+                             str(port), "-w", "-d", str(root)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_ftp(port)
+    return proc, port
+
+
+def _wait_ftp(port: int) -> None:
+    import socket
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                if sock.recv(100).startswith(b"220"):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("pyftpdlib did not start")
+
+
+# ------------------------------------------------------------------------ console
+
+
+def console(args: argparse.Namespace, work: Path) -> dict:
+    from muxserver.client import Client
+
+    size = args.size_mib << 20
+    src = work / "console.bin"
+    make_file(src, size)
+    servers = {}
+    cpu: dict[str, list[float]] = {"console": [], "no-console": []}
+    try:
+        for name, terminal in (("console", True), ("no-console", False)):
+            root = work / f"root-{name}"
+            root.mkdir()
+            servers[name] = (spawn_muxserver(root, terminal=terminal), root)
+
+        def one_run(name: str, entry) -> float:
+            server, root = entry
+            before = cpu_seconds(server.proc.pid)
+            with Client(server.host, server.port) as client:
+                seconds = timed(lambda: client.put_file(src, "console.bin"))
+            cpu[name].append(cpu_seconds(server.proc.pid) - before)
+            os.unlink(root / "console.bin")
+            return seconds
+
+        for name, entry in servers.items():
+            one_run(name, entry)  # warm-up
+            cpu[name].clear()
+        timings = alternate(servers, args.runs, one_run)
+    finally:
+        for server, _root in servers.values():
+            server.stop()
+    results = {name: summary(samples) for name, samples in timings.items()}
+    for name in results:
+        results[name]["server_cpu_median"] = summary(cpu[name])["median"]
+    ratio = results["console"]["median"] / results["no-console"]["median"]
+    return {"size_mib": args.size_mib, "results": results, "ratio": ratio,
+            "cpu_ratio": (results["console"]["server_cpu_median"]
+                          / results["no-console"]["server_cpu_median"])}
+
+
+# -------------------------------------------------------------------------- report
+
+
+def check_targets(report: dict) -> list[tuple[str, bool, str]]:
+    checks = []
+    bulk_report = report.get("bulk")
+    if bulk_report and "socat" in bulk_report["results"]:
+        for direction in ("put", "get"):
+            ratio = bulk_report["results"][f"muxserver {direction}"]["ratio_to_socat"]
+            checks.append((f"bulk {direction} time <= 1.25x socat", ratio <= 1.25,
+                           f"{ratio:.2f}x"))
+    many = report.get("many")
+    if many:
+        checks.append(("many clients: 0 errors", many["errors"] == 0, str(many["errors"])))
+        checks.append(("many clients: p99 < 250 ms", many["p99_ms"] < 250,
+                       f"{many['p99_ms']:.0f} ms"))
+    idle = report.get("idle")
+    if idle:
+        checks.append((f"idle crowd: {idle['connections']} held", idle["held"],
+                       str(idle["connections"])))
+        checks.append(("idle crowd: < 4 KiB RSS per connection",
+                       idle["rss_per_connection"] < 4096,
+                       f"{idle['rss_per_connection']:.0f} B"))
+        checks.append(("idle crowd: stat p99 < 50 ms", idle["stat_p99_ms"] < 50,
+                       f"{idle['stat_p99_ms']:.1f} ms"))
+    con = report.get("console")
+    if con:
+        checks.append(("console costs < 5 %", con["ratio"] <= 1.05, f"{con['ratio']:.3f}x"))
+    return checks
+
+
+def print_report(report: dict) -> None:
+    print(f"machine: {report['machine']}")
+    if "bulk" in report:
+        b = report["bulk"]
+        print(f"\nBulk: one {b['size_mib']} MiB file, {report['runs']} runs each, alternating")
+        print(f"{'contender':<22}{'median s':>10}{'min s':>8}{'max s':>8}{'MiB/s':>8}"
+              f"{'vs socat':>10}")
+        for name, s in b["results"].items():
+            ratio = f"{s['ratio_to_socat']:.2f}x" if s["ratio_to_socat"] else "-"
+            print(f"{name:<22}{s['median']:>10.3f}{s['min']:>8.3f}{s['max']:>8.3f}"
+                  f"{s['mib_per_s']:>8.0f}{ratio:>10}")
+        for skipped in b["skipped"]:
+            print(f"  skipped: {skipped}")
+    for key, title in (("many", "Many clients"), ("small", "Small files")):
+        if key in report:
+            r = report[key]
+            print(f"\n{title}: {r['description']}")
+            print(f"  total {r['seconds']:.2f} s, {r['files_per_s']:.0f} files/s, "
+                  f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}, "
+                  f"hashes checked {r['checked']}")
+    if "idle" in report:
+        r = report["idle"]
+        print(f"\nIdle crowd: {r['connections']} idle connections held: {r['held']}")
+        print(f"  server RSS {r['rss_before'] / 2**20:.1f} -> {r['rss_after'] / 2**20:.1f} MiB"
+              f" = {r['rss_per_connection']:.0f} B per connection; stat on a fresh "
+              f"connection p50 {r['stat_p50_ms']:.1f} ms, p99 {r['stat_p99_ms']:.1f} ms")
+    if "console" in report:
+        r = report["console"]
+        print(f"\nConsole cost: {r['size_mib']} MiB uploads, {report['runs']} runs each")
+        for name, s in r["results"].items():
+            print(f"  {name:<11} median {s['median']:.3f} s (min {s['min']:.3f}, max "
+                  f"{s['max']:.3f}), server CPU {s['server_cpu_median']:.3f} s")
+        print(f"  ratio console / no-console: time {r['ratio']:.3f}, "
+              f"server CPU {r['cpu_ratio']:.3f}")
+    print("\nTargets:")
+    for name, ok, value in report["targets"]:
+        print(f"  [{'ok' if ok else 'MISSED'}] {name}: {value}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__)
+    parser.add_argument("--only", default=",".join(SCENARIOS),
+                        help=f"comma-separated scenarios ({', '.join(SCENARIOS)})")
+    parser.add_argument("--runs", type=int, default=5, help="alternating runs per contender")
+    parser.add_argument("--size-mib", type=int, default=1024, help="bulk file size")
+    parser.add_argument("--clients", type=int, default=1000, help="many-clients connections")
+    parser.add_argument("--idle", type=int, default=10000, help="idle-crowd connections")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args()
+    chosen = [s for s in args.only.split(",") if s]
+    unknown = set(chosen) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    report: dict = {"machine": f"{os.cpu_count()} cores, {platform.machine()}, "
+                               f"Linux {platform.release()}, Python {platform.python_version()}",
+                    "runs": args.runs}
+    need = (3 * (args.size_mib << 20) + GiB) if {"bulk", "console"} & set(chosen) else GiB
+    work = scratch_dir("muxserver-bench-", need)
+    try:
+        for name in chosen:
+            scenario_dir = work / name
+            scenario_dir.mkdir()
+            print(f"running {name}...", file=sys.stderr, flush=True)
+            runner = {"bulk": bulk, "many": many_clients, "small": small_files,
+                      "idle": idle_crowd, "console": console}[name]
+            report[name] = runner(args, scenario_dir)
+            shutil.rmtree(scenario_dir, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report["targets"] = check_targets(report)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    return 0 if all(ok for _name, ok, _value in report["targets"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

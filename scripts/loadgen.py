@@ -1,0 +1,279 @@
+"""A non-blocking load generator for bench.py: one selectors loop drives every
+connection, so the generator is not the bottleneck it would be with a thread or a
+process per client. It speaks the protocol with muxserver's own encoders and decoder
+and checks every hash: puts by the server's reply, gets by hashing what arrives.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import resource
+import selectors
+import socket
+import statistics
+import time
+from pathlib import Path
+
+from benchlib import spawn_muxserver
+
+from muxserver import protocol
+from muxserver.protocol import BodyData, FrameDecoder, FrameEnd, FrameHeader, NEED_DATA
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+class Request:
+    __slots__ = ("frame", "name", "expect", "sent", "hasher")
+
+    def __init__(self, frame: bytes, name: str, expect: str) -> None:
+        self.frame, self.name, self.expect = frame, name, expect
+        self.sent = 0.0
+        self.hasher = None
+
+
+class Connection:
+    """One client: sends its requests (``window`` at a time) and checks the replies."""
+
+    def __init__(self, sock: socket.socket, requests: list[Request], window: int) -> None:
+        self.sock = sock
+        self.todo = collections.deque(requests)
+        self.inflight: collections.deque[Request] = collections.deque()
+        self.out = bytearray()
+        self.decoder = FrameDecoder()
+        self.window = window
+        self.current: Request | None = None
+        self.mask = 0
+
+    def fill(self, now: float) -> None:
+        while self.todo and len(self.inflight) < self.window:
+            req = self.todo.popleft()
+            req.sent = now
+            self.out += req.frame
+            self.inflight.append(req)
+
+    def done(self) -> bool:
+        return not self.todo and not self.inflight
+
+
+class LoadRun:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.selector = selectors.DefaultSelector()
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.checked = 0
+        self.scratch = memoryview(bytearray(1 << 20))
+
+    def run(self, plans: list[list[Request]], window: int) -> float:
+        conns = []
+        for plan in plans:
+            sock = socket.create_connection((self.host, self.port))
+            sock.setblocking(False)
+            conns.append(Connection(sock, plan, window))
+        started = time.perf_counter()
+        for conn in conns:
+            conn.fill(started)
+            self._interest(conn)
+        live = len(conns)
+        while live:
+            for key, mask in self.selector.select(timeout=60):
+                conn = key.data
+                if mask & selectors.EVENT_WRITE:
+                    self._write(conn)
+                if mask & selectors.EVENT_READ:
+                    self._read(conn)
+                if conn.done():
+                    self.selector.unregister(conn.sock)
+                    conn.mask = -1
+                    live -= 1
+                elif conn.mask != -1:
+                    self._interest(conn)
+        elapsed = time.perf_counter() - started
+        for conn in conns:
+            conn.sock.close()
+        return elapsed
+
+    def _interest(self, conn: Connection) -> None:
+        mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.out else 0)
+        if mask != conn.mask:
+            if conn.mask == 0:
+                self.selector.register(conn.sock, mask, conn)
+            else:
+                self.selector.modify(conn.sock, mask, conn)
+            conn.mask = mask
+
+    def _write(self, conn: Connection) -> None:
+        try:
+            sent = conn.sock.send(conn.out)
+        except BlockingIOError:
+            return
+        del conn.out[:sent]
+
+    def _read(self, conn: Connection) -> None:
+        try:
+            n = conn.sock.recv_into(self.scratch)
+        except BlockingIOError:
+            return
+        if not n:
+            self.errors += len(conn.inflight) + len(conn.todo)
+            conn.inflight.clear()
+            conn.todo.clear()
+            return
+        conn.decoder.receive_data(self.scratch[:n])
+        while (event := conn.decoder.next_event()) is not NEED_DATA:
+            if isinstance(event, FrameHeader):
+                req = conn.inflight[0]
+                if not event.fields.get("ok"):
+                    self.errors += 1
+                elif req.expect and event.length == 0 and event.fields.get("sha256") != req.expect:
+                    self.errors += 1  # a put reply with the wrong digest
+                elif event.length:
+                    req.hasher = hashlib.sha256()
+            elif isinstance(event, BodyData):
+                conn.inflight[0].hasher.update(event.data)
+            elif isinstance(event, FrameEnd):
+                req = conn.inflight.popleft()
+                self.latencies.append(time.perf_counter() - req.sent)
+                if req.hasher is not None:
+                    if req.hasher.hexdigest() != req.expect:
+                        self.errors += 1
+                self.checked += 1
+                conn.fill(time.perf_counter())
+        conn.decoder.keep_leftover()
+
+
+def _payloads(count: int, size: int) -> list[tuple[bytes, str]]:
+    out = []
+    for i in range(count):
+        data = (os.urandom(64) * (size // 64 + 1))[:size]
+        out.append((data, hashlib.sha256(data).hexdigest()))
+    return out
+
+
+def _stats(run: LoadRun, elapsed: float, files: int, description: str) -> dict:
+    return {"description": description, "seconds": elapsed, "files_per_s": files / elapsed,
+            "p50_ms": 1000 * statistics.median(run.latencies),
+            "p99_ms": 1000 * percentile(run.latencies, 0.99),
+            "errors": run.errors, "checked": run.checked}
+
+
+def many_clients(args, work: Path) -> dict:
+    """Each connection puts 16 files of 64 KiB, one after another, then gets them back."""
+    raise_fd_limit()
+    root = work / "root"
+    root.mkdir()
+    server = spawn_muxserver(root)
+    payloads = _payloads(16, 64 * 1024)
+    try:
+        run = LoadRun(server.host, server.port)
+        puts = [[Request(protocol.encode_put(j, f"c{i}/f{j}", len(data), digest) + data,
+                         f"c{i}/f{j}", digest) for j, (data, digest) in enumerate(payloads)]
+                for i in range(args.clients)]
+        put_time = run.run(puts, window=1)
+        gets = [[Request(protocol.encode_get(100 + j, f"c{i}/f{j}"), f"c{i}/f{j}", digest)
+                 for j, (_data, digest) in enumerate(payloads)] for i in range(args.clients)]
+        get_time = run.run(gets, window=1)
+    finally:
+        server.stop()
+    files = 2 * 16 * args.clients
+    result = _stats(run, put_time + get_time, files,
+                    f"{args.clients} connections each putting 16 files of 64 KiB, one at a "
+                    "time, then getting them back")
+    result.update(put_seconds=put_time, get_seconds=get_time)
+    return result
+
+
+def small_files(args, work: Path) -> dict:
+    """20,000 files of 4 KiB over 50 connections, pipelined (64 in flight each)."""
+    raise_fd_limit()
+    root = work / "root"
+    root.mkdir()
+    server = spawn_muxserver(root)
+    payloads = _payloads(64, 4096)
+    try:
+        run = LoadRun(server.host, server.port)
+        plans = []
+        for i in range(50):
+            plan = []
+            for j in range(400):
+                data, digest = payloads[(i + j) % len(payloads)]
+                name = f"s{i}/f{j}"
+                plan.append(Request(protocol.encode_put(j, name, len(data), digest) + data,
+                                    name, digest))
+            plans.append(plan)
+        elapsed = run.run(plans, window=64)
+    finally:
+        server.stop()
+    return _stats(run, elapsed, 20000, "20,000 puts of 4 KiB over 50 connections, "
+                                       "64 pipelined per connection")
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def idle_crowd(args, work: Path) -> dict:
+    """Hold ``--idle`` idle connections; measure RSS per connection and stat latency."""
+    raise_fd_limit()
+    root = work / "root"
+    root.mkdir()
+    (root / "probe.txt").write_bytes(b"probe")
+    server = spawn_muxserver(root)
+    crowd: list[socket.socket] = []
+    try:
+        warm = socket.create_connection((server.host, server.port))  # allocate loop structures
+        warm.sendall(protocol.encode_stat(1, "probe.txt"))
+        _read_frame(warm)
+        warm.close()
+        time.sleep(0.5)
+        before = _rss(server.proc.pid)
+        for _ in range(args.idle):
+            crowd.append(socket.create_connection((server.host, server.port)))
+        # every connection proves it is held: one stat each, pipelined over the crowd
+        for sock in crowd:
+            sock.sendall(protocol.encode_stat(1, "probe.txt"))
+        held = all(_read_frame(sock).get("ok") for sock in crowd)
+        after = _rss(server.proc.pid)
+        latencies = []
+        for _ in range(200):
+            started = time.perf_counter()
+            with socket.create_connection((server.host, server.port)) as fresh:
+                fresh.sendall(protocol.encode_stat(1, "probe.txt"))
+                _read_frame(fresh)
+            latencies.append(time.perf_counter() - started)
+    finally:
+        for sock in crowd:
+            sock.close()
+        server.stop()
+    return {"connections": args.idle, "held": held, "rss_before": before, "rss_after": after,
+            "rss_per_connection": (after - before) / args.idle,
+            "stat_p50_ms": 1000 * statistics.median(latencies),
+            "stat_p99_ms": 1000 * percentile(latencies, 0.99)}
+
+
+def _read_frame(sock: socket.socket) -> dict:
+    decoder = FrameDecoder()
+    fields: dict = {}
+    while True:
+        event = decoder.next_event()
+        if event is NEED_DATA:
+            decoder.receive_data(sock.recv(65536))
+        elif isinstance(event, FrameHeader):
+            fields = event.fields
+        elif isinstance(event, FrameEnd):
+            return fields
