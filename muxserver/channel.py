@@ -89,6 +89,7 @@ class Channel:
         self.wants_drain = False  # tell the protocol when output falls below low water
         self.tls = isinstance(sock, ssl.SSLSocket)
         self.use_sendfile = not self.tls  # sendfile would bypass the encryption
+        self.use_splice = not self.tls  # (so would splice, for uploads)
         self.counted = False  # counts toward the server's connection cap
         self.bytes_in = 0
         self.bytes_out = 0
@@ -151,12 +152,64 @@ class Channel:
         scratch = self.loop.scratch
         buf = scratch[:self.limits.recv_size] if self.limits.recv_size < len(scratch) else scratch
         for _ in range(self.limits.reads_per_event):
-            n = self._recv_once(buf)
-            if n < len(buf) or self.closed or self.reading_paused or (
+            sink = self.protocol.splice_sink() if self.use_splice else None
+            if sink is not None:
+                n, full = self._splice_once(*sink)
+                if n is None:
+                    continue  # splice is not possible here after all: recv from now on
+            else:
+                n = self._recv_once(buf)
+                full = n == len(buf)
+            if not full or self.closed or self.reading_paused or (
                     self.state is not ChannelState.OPEN):
                 break
         if self.tls and not self.closed:
             self._read_pending_tls()
+
+    def _splice_once(self, fd: int, offset: int, count: int) -> tuple[int | None, bool]:
+        """Move body bytes from the socket to a file with splice(2), never through Python:
+        socket -> the loop's pipe -> file. Only ``count`` bytes (the rest of the body) are
+        taken, so the next frame's bytes stay in the socket for the next recv.
+
+        Returns (bytes moved, whether the pipe was filled), or (None, False) when the
+        kernel cannot splice this socket or file (the caller falls back to recv).
+        """
+        pipe = self.loop.splice_pipe()
+        if pipe is None:
+            self.use_splice = False
+            return None, False
+        read_end, write_end, capacity = pipe
+        want = min(count, capacity, self.limits.recv_size * self.limits.reads_per_event)
+        try:
+            n = os.splice(self.fd, write_end, want, flags=_SPLICE_FLAGS)
+        except (BlockingIOError, InterruptedError):
+            return 0, False
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                self.use_splice = False
+                return None, False
+            if self.trace is not None:
+                self.trace("io_error", self.id, call="splice", error=_describe(exc))
+            self.abort(_describe(exc))
+            return 0, False
+        self.last_io = self.loop.now
+        if n == 0:  # end of stream, exactly as recv returning b""
+            if self.trace is not None:
+                self.trace("eof", self.id)
+            self.read_closed = True
+            self._update_interest()
+            self.protocol.eof_received()
+            return 0, False
+        self.bytes_in += n
+        try:
+            _drain_pipe_to_file(read_end, fd, offset, n)
+        except OSError as exc:  # disk full, file too large: the protocol decides
+            self.protocol.splice_failed(n, exc)
+            return n, False
+        if self.trace is not None:
+            self.trace("splice", self.id, n=n)
+        self.protocol.spliced(n)
+        return n, n == want
 
     def _recv_once(self, buf: memoryview) -> int:
         """One recv_into; hand the bytes on. Returns the count (0 when nothing came)."""
@@ -469,6 +522,26 @@ def _cap_chunks(chunks: list[memoryview], cap: int) -> list[memoryview]:
         capped.append(chunk)
         cap -= len(chunk)
     return capped
+
+
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
+
+
+def _drain_pipe_to_file(pipe: int, fd: int, offset: int, count: int) -> None:
+    """Move ``count`` bytes from the pipe to the file at ``offset``; on an error, empty
+    the pipe anyway (it is shared by every connection) and raise."""
+    left = count
+    try:
+        while left:
+            moved = os.splice(pipe, fd, left, offset_dst=offset + count - left,
+                              flags=getattr(os, "SPLICE_F_MOVE", 0))
+            if moved == 0:
+                raise OSError(errno.EIO, "splice moved nothing")
+            left -= moved
+    except OSError:
+        while left:
+            left -= len(os.read(pipe, left))
+        raise
 
 
 def _head(chunks: list[memoryview], sent: int, limit: int = 64) -> bytes:

@@ -41,7 +41,7 @@ from .protocol import (
     Request,
     RequestError,
 )
-from .storage import OpenFile, StorageError, Upload, printable
+from .storage import OpenFile, StorageError, Upload, printable, write_error
 
 if TYPE_CHECKING:
     from .server import Server
@@ -282,6 +282,35 @@ class NativeSession:
             self.reply_error(self.upload_id, exc.code, exc.message, op="put", name=upload.name)
             return
         self.transfer.received = upload.offset + upload.received
+
+    # -- bodies that go straight from the socket to the file (splice)
+
+    def splice_sink(self) -> tuple[int, int, int] | None:
+        """(fd, offset, count) when the next body bytes may bypass Python, else None."""
+        upload = self.upload
+        if upload is None or self.job is not None or self.verifying is not None:
+            return None
+        count = self.decoder.body_pending_unbuffered
+        target = upload.splice_target() if count else None
+        return None if target is None else (*target, count)
+
+    def spliced(self, count: int) -> None:
+        self.decoder.body_moved_elsewhere(count)
+        self.upload.spliced(count)
+        self.transfer.received = self.upload.offset + self.upload.received
+        if not self.decoder.body_left:
+            self.process()  # the frame's end: commit
+        else:
+            self.note_progress()
+
+    def splice_failed(self, count: int, exc: OSError) -> None:
+        """Writing spliced bytes to the file failed (disk full...): like a failed write."""
+        self.decoder.body_moved_elsewhere(count)
+        upload, self.upload = self.upload, None
+        upload.abort()
+        error = write_error(exc, upload.name)
+        self.reply_error(self.upload_id, error.code, error.message, op="put", name=upload.name)
+        self.process()  # the rest of the body is read and dropped
 
     def finish_request(self) -> None:
         upload = self.upload

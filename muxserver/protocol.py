@@ -216,6 +216,20 @@ class FrameDecoder:
         return left
 
     @property
+    def body_pending_unbuffered(self) -> int:
+        """Body bytes still to come that are not in our buffers yet: a caller may move
+        them from the socket to their destination itself (splice). 0 otherwise."""
+        if self.state is DecoderState.BODY and self._pos == len(self._view):
+            return self.body_left
+        return 0
+
+    def body_moved_elsewhere(self, count: int) -> None:
+        """The caller moved ``count`` body bytes past us (see body_pending_unbuffered)."""
+        if count > self.body_pending_unbuffered:
+            raise RuntimeError("more body bytes moved than the frame has left")
+        self.body_left -= count
+
+    @property
     def buffered(self) -> int:
         """Bytes received but not yet decoded (partial prefix/header plus unread input)."""
         return len(self._acc) + len(self._view) - self._pos

@@ -265,7 +265,7 @@ class Root:
         except FileExistsError:
             pass  # made by someone else in the meantime: fine, open it below
         except OSError as exc:
-            raise _write_error(exc, where) from None
+            raise write_error(exc, where) from None
         try:
             return os.open(part, _O_DIR, dir_fd=parent)
         except OSError as exc:
@@ -399,7 +399,7 @@ class Root:
                     fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                                  | os.O_CLOEXEC, FILE_MODE, dir_fd=parent)
                 except OSError as exc:
-                    raise _write_error(exc, name) from None
+                    raise write_error(exc, name) from None
         except BaseException:
             _remove_created(created)
             if parent >= 0:
@@ -416,7 +416,7 @@ class Root:
             raise StorageError("offset_mismatch", f"the server holds no partial upload of "
                                                   f"{name!r} (resume from 0)") from None
         except OSError as exc:
-            raise _write_error(exc, name) from None
+            raise write_error(exc, name) from None
         fd = os.open(temp, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
         held = os.fstat(fd).st_size
         if held != offset:
@@ -554,11 +554,23 @@ class Upload:
             try:
                 written = os.write(self.fd, data)
             except OSError as exc:
-                raise _write_error(exc, self.name) from None
+                raise write_error(exc, self.name) from None
             data = data[written:]
             self.received += written
         if job is not None:
             job.written(self.offset + self.received)
+
+    def splice_target(self) -> tuple[int, int] | None:
+        """(fd, offset) where body bytes may be spliced straight from the socket, when the
+        helper hashes this upload (the bytes never pass through Python); else None."""
+        if self.hash_job is None or self.fd < 0:
+            return None
+        return self.fd, self.offset + self.received
+
+    def spliced(self, count: int) -> None:
+        """``count`` bytes were spliced in at splice_target()."""
+        self.received += count
+        self.hash_job.written(self.offset + self.received)
 
     def finish_hash(self, on_done: Callable[[str | None], None]) -> bool:
         """All bytes are written. With a helper hashing, start its last step and return
@@ -592,7 +604,7 @@ class Upload:
                 if self.mtime is not None:
                     os.utime(self.fd, (self.mtime, self.mtime))
             except OSError as exc:
-                raise _write_error(exc, self.name) from None
+                raise write_error(exc, self.name) from None
             self.root.hashes.remember(self.fd, os.fstat(self.fd), digest)
             self._publish()
             self._sync_directories()
@@ -619,7 +631,7 @@ class Upload:
             except IsADirectoryError:
                 raise StorageError("is_directory", f"{self.name!r} is a directory") from None
             except OSError as exc:
-                raise _write_error(exc, self.name) from None
+                raise write_error(exc, self.name) from None
             self.temp = ""
             return
         # link() fails if the name exists: no window in which a file appearing
@@ -631,7 +643,7 @@ class Upload:
                                          "during the upload") from None
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS):
-                raise _write_error(exc, self.name) from None
+                raise write_error(exc, self.name) from None
             self._publish_without_links(kw)  # a file system without hard links
             return
         os.unlink(self.temp, dir_fd=self.parent)
@@ -650,7 +662,7 @@ class Upload:
             for parent_fd, _name in self.created:
                 os.fsync(parent_fd)  # the new directory's own entry in its parent
         except OSError as exc:
-            raise _write_error(exc, self.name) from None
+            raise write_error(exc, self.name) from None
 
     def abort(self) -> None:
         """Stop the upload. A resumable one keeps what it received as a partial file
@@ -750,7 +762,7 @@ def _leaf_error(exc: OSError, name: str) -> StorageError:
     return StorageError("io_error", f"{name!r}: {exc.strerror}")
 
 
-def _write_error(exc: OSError, name: str) -> StorageError:
+def write_error(exc: OSError, name: str) -> StorageError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return StorageError("no_space", f"cannot store {name!r}: {exc.strerror}")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):

@@ -37,6 +37,8 @@ SENTENCES: dict[str, dict[str, str]] = {
         "emfile_resume": "watching the listener again after the back-off",
         "handshake": "TLS handshake done",
         "recv": "recv returned {n} bytes",
+        "splice": "splice moved {n} body bytes from the socket to the file, never through "
+                  "Python",
         "io_error": "{call} failed: {error}; this connection ends, the others go on",
         "eof": "recv returned 0: the peer finished sending (half close); replies still owed "
                "will be sent",
@@ -72,6 +74,8 @@ SENTENCES: dict[str, dict[str, str]] = {
         "emfile_resume": "se vuelve a vigilar el socket de escucha tras la pausa",
         "handshake": "negociación TLS terminada",
         "recv": "recv devolvió {n} bytes",
+        "splice": "splice movió {n} bytes del cuerpo del socket al archivo, sin pasar por "
+                  "Python",
         "io_error": "{call} falló: {error}; esta conexión termina, las demás siguen",
         "eof": "recv devolvió 0: el otro extremo terminó de enviar (cierre a medias); las "
                "respuestas pendientes se enviarán igualmente",
