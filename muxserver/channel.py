@@ -42,6 +42,7 @@ from typing import Any, Callable
 from .buffers import FileRegion, SendQueue
 from .limits import Limits
 from .loop import EVENT_READ, EVENT_WRITE, EventLoop, Timer
+from .zerocopy import UNSUPPORTED
 
 log = logging.getLogger("muxserver")
 
@@ -167,25 +168,23 @@ class Channel:
             self._read_pending_tls()
 
     def _splice_once(self, fd: int, offset: int, count: int) -> tuple[int | None, bool]:
-        """Move body bytes from the socket to a file with splice(2), never through Python:
-        socket -> the loop's pipe -> file. Only ``count`` bytes (the rest of the body) are
-        taken, so the next frame's bytes stay in the socket for the next recv.
+        """Move body bytes from the socket to a file without passing them through
+        Python (see zerocopy.py); only ``count`` bytes, the rest of the body.
 
-        Returns (bytes moved, whether the pipe was filled), or (None, False) when the
-        kernel cannot splice this socket or file (the caller falls back to recv).
+        Returns (bytes moved, whether a full pipe's worth came), or (None, False) when
+        the kernel cannot splice this socket or file (the caller falls back to recv).
         """
         pipe = self.loop.splice_pipe()
         if pipe is None:
             self.use_splice = False
             return None, False
-        read_end, write_end, capacity = pipe
-        want = min(count, capacity, self.limits.recv_size * self.limits.reads_per_event)
+        want = min(count, pipe.capacity)
         try:
-            n = os.splice(self.fd, write_end, want, flags=_SPLICE_FLAGS)
+            n = pipe.take_from_socket(self.fd, want)
         except (BlockingIOError, InterruptedError):
             return 0, False
         except OSError as exc:
-            if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            if exc.errno in UNSUPPORTED:
                 self.use_splice = False
                 return None, False
             if self.trace is not None:
@@ -202,7 +201,7 @@ class Channel:
             return 0, False
         self.bytes_in += n
         try:
-            _drain_pipe_to_file(read_end, fd, offset, n)
+            pipe.give_to_file(fd, offset, n)
         except OSError as exc:  # disk full, file too large: the protocol decides
             self.protocol.splice_failed(n, exc)
             return n, False
@@ -522,26 +521,6 @@ def _cap_chunks(chunks: list[memoryview], cap: int) -> list[memoryview]:
         capped.append(chunk)
         cap -= len(chunk)
     return capped
-
-
-_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
-
-
-def _drain_pipe_to_file(pipe: int, fd: int, offset: int, count: int) -> None:
-    """Move ``count`` bytes from the pipe to the file at ``offset``; on an error, empty
-    the pipe anyway (it is shared by every connection) and raise."""
-    left = count
-    try:
-        while left:
-            moved = os.splice(pipe, fd, left, offset_dst=offset + count - left,
-                              flags=getattr(os, "SPLICE_F_MOVE", 0))
-            if moved == 0:
-                raise OSError(errno.EIO, "splice moved nothing")
-            left -= moved
-    except OSError:
-        while left:
-            left -= len(os.read(pipe, left))
-        raise
 
 
 def _head(chunks: list[memoryview], sent: int, limit: int = 64) -> bytes:

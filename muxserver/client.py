@@ -45,6 +45,7 @@ from .protocol import (
     ProtocolError,
 )
 from .storage import HashCache
+from .zerocopy import UNSUPPORTED, SplicePipe
 
 DEFAULT_PORT = 9009
 HASH_CHUNK = 1024 * 1024
@@ -261,6 +262,12 @@ class GetFile(Operation):
             raise ClientError("local_error", f"cannot write {self.part}: {exc.strerror}") from None
         self.hash_job.written(self.written)
 
+    def spliced(self, count: int) -> None:
+        """``count`` body bytes were spliced into the .part file at ``written``."""
+        self.written += count
+        self.done_bytes += count
+        self.hash_job.written(self.written)
+
     def on_end(self) -> bool:
         job, self.hash_job = self.hash_job, None
         job.finish(self.written, lambda digest: None)
@@ -396,6 +403,8 @@ class Client:
         self.progress = progress  # called as body bytes move
         self.on_finish = on_finish  # called once per operation, when its result is final
         self.sock: socket.socket | None = None
+        self.can_splice = SplicePipe.available()
+        self._pipe: SplicePipe | None = None
         self.authenticated = False  # this connection has presented the token
         self._next_id = 1
         self._scratch = memoryview(bytearray(256 * 1024))
@@ -445,6 +454,14 @@ class Client:
             self.sock.close()
             self.sock = None
         self.authenticated = False
+        if self._pipe is not None:
+            self._pipe.close()
+            self._pipe = None
+
+    def splice_pipe(self) -> SplicePipe | None:
+        if self._pipe is None and self.can_splice:
+            self._pipe = SplicePipe()
+        return self._pipe
 
     # -- convenience wrappers (raise ClientError on failure)
 
@@ -603,6 +620,8 @@ class _Pipeline:
                                             f"{exc.strerror}") from None
 
     def read(self) -> None:
+        if self.splice_body():
+            return
         while True:
             try:
                 n = self.sock.recv_into(self.client._scratch)
@@ -619,6 +638,38 @@ class _Pipeline:
             # TLS: bytes already decrypted inside OpenSSL do not make the socket readable.
             if not n or not self.client.tls or not self.sock.pending():
                 return
+
+    def splice_body(self) -> bool:
+        """Move a download's body from the socket into its .part file without passing
+        through Python (zerocopy.py); False when this read cannot use splice."""
+        op = self.current
+        count = self.decoder.body_pending_unbuffered
+        if not count or self.client.tls or not isinstance(op, GetFile) or op.fd < 0:
+            return False
+        pipe = self.client.splice_pipe()
+        if pipe is None:
+            return False
+        try:
+            n = pipe.take_from_socket(self.sock.fileno(), count)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError as exc:
+            if exc.errno in UNSUPPORTED:
+                self.client.can_splice = False
+                return False
+            raise ClientError("connection", f"connection lost: {exc.strerror}") from None
+        if n == 0:
+            raise ClientError("connection", self.closed_reason())
+        try:
+            pipe.give_to_file(op.fd, op.written, n)
+        except OSError as exc:
+            raise ClientError("local_error", f"cannot write {op.part}: {exc.strerror}") from None
+        self.decoder.body_moved_elsewhere(n)
+        op.spliced(n)
+        self.report(op)
+        if not self.decoder.body_left:
+            self.dispatch()  # the frame's end
+        return True
 
     def drain_after_reset(self) -> None:
         try:

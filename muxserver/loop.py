@@ -24,16 +24,16 @@ This module knows nothing of the protocol, of files, or of the console.
 from __future__ import annotations
 
 import collections
-import fcntl
 import heapq
 import itertools
 import logging
-import os
 import selectors
 import signal
 import socket
 import time
 from typing import Any, Callable, Protocol
+
+from .zerocopy import SplicePipe
 
 log = logging.getLogger("muxserver")
 
@@ -79,7 +79,7 @@ class EventLoop:
         self._ready: collections.deque[Callable[[], None]] = collections.deque()
         self._to_flush: dict[Any, None] = {}  # insertion-ordered set of channels
         self._to_close: list[Any] = []
-        self._pipe: tuple[int, int, int] | None = None
+        self._pipe: SplicePipe | None = None
         self._running = False
         self._waker_r, self._waker_w = socket.socketpair()
         self._waker_r.setblocking(False)
@@ -122,19 +122,11 @@ class EventLoop:
         """Run ``callback`` after this turn's events (next turn if called from a ready one)."""
         self._ready.append(callback)
 
-    def splice_pipe(self) -> tuple[int, int, int] | None:
-        """The loop's one pipe for splice(2): (read end, write end, capacity), or None
-        where the platform has no splice. Shared safely: every use empties it at once."""
-        if self._pipe is None:
-            if not hasattr(os, "splice"):
-                return None
-            read_end, write_end = os.pipe2(os.O_CLOEXEC)
-            capacity = 65536
-            try:  # F_SETPIPE_SZ: 1 MiB moves per splice instead of 64 KiB
-                capacity = fcntl.fcntl(write_end, 1031, 1 << 20)
-            except OSError:
-                pass  # over /proc/sys/fs/pipe-max-size: keep the default
-            self._pipe = (read_end, write_end, capacity)
+    def splice_pipe(self) -> SplicePipe | None:
+        """The loop's one pipe for splice(2), or None where there is no splice. One is
+        enough: the loop is single-threaded and each use empties it."""
+        if self._pipe is None and SplicePipe.available():
+            self._pipe = SplicePipe()
         return self._pipe
 
     def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
@@ -294,8 +286,7 @@ class EventLoop:
         self._waker_r.close()
         self._waker_w.close()
         if self._pipe is not None:
-            os.close(self._pipe[0])
-            os.close(self._pipe[1])
+            self._pipe.close()
             self._pipe = None
 
 
