@@ -68,7 +68,8 @@ class Limits:
     sendfile_chunk: int = limit(
         4 * MiB, "largest sendfile per writable event: no connection hogs the loop", "bytes")
     inline_file_size: int = limit(
-        64 * KiB, "files this small go out with their header in one send", "bytes")
+        16 * KiB, "files this small go out with their header in one send; bigger ones by "
+        "sendfile (measured: 64 KiB gets ~40 % faster by sendfile)", "bytes")
     hash_step: int = limit(
         1 * MiB, "bytes hashed per loop turn when a file's SHA-256 is not known yet", "bytes")
     list_page_size: int = limit(

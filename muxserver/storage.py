@@ -32,6 +32,7 @@ import dataclasses
 import errno
 import fcntl
 import hashlib
+import itertools
 import logging
 import os
 import re
@@ -55,10 +56,15 @@ FILE_MODE = 0o644  # before the umask, like files created by cp or curl -O
 DIR_MODE = 0o755
 HASH_XATTR = "user.muxserver.sha256"
 ASYNC_HASH_FROM = 4 * 1024 * 1024  # uploads this big are hashed by the helper thread
+PERSIST_HASH_FROM = 1024 * 1024  # hashes of files this big are also kept in an xattr
+# Temporary names: random per process, then counted (O_EXCL guards against any clash).
+_RUN_ID = secrets.token_hex(4)
+_TEMP_IDS = itertools.count()
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _WINDOWS_DEVICES = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)
 _DRIVE = re.compile(r"[A-Za-z]:")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # exactly Unicode's category Cc
 
 
 class StorageError(Exception):
@@ -78,6 +84,8 @@ def split_name(name: str, *, allow_root: bool = False) -> list[str]:
     if allow_root and name == "":
         return []
     parts = _check_form(name)
+    if name.isascii():
+        return parts  # ASCII is its own NFKC form: nothing can hide in it
     folded = unicodedata.normalize("NFKC", name)
     if folded != name and len(_check_form(folded)) != len(parts):
         raise StorageError("bad_name", f"{name!r} changes its path structure under "
@@ -97,7 +105,7 @@ def _check_form(name: str) -> list[str]:
         raise refuse("it is not valid Unicode text") from None
     if size > MAX_NAME_BYTES:
         raise refuse(f"longer than {MAX_NAME_BYTES} bytes")
-    if any(unicodedata.category(ch) == "Cc" for ch in name):
+    if _CONTROL.search(name):
         raise refuse("it contains a control character")
     if "\\" in name:
         raise refuse("backslashes are not separators here and are not allowed")
@@ -175,6 +183,8 @@ class HashCache:
 
     def remember(self, fd: int, st: os.stat_result, digest: str) -> None:
         self._remember(st, digest)
+        if st.st_size < PERSIST_HASH_FROM:
+            return  # cheap to hash again after a restart: spare the syscall
         try:
             value = f"{st.st_size} {st.st_mtime_ns} {digest}".encode()
             os.setxattr(fd, HASH_XATTR, value)
@@ -237,7 +247,9 @@ class Root:
         Opens one component at a time with O_NOFOLLOW. With ``create``, missing
         directories are made and recorded in ``created`` as (parent fd, name).
         """
-        fd = os.open(".", _O_DIR, dir_fd=self.dir_fd)
+        if not parts:  # a descriptor of its own: a dup would share the read position
+            return os.open(".", _O_DIR, dir_fd=self.dir_fd)
+        fd = self.dir_fd  # not ours to close; every descriptor after it is
         try:
             for i, part in enumerate(parts):
                 where = "/".join(parts[:i + 1])
@@ -249,10 +261,12 @@ class Root:
                     child = self._make_dir(fd, part, where, created)
                 except OSError as exc:
                     raise _dir_error(exc, fd, part, where) from None
-                os.close(fd)
+                if fd != self.dir_fd:
+                    os.close(fd)
                 fd = child
         except BaseException:
-            os.close(fd)
+            if fd != self.dir_fd:
+                os.close(fd)
             raise
         return fd
 
@@ -391,7 +405,7 @@ class Root:
             self._check_target(parent, leaf, name, overwrite, allow_overwrite)
             # The key in a resumable upload's temporary name lets a restarted server turn
             # it into a partial file instead of deleting it (see sweep_temporary_files).
-            temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}" + (f".{key}" if key else "")
+            temp = f"{TEMP_PREFIX}{_RUN_ID}{next(_TEMP_IDS):x}" + (f".{key}" if key else "")
             if offset:
                 fd = self._claim_partial(parent, key, temp, offset, name)
             else:
@@ -611,7 +625,8 @@ class Upload:
         except BaseException:
             self.abort()
             raise
-        self._forget_partial()
+        if self.key or self.offset:
+            self._forget_partial()  # only resumable uploads can have left one
         self._release()
         return digest
 

@@ -266,6 +266,9 @@ def print_report(report: dict) -> None:
             print(f"  total {r['seconds']:.2f} s, {r['files_per_s']:.0f} files/s, "
                   f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}, "
                   f"hashes checked {r['checked']}")
+            if "server_cpu" in r:
+                print(f"  CPU: server {r['server_cpu']:.2f} s, load generator "
+                      f"{r['generator_cpu']:.2f} s (2 cores)")
     if "idle" in report:
         r = report["idle"]
         print(f"\nIdle crowd: {r['connections']} idle connections held: {r['held']}")

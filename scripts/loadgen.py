@@ -16,7 +16,7 @@ import statistics
 import time
 from pathlib import Path
 
-from benchlib import spawn_muxserver
+from benchlib import cpu_seconds, spawn_muxserver
 
 from muxserver import protocol
 from muxserver.protocol import BodyData, FrameDecoder, FrameEnd, FrameHeader, NEED_DATA
@@ -175,6 +175,7 @@ def many_clients(args, work: Path) -> dict:
     root.mkdir()
     server = spawn_muxserver(root)
     payloads = _payloads(16, 64 * 1024)
+    cpu_server, cpu_self = cpu_seconds(server.proc.pid), time.process_time()
     try:
         run = LoadRun(server.host, server.port)
         puts = [[Request(protocol.encode_put(j, f"c{i}/f{j}", len(data), digest) + data,
@@ -184,13 +185,16 @@ def many_clients(args, work: Path) -> dict:
         gets = [[Request(protocol.encode_get(100 + j, f"c{i}/f{j}"), f"c{i}/f{j}", digest)
                  for j, (_data, digest) in enumerate(payloads)] for i in range(args.clients)]
         get_time = run.run(gets, window=1)
+        cpu_server = cpu_seconds(server.proc.pid) - cpu_server
+        cpu_self = time.process_time() - cpu_self
     finally:
         server.stop()
     files = 2 * 16 * args.clients
     result = _stats(run, put_time + get_time, files,
                     f"{args.clients} connections each putting 16 files of 64 KiB, one at a "
                     "time, then getting them back")
-    result.update(put_seconds=put_time, get_seconds=get_time)
+    result.update(put_seconds=put_time, get_seconds=get_time, server_cpu=cpu_server,
+                  generator_cpu=cpu_self)
     return result
 
 
