@@ -375,3 +375,27 @@ def test_a_refused_listing_leaves_the_connection_fully_usable(server, log_watche
         sock.shutdown(socket.SHUT_WR)
         assert reader.closed()  # and the server noticed our end of stream
     log_watcher.wait_for("closed")
+
+
+def test_the_client_remembers_its_files_hashes(server, tmp_path, monkeypatch):
+    from muxserver import client as client_module
+
+    data = os.urandom(2 * 1024 * 1024)
+    (tmp_path / "f").write_bytes(data)
+    with server.client() as client:
+        client.put_file(tmp_path / "f", "first")
+    assert os.getxattr(tmp_path / "f", "user.muxserver.sha256").decode().endswith(sha256(data))
+    client_module.LOCAL_HASHES._entries.clear()  # only the xattr is left to remember
+
+    def no_reading(*args):
+        raise AssertionError("the file was read again to hash it")
+
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:  # (the server is idle: patching os.pread touches nobody else)
+        monkeypatch.setattr(client_module.os, "pread", no_reading)
+        assert client_module.file_sha256(fd, os.fstat(fd)) == sha256(data)
+    finally:
+        monkeypatch.undo()
+        os.close(fd)
+    with server.client() as client:
+        assert client.put_file(tmp_path / "f", "second").sha256 == sha256(data)

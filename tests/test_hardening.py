@@ -282,3 +282,33 @@ def test_a_download_to_a_reader_that_stopped_times_out(make_server, root, log_wa
         log_watcher.wait_for("closed")
         with server.client() as client:  # the others are still served
             assert client.stat("big")["size"] == 50_000_000
+
+
+@pytest.fixture
+def disk_of_12_mib():
+    where = Path(tempfile.mkdtemp(prefix="muxserver-full12-"))
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(where)],
+                      capture_output=True).returncode != 0:
+        where.rmdir()
+        pytest.skip("cannot mount a small tmpfs here (not root?)")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], capture_output=True)
+        where.rmdir()
+
+
+def test_a_full_disk_during_a_spliced_upload_is_reported_and_cleaned(disk_of_12_mib, tmp_path):
+    big = os.urandom(8 * 1024 * 1024)  # over 4 MiB: spliced from the socket to the file
+    (tmp_path / "a").write_bytes(big)
+    (tmp_path / "b").write_bytes(big[::-1])
+    srv = spawn_server(disk_of_12_mib)
+    try:
+        with Client(srv.host, srv.port) as client:
+            results = client.run([PutFile(tmp_path / "a", "a"), PutFile(tmp_path / "b", "b"),
+                                  ListDir("")])
+        assert results[0].ok and results[1].code == "no_space"
+        assert [e["name"] for e in results[2].entries] == ["a"]
+        assert temp_files(disk_of_12_mib) == [] and srv.proc.poll() is None
+    finally:
+        stop_process(srv.proc)

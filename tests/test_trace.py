@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import string
@@ -256,3 +257,13 @@ def test_with_the_console_on_trace_lines_go_to_its_event_pane(make_server):
     lines = [line.plain for line in live.view.log]
     assert lines[-2].endswith("[#7] recv returned 42 bytes")
     assert lines[-1].endswith("[#7] the length prefix is 3 of 8 bytes, waiting for the rest")
+
+
+def test_a_large_upload_is_spliced_and_narrated(traced, tmp_path):
+    server, trace = traced()
+    data = os.urandom(6 * 1024 * 1024)
+    (tmp_path / "big").write_bytes(data)
+    with server.client() as client:
+        client.put_file(tmp_path / "big", "big")
+    trace.wait_for(r"splice moved \d+ body bytes from the socket to the file")
+    assert (server.root / "big").read_bytes() == data
