@@ -464,12 +464,7 @@ class Root:
         st = self._lstat(parent, leaf, name)
         if st is None:
             return
-        if stat.S_ISDIR(st.st_mode):
-            raise StorageError("is_directory", f"{name!r} is a directory")
-        if stat.S_ISLNK(st.st_mode):
-            raise StorageError("forbidden", f"{name!r} is a symbolic link; not replacing it")
-        if not stat.S_ISREG(st.st_mode):
-            raise StorageError("not_a_file", f"{name!r} is not a regular file")
+        _require_regular(st, name, "replacing")
         if not overwrite:
             raise StorageError("exists", f"{name!r} already exists")
         if not allow_overwrite:
@@ -740,13 +735,13 @@ def _entry(name: str, st: os.stat_result) -> dict[str, Any]:
             "mtime": st.st_mtime}
 
 
-def _require_regular(st: os.stat_result | None, name: str) -> None:
+def _require_regular(st: os.stat_result | None, name: str, refusing: str = "following") -> None:
     if st is None:
         raise StorageError("not_found", f"no such file {name!r}")
     if stat.S_ISDIR(st.st_mode):
         raise StorageError("is_directory", f"{name!r} is a directory")
     if stat.S_ISLNK(st.st_mode):
-        raise StorageError("forbidden", f"{name!r} is a symbolic link; not following it")
+        raise StorageError("forbidden", f"{name!r} is a symbolic link; not {refusing} it")
     if not stat.S_ISREG(st.st_mode):
         raise StorageError("not_a_file", f"{name!r} is not a regular file")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -83,12 +84,12 @@ def test_the_connection_cap_follows_the_descriptor_limit(root):
         stop_process(srv.proc)
 
 
-@pytest.fixture
-def small_disk():
-    """A 4 MiB tmpfs, so that ENOSPC is real (needs the right to mount: root)."""
+@contextlib.contextmanager
+def mounted_tmpfs(size: str):
+    """A small tmpfs, so that ENOSPC is real (needs the right to mount: root)."""
     where = Path(tempfile.mkdtemp(prefix="muxserver-full-"))
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)],
-                             capture_output=True).returncode == 0
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                              str(where)], capture_output=True).returncode == 0
     if not mounted:
         where.rmdir()
         pytest.skip("cannot mount a small tmpfs here (not root?)")
@@ -97,6 +98,12 @@ def small_disk():
     finally:
         subprocess.run(["umount", str(where)], capture_output=True)
         where.rmdir()
+
+
+@pytest.fixture
+def small_disk():
+    with mounted_tmpfs("4m") as where:
+        yield where
 
 
 def test_a_full_disk_refuses_the_upload_and_keeps_the_old_file(small_disk, tmp_path):
@@ -286,16 +293,8 @@ def test_a_download_to_a_reader_that_stopped_times_out(make_server, root, log_wa
 
 @pytest.fixture
 def disk_of_12_mib():
-    where = Path(tempfile.mkdtemp(prefix="muxserver-full12-"))
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(where)],
-                      capture_output=True).returncode != 0:
-        where.rmdir()
-        pytest.skip("cannot mount a small tmpfs here (not root?)")
-    try:
+    with mounted_tmpfs("12m") as where:
         yield where
-    finally:
-        subprocess.run(["umount", str(where)], capture_output=True)
-        where.rmdir()
 
 
 def test_a_full_disk_during_a_spliced_upload_is_reported_and_cleaned(disk_of_12_mib, tmp_path):
