@@ -153,7 +153,8 @@ class Channel:
         scratch = self.loop.scratch
         buf = scratch[:self.limits.recv_size] if self.limits.recv_size < len(scratch) else scratch
         for _ in range(self.limits.reads_per_event):
-            sink = self.protocol.splice_sink() if self.use_splice else None
+            sink = (self.protocol.splice_sink()
+                    if self.use_splice and self.state is ChannelState.OPEN else None)
             if sink is not None:
                 n, full = self._splice_once(*sink)
                 if n is None:

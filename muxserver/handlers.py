@@ -19,7 +19,6 @@ arrived; the body is then read and dropped, so the connection stays usable.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -420,33 +419,20 @@ class NativeSession:
 
     def hash_then_send(self, req: Request, opened: OpenFile) -> Iterator[None]:
         """Hash a file the cache does not know, a step at a time, then send it."""
-        hasher = hashlib.sha256()
-        offset, step = 0, self.server.limits.hash_step
         self.transfer = Transfer("hash", req.name, opened.size, self.server.loop.now)
         try:
-            while offset < opened.size:
-                chunk = os.pread(opened.fd, min(step, opened.size - offset), offset)
-                if not chunk:
-                    break
-                hasher.update(chunk)
-                offset += len(chunk)
-                self.transfer.received = offset
+            for done in self.server.root.hash_in_steps(opened, self.server.limits.hash_step):
+                self.transfer.received = done
                 yield
         except GeneratorExit:
             os.close(opened.fd)
             raise
-        except OSError as exc:
+        except StorageError as exc:
             os.close(opened.fd)
             self.transfer = None
-            self.reply_error(req.id, "io_error", f"{req.name!r}: {exc.strerror}", req)
+            self.reply_error(req.id, exc.code, exc.message, req)
             return
         self.transfer = None
-        if offset != opened.size:
-            os.close(opened.fd)
-            self.reply_error(req.id, "io_error", f"{req.name!r} changed while being read", req)
-            return
-        opened.sha256 = hasher.hexdigest()
-        self.server.root.hashes.remember(opened.fd, opened.st, opened.sha256)
         self.queue_download(req, opened)
 
     def list_pages(self, req: Request, entries: Iterator[dict[str, Any]]) -> Iterator[None]:
@@ -567,6 +553,10 @@ class NativeSession:
         self.channel.fail(exc)
 
     # -- what the console shows
+
+    @property
+    def recv_buffered(self) -> int:
+        return self.decoder.buffered
 
     @property
     def state_label(self) -> str:

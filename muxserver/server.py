@@ -188,8 +188,9 @@ class Server:
             self.listener.close()
         busy = 0
         for channel in list(self.channels.values()):
-            if isinstance(channel.protocol, NativeSession):
-                busy += not channel.protocol.server_stopping()
+            stopping = getattr(channel.protocol, "server_stopping", None)
+            if stopping is not None:
+                busy += not stopping()
             else:
                 channel.abort("server stopping")
         grace = self.limits.shutdown_grace
@@ -238,7 +239,7 @@ class Server:
         log.info("%s connected", peer, extra={"event": "connected", "conn": conn_id})
         if self.trace is not None:
             self.trace("accept", conn_id, peer=peer, clients=self.clients)
-        channel.start(NativeSession(self, channel))
+        channel.start(Sniffer(self, channel))
 
     def refuse(self, channel: Channel) -> None:
         """Tell a client over the cap why, then close (lingering, so it can read why)."""
@@ -293,15 +294,14 @@ class Server:
 def _connection_info(channel: Channel) -> ConnectionInfo:
     session = channel.protocol
     transfer = getattr(session, "transfer", None)
-    decoder = getattr(session, "decoder", None)
     return ConnectionInfo(
         id=channel.id, peer=channel.peer,
-        state=session.state_label if isinstance(session, NativeSession) else "refusing",
+        state=getattr(session, "state_label", "refusing"),
         op=transfer.op if transfer else "", name=transfer.name if transfer else "",
         done=transfer.done if transfer else 0, total=transfer.total if transfer else 0,
         started=transfer.started if transfer else channel.opened,
         bytes_in=channel.bytes_in, bytes_out=channel.bytes_out,
-        recv_buffered=decoder.buffered if decoder else 0,
+        recv_buffered=getattr(session, "recv_buffered", 0),
         send_buffered=channel.out.total, last_io=channel.last_io)
 
 
@@ -366,6 +366,88 @@ class Listener:
             self.sock.close()
 
 
+class Sniffer:
+    """The first protocol of every connection: decides from its first bytes whether
+    it speaks muxserver's native protocol (they start with the byte 0x89) or HTTP (an
+    upper-case method token and a space), then hands it, and the bytes it holds, to a
+    NativeSession or an HttpSession. A read may hold fewer bytes than needed to decide:
+    it waits for more, up to 16 bytes and the header timeout. Anything else gets an
+    error frame and is closed."""
+
+    MAX_METHOD = 16
+
+    def __init__(self, server: "Server", channel: Channel) -> None:
+        self.server = server
+        self.channel = channel
+        self.held = bytearray()
+        self.since = server.loop.now
+
+    def data_received(self, data: memoryview) -> None:
+        self.held += data
+        kind = self.decide()
+        if kind is None:
+            return
+        if kind == "bad":
+            self.refuse()
+            return
+        if kind == "http":
+            from .http import HttpSession  # h11 is imported only when HTTP is spoken
+            session: Any = HttpSession(self.server, self.channel)
+        else:
+            session = NativeSession(self.server, self.channel)
+        if self.channel.trace is not None:
+            self.channel.trace("sniff", self.channel.id, kind=kind)
+        self.channel.protocol = session
+        held, self.held = bytes(self.held), bytearray()
+        session.data_received(memoryview(held))
+
+    def decide(self) -> str | None:
+        first = self.held[0]
+        if first == protocol.MAGIC[0]:
+            return "native"
+        space = self.held.find(b" ")
+        token = bytes(self.held[:space if space >= 0 else len(self.held)])
+        if not token.isalpha() or not token.isupper():
+            return "bad"
+        if space > 0:
+            return "http"
+        return "bad" if len(self.held) > self.MAX_METHOD else None
+
+    def refuse(self) -> None:
+        log.warning("%s speaks neither muxserver nor HTTP", self.channel.peer,
+                    extra={"event": "refused", "conn": self.channel.id})
+        self.channel.write(protocol.encode_error(
+            None, "bad_magic", f"expected magic 89 4d 55 58 or an HTTP request, got "
+                               f"{bytes(self.held[:4]).hex(' ')}"))
+        self.channel.close_when_done("neither muxserver nor HTTP")
+
+    def eof_received(self) -> None:
+        self.channel.close_when_done("closed before a request")
+
+    def output_drained(self) -> None:
+        pass
+
+    def timeout_phase(self) -> tuple[Phase, float]:
+        return (Phase.HEADER, self.since) if self.held else (Phase.IDLE, 0.0)
+
+    def on_timeout(self, phase: Phase) -> None:
+        log.warning("%s timed out before its first request", self.channel.peer,
+                    extra={"event": "timeout", "conn": self.channel.id})
+        self.channel.abort("timed out before a request")
+
+    def server_stopping(self) -> bool:
+        self.channel.close_when_done("server stopping")
+        return True
+
+    def splice_sink(self) -> None:
+        return None
+
+    def connection_lost(self) -> None:
+        pass
+
+    state_label = "new connection"
+
+
 class _Refusal:
     """The protocol of a refused connection: it only waits to be closed."""
 
@@ -383,6 +465,9 @@ class _Refusal:
 
     def on_timeout(self, phase: Any) -> None:
         pass
+
+    def splice_sink(self) -> None:
+        return None
 
     def connection_lost(self) -> None:
         pass

@@ -318,6 +318,27 @@ class Root:
             os.close(fd)
             raise
 
+    def hash_in_steps(self, opened: OpenFile, step: int) -> Iterator[int]:
+        """Compute the SHA-256 of an open file the cache does not know, ``step`` bytes per
+        iteration (yielding how many are done), so the loop can serve others between
+        steps; then set ``opened.sha256`` and remember it. StorageError on trouble."""
+        hasher = hashlib.sha256()
+        offset = 0
+        while offset < opened.size:
+            try:
+                chunk = os.pread(opened.fd, min(step, opened.size - offset), offset)
+            except OSError as exc:
+                raise StorageError("io_error", f"cannot read the file: {exc.strerror}") from None
+            if not chunk:
+                break
+            hasher.update(chunk)
+            offset += len(chunk)
+            yield offset
+        if offset != opened.size:
+            raise StorageError("io_error", "the file changed while being read")
+        opened.sha256 = hasher.hexdigest()
+        self.hashes.remember(opened.fd, opened.st, opened.sha256)
+
     def stat(self, name: str) -> dict[str, Any]:
         """Type, size, mtime (and SHA-256 when known) of a file or directory."""
         parts = split_name(name)
@@ -402,7 +423,7 @@ class Root:
         parent = -1
         try:
             parent = self.open_dir(parts[:-1], create=True, created=created)
-            self._check_target(parent, leaf, name, overwrite, allow_overwrite)
+            replaces = self._check_target(parent, leaf, name, overwrite, allow_overwrite)
             # The key in a resumable upload's temporary name lets a restarted server turn
             # it into a partial file instead of deleting it (see sweep_temporary_files).
             temp = f"{TEMP_PREFIX}{_RUN_ID}{next(_TEMP_IDS):x}" + (f".{key}" if key else "")
@@ -419,8 +440,10 @@ class Root:
             if parent >= 0:
                 os.close(parent)
             raise
-        return Upload(self, name, parent, leaf, temp, fd, length, sha256,
-                      overwrite and allow_overwrite, mtime, created, offset=offset, key=key)
+        upload = Upload(self, name, parent, leaf, temp, fd, length, sha256,
+                        overwrite and allow_overwrite, mtime, created, offset=offset, key=key)
+        upload.replaces = replaces
+        return upload
 
     def _claim_partial(self, parent: int, key: str, temp: str, offset: int, name: str) -> int:
         partial = PARTIAL_PREFIX + key
@@ -460,16 +483,18 @@ class Root:
             os.close(parent)
 
     def _check_target(self, parent: int, leaf: str, name: str, overwrite: bool,
-                      allow_overwrite: bool) -> None:
+                      allow_overwrite: bool) -> bool:
+        """Refuse what may not be replaced; True if a file will be replaced."""
         st = self._lstat(parent, leaf, name)
         if st is None:
-            return
+            return False
         _require_regular(st, name, "replacing")
         if not overwrite:
             raise StorageError("exists", f"{name!r} already exists")
         if not allow_overwrite:
             raise StorageError("overwrite_refused", f"{name!r} exists and this server does "
                                                     "not overwrite files (--allow-overwrite)")
+        return True
 
     def sweep_temporary_files(self, partial_ttl: float = 24 * 3600) -> tuple[int, int]:
         """Clean up after a server that died; return (files removed, partials kept).
@@ -530,7 +555,7 @@ class Upload:
 
     __slots__ = ("root", "name", "parent", "leaf", "temp", "fd", "length", "expected",
                  "overwrite", "mtime", "created", "received", "hasher", "done", "offset",
-                 "key", "hash_job")
+                 "key", "hash_job", "replaces")
 
     def __init__(self, root: Root, name: str, parent: int, leaf: str, temp: str, fd: int,
                  length: int, expected: str, overwrite: bool, mtime: float | None,
@@ -543,6 +568,7 @@ class Upload:
         self.received = 0  # body bytes of this attempt
         self.hasher = hashlib.sha256()
         self.done = False
+        self.replaces = False  # an existing file will be replaced
         # Big files (and resumed ones, whose earlier bytes must be read back anyway) are
         # hashed beside the loop by the helper thread; small ones inline, in write().
         self.hash_job: HashJob | None = None
@@ -604,7 +630,7 @@ class Upload:
                                                "back to verify it")
             digest = self.hasher.hexdigest()
         try:
-            if digest != self.expected:
+            if self.expected and digest != self.expected:  # ("": none declared, HTTP)
                 self.key = ""  # wrong bytes are not worth resuming
                 raise StorageError("checksum_mismatch", f"{self.name!r}: received data has "
                                    f"SHA-256 {digest}, the sender declared {self.expected}")

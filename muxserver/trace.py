@@ -36,6 +36,9 @@ SENTENCES: dict[str, dict[str, str]] = {
                   "spinning on a listener that stays readable",
         "emfile_resume": "watching the listener again after the back-off",
         "handshake": "TLS handshake done",
+        "sniff": "the first bytes say {kind}: this connection speaks it from now on",
+        "http_request": "HTTP request: {method} {target}",
+        "http_response": "HTTP response {status} queued ({size} body bytes)",
         "recv": "recv returned {n} bytes",
         "splice": "splice moved {n} body bytes from the socket to the file, never through "
                   "Python",
@@ -73,6 +76,9 @@ SENTENCES: dict[str, dict[str, str]] = {
                   "en lugar de girar sobre un socket de escucha que sigue legible",
         "emfile_resume": "se vuelve a vigilar el socket de escucha tras la pausa",
         "handshake": "negociación TLS terminada",
+        "sniff": "los primeros bytes dicen {kind}: esta conexión lo habla desde ahora",
+        "http_request": "petición HTTP: {method} {target}",
+        "http_response": "respuesta HTTP {status} encolada ({size} bytes de cuerpo)",
         "recv": "recv devolvió {n} bytes",
         "splice": "splice movió {n} bytes del cuerpo del socket al archivo, sin pasar por "
                   "Python",
