@@ -175,6 +175,11 @@ class HttpSession:
         if self.channel.trace is not None:
             self.channel.trace("http_request", self.channel.id, method=method, target=target)
         try:
+            size = len(request.target) + sum(len(k) + len(v) + 4 for k, v in request.headers)
+            if size > self.server.limits.max_header_size:
+                # (h11 caps only an *incomplete* header; a whole one can be bigger)
+                raise HttpError(431, f"request header of {size} bytes is over the limit of "
+                                     f"{self.server.limits.max_header_size}", close=True)
             if self.server.stopping:
                 raise HttpError(503, "the server is shutting down", close=True)
             path, query = self.parse_target(target)

@@ -396,7 +396,8 @@ class Sniffer:
         else:
             session = NativeSession(self.server, self.channel)
         if self.channel.trace is not None:
-            self.channel.trace("sniff", self.channel.id, kind=kind)
+            speaks = "HTTP" if kind == "http" else "the native protocol"
+            self.channel.trace("sniff", self.channel.id, speaks=speaks)
         self.channel.protocol = session
         held, self.held = bytes(self.held), bytearray()
         session.data_received(memoryview(held))
@@ -416,9 +417,12 @@ class Sniffer:
     def refuse(self) -> None:
         log.warning("%s speaks neither muxserver nor HTTP", self.channel.peer,
                     extra={"event": "refused", "conn": self.channel.id})
-        self.channel.write(protocol.encode_error(
-            None, "bad_magic", f"expected magic 89 4d 55 58 or an HTTP request, got "
-                               f"{bytes(self.held[:4]).hex(' ')}"))
+        frame = protocol.encode_error(None, "bad_magic", f"expected magic 89 4d 55 58 or an "
+                                      f"HTTP request, got {bytes(self.held[:4]).hex(' ')}")
+        if self.channel.trace is not None:
+            self.channel.trace("reply", self.channel.id, id=None, code="bad_magic",
+                               size=len(frame))
+        self.channel.write(frame)
         self.channel.close_when_done("neither muxserver nor HTTP")
 
     def eof_received(self) -> None:

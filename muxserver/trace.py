@@ -36,7 +36,7 @@ SENTENCES: dict[str, dict[str, str]] = {
                   "spinning on a listener that stays readable",
         "emfile_resume": "watching the listener again after the back-off",
         "handshake": "TLS handshake done",
-        "sniff": "the first bytes say {kind}: this connection speaks it from now on",
+        "sniff": "the first bytes say {speaks}: this connection speaks it from now on",
         "http_request": "HTTP request: {method} {target}",
         "http_response": "HTTP response {status} queued ({size} body bytes)",
         "recv": "recv returned {n} bytes",
@@ -76,7 +76,7 @@ SENTENCES: dict[str, dict[str, str]] = {
                   "en lugar de girar sobre un socket de escucha que sigue legible",
         "emfile_resume": "se vuelve a vigilar el socket de escucha tras la pausa",
         "handshake": "negociación TLS terminada",
-        "sniff": "los primeros bytes dicen {kind}: esta conexión lo habla desde ahora",
+        "sniff": "los primeros bytes dicen {speaks}: esta conexión lo habla desde ahora",
         "http_request": "petición HTTP: {method} {target}",
         "http_response": "respuesta HTTP {status} encolada ({size} bytes de cuerpo)",
         "recv": "recv devolvió {n} bytes",
@@ -149,6 +149,8 @@ REASONS_ES = {
     "TLS handshake failed": "falló la negociación TLS",
     "TLS handshake timed out": "la negociación TLS tardó demasiado",
     "TLS handshake": "negociación TLS",
+    "the native protocol": "el protocolo nativo",
+    "neither muxserver nor HTTP": "ni muxserver ni HTTP",
     "the request header did not arrive in time": "la cabecera no llegó a tiempo",
     "the transfer stalled": "la transferencia se detuvo",
     "the connection was idle too long": "la conexión estuvo inactiva demasiado tiempo",
@@ -225,7 +227,7 @@ class Narrator:
             fields["outcome"] = (self.words["ok"] if fields["code"] is None
                                  else f"{self.words['error']} {fields['code']}")
         if self.lang == "es":
-            for key in ("reason", "why", "error"):
+            for key in ("reason", "why", "error", "speaks"):
                 if key in fields and kind != "interest":
                     fields[key] = REASONS_ES.get(fields[key], fields[key])
         if "name" in fields:

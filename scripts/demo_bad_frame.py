@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Demo: a bad frame gets an error reply, then a careful close.
 
-The client speaks the wrong protocol (an HTTP request line), and sends more bytes
-after it.
+The client speaks neither of the server's protocols (muxserver frames start with the
+byte 0x89, HTTP requests with an upper-case method): it sends a line of text, then more
+bytes after it.
 
-What to watch: the server answers with a bad_magic error frame, stops reading
+What to watch: the server sniffs the first bytes, answers with a bad_magic error frame, stops reading
 requests, and after the reply is out it half-closes its side ("half-closed our side
 after the last reply; reading until the peer closes"). It keeps reading (and
 dropping) what the client still sends until the client closes. Closing at once,
@@ -25,9 +26,9 @@ def main() -> None:
     args = parser(__doc__).parse_args()
     with traced_server(args) as (host, port, _root):
         with socket.create_connection((host, port)) as sock:
-            say("send: an HTTP request line, not a muxserver frame",
-                "send: una línea de petición HTTP, no una trama de muxserver")
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n")
+            say("send: a line of text, neither a muxserver frame nor HTTP",
+                "send: una línea de texto, ni trama de muxserver ni HTTP")
+            sock.sendall(b"hello, who is there?\r\n")
             settle()
             sock.sendall(b"more bytes the server has not read yet")
             fields, _ = read_replies(sock, 1)[0]

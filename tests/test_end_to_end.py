@@ -184,7 +184,7 @@ def test_reset_mid_upload_leaves_nothing_behind(server, log_watcher):
 
 def test_a_bad_frame_gets_an_error_and_the_server_keeps_serving(server, tmp_path):
     with server.connect() as bad:
-        bad.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        bad.sendall(b"hello? \x00\x01 not a protocol\r\n")
         reader = FrameReader(bad)
         fields, _ = reader.frame()
         assert fields == {"id": None, "ok": False, "error": "bad_magic",
