@@ -23,7 +23,7 @@ import time
 from typing import Any, Callable
 
 from . import protocol
-from .channel import Channel, Phase
+from .channel import Channel, ChannelState, Phase
 from .handlers import NativeSession
 from .limits import Limits, raise_nofile_limit
 from .loop import EVENT_READ, EventLoop
@@ -254,11 +254,7 @@ class Server:
             log.warning("%s refused: too many clients (%d)", channel.peer,
                         self.max_connections, extra={"event": "refused", "conn": channel.id})
             return
-        channel.start(_Refusal())
-        channel.write(protocol.encode_error(None, "too_many_clients",
-                                            f"the server is at its limit of "
-                                            f"{self.max_connections} connections; retry later"))
-        channel.close_when_done("too many clients")
+        channel.start(_Refusal(self, channel))
         log.warning("%s refused: too many clients (%d)", channel.peer, self.max_connections,
                     extra={"event": "refused", "conn": channel.id})
 
@@ -453,13 +449,32 @@ class Sniffer:
 
 
 class _Refusal:
-    """The protocol of a refused connection: it only waits to be closed."""
+    """The protocol of a connection over the cap: it answers the client's first bytes
+    in the client's own protocol (an error frame, or HTTP 503), then closes. Clients
+    speak first in both protocols; one that says nothing is closed after close_linger."""
+
+    def __init__(self, server: Server, channel: Channel) -> None:
+        self.server = server
+        self.channel = channel
+        self.timer = server.loop.call_later(server.limits.close_linger,
+                                            lambda: channel.abort("too many clients"))
 
     def data_received(self, data: memoryview) -> None:
-        pass
+        if self.channel.state is not ChannelState.OPEN:
+            return
+        message = (f"the server is at its limit of {self.server.max_connections} "
+                   "connections; retry later")
+        if data[0] == protocol.MAGIC[0]:
+            self.channel.write(protocol.encode_error(None, "too_many_clients", message))
+        else:
+            body = (message + "\n").encode()
+            self.channel.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
+                               b"Content-Type: text/plain\r\nConnection: close\r\n"
+                               b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.channel.close_when_done("too many clients")
 
     def eof_received(self) -> None:
-        pass
+        self.channel.abort("too many clients")
 
     def output_drained(self) -> None:
         pass
@@ -468,13 +483,13 @@ class _Refusal:
         return Phase.TRANSFER, 0.0
 
     def on_timeout(self, phase: Any) -> None:
-        pass
+        self.channel.abort("too many clients")
 
     def splice_sink(self) -> None:
         return None
 
     def connection_lost(self) -> None:
-        pass
+        self.timer.cancel()
 
 
 def make_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:

@@ -5,8 +5,8 @@ The client speaks neither of the server's protocols (muxserver frames start with
 byte 0x89, HTTP requests with an upper-case method): it sends a line of text, then more
 bytes after it.
 
-What to watch: the server sniffs the first bytes, answers with a bad_magic error frame, stops reading
-requests, and after the reply is out it half-closes its side ("half-closed our side
+What to watch: the server sniffs the first bytes, answers with a bad_magic error frame,
+stops reading requests, and after the reply is out it half-closes its side ("half-closed our side
 after the last reply; reading until the peer closes"). It keeps reading (and
 dropping) what the client still sends until the client closes. Closing at once,
 with unread bytes in the receive buffer, would make the kernel send RST, and the RST

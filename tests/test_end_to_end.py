@@ -313,7 +313,8 @@ def test_connection_cap_sends_too_many_clients(make_server):
         FrameReader(first).frame()
         second.sendall(protocol.encode_list(1, ""))
         FrameReader(second).frame()
-        with server.connect() as third:
+        with server.connect() as third:  # (clients speak first: it answers the request)
+            third.sendall(protocol.encode_list(1, ""))
             fields, _ = FrameReader(third).frame()
             assert fields["error"] == "too_many_clients"
             assert FrameReader(third).closed()

@@ -76,6 +76,7 @@ def test_the_connection_cap_follows_the_descriptor_limit(root):
             sock.sendall(protocol.encode_list(1, ""))
             FrameReader(sock).frame()
         with socket.create_connection((srv.host, srv.port), timeout=10) as extra:
+            extra.sendall(protocol.encode_list(1, ""))
             fields, _ = FrameReader(extra).frame()
             assert fields["error"] == "too_many_clients" and "32 connections" in fields["message"]
     finally:

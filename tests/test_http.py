@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -316,3 +317,27 @@ def test_curl_and_the_native_client_share_the_port(server, tmp_path):
         client.put_file(tmp_path / "n.txt", "n.txt")
     result = curl(f"http://{server.host}:{server.port}/n.txt")
     assert result.stdout == b"native"
+
+
+def test_an_http_client_over_the_connection_cap_gets_503(make_server):
+    server = make_server(limits=Limits(max_connections=1))
+    with server.connect() as first:
+        first.sendall(protocol.encode_list(1, ""))
+        FrameReader(first).frame()  # accepted and counted
+        status, headers, body = request(server, "GET", "/")
+        assert status == 503 and headers["Retry-After"] == "5"
+        assert b"limit of 1 connections" in body
+
+
+@pytest.mark.timeout(120)
+def test_the_index_page_in_a_real_browser():
+    from pathlib import Path
+
+    pytest.importorskip("selenium")
+    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
+        pytest.skip("needs chromium and chromium-driver")
+    script = Path(__file__).parent.parent / "scripts" / "browser_check.py"
+    result = subprocess.run([sys.executable, str(script), "--screenshot", "/dev/null"],
+                            capture_output=True, text=True, timeout=110)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("PASS")
