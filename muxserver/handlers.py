@@ -40,6 +40,7 @@ from .protocol import (
     Request,
     RequestError,
 )
+from .session import Session, Transfer
 from .storage import OpenFile, StorageError, Upload, printable, write_error
 
 if TYPE_CHECKING:
@@ -48,36 +49,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("muxserver")
 
 
-class Transfer:
-    """A put or get in progress, as the console and the logs see it."""
-
-    __slots__ = ("op", "name", "total", "received", "region", "started")
-
-    def __init__(self, op: str, name: str, total: int, started: float) -> None:
-        self.op, self.name, self.total, self.started = op, name, total, started
-        self.received = 0  # body bytes of a put that have arrived
-        self.region: FileRegion | None = None  # the body of a get being sent
-
-    @property
-    def done(self) -> int:
-        if self.op == "get":
-            return self.total - self.region.remaining if self.region else 0
-        return self.received
-
-
-class NativeSession:
+class NativeSession(Session):
     """The native protocol on one channel."""
 
     def __init__(self, server: "Server", channel: Channel) -> None:
-        self.server = server
-        self.channel = channel
+        super().__init__(server, channel)
         limits = server.limits
         self.decoder = FrameDecoder(limits.max_header_size, limits.max_file_size)
-        self.upload: Upload | None = None
-        self.verifying: Upload | None = None  # waiting for the helper's hash to commit it
-        self.transfer: Transfer | None = None
-        self.job: Iterator[None] | None = None  # a reply being produced in steps
-        self.header_since: float | None = None
         self.upload_id = 0  # id of the put whose body is arriving
         self.requests = 0
         self.authenticated = server.config.token is None
@@ -102,24 +80,19 @@ class NativeSession:
             self.backpressured = False
             if self.channel.trace is not None:
                 self.channel.trace("resume", self.channel.id)
-        if self.job is not None:
-            self.server.loop.call_soon(self.run_job_step)
-        else:
-            self.process()
+        super().output_drained()
 
     def process(self) -> None:
         """Decode and run requests until more bytes are needed or a reply must drain."""
         channel = self.channel
         trace = channel.trace
         while channel.state is ChannelState.OPEN and not channel.closed:
-            if self.job is not None or self.verifying is not None or channel.output_full:
-                channel.wants_drain = channel.output_full
-                if channel.output_full and not self.backpressured:
-                    self.backpressured = True
-                    if trace is not None:
-                        trace("pause", channel.id, queued=channel.out.total,
-                              high=self.server.limits.output_high_water)
-                channel.pause_reading()
+            if channel.output_full and not self.backpressured:
+                self.backpressured = True
+                if trace is not None:
+                    trace("pause", channel.id, queued=channel.out.total,
+                          high=self.server.limits.output_high_water)
+            if self.must_wait():
                 break
             try:
                 event = self.decoder.next_event()
@@ -179,12 +152,6 @@ class NativeSession:
             return False  # closed when the transfer under way is done (see process)
         self.close_for_stop()
         return True
-
-    @property
-    def busy(self) -> bool:
-        """A transfer is under way: a body in either direction, or a job."""
-        return (self.upload is not None or self.job is not None or self.verifying is not None
-                or self.decoder.state is DecoderState.BODY or bool(self.channel.out.file_bytes))
 
     def close_for_stop(self) -> None:
         if self.channel.state is not ChannelState.OPEN or self.channel.closed:
@@ -312,26 +279,7 @@ class NativeSession:
         self.process()  # the rest of the body is read and dropped
 
     def finish_request(self) -> None:
-        upload = self.upload
-        if upload is None:
-            return
-        self.upload = None
-        loop = self.server.loop
-        if upload.finish_hash(lambda digest: loop.call_soon_threadsafe(
-                lambda: self.hash_ready(upload, digest))):
-            # The helper thread still hashes the last bytes; requests behind this one
-            # wait (like behind a job) so that replies stay in order.
-            self.verifying = upload
-            return
-        self.commit(upload, None)
-
-    def hash_ready(self, upload: Upload, digest: str | None) -> None:
-        """The helper finished hashing ``upload`` (called in the loop)."""
-        if self.verifying is not upload or self.channel.closed:
-            return  # the connection went away meanwhile: connection_lost aborted it
-        self.verifying = None
-        self.commit(upload, digest)
-        self.process()
+        self.finish_upload()  # (nothing to do for the end of any other request)
 
     def commit(self, upload: Upload, digest: str | None) -> None:
         try:
@@ -351,7 +299,9 @@ class NativeSession:
         if opened.sha256 is not None:
             self.queue_download(req, opened)
         else:
-            self.start_job(self.hash_then_send(req, opened))
+            self.start_job(self.hash_then(
+                opened, req.name, then=lambda: self.queue_download(req, opened),
+                failed=lambda exc: self.reply_error(req.id, exc.code, exc.message, req)))
 
     def queue_download(self, req: Request, opened: OpenFile) -> None:
         """Queue the reply header and the body: inline if small, else a sendfile region."""
@@ -391,49 +341,6 @@ class NativeSession:
             self.close_for_stop()
 
     # -- replies produced in steps
-
-    def start_job(self, job: Iterator[None]) -> None:
-        """Run the first step now (so the job owns its files from here on), the rest later."""
-        self.job = job
-        self.run_job_step(resume=False)
-
-    def run_job_step(self, resume: bool = True) -> None:
-        """One bounded step of the current job; reschedules itself until the job ends."""
-        job = self.job
-        if job is None or self.channel.closed:
-            return
-        if self.channel.output_full:
-            self.channel.wants_drain = True  # resumed by output_drained()
-            return
-        try:
-            next(job)
-        except StopIteration:
-            self.job = None
-            if resume:  # go on with the requests that waited behind this one
-                self.process()
-            return
-        except BaseException:
-            self.job = None  # a job that raised is over; the error goes up
-            raise
-        self.server.loop.call_soon(self.run_job_step)
-
-    def hash_then_send(self, req: Request, opened: OpenFile) -> Iterator[None]:
-        """Hash a file the cache does not know, a step at a time, then send it."""
-        self.transfer = Transfer("hash", req.name, opened.size, self.server.loop.now)
-        try:
-            for done in self.server.root.hash_in_steps(opened, self.server.limits.hash_step):
-                self.transfer.received = done
-                yield
-        except GeneratorExit:
-            os.close(opened.fd)
-            raise
-        except StorageError as exc:
-            os.close(opened.fd)
-            self.transfer = None
-            self.reply_error(req.id, exc.code, exc.message, req)
-            return
-        self.transfer = None
-        self.queue_download(req, opened)
 
     def list_pages(self, req: Request, entries: Iterator[dict[str, Any]]) -> Iterator[None]:
         """Send a listing as frames of up to list_page_size entries each."""
@@ -531,26 +438,6 @@ class NativeSession:
             return
         self.abort_upload()
         self.reply_error(None, "timeout", what)
-
-    def abort_upload(self) -> None:
-        for upload in (self.upload, self.verifying):
-            if upload is not None:
-                upload.abort()
-                self.server.stats.transfers_failed += 1
-        self.upload = self.verifying = None
-
-    def connection_lost(self) -> None:
-        self.abort_upload()
-        if self.job is not None:
-            self.job.close()  # closes the file or directory it holds
-            self.job = None
-        if self.transfer is not None and self.transfer.op == "get":
-            self.server.stats.transfers_failed += 1
-        self.transfer = None
-
-    def fail(self, exc: Exception) -> None:
-        """An unexpected error in a step of this session (see EventLoop.fault)."""
-        self.channel.fail(exc)
 
     # -- what the console shows
 

@@ -31,13 +31,14 @@ import mimetypes
 import os
 import time
 import urllib.parse
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import h11
 
 from . import __version__
 from .buffers import FileRegion
 from .channel import Channel, ChannelState, Phase
+from .session import Session, Transfer
 from .storage import OpenFile, StorageError, Upload, printable, split_name
 
 if TYPE_CHECKING:
@@ -73,38 +74,15 @@ class _FileBody:
         return self.length
 
 
-class HttpTransfer:
-    """A PUT or GET in progress, as the console shows it (same fields as Transfer)."""
-
-    __slots__ = ("op", "name", "total", "received", "region", "started")
-
-    def __init__(self, op: str, name: str, total: int, started: float) -> None:
-        self.op, self.name, self.total, self.started = op, name, total, started
-        self.received = 0
-        self.region: FileRegion | None = None
-
-    @property
-    def done(self) -> int:
-        if self.region is not None:
-            return self.total - self.region.remaining
-        return self.received
-
-
-class HttpSession:
+class HttpSession(Session):
     """HTTP/1.1 on one channel, through h11."""
 
     def __init__(self, server: "Server", channel: Channel) -> None:
-        self.server = server
-        self.channel = channel
+        super().__init__(server, channel)
         self.conn = h11.Connection(h11.SERVER,
                                    max_incomplete_event_size=server.limits.max_header_size)
         self.request: h11.Request | None = None
         self.name = ""
-        self.upload: Upload | None = None
-        self.verifying: Upload | None = None
-        self.job: Iterator[None] | None = None
-        self.transfer: HttpTransfer | None = None
-        self.header_since: float | None = None
         self.authorized = server.config.token is None
         self.auth_failures = 0
         self.put_received = 0
@@ -121,18 +99,10 @@ class HttpSession:
         self.conn.receive_data(b"")
         self.process()
 
-    def output_drained(self) -> None:
-        if self.job is not None:
-            self.server.loop.call_soon(self.run_job_step)
-        else:
-            self.process()
-
     def process(self) -> None:
         channel = self.channel
         while channel.state is ChannelState.OPEN and not channel.closed:
-            if self.job is not None or self.verifying is not None or channel.output_full:
-                channel.wants_drain = channel.output_full
-                channel.pause_reading()
+            if self.must_wait():
                 return
             if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
                 self.conn.start_next_cycle()  # keep-alive: the next request may begin
@@ -268,27 +238,11 @@ class HttpSession:
             return
         self.name = name
         if opened.sha256 is None:
-            self.start_job(self.hash_then_send(opened, head))
+            self.start_job(self.hash_then(
+                opened, name, then=lambda: self.send_file(opened, head),
+                failed=lambda exc: self.fail_request(HttpError(500, exc.message, close=True))))
         else:
             self.send_file(opened, head)
-
-    def hash_then_send(self, opened: OpenFile, head: bool) -> Iterator[None]:
-        """The ETag is the SHA-256: hash a file never hashed, in steps, then send it."""
-        self.transfer = HttpTransfer("hash", self.name, opened.size, self.server.loop.now)
-        try:
-            for done in self.server.root.hash_in_steps(opened, self.server.limits.hash_step):
-                self.transfer.received = done
-                yield
-        except GeneratorExit:
-            os.close(opened.fd)
-            raise
-        except StorageError as exc:
-            os.close(opened.fd)
-            self.transfer = None
-            self.fail_request(HttpError(500, exc.message, close=True))
-            return
-        self.transfer = None
-        self.send_file(opened, head)
 
     def send_file(self, opened: OpenFile, head: bool) -> None:
         headers = self.headers()
@@ -319,7 +273,7 @@ class HttpSession:
         if head or not length:
             os.close(opened.fd)
         else:
-            transfer = HttpTransfer("get", self.name, length, self.server.loop.now)
+            transfer = Transfer("get", self.name, length, self.server.loop.now)
             region = FileRegion(opened.fd, start, length,
                                 on_done=lambda: self.download_sent(transfer, opened))
             transfer.region = region
@@ -333,7 +287,7 @@ class HttpSession:
         self.queue(h11.EndOfMessage())
         self.responded(status, length)
 
-    def download_sent(self, transfer: HttpTransfer, opened: OpenFile) -> None:
+    def download_sent(self, transfer: Transfer, opened: OpenFile) -> None:
         if self.transfer is transfer:
             self.transfer = None
         self.server.stats.transfers_done += 1
@@ -369,7 +323,7 @@ class HttpSession:
             allow_overwrite=self.server.config.allow_overwrite)
         self.name = path
         self.put_received = 0
-        self.transfer = HttpTransfer("put", path, length, self.server.loop.now)
+        self.transfer = Transfer("put", path, length, self.server.loop.now)
         if self.conn.they_are_waiting_for_100_continue:
             self.queue(h11.InformationalResponse(status_code=100, headers=[]))
 
@@ -395,24 +349,9 @@ class HttpSession:
             self.transfer.total = upload.received  # chunked: the size is known at the end
 
     def finish_request(self) -> None:
-        upload = self.upload
-        if upload is None:
-            return
-        self.upload = None
-        upload.length = upload.received  # chunked bodies declared no length
-        loop = self.server.loop
-        if upload.finish_hash(lambda digest: loop.call_soon_threadsafe(
-                lambda: self.hash_ready(upload, digest))):
-            self.verifying = upload
-            return
-        self.commit(upload, None)
-
-    def hash_ready(self, upload: Upload, digest: str | None) -> None:
-        if self.verifying is not upload or self.channel.closed:
-            return
-        self.verifying = None
-        self.commit(upload, digest)
-        self.process()
+        if self.upload is not None:
+            self.upload.length = self.upload.received  # chunked bodies declared none
+        self.finish_upload()
 
     def commit(self, upload: Upload, digest: str | None) -> None:
         existed = upload.replaces
@@ -457,10 +396,6 @@ class HttpSession:
         if self.channel.trace is not None:
             self.channel.trace("http_response", self.channel.id, status=status, size=size)
 
-    def fail(self, exc: Exception) -> None:
-        """An unexpected error in a step of this session (see EventLoop.fault)."""
-        self.channel.fail(exc)
-
     def fail_request(self, exc: HttpError) -> None:
         """An error response (if h11 still lets us send one), then maybe close."""
         log.warning("%s HTTP %s refused: %s (%d)", self.channel.peer, printable(self.name),
@@ -499,29 +434,6 @@ class HttpSession:
 
     # -- steps, stopping, timeouts, closing
 
-    def start_job(self, job: Iterator[None]) -> None:
-        self.job = job
-        self.run_job_step(resume=False)
-
-    def run_job_step(self, resume: bool = True) -> None:
-        job = self.job
-        if job is None or self.channel.closed:
-            return
-        if self.channel.output_full:
-            self.channel.wants_drain = True
-            return
-        try:
-            next(job)
-        except StopIteration:
-            self.job = None
-            if resume:
-                self.process()
-            return
-        except BaseException:
-            self.job = None
-            raise
-        self.server.loop.call_soon(self.run_job_step)
-
     def headers(self) -> dict[str, str]:
         if self.request is None:
             return {}
@@ -533,11 +445,6 @@ class HttpSession:
         return request is not None and any(
             k in (b"content-length", b"transfer-encoding") and v not in (b"0",)
             for k, v in request.headers)
-
-    @property
-    def busy(self) -> bool:
-        return (self.upload is not None or self.job is not None or self.verifying is not None
-                or bool(self.channel.out.file_bytes))
 
     def server_stopping(self) -> bool:
         if self.busy:
@@ -569,22 +476,6 @@ class HttpSession:
             self.channel.close_when_done(what)  # nothing was asked: just close
             return
         self.fail_request(HttpError(408, what, close=True))
-
-    def abort_upload(self) -> None:
-        for upload in (self.upload, self.verifying):
-            if upload is not None:
-                upload.abort()
-                self.server.stats.transfers_failed += 1
-        self.upload = self.verifying = None
-
-    def connection_lost(self) -> None:
-        self.abort_upload()
-        if self.job is not None:
-            self.job.close()
-            self.job = None
-        if self.transfer is not None and self.transfer.op == "get":
-            self.server.stats.transfers_failed += 1
-        self.transfer = None
 
     # -- what the console shows
 

@@ -221,6 +221,11 @@ class OpenFile:
     sha256: str | None  # None: not known yet, the caller hashes it (see hash_step)
     st: os.stat_result
 
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
 
 class Root:
     """The served directory, held open as a descriptor for the server's lifetime."""
