@@ -77,7 +77,8 @@ def add_serve_parser(sub: Any) -> None:
         limits.add_argument("--" + field.name.replace("_", "-"), dest=f"limit_{field.name}",
                             type=kind, default=None, metavar="BYTES" if unit == "bytes" else
                             "SECONDS" if unit == "s" else "N",
-                            help=f"{field.metadata['why']} [default: {default_text(field)}]")
+                            help=f"{field.metadata['why']} [default: {default_text(field)}]"
+                            .replace("%", "%%"))  # argparse formats help with %
 
 
 def default_text(field: dataclasses.Field) -> str:

@@ -217,3 +217,10 @@ def test_put_of_a_fifo_is_refused_without_hanging(server_process, tmp_path):
     os.mkfifo(tmp_path / "fifo")
     result = run_cli("put", str(tmp_path / "fifo"), "--port", str(server_process.port))
     assert result.returncode == 1 and "not a regular file" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["", "serve", "put", "get", "ls", "stat"])
+def test_every_help_page_prints(command):
+    result = run_cli(*([command] if command else []), "--help")
+    assert result.returncode == 0 and "usage:" in result.stdout, result.stderr
+    assert "Traceback" not in result.stderr
