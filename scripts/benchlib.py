@@ -148,3 +148,89 @@ def timed(fn) -> float:
     started = time.perf_counter()
     fn()
     return time.perf_counter() - started
+
+
+def paired_ratios(timings: dict[str, list[float]], a: str, b: str) -> list[float]:
+    """``a / b`` for each round of :func:`alternate`. The two runs of a round follow
+    each other, so their ratio cancels the slow drifts of a shared machine (memory
+    state, neighbours) that move both; the median of these ratios is the steadier
+    estimate of what ``a`` costs over ``b``."""
+    return [x / y for x, y in zip(timings[a], timings[b])]
+
+
+def console_cost(src: Path, runs: int, work: Path) -> dict:
+    """Upload ``src`` alternately to a server drawing its live console on a pty and to
+    one with --no-console; wall time and server CPU of each, and their ratios."""
+    from muxserver.client import Client
+
+    servers = {}
+    cpu: dict[str, list[float]] = {"console": [], "no-console": []}
+    try:
+        for name, terminal in (("console", True), ("no-console", False)):
+            root = work / f"root-{name}"
+            root.mkdir()
+            servers[name] = (spawn_muxserver(root, terminal=terminal), root)
+
+        def one_run(name: str, entry) -> float:
+            server, root = entry
+            before = cpu_seconds(server.proc.pid)
+            with Client(server.host, server.port) as client:
+                seconds = timed(lambda: client.put_file(src, "upload.bin"))
+            cpu[name].append(cpu_seconds(server.proc.pid) - before)
+            os.unlink(root / "upload.bin")
+            return seconds
+
+        for name, entry in servers.items():
+            one_run(name, entry)  # warm-up: page cache, guest memory
+            cpu[name].clear()
+        timings = alternate(servers, runs, one_run)
+    finally:
+        for server, _root in servers.values():
+            server.stop()
+    wall = {name: summary(samples) for name, samples in timings.items()}
+    cpu_stats = {name: summary(samples) for name, samples in cpu.items()}
+    return {"wall": wall, "server_cpu": cpu_stats,
+            "ratio": wall["console"]["median"] / wall["no-console"]["median"],
+            "paired_ratio": statistics.median(paired_ratios(timings, "console", "no-console")),
+            "cpu_ratio": cpu_stats["console"]["median"] / cpu_stats["no-console"]["median"],
+            "redraw_ms": 1000 * console_redraw_seconds()}
+
+
+def console_redraw_seconds(redraws: int = 200) -> float:
+    """CPU time of one redraw of the live console (snapshot → rich → terminal codes),
+    measured in this process with one transfer on screen, 120×40 characters."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from muxserver.console import ConsoleView
+    from muxserver.server import ConnectionInfo, Snapshot
+
+    now = time.monotonic()
+    transfer = ConnectionInfo(1, "127.0.0.1:50000", "receiving", "put", "upload.bin",
+                              300 << 20, GiB, now - 0.3, 300 << 20, 0, 0, 0, now)
+    snap = Snapshot("127.0.0.1:9009", "/srv", 10.0, 100, 5, [transfer], 3, 0, GiB, 0)
+    view = ConsoleView()
+    with open(os.devnull, "w") as sink:
+        console = Console(file=sink, force_terminal=True, width=120, height=40,
+                          color_system="truecolor")
+        live = Live(console=console, auto_refresh=False, redirect_stdout=False,
+                    redirect_stderr=False)
+        live.start()
+        started = time.process_time()
+        for _ in range(redraws):
+            live.update(view.render(snap, max_rows=30, width=120), refresh=True)
+        spent = time.process_time() - started
+        live.stop()
+    return spent / redraws
+
+
+def print_console_cost(r: dict, runs: int) -> None:
+    print(f"Console cost: {r['size_mib']} MiB uploads, {runs} runs each, alternating")
+    print(f"  {'server':<11} {'median s':>9} {'min s':>7} {'max s':>7} {'server CPU s':>13}")
+    for name, s in r["wall"].items():
+        print(f"  {name:<11} {s['median']:9.3f} {s['min']:7.3f} {s['max']:7.3f} "
+              f"{r['server_cpu'][name]['median']:13.3f}")
+    print(f"  console / no-console: time {r['paired_ratio']:.3f} (median of paired ratios; "
+          f"ratio of medians {r['ratio']:.3f}), server CPU {r['cpu_ratio']:.3f}")
+    print(f"  one redraw costs {r['redraw_ms']:.2f} ms of CPU: "
+          f"{r['redraw_ms'] * 4 / 10:.2f} % of a core at 4 redraws a second")
