@@ -333,8 +333,7 @@ def parse_header(raw: bytes) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ProtocolError("bad_header", "header is not valid UTF-8") from None
     try:
-        obj = json.loads(text, object_pairs_hook=_reject_duplicate_keys,
-                         parse_constant=_reject_constant)
+        obj = _HEADER_DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError("bad_header", f"header is not valid JSON ({exc})") from None
     if not isinstance(obj, dict):
@@ -353,6 +352,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# Made once: json.loads/json.dumps with options build a new decoder/encoder per call,
+# which costs more than parsing a small header. Both are stateless between calls.
+_HEADER_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicate_keys,
+                                   parse_constant=_reject_constant)
+_HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
+                                   allow_nan=False)
+
+
 # ------------------------------------------------------------------------ encoders
 
 
@@ -360,8 +367,7 @@ def encode_frame(fields: Mapping[str, Any], length: int = 0) -> bytes:
     """Prefix and header of one frame; the caller sends ``length`` body bytes after it."""
     if length:
         fields = {**fields, "length": length}
-    header = json.dumps(fields, separators=(",", ":"), ensure_ascii=False,
-                        allow_nan=False).encode("utf-8")
+    header = _HEADER_ENCODER.encode(fields).encode("utf-8")
     if len(header) > 65535:
         raise ValueError("header does not fit the 16-bit length field")
     return PREFIX.pack(MAGIC, VERSION, 0, len(header)) + header
