@@ -49,18 +49,26 @@ class Connection:
         self.sock = sock
         self.todo = collections.deque(requests)
         self.inflight: collections.deque[Request] = collections.deque()
+        self.unsent: collections.deque[Request] = collections.deque()
         self.out = bytearray()
         self.decoder = FrameDecoder()
         self.window = window
         self.current: Request | None = None
         self.mask = 0
 
-    def fill(self, now: float) -> None:
+    def fill(self) -> None:
         while self.todo and len(self.inflight) < self.window:
             req = self.todo.popleft()
-            req.sent = now
             self.out += req.frame
             self.inflight.append(req)
+            self.unsent.append(req)
+
+    def stamp(self, now: float) -> None:
+        """A request's latency starts when its first byte goes to the socket: one
+        generator thread plays a thousand clients, and the time it takes to get round
+        to a client is its own, not the server's."""
+        while self.unsent:
+            self.unsent.popleft().sent = now
 
     def done(self) -> bool:
         return not self.todo and not self.inflight
@@ -83,7 +91,7 @@ class LoadRun:
             conns.append(Connection(sock, plan, window))
         started = time.perf_counter()
         for conn in conns:
-            conn.fill(started)
+            conn.fill()
             self._interest(conn)
         live = len(conns)
         while live:
@@ -114,6 +122,7 @@ class LoadRun:
             conn.mask = mask
 
     def _write(self, conn: Connection) -> None:
+        conn.stamp(time.perf_counter())
         try:
             sent = conn.sock.send(conn.out)
         except BlockingIOError:
@@ -149,7 +158,7 @@ class LoadRun:
                     if req.hasher.hexdigest() != req.expect:
                         self.errors += 1
                 self.checked += 1
-                conn.fill(time.perf_counter())
+                conn.fill()
         conn.decoder.keep_leftover()
 
 
