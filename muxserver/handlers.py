@@ -426,13 +426,7 @@ class NativeSession(Session):
         return Phase.IDLE, 0.0
 
     def on_timeout(self, phase: Phase) -> None:
-        what = {Phase.HEADER: "the request header did not arrive in time",
-                Phase.TRANSFER: "the transfer stalled",
-                Phase.IDLE: "the connection was idle too long"}[phase]
-        log.warning("%s timed out: %s", self.channel.peer, what,
-                    extra={"event": "timeout", "conn": self.channel.id})
-        if self.channel.trace is not None:
-            self.channel.trace("timeout", self.channel.id, why=what)
+        what = self.note_timeout(phase)
         if self.channel.out.file_bytes:
             self.channel.abort(what)  # inside a body: no frame can be sent any more
             return

@@ -460,13 +460,7 @@ class HttpSession(Session):
         return Phase.IDLE, 0.0
 
     def on_timeout(self, phase: Phase) -> None:
-        what = {Phase.HEADER: "the request header did not arrive in time",
-                Phase.TRANSFER: "the transfer stalled",
-                Phase.IDLE: "the connection was idle too long"}[phase]
-        log.warning("%s timed out: %s", self.channel.peer, what,
-                    extra={"event": "timeout", "conn": self.channel.id})
-        if self.channel.trace is not None:
-            self.channel.trace("timeout", self.channel.id, why=what)
+        what = self.note_timeout(phase)
         if self.channel.out.file_bytes or self.conn.our_state not in (h11.IDLE,
                                                                       h11.SEND_RESPONSE):
             self.abort_upload()

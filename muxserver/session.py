@@ -16,14 +16,22 @@ order) and the channel stops reading.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from .buffers import FileRegion
-from .channel import Channel
+from .channel import Channel, Phase
 from .storage import OpenFile, StorageError, Upload
 
 if TYPE_CHECKING:
     from .server import Server
+
+log = logging.getLogger("muxserver")
+
+#: What a client is told, and the log says, when a phase of its connection times out.
+TIMEOUT_REASONS = {Phase.HEADER: "the request header did not arrive in time",
+                   Phase.TRANSFER: "the transfer stalled",
+                   Phase.IDLE: "the connection was idle too long"}
 
 
 class Transfer:
@@ -154,6 +162,16 @@ class Session:
         self.upload = self.verifying = None
 
     # -- the end
+
+    def note_timeout(self, phase: Phase) -> str:
+        """Log (and trace) that ``phase`` timed out; return the reason to give the client.
+        The subclass's ``on_timeout`` then ends the request in its own protocol."""
+        what = TIMEOUT_REASONS[phase]
+        log.warning("%s timed out: %s", self.channel.peer, what,
+                    extra={"event": "timeout", "conn": self.channel.id})
+        if self.channel.trace is not None:
+            self.channel.trace("timeout", self.channel.id, why=what)
+        return what
 
     @property
     def busy(self) -> bool:
