@@ -103,7 +103,7 @@ class Limits:
         if self.recv_size < 1 or (self.send_size is not None and self.send_size < 1):
             raise ValueError("recv/send sizes must be at least 1 byte")
         for name in ("header_timeout", "stall_timeout", "idle_timeout", "handshake_timeout",
-                     "accept_backoff", "shutdown_grace"):
+                     "accept_backoff", "shutdown_grace", "partial_ttl"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.replace('_', ' ')} must be positive")
         if self.max_file_size < 0:

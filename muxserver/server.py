@@ -26,8 +26,9 @@ from . import protocol
 from .channel import Channel, ChannelState, Phase
 from .handlers import NativeSession
 from .limits import Limits, raise_nofile_limit
-from .loop import EVENT_READ, EventLoop
+from .loop import EVENT_READ, EventLoop, Timer
 from .storage import Root
+from .units import format_duration
 
 log = logging.getLogger("muxserver")
 
@@ -101,7 +102,10 @@ class Server:
         raise_nofile_limit()
         self.max_connections = self.limits.effective_max_connections()
         self.loop = EventLoop(scratch_size=max(self.limits.recv_size, 64 * 1024))
-        self.root = Root(config.root)
+        self.root = Root(config.root, partial_ttl=self.limits.partial_ttl)
+        self.root.on_partial_kept = self._schedule_partial_expiry
+        self._expiry_timer: Timer | None = None
+        self._expiry_due = 0.0
         self.stats = Stats()
         self.channels: dict[int, Channel] = {}
         self.clients = 0  # channels running a session (refused ones do not count)
@@ -129,10 +133,11 @@ class Server:
                 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             except ValueError:
                 pass  # not the main thread (a test running the server in a thread)
-        removed, kept = self.root.sweep_temporary_files(self.limits.partial_ttl)
+        removed, kept = self.root.sweep_temporary_files()
         if removed or kept:
             log.info("cleaned up after an interrupted server: removed %d temporary file(s), "
                      "kept %d resumable upload(s)", removed, kept)
+        self._schedule_partial_expiry()
         sock = socket.create_server((self.config.host, self.config.port), backlog=1024,
                                     reuse_port=False)
         sock.setblocking(False)
@@ -142,6 +147,26 @@ class Server:
         if self.trace is not None:
             self.trace("listening", None, address=f"{host}:{port}")
         return host, port
+
+    def _schedule_partial_expiry(self) -> None:
+        """One timer, at the first partial file's expiry (none while there is none: an
+        idle server does not wake up)."""
+        due = self.root.next_partial_expiry()
+        if due is None or (self._expiry_timer is not None and self._expiry_due <= due):
+            return
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        self._expiry_due = due
+        self._expiry_timer = self.loop.call_later(max(0.0, due - time.time()),
+                                                  self._expire_partials)
+
+    def _expire_partials(self) -> None:
+        self._expiry_timer = None
+        removed = self.root.expire_partials()
+        if removed:
+            log.info("removed %d interrupted upload(s) untouched for %s", removed,
+                     format_duration(self.limits.partial_ttl), extra={"event": "expired"})
+        self._schedule_partial_expiry()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -205,6 +230,7 @@ class Server:
 
     def shutdown(self) -> None:
         """Close the listener and every connection; interrupted uploads leave nothing."""
+        self.root.on_partial_kept = None  # no more timers: the loop is closing
         if self.listener is not None:
             self.listener.close()
         for channel in list(self.channels.values()):

@@ -32,6 +32,7 @@ import dataclasses
 import errno
 import fcntl
 import hashlib
+import heapq
 import itertools
 import logging
 import os
@@ -230,13 +231,19 @@ class OpenFile:
 class Root:
     """The served directory, held open as a descriptor for the server's lifetime."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], partial_ttl: float = 24 * 3600) -> None:
         self.path = os.path.realpath(path)
         try:
             self.dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             raise StorageError("not_found", f"cannot serve {self.path}: {exc.strerror}") from None
         self.hashes = HashCache()
+        self.partial_ttl = partial_ttl
+        # Partial files this server knows of, by when they expire: (time, directory,
+        # file name), a heap. Found by the start-up sweep or kept by an aborted upload;
+        # the server calls expire_partials() when the first one is due.
+        self._partials: list[tuple[float, str, str]] = []
+        self.on_partial_kept: Callable[[], None] | None = None
 
     def close(self) -> None:
         if self.dir_fd >= 0:
@@ -501,14 +508,15 @@ class Root:
                                                     "not overwrite files (--allow-overwrite)")
         return True
 
-    def sweep_temporary_files(self, partial_ttl: float = 24 * 3600) -> tuple[int, int]:
+    def sweep_temporary_files(self) -> tuple[int, int]:
         """Clean up after a server that died; return (files removed, partials kept).
 
         Temporary files of resumable uploads become partial files (the client can
         resume them); other temporary files, and partial files untouched for
-        ``partial_ttl`` seconds, are removed. Only one server may sweep a root: an
-        exclusive lock on the root directory, held for the server's life, tells a
-        second server not to touch the files of the first one's running uploads.
+        ``partial_ttl`` seconds, are removed; the partials kept are remembered, to
+        expire while the server runs. Only one server may sweep a root: an exclusive
+        lock on the root directory, held for the server's life, tells a second server
+        not to touch the files of the first one's running uploads.
         """
         try:
             fcntl.flock(self.dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -516,16 +524,57 @@ class Root:
             log.warning("another muxserver serves %s; leaving its temporary files alone",
                         self.path)
             return 0, 0
-        counts = [0, 0]
-        stack = [os.open(".", _O_DIR, dir_fd=self.dir_fd)]
-        expired_before = time.time() - partial_ttl
+        removed = 0
+        kept: list[tuple[str, str, float]] = []
+        stack = [(os.open(".", _O_DIR, dir_fd=self.dir_fd), "")]
+        expired_before = time.time() - self.partial_ttl
         while stack:
-            fd = stack.pop()
+            fd, where = stack.pop()
             try:
-                _sweep_dir(fd, stack, expired_before, counts)
+                removed += _sweep_dir(fd, where, stack, expired_before, kept)
             finally:
                 os.close(fd)
-        return counts[0], counts[1]
+        for where, partial, mtime in kept:
+            heapq.heappush(self._partials, (mtime + self.partial_ttl, where, partial))
+        return removed, len(kept)
+
+    # -- partial files while running
+
+    def partial_kept(self, name: str, partial: str) -> None:
+        """An interrupted upload of ``name`` left ``partial`` beside it: expire it later."""
+        where = "/".join(split_name(name)[:-1])
+        heapq.heappush(self._partials, (time.time() + self.partial_ttl, where, partial))
+        if self.on_partial_kept is not None:
+            self.on_partial_kept()
+
+    def next_partial_expiry(self) -> float | None:
+        """When (``time.time()``) the first known partial file may expire, if any."""
+        return self._partials[0][0] if self._partials else None
+
+    def expire_partials(self) -> int:
+        """Remove the partial files untouched for ``partial_ttl``; return how many.
+
+        A partial that was resumed meanwhile is gone (renamed back into an upload) or
+        newer (kept again by a later attempt, which scheduled its own expiry).
+        """
+        now = time.time()
+        removed = 0
+        while self._partials and self._partials[0][0] <= now:
+            _due, where, partial = heapq.heappop(self._partials)
+            try:
+                parent = self.open_dir(split_name(where) if where else [])
+            except (StorageError, OSError):
+                continue  # the directory went away, and the partial with it
+            try:
+                st = os.stat(partial, dir_fd=parent, follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_mtime <= now - self.partial_ttl:
+                    os.unlink(partial, dir_fd=parent)
+                    removed += 1
+            except OSError:
+                pass  # resumed (renamed away) or removed by hand: nothing to do
+            finally:
+                os.close(parent)
+        return removed
 
 
 def partial_key(leaf: str, sha256: str, size: int) -> str:
@@ -533,26 +582,47 @@ def partial_key(leaf: str, sha256: str, size: int) -> str:
     return f"{hashlib.sha256(leaf.encode()).hexdigest()[:24]}-{sha256[:16]}-{size}"
 
 
-def _sweep_dir(fd: int, stack: list[int], expired_before: float, counts: list[int]) -> None:
+def _sweep_dir(fd: int, where: str, stack: list[tuple[int, str]], expired_before: float,
+               kept: list[tuple[str, str, float]]) -> int:
+    """Sweep one directory (``where`` below the root); return the files removed, add the
+    partial files kept to ``kept`` as (directory, name, mtime) and subdirectories to
+    ``stack``."""
+    removed = 0
     with os.scandir(fd) as entries:
         for entry in entries:
             name = entry.name
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append(os.open(name, _O_DIR, dir_fd=fd))
+                    stack.append((os.open(name, _O_DIR, dir_fd=fd),
+                                  f"{where}/{name}" if where else name))
                 elif not name.startswith(RESERVED_PREFIX) or entry.is_symlink():
                     continue
                 elif name.startswith(TEMP_PREFIX) and "." in name[len(TEMP_PREFIX):]:
-                    key = name[len(TEMP_PREFIX):].split(".", 1)[1]
-                    os.replace(name, PARTIAL_PREFIX + key, src_dir_fd=fd, dst_dir_fd=fd)
-                    counts[1] += 1
-                elif name.startswith(TEMP_PREFIX) or (
-                        name.startswith(PARTIAL_PREFIX)
-                        and entry.stat(follow_symlinks=False).st_mtime < expired_before):
+                    # a resumable upload's temporary file: from now on a partial file
+                    partial = PARTIAL_PREFIX + name[len(TEMP_PREFIX):].split(".", 1)[1]
+                    mtime = entry.stat(follow_symlinks=False).st_mtime
+                    os.replace(name, partial, src_dir_fd=fd, dst_dir_fd=fd)
+                    removed += _keep_or_expire(fd, where, partial, mtime, expired_before, kept)
+                elif name.startswith(TEMP_PREFIX):
                     os.unlink(name, dir_fd=fd)
-                    counts[0] += 1
+                    removed += 1
+                elif name.startswith(PARTIAL_PREFIX):
+                    mtime = entry.stat(follow_symlinks=False).st_mtime
+                    removed += _keep_or_expire(fd, where, name, mtime, expired_before, kept)
             except OSError:
                 continue  # vanished or unreadable: nothing to clean
+    return removed
+
+
+def _keep_or_expire(fd: int, where: str, partial: str, mtime: float,
+                    expired_before: float, kept: list[tuple[str, str, float]]) -> int:
+    """Remove a partial file untouched since ``expired_before`` (return 1), else note it
+    in ``kept`` (return 0)."""
+    if mtime < expired_before:
+        os.unlink(partial, dir_fd=fd)
+        return 1
+    kept.append((where, partial, mtime))
+    return 0
 
 
 class Upload:
@@ -722,6 +792,7 @@ class Upload:
                 if keep:
                     os.replace(self.temp, PARTIAL_PREFIX + self.key, src_dir_fd=self.parent,
                                dst_dir_fd=self.parent)
+                    self.root.partial_kept(self.name, PARTIAL_PREFIX + self.key)
                 else:
                     os.unlink(self.temp, dir_fd=self.parent)
             except OSError:

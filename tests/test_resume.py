@@ -13,6 +13,8 @@ import pytest
 
 from muxserver import protocol
 from muxserver.client import Client, ClientError, GetFile, Partial, PutFile
+from muxserver.limits import Limits
+from muxserver.storage import partial_key
 
 from .conftest import (FrameReader, run_cli, sha256, spawn_server, stop_process, temp_files,
                        visible_files)
@@ -260,3 +262,30 @@ def test_listing_never_shows_temporary_or_partial_files(server, log_watcher):
             assert client.list("", recursive=True) == []
             with pytest.raises(ClientError):
                 client.stat(partial_files(server.root)[0])
+
+
+def test_a_partial_file_expires_while_the_server_runs(make_server, log_watcher):
+    server = make_server(limits=Limits(partial_ttl=2.0))
+    interrupted_upload(server, "dir/late.bin", DATA, 200_000, resumable=True,
+                       log_watcher=log_watcher)
+    assert len(partial_files(server.root)) == 1  # kept, for now
+    log_watcher.wait_for("expired")
+    assert partial_files(server.root) == []
+    with server.client() as client:  # a resume now starts from the beginning
+        query = client.run([Partial("dir/late.bin", sha256(DATA), len(DATA))])[0]
+        assert query.ok and query.info["offset"] == 0
+
+
+def test_partials_found_at_start_expire_later_unless_resumed(root, make_server, log_watcher,
+                                                             tmp_path):
+    data = b"0123456789" * 1000
+    key = partial_key("keep.bin", sha256(data), len(data))
+    (root / f".muxserver-part-{key}").write_bytes(data[:4000])
+    (root / ".muxserver-part-0123-abcd-10").write_bytes(b"01234")  # nobody comes back
+    server = make_server(limits=Limits(partial_ttl=3.0))
+    (tmp_path / "keep.bin").write_bytes(data)
+    with server.client() as client:  # resumed before it expires: it is not lost
+        assert client.run([PutFile(tmp_path / "keep.bin", "keep.bin", offset=4000)])[0].ok
+    log_watcher.wait_for("expired")
+    assert partial_files(root) == []
+    assert (root / "keep.bin").read_bytes() == data
