@@ -4,7 +4,8 @@ Where to start reading:
 - ``protocol.py``: the wire format and the sans-I/O state machine that decodes it;
 - ``loop.py``: the selector event loop (interest changes, timers, deferred closes);
 - ``channel.py``: one client socket, its buffers and its backpressure;
-- ``handlers.py``: what each request does;
+- ``session.py``: the request lifecycle both protocols share (auth, timeouts, transfers);
+- ``native.py`` and ``http.py``: the two wire formats, translated into that lifecycle;
 - ``storage.py``: the served root and its rules (safe names, atomic commits).
 """
 

@@ -1,16 +1,15 @@
 """One client connection: its socket, its send queue, its timeouts and its close.
 
 A channel moves bytes and never parses them. It reads into the loop's scratch
-buffer and hands the bytes to its *protocol* (``handlers.NativeSession``), which
-answers by queueing reply bytes or file regions with :meth:`Channel.write` and
-:meth:`Channel.write_file`. The protocol object must provide::
+buffer and hands the bytes to its *protocol*, which answers by queueing reply bytes
+or file regions with :meth:`Channel.write` and :meth:`Channel.write_file`. What a
+protocol must provide is declared below as :class:`ConnectionProtocol` (the shape of
+asyncio's ``Protocol``); :class:`BaseProtocol` gives every method a harmless default.
+The protocols are the first-byte sniffer and the refusal over the cap
+(``sniff.py``), then the native and HTTP sessions (``native.py``, ``http.py``).
 
-    data_received(view)   # bytes from recv_into; the view is only valid during the call
-    eof_received()        # recv returned b"": the peer finished sending (half close)
-    output_drained()      # queued output fell below the low-water mark
-    timeout_phase()       # (phase, since) for the timeout rules, see Channel.check_deadline
-    on_timeout(phase)     # a timeout expired
-    connection_lost()     # the channel is closed: release files, delete temporary files
+After every readiness event the channel recomputes its deadline from the protocol's
+``timeout_phase()``: no protocol can forget to re-arm its timeouts.
 
 Lessons of the Socket HOWTO this file obeys:
 
@@ -37,12 +36,15 @@ import os
 import socket
 import ssl
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from .buffers import FileRegion, SendQueue
 from .limits import Limits
 from .loop import EVENT_READ, EVENT_WRITE, EventLoop, Timer
 from .zerocopy import UNSUPPORTED
+
+if TYPE_CHECKING:
+    from .session import Transfer
 
 log = logging.getLogger("muxserver")
 
@@ -68,18 +70,109 @@ class Phase(enum.Enum):
     TRANSFER = "transfer"  # a body moves in or out: stall_timeout since the last byte
 
 
+class ConnectionProtocol(Protocol):
+    """What a channel calls on the protocol it carries (and what observers read)."""
+
+    #: what the console shows in the connection's state column
+    state_label: str
+    #: bytes received but not handled yet (partial headers, pipelined requests)
+    recv_buffered: int
+    #: the put or get under way, for the console; None between transfers
+    transfer: "Transfer | None"
+
+    def data_received(self, data: memoryview) -> None:
+        """Bytes from recv_into; the view is only valid during the call."""
+
+    def eof_received(self) -> None:
+        """recv returned b"": the peer finished sending (half close or full close)."""
+
+    def output_drained(self) -> None:
+        """Queued output fell below the low-water mark (after the protocol asked)."""
+
+    def timeout_phase(self) -> tuple[Phase, float]:
+        """What the connection waits for now, and since when (HEADER only)."""
+
+    def on_timeout(self, phase: Phase) -> None:
+        """The deadline of ``phase`` passed."""
+
+    def splice_sink(self) -> tuple[int, int, int] | None:
+        """(fd, offset, count): body bytes may go from the socket to this file."""
+
+    def spliced(self, count: int) -> None:
+        """``count`` body bytes went to the splice sink."""
+
+    def splice_failed(self, count: int, exc: OSError) -> None:
+        """Writing ``count`` spliced bytes to the file failed."""
+
+    def server_stopping(self) -> bool:
+        """A graceful stop began; return True if the connection closes at once."""
+
+    def connection_lost(self) -> None:
+        """The channel is closed: release files, delete temporary files."""
+
+    def fail(self, exc: Exception) -> None:
+        """An unexpected error in one of this protocol's steps (see EventLoop.fault)."""
+
+
+class BaseProtocol:
+    """A :class:`ConnectionProtocol` whose every method does the harmless thing."""
+
+    state_label = "open"
+    recv_buffered = 0
+    transfer: "Transfer | None" = None
+
+    def __init__(self, channel: "Channel") -> None:
+        self.channel = channel
+
+    def data_received(self, data: memoryview) -> None:
+        pass
+
+    def eof_received(self) -> None:
+        self.channel.close_when_done("peer finished sending")
+
+    def output_drained(self) -> None:
+        pass
+
+    def timeout_phase(self) -> tuple[Phase, float]:
+        return Phase.IDLE, 0.0
+
+    def on_timeout(self, phase: Phase) -> None:
+        self.channel.abort(f"timed out ({phase.value})")
+
+    def splice_sink(self) -> tuple[int, int, int] | None:
+        return None
+
+    def spliced(self, count: int) -> None:
+        raise AssertionError("spliced() without a splice sink")
+
+    def splice_failed(self, count: int, exc: OSError) -> None:
+        raise AssertionError("splice_failed() without a splice sink")
+
+    def server_stopping(self) -> bool:
+        self.channel.close_when_done("server stopping")
+        return True
+
+    def connection_lost(self) -> None:
+        pass
+
+    def fail(self, exc: Exception) -> None:
+        self.channel.fail(exc)
+
+
 class Channel:
     """A connected socket, registered with the loop, feeding one protocol object."""
 
     def __init__(self, loop: EventLoop, sock: socket.socket, peer: str, conn_id: int,
-                 limits: Limits, on_closed: Callable[["Channel"], None]) -> None:
+                 limits: Limits, on_closed: Callable[["Channel"], None],
+                 peer_host: str = "") -> None:
         self.loop = loop
         self.sock = sock
         self.fd = sock.fileno()
-        self.peer = peer
+        self.peer = peer  # "address:port", as logs and the console show it
+        self.peer_host = peer_host or peer  # the address alone: what auth back-off counts
         self.id = conn_id
         self.limits = limits
-        self.protocol: Any = None
+        self.protocol: ConnectionProtocol = BaseProtocol(self)
         self.out = SendQueue()
         self.events = 0  # interest registered with the selector (see EventLoop.set_interest)
         self.state = ChannelState.OPEN
@@ -102,7 +195,7 @@ class Channel:
 
     # -- lifecycle
 
-    def start(self, protocol: Any) -> None:
+    def start(self, protocol: ConnectionProtocol) -> None:
         self.protocol = protocol
         if self.tls:
             self.state = ChannelState.HANDSHAKE
@@ -120,6 +213,10 @@ class Channel:
             self.on_readable()
         if mask & EVENT_WRITE and not self.closed:
             self.on_writable()
+        if not self.closed:
+            # What the protocol waits for may have changed (a header began, a body
+            # started, replies were queued): move the deadline if it came closer.
+            self.rearm_timer()
 
     def continue_handshake(self) -> None:
         """One step of the non-blocking TLS handshake; OpenSSL says what it waits for."""
@@ -411,7 +508,10 @@ class Channel:
 
     def _deadline(self) -> float:
         if self.state is ChannelState.HANDSHAKE:
-            return self.opened + self.limits.handshake_timeout
+            # The handshake is the first part of the first request: it gets no more
+            # time than a request header would (a dribbling TLS client is a slowloris).
+            limits = self.limits
+            return self.opened + min(limits.handshake_timeout, limits.header_timeout)
         if self.state is not ChannelState.OPEN:
             return self._closing_since + self.limits.close_linger
         phase, since = self.protocol.timeout_phase()

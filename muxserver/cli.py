@@ -57,6 +57,11 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument("--root", default=".", help="directory to serve (default: the current one)")
     p.add_argument("--allow-overwrite", action="store_true",
                    help="let clients replace existing files (they must ask: put --overwrite)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer HTTP requests for this Host name (repeatable; "
+                        "'.example.org' allows names under it, '*' any); IP addresses "
+                        "and localhost always are, and this machine's names when bound "
+                        "beyond loopback")
     p.add_argument("--no-console", action="store_true",
                    help="plain log lines instead of the live console")
     add_token_arguments(p, "clients must present this token (prefer --token-file or "
@@ -219,7 +224,8 @@ def run_serve(args: argparse.Namespace) -> int:
         return _fail(str(exc), status=2)
     config = ServerConfig(host=args.host, port=args.port, root=args.root,
                           allow_overwrite=args.allow_overwrite, token=token,
-                          tls_cert=args.tls_cert, tls_key=args.tls_key, limits=limits)
+                          tls_cert=args.tls_cert, tls_key=args.tls_key,
+                          allow_hosts=args.allow_host, limits=limits)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     # The server logs a line per transfer and the format uses neither the caller's

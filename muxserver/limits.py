@@ -82,6 +82,11 @@ class Limits:
         24 * 3600.0, "tus servers expire unfinished uploads after a day or more", "s")
     auth_failures: int = limit(
         3, "vsftpd max_login_fails: wrong tokens before the connection is closed")
+    address_auth_failures: int = limit(
+        10, "fail2ban's maxretry idea: wrong tokens from one address before its back-off")
+    auth_backoff: float = limit(
+        60.0, "an address that guessed wrong too often is refused this long (fail2ban)",
+        "s")
     accept_backoff: float = limit(
         1.0, "asyncio waits 1 s after EMFILE before accepting again (nginx 500 ms)", "s")
 
@@ -103,11 +108,13 @@ class Limits:
         if self.recv_size < 1 or (self.send_size is not None and self.send_size < 1):
             raise ValueError("recv/send sizes must be at least 1 byte")
         for name in ("header_timeout", "stall_timeout", "idle_timeout", "handshake_timeout",
-                     "accept_backoff", "shutdown_grace", "partial_ttl"):
+                     "accept_backoff", "shutdown_grace", "partial_ttl", "auth_backoff"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.replace('_', ' ')} must be positive")
         if self.max_file_size < 0:
             raise ValueError("max file size must not be negative")
+        if self.auth_failures < 1 or self.address_auth_failures < 1:
+            raise ValueError("auth failure counts must be at least 1")
 
 
 def raise_nofile_limit() -> int:

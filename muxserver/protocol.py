@@ -1,9 +1,9 @@
 """The muxserver wire protocol: frame layout, encoders, and a sans-I/O decoder.
 
 This module never touches a socket or a file. It turns bytes into events and
-events into bytes; the event loop moves the bytes (``channel.py``) and the request
-handlers decide what a request does (``handlers.py``). ``docs/PROTOCOL.md`` is the
-normative description; this is its executable form.
+events into bytes; the event loop moves the bytes (``channel.py``) and the sessions
+decide what a request does (``session.py``, ``native.py``). ``docs/PROTOCOL.md`` is
+the normative description; this is its executable form.
 
 Theory of operation
 -------------------
@@ -75,6 +75,7 @@ ERROR_CODES: dict[str, str] = {
     "no_space": "the server's disk is full or the file is over its size limit",
     "io_error": "the server's disk failed while reading or writing",
     "unauthorized": "the server needs a token and none (or a wrong one) was presented",
+    "too_many_attempts": "too many wrong tokens came from this address; it must wait; closed",
     "too_many_clients": "the server holds its maximum of connections; closed",
     "timeout": "the connection was silent for too long; closed",
     "shutting_down": "the server is stopping; requests not started are not served; closed",
@@ -84,7 +85,7 @@ ERROR_CODES: dict[str, str] = {
 #: Error codes after which the server closes the connection (the stream cannot be resynced).
 FATAL_CODES = frozenset(
     {"bad_magic", "bad_version", "header_too_large", "bad_header", "too_many_clients",
-     "timeout", "shutting_down", "internal"}
+     "too_many_attempts", "timeout", "shutting_down", "internal"}
 )
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -367,7 +368,10 @@ def encode_frame(fields: Mapping[str, Any], length: int = 0) -> bytes:
     """Prefix and header of one frame; the caller sends ``length`` body bytes after it."""
     if length:
         fields = {**fields, "length": length}
-    header = _HEADER_ENCODER.encode(fields).encode("utf-8")
+    return _frame(_HEADER_ENCODER.encode(fields).encode("utf-8"))
+
+
+def _frame(header: bytes) -> bytes:
     if len(header) > 65535:
         raise ValueError("header does not fit the 16-bit length field")
     return PREFIX.pack(MAGIC, VERSION, 0, len(header)) + header
@@ -417,8 +421,13 @@ def encode_auth(req_id: int, token: str) -> bytes:
     return encode_frame({"id": req_id, "op": "auth", "token": token})
 
 
-def encode_ok(req_id: int | None, length: int = 0, **fields: Any) -> bytes:
-    return encode_frame({"id": req_id, "ok": True, **fields}, length)
+def encode_ok(req_id: int | None, length: int | None = None, **fields: Any) -> bytes:
+    """A success reply. Replies that can carry a body (get, list) always say ``length``,
+    0 included; the others have none and leave it out (absent means 0)."""
+    if length is None:
+        return encode_frame({"id": req_id, "ok": True, **fields})
+    header = _HEADER_ENCODER.encode({"id": req_id, "ok": True, **fields, "length": length})
+    return _frame(header.encode("utf-8"))
 
 
 def encode_error(req_id: int | None, code: str, message: str) -> bytes:
@@ -464,7 +473,7 @@ def parse_request(fields: Mapping[str, Any], length: int) -> Request:
     if rid is None:
         raise RequestError("bad_request", f"id must be an integer from 0 to {MAX_ID}")
     op = fields.get("op")
-    if not isinstance(op, str):
+    if not isinstance(op, str):  # missing or of another type: the same answer
         raise RequestError("bad_request", "op must be a string")
     if op not in OPERATIONS:
         raise RequestError("unknown_op", f"unknown operation {op[:40]!r}; "

@@ -22,11 +22,12 @@ import ssl
 import time
 from typing import Any, Callable
 
-from . import protocol
-from .channel import Channel, ChannelState, Phase
-from .handlers import NativeSession
+from .access import Access, HostNames
+from .channel import Channel
 from .limits import Limits, raise_nofile_limit
 from .loop import EVENT_READ, EventLoop, Timer
+from .session import Services, Stats
+from .sniff import Refusal, Sniffer
 from .storage import Root
 from .units import format_duration
 
@@ -45,18 +46,8 @@ class ServerConfig:
     token: str | None = None  # clients must present it (an "auth" request) before anything else
     tls_cert: str | None = None  # PEM certificate chain: with tls_key, the port speaks TLS
     tls_key: str | None = None
+    allow_hosts: list[str] = dataclasses.field(default_factory=list)  # extra HTTP Host names
     limits: Limits = dataclasses.field(default_factory=Limits)
-
-
-@dataclasses.dataclass
-class Stats:
-    started: float = dataclasses.field(default_factory=time.monotonic)
-    connections_total: int = 0
-    transfers_done: int = 0
-    transfers_failed: int = 0
-    refused_connections: int = 0
-    bytes_in_closed: int = 0  # bytes of connections that have closed
-    bytes_out_closed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,14 +97,25 @@ class Server:
         self.root.on_partial_kept = self._schedule_partial_expiry
         self._expiry_timer: Timer | None = None
         self._expiry_due = 0.0
-        self.stats = Stats()
+        access = Access(config.token, self.limits, HostNames(config.host, config.allow_hosts))
+        #: all a session may reach of the server (see session.Services)
+        self.services = Services(self.loop, self.root, self.limits, access,
+                                 allow_overwrite=config.allow_overwrite)
         self.channels: dict[int, Channel] = {}
         self.clients = 0  # channels running a session (refused ones do not count)
-        self.stopping = False  # a graceful stop is under way
         self._next_id = 1
         self.listener: Listener | None = None
         self.tls_context = make_tls_context(config.tls_cert, config.tls_key)
         self.trace: Callable[..., None] | None = None  # the narrated trace (see trace.py)
+
+    @property
+    def stats(self) -> Stats:
+        return self.services.stats
+
+    @property
+    def stopping(self) -> bool:
+        """A graceful stop is under way."""
+        return self.services.stopping
 
     # -- starting
 
@@ -208,16 +210,12 @@ class Server:
             log.warning("second stop signal: stopping now", extra={"event": "stopping"})
             self.stop()
             return
-        self.stopping = True
+        self.services.stopping = True
         if self.listener is not None:
             self.listener.close()
         busy = 0
         for channel in list(self.channels.values()):
-            stopping = getattr(channel.protocol, "server_stopping", None)
-            if stopping is not None:
-                busy += not stopping()
-            else:
-                channel.abort("server stopping")
+            busy += not channel.protocol.server_stopping()
         grace = self.limits.shutdown_grace
         log.warning("stopping: no new connections; waiting up to %.0f s for %d transfer(s) "
                     "(Ctrl-C again to stop now)", grace, busy, extra={"event": "stopping"})
@@ -253,7 +251,9 @@ class Server:
                                                 do_handshake_on_connect=False)
         conn_id = self._next_id
         self._next_id += 1
-        channel = Channel(self.loop, sock, peer, conn_id, self.limits, self.channel_closed)
+        host = addr[0] if isinstance(addr, tuple) and addr else peer
+        channel = Channel(self.loop, sock, peer, conn_id, self.limits, self.channel_closed,
+                          peer_host=host)
         channel.trace = self.trace
         self.channels[conn_id] = channel
         self.stats.connections_total += 1
@@ -265,7 +265,7 @@ class Server:
         log.info("%s connected", peer, extra={"event": "connected", "conn": conn_id})
         if self.trace is not None:
             self.trace("accept", conn_id, peer=peer, clients=self.clients)
-        channel.start(Sniffer(self, channel))
+        channel.start(Sniffer(self.services, channel))
 
     def refuse(self, channel: Channel) -> None:
         """Tell a client over the cap why, then close (lingering, so it can read why)."""
@@ -280,7 +280,7 @@ class Server:
             log.warning("%s refused: too many clients (%d)", channel.peer,
                         self.max_connections, extra={"event": "refused", "conn": channel.id})
             return
-        channel.start(_Refusal(self, channel))
+        channel.start(Refusal(channel, self.max_connections))
         log.warning("%s refused: too many clients (%d)", channel.peer, self.max_connections,
                     extra={"event": "refused", "conn": channel.id})
 
@@ -288,7 +288,7 @@ class Server:
         self.channels.pop(channel.id, None)
         self.stats.bytes_in_closed += channel.bytes_in
         self.stats.bytes_out_closed += channel.bytes_out
-        if getattr(channel, "counted", False):
+        if channel.counted:
             self.clients -= 1
             log.info("%s closed (%s)", channel.peer, channel.close_reason or "closed",
                      extra={"event": "closed", "conn": channel.id})
@@ -314,16 +314,15 @@ class Server:
 
 
 def _connection_info(channel: Channel) -> ConnectionInfo:
-    session = channel.protocol
-    transfer = getattr(session, "transfer", None)
+    protocol = channel.protocol
+    transfer = protocol.transfer
     return ConnectionInfo(
-        id=channel.id, peer=channel.peer,
-        state=getattr(session, "state_label", "refusing"),
+        id=channel.id, peer=channel.peer, state=protocol.state_label,
         op=transfer.op if transfer else "", name=transfer.name if transfer else "",
         done=transfer.done if transfer else 0, total=transfer.total if transfer else 0,
         started=transfer.started if transfer else channel.opened,
         bytes_in=channel.bytes_in, bytes_out=channel.bytes_out,
-        recv_buffered=getattr(session, "recv_buffered", 0),
+        recv_buffered=protocol.recv_buffered,
         send_buffered=channel.out.total, last_io=channel.last_io)
 
 
@@ -386,136 +385,6 @@ class Listener:
             self.server.loop.set_interest(self.sock, self, 0)
             self.closed = True
             self.sock.close()
-
-
-class Sniffer:
-    """The first protocol of every connection: decides from its first bytes whether
-    it speaks muxserver's native protocol (they start with the byte 0x89) or HTTP (an
-    upper-case method token and a space), then hands it, and the bytes it holds, to a
-    NativeSession or an HttpSession. A read may hold fewer bytes than needed to decide:
-    it waits for more, up to 16 bytes and the header timeout. Anything else gets an
-    error frame and is closed."""
-
-    MAX_METHOD = 16
-
-    def __init__(self, server: "Server", channel: Channel) -> None:
-        self.server = server
-        self.channel = channel
-        self.held = bytearray()
-        self.since = server.loop.now
-
-    def data_received(self, data: memoryview) -> None:
-        self.held += data
-        kind = self.decide()
-        if kind is None:
-            return
-        if kind == "bad":
-            self.refuse()
-            return
-        if kind == "http":
-            from .http import HttpSession  # h11 is imported only when HTTP is spoken
-            session: Any = HttpSession(self.server, self.channel)
-        else:
-            session = NativeSession(self.server, self.channel)
-        if self.channel.trace is not None:
-            speaks = "HTTP" if kind == "http" else "the native protocol"
-            self.channel.trace("sniff", self.channel.id, speaks=speaks)
-        self.channel.protocol = session
-        held, self.held = bytes(self.held), bytearray()
-        session.data_received(memoryview(held))
-
-    def decide(self) -> str | None:
-        first = self.held[0]
-        if first == protocol.MAGIC[0]:
-            return "native"
-        space = self.held.find(b" ")
-        token = bytes(self.held[:space if space >= 0 else len(self.held)])
-        if not token.isalpha() or not token.isupper():
-            return "bad"
-        if space > 0:
-            return "http"
-        return "bad" if len(self.held) > self.MAX_METHOD else None
-
-    def refuse(self) -> None:
-        log.warning("%s speaks neither muxserver nor HTTP", self.channel.peer,
-                    extra={"event": "refused", "conn": self.channel.id})
-        frame = protocol.encode_error(None, "bad_magic", f"expected magic 89 4d 55 58 or an "
-                                      f"HTTP request, got {bytes(self.held[:4]).hex(' ')}")
-        if self.channel.trace is not None:
-            self.channel.trace("reply", self.channel.id, id=None, code="bad_magic",
-                               size=len(frame))
-        self.channel.write(frame)
-        self.channel.close_when_done("neither muxserver nor HTTP")
-
-    def eof_received(self) -> None:
-        self.channel.close_when_done("closed before a request")
-
-    def output_drained(self) -> None:
-        pass
-
-    def timeout_phase(self) -> tuple[Phase, float]:
-        return (Phase.HEADER, self.since) if self.held else (Phase.IDLE, 0.0)
-
-    def on_timeout(self, phase: Phase) -> None:
-        log.warning("%s timed out before its first request", self.channel.peer,
-                    extra={"event": "timeout", "conn": self.channel.id})
-        self.channel.abort("timed out before a request")
-
-    def server_stopping(self) -> bool:
-        self.channel.close_when_done("server stopping")
-        return True
-
-    def splice_sink(self) -> None:
-        return None
-
-    def connection_lost(self) -> None:
-        pass
-
-    state_label = "new connection"
-
-
-class _Refusal:
-    """The protocol of a connection over the cap: it answers the client's first bytes
-    in the client's own protocol (an error frame, or HTTP 503), then closes. Clients
-    speak first in both protocols; one that says nothing is closed after close_linger."""
-
-    def __init__(self, server: Server, channel: Channel) -> None:
-        self.server = server
-        self.channel = channel
-        self.timer = server.loop.call_later(server.limits.close_linger,
-                                            lambda: channel.abort("too many clients"))
-
-    def data_received(self, data: memoryview) -> None:
-        if self.channel.state is not ChannelState.OPEN:
-            return
-        message = (f"the server is at its limit of {self.server.max_connections} "
-                   "connections; retry later")
-        if data[0] == protocol.MAGIC[0]:
-            self.channel.write(protocol.encode_error(None, "too_many_clients", message))
-        else:
-            body = (message + "\n").encode()
-            self.channel.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
-                               b"Content-Type: text/plain\r\nConnection: close\r\n"
-                               b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        self.channel.close_when_done("too many clients")
-
-    def eof_received(self) -> None:
-        self.channel.abort("too many clients")
-
-    def output_drained(self) -> None:
-        pass
-
-    def timeout_phase(self) -> tuple[Phase, float]:
-        return Phase.TRANSFER, 0.0
-
-    def on_timeout(self, phase: Any) -> None:
-        self.channel.abort("too many clients")
-
-    def splice_sink(self) -> None:
-        return None
-
-    def connection_lost(self) -> None:
-        self.timer.cancel()
 
 
 def make_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:

@@ -1,30 +1,48 @@
-"""What every protocol session shares, native (``handlers.py``) or HTTP (``http.py``).
+"""The request lifecycle both protocols share; ``native.py`` and ``http.py`` only
+translate their wire formats.
 
-A session sits between a channel (bytes) and the root (files). Whatever its wire
-format, it runs requests one after another and keeps three kinds of waiting in the
-same place:
+A session sits between a channel (bytes) and the root (files). Its subclass decodes
+requests and encodes replies; everything a request *means* to the server is decided
+here, once, so the native protocol and HTTP keep the same promises by construction:
 
-* a **job**: a reply produced in bounded steps (hashing a file never hashed, a listing
-  page by page), one step per loop turn, so one client cannot hold up the others;
-* **verifying**: an upload whose last bytes the hashing helper thread is still hashing;
-  it is committed when the helper calls back into the loop;
-* **backpressure**: queued output over the high-water mark.
+* **Admission.** Every request is authorized on its own (:meth:`Session.admit`),
+  before anything else about it is looked at; a refused request's body is never read
+  (the connection is closed instead), and refusals count as strikes: per connection
+  here, per address in ``access.py``.
+* **Waiting.** Requests run one after another, so replies stay in order. Three things
+  make the next request wait, and the channel stop reading meanwhile: a *job* (a reply
+  produced in bounded steps, one per loop turn: hashing a file never hashed, a listing
+  page by page), *verifying* (the hashing helper thread finishing an upload's digest),
+  and *backpressure* (queued output over the high-water mark).
+* **Timeouts.** The phase (idle, header, transfer) is derived from the session's state
+  in one function, :meth:`Session.timeout_phase`, for every protocol; the channel asks
+  it after every event, so no phase can be forgotten.
+* **Transfers.** A put or get is a :class:`Transfer`: begun when its request arrives,
+  ended exactly once, as done or failed. That is where statistics are counted and the
+  log line is written, and what the console shows.
+* **Stopping.** A graceful stop closes idle connections and lets transfers finish.
 
-While any of them lasts, the session decodes no further request (replies must stay in
-order) and the channel stops reading.
+A subclass provides :meth:`next_event`, :meth:`handle`, :meth:`header_pending`,
+:meth:`reading_body`, and the replies: :meth:`send_refusal`, :meth:`send_timeout`,
+:meth:`send_stopping`, :meth:`upload_failed` and :meth:`upload_stored`.
+
+A session reaches the server only through :class:`Services`.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import logging
-from typing import TYPE_CHECKING, Callable, Iterator
+import time
+from typing import Any, Callable, Iterator
 
-from .buffers import FileRegion
-from .channel import Channel, Phase
-from .storage import OpenFile, StorageError, Upload
-
-if TYPE_CHECKING:
-    from .server import Server
+from .access import Access, Refusal
+from .channel import BaseProtocol, Channel, ChannelState, Phase
+from .limits import Limits
+from .loop import EventLoop
+from .protocol import NEED_DATA
+from .storage import OpenFile, Root, StorageError, Upload, printable
 
 log = logging.getLogger("muxserver")
 
@@ -34,15 +52,41 @@ TIMEOUT_REASONS = {Phase.HEADER: "the request header did not arrive in time",
                    Phase.IDLE: "the connection was idle too long"}
 
 
-class Transfer:
-    """A put or get in progress, as the console and the logs see it."""
+@dataclasses.dataclass
+class Stats:
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    connections_total: int = 0
+    transfers_done: int = 0
+    transfers_failed: int = 0  # puts and gets refused, broken off, or failed
+    refused_connections: int = 0
+    bytes_in_closed: int = 0  # bytes of connections that have closed
+    bytes_out_closed: int = 0
 
-    __slots__ = ("op", "name", "total", "received", "region", "started")
+
+class Services:
+    """What a session may reach of the server, and nothing else."""
+
+    def __init__(self, loop: EventLoop, root: Root, limits: Limits, access: Access, *,
+                 allow_overwrite: bool) -> None:
+        self.loop = loop
+        self.root = root
+        self.limits = limits
+        self.access = access
+        self.allow_overwrite = allow_overwrite
+        self.stats = Stats()
+        self.stopping = False  # a graceful stop is under way: start no new request
+
+
+class Transfer:
+    """A put or get, from its request to its end; what the console shows of it."""
+
+    __slots__ = ("op", "name", "total", "received", "region", "started", "ended")
 
     def __init__(self, op: str, name: str, total: int, started: float) -> None:
         self.op, self.name, self.total, self.started = op, name, total, started
-        self.received = 0  # body bytes that have arrived (put) or been hashed (hash)
-        self.region: FileRegion | None = None  # the body of a get being sent
+        self.received = 0  # body bytes that have arrived (put) or been hashed (get)
+        self.region: Any = None  # the FileRegion of a get's body being sent
+        self.ended = False  # counted (done or failed): never counted twice
 
     @property
     def done(self) -> int:
@@ -51,31 +95,121 @@ class Transfer:
         return self.received
 
 
-class Session:
-    """The machinery shared by the protocol sessions; subclasses speak the protocol."""
+class Session(BaseProtocol):
+    """The lifecycle of requests on one connection; subclasses speak a wire format."""
 
-    def __init__(self, server: "Server", channel: Channel) -> None:
-        self.server = server
-        self.channel = channel
+    #: how log lines and the console name the protocol ("HTTP " for HTTP)
+    wire = ""
+
+    def __init__(self, services: Services, channel: Channel) -> None:
+        super().__init__(channel)
+        self.services = services
+        self.limits = services.limits
         self.upload: Upload | None = None  # the body arriving now is written here
         self.verifying: Upload | None = None  # waiting for the helper's hash to commit
         self.job: Iterator[None] | None = None  # a reply being produced in steps
-        self.transfer: Transfer | None = None
-        self.header_since: float | None = None
+        self.active: Transfer | None = None  # the put or get of the request being served
+        self.sending: collections.deque[Transfer] = collections.deque()  # gets on the wire
+        self.header_since: float | None = None  # when the incomplete header began
+        self.strikes = 0  # refused admissions on this connection
+        self.backpressured = False  # reading paused because replies piled up
 
-    # -- to provide
+    # -- to provide: the wire format
+
+    def next_event(self) -> Any:
+        """The next decoded event; NEED_DATA; or None when the stream just broke (the
+        subclass has answered and is closing)."""
+        raise NotImplementedError
+
+    def handle(self, event: Any) -> None:
+        raise NotImplementedError
+
+    def header_pending(self) -> bool:
+        """Bytes of a request header that is not complete yet are held."""
+        raise NotImplementedError
+
+    def reading_body(self) -> bool:
+        """The body of a request is arriving (stored or, if refused, skipped)."""
+        raise NotImplementedError
+
+    def send_refusal(self, refusal: Refusal, close: bool) -> None:
+        """Answer a request that was not admitted."""
+        raise NotImplementedError
+
+    def send_timeout(self, phase: Phase, what: str) -> None:
+        """Answer (if the protocol can) and close: ``phase`` timed out."""
+        raise NotImplementedError
+
+    def send_stopping(self) -> None:
+        """Tell the client the server is stopping, if the protocol has a way."""
+
+    def upload_failed(self, upload: Upload, exc: StorageError) -> None:
+        """The upload could not be stored; it is already aborted. Reply."""
+        raise NotImplementedError
+
+    def upload_stored(self, upload: Upload, digest: str) -> None:
+        """The upload is committed under its name. Reply."""
+        raise NotImplementedError
+
+    # -- decoding and running requests
 
     def process(self) -> None:
-        raise NotImplementedError
+        """Decode and run requests until more bytes are needed or something must wait."""
+        channel = self.channel
+        while channel.state is ChannelState.OPEN and not channel.closed:
+            if self.must_wait():
+                break
+            event = self.next_event()
+            if event is None:
+                break
+            if event is NEED_DATA:
+                channel.resume_reading()
+                break
+            self.handle(event)
+        if self.services.stopping and not self.busy:
+            self.close_for_stop()  # the transfer that kept us open is done
+        self.note_progress()
 
-    def commit(self, upload: Upload, digest: str | None) -> None:
-        raise NotImplementedError
+    def note_progress(self) -> None:
+        """Track when the current header began (the slowloris timeout counts from its
+        first byte, however slowly the rest arrives)."""
+        if self.header_pending():
+            if self.header_since is None:
+                self.header_since = self.services.loop.now
+        else:
+            self.header_since = None
+
+    # -- admission
+
+    def admit(self, offered: str | None, *, has_body: bool) -> bool:
+        """Authorize one request: True to go on. Called before anything else about the
+        request is checked. A refusal is answered here; a request with a body, a third
+        strike or an address in back-off also closes the connection unread."""
+        refusal = self.services.access.check(self.channel.peer_host, offered)
+        if refusal is None:
+            return True
+        self.strikes += 1
+        close = (has_body or self.strikes >= self.limits.auth_failures
+                 or refusal.code == "too_many_attempts")
+        log.warning("%s %s%s (%d of %d)", self.channel.peer, self.wire, refusal.message,
+                    self.strikes, self.limits.auth_failures,
+                    extra={"event": "refused", "conn": self.channel.id})
+        self.forget_transfer()
+        self.send_refusal(refusal, close)
+        if close:
+            self.channel.close_when_done(refusal.message)
+        return False
 
     # -- waiting
 
     def must_wait(self) -> bool:
         """True (and reading paused) while a job, a verification or queued output lasts."""
         channel = self.channel
+        if channel.output_full and not self.backpressured:
+            self.backpressured = True
+            if channel.trace is not None:
+                channel.trace("pause", channel.id, queued=channel.out.total,
+                              high=self.limits.output_high_water)
         if self.job is None and self.verifying is None and not channel.output_full:
             return False
         channel.wants_drain = channel.output_full
@@ -83,8 +217,12 @@ class Session:
         return True
 
     def output_drained(self) -> None:
+        if self.backpressured:
+            self.backpressured = False
+            if self.channel.trace is not None:
+                self.channel.trace("resume", self.channel.id)
         if self.job is not None:
-            self.server.loop.call_soon(self.run_job_step)
+            self.services.loop.call_soon(self.run_job_step)
         else:
             self.process()
 
@@ -111,35 +249,130 @@ class Session:
         except BaseException:
             self.job = None  # a job that raised is over; the error goes up
             raise
-        self.server.loop.call_soon(self.run_job_step)
+        self.services.loop.call_soon(self.run_job_step)
 
-    def hash_then(self, opened: OpenFile, name: str, then: Callable[[], None],
+    def hash_then(self, opened: OpenFile, then: Callable[[], None],
                   failed: Callable[[StorageError], None]) -> Iterator[None]:
         """A job: hash a file the cache does not know, step by step, then ``then()``."""
-        self.transfer = Transfer("hash", name, opened.size, self.server.loop.now)
+        transfer = self.active
         try:
-            for done in self.server.root.hash_in_steps(opened, self.server.limits.hash_step):
-                self.transfer.received = done
+            for done in self.services.root.hash_in_steps(opened, self.limits.hash_step):
+                if transfer is not None:
+                    transfer.received = done
                 yield
         except GeneratorExit:
             opened.close()
             raise
         except StorageError as exc:
             opened.close()
-            self.transfer = None
             failed(exc)
             return
-        self.transfer = None
+        if transfer is not None:
+            transfer.received = 0
         then()
 
-    # -- finishing uploads
+    # -- transfers: begun, counted once, logged once
+
+    def begin_transfer(self, op: str, name: str, total: int = 0) -> Transfer:
+        self.active = Transfer(op, name, total, self.services.loop.now)
+        return self.active
+
+    def forget_transfer(self) -> None:
+        """The request turned out not to be a transfer (a redirect, a refusal to a
+        stranger): nothing to count."""
+        self.active = None
+
+    def transfer_done(self, transfer: Transfer, size: int, digest: str) -> None:
+        if transfer.ended:
+            return
+        self._end(transfer)
+        self.services.stats.transfers_done += 1
+        log.info("%s %s%s %s: %d bytes, sha256 %s ok", self.channel.peer, self.wire,
+                 transfer.op, printable(transfer.name), size, digest[:16],
+                 extra={"event": "completed", "conn": self.channel.id})
+
+    def transfer_failed(self, transfer: Transfer | None) -> None:
+        if transfer is None or transfer.ended:
+            return
+        self._end(transfer)
+        self.services.stats.transfers_failed += 1
+
+    def _end(self, transfer: Transfer) -> None:
+        transfer.ended = True
+        if self.active is transfer:
+            self.active = None
+        if transfer in self.sending:
+            self.sending.remove(transfer)
+
+    def request_failed(self, code: str, message: str, name: str = "") -> None:
+        """The current request is refused or failed: count its transfer, log it once."""
+        transfer = self.active
+        what = transfer.op if transfer is not None else "request"
+        name = name or (transfer.name if transfer is not None else "")
+        self.transfer_failed(transfer)
+        log.warning("%s %s%s%s refused: %s (%s)", self.channel.peer, self.wire, what,
+                    f" {printable(name)}" if name else "", message, code,
+                    extra={"event": "refused", "conn": self.channel.id})
+
+    def sending_body(self, transfer: Transfer) -> None:
+        """The get's body is queued on the channel; the next request may begin."""
+        self.sending.append(transfer)
+        if self.active is transfer:
+            self.active = None
+
+    def download_sent(self, transfer: Transfer, digest: str) -> None:
+        """The last byte of a get's body went to the socket."""
+        self.transfer_done(transfer, transfer.total, digest)
+        if self.services.stopping and not self.busy:
+            self.close_for_stop()
+
+    @property
+    def transfer(self) -> Transfer | None:  # type: ignore[override]
+        """What the console shows: the request being served, else the body being sent."""
+        if self.active is not None:
+            return self.active
+        return self.sending[0] if self.sending else None
+
+    # -- uploads
+
+    def start_upload(self, name: str, length: int, sha256: str, *, overwrite: bool,
+                     resumable: bool = False, offset: int = 0,
+                     mtime: float | None = None) -> Upload:
+        """Check the target and open the upload (StorageError if refused)."""
+        limit = self.limits.max_file_size
+        if offset + length > limit:
+            raise StorageError("too_large", f"{offset + length} bytes is over the limit "
+                                            f"of {limit}")
+        upload = self.services.root.begin_upload(
+            name, length, sha256, overwrite=overwrite,
+            allow_overwrite=self.services.allow_overwrite, mtime=mtime,
+            resumable=resumable, offset=offset)
+        self.upload = upload
+        transfer = self.active or self.begin_transfer("put", name)
+        transfer.total, transfer.received = upload.size, upload.offset
+        return upload
+
+    def write_body(self, data: memoryview | bytes) -> None:
+        """Body bytes of the upload under way (those of a refused request are dropped)."""
+        upload = self.upload
+        if upload is None:
+            return
+        try:
+            upload.write(memoryview(data))
+        except StorageError as exc:  # disk full, file too large, I/O error
+            self.upload = None
+            upload.abort()
+            self.upload_failed(upload, exc)
+            return
+        if self.active is not None:
+            self.active.received = upload.offset + upload.received
 
     def finish_upload(self) -> None:
         """The body is complete: commit now, or once the helper has hashed the tail."""
         upload, self.upload = self.upload, None
         if upload is None:
             return
-        loop = self.server.loop
+        loop = self.services.loop
         if upload.finish_hash(lambda digest: loop.call_soon_threadsafe(
                 lambda: self.hash_ready(upload, digest))):
             self.verifying = upload  # requests behind this one wait, replies stay in order
@@ -154,24 +387,62 @@ class Session:
         self.commit(upload, digest)
         self.process()
 
+    def commit(self, upload: Upload, digest: str | None) -> None:
+        try:
+            digest = upload.commit(digest)
+        except StorageError as exc:
+            self.upload_failed(upload, exc)
+            return
+        if self.active is not None:
+            self.transfer_done(self.active, upload.size, digest)
+        self.upload_stored(upload, digest)
+
     def abort_upload(self) -> None:
+        """Drop the upload under way (an interruption: a resumable one keeps a partial)."""
         for upload in (self.upload, self.verifying):
             if upload is not None:
                 upload.abort()
-                self.server.stats.transfers_failed += 1
+                self.transfer_failed(self.active)
         self.upload = self.verifying = None
 
-    # -- the end
+    # -- timeouts
 
-    def note_timeout(self, phase: Phase) -> str:
-        """Log (and trace) that ``phase`` timed out; return the reason to give the client.
-        The subclass's ``on_timeout`` then ends the request in its own protocol."""
+    def timeout_phase(self) -> tuple[Phase, float]:
+        if self.busy or self.channel.out or self.reading_body():
+            return Phase.TRANSFER, 0.0
+        if self.header_since is not None:
+            return Phase.HEADER, self.header_since
+        return Phase.IDLE, 0.0
+
+    def on_timeout(self, phase: Phase) -> None:
         what = TIMEOUT_REASONS[phase]
         log.warning("%s timed out: %s", self.channel.peer, what,
                     extra={"event": "timeout", "conn": self.channel.id})
         if self.channel.trace is not None:
             self.channel.trace("timeout", self.channel.id, why=what)
-        return what
+        self.abort_upload()
+        if self.channel.out.file_bytes:
+            self.channel.abort(what)  # inside a body: no reply can be framed any more
+            return
+        self.send_timeout(phase, what)
+        self.channel.close_when_done(what)
+
+    # -- stopping
+
+    def server_stopping(self) -> bool:
+        """The server began a graceful stop. Return True if we closed at once (idle)."""
+        if self.busy:
+            return False  # closed when the transfer under way is done (see process)
+        self.close_for_stop()
+        return True
+
+    def close_for_stop(self) -> None:
+        if self.channel.state is not ChannelState.OPEN or self.channel.closed:
+            return
+        self.send_stopping()
+        self.channel.close_when_done("server stopping")
+
+    # -- the end
 
     @property
     def busy(self) -> bool:
@@ -184,10 +455,32 @@ class Session:
         if self.job is not None:
             self.job.close()  # closes the file or directory it holds
             self.job = None
-        if self.transfer is not None and self.transfer.op == "get":
-            self.server.stats.transfers_failed += 1
-        self.transfer = None
+        self.transfer_failed(self.active)
+        while self.sending:
+            self.transfer_failed(self.sending[0])
 
-    def fail(self, exc: Exception) -> None:
-        """An unexpected error in a step of this session (see EventLoop.fault)."""
-        self.channel.fail(exc)
+    # -- what the console shows
+
+    @property
+    def state_label(self) -> str:  # type: ignore[override]
+        channel = self.channel
+        if channel.state is not ChannelState.OPEN:
+            return channel.state.value
+        if self.upload is not None:
+            label = "receiving body"
+        elif self.verifying is not None:
+            label = "verifying"
+        elif self.job is not None:
+            label = "hashing" if self.active is not None else "listing"
+        elif channel.out.file_bytes:
+            label = "sending body"
+        elif channel.out:
+            label = "sending reply"
+        else:
+            label = self.wire_state()
+        return self.wire + label
+
+    def wire_state(self) -> str:
+        """The decoder's state, when nothing above applies."""
+        return "idle"
+

@@ -547,6 +547,26 @@ class Root:
         if self.on_partial_kept is not None:
             self.on_partial_kept()
 
+    def forget_partials(self, name: str, parent: int) -> None:
+        """A file was just stored under ``name`` (a checked name; ``parent`` is its
+        directory): interrupted uploads to that name, of whatever content, are
+        superseded. Remove the partial files kept for it."""
+        if not self._partials:
+            return
+        where, _, leaf = name.rpartition("/")
+        prefix = PARTIAL_PREFIX + _leaf_key(leaf)
+        mine = [item for item in self._partials if item[1] == where
+                and item[2].startswith(prefix)]
+        if not mine:
+            return
+        for _due, _where, partial in mine:
+            try:
+                os.unlink(partial, dir_fd=parent)
+            except OSError:
+                pass  # resumed meanwhile (renamed into this very upload) or removed by hand
+        self._partials = [item for item in self._partials if item not in mine]
+        heapq.heapify(self._partials)
+
     def next_partial_expiry(self) -> float | None:
         """When (``time.time()``) the first known partial file may expire, if any."""
         return self._partials[0][0] if self._partials else None
@@ -579,7 +599,12 @@ class Root:
 
 def partial_key(leaf: str, sha256: str, size: int) -> str:
     """What identifies an interrupted upload: the file name, its content hash, its size."""
-    return f"{hashlib.sha256(leaf.encode()).hexdigest()[:24]}-{sha256[:16]}-{size}"
+    return f"{_leaf_key(leaf)}-{sha256[:16]}-{size}"
+
+
+def _leaf_key(leaf: str) -> str:
+    """The part of a partial file's key that names the file (fixed length, any name)."""
+    return hashlib.sha256(leaf.encode()).hexdigest()[:24]
 
 
 def _sweep_dir(fd: int, where: str, stack: list[tuple[int, str]], expired_before: float,
@@ -721,18 +746,9 @@ class Upload:
         except BaseException:
             self.abort()
             raise
-        if self.key or self.offset:
-            self._forget_partial()  # only resumable uploads can have left one
+        self.root.forget_partials(self.name, self.parent)
         self._release()
         return digest
-
-    def _forget_partial(self) -> None:
-        """An older interrupted attempt at this same file is now useless."""
-        partial = PARTIAL_PREFIX + partial_key(self.leaf, self.expected, self.size)
-        try:
-            os.unlink(partial, dir_fd=self.parent)
-        except OSError:
-            pass  # none (the usual case)
 
     def _publish(self) -> None:
         kw = {"src_dir_fd": self.parent, "dst_dir_fd": self.parent}

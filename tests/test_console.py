@@ -217,7 +217,7 @@ def test_quiet_prints_failures_only(server, tmp_path):
 
 
 def test_console_module_is_not_imported_by_the_loop():
-    code = ("import sys, muxserver.server, muxserver.loop, muxserver.channel, muxserver.handlers;"
+    code = ("import sys, muxserver.server, muxserver.loop, muxserver.channel, muxserver.native;"
             "print('rich' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=30)

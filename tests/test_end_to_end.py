@@ -214,15 +214,28 @@ def test_refused_names_get_bad_name_and_touch_nothing(server, tmp_path):
 def test_unknown_op_and_bad_requests_keep_the_connection(server):
     with server.connect() as sock:
         sock.sendall(protocol.encode_frame({"id": 1, "op": "delete", "name": "a"})
-                     + protocol.encode_frame({"op": "get", "name": "a"})
+                     + protocol.encode_frame({"id": 2, "name": "a"})
+                     + protocol.encode_frame({"id": 3, "op": 7, "name": "a"})
+                     + protocol.encode_list(4, ""))
+        reader = FrameReader(sock)
+        replies = [reader.frame()[0] for _ in range(4)]
+        assert (replies[0]["id"], replies[0]["error"]) == (1, "unknown_op")
+        # A missing op and an op of the wrong type get the same answer.
+        assert (replies[1]["id"], replies[1]["error"]) == (2, "bad_request")
+        assert (replies[2]["id"], replies[2]["error"]) == (3, "bad_request")
+        assert (replies[3]["id"], replies[3]["ok"]) == (4, True)
+
+
+def test_an_error_with_a_null_id_closes_the_connection(server):
+    """A request whose id cannot be read gets "id": null, and every such reply is the
+    last: the client cannot tell which request it concerns (docs/PROTOCOL.md, 6)."""
+    with server.connect() as sock:
+        sock.sendall(protocol.encode_frame({"op": "get", "name": "a"})
                      + protocol.encode_list(3, ""))
         reader = FrameReader(sock)
         first, _ = reader.frame()
-        second, _ = reader.frame()
-        third, _ = reader.frame()
-        assert (first["id"], first["error"]) == (1, "unknown_op")
-        assert (second["id"], second["error"]) == (None, "bad_request")
-        assert (third["id"], third["ok"]) == (3, True)
+        assert (first["id"], first["error"]) == (None, "bad_request")
+        assert reader.closed()
 
 
 def test_a_get_with_a_body_is_refused_and_its_body_skipped(server):
@@ -231,7 +244,7 @@ def test_a_get_with_a_body_is_refused_and_its_body_skipped(server):
                      + protocol.encode_list(2, ""))
         reader = FrameReader(sock)
         assert reader.frame()[0]["error"] == "bad_request"
-        assert reader.frame()[0] == {"id": 2, "ok": True, "more": False, "count": 0}
+        assert reader.frame()[0] == {"id": 2, "ok": True, "more": False, "count": 0, "length": 0}
 
 
 def test_existing_file_is_refused_early_and_the_client_goes_on(server, tmp_path):
@@ -348,16 +361,16 @@ def test_many_concurrent_clients_each_get_their_files(server, tmp_path):
 
 
 def test_a_bug_in_one_connection_closes_only_that_connection(server, monkeypatch, log_watcher):
-    from muxserver import handlers
+    from muxserver import native
 
-    real = handlers.NativeSession.start_request
+    real = native.NativeSession.start_request
 
     def buggy(self, fields, length):
         if fields.get("name") == "boom":
             raise RuntimeError("simulated bug")
         return real(self, fields, length)
 
-    monkeypatch.setattr(handlers.NativeSession, "start_request", buggy)
+    monkeypatch.setattr(native.NativeSession, "start_request", buggy)
     with server.connect() as victim:
         victim.sendall(protocol.encode_stat(1, "boom"))
         assert FrameReader(victim).closed()

@@ -109,7 +109,7 @@ def test_put_chunked_from_a_generator(server):
 
 def test_put_needs_a_length(server):
     with socket.create_connection((server.host, server.port)) as sock:
-        sock.sendall(b"PUT /x HTTP/1.1\r\nHost: h\r\n\r\n")
+        sock.sendall(b"PUT /x HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert sock.recv(1000).startswith(b"HTTP/1.1 411 Length Required")
 
 
@@ -163,8 +163,8 @@ def test_keep_alive_and_pipelined_requests(server):
     (server.root / "a").write_text("A" * 100)
     (server.root / "b").write_text("B" * 50)
     with socket.create_connection((server.host, server.port)) as sock:
-        sock.sendall(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n"
-                     b"GET /a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        sock.sendall(b"GET /a HTTP/1.1\r\nHost: localhost\r\n\r\nGET /b HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                     b"GET /a HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -175,7 +175,7 @@ def test_keep_alive_and_pipelined_requests(server):
 def test_headers_too_large_get_431(make_server):
     server = make_server(limits=Limits(max_header_size=1024))
     with socket.create_connection((server.host, server.port)) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"y" * 4000 + b"\r\n\r\n")
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"y" * 4000 + b"\r\n\r\n")
         assert sock.recv(1000).startswith(b"HTTP/1.1 431")
 
 
@@ -202,7 +202,7 @@ def test_a_method_split_across_reads_is_still_recognised(server):
         sock.sendall(b"G")
         with server.client() as client:  # a round trip elsewhere: the server saw "G"
             client.list()
-        sock.sendall(b"ET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        sock.sendall(b"ET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         assert sock.recv(100).startswith(b"HTTP/1.1 200 OK")
 
 
@@ -225,7 +225,7 @@ def test_token_by_bearer_header_or_cookie(make_server):
 def test_three_bad_tokens_close_the_connection(make_server):
     server = make_server(token="t0ken")
     with socket.create_connection((server.host, server.port)) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer a\r\n\r\n" * 4)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer a\r\n\r\n" * 4)
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -267,7 +267,7 @@ def test_urllib_round_trip(server):
 
 def test_native_and_http_clients_at_the_same_time_both_in_the_snapshot(server, tmp_path):
     with socket.create_connection((server.host, server.port)) as web:
-        web.sendall(b"PUT /web.bin HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n"
+        web.sendall(b"PUT /web.bin HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n"
                     + b"w" * 1000)
         with server.connect() as native:
             native.sendall(protocol.encode_put(1, "native.bin", 100_000, "0" * 64) + b"n" * 1000)

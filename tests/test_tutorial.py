@@ -20,7 +20,9 @@ PAIR = re.compile(r"```console\n\$ (?P<cmd>[^\n]+)\n```\s*\n```text\n(?P<lines>.
 
 
 def normalise(line: str) -> str:
-    return re.sub(r"\d[\d,.]*", "N", line.strip())
+    """Numbers become N and runs of spaces one space: a figure's width (" 99.0" or
+    "100.0", padded to line up) depends on the machine, the words do not."""
+    return re.sub(r"\s+", " ", re.sub(r"\d[\d,.]*", "N", line.strip()))
 
 
 def examples(doc: str) -> list[tuple[str, list[str]]]:

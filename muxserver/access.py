@@ -1,0 +1,191 @@
+"""Who may use the server: the token, the back-off after wrong guesses, the Host names.
+
+Every rule of access lives here, once, for both protocols; the sessions only ask.
+
+* **The token** is kept as its SHA-256 and compared with ``hmac.compare_digest``, so
+  neither the comparison's timing nor a memory dump gives it away, and any string a
+  client sends (even one holding a lone surrogate, which UTF-8 cannot encode) is
+  simply a wrong token, never an exception.
+* **Wrong tokens count per address**, not only per connection: a connection is closed
+  after a few failures (vsftpd's ``max_login_fails``), but a guesser just reconnects.
+  So after ``address_auth_failures`` wrong tokens from one address within
+  ``auth_backoff`` seconds, every attempt from that address is refused, right or
+  wrong, until ``auth_backoff`` seconds have passed (fail2ban's ban). Refusing the right
+  token too is the point: otherwise the back-off would still answer the guesser's
+  question. Requests that carry no token at all are not guesses and do not count here.
+* **Host names** (HTTP only): a server on loopback is still reachable from any web page
+  by DNS rebinding: a page on ``evil.example`` whose name is made to resolve to
+  127.0.0.1 talks to us with ``Host: evil.example``. Like Jupyter, webpack-dev-server
+  and Transmission, we answer only Host names we know: IP literals (a rebinding needs a
+  *name*), ``localhost``, the bound name, the machine's names when bound beyond
+  loopback, and those given with ``--allow-host``.
+
+This module does no I/O but asking the OS for the machine's host name, once.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import hmac
+import ipaddress
+import socket
+import time
+from typing import Callable, Iterable
+
+from .limits import Limits
+
+#: Addresses remembered for the back-off; the oldest is forgotten past this (memory cap).
+MAX_TRACKED_ADDRESSES = 4096
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a request is not admitted: a stable error code, a sentence, and (for a
+    back-off) how many seconds until the address may try again."""
+
+    code: str
+    message: str
+    retry_after: int = 0
+    missing: bool = False  # no token was offered at all (not a guess)
+
+
+@dataclasses.dataclass(slots=True)
+class _Strikes:
+    count: int
+    since: float  # when the first counted failure happened
+    blocked_until: float = 0.0
+
+
+class Access:
+    """The server's access policy: asked once per request, by every session."""
+
+    def __init__(self, token: str | None, limits: Limits, hosts: "HostNames",
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._digest = None if token is None else _digest(token)
+        self.limits = limits
+        self.hosts = hosts
+        self._clock = clock
+        self._strikes: collections.OrderedDict[str, _Strikes] = collections.OrderedDict()
+
+    @property
+    def token_required(self) -> bool:
+        return self._digest is not None
+
+    def check(self, address: str, offered: str | None) -> Refusal | None:
+        """None if a request from ``address`` presenting ``offered`` may go on."""
+        if self._digest is None:
+            return None
+        now = self._clock()
+        strikes = self._strikes.get(address)
+        if strikes is not None and strikes.blocked_until > now:
+            wait = max(1, round(strikes.blocked_until - now))
+            return Refusal("too_many_attempts", f"too many wrong tokens from {address}; "
+                                                f"try again in {wait} s", wait)
+        if offered is None:
+            return Refusal("unauthorized", "this server needs a token", missing=True)
+        if hmac.compare_digest(_digest(offered), self._digest):
+            return None
+        self._count_failure(address, now)
+        return Refusal("unauthorized", "wrong token")
+
+    def _count_failure(self, address: str, now: float) -> None:
+        window = self.limits.auth_backoff
+        strikes = self._strikes.get(address)
+        if strikes is None or now - strikes.since > window:
+            strikes = self._strikes[address] = _Strikes(0, now)
+        self._strikes.move_to_end(address)
+        strikes.count += 1
+        if strikes.count >= self.limits.address_auth_failures:
+            strikes.blocked_until = now + window
+            strikes.count, strikes.since = 0, now + window
+        while len(self._strikes) > MAX_TRACKED_ADDRESSES:
+            self._strikes.popitem(last=False)
+
+    def host_allowed(self, host: str | None) -> bool:
+        return self.hosts.allows(host)
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+class HostNames:
+    """The ``Host`` header values this server answers to (see the module docstring)."""
+
+    def __init__(self, bound_host: str, allowed: Iterable[str] = (),
+                 machine_names: Iterable[str] | None = None) -> None:
+        allowed = [name.strip().lower().rstrip(".") for name in allowed]
+        self.any = "*" in allowed
+        self.suffixes = tuple(name for name in allowed if name.startswith("."))
+        self.names = {name for name in allowed if name and not name.startswith(".")}
+        self.names.add("localhost")
+        bound = bound_host.strip("[]").lower().rstrip(".")
+        if bound and not _is_ip(bound):
+            self.names.add(bound)
+        if not _is_loopback(bound):
+            self.names.update(machine_names if machine_names is not None
+                              else _machine_names())
+
+    def allows(self, host: str | None) -> bool:
+        if self.any or host is None:  # no Host at all: HTTP/1.0, never a browser
+            return True
+        name = _host_name(host)
+        if name is None:
+            return False
+        if _is_ip(name) or name in self.names or name.endswith(".localhost"):
+            return True  # (RFC 6761: *.localhost resolves to loopback, never via DNS)
+        return any(name.endswith(suffix) for suffix in self.suffixes)
+
+    def describe(self) -> str:
+        """The allowed names, for a refusal message and the docs."""
+        if self.any:
+            return "any"
+        extra = sorted(self.names) + ["*" + s for s in self.suffixes]
+        return ", ".join(extra) + ", and IP addresses"
+
+
+def _host_name(host: str) -> str | None:
+    """The name part of a Host header value (no port, lower case), or None if malformed."""
+    host = host.strip()
+    if host.startswith("["):  # an IPv6 literal: [::1] or [::1]:8080
+        end = host.find("]")
+        rest = host[end + 1:] if end > 0 else ""
+        if end < 0 or (rest and not (rest[0] == ":" and rest[1:].isdigit())):
+            return None
+        return host[1:end].lower()
+    name, colon, port = host.rpartition(":")
+    if not colon:
+        name = host
+    elif not port.isdigit():
+        return None
+    name = name.lower().rstrip(".")
+    return name or None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _machine_names() -> set[str]:
+    """This machine's names, as a client on the network may type them (no DNS lookup:
+    the name comes from the kernel, so starting the server never waits on a resolver)."""
+    name = socket.gethostname().lower().rstrip(".")
+    if not name:
+        return set()
+    short = name.split(".")[0]
+    return {name, short, f"{short}.local"}

@@ -1,0 +1,346 @@
+"""The native protocol on one connection: frames in, requests run, frames out.
+
+A :class:`NativeSession` feeds received bytes to its
+:class:`~muxserver.protocol.FrameDecoder` and turns each decoded request into a call of
+the shared lifecycle (``session.py``): admission, uploads, downloads, listings, errors.
+It only translates: what a request means is decided there, and what a name means in
+``storage.py``.
+
+Ordering and backpressure: replies leave in request order because requests are run
+one after another. Undecoded bytes of later requests simply wait in the decoder while
+the session waits (a job, a verification, queued output).
+
+A refused put (bad name, existing file) is answered at once, before its body has
+arrived; the body is then read and dropped, so the connection stays usable. A request
+that is not admitted (no token yet, a wrong one) is answered too, but its body is
+never read: the connection is closed instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Iterator
+
+from . import protocol
+from .access import Refusal
+from .buffers import FileRegion
+from .channel import Channel, Phase
+from .protocol import (
+    NEED_DATA,
+    BodyData,
+    DecoderState,
+    FrameDecoder,
+    FrameEnd,
+    FrameHeader,
+    PeerClosed,
+    ProtocolError,
+    Request,
+    RequestError,
+)
+from .session import Services, Session
+from .storage import OpenFile, StorageError, Upload, write_error
+
+log = logging.getLogger("muxserver")
+
+
+class NativeSession(Session):
+    """The native protocol on one channel."""
+
+    def __init__(self, services: Services, channel: Channel) -> None:
+        super().__init__(services, channel)
+        self.decoder = FrameDecoder(self.limits.max_header_size, self.limits.max_file_size)
+        self.request_id: int | None = None  # the request being served (a put: its body)
+        self.credential: str | None = None  # the token of the last accepted auth request
+        self._narrated: tuple[str, str, int, int] = ("", "", 0, 0)  # op, name, done, length
+
+    # -- bytes in (called by the channel)
+
+    def data_received(self, data: memoryview) -> None:
+        self.decoder.receive_data(data)
+        self.process()
+        # The channel reuses its buffer for the next recv: copy what we did not decode yet.
+        self.decoder.keep_leftover()
+
+    def eof_received(self) -> None:
+        self.decoder.receive_data(b"")
+        self.process()
+
+    # -- the decoder, as the lifecycle asks for it
+
+    def next_event(self) -> Any:
+        try:
+            event = self.decoder.next_event()
+        except ProtocolError as exc:
+            self.refuse_stream(exc.code, exc.message)
+            return None
+        trace = self.channel.trace
+        if trace is not None:
+            if event is NEED_DATA:
+                self.narrate_wait(trace)
+            else:
+                self.narrate(trace, event)
+        return event
+
+    def handle(self, event: Any) -> None:
+        if type(event) is BodyData:  # the hot path of an upload
+            self.write_body(event.data)
+        elif type(event) is FrameHeader:
+            if self.services.stopping:
+                self.close_for_stop()  # a request not started yet: not served
+            else:
+                self.start_request(event.fields, event.length)
+        elif type(event) is FrameEnd:
+            self.finish_upload()  # (nothing to do at the end of any other request)
+        else:
+            self.peer_closed(event)
+
+    def header_pending(self) -> bool:
+        decoder = self.decoder
+        return decoder.state is DecoderState.HEADER or (
+            decoder.state is DecoderState.PREFIX and decoder.partial > 0)
+
+    def reading_body(self) -> bool:
+        return self.decoder.state is DecoderState.BODY
+
+    def narrate(self, trace: Any, event: Any) -> None:
+        """Tell the trace what the decoder just produced (teaching mode only)."""
+        conn = self.channel.id
+        op, name, done, length = self._narrated
+        if type(event) is FrameHeader:
+            fields = event.fields
+            op, name = str(fields.get("op", "?")), str(fields.get("name", fields.get("path", "")))
+            self._narrated = (op, name, 0, event.length)
+            trace("header", conn, op=op, name=name, id=fields.get("id"), length=event.length)
+        elif type(event) is BodyData:
+            done += len(event.data)
+            self._narrated = (op, name, done, length)
+            trace("body", conn, n=len(event.data), done=done, length=length)
+        elif type(event) is FrameEnd:
+            trace("request_done", conn, op=op, name=name)
+            if self.decoder.buffered:  # bytes of the next request came in the same recv
+                trace("leftover", conn, n=self.decoder.buffered)
+
+    def narrate_wait(self, trace: Any) -> None:
+        decoder, conn = self.decoder, self.channel.id
+        if decoder.state is DecoderState.PREFIX and decoder.partial:
+            trace("prefix_wait", conn, have=decoder.partial)
+        elif decoder.state is DecoderState.HEADER:
+            trace("header_wait", conn, have=decoder.partial, need=decoder.header_length)
+
+    # -- requests
+
+    def start_request(self, fields: dict[str, Any], length: int) -> None:
+        """Admit, check and run one request (its body, if any, follows as events)."""
+        self.header_since = None
+        self.request_id = protocol.request_id(fields)
+        if fields.get("op") == "auth":
+            self.log_in(fields, length)
+            return
+        if not self.admit(self.credential, has_body=length > 0):
+            return
+        try:
+            req = protocol.parse_request(fields, length)
+        except RequestError as exc:
+            self.reply_error(self.request_id, exc.code, exc.message)
+            return  # any body is dropped as it arrives
+        try:
+            if req.op == "put":
+                self.begin_transfer("put", req.name)
+                self.start_upload(req.name, req.length, req.sha256, overwrite=req.overwrite,
+                                  resumable=req.resumable, offset=req.offset, mtime=req.mtime)
+            elif req.op == "get":
+                self.begin_transfer("get", req.name)
+                self.start_get(req)
+            elif req.op == "stat":
+                self.reply_ok(req.id, **self.services.root.stat(req.name))
+            elif req.op == "partial":
+                offset = self.services.root.partial_offset(req.name, req.sha256, req.size)
+                self.reply_ok(req.id, name=req.name, offset=offset)
+            else:
+                entries = self.services.root.iter_entries(req.name, req.recursive)
+                self.start_job(self.list_pages(req, entries))
+        except StorageError as exc:
+            self.reply_error(req.id, exc.code, exc.message, req.name)
+
+    def log_in(self, fields: dict[str, Any], length: int) -> None:
+        """The auth request: admitted like any request, with the token it carries."""
+        token = fields.get("token")
+        if not self.admit(token if isinstance(token, str) else None, has_body=length > 0):
+            return
+        try:
+            req = protocol.parse_request(fields, length)
+        except RequestError as exc:
+            self.reply_error(self.request_id, exc.code, exc.message)
+            return
+        self.credential = req.token
+        self.reply_ok(req.id)
+
+    def send_refusal(self, refusal: Refusal, close: bool) -> None:
+        message = refusal.message
+        if refusal.missing:
+            message += ": send an auth request first"
+        rid = self.request_id
+        self.queue_reply(rid, refusal.code, protocol.encode_error(rid, refusal.code, message))
+
+    def start_get(self, req: Request) -> None:
+        opened = self.services.root.open_file(req.name)
+        if req.offset > opened.size:
+            opened.close()
+            raise StorageError("offset_mismatch", f"{req.name!r} has {opened.size} bytes; "
+                                                  f"cannot resume from {req.offset}")
+        if opened.sha256 is not None:
+            self.queue_download(req, opened)
+            return
+        self.start_job(self.hash_then(
+            opened, then=lambda: self.queue_download(req, opened),
+            failed=lambda exc: self.reply_error(req.id, exc.code, exc.message, req.name)))
+
+    def queue_download(self, req: Request, opened: OpenFile) -> None:
+        """Queue the reply header and the body: inline if small, else a sendfile region."""
+        offset, length = req.offset, opened.size - req.offset
+        header = protocol.encode_ok(req.id, length=length, name=req.name, size=opened.size,
+                                    sha256=opened.sha256, mtime=opened.mtime, offset=offset)
+        transfer = self.active
+        assert transfer is not None and opened.sha256 is not None
+        transfer.total = length
+        if length <= self.limits.inline_file_size:
+            try:
+                data = os.pread(opened.fd, length, offset)
+            finally:
+                opened.close()
+            if len(data) != length:
+                self.reply_error(req.id, "io_error", f"{req.name!r} changed while being read",
+                                 req.name)
+                return
+            self.queue_reply(req.id, None, header, len(data))
+            self.channel.write(data)
+            self.transfer_done(transfer, opened.size, opened.sha256)
+            return
+        digest = opened.sha256
+        region = FileRegion(opened.fd, offset, length,
+                            on_done=lambda: self.download_sent(transfer, digest))
+        transfer.region = region
+        self.queue_reply(req.id, None, header, length)
+        self.sending_body(transfer)
+        self.channel.write_file(region)
+
+    # -- uploads: replies, and bodies that go straight from the socket to the file
+
+    def upload_failed(self, upload: Upload, exc: StorageError) -> None:
+        self.reply_error(self.request_id, exc.code, exc.message, upload.name)
+
+    def upload_stored(self, upload: Upload, digest: str) -> None:
+        self.reply_ok(self.request_id, name=upload.name, size=upload.size, sha256=digest)
+
+    def splice_sink(self) -> tuple[int, int, int] | None:
+        """(fd, offset, count) when the next body bytes may bypass Python, else None."""
+        upload = self.upload
+        if upload is None or self.job is not None or self.verifying is not None:
+            return None
+        count = self.decoder.body_pending_unbuffered
+        target = upload.splice_target() if count else None
+        return None if target is None else (*target, count)
+
+    def spliced(self, count: int) -> None:
+        self.decoder.body_moved_elsewhere(count)
+        upload = self.upload
+        assert upload is not None
+        upload.spliced(count)
+        if self.active is not None:
+            self.active.received = upload.offset + upload.received
+        if not self.decoder.body_left:
+            self.process()  # the frame's end: commit
+
+    def splice_failed(self, count: int, exc: OSError) -> None:
+        """Writing spliced bytes to the file failed (disk full...): like a failed write."""
+        self.decoder.body_moved_elsewhere(count)
+        upload, self.upload = self.upload, None
+        assert upload is not None
+        upload.abort()
+        self.upload_failed(upload, write_error(exc, upload.name))
+        self.process()  # the rest of the body is read and dropped
+
+    # -- replies produced in steps
+
+    def list_pages(self, req: Request, entries: Iterator[dict[str, Any]]) -> Iterator[None]:
+        """Send a listing as frames of up to list_page_size entries each."""
+        page_size = self.limits.list_page_size
+        page: list[bytes] = []
+        try:
+            for entry in entries:
+                if len(page) == page_size:
+                    self.send_page(req.id, page, more=True)
+                    page = []
+                    yield
+                page.append(json.dumps(entry, ensure_ascii=False).encode() + b"\n")
+        finally:
+            entries.close()
+        self.send_page(req.id, page, more=False)
+
+    def send_page(self, req_id: int, page: list[bytes], more: bool) -> None:
+        body = b"".join(page)
+        self.queue_reply(req_id, None, protocol.encode_ok(req_id, length=len(body), more=more,
+                                                          count=len(page)), len(body))
+        self.channel.write(body)
+
+    # -- replies
+
+    def reply_ok(self, req_id: int | None, **fields: Any) -> None:
+        self.queue_reply(req_id, None, protocol.encode_ok(req_id, **fields))
+
+    def queue_reply(self, req_id: int | None, code: str | None, frame: bytes,
+                    body: int = 0) -> None:
+        """Queue one reply frame (its body, if any, follows it); tell the trace."""
+        self.channel.write(frame)
+        if self.channel.trace is not None:
+            self.channel.trace("reply", self.channel.id, id=req_id, code=code,
+                               size=len(frame) + body)
+
+    def reply_error(self, req_id: int | None, code: str, message: str, name: str = "") -> None:
+        """An error reply. One whose id is null concerns the connection, which closes
+        after it (docs/PROTOCOL.md, section 6), as after every fatal code."""
+        self.request_failed(code, message, name)
+        self.queue_reply(req_id, code, protocol.encode_error(req_id, code, message))
+        if req_id is None or code in protocol.FATAL_CODES:
+            self.channel.close_when_done(message)
+
+    def send_timeout(self, phase: Phase, what: str) -> None:
+        self.queue_reply(None, "timeout", protocol.encode_error(None, "timeout", what))
+
+    def send_stopping(self) -> None:
+        self.queue_reply(None, "shutting_down", protocol.encode_error(
+            None, "shutting_down", "the server is shutting down"))
+
+    def refuse_stream(self, code: str, message: str) -> None:
+        """A framing error: the stream cannot be resynced. Reply, then close."""
+        self.abort_upload()
+        self.reply_error(None, code, message)
+
+    # -- end of the connection
+
+    def peer_closed(self, event: PeerClosed) -> None:
+        if event.mid_frame:
+            what = "mid-upload" if self.upload is not None else "mid-request"
+            log.warning("%s disconnected %s", self.channel.peer, what,
+                        extra={"event": "reset", "conn": self.channel.id})
+            self.channel.abort(f"peer closed {what}")
+        else:
+            # b"" means "done sending", not "gone": the replies still queued go out first.
+            self.channel.close_when_done("peer finished sending")
+
+    # -- what the console shows
+
+    @property
+    def recv_buffered(self) -> int:  # type: ignore[override]
+        return self.decoder.buffered
+
+    def wire_state(self) -> str:
+        state = self.decoder.state
+        if state is DecoderState.PREFIX and not self.decoder.partial:
+            return "idle"
+        if state is DecoderState.BODY:
+            return "skipping body"  # the body of a refused request
+        return state.value
+
