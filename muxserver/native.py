@@ -73,6 +73,8 @@ class NativeSession(Session):
         try:
             event = self.decoder.next_event()
         except ProtocolError as exc:
+            if exc.code == "too_large" and exc.fields.get("op") == "put":
+                self.begin_transfer("put", str(exc.fields.get("name", "")))  # a failed put
             self.refuse_stream(exc.code, exc.message)
             return None
         trace = self.channel.trace
@@ -167,6 +169,7 @@ class NativeSession(Session):
     def log_in(self, fields: dict[str, Any], length: int) -> None:
         """The auth request: admitted like any request, with the token it carries."""
         token = fields.get("token")
+        self.credential = None  # the connection holds the last token it presented, or none
         if not self.admit(token if isinstance(token, str) else None, has_body=length > 0):
             return
         try:

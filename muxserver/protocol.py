@@ -92,12 +92,14 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class ProtocolError(Exception):
-    """A peer broke the framing; the connection cannot continue. ``code`` is stable."""
+    """A peer broke the framing; the connection cannot continue. ``code`` is stable;
+    ``fields``: the header, when the frame's header could be read."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, fields: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.fields: Mapping[str, Any] = fields or {}
 
 
 class RequestError(Exception):
@@ -315,7 +317,7 @@ class FrameDecoder:
             raise ProtocolError("bad_header", "length must be a non-negative integer")
         if length > self.max_body_size:
             raise ProtocolError("too_large", f"body of {length} bytes is over the limit "
-                                             f"of {self.max_body_size}")
+                                             f"of {self.max_body_size}", fields)
         return length
 
     def _out_of_input(self) -> Event:

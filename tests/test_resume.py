@@ -55,6 +55,20 @@ def test_an_interrupted_resumable_upload_is_kept_hidden_and_resumed(server, tmp_
     assert partial_files(server.root) == [] and temp_files(server.root) == []
 
 
+@pytest.mark.parametrize("same_content", [True, False])
+def test_storing_a_name_removes_the_partials_held_for_it(server, tmp_path, log_watcher,
+                                                         same_content):
+    interrupted_upload(server, "dir/big.bin", DATA, 1_000_000, resumable=True,
+                       log_watcher=log_watcher)
+    assert len(partial_files(server.root)) == 1
+    data = DATA if same_content else b"another version"
+    (tmp_path / "f").write_bytes(data)
+    with server.client() as client:  # a plain put, from byte 0
+        assert client.run([PutFile(tmp_path / "f", "dir/big.bin")])[0].ok
+    assert (server.root / "dir" / "big.bin").read_bytes() == data
+    assert partial_files(server.root) == [] and temp_files(server.root) == []
+
+
 def test_a_plain_interrupted_upload_leaves_nothing(server, log_watcher):
     interrupted_upload(server, "dir/plain.bin", DATA, 500_000, resumable=False,
                        log_watcher=log_watcher)

@@ -1,0 +1,234 @@
+"""The promises both protocols keep, checked on both sessions in memory.
+
+Each test runs twice, once per wire format (see session_harness.py): admission per
+request, refused bodies never read, the back-off per address, every timeout phase,
+errors to header-only requests, and statistics counted once. Live-socket tests of the
+same behaviour are in test_http.py, test_access.py and test_timeouts.py.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from muxserver import protocol
+from muxserver.access import Access, HostNames
+from muxserver.channel import Phase
+from muxserver.limits import Limits
+
+from .session_harness import Harness
+
+pytestmark = pytest.mark.timeout(60)
+
+TOKEN = "s3cret+token/=="
+
+
+@pytest.fixture(params=["native", "http"])
+def kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make(kind, tmp_path):
+    made: list[Harness] = []
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
+
+    def make_harness(**kw) -> Harness:
+        harness = Harness(kind, root, **kw)
+        made.append(harness)
+        return harness
+
+    try:
+        yield make_harness
+    finally:
+        for harness in made:
+            harness.close()
+
+
+def hidden_files(root: Path) -> list[str]:
+    return [p.name for p in root.rglob(".muxserver-*")]
+
+
+# ------------------------------------------------------------------- admission
+
+
+def test_a_request_without_credentials_is_refused_and_three_close(make):
+    h = make(token=TOKEN)
+    for strike in (1, 2, 3):
+        assert not h.closing
+        h.send(h.wire.get("f"))
+        assert h.replies()[-1].refused("unauthorized")
+        assert h.session.strikes == strike
+    assert h.closing
+
+
+def test_the_right_token_is_served_and_a_wrong_one_refused(make, root_file):
+    h = make(token=TOKEN)
+    h.send(h.wire.get("f", token=TOKEN))
+    assert h.replies()[-1].ok and h.replies()[-1].body == b"hello"
+    h.send(h.wire.get("f", token="guess"))
+    assert h.replies()[-1].refused("unauthorized")
+
+
+def test_a_refused_request_with_a_body_is_never_read(make):
+    h = make(token=TOKEN)
+    h.send(h.wire.put("x.bin", b"a" * 5000, body=False))
+    assert h.replies()[-1].refused("unauthorized")
+    assert h.closing  # answered, then closed: the body will not be read
+    assert h.session.upload is None and hidden_files(Path(h.root.path)) == []
+    h.send(b"a" * 5000 + h.wire.get("x.bin"))  # nothing more is decoded
+    assert len(h.replies()) == 1
+
+
+def test_wrong_tokens_from_one_address_start_a_back_off(make, kind):
+    limits = Limits(address_auth_failures=4, auth_backoff=60.0)
+    clock = [0.0]
+    access = Access(TOKEN, limits, HostNames("127.0.0.1"), clock=lambda: clock[0])
+    for _ in range(4):  # four connections, one wrong guess each
+        h = make(limits=limits, access=access)
+        h.send(h.wire.get("f", token="guess"))
+        assert h.replies()[0].refused("unauthorized")
+    h = make(limits=limits, access=access)
+    h.send(h.wire.get("f", token=TOKEN))  # even the right token, now
+    refusal = h.replies()[-1]
+    assert refusal.refused("too_many_attempts") and h.closing
+    if kind == "http":
+        assert refusal.headers["retry-after"] == "60"
+    other = make(limits=limits, access=access, peer_host="192.0.2.99")
+    other.send(other.wire.get("missing", token=TOKEN))  # another address is not affected
+    assert other.replies()[-1].refused("not_found")
+    clock[0] = 61.0  # the back-off is over
+    h = make(limits=limits, access=access)
+    h.send(h.wire.get("missing", token=TOKEN))
+    assert h.replies()[-1].refused("not_found")
+
+
+def test_a_token_utf8_cannot_encode_is_a_wrong_token_not_a_crash(make, kind):
+    h = make(token=TOKEN)
+    if kind == "native":  # JSON's escape for a lone surrogate, which no UTF-8 holds
+        raw = b'{"id":1,"op":"auth","token":"\\ud800"}'
+        h.send(protocol.PREFIX.pack(protocol.MAGIC, 1, 0, len(raw)) + raw)
+    else:
+        h.send(h.wire.request("GET", "/f", {"Authorization": "Bearer \xff\xfe"}))
+    assert h.replies()[-1].refused("unauthorized") and not h.closing
+
+
+# -------------------------------------------------------------------- timeouts
+
+
+def test_a_header_is_timed_from_its_first_byte_however_it_dribbles(make):
+    h = make()
+    assert h.session.timeout_phase() == (Phase.IDLE, 0.0)
+    request = h.wire.get("f")
+    h.loop.now = 1000.0
+    h.send(request[:3])
+    assert h.session.timeout_phase() == (Phase.HEADER, 1000.0)
+    h.loop.now = 1059.0
+    h.send(request[3:6])  # more bytes do not move the deadline (slowloris)
+    assert h.session.timeout_phase() == (Phase.HEADER, 1000.0)
+    h.session.on_timeout(Phase.HEADER)
+    assert h.replies()[-1].refused("timeout") and h.closing
+
+
+def test_a_stalled_upload_times_out_and_leaves_nothing(make):
+    h = make()
+    data = os.urandom(10_000)
+    h.send(h.wire.put("up.bin", data, body=False) + data[:4000])
+    assert h.session.timeout_phase()[0] is Phase.TRANSFER
+    h.session.on_timeout(Phase.TRANSFER)
+    assert h.replies()[-1].refused("timeout") and h.closing
+    assert hidden_files(Path(h.root.path)) == [] and not (Path(h.root.path) / "up.bin").exists()
+    assert h.stats == (0, 1)
+
+
+def test_a_download_nobody_reads_is_a_stalled_transfer(make, root_file):
+    h = make()
+    (Path(h.root.path) / "big.bin").write_bytes(os.urandom(300_000))
+    h.send(h.wire.get("big.bin"), read=False)
+    assert h.session.timeout_phase()[0] is Phase.TRANSFER
+    h.session.on_timeout(Phase.TRANSFER)
+    assert h.channel.closed  # inside a body: no reply can be framed, just close
+    h.channel.lose()
+    assert h.stats == (0, 1)
+
+
+def test_an_idle_connection_is_closed(make, kind, root_file):
+    h = make()
+    h.send(h.wire.get("f"))
+    assert h.session.timeout_phase() == (Phase.IDLE, 0.0)
+    h.session.on_timeout(Phase.IDLE)
+    assert h.closing
+    last = h.replies()[-1]
+    if kind == "native":
+        assert last.refused("timeout")  # the native protocol says why
+    else:
+        assert last.ok  # HTTP closes an idle keep-alive connection without a word
+
+
+# ------------------------------------------------------------------ errors, bodies
+
+
+def test_an_error_to_a_header_only_request_has_no_body(make, root_file):
+    h = make()
+    h.send(h.wire.header_only("missing"))
+    error = h.replies()[-1]
+    assert error.refused("not_found") and error.body == b"" and not h.closing
+    h.send(h.wire.get("f"))  # the connection is still in step
+    assert h.replies()[-1].body == b"hello"
+
+
+def test_a_refused_put_counts_once_and_stores_nothing(make, kind, root_file):
+    h = make()
+    h.send(h.wire.put("f", b"other"))
+    assert h.replies()[-1].refused("exists")
+    assert (Path(h.root.path) / "f").read_bytes() == b"hello"
+    assert hidden_files(Path(h.root.path)) == [] and h.stats == (0, 1)
+    if kind == "http":
+        assert h.closing  # HTTP does not read a refused body: it closes
+    else:
+        assert not h.closing  # the native body was skipped; the next request is served
+        h.send(h.wire.get("f"))
+        assert h.replies()[-1].body == b"hello"
+
+
+def test_statistics_count_every_transfer_once(make, root_file):
+    h = make(limits=Limits(max_file_size=100))
+    h.send(h.wire.put("new.txt", b"12345"))
+    assert h.replies()[-1].ok and h.stats == (1, 0)
+    h.send(h.wire.get("new.txt"))
+    assert h.replies()[-1].body == b"12345" and h.stats == (2, 0)
+    h.send(h.wire.get("missing"))
+    assert h.stats == (2, 1)
+    h.send(h.wire.put("huge.bin", b"x" * 101, body=False))
+    assert h.replies()[-1].refused("too_large") and h.stats == (2, 2)
+    h.channel.lose()
+    assert h.stats == (2, 2)
+
+
+def test_a_connection_lost_mid_upload_counts_one_failure(make):
+    h = make()
+    data = os.urandom(50_000)
+    h.send(h.wire.put("cut.bin", data, body=False) + data[:1000])
+    h.channel.lose()
+    assert h.stats == (0, 1) and hidden_files(Path(h.root.path)) == []
+
+
+def test_the_console_label_names_what_the_connection_does(make, kind):
+    h = make()
+    prefix = "HTTP " if kind == "http" else ""
+    assert h.session.state_label == prefix + "idle"
+    data = os.urandom(5000)
+    h.send(h.wire.put("p.bin", data, body=False) + data[:10])
+    assert h.session.state_label == prefix + "receiving body"
+    assert h.session.transfer is not None and h.session.transfer.done == 10
+
+
+@pytest.fixture
+def root_file(tmp_path) -> Path:
+    path = tmp_path / "root"
+    path.mkdir(exist_ok=True)
+    (path / "f").write_bytes(b"hello")
+    return path
