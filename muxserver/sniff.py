@@ -56,6 +56,7 @@ class Sniffer(BaseProtocol):
             speaks = "HTTP" if kind == "http" else "the native protocol"
             self.channel.trace("sniff", self.channel.id, speaks=speaks)
         self.channel.protocol = session
+        session.header_since = self.since  # the request began with the first byte we held
         held, self.held = bytes(self.held), bytearray()
         session.data_received(memoryview(held))
 

@@ -82,6 +82,8 @@ class DocClient:
         self.sock.sendall(self.frame(req))
         header, body = self.read_reply()
         self._check(header)
+        # 5.2: offset and length are always there, 0 included
+        assert header["offset"] == 0 and header["length"] == header["size"] == len(body)
         if hashlib.sha256(body).hexdigest() != header["sha256"]:
             raise ServerError("checksum_mismatch", "downloaded data does not match")
         return body
@@ -97,6 +99,7 @@ class DocClient:
         while True:
             header, body = self.read_reply()
             self._check(header)
+            assert header["length"] == len(body) and header["count"] == body.count(b"\n")
             entries += [json.loads(line) for line in body.decode("utf-8").splitlines()]
             if not header["more"]:
                 return entries
@@ -105,6 +108,18 @@ class DocClient:
     def auth(self, token: str) -> dict:
         self.sock.sendall(self.frame({"id": self._id(), "op": "auth", "token": token}))
         return self._check(self.read_reply()[0])
+
+    # sections 3 and 6: a request whose id cannot be read
+    def request_without_id(self, header: dict) -> tuple[dict, bool]:
+        """Send a request with no usable id; return the reply and whether the server then
+        closed the connection (it must: an error with a null id is the last reply)."""
+        self.sock.sendall(self.frame(header))
+        reply, _ = self.read_reply()
+        try:
+            closed = self.sock.recv(1) == b""
+        except ConnectionResetError:
+            closed = True
+        return reply, closed
 
     # section 5.5
     def partial(self, name: str, data: bytes) -> int:

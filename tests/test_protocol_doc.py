@@ -114,6 +114,35 @@ def test_the_documented_token_and_resume_flows(make_server, log_watcher):
         client.close()
 
 
+def test_the_documented_rules_for_ids_ops_and_guessing(make_server):
+    server = make_server(token="s3cret")
+    client = DocClient(server.host, server.port)
+    try:
+        client.auth("s3cret")
+        for header in ({"op": 7, "id": 1}, {"id": 2}):  # section 5: wrong type or missing
+            client.sock.sendall(client.frame(header))
+            assert client.read_reply()[0]["error"] == "bad_request"
+        client.sock.sendall(client.frame({"id": 3, "op": "chmod"}))
+        assert client.read_reply()[0]["error"] == "unknown_op"
+        reply, closed = client.request_without_id({"id": "x", "op": "stat", "name": "a"})
+        assert (reply["id"], reply["error"], closed) == (None, "bad_request", True)
+    finally:
+        client.close()
+    for attempt in range(10):  # section 5.0: ten wrong tokens from one address...
+        guesser = DocClient(server.host, server.port)
+        with pytest.raises(ServerError) as info:
+            guesser.auth(f"guess {attempt}")
+        assert info.value.code == "unauthorized"
+        guesser.close()
+    late = DocClient(server.host, server.port)
+    try:  # ...and even the right one is refused for a while
+        with pytest.raises(ServerError) as info:
+            late.auth("s3cret")
+        assert info.value.code == "too_many_attempts" and " s" in str(info.value)
+    finally:
+        late.close()
+
+
 def test_every_limit_is_documented_for_operators():
     import dataclasses
 

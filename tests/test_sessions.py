@@ -133,6 +133,22 @@ def test_a_header_is_timed_from_its_first_byte_however_it_dribbles(make):
     assert h.replies()[-1].refused("timeout") and h.closing
 
 
+def test_the_header_clock_starts_before_the_protocol_is_known(make, kind):
+    from muxserver.sniff import Sniffer
+
+    h = make()
+    sniffer = Sniffer(h.services, h.channel)  # type: ignore[arg-type]
+    h.channel.protocol = sniffer
+    request = h.wire.get("f")
+    h.loop.now = 1000.0
+    sniffer.data_received(memoryview(request[:1]))  # "G", or the native magic byte
+    assert sniffer.timeout_phase() == (Phase.HEADER, 1000.0)
+    h.loop.now = 1002.0
+    h.channel.protocol.data_received(memoryview(request[1:12]))  # the protocol is known
+    session = h.channel.protocol
+    assert session is not sniffer and session.timeout_phase() == (Phase.HEADER, 1000.0)
+
+
 def test_a_stalled_upload_times_out_and_leaves_nothing(make):
     h = make()
     data = os.urandom(10_000)
