@@ -142,7 +142,7 @@ def test_the_header_clock_starts_before_the_protocol_is_known(make, kind):
     request = h.wire.get("f")
     h.loop.now = 1000.0
     sniffer.data_received(memoryview(request[:1]))  # "G", or the native magic byte
-    assert sniffer.timeout_phase() == (Phase.HEADER, 1000.0)
+    assert h.channel.protocol.timeout_phase() == (Phase.HEADER, 1000.0)
     h.loop.now = 1002.0
     h.channel.protocol.data_received(memoryview(request[1:12]))  # the protocol is known
     session = h.channel.protocol
