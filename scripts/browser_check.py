@@ -4,8 +4,11 @@
 Starts ``python -m muxserver`` on a throw-away root, opens its index page in headless
 Chromium, uploads a file through the page (the file input, the Upload button, the
 progress bar reaching "done"), checks the server stored it byte for byte, then clicks
-the file's link to download it and compares the download. A screenshot of the page
-after the upload is written to the path given (default: browser_check.png).
+the file's link to download it and compares the download; then it opens the same
+server as ``localhost`` (a Host name it answers to) and downloads from there too, and
+checks the browser logged no error (a Content-Security-Policy violation would show
+there). A screenshot of the page after the upload is written to the path given
+(default: browser_check.png).
 
     python scripts/browser_check.py [--screenshot PATH] [--keep-open]
 
@@ -49,6 +52,14 @@ def wait_for(predicate, timeout: float, what: str):
     raise SystemExit(f"FAIL: {what}")
 
 
+def size_of(path: Path) -> int:
+    """The size of a file the browser may rename or remove at any moment (-1: gone)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--screenshot", default="browser_check.png")
@@ -86,6 +97,7 @@ def main() -> int:
         options.binary_location = chromium
         for flag in FLAGS + [f"--user-data-dir={profile}"]:
             options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         options.add_experimental_option("prefs", {
             "download.default_directory": str(downloads),
             "download.prompt_for_download": False})
@@ -114,12 +126,24 @@ def main() -> int:
                  "the uploaded file is not listed")
         browser.find_element(By.LINK_TEXT, "from the browser.bin").click()
         got = wait_for(lambda: [p for p in downloads.iterdir()
-                                if p.suffix != ".crdownload" and p.stat().st_size == len(data)],
+                                if p.suffix != ".crdownload" and size_of(p) == len(data)],
                        30, "the download never finished")
         if hashlib.sha256(got[0].read_bytes()).digest() != hashlib.sha256(data).digest():
             raise SystemExit("FAIL: the downloaded file differs")
+        # The same server by name: localhost is one of the Host names it answers to.
+        browser.get(f"http://localhost:{port}/")
+        wait_for(lambda: browser.find_elements(By.LINK_TEXT, "existing <b>bold.txt"), 10,
+                 "the index is not served on localhost")
+        browser.find_element(By.LINK_TEXT, "existing <b>bold.txt").click()  # shown inline
+        wait_for(lambda: browser.find_element(By.TAG_NAME, "body").text == "already here", 10,
+                 "the text file is not shown from localhost")
+        errors = [entry["message"] for entry in browser.get_log("browser")
+                  if entry["level"] == "SEVERE"]
+        if errors:
+            raise SystemExit("FAIL: the page logged errors: " + "; ".join(errors))
         print(f"PASS: uploaded and downloaded {len(data)} bytes through the index page in "
-              f"headless Chromium; screenshot: {args.screenshot}")
+              f"headless Chromium, on 127.0.0.1 and on localhost, with no console errors; "
+              f"screenshot: {args.screenshot}")
         return 0
     finally:
         if browser is not None:

@@ -6,7 +6,7 @@ server says how many bytes "left over belong to the next request and are kept": 
 decodes them next instead of throwing them away (the HOWTO's warning: a recv can read
 the start of the next message). The replies come back in request order, coalesced
 into few sends. Code: muxserver/protocol.py (FrameDecoder keeps unread input),
-muxserver/handlers.py (NativeSession.process runs requests one after another).
+muxserver/session.py (Session.process runs requests one after another).
 
     python scripts/demo_burst.py [--count 8] [--lang es] [--port P]
 """

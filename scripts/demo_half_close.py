@@ -8,7 +8,7 @@ What to watch: the server's "recv returned 0: the peer finished sending (half cl
 replies still owed will be sent"; it stops reading (interest read -> nothing) but the
 replies still go out, and only then the connection is closed. A server that closed at
 once on b"" would lose the replies the client is waiting for. Code:
-muxserver/channel.py (Channel.on_readable), muxserver/handlers.py
+muxserver/channel.py (Channel.on_readable), muxserver/native.py
 (NativeSession.peer_closed, then Channel.close_when_done).
 
     python scripts/demo_half_close.py [--lang es] [--port P]
