@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -291,6 +292,35 @@ def log_watcher() -> Iterator[LogWatcher]:
     finally:
         logger.removeHandler(watcher)
         logger.setLevel(old_level)
+
+
+# ---------------------------------------------------------------------- TLS
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory) -> Path:
+    """A throw-away CA (trustme) and a certificate for 127.0.0.1 and localhost:
+    cert.pem, key.pem and ca.pem in one directory."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    where = tmp_path_factory.mktemp("tls")
+    cert.private_key_pem.write_to_path(where / "key.pem")
+    cert.cert_chain_pems[0].write_to_path(where / "cert.pem")
+    for extra in cert.cert_chain_pems[1:]:
+        extra.write_to_path(where / "cert.pem", append=True)
+    ca.cert_pem.write_to_path(where / "ca.pem")
+    return where
+
+
+def tls_settings(certificates: Path) -> dict[str, str]:
+    """ServerConfig fields that make a test server speak TLS."""
+    return {"tls_cert": str(certificates / "cert.pem"), "tls_key": str(certificates / "key.pem")}
+
+
+def tls_client_context(certificates: Path) -> ssl.SSLContext:
+    """A client context that trusts the throw-away CA of ``certificates``."""
+    return ssl.create_default_context(cafile=str(certificates / "ca.pem"))
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")

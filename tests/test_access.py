@@ -100,20 +100,6 @@ def test_binding_beyond_loopback_without_a_token_warns():
 # ------------------------------------------------------------------------- TLS
 
 
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory):
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    where = tmp_path_factory.mktemp("tls")
-    cert.private_key_pem.write_to_path(where / "key.pem")
-    cert.cert_chain_pems[0].write_to_path(where / "cert.pem")
-    for extra in cert.cert_chain_pems[1:]:
-        extra.write_to_path(where / "cert.pem", append=True)
-    ca.cert_pem.write_to_path(where / "ca.pem")
-    return where
-
-
 @pytest.fixture
 def tls_server(make_server, certificates):
     return make_server(tls_cert=str(certificates / "cert.pem"),

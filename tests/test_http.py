@@ -19,7 +19,7 @@ from muxserver import protocol
 from muxserver.client import Client
 from muxserver.limits import Limits
 
-from .conftest import FrameReader, temp_files, visible_files
+from .conftest import FrameReader, temp_files, tls_client_context, tls_settings, visible_files
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -232,18 +232,10 @@ def test_three_bad_tokens_close_the_connection(make_server):
     assert data.count(b"401 Unauthorized") == 3
 
 
-def test_https(make_server, tmp_path):
-    trustme = pytest.importorskip("trustme")
-    import ssl
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert.private_key_pem.write_to_path(tmp_path / "key.pem")
-    cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
-    server = make_server(tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem"))
+def test_https(make_server, certificates):
+    server = make_server(**tls_settings(certificates))
     (server.root / "t.txt").write_text("over https")
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
+    context = tls_client_context(certificates)
     conn = http.client.HTTPSConnection(server.host, server.port, context=context, timeout=20)
     conn.request("GET", "/t.txt")
     response = conn.getresponse()

@@ -15,7 +15,7 @@ import pytest
 from muxserver import protocol
 from muxserver.limits import Limits
 
-from .conftest import FrameReader, temp_files, visible_files
+from .conftest import FrameReader, temp_files, tls_client_context, tls_settings, visible_files
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -170,18 +170,9 @@ def test_a_token_with_a_plus_logs_in_from_the_query_string(make_server):
     assert "Secure" not in headers["set-cookie"]  # plain HTTP: a Secure cookie would be lost
 
 
-def test_the_cookie_is_secure_over_tls(make_server, tmp_path):
-    trustme = pytest.importorskip("trustme")
-    import ssl
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert.private_key_pem.write_to_path(tmp_path / "key.pem")
-    cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
-    server = make_server(token=TOKEN, tls_cert=str(tmp_path / "cert.pem"),
-                         tls_key=str(tmp_path / "key.pem"))
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
+def test_the_cookie_is_secure_over_tls(make_server, certificates):
+    server = make_server(token=TOKEN, **tls_settings(certificates))
+    context = tls_client_context(certificates)
     with socket.create_connection((server.host, server.port), timeout=20) as raw_sock:
         with context.wrap_socket(raw_sock, server_hostname="127.0.0.1") as sock:
             sock.sendall(http_request("GET", f"/?token={TOKEN}", Connection="close"))

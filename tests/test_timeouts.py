@@ -8,14 +8,13 @@ reply, an EOF, a log record), and a busy machine only makes that answer come lat
 from __future__ import annotations
 
 import socket
-import ssl
 
 import pytest
 
 from muxserver import protocol
 from muxserver.limits import Limits
 
-from .conftest import FrameReader, temp_files, visible_files
+from .conftest import FrameReader, temp_files, tls_client_context, tls_settings, visible_files
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,19 +62,13 @@ def test_dribbling_clients_of_every_kind_are_closed_at_the_header_timeout(make_s
             sock.close()
 
 
-def test_a_tls_handshake_gets_no_more_time_than_a_header(make_server, tmp_path):
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert.private_key_pem.write_to_path(tmp_path / "key.pem")
-    cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
-    server = make_server(tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem"),
+def test_a_tls_handshake_gets_no_more_time_than_a_header(make_server, certificates):
+    server = make_server(**tls_settings(certificates),
                          limits=Limits(header_timeout=0.5, handshake_timeout=600))
     with socket.create_connection((server.host, server.port), timeout=30) as sock:
         sock.sendall(b"\x16\x03\x01\x02")  # the start of a ClientHello record, then silence
         assert read_to_eof(sock) == b""
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
+    context = tls_client_context(certificates)
     with socket.create_connection((server.host, server.port), timeout=30) as raw:
         with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:  # still served
             sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
