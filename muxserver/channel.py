@@ -345,7 +345,7 @@ class Channel:
         """Come back for bytes OpenSSL decrypted already: select() cannot see them."""
         if (not self.closed and self.state is ChannelState.OPEN and not self.reading_paused
                 and self.sock.pending()):
-            self.loop.call_soon(self.on_readable)
+            self.loop.call_soon(self.on_readable, owner=self)
 
     def pause_reading(self) -> None:
         if not self.reading_paused:
@@ -504,7 +504,7 @@ class Channel:
         if self._timer is None or deadline < self._timer.when:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = self.loop.call_at(deadline, self.check_deadline)
+            self._timer = self.loop.call_at(deadline, self.check_deadline, owner=self)
 
     def _deadline(self) -> float:
         if self.state is ChannelState.HANDSHAKE:
@@ -529,7 +529,7 @@ class Channel:
         now = time.monotonic()
         deadline = self._deadline()
         if deadline > now:
-            self._timer = self.loop.call_at(deadline, self.check_deadline)
+            self._timer = self.loop.call_at(deadline, self.check_deadline, owner=self)
         elif self.state is ChannelState.HANDSHAKE:
             log.warning("%s: TLS handshake timed out", self.peer,
                         extra={"event": "timeout", "conn": self.id})

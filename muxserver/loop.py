@@ -13,6 +13,16 @@ One turn of the loop (``run_once``), in order:
    hashing a large file, so one client never holds the loop for long);
 5. **closes** requested during the turn: unregister first, then close the socket.
 
+Every unit of work in a turn (one handler's events, one flush, one timer, one ready
+callback, one close) is a *step*; the loop records the longest step it has run
+(``longest_step``), because one slow step delays every client: the measure of
+"nobody holds the loop" is that no step is long.
+
+Timers and ready callbacks carry their *owner* (the connection they work for): if one
+raises, its owner is failed and closed, nobody else. A cancelled timer lets go of its
+callback at once (so a closed connection is freed now, not when its timer would have
+fired), and the heap is rebuilt when most of it is cancelled (asyncio's rule).
+
 All changes of interest go through :meth:`EventLoop.set_interest`, which compares with
 the current mask, so the selector is only told about real changes, and EVENT_WRITE is
 only ever set while output is pending: with it always on, a level-triggered selector
@@ -41,7 +51,13 @@ EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
 
 
-class Handler(Protocol):
+class Owner(Protocol):
+    """What a timer or a ready callback works for: failed (and closed) if it raises."""
+
+    def fail(self, exc: Exception) -> None: ...
+
+
+class Handler(Owner, Protocol):
     """Anything registered with the loop: it owns a socket and reacts to readiness."""
 
     events: int  # the mask currently registered (0: not registered)
@@ -49,19 +65,37 @@ class Handler(Protocol):
 
     def on_events(self, mask: int) -> None: ...
 
+    def on_interest_changed(self, old: int, new: int) -> None:
+        """The selector now watches for ``new`` instead of ``old`` (for the trace)."""
+
+
+#: A cancelled timer stays in the heap (lazy deletion) until the heap is rebuilt: when
+#: more than this many are cancelled and they are over half the heap (asyncio: 100, 1/2).
+MIN_CANCELLED_TO_COMPACT = 64
+#: A step longer than this is counted as slow (docs/PERFORMANCE.md: the target).
+SLOW_STEP = 0.020
+
 
 class Timer:
     """A callback scheduled at a monotonic time; cancel() is O(1) (lazy deletion)."""
 
-    __slots__ = ("when", "callback", "cancelled")
+    __slots__ = ("when", "callback", "owner", "_loop")
 
-    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+    def __init__(self, when: float, callback: Callable[[], None], owner: Any,
+                 loop: "EventLoop") -> None:
         self.when = when
-        self.callback = callback
-        self.cancelled = False
+        self.callback: Callable[[], None] | None = callback
+        self.owner = owner  # failed and closed if the callback raises
+        self._loop = loop
+
+    @property
+    def cancelled(self) -> bool:
+        return self.callback is None
 
     def cancel(self) -> None:
-        self.cancelled = True
+        if self.callback is not None:
+            self.callback = self.owner = None  # let go of what it would have run
+            self._loop._timer_cancelled()
 
 
 class EventLoop:
@@ -75,8 +109,12 @@ class EventLoop:
         self.timeout_wakeups = 0  # of those, the ones that only ended a timeout (timers)
         self.now = time.monotonic()
         self._timers: list[tuple[float, int, Timer]] = []
+        self._cancelled = 0  # cancelled timers still in the heap
         self._seq = itertools.count()
-        self._ready: collections.deque[Callable[[], None]] = collections.deque()
+        self._ready: collections.deque[tuple[Callable[[], None], Any]] = collections.deque()
+        self.longest_step = 0.0  # seconds: the longest single step run so far
+        self.longest_step_what = ""  # what that step was
+        self.slow_steps = 0  # steps over SLOW_STEP
         self._to_flush: dict[Any, None] = {}  # insertion-ordered set of channels
         self._to_close: list[Any] = []
         self._pipe: SplicePipe | None = None
@@ -92,7 +130,7 @@ class EventLoop:
 
     # -- registration
 
-    def set_interest(self, sock: socket.socket | int, handler: Any, events: int) -> None:
+    def set_interest(self, sock: socket.socket | int, handler: Handler, events: int) -> None:
         """Make the selector watch ``sock`` for exactly ``events`` (0: not at all)."""
         current = handler.events
         if events == current:
@@ -104,23 +142,38 @@ class EventLoop:
         else:
             self.selector.modify(sock, events, handler)
         handler.events = events
-        on_change = getattr(handler, "on_interest_changed", None)
-        if on_change is not None:
-            on_change(current, events)
+        handler.on_interest_changed(current, events)
 
     # -- scheduling
 
-    def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
-        timer = Timer(when, callback)
+    def call_at(self, when: float, callback: Callable[[], None],
+                owner: Owner | None = None) -> Timer:
+        """Run ``callback`` at monotonic time ``when``. ``owner``: what to fail if it
+        raises (without one, the error is only logged)."""
+        timer = Timer(when, callback, owner, self)
         heapq.heappush(self._timers, (when, next(self._seq), timer))
         return timer
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        return self.call_at(time.monotonic() + delay, callback)
+    def call_later(self, delay: float, callback: Callable[[], None],
+                   owner: Owner | None = None) -> Timer:
+        return self.call_at(time.monotonic() + delay, callback, owner)
 
-    def call_soon(self, callback: Callable[[], None]) -> None:
+    def call_soon(self, callback: Callable[[], None], owner: Owner | None = None) -> None:
         """Run ``callback`` after this turn's events (next turn if called from a ready one)."""
-        self._ready.append(callback)
+        self._ready.append((callback, owner))
+
+    @property
+    def timer_count(self) -> int:
+        """Timers in the heap, cancelled ones not yet dropped included."""
+        return len(self._timers)
+
+    def _timer_cancelled(self) -> None:
+        self._cancelled += 1
+        timers = self._timers
+        if self._cancelled > MIN_CANCELLED_TO_COMPACT and self._cancelled * 2 > len(timers):
+            self._timers = [entry for entry in timers if not entry[2].cancelled]
+            heapq.heapify(self._timers)
+            self._cancelled = 0
 
     def splice_pipe(self) -> SplicePipe | None:
         """The loop's one pipe for splice(2), or None where there is no splice. One is
@@ -129,9 +182,10 @@ class EventLoop:
             self._pipe = SplicePipe()
         return self._pipe
 
-    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+    def call_soon_threadsafe(self, callback: Callable[[], None],
+                             owner: Owner | None = None) -> None:
         """call_soon() from another thread (the hashing helper): wakes select() up."""
-        self._ready.append(callback)  # deque.append is atomic
+        self._ready.append((callback, owner))  # deque.append is atomic
         self.wake()
 
     def flush_before_sleep(self, channel: Any) -> None:
@@ -204,10 +258,12 @@ class EventLoop:
         for key, mask in events:
             handler = key.data
             if not handler.closed:  # closed earlier in this batch: ignore its stale event
+                started = time.perf_counter()
                 try:
                     handler.on_events(mask)
                 except Exception as exc:
                     self.fault(handler, exc)
+                self._timed(started, "events", type(handler).__name__)
         self._run_due_timers()
         self._run_ready()
         self._close_pending()
@@ -217,6 +273,7 @@ class EventLoop:
             return 0
         while self._timers and self._timers[0][2].cancelled:
             heapq.heappop(self._timers)
+            self._cancelled -= 1
         if not self._timers:
             return None
         return max(0.0, self._timers[0][0] - time.monotonic())
@@ -227,10 +284,12 @@ class EventLoop:
             self._to_flush.clear()
             for channel in channels:
                 if not channel.closed:
+                    started = time.perf_counter()
                     try:
                         channel.flush()
                     except Exception as exc:
                         self.fault(channel, exc)
+                    self._timed(started, "flush", type(channel).__name__)
             self._close_pending()
 
     def _run_due_timers(self) -> None:
@@ -238,40 +297,57 @@ class EventLoop:
         timers = self._timers
         while timers and timers[0][0] <= now:
             _when, _seq, timer = heapq.heappop(timers)
-            if not timer.cancelled:
-                self._call(timer.callback)
+            callback, owner = timer.callback, timer.owner
+            if callback is None:
+                self._cancelled -= 1
+                continue
+            timer.callback = timer.owner = None  # fired: it holds nothing any more
+            self._call(callback, owner)
 
     def _run_ready(self) -> None:
         for _ in range(len(self._ready)):
-            self._call(self._ready.popleft())
+            callback, owner = self._ready.popleft()
+            self._call(callback, owner)
 
-    def _call(self, callback: Callable[[], None]) -> None:
+    def _call(self, callback: Callable[[], None], owner: Any) -> None:
+        started = time.perf_counter()
         try:
             callback()
         except Exception as exc:
-            self.fault(getattr(callback, "__self__", None), exc)
+            self.fault(owner, exc)
+        self._timed(started, "call", callback.__qualname__)
 
     def _close_pending(self) -> None:
         while self._to_close:
             closing, self._to_close = self._to_close, []
             for channel in closing:
+                started = time.perf_counter()
                 try:
                     channel.finish_close()
                 except Exception as exc:
                     log.exception("error while closing %r: %s", channel, exc)
+                self._timed(started, "close", type(channel).__name__)
 
-    def fault(self, owner: Any, exc: Exception) -> None:
+    def _timed(self, started: float, kind: str, name: str) -> None:
+        """Account one step that began at ``started`` (perf_counter)."""
+        took = time.perf_counter() - started
+        if took > SLOW_STEP:
+            self.slow_steps += 1
+        if took > self.longest_step:
+            self.longest_step = took
+            self.longest_step_what = f"{kind}: {name}"
+
+    def fault(self, owner: Owner | None, exc: Exception) -> None:
         """A bug or an unexpected error in one handler: contain it to that handler.
 
         The owner's ``fail(exc)`` closes what it owns (one connection); the loop and
         every other connection go on. Without an owner, the error is only logged.
         """
-        fail = getattr(owner, "fail", None)
-        if fail is None:
+        if owner is None:
             log.error("unexpected error in the event loop", exc_info=exc)
             return
         try:
-            fail(exc)
+            owner.fail(exc)
         except Exception as second:  # containment must never take the loop down
             log.error("error while handling an earlier error", exc_info=second)
 
@@ -298,6 +374,12 @@ class _Waker:
         self.events = 0
         self.closed = False
         self.on_signal: Callable[[int], None] | None = None
+
+    def on_interest_changed(self, old: int, new: int) -> None:
+        pass
+
+    def fail(self, exc: Exception) -> None:
+        log.error("unexpected error while reading the loop's waker", exc_info=exc)
 
     def on_events(self, mask: int) -> None:
         try:

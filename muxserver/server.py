@@ -336,6 +336,9 @@ class Listener:
         self.closed = False
         self._backing_off = False
 
+    def on_interest_changed(self, old: int, new: int) -> None:
+        pass  # (the trace narrates the back-off itself)
+
     def on_events(self, mask: int) -> None:
         server = self.server
         for _ in range(server.limits.accepts_per_tick):
@@ -366,7 +369,7 @@ class Listener:
                       exc.strerror, self.server.limits.accept_backoff,
                       extra={"event": "emfile"})
         self._backing_off = True
-        loop.call_later(self.server.limits.accept_backoff, self.resume)
+        loop.call_later(self.server.limits.accept_backoff, self.resume, owner=self)
 
     def resume(self) -> None:
         if not self.closed:

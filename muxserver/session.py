@@ -222,7 +222,7 @@ class Session(BaseProtocol):
             if self.channel.trace is not None:
                 self.channel.trace("resume", self.channel.id)
         if self.job is not None:
-            self.services.loop.call_soon(self.run_job_step)
+            self.services.loop.call_soon(self.run_job_step, owner=self)
         else:
             self.process()
 
@@ -249,7 +249,7 @@ class Session(BaseProtocol):
         except BaseException:
             self.job = None  # a job that raised is over; the error goes up
             raise
-        self.services.loop.call_soon(self.run_job_step)
+        self.services.loop.call_soon(self.run_job_step, owner=self)
 
     def hash_then(self, opened: OpenFile, then: Callable[[], None],
                   failed: Callable[[StorageError], None]) -> Iterator[None]:
@@ -374,7 +374,7 @@ class Session(BaseProtocol):
             return
         loop = self.services.loop
         if upload.finish_hash(lambda digest: loop.call_soon_threadsafe(
-                lambda: self.hash_ready(upload, digest))):
+                lambda: self.hash_ready(upload, digest), owner=self)):
             self.verifying = upload  # requests behind this one wait, replies stay in order
             return
         self.commit(upload, None)

@@ -107,7 +107,8 @@ class Refusal(BaseProtocol):
         super().__init__(channel)
         self.max_connections = max_connections
         self.timer = channel.loop.call_later(channel.limits.close_linger,
-                                             lambda: channel.abort("too many clients"))
+                                             lambda: channel.abort("too many clients"),
+                                             owner=channel)
 
     def data_received(self, data: memoryview) -> None:
         if self.channel.state is not ChannelState.OPEN:

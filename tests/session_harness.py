@@ -42,15 +42,15 @@ class FakeLoop:
         self.cond = threading.Condition()
         self.timers: list[tuple[float, Callable[[], None]]] = []
 
-    def call_soon(self, callback: Callable[[], None]) -> None:
+    def call_soon(self, callback: Callable[[], None], owner: Any = None) -> None:
         self.ready.append(callback)
 
-    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+    def call_soon_threadsafe(self, callback: Callable[[], None], owner: Any = None) -> None:
         with self.cond:  # the hashing helper thread finishing an upload's digest
             self.ready.append(callback)
             self.cond.notify_all()
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Any:
+    def call_later(self, delay: float, callback: Callable[[], None], owner: Any = None) -> Any:
         self.timers.append((self.now + delay, callback))
         return _Handle()
 
