@@ -39,12 +39,13 @@ class FileRegion:
 class SendQueue:
     """Memory chunks and file regions in send order, with running totals."""
 
-    __slots__ = ("_items", "memory_bytes", "file_bytes")
+    __slots__ = ("_items", "memory_bytes", "file_bytes", "files")
 
     def __init__(self) -> None:
         self._items: collections.deque[memoryview | FileRegion] = collections.deque()
         self.memory_bytes = 0  # counts toward the per-connection output cap
         self.file_bytes = 0  # bytes still to come from files (not held in memory)
+        self.files = 0  # file regions queued: each holds an open descriptor
 
     def __bool__(self) -> bool:
         return bool(self._items)
@@ -62,6 +63,7 @@ class SendQueue:
         if region.remaining:
             self._items.append(region)
             self.file_bytes += region.remaining
+            self.files += 1
         else:
             self._finish(region)
 
@@ -99,6 +101,7 @@ class SendQueue:
         self.file_bytes -= sent
         if not region.remaining:
             self._items.popleft()
+            self.files -= 1
             self._finish(region)
 
     def clear(self) -> None:
@@ -107,7 +110,7 @@ class SendQueue:
             if isinstance(item, FileRegion):
                 item.close()
         self._items.clear()
-        self.memory_bytes = self.file_bytes = 0
+        self.memory_bytes = self.file_bytes = self.files = 0
 
     @staticmethod
     def _finish(region: FileRegion) -> None:

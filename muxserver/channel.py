@@ -384,7 +384,13 @@ class Channel:
 
     @property
     def output_full(self) -> bool:
-        return self.out.total > self.limits.output_high_water
+        """Too much queued: bytes over the high-water mark, or as many open files as a
+        connection may hold (each queued file region keeps its descriptor open, so
+        counting bytes alone would let a peer that pipelines and never reads pin every
+        descriptor of the process with small files)."""
+        out = self.out
+        return (out.total > self.limits.output_high_water
+                or out.files >= self.limits.files_per_connection)
 
     def on_writable(self) -> None:
         self.flush()
@@ -403,7 +409,8 @@ class Channel:
             if self.state is ChannelState.DRAINING:
                 self._start_lingering()
                 return
-        if self.wants_drain and self.out.total <= self.limits.output_low_water:
+        if (self.wants_drain and self.out.total <= self.limits.output_low_water
+                and self.out.files < self.limits.files_per_connection):
             self.wants_drain = False
             self.protocol.output_drained()
 

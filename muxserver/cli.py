@@ -89,7 +89,9 @@ def add_serve_parser(sub: Any) -> None:
 def default_text(field: dataclasses.Field) -> str:
     unit = field.metadata.get("unit", "")
     if field.default is None:
-        return "derived from the descriptor limit" if field.name == "max_connections" else "none"
+        derived = {"max_connections": "derived from the descriptor limit",
+                   "partial_budget": "a quarter of the free space at start"}
+        return derived.get(field.name, "none")
     if unit == "bytes":
         return format_bytes(field.default)
     return f"{field.default:g} s" if unit == "s" else str(field.default)

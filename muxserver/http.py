@@ -56,6 +56,7 @@ STATUS = {
     "not_a_file": 403, "not_found": 404, "is_directory": 409, "not_a_directory": 409,
     "exists": 409, "overwrite_refused": 409, "timeout": 408, "too_large": 413,
     "offset_mismatch": 416, "unauthorized": 401, "too_many_attempts": 429, "io_error": 500,
+    "server_busy": 503,
     "internal": 500, "too_many_clients": 503, "shutting_down": 503, "no_space": 507,
 }
 TOKEN_COOKIE = "muxserver_token"
@@ -140,7 +141,7 @@ class HttpSession(Session):
         elif kind is h11.EndOfMessage:
             self.finish_request()
         elif kind is h11.ConnectionClosed:
-            self.abort_upload()
+            self.interrupt_upload()
             self.channel.close_when_done("peer finished sending")
 
     def header_pending(self) -> bool:
@@ -300,15 +301,24 @@ class HttpSession(Session):
                 start, end, status = span[0], span[1], 206
                 common.append(("Content-Range", f"bytes {start}-{end - 1}/{opened.size}"))
         length = end - start
-        self.queue(h11.Response(status_code=status, headers=self.base_headers(length) + common))
         transfer = self.active
         assert transfer is not None and opened.sha256 is not None
-        if self.head or not length:
+        small = b""
+        if not self.head and 0 < length <= self.limits.inline_file_size:
+            try:
+                small = self.read_small(opened, start, length)
+            except StorageError as exc:
+                self.fail_request(HttpError(500, exc.message))
+                return
+        self.queue(h11.Response(status_code=status, headers=self.base_headers(length) + common))
+        if self.head:
             opened.close()
-            if self.head:
-                self.forget_transfer()  # headers only: nothing was transferred
-            else:
-                self.transfer_done(transfer, 0, opened.sha256)
+            self.forget_transfer()  # headers only: nothing was transferred
+        elif len(small) == length:  # small (or empty): read already, sent from memory
+            opened.close()
+            if small:
+                self.queue(h11.Data(data=small))
+            self.transfer_done(transfer, length, opened.sha256)
         else:
             digest = opened.sha256
             transfer.total = length
@@ -416,7 +426,7 @@ class HttpSession(Session):
         if self.conn.our_state is h11.SEND_RESPONSE:
             self.respond(exc.status, headers, f"{exc.status} {exc.message}\n".encode())
         if exc.close or self.conn.our_state is not h11.DONE:
-            self.abort_upload()
+            self.discard_upload()
             self.channel.close_when_done(exc.message)
 
     def send_raw(self, status: int, message: str) -> None:
@@ -434,10 +444,10 @@ class HttpSession(Session):
             # The peer closed in the middle of a request: an interruption, not bad HTTP.
             log.warning("%s disconnected mid-request", self.channel.peer,
                         extra={"event": "reset", "conn": self.channel.id})
-            self.abort_upload()
+            self.interrupt_upload()
             self.channel.abort("peer closed mid-request")
             return
-        self.abort_upload()
+        self.discard_upload()
         if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             self.send_raw(exc.error_status_hint, str(exc))
         log.warning("%s bad HTTP: %s", self.channel.peer, exc,

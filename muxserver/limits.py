@@ -56,6 +56,8 @@ class Limits:
         256 * KiB, "asyncio uses 64 KiB; more keeps sendfile calls large", "bytes")
     output_low_water: int = limit(
         64 * KiB, "asyncio resumes writers at a quarter of the high-water mark", "bytes")
+    files_per_connection: int = limit(
+        2, "open files a connection's queued replies may hold; its next requests wait")
     max_output_buffer: int = limit(
         32 * MiB, "Redis's hard cap for pubsub clients: memory a non-reader may cost", "bytes")
     recv_size: int = limit(
@@ -80,6 +82,9 @@ class Limits:
         10.0, "transfers under way get this long after Ctrl-C (twice: stop now)", "s")
     partial_ttl: float = limit(
         24 * 3600.0, "tus servers expire unfinished uploads after a day or more", "s")
+    partial_budget: int | None = limit(
+        None, "bytes all interrupted uploads kept for resume may hold together; default: "
+        "a quarter of the space free at start (oldest evicted first)", "bytes")
     auth_failures: int = limit(
         3, "vsftpd max_login_fails: wrong tokens before the connection is closed")
     address_auth_failures: int = limit(
@@ -115,6 +120,8 @@ class Limits:
             raise ValueError("max file size must not be negative")
         if self.auth_failures < 1 or self.address_auth_failures < 1:
             raise ValueError("auth failure counts must be at least 1")
+        if self.files_per_connection < 1:
+            raise ValueError("files per connection must be at least 1")
 
 
 def raise_nofile_limit() -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from typing import Any, Iterator
 
 from . import protocol
@@ -210,12 +209,9 @@ class NativeSession(Session):
         transfer.total = length
         if length <= self.limits.inline_file_size:
             try:
-                data = os.pread(opened.fd, length, offset)
-            finally:
-                opened.close()
-            if len(data) != length:
-                self.reply_error(req.id, "io_error", f"{req.name!r} changed while being read",
-                                 req.name)
+                data = self.read_small(opened, offset, length)
+            except StorageError as exc:
+                self.reply_error(req.id, exc.code, f"{req.name!r}: {exc.message}", req.name)
                 return
             self.queue_reply(req.id, None, header, len(data))
             self.channel.write(data)
@@ -278,6 +274,11 @@ class NativeSession(Session):
                     page = []
                     yield
                 page.append(json.dumps(entry, ensure_ascii=False).encode() + b"\n")
+        except StorageError as exc:  # the listing cannot be finished: say so, never a gap
+            if page:
+                self.send_page(req.id, page, more=True)
+            self.reply_error(req.id, exc.code, exc.message, req.name)
+            return
         finally:
             entries.close()
         self.send_page(req.id, page, more=False)
@@ -318,7 +319,7 @@ class NativeSession(Session):
 
     def refuse_stream(self, code: str, message: str) -> None:
         """A framing error: the stream cannot be resynced. Reply, then close."""
-        self.abort_upload()
+        self.discard_upload()
         self.reply_error(None, code, message)
 
     # -- end of the connection

@@ -74,6 +74,8 @@ ERROR_CODES: dict[str, str] = {
     "offset_mismatch": "a resume offset differs from what the other side holds",
     "no_space": "the server's disk is full or the file is over its size limit",
     "io_error": "the server's disk failed while reading or writing",
+    "server_busy": "the server is short of a resource (file descriptors); nothing was done; "
+                   "try again soon",
     "unauthorized": "the server needs a token and none (or a wrong one) was presented",
     "too_many_attempts": "too many wrong tokens came from this address; it must wait; closed",
     "too_many_clients": "the server holds its maximum of connections; closed",

@@ -93,7 +93,8 @@ class Server:
         raise_nofile_limit()
         self.max_connections = self.limits.effective_max_connections()
         self.loop = EventLoop(scratch_size=max(self.limits.recv_size, 64 * 1024))
-        self.root = Root(config.root, partial_ttl=self.limits.partial_ttl)
+        self.root = Root(config.root, partial_ttl=self.limits.partial_ttl,
+                         partial_budget=self.limits.partial_budget)
         self.root.on_partial_kept = self._schedule_partial_expiry
         self._expiry_timer: Timer | None = None
         self._expiry_due = 0.0

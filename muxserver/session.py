@@ -34,6 +34,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import os
 import time
 from typing import Any, Callable, Iterator
 
@@ -43,6 +44,7 @@ from .limits import Limits
 from .loop import EventLoop
 from .protocol import NEED_DATA
 from .storage import OpenFile, Root, StorageError, Upload, printable
+from .units import format_bytes
 
 log = logging.getLogger("muxserver")
 
@@ -271,6 +273,20 @@ class Session(BaseProtocol):
             transfer.received = 0
         then()
 
+    def read_small(self, opened: OpenFile, offset: int, length: int) -> bytes:
+        """The ``length`` bytes of a small file from ``offset``, read now and its
+        descriptor closed at once (a queued reply then holds memory, not a descriptor).
+        StorageError if the file cannot be read or changed size meanwhile."""
+        try:
+            data = os.pread(opened.fd, length, offset)
+        except OSError as exc:
+            raise StorageError("io_error", f"cannot read the file: {exc.strerror}") from None
+        finally:
+            opened.close()
+        if len(data) != length:
+            raise StorageError("io_error", "the file changed while being read")
+        return data
+
     # -- transfers: begun, counted once, logged once
 
     def begin_transfer(self, op: str, name: str, total: int = 0) -> Transfer:
@@ -397,12 +413,25 @@ class Session(BaseProtocol):
             self.transfer_done(self.active, upload.size, digest)
         self.upload_stored(upload, digest)
 
-    def abort_upload(self) -> None:
-        """Drop the upload under way (an interruption: a resumable one keeps a partial)."""
+    def interrupt_upload(self) -> None:
+        """The connection broke, timed out, or the server stops: the upload under way is
+        cut off. A resumable one keeps what arrived, for ``put --resume``."""
+        self._end_upload(interrupted=True)
+
+    def discard_upload(self) -> None:
+        """The upload under way is refused or failed: nothing of it is kept."""
+        self._end_upload(interrupted=False)
+
+    def _end_upload(self, interrupted: bool) -> None:
         for upload in (self.upload, self.verifying):
-            if upload is not None:
-                upload.abort()
-                self.transfer_failed(self.active)
+            if upload is None:
+                continue
+            kept = upload.abort(interrupted=interrupted)
+            if kept:
+                log.info("%s kept %s of %s for resume", self.channel.peer, format_bytes(kept),
+                         printable(upload.name),
+                         extra={"event": "kept", "conn": self.channel.id})
+            self.transfer_failed(self.active)
         self.upload = self.verifying = None
 
     # -- timeouts
@@ -420,7 +449,7 @@ class Session(BaseProtocol):
                     extra={"event": "timeout", "conn": self.channel.id})
         if self.channel.trace is not None:
             self.channel.trace("timeout", self.channel.id, why=what)
-        self.abort_upload()
+        self.interrupt_upload()
         if self.channel.out.file_bytes:
             self.channel.abort(what)  # inside a body: no reply can be framed any more
             return
@@ -451,7 +480,7 @@ class Session(BaseProtocol):
                 or bool(self.channel.out.file_bytes))
 
     def connection_lost(self) -> None:
-        self.abort_upload()
+        self.interrupt_upload()
         if self.job is not None:
             self.job.close()  # closes the file or directory it holds
             self.job = None

@@ -32,7 +32,6 @@ import dataclasses
 import errno
 import fcntl
 import hashlib
-import heapq
 import itertools
 import logging
 import os
@@ -44,6 +43,7 @@ import unicodedata
 from typing import Any, Callable, Iterator
 
 from .hashing import HashJob
+from .partials import Partial, PartialFiles
 
 log = logging.getLogger("muxserver.storage")
 
@@ -53,16 +53,23 @@ TEMP_PREFIX = RESERVED_PREFIX + "tmp-"  # an upload in progress
 PARTIAL_PREFIX = RESERVED_PREFIX + "part-"  # what an interrupted resumable upload left
 MAX_NAME_BYTES = 4096  # PATH_MAX
 MAX_COMPONENT_BYTES = 255  # NAME_MAX on every common file system
+#: Directories in a name, at most. Deeper trees exist but are rare, and every level
+#: costs the loop a mkdir, an open and an fsync: PATH_MAX alone would allow 2,048 levels.
+MAX_DEPTH = 64
 FILE_MODE = 0o644  # before the umask, like files created by cp or curl -O
 DIR_MODE = 0o755
 HASH_XATTR = "user.muxserver.sha256"
 ASYNC_HASH_FROM = 4 * 1024 * 1024  # uploads this big are hashed by the helper thread
+#: Without --partial-budget, partial files may use this fraction (1/N) of the space that
+#: was free when the server started.
+PARTIAL_SHARE_OF_FREE_SPACE = 4
 PERSIST_HASH_FROM = 1024 * 1024  # hashes of files this big are also kept in an xattr
 # Temporary names: random per process, then counted (O_EXCL guards against any clash).
 _RUN_ID = secrets.token_hex(4)
 _TEMP_IDS = itertools.count()
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 _WINDOWS_DEVICES = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)
 _DRIVE = re.compile(r"[A-Za-z]:")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # exactly Unicode's category Cc
@@ -115,6 +122,8 @@ def _check_form(name: str) -> list[str]:
     if _DRIVE.match(name):
         raise refuse("drive letters are not allowed")
     parts = name.split("/")
+    if len(parts) > MAX_DEPTH:
+        raise refuse(f"more than {MAX_DEPTH} components (directories nested too deep)")
     for part in parts:
         if part in ("", ".", ".."):
             raise refuse("empty, '.' and '..' components are not allowed")
@@ -231,19 +240,26 @@ class OpenFile:
 class Root:
     """The served directory, held open as a descriptor for the server's lifetime."""
 
-    def __init__(self, path: str | os.PathLike[str], partial_ttl: float = 24 * 3600) -> None:
+    def __init__(self, path: str | os.PathLike[str], partial_ttl: float = 24 * 3600,
+                 partial_budget: int | None = None) -> None:
         self.path = os.path.realpath(path)
         try:
             self.dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             raise StorageError("not_found", f"cannot serve {self.path}: {exc.strerror}") from None
         self.hashes = HashCache()
-        self.partial_ttl = partial_ttl
-        # Partial files this server knows of, by when they expire: (time, directory,
-        # file name), a heap. Found by the start-up sweep or kept by an aborted upload;
-        # the server calls expire_partials() when the first one is due.
-        self._partials: list[tuple[float, str, str]] = []
+        # Partial files this server knows of (partials.py): found by the start-up sweep
+        # or kept by an interrupted upload; the server calls expire_partials() when the
+        # first one is due.
+        if partial_budget is None:
+            partial_budget = self.free_space() // PARTIAL_SHARE_OF_FREE_SPACE
+        self.partials = PartialFiles(partial_ttl, partial_budget)
         self.on_partial_kept: Callable[[], None] | None = None
+
+    def free_space(self) -> int:
+        """Bytes an unprivileged writer may still use on the root's file system."""
+        st = os.statvfs(self.dir_fd)
+        return st.f_bavail * st.f_frsize
 
     def close(self) -> None:
         if self.dir_fd >= 0:
@@ -253,14 +269,18 @@ class Root:
     # -- walking
 
     def open_dir(self, parts: list[str], *, create: bool = False,
-                 created: list[tuple[int, str]] | None = None) -> int:
+                 created: list[int] | None = None) -> int:
         """A new descriptor for the directory ``parts`` below the root.
 
-        Opens one component at a time with O_NOFOLLOW. With ``create``, missing
-        directories are made and recorded in ``created`` as (parent fd, name).
+        Opens one component at a time with O_NOFOLLOW, holding one descriptor at a time
+        however deep the path. With ``create``, missing directories are made, and the
+        indices in ``parts`` of those this call made are appended to ``created``.
         """
         if not parts:  # a descriptor of its own: a dup would share the read position
-            return os.open(".", _O_DIR, dir_fd=self.dir_fd)
+            try:
+                return os.open(".", _O_DIR, dir_fd=self.dir_fd)
+            except OSError as exc:
+                raise _dir_error(exc, self.dir_fd, ".", "the served root") from None
         fd = self.dir_fd  # not ours to close; every descriptor after it is
         try:
             for i, part in enumerate(parts):
@@ -270,7 +290,7 @@ class Root:
                 except FileNotFoundError:
                     if not create:
                         raise StorageError("not_found", f"no directory {where!r}") from None
-                    child = self._make_dir(fd, part, where, created)
+                    child = self._make_dir(fd, part, where, created, i)
                 except OSError as exc:
                     raise _dir_error(exc, fd, part, where) from None
                 if fd != self.dir_fd:
@@ -282,12 +302,12 @@ class Root:
             raise
         return fd
 
-    def _make_dir(self, parent: int, part: str, where: str,
-                  created: list[tuple[int, str]] | None) -> int:
+    def _make_dir(self, parent: int, part: str, where: str, created: list[int] | None,
+                  index: int) -> int:
         try:
             os.mkdir(part, DIR_MODE, dir_fd=parent)
             if created is not None:
-                created.append((os.dup(parent), part))
+                created.append(index)
         except FileExistsError:
             pass  # made by someone else in the meantime: fine, open it below
         except OSError as exc:
@@ -296,6 +316,41 @@ class Root:
             return os.open(part, _O_DIR, dir_fd=parent)
         except OSError as exc:
             raise _dir_error(exc, parent, part, where) from None
+
+    def sync_created(self, dirs: list[str], created: list[int]) -> None:
+        """Make the entries of directories an upload created durable: fsync the parent
+        of each (the directory holding its new entry), descending once from the root."""
+        if not created:
+            return
+        made = set(created)
+        fd = self.dir_fd
+        try:
+            for i in range(max(made) + 1):
+                if i in made:
+                    os.fsync(fd)
+                child = os.open(dirs[i], _O_DIR, dir_fd=fd)
+                if fd != self.dir_fd:
+                    os.close(fd)
+                fd = child
+        finally:
+            if fd != self.dir_fd:
+                os.close(fd)
+
+    def remove_created(self, dirs: list[str], created: list[int]) -> None:
+        """Remove the directories an aborted upload made, deepest first, if they are
+        still empty (another upload may be using one by now: then it stays). Each
+        parent is reached from the root again, so one descriptor is held at a time."""
+        for index in reversed(created):
+            try:
+                parent = self.open_dir(dirs[:index])
+            except StorageError:
+                continue  # gone or replaced meanwhile: nothing of ours to remove
+            try:
+                os.rmdir(dirs[index], dir_fd=parent)
+            except OSError:
+                pass  # not empty any more, or gone: keep it
+            finally:
+                os.close(parent)
 
     def _lstat(self, parent: int, leaf: str, name: str) -> os.stat_result | None:
         try:
@@ -379,29 +434,51 @@ class Root:
     def iter_entries(self, path: str, recursive: bool = False) -> Iterator[dict[str, Any]]:
         """Entries below ``path`` ("" is the root), lazily; directories before their contents.
 
-        A generator, so a huge directory is listed a page at a time; closing it early
-        closes the directory descriptors it holds.
+        A generator, so a huge directory is listed a page at a time. It holds one
+        directory descriptor at a time, however many subdirectories wait their turn
+        (they wait by name). A listing is complete, or it raises StorageError: a
+        subdirectory that vanished meanwhile is simply not there any more, but one the
+        server could not open (out of descriptors, a disk error) ends the listing with
+        that error, never with a silent gap.
         """
         parts = split_name(path, allow_root=True)
         top = self.open_dir(parts)  # errors (bad name, not found) are raised here, eagerly
         return self._walk_entries(top, path, recursive)
 
     def _walk_entries(self, top: int, path: str, recursive: bool) -> Iterator[dict[str, Any]]:
-        stack = [(top, path)]
+        waiting: list[str] = []  # subdirectories still to list, by name
+        fd, prefix = top, path
         try:
-            while stack:
-                fd, prefix = stack.pop()
-                try:
-                    yield from self._scan(fd, prefix, recursive, stack)
-                finally:
-                    os.close(fd)
+            while True:
+                yield from self._scan(fd, prefix, recursive, waiting)
+                os.close(fd)
+                fd = -1
+                while fd < 0:
+                    if not waiting:
+                        return
+                    prefix = waiting.pop()
+                    fd = self._reopen_dir(prefix)
         finally:
-            for fd, _prefix in stack:
+            if fd >= 0:
                 os.close(fd)
 
+    def _reopen_dir(self, name: str) -> int:
+        """A subdirectory met earlier in a listing, opened now; -1 if it is gone (or no
+        longer a directory we would list)."""
+        try:
+            return self.open_dir(split_name(name))
+        except StorageError as exc:
+            if exc.code in ("not_found", "not_a_directory", "forbidden"):
+                return -1  # removed, or replaced by a file or a link, since we saw it
+            raise
+
     def _scan(self, fd: int, prefix: str, recursive: bool,
-              stack: list[tuple[int, str]]) -> Iterator[dict[str, Any]]:
-        with os.scandir(fd) as entries:
+              waiting: list[str]) -> Iterator[dict[str, Any]]:
+        try:
+            entries = os.scandir(fd)  # (it takes a descriptor of its own: dup)
+        except OSError as exc:
+            raise _dir_error(exc, fd, ".", prefix or "the served root") from None
+        with entries:
             for entry in entries:
                 if not _is_listable(entry.name):
                     continue
@@ -412,10 +489,7 @@ class Root:
                 name = f"{prefix}/{entry.name}" if prefix else entry.name
                 yield _entry(name, st)
                 if recursive and stat.S_ISDIR(st.st_mode):
-                    try:
-                        stack.append((os.open(entry.name, _O_DIR, dir_fd=fd), name))
-                    except OSError:
-                        continue
+                    waiting.append(name)
 
     # -- writing
 
@@ -429,12 +503,14 @@ class Root:
         upload continues at its end; it must hold exactly ``offset`` bytes.
         """
         parts = split_name(name)
-        leaf = parts[-1]
+        leaf, dirs = parts[-1], parts[:-1]
         key = partial_key(leaf, sha256, offset + length) if (resumable or offset) else ""
-        created: list[tuple[int, str]] = []
-        parent = -1
+        created: list[int] = []
+        parent = fd = -1
+        if length and len(self.partials) and self.free_space() < length:
+            self.make_room(length - self.free_space())  # partials yield to whole files
         try:
-            parent = self.open_dir(parts[:-1], create=True, created=created)
+            parent = self.open_dir(dirs, create=True, created=created)
             replaces = self._check_target(parent, leaf, name, overwrite, allow_overwrite)
             # The key in a resumable upload's temporary name lets a restarted server turn
             # it into a partial file instead of deleting it (see sweep_temporary_files).
@@ -447,13 +523,17 @@ class Root:
                                  | os.O_CLOEXEC, FILE_MODE, dir_fd=parent)
                 except OSError as exc:
                     raise write_error(exc, name) from None
+            upload = Upload(self, name, parent, leaf, temp, fd, length, sha256,
+                            overwrite and allow_overwrite, mtime, dirs, created,
+                            offset=offset, key=key)
         except BaseException:
-            _remove_created(created)
+            if fd >= 0:
+                os.close(fd)
+                _unlink_quietly(temp, parent)
             if parent >= 0:
                 os.close(parent)
+            self.remove_created(dirs, created)
             raise
-        upload = Upload(self, name, parent, leaf, temp, fd, length, sha256,
-                        overwrite and allow_overwrite, mtime, created, offset=offset, key=key)
         upload.replaces = replaces
         return upload
 
@@ -473,6 +553,7 @@ class Root:
             os.rename(temp, partial, src_dir_fd=parent, dst_dir_fd=parent)  # keep it for later
             raise StorageError("offset_mismatch", f"the server holds {held} bytes of "
                                                   f"{name!r}, not {offset}")
+        self.partials.discard(name.rpartition("/")[0], partial)  # an upload again, now
         os.lseek(fd, 0, os.SEEK_END)
         return fd
 
@@ -525,76 +606,93 @@ class Root:
                         self.path)
             return 0, 0
         removed = 0
-        kept: list[tuple[str, str, float]] = []
+        kept: list[tuple[str, str, float, int]] = []
         stack = [(os.open(".", _O_DIR, dir_fd=self.dir_fd), "")]
-        expired_before = time.time() - self.partial_ttl
+        expired_before = time.time() - self.partials.ttl
         while stack:
             fd, where = stack.pop()
             try:
                 removed += _sweep_dir(fd, where, stack, expired_before, kept)
             finally:
                 os.close(fd)
-        for where, partial, mtime in kept:
-            heapq.heappush(self._partials, (mtime + self.partial_ttl, where, partial))
+        for where, partial, mtime, size in sorted(kept, key=lambda k: k[2]):
+            self.partials.add(Partial(where, partial, size, mtime))
+        self.enforce_partial_budget()
         return removed, len(kept)
 
-    # -- partial files while running
+    # -- partial files while running (their books: partials.py)
 
-    def partial_kept(self, name: str, partial: str) -> None:
-        """An interrupted upload of ``name`` left ``partial`` beside it: expire it later."""
-        where = "/".join(split_name(name)[:-1])
-        heapq.heappush(self._partials, (time.time() + self.partial_ttl, where, partial))
+    def partial_kept(self, name: str, partial: str, size: int) -> int:
+        """An interrupted upload of ``name`` left ``partial`` (``size`` bytes) beside
+        it. Returns the bytes kept: 0 if the budget had no room for it."""
+        where = name.rpartition("/")[0]
+        self.partials.add(Partial(where, partial, size, time.time()))
+        self.enforce_partial_budget()
         if self.on_partial_kept is not None:
             self.on_partial_kept()
+        return size if self.partials.named(where, partial) else 0
+
+    def enforce_partial_budget(self) -> None:
+        """Evict the oldest partials while they hold more than their budget."""
+        while self.partials.over_budget():
+            oldest = self.partials.oldest()
+            assert oldest is not None
+            self._remove_partial(oldest, "over the partial files' budget")
+
+    def make_room(self, needed: int) -> int:
+        """The disk is full: evict partials, oldest first, until ``needed`` bytes are
+        freed or none is left. Returns the bytes freed (0: nothing could be done)."""
+        freed = 0
+        while freed < needed and len(self.partials):
+            oldest = self.partials.oldest()
+            assert oldest is not None
+            self._remove_partial(oldest, "the disk is full")
+            freed += oldest.size
+        return freed
+
+    def _remove_partial(self, partial: Partial, why: str) -> None:
+        self.partials.discard(partial.where, partial.name)
+        try:
+            parent = self.open_dir(split_name(partial.where) if partial.where else [])
+        except StorageError:
+            return  # the directory went away, and the partial with it
+        try:
+            os.unlink(partial.name, dir_fd=parent)
+            log.warning("removed %d bytes kept for a resume in %s: %s", partial.size,
+                        printable(partial.where or "/"), why,
+                        extra={"event": "evicted"})
+        except OSError:
+            pass  # resumed meanwhile (renamed into an upload) or removed by hand
+        finally:
+            os.close(parent)
 
     def forget_partials(self, name: str, parent: int) -> None:
         """A file was just stored under ``name`` (a checked name; ``parent`` is its
         directory): interrupted uploads to that name, of whatever content, are
         superseded. Remove the partial files kept for it."""
-        if not self._partials:
+        if not len(self.partials):
             return
         where, _, leaf = name.rpartition("/")
-        prefix = PARTIAL_PREFIX + _leaf_key(leaf)
-        mine = [item for item in self._partials if item[1] == where
-                and item[2].startswith(prefix)]
-        if not mine:
-            return
-        for _due, _where, partial in mine:
-            try:
-                os.unlink(partial, dir_fd=parent)
-            except OSError:
-                pass  # resumed meanwhile (renamed into this very upload) or removed by hand
-        self._partials = [item for item in self._partials if item not in mine]
-        heapq.heapify(self._partials)
+        for partial in self.partials.named(where, PARTIAL_PREFIX + _leaf_key(leaf)):
+            self.partials.discard(where, partial.name)
+            _unlink_quietly(partial.name, parent)
 
     def next_partial_expiry(self) -> float | None:
         """When (``time.time()``) the first known partial file may expire, if any."""
-        return self._partials[0][0] if self._partials else None
+        return self.partials.next_expiry()
 
     def expire_partials(self) -> int:
-        """Remove the partial files untouched for ``partial_ttl``; return how many.
-
-        A partial that was resumed meanwhile is gone (renamed back into an upload) or
-        newer (kept again by a later attempt, which scheduled its own expiry).
-        """
+        """Remove the partial files untouched for ``partial_ttl``; return how many."""
         now = time.time()
         removed = 0
-        while self._partials and self._partials[0][0] <= now:
-            _due, where, partial = heapq.heappop(self._partials)
-            try:
-                parent = self.open_dir(split_name(where) if where else [])
-            except (StorageError, OSError):
-                continue  # the directory went away, and the partial with it
-            try:
-                st = os.stat(partial, dir_fd=parent, follow_symlinks=False)
-                if stat.S_ISREG(st.st_mode) and st.st_mtime <= now - self.partial_ttl:
-                    os.unlink(partial, dir_fd=parent)
-                    removed += 1
-            except OSError:
-                pass  # resumed (renamed away) or removed by hand: nothing to do
-            finally:
-                os.close(parent)
-        return removed
+        while True:
+            due = self.partials.next_expiry()
+            if due is None or due > now:
+                return removed
+            oldest = self.partials.oldest()
+            assert oldest is not None
+            self._remove_partial(oldest, "untouched too long")
+            removed += 1
 
 
 def partial_key(leaf: str, sha256: str, size: int) -> str:
@@ -608,10 +706,10 @@ def _leaf_key(leaf: str) -> str:
 
 
 def _sweep_dir(fd: int, where: str, stack: list[tuple[int, str]], expired_before: float,
-               kept: list[tuple[str, str, float]]) -> int:
+               kept: list[tuple[str, str, float, int]]) -> int:
     """Sweep one directory (``where`` below the root); return the files removed, add the
-    partial files kept to ``kept`` as (directory, name, mtime) and subdirectories to
-    ``stack``."""
+    partial files kept to ``kept`` as (directory, name, mtime, size) and subdirectories
+    to ``stack``."""
     removed = 0
     with os.scandir(fd) as entries:
         for entry in entries:
@@ -625,28 +723,28 @@ def _sweep_dir(fd: int, where: str, stack: list[tuple[int, str]], expired_before
                 elif name.startswith(TEMP_PREFIX) and "." in name[len(TEMP_PREFIX):]:
                     # a resumable upload's temporary file: from now on a partial file
                     partial = PARTIAL_PREFIX + name[len(TEMP_PREFIX):].split(".", 1)[1]
-                    mtime = entry.stat(follow_symlinks=False).st_mtime
+                    st = entry.stat(follow_symlinks=False)
                     os.replace(name, partial, src_dir_fd=fd, dst_dir_fd=fd)
-                    removed += _keep_or_expire(fd, where, partial, mtime, expired_before, kept)
+                    removed += _keep_or_expire(fd, where, partial, st, expired_before, kept)
                 elif name.startswith(TEMP_PREFIX):
                     os.unlink(name, dir_fd=fd)
                     removed += 1
                 elif name.startswith(PARTIAL_PREFIX):
-                    mtime = entry.stat(follow_symlinks=False).st_mtime
-                    removed += _keep_or_expire(fd, where, name, mtime, expired_before, kept)
+                    st = entry.stat(follow_symlinks=False)
+                    removed += _keep_or_expire(fd, where, name, st, expired_before, kept)
             except OSError:
                 continue  # vanished or unreadable: nothing to clean
     return removed
 
 
-def _keep_or_expire(fd: int, where: str, partial: str, mtime: float,
-                    expired_before: float, kept: list[tuple[str, str, float]]) -> int:
+def _keep_or_expire(fd: int, where: str, partial: str, st: os.stat_result,
+                    expired_before: float, kept: list[tuple[str, str, float, int]]) -> int:
     """Remove a partial file untouched since ``expired_before`` (return 1), else note it
     in ``kept`` (return 0)."""
-    if mtime < expired_before:
+    if st.st_mtime < expired_before:
         os.unlink(partial, dir_fd=fd)
         return 1
-    kept.append((where, partial, mtime))
+    kept.append((where, partial, st.st_mtime, st.st_size))
     return 0
 
 
@@ -654,15 +752,17 @@ class Upload:
     """One file being received: a temporary file, its running hash, and its commit."""
 
     __slots__ = ("root", "name", "parent", "leaf", "temp", "fd", "length", "expected",
-                 "overwrite", "mtime", "created", "received", "hasher", "done", "offset",
-                 "key", "hash_job", "replaces")
+                 "overwrite", "mtime", "dirs", "created", "received", "hasher", "done",
+                 "offset", "key", "hash_job", "replaces")
 
     def __init__(self, root: Root, name: str, parent: int, leaf: str, temp: str, fd: int,
                  length: int, expected: str, overwrite: bool, mtime: float | None,
-                 created: list[tuple[int, str]], *, offset: int = 0, key: str = "") -> None:
+                 dirs: list[str], created: list[int], *, offset: int = 0,
+                 key: str = "") -> None:
         self.root, self.name, self.parent, self.leaf = root, name, parent, leaf
         self.temp, self.fd, self.length, self.expected = temp, fd, length, expected
-        self.overwrite, self.mtime, self.created = overwrite, mtime, created
+        self.overwrite, self.mtime = overwrite, mtime
+        self.dirs, self.created = dirs, created  # the directories, and those we made
         self.offset = offset  # bytes already held from an interrupted attempt
         self.key = key  # partial_key when the upload is resumable, else ""
         self.received = 0  # body bytes of this attempt
@@ -673,7 +773,10 @@ class Upload:
         # hashed beside the loop by the helper thread; small ones inline, in write().
         self.hash_job: HashJob | None = None
         if offset or self.size >= ASYNC_HASH_FROM:
-            self.hash_job = HashJob(fd, already=offset)
+            try:
+                self.hash_job = HashJob(fd, already=offset)
+            except OSError as exc:  # (it needs a descriptor of its own)
+                raise write_error(exc, name) from None
 
     @property
     def size(self) -> int:
@@ -689,6 +792,8 @@ class Upload:
             try:
                 written = os.write(self.fd, data)
             except OSError as exc:
+                if exc.errno in _NO_SPACE and self.root.make_room(len(data)):
+                    continue  # partial files made way for this upload: try again
                 raise write_error(exc, self.name) from None
             data = data[written:]
             self.received += written
@@ -786,60 +891,56 @@ class Upload:
     def _sync_directories(self) -> None:
         try:
             os.fsync(self.parent)
-            for parent_fd, _name in self.created:
-                os.fsync(parent_fd)  # the new directory's own entry in its parent
+            self.root.sync_created(self.dirs, self.created)  # new directories' entries
         except OSError as exc:
             raise write_error(exc, self.name) from None
 
-    def abort(self) -> None:
-        """Stop the upload. A resumable one keeps what it received as a partial file
-        (hidden, and removed after the partial time-to-live); any other deletes its
-        temporary file and the directories it made."""
+    def abort(self, *, interrupted: bool = False) -> int:
+        """Stop the upload; return the bytes kept for a resume (0: none).
+
+        Only a real interruption (``interrupted``: the connection broke, timed out, or
+        the server stopped) of a resumable upload keeps what arrived, as a hidden
+        partial file (see partials.py). A failure or a refusal deletes the temporary
+        file and the directories the upload made: nothing hidden is left behind."""
         if self.done:
-            return
-        keep = bool(self.key) and self.offset + self.received > 0
+            return 0
+        held = self.offset + self.received
+        keep = interrupted and bool(self.key) and held > 0
         if self.hash_job is not None:
             self.hash_job.cancel()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        kept = 0
         if self.temp:
             try:
                 if keep:
                     os.replace(self.temp, PARTIAL_PREFIX + self.key, src_dir_fd=self.parent,
                                dst_dir_fd=self.parent)
-                    self.root.partial_kept(self.name, PARTIAL_PREFIX + self.key)
+                    kept = self.root.partial_kept(self.name, PARTIAL_PREFIX + self.key, held)
                 else:
                     os.unlink(self.temp, dir_fd=self.parent)
             except OSError:
                 pass  # already gone; nothing else to do
             self.temp = ""
-        if not keep:
-            _remove_created(self.created)
         self._release()
+        if not keep:
+            self.root.remove_created(self.dirs, self.created)
+        return kept
 
     def _release(self) -> None:
         self.done = True
-        for parent_fd, _name in self.created:
-            os.close(parent_fd)
-        self.created = []
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
         os.close(self.parent)
 
 
-def _remove_created(created: list[tuple[int, str]]) -> None:
-    """Remove directories an aborted upload made, deepest first, if still empty."""
-    for parent_fd, name in reversed(created):
-        try:
-            os.rmdir(name, dir_fd=parent_fd)
-        except OSError:
-            pass  # not empty any more (another upload uses it): keep it
-    if created:
-        for parent_fd, _name in created:
-            os.close(parent_fd)
-        created.clear()
+def _unlink_quietly(name: str, parent: int) -> None:
+    try:
+        os.unlink(name, dir_fd=parent)
+    except OSError:
+        pass  # already gone
 
 
 # ------------------------------------------------------------------ small helpers
@@ -864,7 +965,19 @@ def _require_regular(st: os.stat_result | None, name: str, refusing: str = "foll
         raise StorageError("not_a_file", f"{name!r} is not a regular file")
 
 
+def _busy(exc: OSError, what: str) -> StorageError | None:
+    """Out of descriptors (or kernel memory) is the server's shortage, not the client's
+    mistake: a stable code that says "try again" (HTTP 503)."""
+    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+        return StorageError("server_busy", f"{what}: the server is short of file "
+                                           f"descriptors ({exc.strerror}); try again soon")
+    return None
+
+
 def _dir_error(exc: OSError, parent: int, part: str, where: str) -> StorageError:
+    busy = _busy(exc, repr(where))
+    if busy is not None:
+        return busy
     if exc.errno in (errno.ENOTDIR, errno.ELOOP):
         try:
             if stat.S_ISLNK(os.stat(part, dir_fd=parent, follow_symlinks=False).st_mode):
@@ -879,6 +992,9 @@ def _dir_error(exc: OSError, parent: int, part: str, where: str) -> StorageError
 
 
 def _leaf_error(exc: OSError, name: str) -> StorageError:
+    busy = _busy(exc, repr(name))
+    if busy is not None:
+        return busy
     if exc.errno == errno.ENOENT:
         return StorageError("not_found", f"no such file {name!r}")
     if exc.errno == errno.ELOOP:
@@ -891,6 +1007,9 @@ def _leaf_error(exc: OSError, name: str) -> StorageError:
 
 
 def write_error(exc: OSError, name: str) -> StorageError:
+    busy = _busy(exc, f"cannot store {name!r}")
+    if busy is not None:
+        return busy
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return StorageError("no_space", f"cannot store {name!r}: {exc.strerror}")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):

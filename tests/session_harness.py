@@ -104,7 +104,8 @@ class FakeChannel:
 
     @property
     def output_full(self) -> bool:
-        return self.out.total > self.limits.output_high_water
+        return (self.out.total > self.limits.output_high_water
+                or self.out.files >= self.limits.files_per_connection)
 
     def pause_reading(self) -> None:
         self.reading_paused = True
