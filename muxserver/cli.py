@@ -264,9 +264,11 @@ def run_serve(args: argparse.Namespace) -> int:
     finally:
         if console is not None:
             console.stop()
-    stats = server.stats
+    stats, loop = server.stats, server.loop
     print(f"muxserver: stopped after {stats.transfers_done} transfer(s), "
-          f"{stats.transfers_failed} failed", file=sys.stderr)
+          f"{stats.transfers_failed} failed; longest loop step "
+          f"{loop.longest_step * 1000:.1f} ms ({loop.longest_step_what or 'none'}), "
+          f"{loop.slow_steps} over 20 ms", file=sys.stderr)
     return 0
 
 

@@ -35,7 +35,7 @@ import http
 import logging
 import mimetypes
 import urllib.parse
-from typing import Any
+from typing import Any, Iterator
 
 import h11
 
@@ -43,7 +43,7 @@ from . import __version__
 from .access import Refusal
 from .buffers import FileRegion
 from .channel import Channel, Phase
-from .index_page import INDEX_CSP, index_page
+from .index_page import INDEX_CSP, ROWS_PER_STEP, index_head, index_rows, index_tail
 from .protocol import NEED_DATA
 from .session import Services, Session
 from .storage import OpenFile, StorageError, Upload, printable, split_name
@@ -335,12 +335,41 @@ class HttpSession(Session):
         self.responded(status, length)
 
     def send_index(self, name: str) -> None:
-        entries = sorted(self.services.root.iter_entries(name),
-                         key=lambda e: (e["type"] != "dir", e["name"]))
-        page = index_page(name, entries).encode("utf-8")
-        self.respond(200, [("Content-Type", "text/html; charset=utf-8"),
-                           ("Cache-Control", "no-store"),
-                           ("Content-Security-Policy", INDEX_CSP)], page)
+        """The HTML index, streamed (chunked) a page of rows per loop step."""
+        entries = self.services.root.iter_entries(name)  # (not found: raised now)
+        self.queue(h11.Response(status_code=200, headers=self.base_headers(None) + [
+            ("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"),
+            ("Content-Security-Policy", INDEX_CSP)]))
+        if self.head:
+            entries.close()
+            self.queue(h11.EndOfMessage())
+            self.responded(200, 0)
+            return
+        self.start_job(self.index_in_steps(name, entries))
+
+    def index_in_steps(self, name: str, entries: Iterator[dict[str, Any]]) -> Iterator[None]:
+        count, error = 0, ""
+        self.queue(h11.Data(data=index_head(name).encode()))
+        try:
+            batch: list[dict[str, Any]] = []
+            for entry in entries:
+                batch.append(entry)
+                if len(batch) == ROWS_PER_STEP:
+                    self.queue(h11.Data(data=index_rows(batch).encode()))
+                    count, batch = count + len(batch), []
+                    yield
+            count += len(batch)
+            rows = index_rows(batch)
+        except StorageError as exc:
+            rows, error = "", exc.message
+            log.warning("%s HTTP index of %s incomplete: %s", self.channel.peer,
+                        printable(name or "/"), exc.message,
+                        extra={"event": "refused", "conn": self.channel.id})
+        finally:
+            entries.close()
+        self.queue(h11.Data(data=(rows + index_tail(name, count, error)).encode()))
+        self.queue(h11.EndOfMessage())
+        self.responded(200, count)
 
     # -- PUT
 
@@ -393,9 +422,14 @@ class HttpSession(Session):
 
     # -- responses
 
-    def base_headers(self, length: int) -> list[tuple[str, str]]:
-        return [("Server", f"muxserver/{__version__}"), ("Content-Length", str(length)),
-                ("Date", email.utils.formatdate(usegmt=True)), *COMMON_HEADERS]
+    def base_headers(self, length: int | None) -> list[tuple[str, str]]:
+        """Headers of every response; ``length`` None: the body's length is not known
+        in advance (h11 then sends it chunked, or closes after it for HTTP/1.0)."""
+        headers = [("Server", f"muxserver/{__version__}"),
+                   ("Date", email.utils.formatdate(usegmt=True)), *COMMON_HEADERS]
+        if length is not None:
+            headers.append(("Content-Length", str(length)))
+        return headers
 
     def queue(self, event: Any) -> None:
         if type(event) in (h11.Response, h11.InformationalResponse) and not event.reason:

@@ -1,7 +1,9 @@
 """The HTML index of a directory: a listing, and uploads with a progress bar per file.
 
 No external assets (the page works offline); every name is escaped for HTML and every
-link percent-encoded. The page is served by ``http.py``.
+link percent-encoded. ``http.py`` sends the page in pieces, ``ROWS_PER_STEP`` rows per
+loop step (a head, rows, a tail), so a huge directory never holds the loop; the rows
+come in directory order and the page's script sorts them, folders first.
 """
 
 from __future__ import annotations
@@ -20,14 +22,25 @@ INDEX_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-
              "base-uri 'none'; frame-ancestors 'none'")
 
 
-def index_page(name: str, entries: list[dict[str, Any]]) -> str:
-    """The directory index: a listing, and uploads with a progress bar per file."""
+#: Rows rendered per loop step: a directory of 100,000 entries must not hold the loop.
+ROWS_PER_STEP = 500
+
+
+def index_head(name: str) -> str:
+    """The page up to its first row (and the row to the parent directory)."""
     title = "/" + name + ("/" if name else "")
-    rows = []
+    head = INDEX_TEMPLATE[:INDEX_TEMPLATE.index("{rows}")].format(
+        title=html.escape(printable(title)))
     if name:
         parent = "/" + name.rsplit("/", 1)[0] + "/" if "/" in name else "/"
-        rows.append(f'<tr><td><a href="{html.escape(urllib.parse.quote(parent))}">'
-                    f'../</a></td><td></td><td></td></tr>')
+        head += (f'<tr class="up"><td><a href="{html.escape(urllib.parse.quote(parent))}">'
+                 f'../</a></td><td></td><td></td></tr>\n')
+    return head
+
+
+def index_rows(entries: list[dict[str, Any]]) -> str:
+    """Table rows, in the order given (the page's script sorts them: folders first)."""
+    rows = []
     for entry in entries:
         leaf = entry["name"].rsplit("/", 1)[-1]
         is_dir = entry["type"] == "dir"
@@ -35,13 +48,25 @@ def index_page(name: str, entries: list[dict[str, Any]]) -> str:
         label = html.escape(printable(leaf) + ("/" if is_dir else ""))
         size = "" if entry["type"] != "file" else f'{entry["size"]:,}'
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry["mtime"]))
-        rows.append(f'<tr><td><a href="{html.escape(href)}">{label}</a></td>'
-                    f'<td class="num">{size}</td><td>{when}</td></tr>')
-    if not entries:
-        rows.append('<tr><td colspan="3"><em>empty</em></td></tr>')
+        rows.append(f'<tr data-dir="{int(is_dir)}" data-name="{html.escape(leaf)}">'
+                    f'<td><a href="{html.escape(href)}">{label}</a></td>'
+                    f'<td class="num">{size}</td><td>{when}</td></tr>\n')
+    return "".join(rows)
+
+
+def index_tail(name: str, count: int, error: str = "") -> str:
+    """The rest of the page after ``count`` rows; ``error``: why the listing stopped
+    short (the status line was sent already, so the page itself says it)."""
+    rows = ""
+    if error:
+        rows = (f'<tr><td colspan="3" class="err">The listing is incomplete: '
+                f'{html.escape(error)}</td></tr>\n')
+    elif not count:
+        rows = '<tr><td colspan="3"><em>empty</em></td></tr>\n'
+    title = "/" + name + ("/" if name else "")
     base = urllib.parse.quote(title)
-    return INDEX_TEMPLATE.format(title=html.escape(printable(title)), rows="\n".join(rows),
-                                 base=html.escape(base, quote=True), version=__version__)
+    tail = INDEX_TEMPLATE[INDEX_TEMPLATE.index("{rows}") + len("{rows}"):]
+    return rows + tail.format(base=html.escape(base, quote=True), version=__version__)
 
 
 INDEX_TEMPLATE = """<!doctype html>
@@ -66,9 +91,8 @@ progress {{ width: 14rem; vertical-align: middle; }}
 <h1>Index of {title}</h1>
 <table><thead><tr><th scope="col">Name</th><th scope="col">Size (bytes)</th>
 <th scope="col">Modified</th></tr></thead>
-<tbody>
-{rows}
-</tbody></table>
+<tbody id="entries">
+{rows}</tbody></table>
 <section aria-labelledby="up">
 <h2 id="up">Upload to this directory</h2>
 <label for="files">Files:</label>
@@ -80,6 +104,13 @@ progress {{ width: 14rem; vertical-align: middle; }}
 <script>
 "use strict";
 const base = "{base}";
+(function sortRows() {{  // the server sends rows as the directory lists them
+  const body = document.getElementById("entries");
+  const rows = Array.from(body.querySelectorAll("tr[data-name]"));
+  const key = r => (r.dataset.dir === "1" ? "0" : "1") + r.dataset.name;
+  rows.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
+  for (const row of rows) body.append(row);
+}})();
 function upload(file) {{
   const item = document.createElement("li");
   const bar = document.createElement("progress");

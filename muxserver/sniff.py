@@ -19,6 +19,8 @@ import logging
 
 from . import protocol
 from .channel import BaseProtocol, Channel, ChannelState, Phase
+# Imported at start: importing h11 on the first HTTP request held the loop for ~20 ms.
+from .http import HttpSession
 from .native import NativeSession
 from .session import Services
 
@@ -48,7 +50,6 @@ class Sniffer(BaseProtocol):
             self.refuse()
             return
         if kind == "http":
-            from .http import HttpSession  # h11 is imported only when HTTP is spoken
             session: NativeSession | HttpSession = HttpSession(self.services, self.channel)
         else:
             session = NativeSession(self.services, self.channel)
