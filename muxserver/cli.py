@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import logging
 import os
 import sys
@@ -344,7 +345,36 @@ def transfer(args: argparse.Namespace, client: Client) -> int:
         raise
     finally:
         status = report.close()
+    if args.command == "put":
+        tell_what_the_server_kept(ops, client)
     return status
+
+
+#: Failures that cut an upload off (rather than refuse it): the server may keep its start.
+CUT_OFF = ("connection", "timeout")
+
+
+def tell_what_the_server_kept(ops: list[PutFile], client: Client) -> None:
+    """After resumable uploads were cut off, ask the server (on a new connection) how
+    much of each it kept, and say how to continue."""
+    from .client import Partial
+
+    cut = [op for op in ops if op.resumable and op.sha256 and op.result.code in CUT_OFF]
+    if not cut:
+        return
+    client.progress = client.on_finish = None
+    try:
+        answers = client.run([Partial(op.name, op.sha256, op.file_size) for op in cut])
+    except ClientError:
+        answers = []  # the server is gone (or unreachable): it may still keep them
+    for op, answer in itertools.zip_longest(cut, answers[:len(cut)]):
+        if answer is None or not answer.ok:
+            print(f"muxserver: {op.name}: interrupted; the server keeps what it received "
+                  "(if it could): put --resume continues it", file=sys.stderr)
+        elif answer.info["offset"]:
+            print(f"muxserver: {op.name}: interrupted; "
+                  f"{format_bytes(answer.info['offset'])} kept on the server: "
+                  "put --resume continues it", file=sys.stderr)
 
 
 def find_resume_offsets(ops: list[PutFile], client: Client) -> None:

@@ -63,6 +63,8 @@ ASYNC_HASH_FROM = 4 * 1024 * 1024  # uploads this big are hashed by the helper t
 #: Without --partial-budget, partial files may use this fraction (1/N) of the space that
 #: was free when the server started.
 PARTIAL_SHARE_OF_FREE_SPACE = 4
+#: Uploads this big check the free space before they start (one statvfs call).
+PARTIAL_PREFLIGHT_FROM = 1024 * 1024
 PERSIST_HASH_FROM = 1024 * 1024  # hashes of files this big are also kept in an xattr
 # Temporary names: random per process, then counted (O_EXCL guards against any clash).
 _RUN_ID = secrets.token_hex(4)
@@ -507,8 +509,7 @@ class Root:
         key = partial_key(leaf, sha256, offset + length) if (resumable or offset) else ""
         created: list[int] = []
         parent = fd = -1
-        if length and len(self.partials) and self.free_space() < length:
-            self.make_room(length - self.free_space())  # partials yield to whole files
+        self._room_for(name, length)
         try:
             parent = self.open_dir(dirs, create=True, created=created)
             replaces = self._check_target(parent, leaf, name, overwrite, allow_overwrite)
@@ -536,6 +537,19 @@ class Root:
             raise
         upload.replaces = replaces
         return upload
+
+    def _room_for(self, name: str, length: int) -> None:
+        """Before an upload of ``length`` bytes: refuse one that cannot fit even if every
+        partial file went (so a doomed upload evicts nothing), and evict partials, oldest
+        first, for one that fits only without them."""
+        if length < PARTIAL_PREFLIGHT_FROM:
+            return  # (small: the write itself finds out, and makes room then)
+        free = self.free_space()
+        if length > free + self.partials.bytes:
+            raise StorageError("no_space", f"cannot store {name!r}: {length} bytes do not "
+                                           f"fit in the {free} bytes free on the server")
+        if length > free:
+            self.make_room(length - free)
 
     def _claim_partial(self, parent: int, key: str, temp: str, offset: int, name: str) -> int:
         partial = PARTIAL_PREFIX + key

@@ -7,15 +7,18 @@ the subprocess server is ready when it prints its "listening on" line.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -292,6 +295,35 @@ def log_watcher() -> Iterator[LogWatcher]:
     finally:
         logger.removeHandler(watcher)
         logger.setLevel(old_level)
+
+
+# ------------------------------------------------------------- scarce resources
+
+needs_prlimit = pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit")
+
+
+def open_connections(host: str, port: int, count: int) -> list[socket.socket]:
+    return [socket.create_connection((host, port), timeout=10) for _ in range(count)]
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(size: str):
+    """A small tmpfs, so that ENOSPC is real (needs the right to mount: root)."""
+    where = Path(tempfile.mkdtemp(prefix="muxserver-full-"))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                              str(where)], capture_output=True).returncode == 0
+    if not mounted:
+        where.rmdir()
+        pytest.skip("cannot mount a small tmpfs here (not root?)")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], capture_output=True)
+        where.rmdir()
+
+
+def open_descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 # ---------------------------------------------------------------------- TLS

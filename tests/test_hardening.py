@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,23 +13,16 @@ from muxserver import protocol
 from muxserver.client import Client, ClientError, GetFile, ListDir, PutFile, Stat
 from muxserver.limits import Limits
 
-from .conftest import (FrameReader, sha256, spawn_server, stop_process, temp_files,
-                       visible_files)
+from .conftest import (FrameReader, mounted_tmpfs, needs_prlimit, open_connections, sha256,
+                       spawn_server, stop_process, temp_files, visible_files)
 from .test_storage import BAD_NAMES
 
 pytestmark = pytest.mark.timeout(90)
-
-needs_prlimit = pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit")
-
 
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def open_connections(host: str, port: int, count: int) -> list[socket.socket]:
-    return [socket.create_connection((host, port), timeout=10) for _ in range(count)]
 
 
 @needs_prlimit
@@ -83,22 +71,6 @@ def test_the_connection_cap_follows_the_descriptor_limit(root):
         for sock in crowd:
             sock.close()
         stop_process(srv.proc)
-
-
-@contextlib.contextmanager
-def mounted_tmpfs(size: str):
-    """A small tmpfs, so that ENOSPC is real (needs the right to mount: root)."""
-    where = Path(tempfile.mkdtemp(prefix="muxserver-full-"))
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
-                              str(where)], capture_output=True).returncode == 0
-    if not mounted:
-        where.rmdir()
-        pytest.skip("cannot mount a small tmpfs here (not root?)")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", str(where)], capture_output=True)
-        where.rmdir()
 
 
 @pytest.fixture
