@@ -60,9 +60,8 @@ def test_pipelined_gets_never_read_hold_few_descriptors(root, size):
             sock.sendall(burst)  # 300 requests in one segment: read in one go
             assert sock.recv(64).startswith(b"HTTP/1.1 200")  # ...and never read again
             crowd.append(sock)
-        limits = Limits()
-        assert open_descriptors(srv.proc.pid) <= baseline + 4 * (
-            1 + limits.files_per_connection) + 2
+        # each connection: its socket and at most two queued files (--files-per-connection)
+        assert open_descriptors(srv.proc.pid) <= baseline + 4 * 3 + 2
         with Client(srv.host, srv.port) as client:  # the others are still served
             assert client.stat("f.bin")["size"] == size
     finally:
@@ -172,6 +171,30 @@ def test_under_descriptor_pressure_everyone_is_still_served(root, tmp_path):
         for sock in crowd:
             sock.close()
         stop_process(srv.proc)
+
+
+# ----------------------------------------------------------------- loop steps
+
+
+def test_names_deeper_than_64_components_are_refused(server, tmp_path):
+    (tmp_path / "f").write_bytes(b"deep")
+    with server.client() as client:
+        results = client.run([PutFile(tmp_path / "f", "/".join(["d"] * 63) + "/f"),
+                              PutFile(tmp_path / "f", "/".join(["e"] * 64) + "/f")])
+    assert [(r.ok, r.code) for r in results] == [(True, ""), (False, "bad_name")]
+
+
+def test_the_index_of_a_big_directory_is_sent_in_pieces(server):
+    for i in range(1200):
+        (server.root / f"n{i:04d}.txt").touch()
+    with socket.create_connection((server.host, server.port), timeout=30) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(1 << 16):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head  # pages of rows, one per loop turn
+    assert all(f"n{i:04d}.txt".encode() in body for i in range(0, 1200, 7))
 
 
 # ----------------------------------------------------------------------- disk
