@@ -187,7 +187,8 @@ class HttpSession(Session):
         except HttpError as exc:
             self.fail_request(exc)
         except StorageError as exc:
-            self.fail_request(HttpError(STATUS.get(exc.code, 500), exc.message,
+            retry = [("Retry-After", "1")] if exc.code == "server_busy" else None
+            self.fail_request(HttpError(STATUS.get(exc.code, 500), exc.message, retry,
                                         close=has_body))
 
     def check_request(self, method: str, request: h11.Request,

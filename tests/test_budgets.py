@@ -107,7 +107,10 @@ def test_out_of_descriptors_is_an_error_reply_and_the_connection_lives(tmp_path,
         listing = h.wire.request("GET", "/") if kind == "http" else protocol.encode_list(1, "")
         h.send(listing)
         monkeypatch.setattr(os, "open", real_open)
-        assert h.replies()[-1].refused("server_busy") and not h.closing
+        busy = h.replies()[-1]
+        assert busy.refused("server_busy") and not h.closing
+        if kind == "http":
+            assert busy.headers["retry-after"] == "1"
         h.send(h.wire.get("f.txt"))
         assert h.replies()[-1].body == b"here"
     finally:
