@@ -1,7 +1,7 @@
 """The command line: ``python -m muxserver [serve|put|get|ls|stat] ...``.
 
 Argument parsing and what to print; the work is done by ``server.py`` and
-``client.py``. Human messages go to stderr; ``ls`` and ``stat`` print their data to
+``client/``. Human messages go to stderr; ``ls`` and ``stat`` print their data to
 stdout. Exit status: 0 on success, 1 when anything failed (with a one-line reason
 per failure), 2 for usage errors, 130 when interrupted.
 """
@@ -449,7 +449,7 @@ def walk_files(top: str) -> list[tuple[str, str]]:
 def plan_gets(args: argparse.Namespace, client: Client) -> list[GetFile]:
     """One GetFile per file; -r expands directories. Sizes are learnt up front (one
     pipelined round of stat requests) so the overall progress bar has a total."""
-    from .storage import StorageError, split_name
+    from .names import BadName, split_name
 
     names = [name.strip("/") for name in args.names]
     infos = {r.name: r.info for r in client.run([Stat(n) for n in names])}
@@ -465,7 +465,7 @@ def plan_gets(args: argparse.Namespace, client: Client) -> list[GetFile]:
         for remote, rel, size in targets:
             try:
                 split_name(rel)  # a hostile server must not make us write outside -o
-            except StorageError as exc:
+            except BadName as exc:
                 raise ClientError("bad_name", f"refusing a name from the server: {exc}") from None
             dest = os.path.join(args.output, *rel.split("/"))
             if dest in seen:

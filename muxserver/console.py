@@ -8,7 +8,7 @@ The server and the loop never import this module.
 
 Names come from clients and are shown literally: every cell is a ``rich.text.Text``
 (never parsed as markup, so ``[red]`` stays ``[red]``) and control characters are
-escaped (:func:`~muxserver.storage.printable`), so a hostile name can neither style
+escaped (:func:`~muxserver.names.printable`), so a hostile name can neither style
 nor break the display.
 """
 
@@ -27,7 +27,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .storage import printable
+from .names import printable
 from .units import format_bytes, format_duration, short_bytes
 
 if TYPE_CHECKING:

@@ -44,9 +44,10 @@ from .access import Refusal
 from .buffers import FileRegion
 from .channel import Channel, Phase
 from .index_page import INDEX_CSP, ROWS_PER_STEP, index_head, index_rows, index_tail
+from .names import printable
 from .protocol import NEED_DATA
 from .session import Services, Session
-from .storage import OpenFile, StorageError, Upload, printable, split_name
+from .storage import OpenFile, StorageError, Upload, split_name
 
 log = logging.getLogger("muxserver")
 

@@ -14,7 +14,7 @@ import urllib.parse
 from typing import Any
 
 from . import __version__
-from .storage import printable
+from .names import printable
 
 #: The index page's own policy: its inline script and style, requests to this origin.
 INDEX_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "

@@ -13,7 +13,7 @@ import sys
 from typing import IO, Any
 
 from .client import Operation, Result
-from .storage import printable
+from .names import printable
 from .units import format_bytes
 
 #: Extra advice for the command-line user, by (operation, error code).

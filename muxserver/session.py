@@ -42,8 +42,9 @@ from .access import Access, Refusal
 from .channel import BaseProtocol, Channel, ChannelState, Phase
 from .limits import Limits
 from .loop import EventLoop
+from .names import printable
 from .protocol import NEED_DATA
-from .storage import OpenFile, Root, StorageError, Upload, printable
+from .storage import OpenFile, Root, StorageError, Upload
 from .units import format_bytes
 
 log = logging.getLogger("muxserver")

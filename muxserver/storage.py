@@ -2,19 +2,16 @@
 
 Every storage rule of muxserver lives here, so it can be read (and audited) in one place:
 
-* **Names** are relative POSIX paths of UTF-8 components. ``split_name`` refuses
-  anything that could mean something else on some system: ``..``, absolute paths,
-  backslashes, drive letters, NUL and control characters, over-long components,
-  Windows device names, our own reserved prefix, and names that only turn into
-  one of those after Unicode NFKC normalisation (``．．／x`` becomes ``../x``).
+* **Names** follow the rules of ``names.py`` (docs/PROTOCOL.md section 3); a name
+  that breaks one is refused with ``bad_name`` before anything is touched.
 * **Resolution** never hands a path string to the kernel. The root is opened once as
   a directory descriptor and every name is walked one component at a time with
   ``openat(dir_fd, component, O_NOFOLLOW)``, so neither ``..`` nor a symbolic link
   (leaf or middle, or one swapped in while an upload runs) can lead outside the root.
 * **Uploads** go to a unique temporary file in the target directory (``O_EXCL``,
   explicit mode), are hashed as they are written, then ``fsync``-ed, checked against
-  the declared SHA-256, moved onto the final name atomically (``link`` when the name
-  must not exist, ``rename`` when overwriting) and the directory is ``fsync``-ed. Only
+  the declared SHA-256, moved onto the final name atomically (``atomic.py``) and the
+  directory is ``fsync``-ed. Only
   then is the upload reported done. A failed or interrupted upload removes its
   temporary file, so a final name is always absent, the old file, or the new file.
 * **Special files** (FIFO, device, socket) are refused after an ``lstat`` and an
@@ -27,7 +24,6 @@ This module knows nothing about sockets or frames.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import errno
 import fcntl
@@ -35,46 +31,44 @@ import hashlib
 import itertools
 import logging
 import os
-import re
 import secrets
 import stat
 import time
-import unicodedata
 from typing import Any, Callable, Iterator
 
+from .atomic import publish
+from .hashcache import HashCache
 from .hashing import HashJob
+from .names import RESERVED_PREFIX, BadName, is_listable, printable
+from .names import split_name as _split_name
 from .partials import Partial, PartialFiles
 
 log = logging.getLogger("muxserver.storage")
 
-#: Names starting with this are ours (temporary files); never listed, never accepted.
-RESERVED_PREFIX = ".muxserver-"
 TEMP_PREFIX = RESERVED_PREFIX + "tmp-"  # an upload in progress
 PARTIAL_PREFIX = RESERVED_PREFIX + "part-"  # what an interrupted resumable upload left
-MAX_NAME_BYTES = 4096  # PATH_MAX
-MAX_COMPONENT_BYTES = 255  # NAME_MAX on every common file system
-#: Directories in a name, at most. Deeper trees exist but are rare, and every level
-#: costs the loop a mkdir, an open and an fsync: PATH_MAX alone would allow 2,048 levels.
-MAX_DEPTH = 64
 FILE_MODE = 0o644  # before the umask, like files created by cp or curl -O
 DIR_MODE = 0o755
-HASH_XATTR = "user.muxserver.sha256"
 ASYNC_HASH_FROM = 4 * 1024 * 1024  # uploads this big are hashed by the helper thread
 #: Without --partial-budget, partial files may use this fraction (1/N) of the space that
 #: was free when the server started.
 PARTIAL_SHARE_OF_FREE_SPACE = 4
 #: Uploads this big check the free space before they start (one statvfs call).
 PARTIAL_PREFLIGHT_FROM = 1024 * 1024
-PERSIST_HASH_FROM = 1024 * 1024  # hashes of files this big are also kept in an xattr
 # Temporary names: random per process, then counted (O_EXCL guards against any clash).
 _RUN_ID = secrets.token_hex(4)
 _TEMP_IDS = itertools.count()
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
-_WINDOWS_DEVICES = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)
-_DRIVE = re.compile(r"[A-Za-z]:")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # exactly Unicode's category Cc
+
+
+def split_name(name: str, *, allow_root: bool = False) -> list[str]:
+    """names.split_name, refusing with StorageError("bad_name") like every storage call."""
+    try:
+        return _split_name(name, allow_root=allow_root)
+    except BadName as exc:
+        raise StorageError("bad_name", exc.message) from None
 
 
 class StorageError(Exception):
@@ -87,137 +81,6 @@ class StorageError(Exception):
 
 
 # ------------------------------------------------------------------------- names
-
-
-def split_name(name: str, *, allow_root: bool = False) -> list[str]:
-    """Check a client's name and return its components; raise StorageError("bad_name")."""
-    if allow_root and name == "":
-        return []
-    parts = _check_form(name)
-    if name.isascii():
-        return parts  # ASCII is its own NFKC form: nothing can hide in it
-    folded = unicodedata.normalize("NFKC", name)
-    if folded != name and len(_check_form(folded)) != len(parts):
-        raise StorageError("bad_name", f"{name!r} changes its path structure under "
-                                       "Unicode normalisation")
-    return parts
-
-
-def _check_form(name: str) -> list[str]:
-    def refuse(why: str) -> StorageError:
-        return StorageError("bad_name", f"name {name[:100]!r} refused: {why}")
-
-    if not name:
-        raise refuse("it is empty")
-    try:
-        size = len(name.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise refuse("it is not valid Unicode text") from None
-    if size > MAX_NAME_BYTES:
-        raise refuse(f"longer than {MAX_NAME_BYTES} bytes")
-    if _CONTROL.search(name):
-        raise refuse("it contains a control character")
-    if "\\" in name:
-        raise refuse("backslashes are not separators here and are not allowed")
-    if name.startswith("/"):
-        raise refuse("absolute paths are not allowed; names are relative to the served root")
-    if _DRIVE.match(name):
-        raise refuse("drive letters are not allowed")
-    parts = name.split("/")
-    if len(parts) > MAX_DEPTH:
-        raise refuse(f"more than {MAX_DEPTH} components (directories nested too deep)")
-    for part in parts:
-        if part in ("", ".", ".."):
-            raise refuse("empty, '.' and '..' components are not allowed")
-        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
-            raise refuse(f"a component is longer than {MAX_COMPONENT_BYTES} bytes")
-        if part.startswith(RESERVED_PREFIX):
-            raise refuse(f"names starting with {RESERVED_PREFIX!r} are reserved")
-        if _WINDOWS_DEVICES.fullmatch(part):
-            raise refuse("Windows device names (CON, NUL, COM1, ...) are not allowed")
-    return parts
-
-
-def printable(text: str) -> str:
-    """A client-supplied name as it may be shown in logs and on the console.
-
-    Control and format characters (ESC, CR, RIGHT-TO-LEFT OVERRIDE, ...) become
-    ``\\x1b``-style escapes, so a hostile name can neither move the operator's cursor,
-    recolour the terminal, nor reorder what is displayed.
-    """
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else _escape_char(ch) for ch in text)
-
-
-def _escape_char(ch: str) -> str:
-    code = ord(ch)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else (
-        f"\\U{code:08x}")
-
-
-def _is_listable(name: str) -> bool:
-    """Directory entries we show: not ours, and representable in UTF-8 JSON."""
-    if name.startswith(RESERVED_PREFIX):
-        return False
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:  # undecodable bytes on disk (surrogate escapes)
-        return False
-    return True
-
-
-# --------------------------------------------------------------------- hash cache
-
-
-class HashCache:
-    """SHA-256 of files, by inode, valid while size and mtime are unchanged.
-
-    Kept in memory and, where the file system allows, in an extended attribute of the
-    file, so a download can announce the hash without reading the file first.
-    """
-
-    def __init__(self, max_entries: int = 100_000) -> None:
-        self._entries: collections.OrderedDict[tuple[int, int], tuple[int, int, str]] = (
-            collections.OrderedDict())
-        self._max = max_entries
-
-    def lookup(self, fd: int, st: os.stat_result) -> str | None:
-        key = (st.st_dev, st.st_ino)
-        hit = self._entries.get(key)
-        if hit is not None and hit[:2] == (st.st_size, st.st_mtime_ns):
-            self._entries.move_to_end(key)
-            return hit[2]
-        stored = _read_hash_xattr(fd, st)
-        if stored is not None:
-            self._remember(st, stored)
-        return stored
-
-    def remember(self, fd: int, st: os.stat_result, digest: str) -> None:
-        self._remember(st, digest)
-        if st.st_size < PERSIST_HASH_FROM:
-            return  # cheap to hash again after a restart: spare the syscall
-        try:
-            value = f"{st.st_size} {st.st_mtime_ns} {digest}".encode()
-            os.setxattr(fd, HASH_XATTR, value)
-        except OSError:
-            pass  # no xattr support here (or read-only): the memory entry still serves
-
-    def _remember(self, st: os.stat_result, digest: str) -> None:
-        self._entries[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns, digest)
-        self._entries.move_to_end((st.st_dev, st.st_ino))
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
-
-
-def _read_hash_xattr(fd: int, st: os.stat_result) -> str | None:
-    try:
-        size, mtime_ns, digest = os.getxattr(fd, HASH_XATTR).decode().split()
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    if (int(size), int(mtime_ns)) != (st.st_size, st.st_mtime_ns):
-        return None
-    return digest if re.fullmatch(r"[0-9a-f]{64}", digest) else None
 
 
 # --------------------------------------------------------------------- the root
@@ -482,7 +345,7 @@ class Root:
             raise _dir_error(exc, fd, ".", prefix or "the served root") from None
         with entries:
             for entry in entries:
-                if not _is_listable(entry.name):
+                if not is_listable(entry.name):
                     continue
                 try:
                     st = entry.stat(follow_symlinks=False)
@@ -870,36 +733,15 @@ class Upload:
         return digest
 
     def _publish(self) -> None:
-        kw = {"src_dir_fd": self.parent, "dst_dir_fd": self.parent}
-        if self.overwrite:
-            try:
-                os.replace(self.temp, self.leaf, **kw)
-            except IsADirectoryError:
-                raise StorageError("is_directory", f"{self.name!r} is a directory") from None
-            except OSError as exc:
-                raise write_error(exc, self.name) from None
-            self.temp = ""
-            return
-        # link() fails if the name exists: no window in which a file appearing
-        # meanwhile (another upload) could be silently replaced.
         try:
-            os.link(self.temp, self.leaf, follow_symlinks=False, **kw)
+            publish(self.temp, self.leaf, overwrite=self.overwrite, dir_fd=self.parent)
         except FileExistsError:
             raise StorageError("exists", f"{self.name!r} was created by someone else "
                                          "during the upload") from None
+        except IsADirectoryError:
+            raise StorageError("is_directory", f"{self.name!r} is a directory") from None
         except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS):
-                raise write_error(exc, self.name) from None
-            self._publish_without_links(kw)  # a file system without hard links
-            return
-        os.unlink(self.temp, dir_fd=self.parent)
-        self.temp = ""
-
-    def _publish_without_links(self, kw: dict[str, int]) -> None:
-        if self.root._lstat(self.parent, self.leaf, self.name) is not None:
-            raise StorageError("exists", f"{self.name!r} was created by someone else "
-                                         "during the upload")
-        os.replace(self.temp, self.leaf, **kw)
+            raise write_error(exc, self.name) from None
         self.temp = ""
 
     def _sync_directories(self) -> None:

@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from .storage import printable
+from .names import printable
 
 LANGUAGES = ("en", "es")
 

@@ -134,7 +134,7 @@ def test_usage_errors_exit_2(tmp_path):
 
 def test_checksum_mismatch_exits_1_with_a_reason(server, tmp_path, monkeypatch, capsys):
     (tmp_path / "f").write_text("data")
-    monkeypatch.setattr("muxserver.client.file_sha256", lambda fd, st: "0" * 64)
+    monkeypatch.setattr("muxserver.client.operations.file_sha256", lambda fd, st: "0" * 64)
     status = cli.main(["put", str(tmp_path / "f"), "--port", str(server.port)])
     err = capsys.readouterr().err
     assert status == 1

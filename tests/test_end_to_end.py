@@ -391,7 +391,7 @@ def test_a_refused_listing_leaves_the_connection_fully_usable(server, log_watche
 
 
 def test_the_client_remembers_its_files_hashes(server, tmp_path, monkeypatch):
-    from muxserver import client as client_module
+    from muxserver.client import local as client_module
 
     data = os.urandom(2 * 1024 * 1024)
     (tmp_path / "f").write_bytes(data)

@@ -1,0 +1,46 @@
+"""Giving a finished file its final name, in one atomic step: the server's uploads and
+the client's downloads alike.
+
+A file is written under a temporary name, verified, flushed, and only then renamed,
+so a reader of the final name sees the old file or the new one, never a piece. The
+rename step has one subtlety: when the final name must not exist yet, ``rename`` would
+silently replace a file that appeared meanwhile (another upload, a user), so ``link``
+is used instead, which fails if the name exists, and the temporary name is removed
+after it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+#: link() failures that mean "this file system has no hard links" (FAT, some FUSE).
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS}
+
+
+def publish(src: str, dst: str, *, overwrite: bool, dir_fd: int | None = None) -> None:
+    """Move the finished file ``src`` onto ``dst`` (names in the directory ``dir_fd``,
+    or paths). Without ``overwrite``, raise FileExistsError if ``dst`` exists."""
+    at = {} if dir_fd is None else {"src_dir_fd": dir_fd, "dst_dir_fd": dir_fd}
+    if overwrite:
+        os.replace(src, dst, **at)
+        return
+    try:
+        os.link(src, dst, follow_symlinks=False, **at)
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        # No hard links here: check, then rename (a short window, the best we can do).
+        if _exists(dst, dir_fd):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst) from None
+        os.replace(src, dst, **at)
+        return
+    os.unlink(src, dir_fd=dir_fd)
+
+
+def _exists(name: str, dir_fd: int | None) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
