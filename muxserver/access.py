@@ -1,11 +1,20 @@
-"""Who may use the server: the token, the back-off after wrong guesses, the Host names.
+"""Who may use the server, and for what: tokens and their rights, the server's own
+limits on writing, the back-off after wrong guesses, and the HTTP Host names.
 
 Every rule of access lives here, once, for both protocols; the sessions only ask.
 
-* **The token** is kept as its SHA-256 and compared with ``hmac.compare_digest``, so
-  neither the comparison's timing nor a memory dump gives it away, and any string a
+* **Rights.** What a request may do is a :class:`Grant`: the rights ``read`` (get,
+  stat, list, the index page), ``write`` (put, mkdir) and ``delete`` (rm, mv), and
+  whether it may *replace* an existing file (which destroys the old one: it takes
+  ``write`` and ``delete``). The server's flags are the ceiling (``--read-only``: no
+  writes of any kind; ``--upload-only``: a drop box, nothing read or listed, nothing
+  replaced or deleted; ``--allow-overwrite`` and ``--allow-delete``: replacing and
+  deleting at all), and a token's rights narrow it (a token file line
+  ``TOKEN read,write``); a bare token, or no token at all, means the whole ceiling.
+* **Tokens** are kept as their SHA-256 and compared with ``hmac.compare_digest``, so
+  neither the comparison's timing nor a memory dump gives one away, and any string a
   client sends (even one holding a lone surrogate, which UTF-8 cannot encode) is
-  simply a wrong token, never an exception.
+  simply a wrong token, never an exception. A token is never logged.
 * **Wrong tokens count per address**, not only per connection: a connection is closed
   after a few failures (vsftpd's ``max_login_fails``), but a guesser just reconnects.
   So after ``address_auth_failures`` wrong tokens from one address within
@@ -32,12 +41,72 @@ import hmac
 import ipaddress
 import socket
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from .limits import Limits
 
 #: Addresses remembered for the back-off; the oldest is forgotten past this (memory cap).
 MAX_TRACKED_ADDRESSES = 4096
+
+READ, WRITE, DELETE = "read", "write", "delete"
+ALL_RIGHTS = frozenset({READ, WRITE, DELETE})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Grant:
+    """What one admitted request may do."""
+
+    rights: frozenset[str]
+    replace: bool  # may replace an existing file (rights write and delete, and the flag)
+
+    def allows(self, right: str) -> bool:
+        return right in self.rights
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ceiling:
+    """What the server's flags allow anyone at all."""
+
+    read_only: bool = False
+    upload_only: bool = False
+    allow_overwrite: bool = False
+    allow_delete: bool = False
+
+    def __post_init__(self) -> None:
+        if self.read_only and self.upload_only:
+            raise ValueError("--read-only and --upload-only exclude each other")
+
+    def grant(self, rights: frozenset[str]) -> Grant:
+        """The grant of a token with ``rights``, under this ceiling."""
+        allowed = set(rights)
+        if self.read_only:
+            allowed -= {WRITE, DELETE}
+        if self.upload_only:
+            allowed -= {READ, DELETE}
+        if not self.allow_delete:
+            allowed.discard(DELETE)
+        replace = (self.allow_overwrite and not self.read_only and not self.upload_only
+                   and WRITE in rights and DELETE in rights)
+        return Grant(frozenset(allowed), replace)
+
+
+def parse_token_line(line: str) -> tuple[str, frozenset[str]] | None:
+    """A token file's line: ``TOKEN`` (every right) or ``TOKEN read,write`` (those
+    rights); None for a blank line or a ``#`` comment. The last word gives rights only
+    if it is a list of them, so a passphrase with spaces is still one token.
+    ValueError for a list of rights with an unknown one in it (a typo)."""
+    text = line.strip()
+    if not text or text.startswith("#"):
+        return None
+    token, _, last = text.rpartition(" ")
+    words = [w for w in last.split(",") if w]
+    if token.strip() and words and all(w in ALL_RIGHTS for w in words):
+        return token.strip(), frozenset(words)
+    if token.strip() and "," in last and all(w.isalpha() for w in words):
+        unknown = sorted(set(words) - ALL_RIGHTS)[0]
+        raise ValueError(f"unknown right {unknown!r}: a token's rights are read, write "
+                         "and delete")
+    return text, ALL_RIGHTS
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -61,9 +130,14 @@ class _Strikes:
 class Access:
     """The server's access policy: asked once per request, by every session."""
 
-    def __init__(self, token: str | None, limits: Limits, hosts: "HostNames",
+    def __init__(self, tokens: Mapping[str, frozenset[str]] | None, limits: Limits,
+                 hosts: "HostNames", ceiling: Ceiling = Ceiling(),
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._digest = None if token is None else _digest(token)
+        """``tokens``: each token and its rights; None (or empty): no token needed."""
+        self.ceiling = ceiling
+        self._grants = {_digest(token): ceiling.grant(rights)
+                        for token, rights in (tokens or {}).items()}
+        self._open = ceiling.grant(ALL_RIGHTS)  # what anyone gets without tokens
         self.limits = limits
         self.hosts = hosts
         self._clock = clock
@@ -71,12 +145,12 @@ class Access:
 
     @property
     def token_required(self) -> bool:
-        return self._digest is not None
+        return bool(self._grants)
 
-    def check(self, address: str, offered: str | None) -> Refusal | None:
-        """None if a request from ``address`` presenting ``offered`` may go on."""
-        if self._digest is None:
-            return None
+    def check(self, address: str, offered: str | None) -> Refusal | Grant:
+        """What a request from ``address`` presenting ``offered`` may do, or why not."""
+        if not self._grants:
+            return self._open
         now = self._clock()
         strikes = self._strikes.get(address)
         if strikes is not None and strikes.blocked_until > now:
@@ -85,10 +159,29 @@ class Access:
                                                 f"try again in {wait} s", wait)
         if offered is None:
             return Refusal("unauthorized", "this server needs a token", missing=True)
-        if hmac.compare_digest(_digest(offered), self._digest):
-            return None
+        digest = _digest(offered)
+        for known, grant in self._grants.items():  # (a handful of tokens: compare all)
+            if hmac.compare_digest(digest, known):
+                return grant
         self._count_failure(address, now)
         return Refusal("unauthorized", "wrong token")
+
+    def why_not(self, right: str) -> str:
+        """Why a request lacks ``right``, in words: the server's flags, or the token."""
+        ceiling = self.ceiling
+        if ceiling.read_only and right != READ:
+            return "this server is read-only"
+        if ceiling.upload_only and right != WRITE:
+            return "this server only takes uploads (a drop box)"
+        if right == DELETE and not ceiling.allow_delete:
+            return "this server does not delete or move files (--allow-delete)"
+        return f"this token does not have the {right!r} right"
+
+    def why_not_replace(self) -> str:
+        ceiling = self.ceiling
+        if ceiling.read_only or ceiling.upload_only or not ceiling.allow_overwrite:
+            return "this server does not overwrite files (--allow-overwrite)"
+        return "this token may not replace files (that takes the write and delete rights)"
 
     def _count_failure(self, address: str, now: float) -> None:
         window = self.limits.auth_backoff

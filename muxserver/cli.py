@@ -58,6 +58,14 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument("--root", default=".", help="directory to serve (default: the current one)")
     p.add_argument("--allow-overwrite", action="store_true",
                    help="let clients replace existing files (they must ask: put --overwrite)")
+    p.add_argument("--allow-delete", action="store_true",
+                   help="let clients remove and move files and directories (rm, mv)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--read-only", action="store_true",
+                      help="serve files but take no writes of any kind")
+    mode.add_argument("--upload-only", action="store_true",
+                      help="a drop box: clients may upload new files, but list, read, "
+                           "replace and delete nothing")
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="also answer HTTP requests for this Host name (repeatable; "
                         "'.example.org' allows names under it, '*' any); IP addresses "
@@ -66,7 +74,9 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument("--no-console", action="store_true",
                    help="plain log lines instead of the live console")
     add_token_arguments(p, "clients must present this token (prefer --token-file or "
-                           "$MUXSERVER_TOKEN: arguments are visible to other users)")
+                           "$MUXSERVER_TOKEN: arguments are visible to other users)",
+                        "tokens, one per line, each with its rights if not all: "
+                        "'TOKEN read' or 'TOKEN read,write,delete' ('#' starts a comment)")
     teach = p.add_argument_group("teaching")
     teach.add_argument("--trace", action="store_true",
                        help="narrate every socket event in plain sentences")
@@ -109,7 +119,8 @@ def add_client_parsers(sub: Any) -> None:
                         help="give up after this many seconds without progress (default 60)")
     common.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     add_token_arguments(common, "token the server asks for (or --token-file, "
-                                "or $MUXSERVER_TOKEN)")
+                                "or $MUXSERVER_TOKEN)",
+                        "read the token from the first line of FILE")
     common.add_argument("--tls", action="store_true", help="connect with TLS")
     common.add_argument("--cafile", metavar="PEM",
                         help="CA certificates to trust for --tls (default: the system's)")
@@ -146,26 +157,50 @@ def add_client_parsers(sub: Any) -> None:
     p.add_argument("name", metavar="NAME")
 
 
-def add_token_arguments(parser: argparse.ArgumentParser, help_text: str) -> None:
+def add_token_arguments(parser: argparse.ArgumentParser, help_text: str,
+                        file_help: str) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--token", help=help_text)
-    group.add_argument("--token-file", metavar="FILE",
-                       help="read the token from the first line of FILE")
+    group.add_argument("--token-file", metavar="FILE", help=file_help)
+
+
+def read_token_file(path: str) -> dict[str, frozenset[str]]:
+    """The tokens of a token file and their rights (access.parse_token_line)."""
+    from .access import parse_token_line
+
+    tokens: dict[str, frozenset[str]] = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    parsed = parse_token_line(line)
+                except ValueError as exc:
+                    raise UsageError(f"{path}, line {number}: {exc}") from None
+                if parsed is not None:
+                    tokens[parsed[0]] = parsed[1]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the token file {path}: {exc}") from None
+    if not tokens:
+        raise UsageError(f"the token file {path} holds no token")
+    return tokens
+
+
+def read_tokens(args: argparse.Namespace) -> dict[str, frozenset[str]]:
+    """The server's tokens: from --token-file, else --token or $MUXSERVER_TOKEN."""
+    from .access import ALL_RIGHTS
+
+    if args.token_file:
+        return read_token_file(args.token_file)
+    token = args.token or os.environ.get("MUXSERVER_TOKEN")
+    return {token: ALL_RIGHTS} if token else {}
 
 
 def read_token(args: argparse.Namespace) -> str | None:
-    """The token from --token-file, --token or $MUXSERVER_TOKEN, in that order."""
+    """The client's token: the first of --token-file (its first token: a server's
+    token file works too), --token or $MUXSERVER_TOKEN."""
     if args.token_file:
-        try:
-            with open(args.token_file, encoding="utf-8") as f:
-                token = f.readline().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read the token file {args.token_file}: {exc}") from None
-        if not token:
-            raise UsageError(f"the token file {args.token_file} is empty")
-        return token
-    token = args.token or os.environ.get("MUXSERVER_TOKEN") or None
-    return token
+        return next(iter(read_token_file(args.token_file)))
+    return args.token or os.environ.get("MUXSERVER_TOKEN") or None
 
 
 def is_loopback(host: str) -> bool:
@@ -181,9 +216,9 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
-def exposure_warning(host: str, token: str | None, port: int, root: str) -> str | None:
+def exposure_warning(host: str, has_token: bool, port: int, root: str) -> str | None:
     """The loud warning for a server other machines can reach without a token."""
-    if token is not None or is_loopback(host):
+    if has_token or is_loopback(host):
         return None
     return (f"muxserver: WARNING: listening on {host or 'all interfaces'} without a token: "
             f"anyone who can reach port {port} can read and write every file in {root}. "
@@ -222,12 +257,13 @@ def run_serve(args: argparse.Namespace) -> int:
         if value is not None:
             setattr(limits, field.name, value)
     try:
-        token = read_token(args)
+        tokens = read_tokens(args)
     except UsageError as exc:
         return _fail(str(exc), status=2)
     config = ServerConfig(host=args.host, port=args.port, root=args.root,
-                          allow_overwrite=args.allow_overwrite, token=token,
-                          tls_cert=args.tls_cert, tls_key=args.tls_key,
+                          allow_overwrite=args.allow_overwrite, allow_delete=args.allow_delete,
+                          read_only=args.read_only, upload_only=args.upload_only,
+                          tokens=tokens, tls_cert=args.tls_cert, tls_key=args.tls_key,
                           allow_hosts=args.allow_host, limits=limits)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -249,7 +285,7 @@ def run_serve(args: argparse.Namespace) -> int:
         return _fail(exc.message)
     except OSError as exc:
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
-    warning = exposure_warning(args.host, token, port, server.root.path)
+    warning = exposure_warning(args.host, bool(tokens), port, server.root.path)
     if warning:
         print(warning, file=sys.stderr, flush=True)
     print_banner(server, host, port)

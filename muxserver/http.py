@@ -40,7 +40,7 @@ from typing import Any, Iterator
 import h11
 
 from . import __version__
-from .access import Refusal
+from .access import READ, WRITE, Refusal
 from .buffers import FileRegion
 from .channel import Channel, Phase
 from .index_page import INDEX_CSP, ROWS_PER_STEP, index_head, index_rows, index_tail
@@ -56,7 +56,8 @@ STATUS = {
     "bad_name": 400, "bad_request": 400, "checksum_mismatch": 400, "forbidden": 403,
     "not_a_file": 403, "not_found": 404, "is_directory": 409, "not_a_directory": 409,
     "exists": 409, "overwrite_refused": 409, "timeout": 408, "too_large": 413,
-    "offset_mismatch": 416, "unauthorized": 401, "too_many_attempts": 429, "io_error": 500,
+    "offset_mismatch": 416, "unauthorized": 401, "not_permitted": 403,
+    "too_many_attempts": 429, "io_error": 500,
     "server_busy": 503,
     "internal": 500, "too_many_clients": 503, "shutting_down": 503, "no_space": 507,
 }
@@ -257,12 +258,15 @@ class HttpSession(Session):
     def start_get(self, path: str) -> None:
         name = path.rstrip("/")
         if path == "" or path.endswith("/"):
-            self.send_index(name)
+            if not self.grant.allows(READ) and self.grant.allows(WRITE):
+                self.send_drop_box(name)  # uploads only: a form, and no names at all
+            else:
+                self.send_index(name)
             return
         self.name = name
         self.begin_transfer("get", name)
         try:
-            opened = self.services.root.open_file(name)
+            opened = self.open_download(name)
         except StorageError as exc:
             if exc.code != "is_directory":
                 raise
@@ -336,9 +340,17 @@ class HttpSession(Session):
         self.queue(h11.EndOfMessage())
         self.responded(status, length)
 
+    def send_drop_box(self, name: str) -> None:
+        """The index page of a server that takes uploads but shows nothing: its upload
+        form, whatever the path (whether it exists is not for this client to learn)."""
+        page = (index_head(name) + index_tail(name, 0, drop_box=True)).encode()
+        self.respond(200, [("Content-Type", "text/html; charset=utf-8"),
+                           ("Cache-Control", "no-store"),
+                           ("Content-Security-Policy", INDEX_CSP)], page)
+
     def send_index(self, name: str) -> None:
         """The HTML index, streamed (chunked) a page of rows per loop step."""
-        entries = self.services.root.iter_entries(name)  # (not found: raised now)
+        entries = self.entries(name)  # (not found, not permitted: raised now)
         self.queue(h11.Response(status_code=200, headers=self.base_headers(None) + [
             ("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"),
             ("Content-Security-Policy", INDEX_CSP)]))
@@ -417,7 +429,7 @@ class HttpSession(Session):
                                     close=self.reading_body()))
 
     def upload_stored(self, upload: Upload, digest: str) -> None:
-        body = f"stored {upload.name} ({upload.size} bytes, sha256 {digest})\n".encode()
+        body = f"stored {upload.asked_name} ({upload.size} bytes, sha256 {digest})\n".encode()
         self.respond(200 if upload.replaces else 201,
                      [("ETag", f'"{digest}"'), ("Content-Type", "text/plain; charset=utf-8")],
                      body)

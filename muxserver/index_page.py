@@ -54,11 +54,15 @@ def index_rows(entries: list[dict[str, Any]]) -> str:
     return "".join(rows)
 
 
-def index_tail(name: str, count: int, error: str = "") -> str:
+def index_tail(name: str, count: int, error: str = "", drop_box: bool = False) -> str:
     """The rest of the page after ``count`` rows; ``error``: why the listing stopped
-    short (the status line was sent already, so the page itself says it)."""
+    short (the status line was sent already, so the page itself says it); ``drop_box``:
+    the server takes uploads and shows nothing."""
     rows = ""
-    if error:
+    if drop_box:
+        rows = ('<tr><td colspan="3"><em>This is a drop box: you can upload files here, '
+                'but not see what is in it.</em></td></tr>\n')
+    elif error:
         rows = (f'<tr><td colspan="3" class="err">The listing is incomplete: '
                 f'{html.escape(error)}</td></tr>\n')
     elif not count:

@@ -23,7 +23,7 @@ import logging
 from typing import Any, Iterator
 
 from . import protocol
-from .access import Refusal
+from .access import READ, WRITE, Refusal
 from .buffers import FileRegion
 from .channel import Channel, Phase
 from .protocol import (
@@ -155,13 +155,13 @@ class NativeSession(Session):
                 self.begin_transfer("get", req.name)
                 self.start_get(req)
             elif req.op == "stat":
-                self.reply_ok(req.id, **self.services.root.stat(req.name))
-            elif req.op == "partial":
+                self.reply_ok(req.id, **self.describe(req.name))
+            elif req.op == "partial":  # (a writer that may not read still resumes)
+                self.require(WRITE if self.grant.allows(WRITE) else READ, "resuming")
                 offset = self.services.root.partial_offset(req.name, req.sha256, req.size)
                 self.reply_ok(req.id, name=req.name, offset=offset)
             else:
-                entries = self.services.root.iter_entries(req.name, req.recursive)
-                self.start_job(self.list_pages(req, entries))
+                self.start_job(self.list_pages(req, self.entries(req.name, req.recursive)))
         except StorageError as exc:
             self.reply_error(req.id, exc.code, exc.message, req.name)
 
@@ -187,7 +187,7 @@ class NativeSession(Session):
         self.queue_reply(rid, refusal.code, protocol.encode_error(rid, refusal.code, message))
 
     def start_get(self, req: Request) -> None:
-        opened = self.services.root.open_file(req.name)
+        opened = self.open_download(req.name)
         if req.offset > opened.size:
             opened.close()
             raise StorageError("offset_mismatch", f"{req.name!r} has {opened.size} bytes; "
@@ -231,7 +231,7 @@ class NativeSession(Session):
         self.reply_error(self.request_id, exc.code, exc.message, upload.name)
 
     def upload_stored(self, upload: Upload, digest: str) -> None:
-        self.reply_ok(self.request_id, name=upload.name, size=upload.size, sha256=digest)
+        self.reply_ok(self.request_id, name=upload.asked_name, size=upload.size, sha256=digest)
 
     def splice_sink(self) -> tuple[int, int, int] | None:
         """(fd, offset, count) when the next body bytes may bypass Python, else None."""

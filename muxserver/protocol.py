@@ -77,6 +77,7 @@ ERROR_CODES: dict[str, str] = {
     "server_busy": "the server is short of a resource (file descriptors); nothing was done; "
                    "try again soon",
     "unauthorized": "the server needs a token and none (or a wrong one) was presented",
+    "not_permitted": "the server's flags or the token's rights do not allow this operation",
     "too_many_attempts": "too many wrong tokens came from this address; it must wait; closed",
     "too_many_clients": "the server holds its maximum of connections; closed",
     "timeout": "the connection was silent for too long; closed",

@@ -22,7 +22,7 @@ import ssl
 import time
 from typing import Any, Callable
 
-from .access import Access, HostNames
+from .access import ALL_RIGHTS, Access, Ceiling, HostNames
 from .channel import Channel
 from .limits import Limits, raise_nofile_limit
 from .loop import EVENT_READ, EventLoop, Timer
@@ -42,8 +42,13 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 9009
     root: str = "."
-    allow_overwrite: bool = False
+    allow_overwrite: bool = False  # clients may replace files (they must ask to)
+    allow_delete: bool = False  # clients may remove and move files
+    read_only: bool = False  # no writes of any kind
+    upload_only: bool = False  # a drop box: uploads of new files only, nothing read
     token: str | None = None  # clients must present it (an "auth" request) before anything else
+    #: tokens with rights (access.parse_token_line), besides or instead of ``token``
+    tokens: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)
     tls_cert: str | None = None  # PEM certificate chain: with tls_key, the port speaks TLS
     tls_key: str | None = None
     allow_hosts: list[str] = dataclasses.field(default_factory=list)  # extra HTTP Host names
@@ -98,10 +103,16 @@ class Server:
         self.root.on_partial_kept = self._schedule_partial_expiry
         self._expiry_timer: Timer | None = None
         self._expiry_due = 0.0
-        access = Access(config.token, self.limits, HostNames(config.host, config.allow_hosts))
+        tokens = dict(config.tokens)
+        if config.token is not None:
+            tokens[config.token] = ALL_RIGHTS
+        ceiling = Ceiling(read_only=config.read_only, upload_only=config.upload_only,
+                          allow_overwrite=config.allow_overwrite,
+                          allow_delete=config.allow_delete)
+        access = Access(tokens, self.limits, HostNames(config.host, config.allow_hosts),
+                        ceiling)
         #: all a session may reach of the server (see session.Services)
-        self.services = Services(self.loop, self.root, self.limits, access,
-                                 allow_overwrite=config.allow_overwrite)
+        self.services = Services(self.loop, self.root, self.limits, access)
         self.channels: dict[int, Channel] = {}
         self.clients = 0  # channels running a session (refused ones do not count)
         self._next_id = 1

@@ -38,7 +38,7 @@ import os
 import time
 from typing import Any, Callable, Iterator
 
-from .access import Access, Refusal
+from .access import READ, WRITE, Access, Grant, Refusal
 from .channel import BaseProtocol, Channel, ChannelState, Phase
 from .limits import Limits
 from .loop import EventLoop
@@ -69,13 +69,11 @@ class Stats:
 class Services:
     """What a session may reach of the server, and nothing else."""
 
-    def __init__(self, loop: EventLoop, root: Root, limits: Limits, access: Access, *,
-                 allow_overwrite: bool) -> None:
+    def __init__(self, loop: EventLoop, root: Root, limits: Limits, access: Access) -> None:
         self.loop = loop
         self.root = root
         self.limits = limits
         self.access = access
-        self.allow_overwrite = allow_overwrite
         self.stats = Stats()
         self.stopping = False  # a graceful stop is under way: start no new request
 
@@ -98,6 +96,10 @@ class Transfer:
         return self.received
 
 
+#: The grant of a request not admitted (yet).
+NO_RIGHTS = Grant(frozenset(), replace=False)
+
+
 class Session(BaseProtocol):
     """The lifecycle of requests on one connection; subclasses speak a wire format."""
 
@@ -115,6 +117,7 @@ class Session(BaseProtocol):
         self.sending: collections.deque[Transfer] = collections.deque()  # gets on the wire
         self.header_since: float | None = None  # when the incomplete header began
         self.strikes = 0  # refused admissions on this connection
+        self.grant = NO_RIGHTS  # what the request being served may do (see admit)
         self.backpressured = False  # reading paused because replies piled up
 
     # -- to provide: the wire format
@@ -188,9 +191,12 @@ class Session(BaseProtocol):
         """Authorize one request: True to go on. Called before anything else about the
         request is checked. A refusal is answered here; a request with a body, a third
         strike or an address in back-off also closes the connection unread."""
-        refusal = self.services.access.check(self.channel.peer_host, offered)
-        if refusal is None:
+        verdict = self.services.access.check(self.channel.peer_host, offered)
+        if isinstance(verdict, Grant):
+            self.grant = verdict
             return True
+        refusal = verdict
+        self.grant = NO_RIGHTS
         self.strikes += 1
         close = (has_body or self.strikes >= self.limits.auth_failures
                  or refusal.code == "too_many_attempts")
@@ -202,6 +208,26 @@ class Session(BaseProtocol):
         if close:
             self.channel.close_when_done(refusal.message)
         return False
+
+    def require(self, right: str, what: str) -> None:
+        """Refuse (StorageError "not_permitted") a request whose grant lacks ``right``."""
+        if not self.grant.allows(right):
+            raise StorageError("not_permitted", f"{what}: not permitted: "
+                                                f"{self.services.access.why_not(right)}")
+
+    # -- what requests read, checked against the grant
+
+    def open_download(self, name: str) -> OpenFile:
+        self.require(READ, f"reading {name!r}")
+        return self.services.root.open_file(name)
+
+    def describe(self, name: str) -> dict[str, Any]:
+        self.require(READ, f"stat of {name!r}")
+        return self.services.root.stat(name)
+
+    def entries(self, path: str, recursive: bool = False) -> Iterator[dict[str, Any]]:
+        self.require(READ, f"listing {path or '/'!r}")
+        return self.services.root.iter_entries(path, recursive)
 
     # -- waiting
 
@@ -355,15 +381,26 @@ class Session(BaseProtocol):
     def start_upload(self, name: str, length: int, sha256: str, *, overwrite: bool,
                      resumable: bool = False, offset: int = 0,
                      mtime: float | None = None) -> Upload:
-        """Check the target and open the upload (StorageError if refused)."""
+        """Check the target and open the upload (StorageError if refused).
+
+        A writer that may not read (a drop box) must not learn which names exist: an
+        upload to a taken name is stored beside it under a free one instead of being
+        refused, and the reply says the name it asked for."""
+        self.require(WRITE, f"storing {name!r}")
         limit = self.limits.max_file_size
         if offset + length > limit:
             raise StorageError("too_large", f"{offset + length} bytes is over the limit "
                                             f"of {limit}")
-        upload = self.services.root.begin_upload(
-            name, length, sha256, overwrite=overwrite,
-            allow_overwrite=self.services.allow_overwrite, mtime=mtime,
-            resumable=resumable, offset=offset)
+        try:
+            upload = self.services.root.begin_upload(
+                name, length, sha256, overwrite=overwrite, allow_overwrite=self.grant.replace,
+                mtime=mtime, resumable=resumable, offset=offset,
+                beside_if_taken=not self.grant.allows(READ))
+        except StorageError as exc:
+            if exc.code == "overwrite_refused":  # say why: the server, or this token
+                raise StorageError(exc.code, f"{name!r} exists and may not be replaced: "
+                                             f"{self.services.access.why_not_replace()}") from None
+            raise
         self.upload = upload
         transfer = self.active or self.begin_transfer("put", name)
         transfer.total, transfer.received = upload.size, upload.offset

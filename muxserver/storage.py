@@ -360,12 +360,15 @@ class Root:
 
     def begin_upload(self, name: str, length: int, sha256: str, *, overwrite: bool,
                      allow_overwrite: bool, mtime: float | None = None,
-                     resumable: bool = False, offset: int = 0) -> "Upload":
+                     resumable: bool = False, offset: int = 0,
+                     beside_if_taken: bool = False) -> "Upload":
         """Check the target and open the temporary file the upload is written to.
 
         With ``offset``, the partial file an interrupted resumable upload left is
         claimed (renamed to a temporary name, so two resumes cannot share it) and the
-        upload continues at its end; it must hold exactly ``offset`` bytes.
+        upload continues at its end; it must hold exactly ``offset`` bytes. With
+        ``beside_if_taken``, a taken name is not refused: the file goes to the first
+        free name ``stem (2).ext``, ``stem (3).ext``... in the same directory.
         """
         parts = split_name(name)
         leaf, dirs = parts[-1], parts[:-1]
@@ -375,7 +378,12 @@ class Root:
         self._room_for(name, length)
         try:
             parent = self.open_dir(dirs, create=True, created=created)
-            replaces = self._check_target(parent, leaf, name, overwrite, allow_overwrite)
+            try:
+                replaces = self._check_target(parent, leaf, name, overwrite, allow_overwrite)
+            except StorageError as exc:
+                if not beside_if_taken or exc.code in ("bad_name", "io_error", "server_busy"):
+                    raise
+                leaf, replaces = self._free_leaf(parent, leaf, name), False
             # The key in a resumable upload's temporary name lets a restarted server turn
             # it into a partial file instead of deleting it (see sweep_temporary_files).
             temp = f"{TEMP_PREFIX}{_RUN_ID}{next(_TEMP_IDS):x}" + (f".{key}" if key else "")
@@ -387,8 +395,8 @@ class Root:
                                  | os.O_CLOEXEC, FILE_MODE, dir_fd=parent)
                 except OSError as exc:
                     raise write_error(exc, name) from None
-            upload = Upload(self, name, parent, leaf, temp, fd, length, sha256,
-                            overwrite and allow_overwrite, mtime, dirs, created,
+            upload = Upload(self, "/".join([*dirs, leaf]), parent, leaf, temp, fd, length,
+                            sha256, overwrite and allow_overwrite, mtime, dirs, created,
                             offset=offset, key=key)
         except BaseException:
             if fd >= 0:
@@ -399,7 +407,21 @@ class Root:
             self.remove_created(dirs, created)
             raise
         upload.replaces = replaces
+        upload.asked_name = name
         return upload
+
+    def _free_leaf(self, parent: int, leaf: str, name: str) -> str:
+        """The first free ``stem (N).ext`` beside a taken ``leaf``."""
+        stem, dot, ext = leaf.rpartition(".")
+        if not stem:  # no extension, or a dotfile: the number goes at the end
+            stem, dot, ext = leaf, "", ""
+        for n in range(2, 10_000):
+            candidate = f"{stem} ({n}){dot}{ext}"
+            if len(candidate.encode()) > 255:
+                break
+            if self._lstat(parent, candidate, name) is None:
+                return candidate
+        raise StorageError("exists", f"{name!r} and the names beside it are taken")
 
     def _room_for(self, name: str, length: int) -> None:
         """Before an upload of ``length`` bytes: refuse one that cannot fit even if every
@@ -630,7 +652,7 @@ class Upload:
 
     __slots__ = ("root", "name", "parent", "leaf", "temp", "fd", "length", "expected",
                  "overwrite", "mtime", "dirs", "created", "received", "hasher", "done",
-                 "offset", "key", "hash_job", "replaces")
+                 "offset", "key", "hash_job", "replaces", "asked_name")
 
     def __init__(self, root: Root, name: str, parent: int, leaf: str, temp: str, fd: int,
                  length: int, expected: str, overwrite: bool, mtime: float | None,
@@ -646,6 +668,7 @@ class Upload:
         self.hasher = hashlib.sha256()
         self.done = False
         self.replaces = False  # an existing file will be replaced
+        self.asked_name = name  # the name the client asked for (a drop box may differ)
         # Big files (and resumed ones, whose earlier bytes must be read back anyway) are
         # hashed beside the loop by the helper thread; small ones inline, in write().
         self.hash_job: HashJob | None = None

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import h11
 
 from muxserver import protocol
-from muxserver.access import Access, HostNames
+from muxserver.access import ALL_RIGHTS, Access, Ceiling, HostNames
 from muxserver.buffers import SendQueue
 from muxserver.channel import ChannelState
 from muxserver.http import STATUS, HttpSession
@@ -171,18 +171,22 @@ class Harness:
     """One session of ``kind`` ("native" or "http") on a fake channel over a real root."""
 
     def __init__(self, kind: str, root: Path, *, token: str | None = None,
-                 limits: Limits | None = None, allow_overwrite: bool = False,
+                 tokens: dict[str, frozenset[str]] | None = None,
+                 limits: Limits | None = None, ceiling: Ceiling = Ceiling(),
                  peer_host: str = "192.0.2.7", tls: bool = False,
                  access: Access | None = None) -> None:
         self.kind = kind
         self.limits = limits or Limits()
         self.clock = [0.0]
         self.loop = FakeLoop()
-        self.access = access or Access(token, self.limits, HostNames("127.0.0.1"),
-                                       clock=lambda: self.clock[0])
+        tokens = dict(tokens or {})
+        if token is not None:
+            tokens[token] = ALL_RIGHTS
+        self.access = access or Access(tokens, self.limits, HostNames("127.0.0.1"),
+                                       ceiling, clock=lambda: self.clock[0])
         self.root = Root(root)
-        self.services = Services(self.loop, self.root, self.limits, self.access,  # type: ignore
-                                 allow_overwrite=allow_overwrite)
+        self.services = Services(self.loop, self.root, self.limits,  # type: ignore[arg-type]
+                                 self.access)
         self.channel = FakeChannel(self.limits, self.loop, peer_host, tls)
         cls = NativeSession if kind == "native" else HttpSession
         self.session: Session = cls(self.services, self.channel)  # type: ignore[arg-type]

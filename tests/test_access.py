@@ -88,13 +88,13 @@ def test_binding_beyond_loopback_without_a_token_warns():
     from muxserver.cli import exposure_warning
 
     # (tests never bind outside loopback: the decision is checked, not the socket)
-    assert exposure_warning("127.0.0.1", None, 9009, "/srv") is None
-    assert exposure_warning("localhost", None, 9009, "/srv") is None
-    assert exposure_warning("::1", None, 9009, "/srv") is None
-    assert exposure_warning("0.0.0.0", TOKEN, 9009, "/srv") is None
-    warning = exposure_warning("0.0.0.0", None, 9009, "/srv")
+    assert exposure_warning("127.0.0.1", False, 9009, "/srv") is None
+    assert exposure_warning("localhost", False, 9009, "/srv") is None
+    assert exposure_warning("::1", False, 9009, "/srv") is None
+    assert exposure_warning("0.0.0.0", True, 9009, "/srv") is None
+    warning = exposure_warning("0.0.0.0", False, 9009, "/srv")
     assert "WARNING" in warning and "without a token" in warning and "/srv" in warning
-    assert exposure_warning("192.0.2.7", None, 9009, "/srv") is not None
+    assert exposure_warning("192.0.2.7", False, 9009, "/srv") is not None
 
 
 # ------------------------------------------------------------------------- TLS

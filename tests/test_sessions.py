@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from muxserver import protocol
-from muxserver.access import Access, HostNames
+from muxserver.access import ALL_RIGHTS, Access, HostNames
 from muxserver.channel import Phase
 from muxserver.limits import Limits
 
@@ -86,7 +86,8 @@ def test_a_refused_request_with_a_body_is_never_read(make):
 def test_wrong_tokens_from_one_address_start_a_back_off(make, kind):
     limits = Limits(address_auth_failures=4, auth_backoff=60.0)
     clock = [0.0]
-    access = Access(TOKEN, limits, HostNames("127.0.0.1"), clock=lambda: clock[0])
+    access = Access({TOKEN: ALL_RIGHTS}, limits, HostNames("127.0.0.1"),
+                    clock=lambda: clock[0])
     for _ in range(4):  # four connections, one wrong guess each
         h = make(limits=limits, access=access)
         h.send(h.wire.get("f", token="guess"))
