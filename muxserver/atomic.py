@@ -11,11 +11,16 @@ after it.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 
 #: link() failures that mean "this file system has no hard links" (FAT, some FUSE).
 _NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS}
+#: renameat2(2) and its flag that refuses to replace (Linux 3.15, glibc 2.28); Python's
+#: os module does not offer it.
+_RENAME_NOREPLACE = 1
+_renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
 
 
 def publish(src: str, dst: str, *, overwrite: bool, dir_fd: int | None = None) -> None:
@@ -44,3 +49,20 @@ def _exists(name: str, dir_fd: int | None) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def rename_new(src: str, dst: str, *, src_dir_fd: int, dst_dir_fd: int) -> None:
+    """Rename ``src`` (a file or a directory) to ``dst``, which must not exist:
+    FileExistsError if it does. One atomic step where the kernel can (renameat2 with
+    RENAME_NOREPLACE); elsewhere a check then a rename (a short window)."""
+    if _renameat2 is not None:
+        done = _renameat2(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst),
+                          _RENAME_NOREPLACE)
+        if done == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(code, os.strerror(code), dst)
+    if _exists(dst, dst_dir_fd):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
+    os.rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)

@@ -22,7 +22,7 @@ from .client import DEFAULT_PORT, Client, ClientError, GetFile, PutFile, Stat
 from .limits import Limits
 from .units import format_bytes, parse_size
 
-COMMANDS = ("serve", "put", "get", "ls", "stat")
+COMMANDS = ("serve", "put", "get", "ls", "stat", "rm", "mv", "mkdir")
 LANGUAGE_CHOICES = ("en", "es")
 
 
@@ -155,6 +155,26 @@ def add_client_parsers(sub: Any) -> None:
 
     p = sub.add_parser("stat", parents=[common], help="show a file's size, time and hash")
     p.add_argument("name", metavar="NAME")
+
+    p = sub.add_parser("rm", parents=[common], help="remove files on the server",
+                       description="Remove files (with -r, directories and all they hold). "
+                                   "The server must allow it (serve --allow-delete).")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="remove directories and everything in them")
+
+    p = sub.add_parser("mv", parents=[common], help="rename a file or directory on the server",
+                       description="Rename within the server's root, in one atomic step "
+                                   "(no copy). The server must allow it (--allow-delete).")
+    p.add_argument("source", metavar="SRC")
+    p.add_argument("dest", metavar="DST")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing file DST (the server must allow it)")
+
+    p = sub.add_parser("mkdir", parents=[common], help="make directories on the server")
+    p.add_argument("names", nargs="+", metavar="DIR")
+    p.add_argument("-p", "--parents", action="store_true",
+                   help="make missing parents too; an existing directory is fine")
 
 
 def add_token_arguments(parser: argparse.ArgumentParser, help_text: str,
@@ -342,7 +362,9 @@ def run_client_command(args: argparse.Namespace) -> int:
                 return transfer(args, client)
             if args.command == "ls":
                 return print_listing(args, client)
-            return print_stat(args, client)
+            if args.command == "stat":
+                return print_stat(args, client)
+            return change(args, client)
     except ClientError as exc:
         return _fail(exc.message)
     except UsageError as exc:
@@ -512,6 +534,38 @@ def plan_gets(args: argparse.Namespace, client: Client) -> list[GetFile]:
             op.expected_size = size
             ops.append(op)
     return ops
+
+
+def change(args: argparse.Namespace, client: Client) -> int:
+    """rm, mv and mkdir: one pipelined round; a line per failure, and per success
+    unless --quiet."""
+    from .client import MakeDir, Move, Remove
+
+    if args.command == "mv":
+        ops: list[Any] = [Move(args.source.strip("/"), args.dest.strip("/"),
+                               overwrite=args.overwrite)]
+    elif args.command == "rm":
+        ops = [Remove(name.strip("/"), recursive=args.recursive) for name in args.names]
+    else:
+        ops = [MakeDir(name.strip("/"), parents=args.parents) for name in args.names]
+    failed = 0
+    for op, result in zip(ops, client.run(ops)):
+        if not result.ok:
+            failed += 1
+            print(f"muxserver: {args.command} {op.name} failed: {result.message}",
+                  file=sys.stderr)
+        elif not args.quiet:
+            print(describe_change(op, result.info), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def describe_change(op: Any, info: dict[str, Any]) -> str:
+    if op.op == "mv":
+        return f"moved {op.name} -> {op.to}" + (" (replaced)" if info.get("replaced") else "")
+    if op.op == "rm":
+        removed = info.get("removed", 0)
+        return f"removed {op.name}" + ("" if removed == 1 else f" ({removed} entries)")
+    return f"made {op.name}/" if info.get("created") else f"{op.name}/ already exists"
 
 
 def print_listing(args: argparse.Namespace, client: Client) -> int:

@@ -62,6 +62,7 @@ STATUS = {
     "internal": 500, "too_many_clients": 503, "shutting_down": 503, "no_space": 507,
 }
 TOKEN_COOKIE = "muxserver_token"
+ALLOWED_METHODS = "GET, HEAD, PUT, DELETE, MKCOL, MOVE"
 #: Every response: browsers must not guess a type we did not say (an upload named
 #: notes.txt holding HTML stays text).
 COMMON_HEADERS = [("X-Content-Type-Options", "nosniff")]
@@ -183,9 +184,12 @@ class HttpSession(Session):
                 self.start_get(path)
             elif method == "PUT":
                 self.start_put(path, headers)
+            elif method in ("DELETE", "MKCOL", "MOVE") and not has_body:
+                self.change(method, path, headers)
             else:
-                raise HttpError(405, f"{method} is not supported here",
-                                [("Allow", "GET, HEAD, PUT")], close=has_body)
+                raise HttpError(405, f"{method} is not supported here" + (
+                    " with a body" if method in ("DELETE", "MKCOL", "MOVE") else ""),
+                    [("Allow", ALLOWED_METHODS)], close=has_body)
         except HttpError as exc:
             self.fail_request(exc)
         except StorageError as exc:
@@ -385,6 +389,51 @@ class HttpSession(Session):
         self.queue(h11.EndOfMessage())
         self.responded(200, count)
 
+    # -- DELETE, MKCOL, MOVE (as WebDAV spells them: RFC 4918)
+
+    def change(self, method: str, path: str, headers: dict[str, str]) -> None:
+        name = path.rstrip("/")
+        if not name:
+            raise HttpError(403, "the served root itself cannot be removed, made or moved")
+        self.name = name
+        if method == "MKCOL":
+            try:
+                self.make_directory(name, parents=False)
+            except StorageError as exc:
+                if exc.code != "exists":
+                    raise
+                raise HttpError(405, exc.message, [("Allow", ALLOWED_METHODS)]) from None
+            self.respond(201, [("Location", "/" + urllib.parse.quote(name) + "/")],
+                         f"made {name}/\n".encode())
+        elif method == "MOVE":
+            self.move_to(name, headers)
+        else:  # DELETE: of a directory, everything in it (RFC 4918, 9.6.1)
+            self.start_removal(
+                name, recursive=True,
+                done=lambda removed: self.respond(204, []),
+                failed=lambda exc: self.fail_request(HttpError(STATUS.get(exc.code, 500),
+                                                               exc.message)))
+
+    def move_to(self, name: str, headers: dict[str, str]) -> None:
+        destination = headers.get("destination", "")
+        if not destination:
+            raise HttpError(400, "MOVE needs a Destination header")
+        parts = urllib.parse.urlsplit(destination)
+        if parts.netloc and parts.netloc.lower() != headers.get("host", "").lower():
+            raise HttpError(502, "the Destination is on another server")
+        target, _ = parse_target(parts.path + ("?" + parts.query if parts.query else ""))
+        target = target.rstrip("/")
+        overwrite = headers.get("overwrite", "T").strip().upper() != "F"  # WebDAV: T
+        try:
+            replaced = self.move_entry(name, target, overwrite=overwrite)
+        except StorageError as exc:
+            if exc.code == "exists":
+                raise HttpError(412, exc.message) from None  # Overwrite: F, and it exists
+            raise
+        location = [("Location", "/" + urllib.parse.quote(target))]
+        self.respond(204 if replaced else 201, location,
+                     b"" if replaced else f"moved to {target}\n".encode())
+
     # -- PUT
 
     def start_put(self, path: str, headers: dict[str, str]) -> None:
@@ -454,8 +503,9 @@ class HttpSession(Session):
     def respond(self, status: int, headers: list[tuple[str, str]], body: bytes = b"") -> None:
         """A whole response with a body in memory; to a HEAD, the headers only
         (Content-Length still says what a GET would get)."""
-        self.queue(h11.Response(status_code=status,
-                                headers=self.base_headers(len(body)) + headers))
+        no_length = status in (204, 304)  # (RFC 9110: these carry no Content-Length)
+        self.queue(h11.Response(status_code=status, headers=self.base_headers(
+            None if no_length else len(body)) + headers))
         if body and not self.head:
             self.queue(h11.Data(data=body))
         self.queue(h11.EndOfMessage())

@@ -160,10 +160,26 @@ class NativeSession(Session):
                 self.require(WRITE if self.grant.allows(WRITE) else READ, "resuming")
                 offset = self.services.root.partial_offset(req.name, req.sha256, req.size)
                 self.reply_ok(req.id, name=req.name, offset=offset)
-            else:
+            elif req.op == "list":
                 self.start_job(self.list_pages(req, self.entries(req.name, req.recursive)))
+            else:
+                self.change(req)
         except StorageError as exc:
             self.reply_error(req.id, exc.code, exc.message, req.name)
+
+    def change(self, req: Request) -> None:
+        """mkdir, rm and mv (StorageError when refused)."""
+        if req.op == "mkdir":
+            made = self.make_directory(req.name, parents=req.parents)
+            self.reply_ok(req.id, name=req.name, created=made)
+        elif req.op == "mv":
+            replaced = self.move_entry(req.name, req.to, overwrite=req.overwrite)
+            self.reply_ok(req.id, name=req.to, replaced=replaced)
+        else:
+            self.start_removal(
+                req.name, recursive=req.recursive,
+                done=lambda removed: self.reply_ok(req.id, name=req.name, removed=removed),
+                failed=lambda exc: self.reply_error(req.id, exc.code, exc.message, req.name))
 
     def log_in(self, fields: dict[str, Any], length: int) -> None:
         """The auth request: admitted like any request, with the token it carries."""

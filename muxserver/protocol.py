@@ -51,7 +51,7 @@ PREFIX_SIZE = PREFIX.size  # 8
 MAX_ID = 2**53 - 1  # the largest integer every JSON implementation holds exactly
 UNLIMITED = 2**63 - 1
 
-OPERATIONS = ("auth", "put", "get", "stat", "list", "partial")
+OPERATIONS = ("auth", "put", "get", "stat", "list", "partial", "mkdir", "rm", "mv")
 
 #: Stable error codes carried in error replies, with the meaning the docs give them.
 ERROR_CODES: dict[str, str] = {
@@ -422,6 +422,27 @@ def encode_list(req_id: int, path: str = "", *, recursive: bool = False) -> byte
     return encode_frame(fields)
 
 
+def encode_mkdir(req_id: int, name: str, *, parents: bool = False) -> bytes:
+    fields: dict[str, Any] = {"id": req_id, "op": "mkdir", "name": name}
+    if parents:
+        fields["parents"] = True
+    return encode_frame(fields)
+
+
+def encode_rm(req_id: int, name: str, *, recursive: bool = False) -> bytes:
+    fields: dict[str, Any] = {"id": req_id, "op": "rm", "name": name}
+    if recursive:
+        fields["recursive"] = True
+    return encode_frame(fields)
+
+
+def encode_mv(req_id: int, name: str, to: str, *, overwrite: bool = False) -> bytes:
+    fields: dict[str, Any] = {"id": req_id, "op": "mv", "name": name, "to": to}
+    if overwrite:
+        fields["overwrite"] = True
+    return encode_frame(fields)
+
+
 def encode_auth(req_id: int, token: str) -> bytes:
     return encode_frame({"id": req_id, "op": "auth", "token": token})
 
@@ -462,6 +483,8 @@ class Request:
     offset: int = 0  # put/get: resume from this byte
     resumable: bool = False  # put: keep the received bytes if the connection breaks
     size: int = 0  # partial: the whole file's size
+    parents: bool = False  # mkdir: make missing parents too (and accept an existing one)
+    to: str = ""  # mv: the new name
 
 
 def request_id(fields: Mapping[str, Any]) -> int | None:
@@ -494,6 +517,13 @@ def parse_request(fields: Mapping[str, Any], length: int) -> Request:
         req.recursive = _field(fields, "recursive", bool, False)
         return req
     req.name = _field(fields, "name", str)
+    if op == "mkdir":
+        req.parents = _field(fields, "parents", bool, False)
+    elif op == "rm":
+        req.recursive = _field(fields, "recursive", bool, False)
+    elif op == "mv":
+        req.to = _field(fields, "to", str)
+        req.overwrite = _field(fields, "overwrite", bool, False)
     if op in ("put", "get"):
         req.offset = _count_field(fields, "offset", 0)
     if op in ("put", "partial"):

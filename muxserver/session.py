@@ -38,7 +38,7 @@ import os
 import time
 from typing import Any, Callable, Iterator
 
-from .access import READ, WRITE, Access, Grant, Refusal
+from .access import DELETE, READ, WRITE, Access, Grant, Refusal
 from .channel import BaseProtocol, Channel, ChannelState, Phase
 from .limits import Limits
 from .loop import EventLoop
@@ -119,6 +119,7 @@ class Session(BaseProtocol):
         self.strikes = 0  # refused admissions on this connection
         self.grant = NO_RIGHTS  # what the request being served may do (see admit)
         self.backpressured = False  # reading paused because replies piled up
+        self.job_label = ""  # what the job under way does, for the console
 
     # -- to provide: the wire format
 
@@ -229,6 +230,57 @@ class Session(BaseProtocol):
         self.require(READ, f"listing {path or '/'!r}")
         return self.services.root.iter_entries(path, recursive)
 
+    # -- what requests change, checked against the grant
+
+    def make_directory(self, name: str, *, parents: bool) -> bool:
+        self.require(WRITE, f"making the directory {name!r}")
+        made = self.services.root.make_dir(name, parents=parents)
+        if made:
+            log.info("%s %smade the directory %s", self.channel.peer, self.wire,
+                     printable(name), extra={"event": "changed", "conn": self.channel.id})
+        return made
+
+    def start_removal(self, name: str, *, recursive: bool, done: Callable[[int], None],
+                      failed: Callable[[StorageError], None]) -> None:
+        """Remove ``name`` as a job (a tree goes in steps); then ``done(count)``."""
+        self.require(DELETE, f"removing {name!r}")
+        steps = self.services.root.remove_in_steps(name, recursive=recursive)
+        self.start_job(self._removal(name, steps, done, failed), label="removing")
+
+    def _removal(self, name: str, steps: Iterator[int], done: Callable[[int], None],
+                 failed: Callable[[StorageError], None]) -> Iterator[None]:
+        removed = 0
+        try:
+            for removed in steps:
+                yield
+        except StorageError as exc:
+            failed(exc)
+            return
+        log.info("%s %sremoved %s (%d %s)", self.channel.peer, self.wire, printable(name),
+                 removed, "entry" if removed == 1 else "entries",
+                 extra={"event": "changed", "conn": self.channel.id})
+        done(removed)
+
+    def move_entry(self, src: str, dst: str, *, overwrite: bool) -> bool:
+        """Rename ``src`` to ``dst``; True if a file was replaced."""
+        self.require(DELETE, f"moving {src!r}")
+        self.require(WRITE, f"moving to {dst!r}")
+        try:
+            replaced = self.services.root.move(src, dst, overwrite=overwrite,
+                                               allow_overwrite=self.grant.replace)
+        except StorageError as exc:
+            raise self.explained(exc, dst) from None
+        log.info("%s %smoved %s to %s", self.channel.peer, self.wire, printable(src),
+                 printable(dst), extra={"event": "changed", "conn": self.channel.id})
+        return replaced
+
+    def explained(self, exc: StorageError, name: str) -> StorageError:
+        """``exc``, with the reason a replacement was refused: the server, or the token."""
+        if exc.code != "overwrite_refused":
+            return exc
+        return StorageError(exc.code, f"{name!r} exists and may not be replaced: "
+                                      f"{self.services.access.why_not_replace()}")
+
     # -- waiting
 
     def must_wait(self) -> bool:
@@ -255,9 +307,11 @@ class Session(BaseProtocol):
         else:
             self.process()
 
-    def start_job(self, job: Iterator[None]) -> None:
-        """Run the first step now (so the job owns its files from here on), the rest later."""
+    def start_job(self, job: Iterator[None], label: str = "") -> None:
+        """Run the first step now (so the job owns its files from here on), the rest later.
+        ``label``: what the console says the connection is doing meanwhile."""
         self.job = job
+        self.job_label = label
         self.run_job_step(resume=False)
 
     def run_job_step(self, resume: bool = True) -> None:
@@ -397,10 +451,7 @@ class Session(BaseProtocol):
                 mtime=mtime, resumable=resumable, offset=offset,
                 beside_if_taken=not self.grant.allows(READ))
         except StorageError as exc:
-            if exc.code == "overwrite_refused":  # say why: the server, or this token
-                raise StorageError(exc.code, f"{name!r} exists and may not be replaced: "
-                                             f"{self.services.access.why_not_replace()}") from None
-            raise
+            raise self.explained(exc, name) from None
         self.upload = upload
         transfer = self.active or self.begin_transfer("put", name)
         transfer.total, transfer.received = upload.size, upload.offset
@@ -538,7 +589,7 @@ class Session(BaseProtocol):
         elif self.verifying is not None:
             label = "verifying"
         elif self.job is not None:
-            label = "hashing" if self.active is not None else "listing"
+            label = self.job_label or ("hashing" if self.active is not None else "listing")
         elif channel.out.file_bytes:
             label = "sending body"
         elif channel.out:

@@ -227,6 +227,13 @@ class Harness:
         self.channel.drain()
         return self.wire.parse(bytes(self.channel.sent))
 
+    def login(self, token: str) -> None:
+        """Present ``token``: once per connection (native), with every request (HTTP)."""
+        if isinstance(self.wire, NativeWire):
+            self.send(self.wire.login(token))
+        else:
+            self.wire.token = token
+
     @property
     def stats(self) -> tuple[int, int]:
         return self.services.stats.transfers_done, self.services.stats.transfers_failed
@@ -254,9 +261,10 @@ class NativeWire:
         return (self.login(token) if token is not None else b""), {}
 
     def put(self, name: str, data: bytes, token: str | None = None, *,
-            body: bool = True) -> bytes:
+            body: bool = True, overwrite: bool = False) -> bytes:
         before, _ = self.credentials(token)
-        frame = protocol.encode_put(next(self.ids), name, len(data), sha256(data))
+        frame = protocol.encode_put(next(self.ids), name, len(data), sha256(data),
+                                    overwrite=overwrite)
         return before + frame + (data if body else b"")
 
     def get(self, name: str, token: str | None = None) -> bytes:
@@ -265,6 +273,18 @@ class NativeWire:
 
     def header_only(self, name: str) -> bytes:
         return protocol.encode_stat(next(self.ids), name)
+
+    def listing(self, path: str = "") -> bytes:
+        return protocol.encode_list(next(self.ids), path)
+
+    def mkdir(self, name: str) -> bytes:
+        return protocol.encode_mkdir(next(self.ids), name)
+
+    def rm(self, name: str, *, recursive: bool = False) -> bytes:
+        return protocol.encode_rm(next(self.ids), name, recursive=recursive)
+
+    def mv(self, name: str, to: str, *, overwrite: bool = False) -> bytes:
+        return protocol.encode_mv(next(self.ids), name, to, overwrite=overwrite)
 
     def parse(self, data: bytes) -> list[Reply]:
         decoder = protocol.FrameDecoder()
@@ -297,20 +317,24 @@ class HttpWire:
 
     def __init__(self) -> None:
         self.methods: list[str] = []  # of the requests made, to parse their responses
+        self.token: str | None = None  # sent with every request once set (see login)
 
     def credentials(self, token: str | None) -> tuple[bytes, dict[str, str]]:
         return b"", ({"Authorization": f"Bearer {token}"} if token is not None else {})
 
     def request(self, method: str, target: str, headers: dict[str, str] | None = None,
-                body: bytes = b"", *, send_body: bool = True) -> bytes:
+                body: bytes = b"", *, send_body: bool = True, token: str | None = None) -> bytes:
+        token = token if token is not None else self.token
+        if token is not None:
+            headers = {**(headers or {}), "Authorization": f"Bearer {token}"}
         self.methods.append(method)
         lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host}"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body if send_body else b"")
 
     def put(self, name: str, data: bytes, token: str | None = None, *,
-            body: bool = True) -> bytes:
-        _, headers = self.credentials(token)
+            body: bool = True, overwrite: bool = True) -> bytes:
+        _, headers = self.credentials(token)  # (an HTTP PUT always asks to replace)
         headers = {**headers, "Content-Length": str(len(data)),
                    "X-Content-SHA256": sha256(data)}
         return self.request("PUT", "/" + name, headers, data, send_body=body)
@@ -321,6 +345,19 @@ class HttpWire:
 
     def header_only(self, name: str) -> bytes:
         return self.request("HEAD", "/" + name)
+
+    def listing(self, path: str = "") -> bytes:
+        return self.request("GET", "/" + path + ("/" if path else ""))
+
+    def mkdir(self, name: str) -> bytes:
+        return self.request("MKCOL", "/" + name + "/")
+
+    def rm(self, name: str, *, recursive: bool = False) -> bytes:
+        return self.request("DELETE", "/" + name)  # (of a directory: always recursive)
+
+    def mv(self, name: str, to: str, *, overwrite: bool = False) -> bytes:
+        return self.request("MOVE", "/" + name, {"Destination": "/" + to,
+                                                 "Overwrite": "T" if overwrite else "F"})
 
     def parse(self, data: bytes) -> list[Reply]:
         replies: list[Reply] = []

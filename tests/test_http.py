@@ -155,8 +155,8 @@ def test_bad_names_get_400(server, path):
 
 def test_missing_files_get_404_and_methods_405(server):
     assert request(server, "GET", "/nope")[0] == 404
-    status, headers, _ = request(server, "DELETE", "/nope")
-    assert status == 405 and headers["Allow"] == "GET, HEAD, PUT"
+    status, headers, _ = request(server, "PATCH", "/nope")
+    assert status == 405 and headers["Allow"] == "GET, HEAD, PUT, DELETE, MKCOL, MOVE"
 
 
 def test_keep_alive_and_pipelined_requests(server):

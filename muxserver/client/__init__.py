@@ -17,14 +17,18 @@ from .operations import (
     Finished,
     GetFile,
     ListDir,
+    MakeDir,
+    Move,
     Operation,
     Partial,
     Progress,
     PutFile,
+    Remove,
     Result,
     Stat,
 )
 
 __all__ = ["DEFAULT_PORT", "LOCAL_HASHES", "Auth", "Client", "ClientError", "Finished",
-           "GetFile", "ListDir", "Operation", "Partial", "Progress", "PutFile", "Result",
-           "Stat", "file_sha256", "remember_sha256", "wait_for_server"]
+           "GetFile", "ListDir", "MakeDir", "Move", "Operation", "Partial", "Progress",
+           "PutFile", "Remove", "Result", "Stat", "file_sha256", "remember_sha256",
+           "wait_for_server"]

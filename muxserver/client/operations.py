@@ -351,3 +351,56 @@ class ListDir(Operation):
             return False
         self.result.ok = True
         return True
+
+
+class MakeDir(Operation):
+    """Make a directory (with ``parents``: its parents too, and an existing one is fine)."""
+
+    op = "mkdir"
+
+    def __init__(self, name: str, *, parents: bool = False) -> None:
+        super().__init__(name)
+        self.parents = parents
+
+    def header(self) -> bytes:
+        return protocol.encode_mkdir(self.id, self.name, parents=self.parents)
+
+    def on_header(self, fields: dict[str, Any], length: int) -> None:
+        super().on_header(fields, length)
+        self.result.info = {"created": fields.get("created") is True}
+
+
+class Remove(Operation):
+    """Remove a file (with ``recursive``: a directory and all it holds)."""
+
+    op = "rm"
+
+    def __init__(self, name: str, *, recursive: bool = False) -> None:
+        super().__init__(name)
+        self.recursive = recursive
+
+    def header(self) -> bytes:
+        return protocol.encode_rm(self.id, self.name, recursive=self.recursive)
+
+    def on_header(self, fields: dict[str, Any], length: int) -> None:
+        super().on_header(fields, length)
+        removed = fields.get("removed")
+        self.result.info = {"removed": removed if type(removed) is int else 0}
+
+
+class Move(Operation):
+    """Rename ``name`` to ``to`` on the server (atomic, no copy)."""
+
+    op = "mv"
+
+    def __init__(self, name: str, to: str, *, overwrite: bool = False) -> None:
+        super().__init__(name)
+        self.to = to
+        self.overwrite = overwrite
+
+    def header(self) -> bytes:
+        return protocol.encode_mv(self.id, self.name, self.to, overwrite=self.overwrite)
+
+    def on_header(self, fields: dict[str, Any], length: int) -> None:
+        super().on_header(fields, length)
+        self.result.info = {"to": self.to, "replaced": fields.get("replaced") is True}
