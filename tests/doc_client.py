@@ -109,6 +109,22 @@ class DocClient:
         self.sock.sendall(self.frame({"id": self._id(), "op": "auth", "token": token}))
         return self._check(self.read_reply()[0])
 
+    # sections 5.6 to 5.8
+    def mkdir(self, name: str, parents: bool = False) -> dict:
+        self.sock.sendall(self.frame({"id": self._id(), "op": "mkdir", "name": name,
+                                      "parents": parents}))
+        return self._check(self.read_reply()[0])
+
+    def rm(self, name: str, recursive: bool = False) -> dict:
+        self.sock.sendall(self.frame({"id": self._id(), "op": "rm", "name": name,
+                                      "recursive": recursive}))
+        return self._check(self.read_reply()[0])
+
+    def mv(self, name: str, to: str, overwrite: bool = False) -> dict:
+        self.sock.sendall(self.frame({"id": self._id(), "op": "mv", "name": name, "to": to,
+                                      "overwrite": overwrite}))
+        return self._check(self.read_reply()[0])
+
     # sections 3 and 6: a request whose id cannot be read
     def request_without_id(self, header: dict) -> tuple[dict, bool]:
         """Send a request with no usable id; return the reply and whether the server then

@@ -28,8 +28,9 @@ def hex_blocks() -> dict[str, bytes]:
     return blocks
 
 
-def test_document_has_the_four_example_frames():
-    assert set(hex_blocks()) == {"put-request", "put-reply", "get-request", "get-reply"}
+def test_document_has_the_example_frames():
+    assert set(hex_blocks()) == {"put-request", "put-reply", "get-request", "get-reply",
+                                 "mkdir-request", "rm-request", "mv-request"}
 
 
 def test_the_example_bytes_are_what_the_encoders_produce():
@@ -43,6 +44,9 @@ def test_the_example_bytes_are_what_the_encoders_produce():
     assert blocks["put-request"] == protocol.encode_put(1, "hello.txt", 13, digest,
                                                         mtime=1700000000) + body
     assert blocks["get-request"] == protocol.encode_get(2, "hello.txt")
+    assert blocks["mkdir-request"] == protocol.encode_mkdir(3, "photos/2024", parents=True)
+    assert blocks["rm-request"] == protocol.encode_rm(4, "photos/old", recursive=True)
+    assert blocks["mv-request"] == protocol.encode_mv(5, "notes.txt", "archive/notes.txt")
 
 
 def test_replaying_the_example_gets_the_documented_replies_byte_for_byte(server):
@@ -141,6 +145,27 @@ def test_the_documented_rules_for_ids_ops_and_guessing(make_server):
         assert info.value.code == "too_many_attempts" and " s" in str(info.value)
     finally:
         late.close()
+
+
+def test_the_documented_directory_operations(make_server):
+    server = make_server(allow_delete=True)
+    client = DocClient(server.host, server.port)
+    try:
+        assert client.mkdir("a/b", parents=True) == {"id": 1, "ok": True, "name": "a/b",
+                                                     "created": True}
+        assert client.mkdir("a/b", parents=True)["created"] is False
+        with pytest.raises(ServerError) as info:
+            client.mkdir("a/b")
+        assert info.value.code == "exists"
+        client.put("a/b/f.txt", b"f")
+        assert client.mv("a/b/f.txt", "a/g.txt") == {"id": 5, "ok": True, "name": "a/g.txt",
+                                                     "replaced": False}
+        with pytest.raises(ServerError) as info:
+            client.rm("a")
+        assert info.value.code == "is_directory"
+        assert client.rm("a", recursive=True)["removed"] == 3  # a, a/b, a/g.txt
+    finally:
+        client.close()
 
 
 def test_every_limit_is_documented_for_operators():
