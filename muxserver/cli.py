@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from . import __version__
 from .client import DEFAULT_PORT, Client, ClientError, GetFile, PutFile, Stat
@@ -24,6 +24,36 @@ from .units import format_bytes, parse_size
 
 COMMANDS = ("serve", "put", "get", "ls", "stat", "rm", "mv", "mkdir")
 LANGUAGE_CHOICES = ("en", "es")
+
+
+def port_flag(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0 to 65535)")
+    return port
+
+
+def seconds_flag(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not seconds > 0:  # (also refuses NaN)
+        raise argparse.ArgumentTypeError(f"{text} seconds: it must be more than 0")
+    return seconds
+
+
+def remote_name(text: str) -> str:
+    """A name on the server as people type it: ``photos/`` is ``photos``, and ``/``
+    and ``.`` are the served root (""). Any other leading ``/`` stays, and the server
+    refuses it: names are relative to the served root, never absolute."""
+    name = text.strip()
+    if name.strip("/") in ("", "."):
+        return ""
+    return name.rstrip("/")
 
 
 def size_flag(text: str) -> int:
@@ -36,8 +66,15 @@ def size_flag(text: str) -> int:
 # ------------------------------------------------------------------------ parsers
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error said in one line (the usage itself is --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"muxserver: {message} (see: python -m {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="muxserver",
         description="A single-threaded, non-blocking file server and its client.",
         epilog="Without a command, 'serve' is assumed: python -m muxserver --root DIR")
@@ -53,7 +90,7 @@ def add_serve_parser(sub: Any) -> None:
                        description="Serve a directory over TCP until Ctrl-C.")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+    p.add_argument("--port", type=port_flag, default=DEFAULT_PORT,
                    help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
     p.add_argument("--root", default=".", help="directory to serve (default: the current one)")
     p.add_argument("--allow-overwrite", action="store_true",
@@ -112,10 +149,10 @@ def add_client_parsers(sub: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--host", default=os.environ.get("MUXSERVER_HOST", "127.0.0.1"),
                         help="server address (default 127.0.0.1, or $MUXSERVER_HOST)")
-    common.add_argument("--port", type=int,
-                        default=int(os.environ.get("MUXSERVER_PORT", DEFAULT_PORT)),
+    common.add_argument("--port", type=port_flag,
+                        default=os.environ.get("MUXSERVER_PORT", str(DEFAULT_PORT)),
                         help=f"server port (default {DEFAULT_PORT}, or $MUXSERVER_PORT)")
-    common.add_argument("--timeout", type=float, default=60.0,
+    common.add_argument("--timeout", type=seconds_flag, default=60.0,
                         help="give up after this many seconds without progress (default 60)")
     common.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     add_token_arguments(common, "token the server asks for (or --token-file, "
@@ -246,15 +283,23 @@ def exposure_warning(host: str, has_token: bool, port: int, root: str) -> str | 
 
 
 def normalise_argv(argv: Sequence[str]) -> list[str]:
-    """``muxserver --port 1`` means ``muxserver serve --port 1``."""
+    """``muxserver --port 1`` means ``muxserver serve --port 1``; a first word that is
+    no command is a usage error (not an "unrecognized argument" of serve)."""
     argv = list(argv)
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        raise UsageError(f"unknown command {argv[0]!r}; the commands are "
+                         f"{', '.join(COMMANDS)} (python -m muxserver --help)")
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
         argv.insert(0, "serve")
     return argv
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(normalise_argv(sys.argv[1:] if argv is None else argv))
+    try:
+        words = normalise_argv(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        return _fail(str(exc), status=2)
+    args = build_parser().parse_args(words)
     try:
         if args.command == "serve":
             return run_serve(args)
@@ -343,7 +388,9 @@ def print_banner(server: Any, host: str, port: int) -> None:
     print(f"from another shell:  python -m muxserver put FILE{client_args}")
     print(f"                     python -m muxserver ls{client_args}")
     # Last, so that a script waiting for this line knows the server accepts connections.
-    print(f"listening on {host}:{port} (Ctrl-C to stop)", flush=True)
+    from .server import format_address
+
+    print(f"listening on {format_address(host, port)} (Ctrl-C to stop)", flush=True)
 
 
 # ------------------------------------------------------------------------ clients
@@ -383,7 +430,7 @@ def transfer(args: argparse.Namespace, client: Client) -> int:
     from .progress import TransferReport  # rich is imported only for a terminal
 
     if args.command == "put":
-        ops = plan_puts(args)
+        ops = plan_puts(args, client)
         if args.resume:
             find_resume_offsets(ops, client)
         total = sum(_size_or_zero(op.local) - op.body_offset for op in ops)
@@ -470,7 +517,7 @@ def _size_or_zero(path: str) -> int:
         return 0  # the put itself reports why the file cannot be read
 
 
-def plan_puts(args: argparse.Namespace) -> list[PutFile]:
+def plan_puts(args: argparse.Namespace, client: Client) -> list[PutFile]:
     if args.as_name is not None and len(args.files) != 1:
         raise UsageError("--as names one file; give a single FILE")
     ops: list[PutFile] = []
@@ -478,16 +525,30 @@ def plan_puts(args: argparse.Namespace) -> list[PutFile]:
         if os.path.isdir(path):
             if not args.recursive:
                 raise UsageError(f"{path} is a directory (use -r to send it)")
-            base = args.as_name or os.path.basename(os.path.normpath(path))
+            base = (remote_name(args.as_name) if args.as_name is not None
+                    else os.path.basename(os.path.normpath(path)))
             ops += [PutFile(local, f"{base}/{rel}" if base not in ("", ".") else rel,
                             overwrite=args.overwrite,
                             resumable=_size_or_zero(local) >= RESUMABLE_FROM)
                     for local, rel in walk_files(path)]
         else:
-            name = args.as_name or os.path.basename(path)
+            name = os.path.basename(path)
+            if args.as_name is not None:
+                name = file_target(args.as_name, name, client)
             ops.append(PutFile(path, name, overwrite=args.overwrite,
                                resumable=_size_or_zero(path) >= RESUMABLE_FROM))
     return ops
+
+
+def file_target(as_name: str, leaf: str, client: Client) -> str:
+    """Where ``put FILE --as AS`` stores FILE: inside AS if AS is a directory (written
+    ``AS/``, the root, or one that exists on the server), else under the name AS."""
+    name = remote_name(as_name)
+    inside = as_name.rstrip().endswith("/") or not name
+    if not inside:
+        info = client.run([Stat(name)])[0]
+        inside = info.ok and info.info.get("type") == "dir"
+    return (f"{name}/{leaf}" if name else leaf) if inside else name
 
 
 def walk_files(top: str) -> list[tuple[str, str]]:
@@ -509,16 +570,21 @@ def plan_gets(args: argparse.Namespace, client: Client) -> list[GetFile]:
     pipelined round of stat requests) so the overall progress bar has a total."""
     from .names import BadName, split_name
 
-    names = [name.strip("/") for name in args.names]
-    infos = {r.name: r.info for r in client.run([Stat(n) for n in names])}
+    names = [remote_name(name) for name in args.names]
+    infos = {r.name: r.info for r in client.run([Stat(n) for n in names if n])}
+    infos[""] = {"type": "dir"}  # the served root
     ops: list[GetFile] = []
     seen: set[str] = set()
     for name in names:
         info = infos.get(name, {})
+        if info.get("type") == "dir" and not args.recursive:
+            raise UsageError(f"{name or '/'} is a directory: use -r to get it and all "
+                             "it holds")
         targets = [(name, os.path.basename(name), info.get("size", 0))]
         if args.recursive and info.get("type") == "dir":
-            base = os.path.basename(name)
-            targets = [(e["name"], base + e["name"][len(name):], e.get("size", 0))
+            base = os.path.basename(name)  # ("" for the root: its files go straight in)
+            targets = [(e["name"], base + e["name"][len(name):] if name else e["name"],
+                        e.get("size", 0))
                        for e in client.list(name, recursive=True) if e.get("type") == "file"]
         for remote, rel, size in targets:
             try:
@@ -542,12 +608,12 @@ def change(args: argparse.Namespace, client: Client) -> int:
     from .client import MakeDir, Move, Remove
 
     if args.command == "mv":
-        ops: list[Any] = [Move(args.source.strip("/"), args.dest.strip("/"),
+        ops: list[Any] = [Move(remote_name(args.source), remote_name(args.dest),
                                overwrite=args.overwrite)]
     elif args.command == "rm":
-        ops = [Remove(name.strip("/"), recursive=args.recursive) for name in args.names]
+        ops = [Remove(remote_name(name), recursive=args.recursive) for name in args.names]
     else:
-        ops = [MakeDir(name.strip("/"), parents=args.parents) for name in args.names]
+        ops = [MakeDir(remote_name(name), parents=args.parents) for name in args.names]
     failed = 0
     for op, result in zip(ops, client.run(ops)):
         if not result.ok:
@@ -569,7 +635,7 @@ def describe_change(op: Any, info: dict[str, Any]) -> str:
 
 
 def print_listing(args: argparse.Namespace, client: Client) -> int:
-    entries = sorted(client.list(args.path, recursive=args.recursive),
+    entries = sorted(client.list(remote_name(args.path), recursive=args.recursive),
                      key=lambda e: e.get("name", ""))
     import json
 
@@ -586,7 +652,10 @@ def print_listing(args: argparse.Namespace, client: Client) -> int:
 
 
 def print_stat(args: argparse.Namespace, client: Client) -> int:
-    info = client.stat(args.name)
+    name = remote_name(args.name)
+    if not name:
+        raise UsageError("stat needs a name below the root (ls / lists the root)")
+    info = client.stat(name)
     print(f"name:     {info.get('name', args.name)}")
     print(f"type:     {info.get('type', '?')}")
     if info.get("type") == "file":

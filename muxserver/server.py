@@ -152,14 +152,15 @@ class Server:
             log.info("cleaned up after an interrupted server: removed %d temporary file(s), "
                      "kept %d resumable upload(s)", removed, kept)
         self._schedule_partial_expiry()
-        sock = socket.create_server((self.config.host, self.config.port), backlog=1024,
-                                    reuse_port=False)
+        family, dual_stack = listening_family(self.config.host)
+        sock = socket.create_server((self.config.host, self.config.port), family=family,
+                                    backlog=1024, reuse_port=False, dualstack_ipv6=dual_stack)
         sock.setblocking(False)
         self.listener = Listener(self, sock)
         self.loop.set_interest(sock, self.listener, EVENT_READ)
         host, port = sock.getsockname()[:2]
         if self.trace is not None:
-            self.trace("listening", None, address=f"{host}:{port}")
+            self.trace("listening", None, address=format_address(host, port))
         return host, port
 
     def _schedule_partial_expiry(self) -> None:
@@ -263,7 +264,7 @@ class Server:
                                                 do_handshake_on_connect=False)
         conn_id = self._next_id
         self._next_id += 1
-        host = addr[0] if isinstance(addr, tuple) and addr else peer
+        host = unmapped(addr[0]) if isinstance(addr, tuple) and addr else peer
         channel = Channel(self.loop, sock, peer, conn_id, self.limits, self.channel_closed,
                           peer_host=host)
         channel.trace = self.trace
@@ -419,6 +420,32 @@ def make_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None
 
 def _format_peer(addr: Any) -> str:
     if isinstance(addr, tuple) and len(addr) >= 2:
-        host = addr[0]
-        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+        return format_address(unmapped(addr[0]), addr[1])
     return str(addr) or "local"
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets: ``[::1]:9009``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def unmapped(host: str) -> str:
+    """An IPv4 client of a dual-stack socket appears as ``::ffff:192.0.2.7``: the same
+    client as ``192.0.2.7`` (for the logs, and for the back-off per address)."""
+    if host.startswith("::ffff:") and "." in host:
+        return host[len("::ffff:"):]
+    return host
+
+
+def listening_family(host: str) -> tuple[socket.AddressFamily, bool]:
+    """The address family to listen on for ``host``, and whether the socket should take
+    IPv4 too: ``::`` (every IPv6 and IPv4 address) is dual-stack, as ``0.0.0.0`` is
+    every IPv4 address."""
+    if host in ("::", "[::]"):
+        return socket.AF_INET6, socket.has_dualstack_ipv6()
+    try:
+        infos = socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return socket.AF_INET, False  # (create_server then says why the name is bad)
+    return infos[0][0], False

@@ -50,8 +50,8 @@ class RunningServer:
 
 def start_thread_server(root: Path, **config) -> tuple[RunningServer, threading.Thread]:
     limits = config.pop("limits", None) or Limits()
-    server = Server(ServerConfig(host="127.0.0.1", port=0, root=str(root), limits=limits,
-                                 **config))
+    config.setdefault("host", "127.0.0.1")
+    server = Server(ServerConfig(port=0, root=str(root), limits=limits, **config))
     host, port = server.start()
     thread = threading.Thread(target=server.serve_forever,
                               kwargs={"handle_signals": False}, daemon=True)
@@ -135,8 +135,8 @@ def spawn_server(root: Path, *args: str, env: dict | None = None,
         banner.append(line)
         match = LISTENING.search(line)
         if match:
-            running = ServerProcess(proc, match.group(1), int(match.group(2)), root,
-                                    "".join(banner))
+            running = ServerProcess(proc, match.group(1).strip("[]"), int(match.group(2)),
+                                    root, "".join(banner))
             running.drain()
             return running
     proc.wait(timeout=10)

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from muxserver import cli, protocol
+from muxserver.client import Client
 
 from .conftest import (FrameReader, run_cli, spawn_server, stop_process, temp_files,
                        visible_files, wait_for_upload_to_start)
@@ -224,3 +225,91 @@ def test_every_help_page_prints(command):
     result = run_cli(*([command] if command else []), "--help")
     assert result.returncode == 0 and "usage:" in result.stdout, result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------- names and addresses as typed
+
+
+def test_names_as_people_type_them(server, tmp_path, capsys):
+    port = ["--port", str(server.port)]
+    (server.root / "photos").mkdir()
+    (server.root / "photos" / "cat.jpg").write_bytes(b"meow")
+    (server.root / "top.txt").write_text("top")
+    assert cli.main(["ls", "photos/", *port]) == 0
+    assert "photos/cat.jpg" in capsys.readouterr().out
+    assert cli.main(["stat", "photos/", *port]) == 0
+    assert "type:     dir" in capsys.readouterr().out
+    assert cli.main(["ls", "/", *port]) == 0
+    assert "top.txt" in capsys.readouterr().out
+    for root_name in (".", "/"):
+        out = tmp_path / f"all{len(root_name)}{root_name == '.'}"
+        assert cli.main(["get", "-r", root_name, "-o", str(out), "-q", *port]) == 0
+        assert (out / "top.txt").read_text() == "top"
+        assert (out / "photos" / "cat.jpg").read_bytes() == b"meow"
+    capsys.readouterr()
+    assert cli.main(["get", "photos", "-o", str(tmp_path), *port]) == 2
+    assert "photos is a directory: use -r" in capsys.readouterr().err
+
+
+def test_put_as_an_existing_directory_puts_inside_it(server, tmp_path):
+    port = ["--port", str(server.port), "-q"]
+    (server.root / "inbox").mkdir()
+    (tmp_path / "letter.txt").write_text("hi")
+    assert cli.main(["put", str(tmp_path / "letter.txt"), "--as", "inbox", *port]) == 0
+    assert (server.root / "inbox" / "letter.txt").read_text() == "hi"
+    assert cli.main(["put", str(tmp_path / "letter.txt"), "--as", "new/", *port]) == 0
+    assert (server.root / "new" / "letter.txt").read_text() == "hi"
+    assert cli.main(["put", str(tmp_path / "letter.txt"), "--as", "renamed.txt", *port]) == 0
+    assert (server.root / "renamed.txt").read_text() == "hi"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["get", "x", "--port", "99999"], "99999 is not a port (0 to 65535)"),
+    (["ls", "--timeout", "0"], "it must be more than 0"),
+    (["serve", "--port", "-1"], "-1 is not a port"),
+    (["frobnicate", "x"], "unknown command 'frobnicate'"),
+])
+def test_bad_command_lines_get_one_clear_line(argv, says):
+    result = run_cli(*argv)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and says in result.stderr, result.stderr
+
+
+# ----------------------------------------------------------------------- IPv6
+
+
+def test_an_ipv6_round_trip_on_the_loopback(make_server, tmp_path):
+    server = make_server(host="::1")
+    port = ["--host", "::1", "--port", str(server.port), "-q"]
+    (tmp_path / "v6.txt").write_text("over IPv6")
+    assert run_cli("put", str(tmp_path / "v6.txt"), *port).returncode == 0
+    listed = run_cli("ls", *port)
+    assert listed.returncode == 0 and "v6.txt" in listed.stdout
+    assert run_cli("get", "v6.txt", "-o", str(tmp_path / "back"), *port).returncode == 0
+    assert (tmp_path / "back" / "v6.txt").read_text() == "over IPv6"
+    if shutil.which("curl"):
+        fetched = subprocess.run(["curl", "-sS", "--fail", f"http://[::1]:{server.port}/v6.txt"],
+                                 capture_output=True, timeout=30)
+        assert fetched.stdout == b"over IPv6", fetched.stderr
+
+
+def test_a_subprocess_server_on_ipv6_says_where_it_listens(tmp_path, root):
+    srv = spawn_server(root, "--host", "::1")
+    try:
+        assert srv.host == "::1" and f"listening on [::1]:{srv.port}" in srv.banner
+        with Client("::1", srv.port) as client:
+            assert client.list() == []
+    finally:
+        stop_process(srv.proc)
+
+
+def test_the_wildcard_addresses_pick_their_family():
+    import socket
+
+    from muxserver.server import listening_family
+
+    # (tests never bind beyond loopback: the decision is checked, not the socket)
+    assert listening_family("::") == (socket.AF_INET6, socket.has_dualstack_ipv6())
+    assert listening_family("0.0.0.0") == (socket.AF_INET, False)
+    assert listening_family("::1") == (socket.AF_INET6, False)
+    assert listening_family("127.0.0.1") == (socket.AF_INET, False)
