@@ -171,6 +171,9 @@ def add_client_parsers(sub: Any) -> None:
                    help="replace an existing file (the server must allow it)")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="send directories and their contents, keeping relative paths")
+    p.add_argument("--sync", action="store_true",
+                   help="send only files the server does not have the same (size and "
+                        "SHA-256); changed ones replace the server's (it must allow it)")
     p.add_argument("--resume", action="store_true",
                    help="continue interrupted uploads from what the server kept")
 
@@ -182,6 +185,9 @@ def add_client_parsers(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing local files")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="download directories and their contents")
+    p.add_argument("--sync", action="store_true",
+                   help="fetch only files not the same here already (size and SHA-256); "
+                        "changed ones replace the local ones")
     p.add_argument("--resume", action="store_true",
                    help="continue interrupted downloads from their NAME.part files")
 
@@ -430,12 +436,16 @@ def transfer(args: argparse.Namespace, client: Client) -> int:
     from .progress import TransferReport  # rich is imported only for a terminal
 
     if args.command == "put":
-        ops = plan_puts(args, client)
+        ops: list[Any] = plan_puts(args, client)
+        if args.sync:
+            ops = leave_out_unchanged(ops, client, args.quiet)
         if args.resume:
             find_resume_offsets(ops, client)
         total = sum(_size_or_zero(op.local) - op.body_offset for op in ops)
     else:
         ops = plan_gets(args, client)
+        if args.sync:
+            ops = leave_out_unchanged(ops, client, args.quiet)
         total = sum(op.expected_size for op in ops)
     report = TransferReport(quiet=args.quiet, files=len(ops), total_bytes=total or None)
     client.progress, client.on_finish = report.progress, report.finished
@@ -480,6 +490,55 @@ def tell_what_the_server_kept(ops: list[PutFile], client: Client) -> None:
             print(f"muxserver: {op.name}: interrupted; "
                   f"{format_bytes(answer.info['offset'])} kept on the server: "
                   "put --resume continues it", file=sys.stderr)
+
+
+def leave_out_unchanged(ops: list[Any], client: Client, quiet: bool) -> list[Any]:
+    """--sync: the puts or gets whose two sides differ. One pipelined round of stat
+    requests tells each remote file's size and, where the server remembers it, its
+    SHA-256; a local file of the same size is hashed (or its hash remembered) and
+    compared. What differs is sent and replaces the other side; what is the same is
+    said, and left alone. A remote hash the server does not know yet means "send"."""
+    replies = client.run([Stat(op.name) for op in ops])
+    changed, same = [], 0
+    for op, reply in zip(ops, replies):
+        remote = reply.info if reply.ok and reply.info.get("type") == "file" else None
+        local = op.local if isinstance(op, PutFile) else op.dest
+        digest = local_digest(local, remote.get("size") if remote else None)
+        if remote is not None and digest is not None and digest == remote.get("sha256"):
+            same += 1
+            if not quiet:
+                print(f"same: {op.name} (not sent)" if isinstance(op, PutFile)
+                      else f"same: {op.name} -> {op.dest} (not fetched)", file=sys.stderr)
+            continue
+        if isinstance(op, PutFile):
+            op.sha256 = digest or ""  # (hashed already: the put need not hash again)
+            op.overwrite = op.overwrite or remote is not None
+        else:
+            op.overwrite = op.overwrite or os.path.lexists(op.dest)
+        changed.append(op)
+    if not quiet:
+        print(f"muxserver: {same} file(s) the same on both sides, {len(changed)} to "
+              f"{'send' if ops and isinstance(ops[0], PutFile) else 'fetch'}",
+              file=sys.stderr)
+    return changed
+
+
+def local_digest(path: str, size: int | None) -> str | None:
+    """The SHA-256 of a local file if it has ``size`` bytes (remembered, or computed);
+    None if it is missing, unreadable, or of another size."""
+    from .client import file_sha256
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if size is None or st.st_size != size or not os.path.isfile(path):
+            return None
+        return file_sha256(fd, st)
+    finally:
+        os.close(fd)
 
 
 def find_resume_offsets(ops: list[PutFile], client: Client) -> None:

@@ -313,3 +313,36 @@ def test_the_wildcard_addresses_pick_their_family():
     assert listening_family("0.0.0.0") == (socket.AF_INET, False)
     assert listening_family("::1") == (socket.AF_INET6, False)
     assert listening_family("127.0.0.1") == (socket.AF_INET, False)
+
+
+# ----------------------------------------------------------------------- sync
+
+
+def test_sync_sends_and_fetches_only_what_differs(make_server, tmp_path, capsys):
+    server = make_server(allow_overwrite=True)
+    port = ["--port", str(server.port)]
+    tree = tmp_path / "tree"
+    for i in range(1000):
+        (tree / f"d{i % 10}").mkdir(parents=True, exist_ok=True)
+        (tree / f"d{i % 10}" / f"f{i}.txt").write_text(f"file {i}\n")
+    stats = server.server.stats
+
+    assert cli.main(["put", "-r", str(tree), "--sync", "-q", *port]) == 0
+    assert stats.transfers_done == 1000
+    assert cli.main(["put", "-r", str(tree), "--sync", *port]) == 0
+    assert stats.transfers_done == 1000  # the unchanged tree: not one body moved
+    assert "1000 file(s) the same on both sides, 0 to send" in capsys.readouterr().err
+    (tree / "d3" / "f3.txt").write_text("changed\n")
+    assert cli.main(["put", "-r", str(tree), "--sync", "-q", *port]) == 0
+    assert stats.transfers_done == 1001
+    assert (server.root / "tree" / "d3" / "f3.txt").read_text() == "changed\n"
+
+    out = tmp_path / "out"
+    assert cli.main(["get", "-r", "tree", "-o", str(out), "--sync", "-q", *port]) == 0
+    assert stats.transfers_done == 2001
+    assert cli.main(["get", "-r", "tree", "-o", str(out), "--sync", "-q", *port]) == 0
+    assert stats.transfers_done == 2001  # everything here already: nothing fetched
+    (out / "tree" / "d7" / "f7.txt").write_text("local edit\n")
+    assert cli.main(["get", "-r", "tree", "-o", str(out), "--sync", "-q", *port]) == 0
+    assert stats.transfers_done == 2002
+    assert (out / "tree" / "d7" / "f7.txt").read_text() == "file 7\n"
