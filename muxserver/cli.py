@@ -13,6 +13,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import socket
 import sys
 import time
 from typing import Any, NoReturn, Sequence
@@ -22,7 +23,7 @@ from .client import DEFAULT_PORT, Client, ClientError, GetFile, PutFile, Stat
 from .limits import Limits
 from .units import format_bytes, parse_size
 
-COMMANDS = ("serve", "put", "get", "ls", "stat", "rm", "mv", "mkdir")
+COMMANDS = ("serve", "put", "get", "ls", "stat", "rm", "mv", "mkdir", "token")
 LANGUAGE_CHOICES = ("en", "es")
 
 
@@ -82,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_serve_parser(sub)
     add_client_parsers(sub)
+    p = sub.add_parser("token", help="make a new random token (for --token-file)",
+                       description="Print a new random token. With --append, also add it "
+                                   "to a token file (made readable by you only), with its "
+                                   "rights, for serve --token-file.")
+    p.add_argument("--rights", default="", metavar="RIGHTS",
+                   help="what it may do: read, write, delete, comma-separated "
+                        "(default: all that the server's flags allow)")
+    p.add_argument("--append", metavar="FILE", help="add the token to this token file")
     return parser
 
 
@@ -269,7 +278,6 @@ def read_token(args: argparse.Namespace) -> str | None:
 def is_loopback(host: str) -> bool:
     """True if every address ``host`` stands for is on this machine only."""
     import ipaddress
-    import socket
 
     try:
         infos = socket.getaddrinfo(host or None, None, proto=socket.IPPROTO_TCP,
@@ -309,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return run_serve(args)
+        if args.command == "token":
+            return make_token(args)
         return run_client_command(args)
     except KeyboardInterrupt:
         print("muxserver: interrupted", file=sys.stderr)
@@ -344,6 +354,13 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging._srcfile = None
     use_console = not args.no_console and sys.stdout.isatty()
+    if not os.path.lexists(args.root):
+        try:  # (a newcomer's first `--root ~/shared`: make it, and say so)
+            os.makedirs(args.root)
+        except OSError as exc:
+            return _fail(f"cannot make the directory {args.root}: {exc.strerror}")
+        print(f"muxserver: made the directory {os.path.abspath(args.root)}",
+              file=sys.stderr)
     try:
         server = Server(config)
         narrator = make_narrator(args, server) if (args.trace or args.trace_bytes) else None
@@ -359,7 +376,7 @@ def run_serve(args: argparse.Namespace) -> int:
     warning = exposure_warning(args.host, bool(tokens), port, server.root.path)
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    print_banner(server, host, port)
+    print_banner(server, args, host, port)
     console = None
     if use_console:
         from .console import LiveConsole  # rich is imported only when it is used
@@ -380,23 +397,96 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def make_token(args: argparse.Namespace) -> int:
+    """A new token: 32 random bytes, URL-safe (it can go in ?token= as it is)."""
+    import secrets
+
+    from .access import ALL_RIGHTS
+
+    unknown = [r for r in args.rights.split(",") if r.strip() and r.strip() not in ALL_RIGHTS]
+    if unknown:
+        return _fail(f"unknown right {unknown[0]!r}: a token's rights are read, write and "
+                     "delete", status=2)
+    rights = ",".join(r.strip() for r in args.rights.split(",") if r.strip())
+    token = secrets.token_urlsafe(32)
+    line = f"{token} {rights}".strip()
+    if args.append:
+        try:
+            fd = os.open(args.append, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                         0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        except OSError as exc:
+            return _fail(f"cannot write {args.append}: {exc.strerror}")
+        print(f"muxserver: added to {args.append} (rights: {rights or 'all'}); give "
+              "the token to whoever should connect", file=sys.stderr)
+    print(token)
+    return 0
+
+
 def make_narrator(args: argparse.Namespace, server: Any) -> Any:
     from .trace import Narrator, default_language
 
     return Narrator(args.lang or default_language(), show_bytes=args.trace_bytes)
 
 
-def print_banner(server: Any, host: str, port: int) -> None:
-    client_args = f" --port {port}" if port != DEFAULT_PORT else ""
-    if host not in ("127.0.0.1", "0.0.0.0", "::", ""):
-        client_args = f" --host {host}" + client_args
+def print_banner(server: Any, args: argparse.Namespace, host: str, port: int) -> None:
+    """What to type elsewhere: the client commands with the flags this server needs, and
+    when other machines can reach it, its address for a browser (and a QR code of it,
+    on a terminal, for a phone). Tokens themselves are never printed."""
+    from .server import format_address
+
+    reach = host
+    wide = not is_loopback(host)
+    if host in ("0.0.0.0", "::", ""):
+        reach = reachable_address() or socket.gethostname()
+    flags = []
+    if reach not in ("127.0.0.1", "localhost"):
+        flags.append(f"--host {reach}")
+    if port != DEFAULT_PORT:
+        flags.append(f"--port {port}")
+    if args.token_file:
+        flags.append(f"--token-file {args.token_file}")
+    elif server.services.access.token_required:
+        flags.append("--token TOKEN")
+    if args.tls_cert:
+        flags.append(f"--tls --cafile {args.tls_cert}")
+    client_args = "".join(" " + flag for flag in flags)
     print(f"muxserver {__version__} serving {server.root.path}")
     print(f"from another shell:  python -m muxserver put FILE{client_args}")
     print(f"                     python -m muxserver ls{client_args}")
+    scheme = "https" if args.tls_cert else "http"
+    url = f"{scheme}://{format_address(reach, port)}/"
+    login = " (then /?token=TOKEN once)" if server.services.access.token_required else ""
+    print(f"in a browser:        {url}{login}")
+    if wide and sys.stdout.isatty():
+        for line in qr_lines(url):
+            print(line)
     # Last, so that a script waiting for this line knows the server accepts connections.
-    from .server import format_address
-
     print(f"listening on {format_address(host, port)} (Ctrl-C to stop)", flush=True)
+
+
+def reachable_address() -> str | None:
+    """This machine's address on its default route, for a server listening on every
+    address. A UDP socket's connect() only chooses a route: no packet is sent (and
+    192.0.2.1 is TEST-NET-1, reserved for documentation, routed nowhere)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))
+            return probe.getsockname()[0]
+    except OSError:
+        return None
+
+
+def qr_lines(text: str) -> list[str]:
+    """``text`` as a QR code in terminal characters (two modules per character)."""
+    import io
+
+    import segno
+
+    out = io.StringIO()
+    segno.make(text, error="m").terminal(out=out, compact=True)
+    return out.getvalue().splitlines()
 
 
 # ------------------------------------------------------------------------ clients
