@@ -14,7 +14,7 @@ import pytest
 from muxserver import cli, protocol
 from muxserver.client import Client
 
-from .conftest import (FrameReader, run_cli, spawn_server, stop_process, temp_files,
+from .conftest import (LISTENING, FrameReader, run_cli, spawn_server, stop_process, temp_files,
                        visible_files, wait_for_upload_to_start)
 
 pytestmark = pytest.mark.timeout(90)
@@ -149,9 +149,9 @@ def test_no_arguments_serves_the_current_directory(tmp_path):
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        lines = [proc.stdout.readline() for _ in range(4)]
+        lines = [proc.stdout.readline() for _ in range(5)]
         assert str(tmp_path) in lines[0]
-        port = int(lines[3].split(":")[1].split()[0])
+        port = int(LISTENING.search(lines[-1]).group(2))
         result = run_cli("ls", "--port", str(port))
         assert "here.txt" in result.stdout
     finally:
