@@ -57,8 +57,8 @@ _NO_SENDFILE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSOCK}
 class ChannelState(enum.Enum):
     HANDSHAKE = "TLS handshake"
     OPEN = "open"
-    DRAINING = "closing: sending the last replies"
-    LINGERING = "closing: reading what the peer still sends"
+    DRAINING = "closing: sending"  # the last replies go out first
+    LINGERING = "closing: draining"  # reading what the peer still sends, so no RST
     CLOSED = "closed"
 
 

@@ -184,7 +184,8 @@ def add_client_parsers(sub: Any) -> None:
                    help="send only files the server does not have the same (size and "
                         "SHA-256); changed ones replace the server's (it must allow it)")
     p.add_argument("--resume", action="store_true",
-                   help="continue interrupted uploads from what the server kept")
+                   help="continue interrupted uploads from what the server kept (done "
+                        "anyway for files of 1 MiB or more; this asks for smaller ones too)")
 
     p = sub.add_parser("get", parents=[common], help="download files",
                        description="Download files into a directory; several share one connection.")
@@ -529,8 +530,8 @@ def transfer(args: argparse.Namespace, client: Client) -> int:
         ops: list[Any] = plan_puts(args, client)
         if args.sync:
             ops = leave_out_unchanged(ops, client, args.quiet)
-        if args.resume:
-            find_resume_offsets(ops, client)
+        find_resume_offsets([op for op in ops if op.resumable or args.resume], client,
+                            args.quiet)
         total = sum(_size_or_zero(op.local) - op.body_offset for op in ops)
     else:
         ops = plan_gets(args, client)
@@ -631,8 +632,9 @@ def local_digest(path: str, size: int | None) -> str | None:
         os.close(fd)
 
 
-def find_resume_offsets(ops: list[PutFile], client: Client) -> None:
-    """Ask the server, in one pipelined round, how much of each upload it kept."""
+def find_resume_offsets(ops: list[PutFile], client: Client, quiet: bool = False) -> None:
+    """Ask the server, in one pipelined round, how much of each upload it kept from an
+    earlier attempt, and continue from there (saying so)."""
     from .client import Partial, file_sha256
 
     queries = []
@@ -648,11 +650,17 @@ def find_resume_offsets(ops: list[PutFile], client: Client) -> None:
         finally:
             os.close(fd)
         queries.append((op, Partial(op.name, op.sha256, size)))
+    if not queries:
+        return
     results = client.run([query for _op, query in queries])
     for (op, _query), result in zip(queries, results):
         if result.ok and result.info["offset"]:
             op.body_offset = result.info["offset"]
             op.resumable = True
+            if not quiet:
+                print(f"muxserver: {op.name}: resuming: "
+                      f"{format_bytes(op.body_offset)} of it are on the server already",
+                      file=sys.stderr)
 
 
 #: Uploads at least this big ask the server to keep what it got if they are cut off.

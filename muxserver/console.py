@@ -51,17 +51,20 @@ COLUMNS = {
     "peer": Column("peer", 15),
     "op": Column("op", 4),
     "name": Column("name", None),
-    "state": Column("state", 14),
+    # Wide enough for every state ("HTTP receiving body"): the name gets what is left.
+    "state": Column("state", 19),
     "bar": Column("progress", 10),
     "percent": Column("%", 4, "right"),
     "rate": Column("rate", 11, "right"),
     "eta": Column("ETA", 7, "right"),
     "done": Column("done", 11, "right"),
-    "buffers": Column("rcv/snd buf", 11, "right"),
+    "buffers": Column("queued in/out", 13, "right"),
 }
 ALWAYS = ["peer", "op", "name", "state", "bar", "percent", "rate"]
 OPTIONAL = ["eta", "buffers", "done"]  # added in this order while the name keeps its room
 NAME_MIN_WIDTH = 16
+#: A transfer without a byte for this long says so in its state ("stalled 12 s").
+STALLED_AFTER = 3.0
 
 
 def choose_columns(width: int) -> list[str]:
@@ -144,8 +147,8 @@ class ConsoleView:
         rates = {c.id: self._connection_rate(c, now) for c in snap.connections}
         for gone in set(self._rates) - set(rates):
             del self._rates[gone]
-        return Group(self._header(snap, now, width), self._table(snap, rates, max_rows, width),
-                     *self._log_pane())
+        return Group(self._header(snap, now, width),
+                     self._table(snap, rates, max_rows, width, now), *self._log_pane())
 
     def _header(self, snap: "Snapshot", now: float, width: int) -> Text:
         io_wakeups, timer_wakeups = self._wakeup_rates(snap, now)
@@ -166,10 +169,15 @@ class ConsoleView:
         head.append(f"{format_bytes(rate)}/s  ", style="bold")
         head.append(f"wake/s {io_wakeups:.0f} io+{timer_wakeups:.0f} timer" if narrow else
                     f"wakeups/s {io_wakeups:.0f} io + {timer_wakeups:.0f} timer", style="dim")
+        if snap.stopping_in is not None:
+            busy = sum(1 for c in snap.connections if c.op)
+            head.append(f"\nstopping: {busy} transfer{'s' if busy != 1 else ''}, "
+                        f"{max(0.0, snap.stopping_in):.0f} s left, Ctrl-C again to abort",
+                        style="bold yellow")
         return head
 
     def _table(self, snap: "Snapshot", rates: dict[int, float], max_rows: int,
-               width: int) -> RenderableType:
+               width: int, now: float) -> RenderableType:
         columns = choose_columns(width)
         table = Table(box=box.SIMPLE_HEAD, expand=True, pad_edge=False, show_edge=False,
                       padding=0)  # the box's divider is the one space between columns
@@ -181,7 +189,7 @@ class ConsoleView:
                              min_width=NAME_MIN_WIDTH if spec.width is None else None)
         ordered = sorted(snap.connections, key=lambda c: (-rates[c.id], -c.last_io, c.id))
         for info in ordered[:max_rows]:
-            cells = self._cells(info, rates[info.id])
+            cells = self._cells(info, rates[info.id], now)
             table.add_row(*(cells[column] for column in columns))
         hidden = len(ordered) - max_rows
         if hidden > 0:
@@ -190,7 +198,7 @@ class ConsoleView:
             table.add_row(Text("no connections", style="dim"))
         return table
 
-    def _cells(self, info: "ConnectionInfo", rate: float) -> dict[str, Any]:
+    def _cells(self, info: "ConnectionInfo", rate: float, now: float) -> dict[str, Any]:
         if info.total:
             fraction = min(1.0, info.done / info.total)
             percent = f"{fraction * 100:.0f}%"
@@ -201,9 +209,13 @@ class ConsoleView:
             percent, bar, eta, done = "100%", Text(""), "-", "0 B"
         else:
             percent, bar, eta, done = "", Text(""), "", ""
+        state, style = info.state, ""
+        silent = now - info.last_io
+        if info.op and silent >= STALLED_AFTER:
+            state, style = f"stalled {silent:.0f} s", "yellow"
         return {
             "peer": Text(info.peer), "op": Text(info.op), "name": Text(printable(info.name)),
-            "state": Text(info.state), "bar": bar, "percent": Text(percent),
+            "state": Text(state, style=style), "bar": bar, "percent": Text(percent),
             "rate": Text(f"{format_bytes(rate)}/s" if rate else ""), "eta": Text(eta),
             "done": Text(done),
             "buffers": Text(f"{short_bytes(info.recv_buffered)}/"
@@ -217,13 +229,26 @@ class ConsoleView:
 
 
 class ConsoleLogHandler(logging.Handler):
-    """Sends the server's log records to the console's event pane (same thread)."""
+    """Sends the server's log records to the console's event pane (same thread).
+
+    A connection that ends on an interruption (a reset, a timeout) was reported by that
+    line already: its "closed" line that follows is not shown again."""
+
+    SAID_ALREADY = frozenset({"reset", "timeout"})
 
     def __init__(self, view: ConsoleView) -> None:
         super().__init__(level=logging.INFO)
         self.view = view
+        self._ended: collections.OrderedDict[Any, None] = collections.OrderedDict()
 
     def emit(self, record: logging.LogRecord) -> None:
+        event, conn = getattr(record, "event", None), getattr(record, "conn", None)
+        if event in self.SAID_ALREADY and conn is not None:
+            self._ended[conn] = None
+            while len(self._ended) > 1000:
+                self._ended.popitem(last=False)
+        elif event == "closed" and self._ended.pop(conn, 1) is None:
+            return
         try:
             self.view.add_log(record.created, record.levelno, record.getMessage())
         except (TypeError, ValueError):

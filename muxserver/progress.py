@@ -57,17 +57,10 @@ class TransferReport:
 
     def _start_bars(self, total_bytes: int | None) -> None:
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._bars = Progress(TextColumn("{task.description}", markup=False),
-                              BarColumn(), DownloadColumn(binary_units=True), TransferSpeedColumn(),
+                              BarColumn(), _bytes_column(), _rate_column(),
                               TimeRemainingColumn(),
                               console=Console(file=self.stream), transient=True)
         if self.files > 1:
@@ -137,3 +130,30 @@ def _is_terminal(stream: IO[str]) -> bool:
 
 def _short(name: str, width: int = 30) -> str:
     return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def _bytes_column() -> Any:
+    """Bytes done of the total, in the units ls and the console use (KiB, MiB, ...):
+    rich's own columns would mix in kB/s."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class BytesColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            total = f"/{format_bytes(task.total)}" if task.total is not None else ""
+            return Text(f"{format_bytes(task.completed)}{total}", style="progress.download")
+
+    return BytesColumn()
+
+
+def _rate_column() -> Any:
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{format_bytes(speed)}/s" if speed else "?",
+                        style="progress.data.speed")
+
+    return RateColumn()

@@ -86,6 +86,7 @@ class Snapshot:
     transfers_failed: int
     bytes_in: int
     bytes_out: int
+    stopping_in: float | None = None  # seconds left to transfers after Ctrl-C, if stopping
 
 
 class Server:
@@ -115,6 +116,7 @@ class Server:
         self.services = Services(self.loop, self.root, self.limits, access)
         self.channels: dict[int, Channel] = {}
         self.clients = 0  # channels running a session (refused ones do not count)
+        self._stop_at = 0.0  # when a graceful stop ends (see stop_gracefully)
         self._next_id = 1
         self.listener: Listener | None = None
         self.tls_context = make_tls_context(config.tls_cert, config.tls_key)
@@ -230,6 +232,7 @@ class Server:
         for channel in list(self.channels.values()):
             busy += not channel.protocol.server_stopping()
         grace = self.limits.shutdown_grace
+        self._stop_at = time.monotonic() + grace
         log.warning("stopping: no new connections; waiting up to %.0f s for %d transfer(s) "
                     "(Ctrl-C again to stop now)", grace, busy, extra={"event": "stopping"})
         self.loop.call_later(grace, self.stop)
@@ -323,7 +326,8 @@ class Server:
                         timeout_wakeups=self.loop.timeout_wakeups,
                         connections=infos, transfers_done=self.stats.transfers_done,
                         transfers_failed=self.stats.transfers_failed,
-                        bytes_in=bytes_in, bytes_out=bytes_out)
+                        bytes_in=bytes_in, bytes_out=bytes_out,
+                        stopping_in=self._stop_at - now if self.stopping else None)
 
 
 def _connection_info(channel: Channel) -> ConnectionInfo:

@@ -452,6 +452,9 @@ class Session(BaseProtocol):
                 beside_if_taken=not self.grant.allows(READ))
         except StorageError as exc:
             raise self.explained(exc, name) from None
+        if offset:
+            log.info("%s %sresumed %s at %s", self.channel.peer, self.wire, printable(name),
+                     format_bytes(offset), extra={"event": "resumed", "conn": self.channel.id})
         self.upload = upload
         transfer = self.active or self.begin_transfer("put", name)
         transfer.total, transfer.received = upload.size, upload.offset

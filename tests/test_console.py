@@ -25,7 +25,7 @@ HOSTILE = "[red]x[/red]\x1b[2Jevil[link=http://a]"
 
 
 def conn(i: int, *, op="put", name="f.bin", state="receiving body", done=0, total=0,
-         last_io=0.0) -> ConnectionInfo:
+         last_io=100.0) -> ConnectionInfo:
     return ConnectionInfo(id=i, peer=f"127.0.0.1:{40000 + i}", state=state, op=op, name=name,
                           done=done, total=total, started=0.0, bytes_in=done, bytes_out=0,
                           recv_buffered=300, send_buffered=65536 if op == "get" else 0,
@@ -59,6 +59,41 @@ def test_rows_show_peer_op_name_state_percent_and_totals():
                      "big.iso", "sending body", "75%", "3.0M/4.0M", "idle",
                      "300/64K"):  # receive / send buffers: backpressure made visible
         assert expected in text, expected
+
+
+def test_a_stalled_transfer_says_so_and_the_state_keeps_its_width():
+    conns = [conn(1, name="x" * 200, state="HTTP receiving body", done=5, total=10),
+             conn(2, name="slow.bin", done=5, total=10, last_io=88.0)]
+    text = render_text(ConsoleView(), snapshot(conns), width=100)
+    assert "HTTP receiving body" in text  # never cut short by a long name
+    assert "stalled 12 s" in text
+    assert "queued in/out" in render_text(ConsoleView(), snapshot(conns), width=160)
+
+
+def test_the_header_counts_down_a_graceful_stop():
+    conns = [conn(1, name="a.bin", done=5, total=10), conn(2, op="", name="", state="idle")]
+    text = render_text(ConsoleView(), snapshot(conns, stopping_in=7.2))
+    assert "stopping: 1 transfer, 7 s left, Ctrl-C again to abort" in text
+
+
+def test_an_interruption_is_one_line_in_the_event_pane():
+    from muxserver.console import ConsoleLogHandler
+
+    view = ConsoleView()
+    handler = ConsoleLogHandler(view)
+    logger = logging.getLogger("muxserver.test-console")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        logger.warning("peer disconnected mid-request", extra={"event": "reset", "conn": 7})
+        logger.info("peer closed (peer closed mid-request)", extra={"event": "closed",
+                                                                   "conn": 7})
+        logger.info("other closed (peer finished sending)", extra={"event": "closed",
+                                                                  "conn": 8})
+    finally:
+        logger.removeHandler(handler)
+    lines = [line.plain for line in view.log]
+    assert len(lines) == 2 and "mid-request" in lines[0] and "other closed" in lines[1]
 
 
 def test_rates_and_eta_come_from_successive_snapshots():

@@ -303,3 +303,20 @@ def test_partials_found_at_start_expire_later_unless_resumed(root, make_server, 
     log_watcher.wait_for("expired")
     assert partial_files(root) == []
     assert (root / "keep.bin").read_bytes() == data
+
+
+def test_a_plain_put_finds_what_the_server_kept_and_says_so(server, tmp_path, log_watcher,
+                                                            capsys):
+    from muxserver import cli
+
+    interrupted_upload(server, "big.bin", DATA, 1_000_000, resumable=True,
+                       log_watcher=log_watcher)
+    (tmp_path / "big.bin").write_bytes(DATA)
+    status = cli.main(["put", str(tmp_path / "big.bin"), "--port", str(server.port)])
+    assert status == 0
+    err = capsys.readouterr().err
+    assert "big.bin: resuming: 976.6 KiB of it are on the server already" in err
+    resumed = log_watcher.wait_for("resumed")
+    assert "resumed big.bin at 976.6 KiB" in resumed[0].getMessage()
+    assert (server.root / "big.bin").read_bytes() == DATA
+    assert partial_files(server.root) == []
