@@ -34,6 +34,7 @@ import email.utils
 import http
 import logging
 import mimetypes
+import re
 import urllib.parse
 from typing import Any, Iterator
 
@@ -165,8 +166,9 @@ class HttpSession(Session):
         self.name = ""
         method = request.method.decode("ascii", "replace")
         target = request.target.decode("ascii", "replace")
-        if self.channel.trace is not None:
-            self.channel.trace("http_request", self.channel.id, method=method, target=target)
+        if self.channel.trace is not None:  # (a token in the query is never shown)
+            self.channel.trace("http_request", self.channel.id, method=method,
+                               target=re.sub(r"([?&]token=)[^&]*", r"\1…", target))
         has_body = "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
         try:
             if not self.services.access.host_allowed(headers.get("host")):

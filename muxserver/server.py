@@ -117,6 +117,7 @@ class Server:
         self.channels: dict[int, Channel] = {}
         self.clients = 0  # channels running a session (refused ones do not count)
         self._stop_at = 0.0  # when a graceful stop ends (see stop_gracefully)
+        self._address: tuple[str, int] | None = None  # (host, port), once listening
         self._next_id = 1
         self.listener: Listener | None = None
         self.tls_context = make_tls_context(config.tls_cert, config.tls_key)
@@ -160,7 +161,7 @@ class Server:
         sock.setblocking(False)
         self.listener = Listener(self, sock)
         self.loop.set_interest(sock, self.listener, EVENT_READ)
-        host, port = sock.getsockname()[:2]
+        host, port = self._address = sock.getsockname()[:2]
         if self.trace is not None:
             self.trace("listening", None, address=format_address(host, port))
         return host, port
@@ -187,8 +188,10 @@ class Server:
 
     @property
     def address(self) -> tuple[str, int]:
-        assert self.listener is not None
-        return self.listener.sock.getsockname()[:2]
+        """Where the server listens (or listened: the listener closes when a graceful
+        stop begins, and the console still shows it)."""
+        assert self._address is not None, "start() the server first"
+        return self._address
 
     def handle_signals(self) -> None:
         """SIGINT (Ctrl-C) and SIGTERM stop the server from inside its loop (main thread).
@@ -320,8 +323,7 @@ class Server:
             bytes_in += channel.bytes_in
             bytes_out += channel.bytes_out
             infos.append(_connection_info(channel))
-        host, port = self.address
-        return Snapshot(address=f"{host}:{port}", root=self.root.path,
+        return Snapshot(address=format_address(*self.address), root=self.root.path,
                         uptime=now - self.stats.started, wakeups=self.loop.wakeups,
                         timeout_wakeups=self.loop.timeout_wakeups,
                         connections=infos, transfers_done=self.stats.transfers_done,

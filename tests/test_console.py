@@ -15,7 +15,7 @@ from rich.console import Console
 from muxserver import protocol
 from muxserver.console import ConsoleView, LiveConsole, choose_columns
 from muxserver.progress import TransferReport
-from muxserver.server import ConnectionInfo, Snapshot
+from muxserver.server import ConnectionInfo, Server, ServerConfig, Snapshot
 
 from .conftest import run_cli, spawn_server, stop_process
 
@@ -271,3 +271,18 @@ def test_live_console_in_a_real_terminal():
                             text=True, timeout=100)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("PASS")
+
+
+def test_the_console_keeps_drawing_while_the_server_stops(root):
+    server = Server(ServerConfig(port=0, root=str(root)))
+    server.start()
+    out = io.StringIO()
+    console = LiveConsole(server, console=Console(file=out, width=120, force_terminal=True))
+    try:
+        console.start()
+        server.stop_gracefully()  # the listener closes: the console must not care
+        console.refresh()
+        assert console.refreshes == 2 and "stopping: 0 transfers" in out.getvalue()
+    finally:
+        console.stop()
+        server.shutdown()

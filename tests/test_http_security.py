@@ -269,3 +269,20 @@ def test_native_replies_say_offset_and_length_even_when_zero(server):
     assert (empty["offset"], empty["length"]) == (0, 0)
     assert (full["offset"], full["length"], body) == (0, 3, b"abc")
     assert full["sha256"] == hashlib.sha256(b"abc").hexdigest()
+
+
+def test_a_token_is_never_written_to_the_log_or_the_trace(make_server, log_watcher):
+    from muxserver.trace import Narrator
+
+    server = make_server(token=TOKEN)
+    lines: list[str] = []
+    server.server.set_trace(Narrator("en", write=lines.append))
+    raw = (http_request("GET", f"/?token={TOKEN}") + http_request("GET", "/?token=guess")
+           + http_request("GET", "/", Authorization=f"Bearer {TOKEN}x"))
+    exchange(server, raw, ["GET", "GET", "GET"])
+    with server.connect() as sock:
+        sock.sendall(protocol.encode_auth(1, TOKEN + "y"))
+        FrameReader(sock).frame()
+    said = "\n".join(lines + [r.getMessage() for r in log_watcher.records])
+    assert "HTTP request: GET /?token=…" in said
+    assert TOKEN not in said and "guess" not in said
