@@ -24,6 +24,7 @@ This module knows nothing about sockets or frames.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -271,14 +272,23 @@ class Root:
         opened.sha256 = hasher.hexdigest()
         self.hashes.remember(opened.fd, opened.st, opened.sha256)
 
-    def stat(self, name: str) -> dict[str, Any]:
-        """Type, size, mtime (and SHA-256 when known) of a file or directory."""
+    @contextlib.contextmanager
+    def _existing(self, name: str) -> Iterator[tuple[list[str], int, os.stat_result]]:
+        """(components, its directory opened, its lstat) of an entry that exists;
+        StorageError("not_found") otherwise. The directory is closed after the block."""
         parts = split_name(name)
         parent = self.open_dir(parts[:-1])
         try:
             st = self._lstat(parent, parts[-1], name)
             if st is None:
                 raise StorageError("not_found", f"no such file {name!r}")
+            yield parts, parent, st
+        finally:
+            os.close(parent)
+
+    def stat(self, name: str) -> dict[str, Any]:
+        """Type, size, mtime (and SHA-256 when known) of a file or directory."""
+        with self._existing(name) as (parts, parent, st):
             info = _entry(name, st)
             if stat.S_ISREG(st.st_mode):
                 try:
@@ -293,8 +303,6 @@ class Root:
                 if digest:
                     info["sha256"] = digest
             return info
-        finally:
-            os.close(parent)
 
     def iter_entries(self, path: str, recursive: bool = False) -> Iterator[dict[str, Any]]:
         """Entries below ``path`` ("" is the root), lazily; directories before their contents.
@@ -389,22 +397,16 @@ class Root:
         yielding the count removed so far every ``step`` entries, so a huge tree is
         removed between other clients' requests. Links are removed, never followed; one
         directory descriptor is held at a time, whatever the depth."""
-        parts = split_name(name)
-        parent = self.open_dir(parts[:-1])
-        try:
-            st = self._lstat(parent, parts[-1], name)
-            if st is None:
-                raise StorageError("not_found", f"no such file {name!r}")
+        with self._existing(name) as (parts, parent, st):
             if not stat.S_ISDIR(st.st_mode):
                 _remove(os.unlink, parts[-1], parent, name)
                 os.fsync(parent)
-                yield 1
-                return
-            if not recursive:
+            elif not recursive:
                 raise StorageError("is_directory", f"{name!r} is a directory: remove it and "
                                                    "all it holds with recursive (rm -r)")
-        finally:
-            os.close(parent)
+        if not stat.S_ISDIR(st.st_mode):
+            yield 1
+            return
         yield from self._remove_tree(parts, step)
 
     def _remove_tree(self, top: list[str], step: int) -> Iterator[int]:
@@ -458,19 +460,12 @@ class Root:
         try:
             if self._lstat(sparent, sparts[-1], src) is None:
                 raise StorageError("not_found", f"no such file {src!r}")
-            target = self._lstat(dparent, dparts[-1], dst)
-            if target is not None:
-                _require_regular(target, dst, "replacing")
-                if not overwrite:
-                    raise StorageError("exists", f"{dst!r} already exists")
-                if not allow_overwrite:
-                    raise StorageError("overwrite_refused", f"{dst!r} exists and this "
-                                       "server does not overwrite files (--allow-overwrite)")
+            replaces = self._check_target(dparent, dparts[-1], dst, overwrite, allow_overwrite)
             try:
-                if target is None:
-                    rename_new(sparts[-1], dparts[-1], src_dir_fd=sparent, dst_dir_fd=dparent)
-                else:
+                if replaces:
                     os.rename(sparts[-1], dparts[-1], src_dir_fd=sparent, dst_dir_fd=dparent)
+                else:
+                    rename_new(sparts[-1], dparts[-1], src_dir_fd=sparent, dst_dir_fd=dparent)
                 os.fsync(dparent)
                 if dparent != sparent:
                     os.fsync(sparent)
@@ -481,7 +476,7 @@ class Root:
                                                    f"the directory {src!r}") from None
             except OSError as exc:
                 raise write_error(exc, dst) from None
-            return target is not None
+            return replaces
         finally:
             os.close(sparent)
             os.close(dparent)

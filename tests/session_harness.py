@@ -12,13 +12,14 @@ test body can run against both sessions.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import h11
 
@@ -165,6 +166,23 @@ class Reply:
 
     def refused(self, code: str) -> bool:
         return not self.ok and (self.code == code or self.status == STATUS[code])
+
+
+@contextlib.contextmanager
+def harnesses(kind: str, root: Path) -> Iterator[Callable[..., "Harness"]]:
+    """A factory of harnesses of ``kind`` over ``root``, each closed at the end."""
+    made: list[Harness] = []
+
+    def make(**kw: Any) -> Harness:
+        harness = Harness(kind, root, **kw)
+        made.append(harness)
+        return harness
+
+    try:
+        yield make
+    finally:
+        for harness in made:
+            harness.close()
 
 
 class Harness:

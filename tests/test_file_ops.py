@@ -14,7 +14,7 @@ import pytest
 from muxserver import cli
 from muxserver.access import Ceiling
 
-from .session_harness import Harness
+from .session_harness import Harness, harnesses
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,18 +36,8 @@ def root(tmp_path) -> Path:
 
 @pytest.fixture
 def make(kind, root):
-    made: list[Harness] = []
-
-    def make_harness(**kw) -> Harness:
-        harness = Harness(kind, root, **kw)
-        made.append(harness)
-        return harness
-
-    try:
+    with harnesses(kind, root) as make_harness:
         yield make_harness
-    finally:
-        for harness in made:
-            harness.close()
 
 
 # ----------------------------------------------------------------- operations

@@ -18,7 +18,7 @@ from muxserver.access import ALL_RIGHTS, Access, HostNames
 from muxserver.channel import Phase
 from muxserver.limits import Limits
 
-from .session_harness import Harness
+from .session_harness import harnesses
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -32,20 +32,10 @@ def kind(request) -> str:
 
 @pytest.fixture
 def make(kind, tmp_path):
-    made: list[Harness] = []
     root = tmp_path / "root"
     root.mkdir(exist_ok=True)
-
-    def make_harness(**kw) -> Harness:
-        harness = Harness(kind, root, **kw)
-        made.append(harness)
-        return harness
-
-    try:
+    with harnesses(kind, root) as make_harness:
         yield make_harness
-    finally:
-        for harness in made:
-            harness.close()
 
 
 def hidden_files(root: Path) -> list[str]:
