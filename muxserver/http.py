@@ -35,12 +35,13 @@ import http
 import logging
 import mimetypes
 import re
+import time
 import urllib.parse
 from typing import Any, Iterator
 
 import h11
 
-from . import __version__
+from . import __version__, tus
 from .access import READ, WRITE, Refusal
 from .buffers import FileRegion
 from .channel import Channel, Phase
@@ -105,6 +106,9 @@ class HttpSession(Session):
         self.head = False  # the request is a HEAD: every answer has headers only
         self.name = ""
         self.peer_done = False  # recv returned b"" (the peer finished sending)
+        #: the tus upload (and the checksum its piece declared) whose piece is arriving
+        self.tus_piece: tuple[tus.TusUpload, tuple[str, bytes] | None] | None = None
+        self.response_extra: list[tuple[str, str]] = []  # headers of every response now
 
     # -- bytes in, and h11 as the lifecycle asks for it
 
@@ -164,6 +168,8 @@ class HttpSession(Session):
                                           for k, v in request.headers}
         self.head = request.method == b"HEAD"
         self.name = ""
+        self.tus_piece = None
+        self.response_extra = []
         method = request.method.decode("ascii", "replace")
         target = request.target.decode("ascii", "replace")
         if self.channel.trace is not None:  # (a token in the query is never shown)
@@ -182,6 +188,8 @@ class HttpSession(Session):
             path, query = parse_target(target)
             if from_query and self.services.access.token_required:
                 self.redirect_with_cookie(path, query, offered or "")
+            elif path == tus.PREFIX or path.startswith(tus.PREFIX + "/"):
+                self.tus_request(method, path[len(tus.PREFIX):].strip("/"), headers, has_body)
             elif method in ("GET", "HEAD"):
                 self.start_get(path)
             elif method == "PUT":
@@ -436,6 +444,118 @@ class HttpSession(Session):
         self.respond(204 if replaced else 201, location,
                      b"" if replaced else f"moved to {target}\n".encode())
 
+    # -- tus (resumable uploads; the protocol's pieces are in tus.py)
+
+    def tus_request(self, method: str, tid: str, headers: dict[str, str],
+                    has_body: bool) -> None:
+        self.response_extra = [("Tus-Resumable", tus.VERSION)]
+        try:
+            if method == "OPTIONS":
+                self.respond(204, tus.capabilities(self.limits.max_file_size)[1:])
+                return
+            if headers.get("tus-resumable") != tus.VERSION:
+                raise HttpError(412, f"this server speaks tus {tus.VERSION} (send "
+                                     f"Tus-Resumable: {tus.VERSION})",
+                                [("Tus-Version", tus.VERSION)], close=has_body)
+            if not tid:
+                if method != "POST":
+                    raise HttpError(405, f"{method} of the creation URL",
+                                    [("Allow", "OPTIONS, POST")], close=has_body)
+                self.tus_create(headers)
+                return
+            upload = tus.TusUpload.from_id(tid, self.limits.max_file_size)
+            self.name = upload.name
+            if method == "HEAD":
+                self.tus_offset(upload)
+            elif method == "PATCH":
+                self.tus_patch(upload, headers)
+            elif method == "DELETE":
+                self.require(WRITE, f"giving up the upload of {upload.name!r}")
+                if not self.services.root.drop_partial(upload.name, upload.key):
+                    raise HttpError(404, "no such upload (finished, given up, or expired)")
+                self.respond(204, [])
+            else:
+                raise HttpError(405, f"{method} of an upload",
+                                [("Allow", "HEAD, PATCH, DELETE")], close=has_body)
+        except tus.TusRequestError as exc:
+            raise HttpError(exc.status, exc.message, close=has_body) from None
+
+    def tus_create(self, headers: dict[str, str]) -> None:
+        self.require(WRITE, "starting an upload")
+        upload = tus.creation(headers, self.limits.max_file_size)
+        self.name = upload.name
+        root = self.services.root
+        try:
+            root.check_room(upload.name, upload.size, overwrite=upload.overwrite,
+                            allow_overwrite=self.grant.replace,
+                            beside_if_taken=not self.grant.allows(READ))
+        except StorageError as exc:
+            raise self.explained(exc, upload.name) from None
+        root.create_partial(upload.name, upload.key)
+        self.respond(201, [("Location", f"/{tus.PREFIX}/{upload.id}"),
+                           tus.expires(time.time() + self.limits.partial_ttl)])
+
+    def tus_offset(self, upload: tus.TusUpload) -> None:
+        self.require(WRITE, f"resuming {upload.name!r}")
+        held = self.services.root.held(upload.name, upload.key, upload.size)
+        if held is None:
+            raise HttpError(404, "no such upload (finished, given up, or expired)")
+        self.respond(200, [("Upload-Offset", str(held)), ("Upload-Length", str(upload.size)),
+                           ("Cache-Control", "no-store")])
+
+    def tus_patch(self, upload: tus.TusUpload, headers: dict[str, str]) -> None:
+        kind = headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/offset+octet-stream":
+            raise HttpError(415, "a PATCH carries Content-Type: "
+                                 "application/offset+octet-stream", close=True)
+        offset = tus.parse_count(headers, "upload-offset")
+        if "content-length" not in headers:
+            raise HttpError(411, "a PATCH needs Content-Length", close=True)
+        length = int(headers["content-length"])
+        if offset + length > upload.size:
+            raise HttpError(413, "the piece goes past the upload's length", close=True)
+        checksum = tus.parse_checksum(headers.get("upload-checksum", ""))
+        self.require(WRITE, f"storing {upload.name!r}")
+        held = self.services.root.held(upload.name, upload.key, upload.size)
+        if held is None:
+            raise HttpError(404, "no such upload (finished, given up, or expired)",
+                            close=True)
+        if held != offset:
+            raise HttpError(409, f"the server holds {held} bytes of it, not {offset}",
+                            [("Upload-Offset", str(held))], close=True)
+        self.begin_transfer("put", upload.name)
+        started = self.start_upload(upload.name, length, upload.sha256,
+                                    overwrite=upload.overwrite, resumable=True, offset=offset,
+                                    chunk_of=(upload.key, upload.size))
+        if checksum is not None:
+            started.piece_hasher = tus.CHECKSUMS[checksum[0]]()
+        self.tus_piece = (upload, checksum)
+        if self.conn.they_are_waiting_for_100_continue:
+            self.queue(h11.InformationalResponse(status_code=100, headers=[]))
+
+    def finish_piece(self) -> None:
+        """A PATCH's body arrived whole: check its checksum, then commit the file if it
+        is complete, else keep the partial file for the next piece."""
+        upload, piece = self.upload, self.tus_piece
+        assert upload is not None and piece is not None
+        checksum = piece[1]
+        if checksum is not None and upload.piece_hasher.digest() != checksum[1]:
+            upload.rewind()
+            self.upload = self.tus_piece = None
+            upload.park()
+            self.forget_transfer()
+            self.respond(tus.CHECKSUM_MISMATCH, [("Content-Type", "text/plain")],
+                         b"the piece's checksum does not match: it was not kept\n")
+            return
+        if upload.completes:
+            self.finish_upload()  # hashed, checked, committed: then upload_stored
+            return
+        self.upload = self.tus_piece = None
+        held = upload.park()
+        self.forget_transfer()
+        self.respond(204, [("Upload-Offset", str(held)),
+                           tus.expires(time.time() + self.limits.partial_ttl)])
+
     # -- PUT
 
     def start_put(self, path: str, headers: dict[str, str]) -> None:
@@ -470,16 +590,26 @@ class HttpSession(Session):
             self.active.total = upload.received  # chunked: the size is known at the end
 
     def finish_request(self) -> None:
+        if self.tus_piece is not None and self.upload is not None:
+            self.finish_piece()
+            return
         if self.upload is not None:
             self.upload.length = self.upload.received  # chunked bodies declared none
         self.finish_upload()
 
     def upload_failed(self, upload: Upload, exc: StorageError) -> None:
+        status = STATUS.get(exc.code, 500)
+        if self.tus_piece is not None and exc.code == "checksum_mismatch":
+            status = tus.CHECKSUM_MISMATCH
+        self.tus_piece = None
         # Inside the body, the rest of it would have to be read: close instead.
-        self.fail_request(HttpError(STATUS.get(exc.code, 500), exc.message,
-                                    close=self.reading_body()))
+        self.fail_request(HttpError(status, exc.message, close=self.reading_body()))
 
     def upload_stored(self, upload: Upload, digest: str) -> None:
+        if self.tus_piece is not None:  # the last piece of a tus upload
+            self.tus_piece = None
+            self.respond(204, [("Upload-Offset", str(upload.size)), ("ETag", f'"{digest}"')])
+            return
         body = f"stored {upload.asked_name} ({upload.size} bytes, sha256 {digest})\n".encode()
         self.respond(200 if upload.replaces else 201,
                      [("ETag", f'"{digest}"'), ("Content-Type", "text/plain; charset=utf-8")],
@@ -491,7 +621,8 @@ class HttpSession(Session):
         """Headers of every response; ``length`` None: the body's length is not known
         in advance (h11 then sends it chunked, or closes after it for HTTP/1.0)."""
         headers = [("Server", f"muxserver/{__version__}"),
-                   ("Date", email.utils.formatdate(usegmt=True)), *COMMON_HEADERS]
+                   ("Date", email.utils.formatdate(usegmt=True)), *COMMON_HEADERS,
+                   *self.response_extra]
         if length is not None:
             headers.append(("Content-Length", str(length)))
         return headers
@@ -602,6 +733,8 @@ def parse_query(query: str) -> dict[str, str]:
 
 
 def reason(status: int) -> str:
+    if status == tus.CHECKSUM_MISMATCH:
+        return "Checksum Mismatch"
     try:
         return http.HTTPStatus(status).phrase
     except ValueError:

@@ -434,7 +434,8 @@ class Session(BaseProtocol):
 
     def start_upload(self, name: str, length: int, sha256: str, *, overwrite: bool,
                      resumable: bool = False, offset: int = 0,
-                     mtime: float | None = None) -> Upload:
+                     mtime: float | None = None,
+                     chunk_of: tuple[str, int] | None = None) -> Upload:
         """Check the target and open the upload (StorageError if refused).
 
         A writer that may not read (a drop box) must not learn which names exist: an
@@ -442,17 +443,17 @@ class Session(BaseProtocol):
         refused, and the reply says the name it asked for."""
         self.require(WRITE, f"storing {name!r}")
         limit = self.limits.max_file_size
-        if offset + length > limit:
-            raise StorageError("too_large", f"{offset + length} bytes is over the limit "
-                                            f"of {limit}")
+        whole = chunk_of[1] if chunk_of else offset + length
+        if whole > limit:
+            raise StorageError("too_large", f"{whole} bytes is over the limit of {limit}")
         try:
             upload = self.services.root.begin_upload(
                 name, length, sha256, overwrite=overwrite, allow_overwrite=self.grant.replace,
                 mtime=mtime, resumable=resumable, offset=offset,
-                beside_if_taken=not self.grant.allows(READ))
+                beside_if_taken=not self.grant.allows(READ), chunk_of=chunk_of)
         except StorageError as exc:
             raise self.explained(exc, name) from None
-        if offset:
+        if offset and chunk_of is None:  # (the pieces of a tus upload: not each one)
             log.info("%s %sresumed %s at %s", self.channel.peer, self.wire, printable(name),
                      format_bytes(offset), extra={"event": "resumed", "conn": self.channel.id})
         self.upload = upload

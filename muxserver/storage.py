@@ -486,7 +486,8 @@ class Root:
     def begin_upload(self, name: str, length: int, sha256: str, *, overwrite: bool,
                      allow_overwrite: bool, mtime: float | None = None,
                      resumable: bool = False, offset: int = 0,
-                     beside_if_taken: bool = False) -> "Upload":
+                     beside_if_taken: bool = False, chunk_of: tuple[str, int] | None = None
+                     ) -> "Upload":
         """Check the target and open the temporary file the upload is written to.
 
         With ``offset``, the partial file an interrupted resumable upload left is
@@ -494,10 +495,17 @@ class Root:
         upload continues at its end; it must hold exactly ``offset`` bytes. With
         ``beside_if_taken``, a taken name is not refused: the file goes to the first
         free name ``stem (2).ext``, ``stem (3).ext``... in the same directory.
+
+        ``chunk_of`` = (partial key, whole size): the body is one piece of a file sent in
+        several requests (tus), appended to that partial file from ``offset``.
         """
         parts = split_name(name)
         leaf, dirs = parts[-1], parts[:-1]
-        key = partial_key(leaf, sha256, offset + length) if (resumable or offset) else ""
+        total = chunk_of[1] if chunk_of else offset + length
+        if chunk_of:
+            key = chunk_of[0]
+        else:
+            key = partial_key(leaf, sha256, total) if (resumable or offset) else ""
         created: list[int] = []
         parent = fd = -1
         self._room_for(name, length)
@@ -512,7 +520,7 @@ class Root:
             # The key in a resumable upload's temporary name lets a restarted server turn
             # it into a partial file instead of deleting it (see sweep_temporary_files).
             temp = f"{TEMP_PREFIX}{_RUN_ID}{next(_TEMP_IDS):x}" + (f".{key}" if key else "")
-            if offset:
+            if offset or chunk_of:
                 fd = self._claim_partial(parent, key, temp, offset, name)
             else:
                 try:
@@ -522,7 +530,7 @@ class Root:
                     raise write_error(exc, name) from None
             upload = Upload(self, "/".join([*dirs, leaf]), parent, leaf, temp, fd, length,
                             sha256, overwrite and allow_overwrite, mtime, dirs, created,
-                            offset=offset, key=key)
+                            offset=offset, key=key, total=total)
         except BaseException:
             if fd >= 0:
                 os.close(fd)
@@ -583,19 +591,80 @@ class Root:
 
     def partial_offset(self, name: str, sha256: str, size: int) -> int:
         """How many bytes of an interrupted upload of this exact file the server holds."""
+        held = self.held(name, partial_key(split_name(name)[-1], sha256, size), size)
+        return held or 0
+
+    def held(self, name: str, key: str, size: int) -> int | None:
+        """The bytes the partial file ``key`` of ``name`` holds; None if there is none
+        (never made, expired, evicted, or already stored)."""
         parts = split_name(name)
         try:
             parent = self.open_dir(parts[:-1])
         except StorageError as exc:
             if exc.code == "not_found":
-                return 0
+                return None
             raise
         try:
-            partial = PARTIAL_PREFIX + partial_key(parts[-1], sha256, size)
-            st = self._lstat(parent, partial, name)
+            st = self._lstat(parent, PARTIAL_PREFIX + key, name)
             if st is None or not stat.S_ISREG(st.st_mode) or st.st_size > size:
-                return 0
+                return None
             return st.st_size
+        finally:
+            os.close(parent)
+
+    def check_room(self, name: str, size: int, *, overwrite: bool, allow_overwrite: bool,
+                   beside_if_taken: bool) -> None:
+        """Would an upload of ``size`` bytes to ``name`` be taken? (StorageError if not:
+        a bad name, no room, a name that exists and may not be replaced.) Asked before
+        an upload in pieces begins; its last piece is checked again for real."""
+        parts = split_name(name)
+        self._room_for(name, size)
+        try:
+            parent = self.open_dir(parts[:-1])
+        except StorageError as exc:
+            if exc.code == "not_found":
+                return  # (its directories will be made)
+            raise
+        try:
+            if not beside_if_taken:
+                self._check_target(parent, parts[-1], name, overwrite, allow_overwrite)
+        finally:
+            os.close(parent)
+
+    def create_partial(self, name: str, key: str) -> None:
+        """An empty partial file for ``name``: an upload sent in pieces (tus) that has
+        begun and holds nothing yet. Its directories are made as for an upload."""
+        parts = split_name(name)
+        parent = self.open_dir(parts[:-1], create=True)
+        try:
+            fd = os.open(PARTIAL_PREFIX + key, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                         | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=parent)
+            os.close(fd)
+        except FileExistsError:
+            pass  # made already (a repeated request): the same upload
+        except OSError as exc:
+            raise write_error(exc, name) from None
+        finally:
+            os.close(parent)
+        self.partial_kept(name, PARTIAL_PREFIX + key, 0)
+
+    def drop_partial(self, name: str, key: str) -> bool:
+        """Remove the partial file ``key`` of ``name`` (an upload given up); True if
+        there was one."""
+        parts = split_name(name)
+        where = "/".join(parts[:-1])
+        self.partials.discard(where, PARTIAL_PREFIX + key)
+        try:
+            parent = self.open_dir(parts[:-1])
+        except StorageError:
+            return False
+        try:
+            os.unlink(PARTIAL_PREFIX + key, dir_fd=parent)
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise write_error(exc, name) from None
         finally:
             os.close(parent)
 
@@ -777,12 +846,13 @@ class Upload:
 
     __slots__ = ("root", "name", "parent", "leaf", "temp", "fd", "length", "expected",
                  "overwrite", "mtime", "dirs", "created", "received", "hasher", "done",
-                 "offset", "key", "hash_job", "replaces", "asked_name")
+                 "offset", "key", "hash_job", "replaces", "asked_name", "total",
+                 "piece_hasher", "in_pieces")
 
     def __init__(self, root: Root, name: str, parent: int, leaf: str, temp: str, fd: int,
                  length: int, expected: str, overwrite: bool, mtime: float | None,
                  dirs: list[str], created: list[int], *, offset: int = 0,
-                 key: str = "") -> None:
+                 key: str = "", total: int | None = None) -> None:
         self.root, self.name, self.parent, self.leaf = root, name, parent, leaf
         self.temp, self.fd, self.length, self.expected = temp, fd, length, expected
         self.overwrite, self.mtime = overwrite, mtime
@@ -794,10 +864,17 @@ class Upload:
         self.done = False
         self.replaces = False  # an existing file will be replaced
         self.asked_name = name  # the name the client asked for (a drop box may differ)
+        self.total = offset + length if total is None else total  # the whole file
+        self.in_pieces = total is not None  # sent in several requests (tus)
+        self.piece_hasher: Any = None  # a checksum of this request's bytes alone (tus)
         # Big files (and resumed ones, whose earlier bytes must be read back anyway) are
-        # hashed beside the loop by the helper thread; small ones inline, in write().
+        # hashed beside the loop by the helper thread; small ones inline, in write(). A
+        # piece that does not end the file is not hashed at all: the piece that does
+        # reads the whole file back once.
         self.hash_job: HashJob | None = None
-        if offset or self.size >= ASYNC_HASH_FROM:
+        if not self.completes:
+            self.hasher = None
+        elif offset or self.size >= ASYNC_HASH_FROM:
             try:
                 self.hash_job = HashJob(fd, already=offset)
             except OSError as exc:  # (it needs a descriptor of its own)
@@ -806,13 +883,38 @@ class Upload:
     @property
     def size(self) -> int:
         """The whole file's size."""
-        return self.offset + self.length
+        return self.total
+
+    @property
+    def completes(self) -> bool:
+        """This request's body ends the file (always, but for a tus piece)."""
+        return self.offset + self.length == self.total
+
+    def park(self) -> int:
+        """A piece of a file sent in several requests arrived whole, and the file is not
+        complete yet: keep what is there as the partial file (even if empty) until the
+        next piece. Returns the bytes held."""
+        held = self.offset + self.received
+        self.abort(interrupted=True, keep_empty=True)
+        return held
+
+    def rewind(self) -> None:
+        """Forget this request's bytes (its checksum did not match): the file is back to
+        the ``offset`` bytes it held before."""
+        try:
+            os.ftruncate(self.fd, self.offset)
+            os.lseek(self.fd, self.offset, os.SEEK_SET)
+        except OSError as exc:
+            raise write_error(exc, self.name) from None
+        self.received = 0
 
     def write(self, data: memoryview) -> None:
         """Append body bytes to the temporary file, hashing them on the way."""
         job = self.hash_job
-        if job is None:
+        if job is None and self.hasher is not None:
             self.hasher.update(data)
+        if self.piece_hasher is not None:
+            self.piece_hasher.update(data)
         while data:
             try:
                 written = os.write(self.fd, data)
@@ -899,7 +1001,7 @@ class Upload:
         except OSError as exc:
             raise write_error(exc, self.name) from None
 
-    def abort(self, *, interrupted: bool = False) -> int:
+    def abort(self, *, interrupted: bool = False, keep_empty: bool = False) -> int:
         """Stop the upload; return the bytes kept for a resume (0: none).
 
         Only a real interruption (``interrupted``: the connection broke, timed out, or
@@ -909,7 +1011,7 @@ class Upload:
         if self.done:
             return 0
         held = self.offset + self.received
-        keep = interrupted and bool(self.key) and held > 0
+        keep = interrupted and bool(self.key) and (held > 0 or keep_empty or self.in_pieces)
         if self.hash_job is not None:
             self.hash_job.cancel()
         if self.fd >= 0:

@@ -1,0 +1,168 @@
+"""tus 1.0: resumable uploads over HTTP, at ``/.tus/`` (https://tus.io/protocols/resumable-upload).
+
+One mechanism, two front doors. A tus upload *is* the native protocol's resumable
+upload: between requests its bytes are the same hidden partial file (docs/PROTOCOL.md
+5.5), with the same expiry, space budget and rights, and its last piece is committed
+the same way (hashed, checked, flushed, renamed in one step). tus only adds a wire:
+
+* ``OPTIONS /.tus/``: what this server speaks (core, creation, termination, checksum,
+  expiration);
+* ``POST /.tus/`` with ``Upload-Length`` and ``Upload-Metadata`` (``filename``: the
+  name below the root; optionally ``sha256``: the whole file's SHA-256 in hex, checked
+  at the end, and ``overwrite``): the upload begins, at ``Location: /.tus/ID``;
+* ``HEAD /.tus/ID``: ``Upload-Offset``, how much the server holds;
+* ``PATCH /.tus/ID`` with ``Upload-Offset`` (what the server holds, exactly: else 409)
+  and optionally ``Upload-Checksum: sha256 BASE64`` (or sha1) of this piece (a mismatch
+  is 460, and the piece is forgotten);
+* ``DELETE /.tus/ID``: the upload is given up.
+
+The ID describes the upload (its name, size, declared SHA-256 or a random nonce, and
+whether it may replace a file), base64url-encoded. It grants nothing: every request is
+authorized on its own, with the writer's own rights. With a declared SHA-256, the
+partial file is the very one a native ``put --resume`` of the same file would find.
+
+This module holds the protocol's pieces that do no I/O; ``http.py`` answers requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import email.utils
+import hashlib
+import json
+import re
+import secrets
+
+from .storage import partial_key, split_name
+
+VERSION = "1.0.0"
+PREFIX = ".tus"  # the creation URL is /.tus/
+EXTENSIONS = "creation,termination,checksum,expiration"
+CHECKSUMS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
+#: tus's own status for a piece whose Upload-Checksum does not match.
+CHECKSUM_MISMATCH = 460
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_NONCE = re.compile(r"[0-9a-f]{16}")
+
+
+class TusRequestError(ValueError):
+    """A tus request that cannot be understood; ``status`` is the HTTP answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class TusUpload:
+    """What the ID of an upload says."""
+
+    name: str
+    size: int
+    sha256: str  # the whole file's, declared by the client; "" if not
+    nonce: str  # random: two uploads of one name never share a partial file
+    overwrite: bool
+
+    @property
+    def key(self) -> str:
+        """The partial file's key: the native one when the SHA-256 is declared."""
+        return partial_key(split_name(self.name)[-1], self.sha256 or self.nonce, self.size)
+
+    @property
+    def id(self) -> str:
+        fields = {"n": self.name, "s": self.size, "h": self.sha256 or self.nonce,
+                  "o": int(self.overwrite)}
+        raw = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def from_id(cls, text: str, max_size: int) -> "TusUpload":
+        """The upload an ID describes; TusRequestError 404 for anything else."""
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            fields = json.loads(raw.decode("utf-8"))
+            name, size, digest = fields["n"], fields["s"], fields["h"]
+            overwrite = fields["o"]
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise TusRequestError(404, "no such upload") from None
+        if (not isinstance(name, str) or type(size) is not int or not 0 <= size <= max_size
+                or not isinstance(digest, str) or overwrite not in (0, 1)
+                or not (_HEX64.fullmatch(digest) or _NONCE.fullmatch(digest))):
+            raise TusRequestError(404, "no such upload")
+        if len(digest) == 64:
+            return cls(name, size, digest, digest[:16], bool(overwrite))
+        return cls(name, size, "", digest, bool(overwrite))
+
+    @classmethod
+    def new(cls, name: str, size: int, sha256: str, overwrite: bool) -> "TusUpload":
+        nonce = sha256[:16] if sha256 else secrets.token_hex(8)
+        return cls(name, size, sha256, nonce, overwrite)
+
+
+def parse_metadata(value: str) -> dict[str, str]:
+    """``Upload-Metadata``: ``key base64,key base64,...`` (a key alone means "")."""
+    fields: dict[str, str] = {}
+    for item in value.split(","):
+        key, _, encoded = item.strip().partition(" ")
+        if not key:
+            continue
+        try:
+            fields[key] = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            raise TusRequestError(400, f"Upload-Metadata: {key} is not base64 of "
+                                       "UTF-8 text") from None
+    return fields
+
+
+def creation(headers: dict[str, str], max_size: int) -> TusUpload:
+    """The upload a creation request (POST) asks for."""
+    if "upload-defer-length" in headers:
+        raise TusRequestError(400, "this server needs Upload-Length at creation")
+    length = parse_count(headers, "upload-length")
+    if length > max_size:
+        raise TusRequestError(413, f"{length} bytes is over the limit of {max_size}")
+    meta = parse_metadata(headers.get("upload-metadata", ""))
+    name = meta.get("filename", "").strip().lstrip("/")
+    if not name:
+        raise TusRequestError(400, "Upload-Metadata needs filename: the name to store "
+                                   "the file under, below the served root")
+    digest = meta.get("sha256", "").strip().lower()
+    if digest and not _HEX64.fullmatch(digest):
+        raise TusRequestError(400, "Upload-Metadata sha256 must be 64 hex digits")
+    overwrite = meta.get("overwrite", "").lower() in ("1", "true", "yes")
+    return TusUpload.new(name, length, digest, overwrite)
+
+
+def parse_count(headers: dict[str, str], name: str) -> int:
+    value = headers.get(name, "")
+    if not value.isdigit():  # (no sign, no spaces, no empty string)
+        raise TusRequestError(400, f"{name.title()} must be a non-negative integer")
+    return int(value)
+
+
+def parse_checksum(value: str) -> tuple[str, bytes] | None:
+    """``Upload-Checksum: sha256 BASE64`` as (algorithm, digest); None when absent."""
+    if not value:
+        return None
+    algorithm, _, encoded = value.strip().partition(" ")
+    if algorithm.lower() not in CHECKSUMS:
+        raise TusRequestError(400, f"Upload-Checksum: {algorithm!r} is not one of "
+                                   f"{', '.join(CHECKSUMS)}")
+    try:
+        return algorithm.lower(), base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise TusRequestError(400, "Upload-Checksum: the digest is not base64") from None
+
+
+def capabilities(max_size: int) -> list[tuple[str, str]]:
+    return [("Tus-Resumable", VERSION), ("Tus-Version", VERSION),
+            ("Tus-Extension", EXTENSIONS), ("Tus-Max-Size", str(max_size)),
+            ("Tus-Checksum-Algorithm", ",".join(CHECKSUMS))]
+
+
+def expires(when: float) -> tuple[str, str]:
+    """The Upload-Expires header: when the server removes the upload if it rests."""
+    return "Upload-Expires", email.utils.formatdate(when, usegmt=True)
