@@ -34,21 +34,25 @@ import email.utils
 import http
 import logging
 import mimetypes
+import os
 import re
 import time
 import urllib.parse
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import h11
 
 from . import __version__, tus
 from .access import READ, WRITE, Refusal
+from .archive import TarStream, ZipStream
+from .archive import crc32 as archive_crc32
 from .buffers import FileRegion
 from .channel import Channel, Phase
-from .index_page import INDEX_CSP, ROWS_PER_STEP, index_head, index_rows, index_tail
+from .index_page import INDEX_CSP, ROWS_PER_STEP, index_head, index_tail
+from .listings import Listing, listing_for
 from .names import printable
 from .protocol import NEED_DATA
-from .session import Services, Session
+from .session import Services, Session, Transfer
 from .storage import OpenFile, StorageError, Upload, split_name
 
 log = logging.getLogger("muxserver")
@@ -65,6 +69,9 @@ STATUS = {
 }
 TOKEN_COOKIE = "muxserver_token"
 ALLOWED_METHODS = "GET, HEAD, PUT, DELETE, MKCOL, MOVE"
+#: Folder downloads (?download=...), and their media types.
+ARCHIVES = {"zip": "application/zip", "tar": "application/x-tar"}
+ARCHIVE_STEP = 256 * 1024  # bytes of a file read and sent per loop step
 #: Every response: browsers must not guess a type we did not say (an upload named
 #: notes.txt holding HTML stays text).
 COMMON_HEADERS = [("X-Content-Type-Options", "nosniff")]
@@ -191,7 +198,7 @@ class HttpSession(Session):
             elif path == tus.PREFIX or path.startswith(tus.PREFIX + "/"):
                 self.tus_request(method, path[len(tus.PREFIX):].strip("/"), headers, has_body)
             elif method in ("GET", "HEAD"):
-                self.start_get(path)
+                self.start_get(path, query)
             elif method == "PUT":
                 self.start_put(path, headers)
             elif method in ("DELETE", "MKCOL", "MOVE") and not has_body:
@@ -269,13 +276,16 @@ class HttpSession(Session):
 
     # -- GET and HEAD
 
-    def start_get(self, path: str) -> None:
+    def start_get(self, path: str, query: dict[str, str]) -> None:
         name = path.rstrip("/")
         if path == "" or path.endswith("/"):
-            if not self.grant.allows(READ) and self.grant.allows(WRITE):
+            if query.get("download") in ARCHIVES:
+                self.send_archive(name, query["download"])
+            elif not self.grant.allows(READ) and self.grant.allows(WRITE):
                 self.send_drop_box(name)  # uploads only: a form, and no names at all
             else:
-                self.send_index(name)
+                self.send_listing(listing_for(name, query,
+                                              self.request_headers.get("accept", "")))
             return
         self.name = name
         self.begin_transfer("get", name)
@@ -298,8 +308,9 @@ class HttpSession(Session):
     def send_file(self, opened: OpenFile) -> None:
         headers = self.request_headers
         etag = f'"{opened.sha256}"'
-        common = [("ETag", etag), ("Last-Modified", email.utils.formatdate(opened.mtime,
-                                                                            usegmt=True)),
+        digest = f"sha-256=:{base64.b64encode(bytes.fromhex(opened.sha256 or '')).decode()}:"
+        common = [("ETag", etag), ("Repr-Digest", digest),
+                  ("Last-Modified", email.utils.formatdate(opened.mtime, usegmt=True)),
                   ("Accept-Ranges", "bytes"),
                   ("Content-Type", mimetypes.guess_type(self.name)[0]
                    or "application/octet-stream"), USER_FILE_CSP]
@@ -320,6 +331,8 @@ class HttpSession(Session):
             if span != (0, opened.size):
                 start, end, status = span[0], span[1], 206
                 common.append(("Content-Range", f"bytes {start}-{end - 1}/{opened.size}"))
+        if status == 200:  # the content is the whole representation (RFC 9530)
+            common.append(("Content-Digest", digest))
         length = end - start
         transfer = self.active
         assert transfer is not None and opened.sha256 is not None
@@ -362,40 +375,130 @@ class HttpSession(Session):
                            ("Cache-Control", "no-store"),
                            ("Content-Security-Policy", INDEX_CSP)], page)
 
-    def send_index(self, name: str) -> None:
-        """The HTML index, streamed (chunked) a page of rows per loop step."""
-        entries = self.entries(name)  # (not found, not permitted: raised now)
+    def send_archive(self, name: str, kind: str) -> None:
+        """A folder as one zip or tar stream, built as it goes (archive.py): a piece of a
+        file per loop step, no temporary file, memory bounded by the send queue."""
+        entries = self.entries(name, recursive=True)  # (not found, not permitted: now)
+        base = name.rsplit("/", 1)[-1] or os.path.basename(self.services.root.path) or "files"
+        filename = urllib.parse.quote(f"{base}.{kind}")
         self.queue(h11.Response(status_code=200, headers=self.base_headers(None) + [
-            ("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"),
-            ("Content-Security-Policy", INDEX_CSP)]))
+            ("Content-Type", ARCHIVES[kind]), ("Cache-Control", "no-store"),
+            ("Content-Disposition", f"attachment; filename*=UTF-8''{filename}")]))
         if self.head:
             entries.close()
             self.queue(h11.EndOfMessage())
             self.responded(200, 0)
             return
-        self.start_job(self.index_in_steps(name, entries))
+        transfer = self.begin_transfer("get", f"{name or '/'} ({kind})")
+        self.start_job(self.archive_in_steps(name, entries, kind, transfer), label="archiving")
 
-    def index_in_steps(self, name: str, entries: Iterator[dict[str, Any]]) -> Iterator[None]:
+    def archive_in_steps(self, top: str, entries: Iterator[dict[str, Any]], kind: str,
+                         transfer: Transfer) -> Iterator[None]:
+        writer: ZipStream | TarStream = ZipStream() if kind == "zip" else TarStream()
+        skip = len(top) + 1 if top else 0  # members are named inside the folder
+        sent = 0
+
+        def send(data: bytes) -> None:
+            nonlocal sent
+            if data:
+                self.queue(h11.Data(data=data))
+                sent += len(data)
+                transfer.received = sent
+
+        try:
+            for entry in entries:
+                rel = entry["name"][skip:]
+                if entry["type"] == "dir":
+                    send(writer.member_start(rel, entry["mtime"], directory=True))
+                    if isinstance(writer, ZipStream):
+                        send(writer.member_end(0, 0, 0))
+                elif entry["type"] == "file":
+                    yield from self.archive_member(writer, entry["name"], rel, send)
+            send(writer.finish())
+        except StorageError as exc:  # the status line went long ago: cut the stream
+            log.warning("%s HTTP %s archive of %s cut short: %s", self.channel.peer, kind,
+                        printable(top or "/"), exc.message,
+                        extra={"event": "refused", "conn": self.channel.id})
+            self.transfer_failed(transfer)
+            self.channel.abort("archive incomplete")
+            return
+        finally:
+            entries.close()
+        self.queue(h11.EndOfMessage())
+        self.responded(200, sent)
+        self.transfer_done(transfer, sent, "")
+
+    def archive_member(self, writer: ZipStream | TarStream, name: str, rel: str,
+                       send: Callable[[bytes], None]) -> Iterator[None]:
+        """One file into the archive, ARCHIVE_STEP bytes per loop step."""
+        try:
+            opened = self.services.root.open_file(name)
+        except StorageError as exc:  # gone, or no longer a plain file, since listed
+            log.info("%s HTTP archive: left out %s: %s", self.channel.peer, printable(name),
+                     exc.message, extra={"event": "refused", "conn": self.channel.id})
+            return
+        try:
+            size = opened.size
+            if isinstance(writer, ZipStream):
+                send(writer.member_start(rel, opened.mtime))
+            else:
+                send(writer.member_start(rel, opened.mtime, size))
+            crc = done = 0
+            while done < size:
+                try:
+                    chunk = os.pread(opened.fd, min(ARCHIVE_STEP, size - done), done)
+                except OSError as exc:
+                    raise StorageError("io_error", f"{name!r}: {exc.strerror}") from None
+                if not chunk:  # it shrank since it was opened
+                    break
+                crc = archive_crc32(crc, chunk)
+                send(chunk)
+                done += len(chunk)
+                yield
+            if isinstance(writer, ZipStream):
+                send(writer.member_end(crc, done, done))
+            else:  # a tar header promised ``size`` bytes: keep the promise
+                send(b"\0" * (size - done) + writer.padding(size))
+        finally:
+            opened.close()
+
+    def send_listing(self, form: Listing) -> None:
+        """A directory listing (HTML, JSON or text), streamed a page per loop step."""
+        entries = self.entries(form.name)  # (not found, not permitted: raised now)
+        self.queue(h11.Response(status_code=200, headers=self.base_headers(None) + [
+            ("Content-Type", form.media_type), ("Cache-Control", "no-store"),
+            *form.headers]))
+        if self.head:
+            entries.close()
+            self.queue(h11.EndOfMessage())
+            self.responded(200, 0)
+            return
+        self.start_job(self.listing_in_steps(form, entries))
+
+    def listing_in_steps(self, form: Listing, entries: Iterator[dict[str, Any]]
+                         ) -> Iterator[None]:
         count, error = 0, ""
-        self.queue(h11.Data(data=index_head(name).encode()))
+        self.queue(h11.Data(data=form.head().encode()))
         try:
             batch: list[dict[str, Any]] = []
             for entry in entries:
                 batch.append(entry)
                 if len(batch) == ROWS_PER_STEP:
-                    self.queue(h11.Data(data=index_rows(batch).encode()))
+                    self.queue(h11.Data(data=form.rows(batch, not count).encode()))
                     count, batch = count + len(batch), []
                     yield
+            rows = form.rows(batch, not count)
             count += len(batch)
-            rows = index_rows(batch)
         except StorageError as exc:
             rows, error = "", exc.message
-            log.warning("%s HTTP index of %s incomplete: %s", self.channel.peer,
-                        printable(name or "/"), exc.message,
+            log.warning("%s HTTP listing of %s incomplete: %s", self.channel.peer,
+                        printable(form.name or "/"), exc.message,
                         extra={"event": "refused", "conn": self.channel.id})
         finally:
             entries.close()
-        self.queue(h11.Data(data=(rows + index_tail(name, count, error)).encode()))
+        tail = rows + form.tail(count, error)
+        if tail:
+            self.queue(h11.Data(data=tail.encode()))
         self.queue(h11.EndOfMessage())
         self.responded(200, count)
 
@@ -764,14 +867,15 @@ def parse_range(value: str, size: int) -> tuple[int, int] | None:
 
 
 def declared_sha256(headers: dict[str, str]) -> str:
-    """The SHA-256 a PUT declares (X-Content-SHA256: hex, or Digest/Repr-Digest: sha-256
-    in base64), lower-case hex; "" when none (the upload is then stored unverified)."""
+    """The SHA-256 a PUT declares (X-Content-SHA256: hex, or Repr-Digest, Content-Digest
+    (RFC 9530) or the older Digest: sha-256 in base64), lower-case hex; "" when none (the
+    upload is then stored unverified)."""
     value = headers.get("x-content-sha256", "").strip().lower()
     if value:
         if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
             raise HttpError(400, "X-Content-SHA256 must be 64 hex digits", close=True)
         return value
-    for header in ("repr-digest", "digest"):
+    for header in ("repr-digest", "content-digest", "digest"):
         for item in headers.get(header, "").split(","):
             algorithm, _, encoded = item.strip().partition("=")
             if algorithm.strip().lower() == "sha-256":

@@ -384,8 +384,8 @@ class Session(BaseProtocol):
             return
         self._end(transfer)
         self.services.stats.transfers_done += 1
-        log.info("%s %s%s %s: %d bytes, sha256 %s ok", self.channel.peer, self.wire,
-                 transfer.op, printable(transfer.name), size, digest[:16],
+        log.info("%s %s%s %s: %d bytes%s ok", self.channel.peer, self.wire, transfer.op,
+                 printable(transfer.name), size, f", sha256 {digest[:16]}" if digest else "",
                  extra={"event": "completed", "conn": self.channel.id})
 
     def transfer_failed(self, transfer: Transfer | None) -> None:

@@ -1,0 +1,129 @@
+"""Zip and tar archives written as a stream, a piece at a time: the folder downloads
+of the HTTP side (``GET /DIR/?download=zip`` or ``=tar``).
+
+Nothing here does I/O: a writer hands out the bytes that go before a member's data,
+after it, and at the end of the archive; the caller (``http.py``) reads each file in
+bounded steps between them and sends everything as it goes. So an archive of any size
+needs no temporary file, a few hundred bytes of memory per member, and no long step
+in the loop.
+
+* **zip**: members are stored (method 0: files are sent as they are, which is what a
+  transfer wants, and what lets every byte be counted without compressing first). A
+  member's CRC-32 and sizes are only known once its data has gone, so they follow it
+  in a data descriptor (flag bit 3). ZIP64 records are written wherever a size or an
+  offset does not fit 32 bits, so members and archives over 4 GiB work. Names are
+  UTF-8 (flag bit 11).
+* **tar**: POSIX pax format from the standard library's ``tarfile.TarInfo`` headers
+  (long names and sizes over 8 GiB included); sizes come first, so a member is sent
+  with the size the file had when it was opened (see ``padding``).
+"""
+
+from __future__ import annotations
+
+import struct
+import tarfile
+import time
+import zlib
+
+ZIP32_MAX = 0xFFFFFFFF
+_LOCAL = struct.Struct("<IHHHHHIIIHH")  # local file header, 30 bytes
+_DESCRIPTOR32 = struct.Struct("<IIII")
+_DESCRIPTOR64 = struct.Struct("<IIQQ")
+_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")  # central directory header, 46 bytes
+_END = struct.Struct("<IHHHHIIH")
+_END64 = struct.Struct("<IQHHIIQQQQ")
+_LOCATOR64 = struct.Struct("<IIQI")
+_UTF8_AND_DESCRIPTOR = 0x0808  # general purpose flags: bit 3 (descriptor), bit 11 (UTF-8)
+_VERSION = 45  # 4.5: ZIP64
+_MADE_BY = (3 << 8) | _VERSION  # made on Unix: the external attributes are Unix modes
+
+
+def crc32(crc: int, data: bytes | memoryview) -> int:
+    return zlib.crc32(data, crc)
+
+
+def _dos_time(mtime: float) -> tuple[int, int]:
+    t = time.localtime(max(mtime, 315532800))  # (zip times start in 1980)
+    return ((t.tm_hour << 11) | (t.tm_min << 5) | (t.tm_sec // 2),
+            ((t.tm_year - 1980) << 9) | (t.tm_mon << 5) | t.tm_mday)
+
+
+class ZipStream:
+    """The bytes of a stored zip archive, member by member."""
+
+    def __init__(self) -> None:
+        self.offset = 0  # bytes handed out so far
+        self._central: list[bytes] = []
+        self._current: tuple[bytes, int, int, int] | None = None  # name, offset, time, date
+
+    def member_start(self, name: str, mtime: float, directory: bool = False) -> bytes:
+        """The local header of a member; its data follows (none for a directory)."""
+        raw = (name + ("/" if directory else "")).encode("utf-8")
+        dostime, dosdate = _dos_time(mtime)
+        self._current = (raw, self.offset, dostime, dosdate)
+        header = _LOCAL.pack(0x04034B50, _VERSION, _UTF8_AND_DESCRIPTOR, 0, dostime,
+                             dosdate, 0, 0, 0, len(raw), 0) + raw
+        self.offset += len(header)
+        return header
+
+    def member_end(self, crc: int, size: int, data_bytes: int) -> bytes:
+        """The data descriptor after ``data_bytes`` of data; remembers the member for
+        the central directory."""
+        assert self._current is not None
+        raw, start, dostime, dosdate = self._current
+        self._current = None
+        self.offset += data_bytes
+        big = size > ZIP32_MAX or start > ZIP32_MAX
+        if big:
+            descriptor = _DESCRIPTOR64.pack(0x08074B50, crc, size, size)
+        else:
+            descriptor = _DESCRIPTOR32.pack(0x08074B50, crc, size, size)
+        self.offset += len(descriptor)
+        extra = b""
+        if big:  # ZIP64 extra field: the real sizes and offset; 0xFFFFFFFF in their place
+            extra = struct.pack("<HHQQQ", 0x0001, 24, size, size, start)
+        small = min(size, ZIP32_MAX) if not big else ZIP32_MAX
+        self._central.append(_CENTRAL.pack(
+            0x02014B50, _MADE_BY, _VERSION, _UTF8_AND_DESCRIPTOR, 0, dostime, dosdate, crc,
+            small, small, len(raw), len(extra), 0, 0, 0,
+            0o40755 << 16 if raw.endswith(b"/") else 0o100644 << 16,
+            ZIP32_MAX if big else start) + raw + extra)
+        return descriptor
+
+    def finish(self) -> bytes:
+        """The central directory and the end records."""
+        start = self.offset
+        central = b"".join(self._central)
+        count = len(self._central)
+        end = b""
+        if count > 0xFFFF or start > ZIP32_MAX or len(central) > ZIP32_MAX:
+            end64_at = start + len(central)
+            end = (_END64.pack(0x06064B50, 44, _VERSION, _VERSION, 0, 0, count, count,
+                               len(central), start)
+                   + _LOCATOR64.pack(0x07064B50, 0, end64_at, 1))
+        end += _END.pack(0x06054B50, 0, 0, min(count, 0xFFFF), min(count, 0xFFFF),
+                         min(len(central), ZIP32_MAX), min(start, ZIP32_MAX), 0)
+        self.offset += len(central) + len(end)
+        return central + end
+
+
+class TarStream:
+    """The bytes of a pax tar archive, member by member."""
+
+    def member_start(self, name: str, mtime: float, size: int = 0,
+                     directory: bool = False) -> bytes:
+        info = tarfile.TarInfo(name + ("/" if directory else ""))
+        info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+        info.size = 0 if directory else size
+        info.mtime = int(mtime)
+        info.mode = 0o755 if directory else 0o644
+        return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
+
+    @staticmethod
+    def padding(size: int) -> bytes:
+        """The zeros that round a member's data up to a 512-byte block."""
+        return b"\0" * (-size % tarfile.BLOCKSIZE)
+
+    @staticmethod
+    def finish() -> bytes:
+        return b"\0" * (2 * tarfile.BLOCKSIZE)
