@@ -32,6 +32,7 @@ import base64
 import binascii
 import email.utils
 import http
+import itertools
 import logging
 import mimetypes
 import os
@@ -43,12 +44,12 @@ from typing import Any, Callable, Iterator
 import h11
 
 from . import __version__, tus
-from .access import READ, WRITE, Refusal
+from .access import DELETE, READ, WRITE, Refusal
 from .archive import TarStream, ZipStream
 from .archive import crc32 as archive_crc32
 from .buffers import FileRegion
 from .channel import Channel, Phase
-from .index_page import INDEX_CSP, ROWS_PER_STEP, index_head, index_tail
+from .index_page import INDEX_CSP, ROWS_PER_STEP, PageRights, index_head, index_tail
 from .listings import Listing, listing_for
 from .names import printable
 from .protocol import NEED_DATA
@@ -284,8 +285,8 @@ class HttpSession(Session):
             elif not self.grant.allows(READ) and self.grant.allows(WRITE):
                 self.send_drop_box(name)  # uploads only: a form, and no names at all
             else:
-                self.send_listing(listing_for(name, query,
-                                              self.request_headers.get("accept", "")))
+                self.send_listing(listing_for(name, query, self.request_headers.get(
+                    "accept", ""), self.page_rights()))
             return
         self.name = name
         self.begin_transfer("get", name)
@@ -367,10 +368,17 @@ class HttpSession(Session):
         self.queue(h11.EndOfMessage())
         self.responded(status, length)
 
+    def page_rights(self) -> PageRights:
+        """What the index page offers this request (nothing it would refuse)."""
+        grant = self.grant
+        return PageRights(read=grant.allows(READ), write=grant.allows(WRITE),
+                          delete=grant.allows(DELETE), replace=grant.replace)
+
     def send_drop_box(self, name: str) -> None:
         """The index page of a server that takes uploads but shows nothing: its upload
         form, whatever the path (whether it exists is not for this client to learn)."""
-        page = (index_head(name) + index_tail(name, 0, drop_box=True)).encode()
+        page = (index_head(name, self.page_rights())
+                + index_tail(name, 0, drop_box=True)).encode()
         self.respond(200, [("Content-Type", "text/html; charset=utf-8"),
                            ("Cache-Control", "no-store"),
                            ("Content-Security-Policy", INDEX_CSP)], page)
@@ -390,12 +398,15 @@ class HttpSession(Session):
             self.responded(200, 0)
             return
         transfer = self.begin_transfer("get", f"{name or '/'} ({kind})")
-        self.start_job(self.archive_in_steps(name, entries, kind, transfer), label="archiving")
+        self.start_job(self.archive_in_steps(name, base, entries, kind, transfer),
+                       label="archiving")
 
-    def archive_in_steps(self, top: str, entries: Iterator[dict[str, Any]], kind: str,
-                         transfer: Transfer) -> Iterator[None]:
+    def archive_in_steps(self, top: str, base: str, entries: Iterator[dict[str, Any]],
+                         kind: str, transfer: Transfer) -> Iterator[None]:
+        """The archive's members are named below one folder, ``base`` (the folder's own
+        name), so that unpacking it makes that folder instead of spilling its files."""
         writer: ZipStream | TarStream = ZipStream() if kind == "zip" else TarStream()
-        skip = len(top) + 1 if top else 0  # members are named inside the folder
+        skip = len(top) + 1 if top else 0
         sent = 0
 
         def send(data: bytes) -> None:
@@ -406,8 +417,11 @@ class HttpSession(Session):
                 transfer.received = sent
 
         try:
-            for entry in entries:
-                rel = entry["name"][skip:]
+            top_mtime = (self.services.root.stat(top)["mtime"] if top
+                         else os.stat(self.services.root.path).st_mtime)
+            folder = {"name": top, "type": "dir", "mtime": top_mtime}
+            for entry in itertools.chain([folder], entries):
+                rel = (base + "/" + entry["name"][skip:]).rstrip("/")
                 if entry["type"] == "dir":
                     send(writer.member_start(rel, entry["mtime"], directory=True))
                     if isinstance(writer, ZipStream):

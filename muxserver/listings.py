@@ -15,7 +15,7 @@ import json
 import time
 from typing import Any
 
-from .index_page import INDEX_CSP, index_head, index_rows, index_tail
+from .index_page import INDEX_CSP, PageRights, index_head, index_rows, index_tail
 from .names import printable
 from .units import format_bytes
 
@@ -24,11 +24,12 @@ class HtmlListing:
     media_type = "text/html; charset=utf-8"
     headers = [("Content-Security-Policy", INDEX_CSP)]
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, rights: PageRights = PageRights()) -> None:
         self.name = name
+        self.rights = rights
 
     def head(self) -> str:
-        return index_head(self.name)
+        return index_head(self.name, self.rights)
 
     def rows(self, entries: list[dict[str, Any]], first: bool) -> str:
         return index_rows(entries)
@@ -87,11 +88,12 @@ class TextListing:
 Listing = HtmlListing | JsonListing | TextListing
 
 
-def listing_for(name: str, query: dict[str, str], accept: str) -> Listing:
+def listing_for(name: str, query: dict[str, str], accept: str,
+                rights: PageRights) -> Listing:
     """The form a request asked for: ?format=json or text, else by Accept, else HTML."""
     wanted = query.get("format", "")
     if wanted == "json":
         return JsonListing(name)
     if wanted == "text" or ("text/plain" in accept and "text/html" not in accept):
         return TextListing(name)
-    return HtmlListing(name)
+    return HtmlListing(name, rights)

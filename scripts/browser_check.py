@@ -1,25 +1,39 @@
 #!/usr/bin/env python3
-"""Browser check of the HTTP index page, in headless Chromium.
+"""A tour of the HTTP index page in headless Chromium, checking each feature.
 
-Starts ``python -m muxserver`` on a throw-away root, opens its index page in headless
-Chromium, uploads a file through the page (the file input, the Upload button, the
-progress bar reaching "done"), checks the server stored it byte for byte, then clicks
-the file's link to download it and compares the download; then it opens the same
-server as ``localhost`` (a Host name it answers to) and downloads from there too, and
-checks the browser logged no error (a Content-Security-Policy violation would show
-there). A screenshot of the page after the upload is written to the path given
-(default: browser_check.png).
+Starts ``python -m muxserver --allow-delete`` on a throw-away root with a few files
+and folders, opens its index page in headless Chromium (driven by Selenium) and checks,
+one after the other:
 
-    python scripts/browser_check.py [--screenshot PATH] [--keep-open]
+* the listing: names escaped (a name with HTML in it stays text), human sizes, sorting
+  by a column, the filter box, the SHA-256 of a file on demand;
+* uploads: a file through the file picker (its bar reaches the end, "verified"), a
+  whole folder dropped on the page (relative paths kept, an empty file too), the
+  listing refreshed without a reload;
+* an upload interrupted by reloading the page: the page names it as unfinished, the
+  server holds part of it under no final name, and choosing the file again resumes it
+  where it stopped (the page says "resuming at ..."); the stored bytes are identical;
+* an upload to a taken name: refused, said once in words;
+* "new folder", rename and delete through the page's own buttons and dialogs;
+* a folder downloaded as one zip through its row's link, every member compared;
+* the same server by name (``localhost``), a file shown inline;
+* no error in the browser's console at any point but the one refusal provoked above.
 
-Needs: apt-get install chromium chromium-driver; pip install selenium.
-Exit status 0 when every check passes; it prints SKIP and exits 0 if a tool is missing.
+Screenshots of the page in light mode, dark mode and at a phone's width go to a folder
+(default ``browser-check/``), for a person to look at.
+
+    python scripts/browser_check.py [--shots DIR]
+
+Needs: apt-get install chromium chromium-driver; pip install selenium. Exit status 0
+when every check passes (a line each, then PASS); it prints SKIP and exits 0 if a tool
+is missing. ``tests/test_browser.py`` runs the same checks one test each.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import os
 import shutil
 import socket
@@ -27,129 +41,529 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
-
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--window-size=1100,800"]
+         "--disable-sync", "--disable-dev-shm-usage", "--window-size=1100,1000"]
+PIECE = 8 * 1024 * 1024  # the page's tus piece (index_page.py)
+UPLOAD_KEY = "muxserver-upload:"  # the page's localStorage prefix for unfinished uploads
+#: How long any one thing may take before the check fails: generous, for busy machines.
+PATIENCE = 90.0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+class CheckFailed(Exception):
+    """A feature of the page did not do what it should."""
 
 
-def wait_for(predicate, timeout: float, what: str):
+def missing_tools() -> str:
+    """Why the tour cannot run here ("" when it can)."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install selenium)"
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        return "chromium is not installed (apt-get install chromium chromium-driver)"
+    if not shutil.which("chromedriver"):
+        return "chromedriver is not installed (apt-get install chromium-driver)"
+    return ""
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout: float = PATIENCE) -> Any:
+    """Poll ``predicate`` until it gives something true; fail with ``what`` if it never does."""
+    from selenium.common.exceptions import (NoSuchElementException,
+                                            StaleElementReferenceException)
+
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
+    while True:
+        try:
+            value = predicate()
+        except (NoSuchElementException, StaleElementReferenceException):
+            value = None  # not there yet, or replaced by the page meanwhile: look again
         if value:
             return value
-        time.sleep(0.1)
-    raise SystemExit(f"FAIL: {what}")
+        if time.monotonic() > deadline:
+            raise CheckFailed(what)
+        time.sleep(0.05)
 
 
-def size_of(path: Path) -> int:
-    """The size of a file the browser may rename or remove at any moment (-1: gone)."""
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return -1
+def sha256_of(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def files_below(folder: Path) -> dict[str, str]:
+    """Relative path -> SHA-256 of every file below ``folder`` (hidden ones included)."""
+    return {path.relative_to(folder).as_posix(): sha256_of(path)
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+class Tour:
+    """A muxserver on a scratch root and a headless Chromium looking at it."""
+
+    def __init__(self, work: Path) -> None:
+        from selenium import webdriver
+
+        self.work = work
+        self.root, self.downloads, self.source = work / "root", work / "downloads", work / "src"
+        for path in (self.root, self.downloads, self.source, work / "profile"):
+            path.mkdir()
+        self.populate()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.log = work / "server.log"
+        with open(self.log, "w") as log:
+            self.server = subprocess.Popen(
+                [sys.executable, "-m", "muxserver", "--port", str(self.port), "--root",
+                 str(self.root), "--no-console", "--allow-delete"],
+                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+        self.browser = None
+        try:
+            wait_for(lambda: "listening on" in self.log.read_text() or self.server.poll(),
+                     "the server did not start")
+            if self.server.poll() is not None:
+                raise CheckFailed("the server stopped: " + self.log.read_text())
+            options = webdriver.ChromeOptions()
+            options.binary_location = shutil.which("chromium") or shutil.which(
+                "chromium-browser")
+            for flag in FLAGS + [f"--user-data-dir={work / 'profile'}"]:
+                options.add_argument(flag)
+            options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+            options.add_experimental_option("prefs", {
+                "download.default_directory": str(self.downloads),
+                "download.prompt_for_download": False})
+            self.browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(
+                executable_path=shutil.which("chromedriver")))
+            self.browser.set_script_timeout(PATIENCE)
+            self.base = f"http://127.0.0.1:{self.port}/"
+            self.browser.get(self.base)
+        except BaseException:
+            self.close()
+            raise
+
+    def populate(self) -> None:
+        """What a person's shared folder might hold, and a folder to upload."""
+        (self.root / "existing <b>bold.txt").write_text("already here")
+        (self.root / "notes.txt").write_text("milk, eggs, the SHA-256 of everything\n")
+        (self.root / "report 2026.pdf").write_bytes(os.urandom(1_400_000))
+        photos = self.root / "holiday photos"
+        (photos / "day 2").mkdir(parents=True)
+        for index in range(1, 4):
+            (photos / f"IMG_00{index}.jpg").write_bytes(os.urandom(200_000 * index))
+        (photos / "day 2" / "beach.jpg").write_bytes(os.urandom(321_000))
+        (photos / "day 2" / "empty.txt").write_bytes(b"")
+        album = self.source / "album"
+        (album / "inner").mkdir(parents=True)
+        (album / "a.txt").write_text("first\n")
+        (album / "inner" / "b.bin").write_bytes(os.urandom(150_000))
+        (album / "inner" / "empty").write_bytes(b"")
+        (album / "ünïcode name.txt").write_text("names as typed\n")
+
+    def close(self) -> None:
+        try:
+            if self.browser is not None:
+                self.browser.quit()
+        finally:
+            self.server.terminate()
+            try:
+                self.server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
+                self.server.wait()
+
+    # -- helpers
+
+    def by(self, css: str):
+        from selenium.webdriver.common.by import By
+        return self.browser.find_elements(By.CSS_SELECTOR, css)
+
+    def one(self, css: str):
+        found = self.by(css)
+        if not found:
+            raise CheckFailed(f"the page has no {css}")
+        return found[0]
+
+    def open(self, path: str = "") -> None:
+        self.browser.get(self.base + path)
+        wait_for(lambda: self.browser.execute_script("return document.readyState") ==
+                 "complete", f"/{path} did not load")
+
+    def row(self, name: str):
+        """The listing's row of ``name`` (looked up in the page in one step: the page
+        replaces its rows when it refreshes the listing)."""
+        return self.browser.execute_script(
+            "return Array.from(document.querySelectorAll('#entries tr[data-name]'))"
+            ".find(r => r.dataset.name === arguments[0]) || null", name)
+
+    def names(self) -> list[str]:
+        """The names the listing shows, top to bottom."""
+        return self.browser.execute_script(
+            "return Array.from(document.querySelectorAll('#entries tr[data-name]'))"
+            ".filter(r => !r.hidden).map(r => r.dataset.name)")
+
+    def upload_states(self) -> list[str]:
+        """Each upload's line: its name, two spaces, its state."""
+        return self.browser.execute_script(
+            "return Array.from(document.querySelectorAll('#uploads li')).map(li => "
+            "li.children[0].textContent + '  ' + li.children[1].textContent)")
+
+    def press(self, name: str, css: str) -> None:
+        """Click the element ``css`` in the row of ``name`` (once the row is there)."""
+        def attempt():
+            row = self.row(name)
+            if row is None:
+                return False
+            row.find_element("css selector", css).click()
+            return True
+        wait_for(attempt, f"no {css} in the row of {name}")
+
+    def console_errors(self, allowed: tuple[str, ...] = ()) -> list[str]:
+        """The console's errors since the last look, but those expected (``allowed``)."""
+        return [entry["message"] for entry in self.browser.get_log("browser")
+                if entry["level"] == "SEVERE"
+                and not any(text in entry["message"] for text in allowed)]
+
+    def quiet(self, allowed: tuple[str, ...] = ()) -> None:
+        errors = self.console_errors(allowed)
+        if errors:
+            raise CheckFailed("the page logged errors: " + "; ".join(errors))
+
+    def tus(self, method: str, url: str) -> http.client.HTTPResponse:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=PATIENCE)
+        connection.request(method, url, headers={"Tus-Resumable": "1.0.0"})
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        return response
+
+    def cdp(self, command: str, **params: Any) -> Any:
+        return self.browser.execute_cdp_cmd(command, params)
+
+    def wait_uploads_done(self, count: int) -> list[str]:
+        def finished():
+            states = self.upload_states()
+            failed = self.browser.execute_script(
+                "return Array.from(document.querySelectorAll('#uploads .state.err'))"
+                ".map(s => s.textContent)")
+            if failed:
+                raise CheckFailed("an upload failed: " + " | ".join(failed))
+            done = [s for s in states if "done" in s]
+            return states if len(done) >= count else None
+        return wait_for(finished, f"{count} upload(s) never reported done: "
+                                  f"{self.upload_states()}")
+
+    # -- the checks, in the order the tour takes them
+
+    def check_listing(self) -> str:
+        from selenium.webdriver.common.keys import Keys
+
+        self.open()
+        source = self.browser.page_source.replace("&lt;", "<").replace("&gt;", ">")
+        if "existing <b>bold.txt" not in source or self.by("td.name b"):
+            raise CheckFailed("a name with HTML in it was not shown as text")
+        size = self.row("report 2026.pdf").find_element("css selector", "td.num").text
+        if size != "1.3 MiB":
+            raise CheckFailed(f"report 2026.pdf shows its size as {size!r}, not 1.3 MiB")
+        if self.names()[0] != "holiday photos":
+            raise CheckFailed(f"folders do not come first: {self.names()}")
+        self.one('th[data-key="size"] button').click()
+        files = [n for n in self.names() if n != "holiday photos"]
+        wanted = sorted(files, key=lambda n: (self.root / n).stat().st_size)
+        if files != wanted:
+            raise CheckFailed(f"sorted by size: {files}, not {wanted}")
+        self.one('th[data-key="size"] button').click()
+        if [n for n in self.names() if n != "holiday photos"] != wanted[::-1]:
+            raise CheckFailed("a second click does not reverse the order")
+        self.one("#filter").send_keys("NOTE")
+        if self.names() != ["notes.txt"]:
+            raise CheckFailed(f"filtering by 'NOTE' leaves {self.names()}")
+        for _ in "NOTE":  # (what a person does; clear() would fire no input event)
+            self.one("#filter").send_keys(Keys.BACKSPACE)
+        if len(self.names()) != len(list(self.root.iterdir())):
+            raise CheckFailed(f"an empty filter leaves {self.names()}")
+        self.press("notes.txt", 'button[title^="show the SHA"]')
+        sha = wait_for(lambda: self.row("notes.txt").find_element(
+            "css selector", "code.sha").text, "the SHA-256 was never shown")
+        if sha != sha256_of(self.root / "notes.txt"):
+            raise CheckFailed(f"the page shows SHA-256 {sha}, not the file's")
+        self.keyboard_reaches("#pick-files", Keys)
+        self.quiet()
+        return ("listing: HTML in names stays text, 1.3 MiB, folders first, sort by size "
+                "both ways, filter, SHA-256 on demand, the upload buttons reached by Tab")
+
+    def keyboard_reaches(self, css: str, keys) -> None:
+        """Tab from the filter box until ``css`` has the focus (every control on the way
+        is one a keyboard can use)."""
+        self.one("#filter").click()
+        for _ in range(200):
+            if self.browser.execute_script(
+                    "return document.activeElement.matches(arguments[0])", css):
+                return
+            self.browser.switch_to.active_element.send_keys(keys.TAB)
+        raise CheckFailed(f"Tab never reaches {css}")
+
+    def check_upload_file(self) -> str:
+        data = os.urandom(3 * 1024 * 1024 + 11)
+        picked = self.work / "from the browser.bin"
+        picked.write_bytes(data)
+        self.one("#files").send_keys(str(picked))
+        states = self.wait_uploads_done(1)
+        if "verified" not in states[-1]:
+            raise CheckFailed(f"the upload does not say it was verified: {states[-1]}")
+        bar = self.one("#uploads li:last-child progress")
+        if bar.get_attribute("value") != bar.get_attribute("max"):
+            raise CheckFailed("the progress bar did not reach its end")
+        stored = self.root / picked.name
+        if not stored.exists() or stored.read_bytes() != data:
+            raise CheckFailed("the server did not store the uploaded bytes")
+        wait_for(lambda: self.row(picked.name), "the listing did not show the upload")
+        self.quiet()
+        return f"file picker: {len(data)} bytes stored, verified, listed without a reload"
+
+    def drop(self, *paths: Path) -> None:
+        """Drop files or folders from the disk on the page, as a person's mouse would."""
+        data = {"items": [], "files": [str(p) for p in paths], "dragOperationsMask": 1}
+        for kind in ("dragEnter", "dragOver", "drop"):
+            self.cdp("Input.dispatchDragEvent", type=kind, x=400, y=400, data=data)
+
+    def check_drop_folder(self) -> str:
+        self.open()
+        album = self.source / "album"
+        self.drop(album)
+        wanted = files_below(album)
+        self.wait_uploads_done(len(wanted))
+        got = files_below(self.root / "album")
+        if got != wanted:
+            raise CheckFailed(f"the dropped folder arrived as {sorted(got)}, not "
+                              f"{sorted(wanted)} (or with other bytes)")
+        wait_for(lambda: self.row("album"), "the listing did not show the dropped folder")
+        self.quiet()
+        return f"dropped folder: {len(wanted)} files at their relative paths, byte for byte"
+
+    def unfinished_url(self) -> str | None:
+        return self.browser.execute_script(
+            "for (let i = 0; i < localStorage.length; i++) {"
+            "  const k = localStorage.key(i);"
+            "  if (k.startsWith(arguments[0])) return localStorage.getItem(k); }"
+            "return null;", UPLOAD_KEY)
+
+    def held(self, url: str) -> int:
+        response = self.tus("HEAD", url)
+        return int(response.getheader("Upload-Offset") or -1) if response.status == 200 else -1
+
+    def check_resume_after_reload(self) -> str:
+        big = self.work / "big.bin"
+        big.write_bytes(os.urandom(3 * PIECE + 12345))
+        self.open()
+        # A slow link (4 MiB/s up, capped by the browser) leaves seconds to reload in.
+        self.cdp("Network.enable")
+        self.cdp("Network.emulateNetworkConditions", offline=False, latency=0,
+                 downloadThroughput=-1, uploadThroughput=4 * 1024 * 1024)
+        try:
+            self.one("#files").send_keys(str(big))
+            url = wait_for(self.unfinished_url, "the page did not remember the upload")
+            wait_for(lambda: self.held(url) >= PIECE, "the server never held a piece")
+            self.browser.refresh()
+        finally:
+            self.cdp("Network.emulateNetworkConditions", offline=False, latency=0,
+                     downloadThroughput=-1, uploadThroughput=-1)
+        held = self.held(url)
+        if not 0 < held < big.stat().st_size or (self.root / big.name).exists():
+            raise CheckFailed(f"after the reload the server holds {held} bytes (or the "
+                              f"file is visible under its name)")
+        note = wait_for(lambda: self.one("#resumable").text, "no unfinished upload shown")
+        if "big.bin" not in note:
+            raise CheckFailed(f"the page does not name the unfinished upload: {note!r}")
+        self.browser.execute_script(  # every state the upload passes through
+            "window.seen = []; new MutationObserver(() => { for (const s of "
+            "document.querySelectorAll('#uploads .state')) window.seen.push(s.textContent); })"
+            ".observe(document.getElementById('uploads'), "
+            "{subtree: true, childList: true, characterData: true});")
+        self.one("#files").send_keys(str(big))
+        self.wait_uploads_done(1)
+        seen = self.browser.execute_script("return window.seen")
+        if not any(s.startswith("resuming at") for s in seen):
+            raise CheckFailed(f"the upload started over instead of resuming: {seen[:5]}")
+        if sha256_of(self.root / big.name) != sha256_of(big):
+            raise CheckFailed("the resumed upload stored other bytes")
+        if self.one("#resumable").is_displayed() or self.unfinished_url():
+            raise CheckFailed("the finished upload is still listed as unfinished")
+        self.quiet()
+        return (f"reload mid-upload: server held {held} of {big.stat().st_size} bytes under "
+                f"no final name; picked again, it resumed there; stored bytes identical")
+
+    def check_network_loss(self) -> str:
+        lost = self.work / "over a bad link.bin"
+        lost.write_bytes(os.urandom(2 * PIECE + 999))
+        self.open()
+        self.cdp("Network.enable")
+        self.cdp("Network.emulateNetworkConditions", offline=False, latency=0,
+                 downloadThroughput=-1, uploadThroughput=4 * 1024 * 1024)
+        try:
+            self.one("#files").send_keys(str(lost))
+            url = wait_for(self.unfinished_url, "the page did not remember the upload")
+            wait_for(lambda: self.held(url) >= PIECE, "the server never held a piece")
+            self.cdp("Network.emulateNetworkConditions", offline=True, latency=0,
+                     downloadThroughput=-1, uploadThroughput=-1)
+            wait_for(lambda: any("trying again" in s for s in self.upload_states()),
+                     f"the page did not notice the lost network: {self.upload_states()}")
+        finally:
+            self.cdp("Network.emulateNetworkConditions", offline=False, latency=0,
+                     downloadThroughput=-1, uploadThroughput=-1)
+        self.wait_uploads_done(1)
+        if sha256_of(self.root / lost.name) != sha256_of(lost):
+            raise CheckFailed("the upload resumed after the network came back stored other "
+                              "bytes")
+        self.quiet(allowed=("ERR_INTERNET_DISCONNECTED",))
+        return "network lost mid-upload: the page waited, asked again, and finished it"
+
+    def check_refusal(self) -> str:
+        self.open()
+        again = self.work / "notes.txt"
+        again.write_text("another notes file")
+        self.one("#files").send_keys(str(again))
+        state = wait_for(lambda: [s for s in self.upload_states() if "exists" in s],
+                         "the refusal was not shown")[0]
+        if state != "notes.txt  notes.txt exists; the server does not overwrite files":
+            raise CheckFailed(f"the refusal reads {state!r}")
+        if (self.root / "notes.txt").read_text() == "another notes file":
+            raise CheckFailed("the taken name was overwritten")
+        self.quiet(allowed=("409 (Conflict)",))
+        return f"taken name: said once, in words: {state.split('  ', 1)[1]!r}"
+
+    def dialog(self, answer: str | None) -> None:
+        """Answer the page's prompt() (``answer``) or confirm() (None)."""
+        alert = wait_for(lambda: self.alert_or_none(), "no dialog opened")
+        if answer is not None:
+            alert.send_keys(answer)
+        alert.accept()
+
+    def alert_or_none(self):
+        from selenium.common.exceptions import NoAlertPresentException
+        try:
+            return self.browser.switch_to.alert
+        except NoAlertPresentException:
+            return None
+
+    def check_folder_rename_delete(self) -> str:
+        (self.root / "draft.txt").write_text("a first draft\n")
+        self.open()
+        self.one("#newfolder").click()
+        self.dialog("made here")
+        wait_for(lambda: self.row("made here"), "the new folder is not listed")
+        if not (self.root / "made here").is_dir():
+            raise CheckFailed("the new folder was not made")
+        self.press("draft.txt", 'button[title^="rename"]')
+        self.dialog("renamed.bin")
+        wait_for(lambda: self.row("renamed.bin") and not self.row("draft.txt"),
+                 "the renamed file is not listed under its new name")
+        if not (self.root / "renamed.bin").exists():
+            raise CheckFailed("the file was not renamed on the server")
+        self.press("renamed.bin", 'button[title^="delete"]')
+        self.dialog(None)
+        wait_for(lambda: not self.row("renamed.bin"), "the deleted file is still listed")
+        if (self.root / "renamed.bin").exists():
+            raise CheckFailed("the file was not deleted on the server")
+        self.quiet()
+        return "new folder, rename and delete through the page's buttons"
+
+    def check_folder_zip(self) -> str:
+        self.open()
+        before = set(self.downloads.iterdir())
+        self.press("holiday photos", "td.acts a")
+
+        def saved():
+            new = [p for p in set(self.downloads.iterdir()) - before]
+            return new if new and all(p.suffix == ".zip" for p in new) else None
+        archive = wait_for(saved, "the folder's zip was never saved")[0]
+        folder = self.root / "holiday photos"
+        wanted = files_below(folder)
+        with zipfile.ZipFile(archive) as opened:
+            tops = {info.filename.split("/", 1)[0] for info in opened.infolist()}
+            if tops != {folder.name}:
+                raise CheckFailed(f"the zip's members are not all in one folder named "
+                                  f"{folder.name!r}: {sorted(tops)}")
+            got = {info.filename.split("/", 1)[1]: hashlib.sha256(opened.read(info)).hexdigest()
+                   for info in opened.infolist() if not info.is_dir()}
+        if got != wanted:
+            raise CheckFailed(f"the zip holds {sorted(got)}, not {sorted(wanted)} (or other "
+                              f"bytes)")
+        self.quiet()
+        return f"folder as zip: {archive.name}, all {len(wanted)} members identical"
+
+    def check_localhost(self) -> str:
+        self.browser.get(f"http://localhost:{self.port}/")
+        wait_for(lambda: self.row("existing <b>bold.txt"), "the index is not served on "
+                                                            "localhost")
+        self.press("existing <b>bold.txt", "td.name a")
+        wait_for(lambda: self.browser.find_element("tag name", "body").text == "already here",
+                 "the text file is not shown from localhost")
+        self.quiet()
+        return "localhost: the same index, a text file shown inline"
+
+    def screenshots(self, folder: Path) -> str:
+        """The page as a person sees it: light, dark, and a phone's width."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.open()
+        shown = []
+        for name, size in (("minutes 2026-11.odt", 48_213), ("scan 0042.png", 2_831_107)):
+            shown.append(self.work / name)
+            shown[-1].write_bytes(os.urandom(size))
+        self.one("#files").send_keys("\n".join(str(p) for p in shown))
+        self.wait_uploads_done(len(shown))
+        self.press("notes.txt", 'button[title^="show the SHA"]')
+        wait_for(lambda: self.by("code.sha"), "no SHA-256 for the screenshot")
+        self.browser.save_screenshot(str(folder / "index-light.png"))
+        self.cdp("Emulation.setEmulatedMedia", features=[
+            {"name": "prefers-color-scheme", "value": "dark"}])
+        self.browser.save_screenshot(str(folder / "index-dark.png"))
+        self.cdp("Emulation.setDeviceMetricsOverride", width=390, height=844,
+                 deviceScaleFactor=2, mobile=True)
+        self.open()
+        self.browser.save_screenshot(str(folder / "index-phone-dark.png"))
+        self.cdp("Emulation.setEmulatedMedia", features=[
+            {"name": "prefers-color-scheme", "value": "light"}])
+        self.browser.save_screenshot(str(folder / "index-phone.png"))
+        self.cdp("Emulation.clearDeviceMetricsOverride")
+        self.cdp("Emulation.setEmulatedMedia", features=[])
+        self.quiet()
+        return f"screenshots: {folder}/index-{{light,dark,phone,phone-dark}}.png"
+
+
+#: The checks in tour order (later ones use what earlier ones uploaded).
+CHECKS = ["check_listing", "check_upload_file", "check_drop_folder",
+          "check_resume_after_reload", "check_network_loss", "check_refusal",
+          "check_folder_rename_delete", "check_folder_zip", "check_localhost"]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--screenshot", default="browser_check.png")
+    parser.add_argument("--shots", default="browser-check",
+                        help="folder for the screenshots (default: browser-check)")
     args = parser.parse_args()
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.common.by import By
-    except ImportError:
-        print("SKIP: selenium is not installed (pip install selenium)")
-        return 0
-    if not chromium or not driver_path:
-        print("SKIP: chromium or chromedriver missing (apt-get install chromium "
-              "chromium-driver)")
+    why = missing_tools()
+    if why:
+        print("SKIP: " + why)
         return 0
     work = Path(tempfile.mkdtemp(prefix="muxserver-browser-"))
-    root, downloads, profile = work / "root", work / "downloads", work / "profile"
-    for path in (root, downloads, profile):
-        path.mkdir()
-    (root / "existing <b>bold.txt").write_text("already here")
-    upload = work / "from the browser.bin"
-    data = os.urandom(3 * 1024 * 1024 + 11)
-    upload.write_bytes(data)
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "muxserver", "--port", str(port),
-                               "--root", str(root), "--no-console"], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    browser = None
+    tour = None
     try:
-        for line in server.stdout:
-            if line.startswith("listening on"):
-                break
-        options = webdriver.ChromeOptions()
-        options.binary_location = chromium
-        for flag in FLAGS + [f"--user-data-dir={profile}"]:
-            options.add_argument(flag)
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        options.add_experimental_option("prefs", {
-            "download.default_directory": str(downloads),
-            "download.prompt_for_download": False})
-        browser = webdriver.Chrome(options=options,
-                                   service=webdriver.ChromeService(executable_path=driver_path))
-        base = f"http://127.0.0.1:{port}/"
-        browser.get(base)
-        if "existing <b>bold.txt" not in browser.page_source.replace("&lt;", "<").replace(
-                "&gt;", ">"):
-            raise SystemExit("FAIL: the index does not list the existing file")
-        if browser.find_elements(By.TAG_NAME, "b"):
-            raise SystemExit("FAIL: a file name was rendered as HTML")
-        browser.find_element(By.ID, "files").send_keys(str(upload))
-        browser.find_element(By.ID, "send").click()
-        wait_for(lambda: "from the browser.bin: done" in browser.find_element(
-            By.ID, "uploads").text, 30, "the upload never reported done")
-        bar = browser.find_element(By.CSS_SELECTOR, "#uploads progress")
-        if bar.get_attribute("value") != bar.get_attribute("max"):
-            raise SystemExit("FAIL: the progress bar did not reach its end")
-        browser.save_screenshot(args.screenshot)
-        stored = root / "from the browser.bin"
-        if not stored.exists() or stored.read_bytes() != data:
-            raise SystemExit("FAIL: the server did not store the uploaded bytes")
-        browser.get(base)  # (the page reloads itself after uploads; be explicit)
-        wait_for(lambda: browser.find_elements(By.LINK_TEXT, "from the browser.bin"), 10,
-                 "the uploaded file is not listed")
-        browser.find_element(By.LINK_TEXT, "from the browser.bin").click()
-        got = wait_for(lambda: [p for p in downloads.iterdir()
-                                if p.suffix != ".crdownload" and size_of(p) == len(data)],
-                       30, "the download never finished")
-        if hashlib.sha256(got[0].read_bytes()).digest() != hashlib.sha256(data).digest():
-            raise SystemExit("FAIL: the downloaded file differs")
-        # The same server by name: localhost is one of the Host names it answers to.
-        browser.get(f"http://localhost:{port}/")
-        wait_for(lambda: browser.find_elements(By.LINK_TEXT, "existing <b>bold.txt"), 10,
-                 "the index is not served on localhost")
-        browser.find_element(By.LINK_TEXT, "existing <b>bold.txt").click()  # shown inline
-        wait_for(lambda: browser.find_element(By.TAG_NAME, "body").text == "already here", 10,
-                 "the text file is not shown from localhost")
-        errors = [entry["message"] for entry in browser.get_log("browser")
-                  if entry["level"] == "SEVERE"]
-        if errors:
-            raise SystemExit("FAIL: the page logged errors: " + "; ".join(errors))
-        print(f"PASS: uploaded and downloaded {len(data)} bytes through the index page in "
-              f"headless Chromium, on 127.0.0.1 and on localhost, with no console errors; "
-              f"screenshot: {args.screenshot}")
+        tour = Tour(work)
+        for name in CHECKS:
+            print("ok   " + getattr(tour, name)(), flush=True)
+        print("ok   " + tour.screenshots(Path(args.shots).resolve()))
+        print("PASS: every feature of the index page works in headless Chromium")
         return 0
+    except CheckFailed as failure:
+        print(f"FAIL: {failure}")
+        return 1
     finally:
-        if browser is not None:
-            browser.quit()
-        server.terminate()
-        server.wait(timeout=15)
+        if tour is not None:
+            tour.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

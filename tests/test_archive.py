@@ -42,9 +42,11 @@ def test_a_folder_as_a_zip_holds_every_file_and_verifies(server, folder):
     assert "photos.zip" in headers["content-disposition"]
     archive = zipfile.ZipFile(io.BytesIO(body))
     assert archive.testzip() is None
-    assert sorted(archive.namelist()) == ["2024/", "2024/empty/", "2024/été.txt", "big.bin"]
-    assert archive.read("big.bin") == (folder / "big.bin").read_bytes()
-    assert archive.read("2024/été.txt") == b"summer\n"
+    # (named below the folder's own name: unpacking it makes that folder)
+    assert sorted(archive.namelist()) == ["photos/", "photos/2024/", "photos/2024/empty/",
+                                          "photos/2024/été.txt", "photos/big.bin"]
+    assert archive.read("photos/big.bin") == (folder / "big.bin").read_bytes()
+    assert archive.read("photos/2024/été.txt") == b"summer\n"
 
 
 def test_a_folder_as_a_tar_holds_every_file(server, folder):
@@ -52,14 +54,17 @@ def test_a_folder_as_a_tar_holds_every_file(server, folder):
     assert status == 200 and headers["content-type"] == "application/x-tar"
     archive = tarfile.open(fileobj=io.BytesIO(body))
     members = {m.name: m for m in archive.getmembers()}
-    assert set(members) == {"2024", "2024/empty", "2024/été.txt", "big.bin"}
-    assert archive.extractfile("big.bin").read() == (folder / "big.bin").read_bytes()
+    assert set(members) == {"photos", "photos/2024", "photos/2024/empty",
+                            "photos/2024/été.txt", "photos/big.bin"}
+    assert members["photos"].isdir()
+    assert archive.extractfile("photos/big.bin").read() == (folder / "big.bin").read_bytes()
 
 
 def test_the_whole_root_and_the_refusals(make_server, folder, server):
     status, _, body = download(server, "/?download=tar")
     names = tarfile.open(fileobj=io.BytesIO(body)).getnames()
-    assert "outside.txt" in names and "photos/big.bin" in names
+    top = server.root.name  # (the root's own folder name)
+    assert f"{top}/outside.txt" in names and f"{top}/photos/big.bin" in names
     assert download(server, "/nope/?download=zip")[0] == 404
     [(status, headers, body)], _ = exchange(server, http_request("HEAD", "/photos/?download=zip"),
                                             ["HEAD"])
@@ -68,7 +73,8 @@ def test_the_whole_root_and_the_refusals(make_server, folder, server):
     assert download(dropbox, "/photos/?download=zip")[0] == 403
 
 
-@pytest.mark.skipif(shutil.which("bsdtar") is None, reason="needs bsdtar (libarchive-tools)")
+@pytest.mark.skipif(shutil.which("bsdtar") is None or shutil.which("curl") is None,
+                    reason="needs bsdtar (libarchive-tools) and curl")
 def test_bsdtar_reads_the_zip_as_a_stream(server, folder, tmp_path):
     url = f"http://{server.host}:{server.port}/photos/?download=zip"
     curl = subprocess.Popen(["curl", "-sS", "--fail", url], stdout=subprocess.PIPE)
@@ -79,7 +85,7 @@ def test_bsdtar_reads_the_zip_as_a_stream(server, folder, tmp_path):
         curl.stdout.close()
         curl.wait(timeout=30)
     assert extracted.returncode == 0, extracted.stderr
-    assert (tmp_path / "big.bin").read_bytes() == (folder / "big.bin").read_bytes()
+    assert (tmp_path / "photos" / "big.bin").read_bytes() == (folder / "big.bin").read_bytes()
 
 
 def test_zip64_records_for_members_and_offsets_past_4_gib(tmp_path):

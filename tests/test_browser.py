@@ -1,0 +1,82 @@
+"""The index page in a real browser: headless Chromium driven by Selenium.
+
+The checks themselves live in scripts/browser_check.py (which also takes screenshots
+for a person to look at); here each one is a test, against one server and one browser
+for the module. Skipped where Chromium, chromedriver or selenium is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "browser_check.py"
+_spec = importlib.util.spec_from_file_location("browser_check", SCRIPT)
+browser_check = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(browser_check)
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def tour(tmp_path_factory):
+    why = browser_check.missing_tools()
+    if why:
+        pytest.skip(why)
+    started = browser_check.Tour(tmp_path_factory.mktemp("browser"))
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def run(tour, check: str, *args) -> None:
+    try:
+        getattr(tour, check)(*args)
+    except browser_check.CheckFailed as failure:
+        pytest.fail(str(failure), pytrace=False)
+
+
+def test_the_listing_sorts_filters_and_hashes(tour):
+    run(tour, "check_listing")
+
+
+def test_a_picked_file_is_uploaded_verified_and_listed(tour):
+    run(tour, "check_upload_file")
+
+
+def test_a_dropped_folder_keeps_its_relative_paths(tour):
+    run(tour, "check_drop_folder")
+
+
+def test_an_upload_interrupted_by_a_reload_resumes_where_it_stopped(tour):
+    run(tour, "check_resume_after_reload")
+
+
+def test_an_upload_survives_a_lost_network(tour):
+    run(tour, "check_network_loss")
+
+
+def test_a_taken_name_is_refused_once_in_words(tour):
+    run(tour, "check_refusal")
+
+
+def test_new_folder_rename_and_delete(tour):
+    run(tour, "check_folder_rename_delete")
+
+
+def test_a_folder_downloads_as_a_zip_with_every_member(tour):
+    run(tour, "check_folder_zip")
+
+
+def test_the_page_answers_on_localhost(tour):
+    run(tour, "check_localhost")
+
+
+def test_screenshots_light_dark_and_phone(tour, tmp_path):
+    run(tour, "screenshots", tmp_path)
+    for name in ("light", "dark", "phone", "phone-dark"):
+        shot = (tmp_path / f"index-{name}.png").read_bytes()
+        assert shot.startswith(b"\x89PNG") and len(shot) > 10_000
