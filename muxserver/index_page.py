@@ -65,7 +65,7 @@ def index_head(name: str, rights: PageRights = PageRights()) -> str:
                 "write": rights.write, "delete": rights.delete, "replace": rights.replace}
     values = {"title": html.escape(printable(title)), "crumbs": breadcrumbs(name),
               "settings": html.escape(json.dumps(settings), quote=True),
-              "newfolder": "" if rights.write else " hidden",
+              "newfolder": "" if rights.write and rights.read else " hidden",
               "reading": "" if rights.read else " hidden"}
     # One pass: a folder named "{settings}" stays a name.
     head = _SLOT.sub(lambda slot: values[slot.group(1)], HEAD)
@@ -393,6 +393,7 @@ function rowFor(entry) {
   return tr;
 }
 async function refresh() {
+  if (!cfg.read) return;  // (a drop box: nothing to show)
   const r = await fetch(cfg.base + "?format=json", {cache: "no-store"});
   if (!r.ok) return;
   const listing = await r.json();

@@ -6,16 +6,21 @@ and folders, opens its index page in headless Chromium (driven by Selenium) and 
 one after the other:
 
 * the listing: names escaped (a name with HTML in it stays text), human sizes, sorting
-  by a column, the filter box, the SHA-256 of a file on demand;
+  by a column, the filter box, the SHA-256 of a file on demand, the upload buttons
+  reached with the Tab key;
 * uploads: a file through the file picker (its bar reaches the end, "verified"), a
   whole folder dropped on the page (relative paths kept, an empty file too), the
   listing refreshed without a reload;
 * an upload interrupted by reloading the page: the page names it as unfinished, the
   server holds part of it under no final name, and choosing the file again resumes it
   where it stopped (the page says "resuming at ..."); the stored bytes are identical;
+* an upload whose network goes away mid-way (the browser set offline): the page says
+  so, asks again by itself once it is back, and finishes;
 * an upload to a taken name: refused, said once in words;
 * "new folder", rename and delete through the page's own buttons and dialogs;
 * a folder downloaded as one zip through its row's link, every member compared;
+* a drop box (``--upload-only``, a second server): no names, no listing controls, a
+  second file of a taken name stored beside the first;
 * the same server by name (``localhost``), a file shown inline;
 * no error in the browser's console at any point but the one refusal provoked above.
 
@@ -36,7 +41,6 @@ import hashlib
 import http.client
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -95,6 +99,33 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def start_server(root: Path, log: Path, *flags: str) -> tuple[subprocess.Popen, int]:
+    """``python -m muxserver`` on ``root``, on a port the system picks; its log to ``log``."""
+    with open(log, "w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "muxserver", "--port", "0", "--root",
+                                   str(root), "--no-console", *flags],
+                                  cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = wait_for(lambda: server.poll() is not None or next(
+            (l for l in log.read_text().splitlines() if l.startswith("listening on")), None),
+            "the server did not start")
+        if server.poll() is not None:
+            raise CheckFailed("the server stopped: " + log.read_text())
+        return server, int(line.split()[2].rsplit(":", 1)[1])
+    except BaseException:
+        stop(server)
+        raise
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 def files_below(folder: Path) -> dict[str, str]:
     """Relative path -> SHA-256 of every file below ``folder`` (hidden ones included)."""
     return {path.relative_to(folder).as_posix(): sha256_of(path)
@@ -112,21 +143,11 @@ class Tour:
         for path in (self.root, self.downloads, self.source, work / "profile"):
             path.mkdir()
         self.populate()
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.log = work / "server.log"
-        with open(self.log, "w") as log:
-            self.server = subprocess.Popen(
-                [sys.executable, "-m", "muxserver", "--port", str(self.port), "--root",
-                 str(self.root), "--no-console", "--allow-delete"],
-                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+        self.server = None
         self.browser = None
         try:
-            wait_for(lambda: "listening on" in self.log.read_text() or self.server.poll(),
-                     "the server did not start")
-            if self.server.poll() is not None:
-                raise CheckFailed("the server stopped: " + self.log.read_text())
+            self.server, self.port = start_server(self.root, work / "server.log",
+                                                  "--allow-delete")
             options = webdriver.ChromeOptions()
             options.binary_location = shutil.which("chromium") or shutil.which(
                 "chromium-browser")
@@ -168,12 +189,8 @@ class Tour:
             if self.browser is not None:
                 self.browser.quit()
         finally:
-            self.server.terminate()
-            try:
-                self.server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.server.kill()
-                self.server.wait()
+            if self.server is not None:
+                stop(self.server)
 
     # -- helpers
 
@@ -495,6 +512,38 @@ class Tour:
         self.quiet()
         return f"folder as zip: {archive.name}, all {len(wanted)} members identical"
 
+    def check_drop_box(self) -> str:
+        """A server that takes uploads and shows nothing (--upload-only): the page has
+        no listing and no other controls; a second file of the same name lands beside
+        the first instead of being refused (refusing would tell that the name exists)."""
+        inbox = self.work / "inbox"
+        inbox.mkdir()
+        (inbox / "secret.txt").write_text("not for the uploader's eyes")
+        server, port = start_server(inbox, self.work / "inbox.log", "--upload-only")
+        try:
+            self.browser.get(f"http://127.0.0.1:{port}/")
+            if "secret.txt" in self.browser.page_source:
+                raise CheckFailed("the drop box shows a name")
+            shown = [css for css in ("#filter", "#newfolder", "#summary", "header .button")
+                     if self.one(css).is_displayed()]
+            if shown:
+                raise CheckFailed(f"the drop box shows controls it cannot use: {shown}")
+            handed = self.work / "report.txt"
+            handed.write_text("first")
+            self.one("#files").send_keys(str(handed))
+            self.wait_uploads_done(1)
+            handed.write_text("second, same name")
+            self.one("#files").send_keys(str(handed))
+            self.wait_uploads_done(2)
+            stored = {p.name: p.read_text() for p in inbox.iterdir()}
+            if stored != {"secret.txt": "not for the uploader's eyes", "report.txt": "first",
+                          "report (2).txt": "second, same name"}:
+                raise CheckFailed(f"the drop box holds {stored}")
+            self.quiet()
+        finally:
+            stop(server)
+        return "drop box: no names, no listing controls, a taken name stored beside"
+
     def check_localhost(self) -> str:
         self.browser.get(f"http://localhost:{self.port}/")
         wait_for(lambda: self.row("existing <b>bold.txt"), "the index is not served on "
@@ -537,7 +586,8 @@ class Tour:
 #: The checks in tour order (later ones use what earlier ones uploaded).
 CHECKS = ["check_listing", "check_upload_file", "check_drop_folder",
           "check_resume_after_reload", "check_network_loss", "check_refusal",
-          "check_folder_rename_delete", "check_folder_zip", "check_localhost"]
+          "check_folder_rename_delete", "check_folder_zip", "check_drop_box",
+          "check_localhost"]
 
 
 def main() -> int:

@@ -71,6 +71,10 @@ def test_a_folder_downloads_as_a_zip_with_every_member(tour):
     run(tour, "check_folder_zip")
 
 
+def test_a_drop_box_page_shows_nothing_and_takes_files(tour):
+    run(tour, "check_drop_box")
+
+
 def test_the_page_answers_on_localhost(tour):
     run(tour, "check_localhost")
 
