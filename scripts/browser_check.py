@@ -37,6 +37,7 @@ is missing. ``tests/test_browser.py`` runs the same checks one test each.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import http.client
 import os
@@ -372,22 +373,37 @@ class Tour:
         response = self.tus("HEAD", url)
         return int(response.getheader("Upload-Offset") or -1) if response.status == 200 else -1
 
+    def link(self, offline: bool = False, upload: int = -1) -> None:
+        """The browser's network: ``offline``, or ``upload`` bytes per second up (-1:
+        as fast as it goes)."""
+        self.cdp("Network.enable")
+        self.cdp("Network.emulateNetworkConditions", offline=offline, latency=0,
+                 downloadThroughput=-1, uploadThroughput=upload)
+
+    @contextlib.contextmanager
+    def slow_link(self):
+        """4 MiB/s up, capped by the browser: an upload of a few pieces then takes
+        seconds, time enough to interrupt it once the server holds its first piece."""
+        self.link(upload=4 * 1024 * 1024)
+        try:
+            yield
+        finally:
+            self.link()
+
+    def upload_one_piece_of(self, path: Path) -> str:
+        """Pick ``path`` in the page; return its tus URL once the server holds a piece."""
+        self.one("#files").send_keys(str(path))
+        url = wait_for(self.unfinished_url, "the page did not remember the upload")
+        wait_for(lambda: self.held(url) >= PIECE, "the server never held a piece")
+        return url
+
     def check_resume_after_reload(self) -> str:
         big = self.work / "big.bin"
         big.write_bytes(os.urandom(3 * PIECE + 12345))
         self.open()
-        # A slow link (4 MiB/s up, capped by the browser) leaves seconds to reload in.
-        self.cdp("Network.enable")
-        self.cdp("Network.emulateNetworkConditions", offline=False, latency=0,
-                 downloadThroughput=-1, uploadThroughput=4 * 1024 * 1024)
-        try:
-            self.one("#files").send_keys(str(big))
-            url = wait_for(self.unfinished_url, "the page did not remember the upload")
-            wait_for(lambda: self.held(url) >= PIECE, "the server never held a piece")
+        with self.slow_link():
+            url = self.upload_one_piece_of(big)
             self.browser.refresh()
-        finally:
-            self.cdp("Network.emulateNetworkConditions", offline=False, latency=0,
-                     downloadThroughput=-1, uploadThroughput=-1)
         held = self.held(url)
         if not 0 < held < big.stat().st_size or (self.root / big.name).exists():
             raise CheckFailed(f"after the reload the server holds {held} bytes (or the "
@@ -417,20 +433,11 @@ class Tour:
         lost = self.work / "over a bad link.bin"
         lost.write_bytes(os.urandom(2 * PIECE + 999))
         self.open()
-        self.cdp("Network.enable")
-        self.cdp("Network.emulateNetworkConditions", offline=False, latency=0,
-                 downloadThroughput=-1, uploadThroughput=4 * 1024 * 1024)
-        try:
-            self.one("#files").send_keys(str(lost))
-            url = wait_for(self.unfinished_url, "the page did not remember the upload")
-            wait_for(lambda: self.held(url) >= PIECE, "the server never held a piece")
-            self.cdp("Network.emulateNetworkConditions", offline=True, latency=0,
-                     downloadThroughput=-1, uploadThroughput=-1)
+        with self.slow_link():
+            self.upload_one_piece_of(lost)
+            self.link(offline=True)
             wait_for(lambda: any("trying again" in s for s in self.upload_states()),
                      f"the page did not notice the lost network: {self.upload_states()}")
-        finally:
-            self.cdp("Network.emulateNetworkConditions", offline=False, latency=0,
-                     downloadThroughput=-1, uploadThroughput=-1)
         self.wait_uploads_done(1)
         if sha256_of(self.root / lost.name) != sha256_of(lost):
             raise CheckFailed("the upload resumed after the network came back stored other "
