@@ -20,6 +20,7 @@ from typing import Any, NoReturn, Sequence
 
 from . import __version__
 from .client import DEFAULT_PORT, Client, ClientError, GetFile, PutFile, Stat
+from .digests import ALGORITHMS, Digest, from_fields
 from .limits import Limits
 from .units import format_bytes, parse_size
 
@@ -565,12 +566,13 @@ def tell_what_the_server_kept(ops: list[PutFile], client: Client) -> None:
     much of each it kept, and say how to continue."""
     from .client import Partial
 
-    cut = [op for op in ops if op.resumable and op.sha256 and op.result.code in CUT_OFF]
+    cut = [op for op in ops if op.resumable and op.result.code in CUT_OFF]
     if not cut:
         return
     client.progress = client.on_finish = None
-    try:
-        answers = client.run([Partial(op.name, op.sha256, op.file_size) for op in cut])
+    try:  # (a put with a trailer named its partial file by its mtime: digest None)
+        answers = client.run([Partial(op.name, None if op.hash_job else op.digest,
+                                      op.file_size, mtime=op.mtime) for op in cut])
     except ClientError:
         answers = []  # the server is gone (or unreachable): it may still keep them
     for op, answer in itertools.zip_longest(cut, answers[:len(cut)]):
@@ -585,24 +587,26 @@ def tell_what_the_server_kept(ops: list[PutFile], client: Client) -> None:
 
 def leave_out_unchanged(ops: list[Any], client: Client, quiet: bool) -> list[Any]:
     """--sync: the puts or gets whose two sides differ. One pipelined round of stat
-    requests tells each remote file's size and, where the server remembers it, its
-    SHA-256; a local file of the same size is hashed (or its hash remembered) and
-    compared. What differs is sent and replaces the other side; what is the same is
-    said, and left alone. A remote hash the server does not know yet means "send"."""
+    requests tells each remote file's size and, where the server remembers them, its
+    digests; a local file of the same size is hashed in one of them (or its digest
+    remembered) and compared. What differs is sent and replaces the other side; what
+    is the same is said, and left alone. A remote file whose digest the server does not
+    know yet means "send"."""
     replies = client.run([Stat(op.name) for op in ops])
     changed, same = [], 0
     for op, reply in zip(ops, replies):
         remote = reply.info if reply.ok and reply.info.get("type") == "file" else None
         local = op.local if isinstance(op, PutFile) else op.dest
-        digest = local_digest(local, remote.get("size") if remote else None)
-        if remote is not None and digest is not None and digest == remote.get("sha256"):
+        known = remote_digest(remote)
+        digest = local_digest(local, remote.get("size") if remote else None, known)
+        if known is not None and digest == known:
             same += 1
             if not quiet:
                 print(f"same: {op.name} (not sent)" if isinstance(op, PutFile)
                       else f"same: {op.name} -> {op.dest} (not fetched)", file=sys.stderr)
             continue
         if isinstance(op, PutFile):
-            op.sha256 = digest or ""  # (hashed already: the put need not hash again)
+            op.digest = digest  # (hashed already: the put need not hash again)
             op.overwrite = op.overwrite or remote is not None
         else:
             op.overwrite = op.overwrite or os.path.lexists(op.dest)
@@ -614,11 +618,22 @@ def leave_out_unchanged(ops: list[Any], client: Client, quiet: bool) -> list[Any
     return changed
 
 
-def local_digest(path: str, size: int | None) -> str | None:
-    """The SHA-256 of a local file if it has ``size`` bytes (remembered, or computed);
-    None if it is missing, unreadable, or of another size."""
-    from .client import file_sha256
+def remote_digest(info: dict[str, Any] | None) -> Digest | None:
+    """The digest a stat reply carries (None: none known, or none that makes sense)."""
+    try:
+        return from_fields(info) if info is not None else None
+    except ValueError:
+        return None
 
+
+def local_digest(path: str, size: int | None, like: Digest | None) -> Digest | None:
+    """The digest of a local file in the algorithm of ``like`` if it has ``size`` bytes
+    (remembered, or computed); None if it is missing, unreadable, of another size, or
+    there is nothing to compare it with."""
+    from .client import file_digest
+
+    if like is None:
+        return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
@@ -627,15 +642,17 @@ def local_digest(path: str, size: int | None) -> str | None:
         st = os.fstat(fd)
         if size is None or st.st_size != size or not os.path.isfile(path):
             return None
-        return file_sha256(fd, st)
+        return file_digest(fd, st, like.algorithm)
     finally:
         os.close(fd)
 
 
 def find_resume_offsets(ops: list[PutFile], client: Client, quiet: bool = False) -> None:
     """Ask the server, in one pipelined round, how much of each upload it kept from an
-    earlier attempt, and continue from there (saying so)."""
-    from .client import Partial, file_sha256
+    earlier attempt, and continue from there (saying so). An upload is named on the
+    server by its digest if this machine remembers one (the put will declare it), else
+    by its mtime (the put will hash it while sending it): no file is read for this."""
+    from .client import Partial, remembered_digest
 
     queries = []
     for op in ops:
@@ -645,11 +662,11 @@ def find_resume_offsets(ops: list[PutFile], client: Client, quiet: bool = False)
             continue  # the put reports why the file cannot be read
         try:
             st = os.fstat(fd)
-            size = st.st_size
-            op.sha256 = file_sha256(fd, st)
+            op.digest = op.digest or remembered_digest(fd, st)
         finally:
             os.close(fd)
-        queries.append((op, Partial(op.name, op.sha256, size)))
+        queries.append((op, Partial(op.name, op.digest, st.st_size,
+                                    mtime=None if op.digest else st.st_mtime)))
     if not queries:
         return
     results = client.run([query for _op, query in queries])
@@ -818,8 +835,9 @@ def print_stat(args: argparse.Namespace, client: Client) -> int:
     if info.get("type") == "file":
         print(f"size:     {info.get('size', 0)} bytes ({format_bytes(info.get('size', 0))})")
     print(f"modified: {format_time(info.get('mtime'))}")
-    if info.get("sha256"):
-        print(f"sha256:   {info['sha256']}")
+    for algorithm in ALGORITHMS:
+        if info.get(algorithm):
+            print(f"{algorithm + ':':<10}{info[algorithm]}")
     return 0
 
 

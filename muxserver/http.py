@@ -49,6 +49,7 @@ from .archive import TarStream, ZipStream
 from .archive import crc32 as archive_crc32
 from .buffers import FileRegion
 from .channel import Channel, Phase
+from .digests import SHA256, Digest, is_hex64
 from .index_page import INDEX_CSP, ROWS_PER_STEP, PageRights, index_head, index_tail
 from .listings import Listing, listing_for
 from .names import printable
@@ -299,7 +300,7 @@ class HttpSession(Session):
             location = "/" + urllib.parse.quote(name + "/")
             self.respond(301, [("Location", location)], b"it is a directory\n")
             return
-        if opened.sha256 is not None:
+        if opened.digest is not None:  # (HTTP speaks SHA-256: open_download's default)
             self.send_file(opened)
             return
         self.start_job(self.hash_then(
@@ -308,8 +309,10 @@ class HttpSession(Session):
 
     def send_file(self, opened: OpenFile) -> None:
         headers = self.request_headers
-        etag = f'"{opened.sha256}"'
-        digest = f"sha-256=:{base64.b64encode(bytes.fromhex(opened.sha256 or '')).decode()}:"
+        assert opened.digest is not None
+        sha256 = opened.digest.hex
+        etag = f'"{sha256}"'
+        digest = f"sha-256=:{base64.b64encode(bytes.fromhex(sha256)).decode()}:"
         common = [("ETag", etag), ("Repr-Digest", digest),
                   ("Last-Modified", email.utils.formatdate(opened.mtime, usegmt=True)),
                   ("Accept-Ranges", "bytes"),
@@ -336,7 +339,7 @@ class HttpSession(Session):
             common.append(("Content-Digest", digest))
         length = end - start
         transfer = self.active
-        assert transfer is not None and opened.sha256 is not None
+        assert transfer is not None
         small = b""
         if not self.head and 0 < length <= self.limits.inline_file_size:
             try:
@@ -352,12 +355,11 @@ class HttpSession(Session):
             opened.close()
             if small:
                 self.queue(h11.Data(data=small))
-            self.transfer_done(transfer, length, opened.sha256)
+            self.transfer_done(transfer, length, opened.digest)
         else:
-            digest = opened.sha256
             transfer.total = length
-            region = FileRegion(opened.fd, start, length,
-                                on_done=lambda: self.download_sent(transfer, digest))
+            region = FileRegion(opened.fd, start, length, on_done=lambda: self.download_sent(
+                transfer, opened.digest))
             transfer.region = region
             self.sending_body(transfer)
             for part in self.conn.send_with_data_passthrough(h11.Data(data=_FileBody(length))):
@@ -641,7 +643,7 @@ class HttpSession(Session):
             raise HttpError(409, f"the server holds {held} bytes of it, not {offset}",
                             [("Upload-Offset", str(held))], close=True)
         self.begin_transfer("put", upload.name)
-        started = self.start_upload(upload.name, length, upload.sha256,
+        started = self.start_upload(upload.name, length, upload.expected,
                                     overwrite=upload.overwrite, resumable=True, offset=offset,
                                     chunk_of=(upload.key, upload.size))
         if checksum is not None:
@@ -722,15 +724,15 @@ class HttpSession(Session):
         # Inside the body, the rest of it would have to be read: close instead.
         self.fail_request(HttpError(status, exc.message, close=self.reading_body()))
 
-    def upload_stored(self, upload: Upload, digest: str) -> None:
+    def upload_stored(self, upload: Upload, digest: Digest) -> None:
+        etag = ("ETag", f'"{digest.hex}"')  # (a SHA-256: HTTP uploads are hashed in it)
         if self.tus_piece is not None:  # the last piece of a tus upload
             self.tus_piece = None
-            self.respond(204, [("Upload-Offset", str(upload.size)), ("ETag", f'"{digest}"')])
+            self.respond(204, [("Upload-Offset", str(upload.size)), etag])
             return
-        body = f"stored {upload.asked_name} ({upload.size} bytes, sha256 {digest})\n".encode()
+        body = f"stored {upload.asked_name} ({upload.size} bytes, {digest})\n".encode()
         self.respond(200 if upload.replaces else 201,
-                     [("ETag", f'"{digest}"'), ("Content-Type", "text/plain; charset=utf-8")],
-                     body)
+                     [etag, ("Content-Type", "text/plain; charset=utf-8")], body)
 
     # -- responses
 
@@ -880,15 +882,15 @@ def parse_range(value: str, size: int) -> tuple[int, int] | None:
     return start, min(end, size)
 
 
-def declared_sha256(headers: dict[str, str]) -> str:
+def declared_sha256(headers: dict[str, str]) -> Digest | None:
     """The SHA-256 a PUT declares (X-Content-SHA256: hex, or Repr-Digest, Content-Digest
-    (RFC 9530) or the older Digest: sha-256 in base64), lower-case hex; "" when none (the
-    upload is then stored unverified)."""
+    (RFC 9530) or the older Digest: sha-256 in base64); None when none (the upload is
+    then stored unverified)."""
     value = headers.get("x-content-sha256", "").strip().lower()
     if value:
-        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        if not is_hex64(value):
             raise HttpError(400, "X-Content-SHA256 must be 64 hex digits", close=True)
-        return value
+        return Digest(SHA256, value)
     for header in ("repr-digest", "content-digest", "digest"):
         for item in headers.get(header, "").split(","):
             algorithm, _, encoded = item.strip().partition("=")
@@ -898,5 +900,5 @@ def declared_sha256(headers: dict[str, str]) -> str:
                 except (binascii.Error, ValueError):
                     raise HttpError(400, f"{header}: sha-256 is not base64", close=True) from None
                 if len(raw) == 32:
-                    return raw.hex()
-    return ""
+                    return Digest(SHA256, raw.hex())
+    return None

@@ -14,6 +14,10 @@ A refused put (bad name, existing file) is answered at once, before its body has
 arrived; the body is then read and dropped, so the connection stays usable. A request
 that is not admitted (no token yet, a wrong one) is answered too, but its body is
 never read: the connection is closed instead.
+
+A put may give its digest after its body, in a ``trailer`` frame (the sender hashes
+the file while it sends it, instead of reading it twice): the body is stored and
+hashed as usual, and the commit waits for that frame, the very next one.
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ from .protocol import (
     Request,
     RequestError,
 )
+from .digests import SHA256, Digest
 from .session import Services, Session
-from .storage import OpenFile, StorageError, Upload, write_error
+from .storage import OpenFile, StorageError, Upload, mtime_identity, write_error
 
 log = logging.getLogger("muxserver")
 
@@ -53,6 +58,9 @@ class NativeSession(Session):
         self.request_id: int | None = None  # the request being served (a put: its body)
         self.credential: str | None = None  # the token of the last accepted auth request
         self._narrated: tuple[str, str, int, int] = ("", "", 0, 0)  # op, name, done, length
+        # A put whose digest follows its body: (its id, the digest's algorithm) until the
+        # trailer frame has come (also for a refused put: its trailer is then dropped).
+        self.trailer_due: tuple[int, str] | None = None
 
     # -- bytes in (called by the channel)
 
@@ -88,11 +96,17 @@ class NativeSession(Session):
         if type(event) is BodyData:  # the hot path of an upload
             self.write_body(event.data)
         elif type(event) is FrameHeader:
+            if self.trailer_due is not None:
+                self.take_trailer(event.fields)
+                if event.fields.get("op") == "trailer":
+                    return
             if self.services.stopping:
                 self.close_for_stop()  # a request not started yet: not served
             else:
                 self.start_request(event.fields, event.length)
         elif type(event) is FrameEnd:
+            if self.trailer_due is not None and self.upload is not None:
+                return  # the body is stored; the digest to check it against comes next
             self.finish_upload()  # (nothing to do at the end of any other request)
         else:
             self.peer_closed(event)
@@ -148,9 +162,13 @@ class NativeSession(Session):
             return  # any body is dropped as it arrives
         try:
             if req.op == "put":
+                if req.trailer:
+                    self.trailer_due = (req.id, req.trailer)
                 self.begin_transfer("put", req.name)
-                self.start_upload(req.name, req.length, req.sha256, overwrite=req.overwrite,
-                                  resumable=req.resumable, offset=req.offset, mtime=req.mtime)
+                self.start_upload(req.name, req.length, req.digest, overwrite=req.overwrite,
+                                  resumable=req.resumable, offset=req.offset, mtime=req.mtime,
+                                  algorithm=req.trailer or SHA256,
+                                  identity=mtime_identity(req.mtime) if req.trailer else "")
             elif req.op == "get":
                 self.begin_transfer("get", req.name)
                 self.start_get(req)
@@ -158,8 +176,12 @@ class NativeSession(Session):
                 self.reply_ok(req.id, **self.describe(req.name))
             elif req.op == "partial":  # (a writer that may not read still resumes)
                 self.require(WRITE if self.grant.allows(WRITE) else READ, "resuming")
-                offset = self.services.root.partial_offset(req.name, req.sha256, req.size)
+                identity = req.digest.key if req.digest else mtime_identity(req.mtime)
+                offset = self.services.root.partial_offset(req.name, identity, req.size)
                 self.reply_ok(req.id, name=req.name, offset=offset)
+            elif req.op == "trailer":
+                raise StorageError("bad_request", "a trailer frame follows the body of a put "
+                                                  "that announced it")
             elif req.op == "list":
                 self.start_job(self.list_pages(req, self.entries(req.name, req.recursive)))
             else:
@@ -180,6 +202,29 @@ class NativeSession(Session):
                 req.name, recursive=req.recursive,
                 done=lambda removed: self.reply_ok(req.id, name=req.name, removed=removed),
                 failed=lambda exc: self.reply_error(req.id, exc.code, exc.message, req.name))
+
+    def take_trailer(self, fields: dict[str, Any]) -> None:
+        """The frame after a put whose digest was to follow its body: its trailer, which
+        lets the upload be checked and committed; anything else fails the put (and is
+        then served as the request it is)."""
+        put_id, algorithm = self.trailer_due
+        self.trailer_due = None
+        upload = self.upload
+        digest = None
+        if fields.get("op") == "trailer" and fields.get("id") == put_id:
+            try:
+                digest = protocol.parse_request(fields, 0).digest
+            except RequestError:
+                digest = None
+        if upload is None:
+            return  # the put was refused already (and answered): nothing to check
+        if digest is None or digest.algorithm != algorithm:
+            self.discard_upload()
+            self.reply_error(put_id, "bad_request", f"the put announced a trailer with its "
+                                                    f"{algorithm}; the next frame was not it")
+            return
+        upload.expected = digest
+        self.finish_upload()
 
     def log_in(self, fields: dict[str, Any], length: int) -> None:
         """The auth request: admitted like any request, with the token it carries."""
@@ -203,12 +248,12 @@ class NativeSession(Session):
         self.queue_reply(rid, refusal.code, protocol.encode_error(rid, refusal.code, message))
 
     def start_get(self, req: Request) -> None:
-        opened = self.open_download(req.name)
+        opened = self.open_download(req.name, req.algorithm)
         if req.offset > opened.size:
             opened.close()
             raise StorageError("offset_mismatch", f"{req.name!r} has {opened.size} bytes; "
                                                   f"cannot resume from {req.offset}")
-        if opened.sha256 is not None:
+        if opened.digest is not None:
             self.queue_download(req, opened)
             return
         self.start_job(self.hash_then(
@@ -218,10 +263,12 @@ class NativeSession(Session):
     def queue_download(self, req: Request, opened: OpenFile) -> None:
         """Queue the reply header and the body: inline if small, else a sendfile region."""
         offset, length = req.offset, opened.size - req.offset
+        digest = opened.digest
+        assert digest is not None
         header = protocol.encode_ok(req.id, length=length, name=req.name, size=opened.size,
-                                    sha256=opened.sha256, mtime=opened.mtime, offset=offset)
+                                    **digest.field, mtime=opened.mtime, offset=offset)
         transfer = self.active
-        assert transfer is not None and opened.sha256 is not None
+        assert transfer is not None
         transfer.total = length
         if length <= self.limits.inline_file_size:
             try:
@@ -231,9 +278,8 @@ class NativeSession(Session):
                 return
             self.queue_reply(req.id, None, header, len(data))
             self.channel.write(data)
-            self.transfer_done(transfer, opened.size, opened.sha256)
+            self.transfer_done(transfer, opened.size, digest)
             return
-        digest = opened.sha256
         region = FileRegion(opened.fd, offset, length,
                             on_done=lambda: self.download_sent(transfer, digest))
         transfer.region = region
@@ -246,8 +292,8 @@ class NativeSession(Session):
     def upload_failed(self, upload: Upload, exc: StorageError) -> None:
         self.reply_error(self.request_id, exc.code, exc.message, upload.name)
 
-    def upload_stored(self, upload: Upload, digest: str) -> None:
-        self.reply_ok(self.request_id, name=upload.asked_name, size=upload.size, sha256=digest)
+    def upload_stored(self, upload: Upload, digest: Digest) -> None:
+        self.reply_ok(self.request_id, name=upload.asked_name, size=upload.size, **digest.field)
 
     def splice_sink(self) -> tuple[int, int, int] | None:
         """(fd, offset, count) when the next body bytes may bypass Python, else None."""

@@ -33,8 +33,8 @@ def describe(result: Result) -> str:
         return f"muxserver: {result.op} {name} failed: {result.message}{hint}"
     local = printable(result.path)
     arrow = f"{local} -> {name}" if result.op == "put" else f"{name} -> {local}"
-    return (f"{result.op} {arrow} ({format_bytes(result.size)}, "
-            f"sha256 {result.sha256[:12]}) ok")
+    digest = f", {result.digest.algorithm} {result.digest.hex[:12]}" if result.digest else ""
+    return f"{result.op} {arrow} ({format_bytes(result.size)}{digest}) ok"
 
 
 class TransferReport:

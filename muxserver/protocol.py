@@ -40,9 +40,10 @@ import dataclasses
 import enum
 import json
 import math
-import re
 import struct
 from typing import Any, Mapping
+
+from .digests import ALGORITHMS, SHA256, Digest, from_fields
 
 MAGIC = b"\x89MUX"
 VERSION = 1
@@ -51,7 +52,8 @@ PREFIX_SIZE = PREFIX.size  # 8
 MAX_ID = 2**53 - 1  # the largest integer every JSON implementation holds exactly
 UNLIMITED = 2**63 - 1
 
-OPERATIONS = ("auth", "put", "get", "stat", "list", "partial", "mkdir", "rm", "mv")
+OPERATIONS = ("auth", "put", "get", "stat", "list", "partial", "mkdir", "rm", "mv",
+              "trailer")
 
 #: Stable error codes carried in error replies, with the meaning the docs give them.
 ERROR_CODES: dict[str, str] = {
@@ -91,7 +93,6 @@ FATAL_CODES = frozenset(
      "too_many_attempts", "timeout", "shutting_down", "internal"}
 )
 
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class ProtocolError(Exception):
@@ -382,11 +383,19 @@ def _frame(header: bytes) -> bytes:
     return PREFIX.pack(MAGIC, VERSION, 0, len(header)) + header
 
 
-def encode_put(req_id: int, name: str, length: int, sha256: str, *,
+def encode_put(req_id: int, name: str, length: int, digest: Digest | str | None, *,
                overwrite: bool = False, mtime: float | None = None, offset: int = 0,
-               resumable: bool = False) -> bytes:
-    """A put header; ``length`` body bytes (the file from ``offset`` on) follow it."""
-    fields: dict[str, Any] = {"id": req_id, "op": "put", "name": name, "sha256": sha256}
+               resumable: bool = False, trailer: str = "") -> bytes:
+    """A put header; ``length`` body bytes (the file from ``offset`` on) follow it.
+
+    ``digest``: the whole file's (a str is a SHA-256 in hex, the protocol's first
+    digest); or None with ``trailer`` naming the algorithm of the digest that follows
+    the body in a trailer frame (encode_trailer)."""
+    fields: dict[str, Any] = {"id": req_id, "op": "put", "name": name}
+    if digest is not None:
+        fields.update(as_digest(digest).field)
+    if trailer:
+        fields["trailer"] = trailer
     if overwrite:
         fields["overwrite"] = True
     if mtime is not None:
@@ -398,17 +407,38 @@ def encode_put(req_id: int, name: str, length: int, sha256: str, *,
     return encode_frame(fields, length)
 
 
-def encode_get(req_id: int, name: str, offset: int = 0) -> bytes:
+def encode_trailer(req_id: int, digest: Digest) -> bytes:
+    """The frame after a put's body that gives the digest the put announced."""
+    return encode_frame({"id": req_id, "op": "trailer", **digest.field})
+
+
+def encode_get(req_id: int, name: str, offset: int = 0, digest: str = SHA256) -> bytes:
+    """A get; ``digest``: the algorithm of the digest the reply should carry."""
     fields: dict[str, Any] = {"id": req_id, "op": "get", "name": name}
     if offset:
         fields["offset"] = offset
+    if digest != SHA256:
+        fields["digest"] = digest
     return encode_frame(fields)
 
 
-def encode_partial(req_id: int, name: str, sha256: str, size: int) -> bytes:
-    """Ask how many bytes of an interrupted upload the server holds."""
-    return encode_frame({"id": req_id, "op": "partial", "name": name, "sha256": sha256,
-                         "size": size})
+def encode_partial(req_id: int, name: str, digest: Digest | str | None, size: int,
+                   mtime: float | None = None) -> bytes:
+    """Ask how many bytes of an interrupted upload the server holds: one named by its
+    digest (a str: a SHA-256), or, for a put whose digest came after its body, by the
+    ``mtime`` it declared."""
+    fields: dict[str, Any] = {"id": req_id, "op": "partial", "name": name, "size": size}
+    if digest is not None:
+        fields.update(as_digest(digest).field)
+    if mtime is not None:
+        fields["mtime"] = mtime
+    return encode_frame(fields)
+
+
+def as_digest(value: Digest | str) -> Digest:
+    """A digest; a bare str is a SHA-256 in hex (how the protocol's first version wrote
+    every digest, and how tests and hand-written clients still may)."""
+    return value if isinstance(value, Digest) else Digest(SHA256, value)
 
 
 def encode_stat(req_id: int, name: str) -> bytes:
@@ -475,7 +505,9 @@ class Request:
     id: int
     name: str = ""
     length: int = 0
-    sha256: str = ""
+    digest: Digest | None = None  # put, partial, trailer: the whole file's
+    trailer: str = ""  # put: the algorithm of the digest a trailer frame brings
+    algorithm: str = SHA256  # get: the digest the reply announces
     overwrite: bool = False
     mtime: float | None = None
     recursive: bool = False
@@ -512,6 +544,11 @@ def parse_request(fields: Mapping[str, Any], length: int) -> Request:
     if op == "auth":
         req.token = _field(fields, "token", str)
         return req
+    if op == "trailer":
+        req.digest = _digest_field(fields)
+        if req.digest is None:
+            raise RequestError("bad_request", "a trailer carries the digest: blake3 or sha256")
+        return req
     if op == "list":
         req.name = _field(fields, "path", str, "")
         req.recursive = _field(fields, "recursive", bool, False)
@@ -526,22 +563,42 @@ def parse_request(fields: Mapping[str, Any], length: int) -> Request:
         req.overwrite = _field(fields, "overwrite", bool, False)
     if op in ("put", "get"):
         req.offset = _count_field(fields, "offset", 0)
+    if op == "get":
+        req.algorithm = _algorithm_field(fields, "digest", SHA256)
     if op in ("put", "partial"):
-        req.sha256 = _sha256_field(fields)
+        req.digest = _digest_field(fields)
+        req.mtime = _mtime_field(fields)
     if op == "put":
         req.overwrite = _field(fields, "overwrite", bool, False)
         req.resumable = _field(fields, "resumable", bool, False)
-        req.mtime = _mtime_field(fields)
+        req.trailer = _algorithm_field(fields, "trailer", "")
+        if (req.digest is None) == (not req.trailer):
+            raise RequestError("bad_request", "a put declares its digest (blake3 or sha256) "
+                                              "or the trailer that will bring it, not both")
+        if req.trailer and req.resumable and req.mtime is None:
+            raise RequestError("bad_request", "a resumable put with a trailer needs mtime: "
+                                              "it names the upload until the digest comes")
     if op == "partial":
         req.size = _count_field(fields, "size")
+        if req.digest is None and req.mtime is None:
+            raise RequestError("bad_request", "partial needs the file's digest (blake3 or "
+                                              "sha256), or the mtime its put declared")
     return req
 
 
-def _sha256_field(fields: Mapping[str, Any]) -> str:
-    sha = _field(fields, "sha256", str)
-    if not _SHA256_HEX.fullmatch(sha):
-        raise RequestError("bad_request", "sha256 must be 64 lowercase hex digits")
-    return sha
+def _digest_field(fields: Mapping[str, Any]) -> Digest | None:
+    try:
+        return from_fields(fields)
+    except ValueError as exc:
+        raise RequestError("bad_request", str(exc)) from None
+
+
+def _algorithm_field(fields: Mapping[str, Any], key: str, default: str) -> str:
+    value = _field(fields, key, str, default)
+    if value != default and value not in ALGORITHMS:
+        raise RequestError("bad_request", f"{key} must name a digest: "
+                                          f"{' or '.join(ALGORITHMS)}")
+    return value
 
 
 def _count_field(fields: Mapping[str, Any], key: str, default: Any = _MISSING) -> int:

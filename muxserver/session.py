@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterator
 
 from .access import DELETE, READ, WRITE, Access, Grant, Refusal
 from .channel import BaseProtocol, Channel, ChannelState, Phase
+from .digests import SHA256, Digest
 from .limits import Limits
 from .loop import EventLoop
 from .names import printable
@@ -154,7 +155,7 @@ class Session(BaseProtocol):
         """The upload could not be stored; it is already aborted. Reply."""
         raise NotImplementedError
 
-    def upload_stored(self, upload: Upload, digest: str) -> None:
+    def upload_stored(self, upload: Upload, digest: Digest) -> None:
         """The upload is committed under its name. Reply."""
         raise NotImplementedError
 
@@ -218,9 +219,9 @@ class Session(BaseProtocol):
 
     # -- what requests read, checked against the grant
 
-    def open_download(self, name: str) -> OpenFile:
+    def open_download(self, name: str, algorithm: str = SHA256) -> OpenFile:
         self.require(READ, f"reading {name!r}")
-        return self.services.root.open_file(name)
+        return self.services.root.open_file(name, algorithm)
 
     def describe(self, name: str) -> dict[str, Any]:
         self.require(READ, f"stat of {name!r}")
@@ -379,13 +380,13 @@ class Session(BaseProtocol):
         stranger): nothing to count."""
         self.active = None
 
-    def transfer_done(self, transfer: Transfer, size: int, digest: str) -> None:
+    def transfer_done(self, transfer: Transfer, size: int, digest: Digest | None) -> None:
         if transfer.ended:
             return
         self._end(transfer)
         self.services.stats.transfers_done += 1
         log.info("%s %s%s %s: %d bytes%s ok", self.channel.peer, self.wire, transfer.op,
-                 printable(transfer.name), size, f", sha256 {digest[:16]}" if digest else "",
+                 printable(transfer.name), size, f", {digest.short()}" if digest else "",
                  extra={"event": "completed", "conn": self.channel.id})
 
     def transfer_failed(self, transfer: Transfer | None) -> None:
@@ -417,7 +418,7 @@ class Session(BaseProtocol):
         if self.active is transfer:
             self.active = None
 
-    def download_sent(self, transfer: Transfer, digest: str) -> None:
+    def download_sent(self, transfer: Transfer, digest: Digest | None) -> None:
         """The last byte of a get's body went to the socket."""
         self.transfer_done(transfer, transfer.total, digest)
         if self.services.stopping and not self.busy:
@@ -432,11 +433,15 @@ class Session(BaseProtocol):
 
     # -- uploads
 
-    def start_upload(self, name: str, length: int, sha256: str, *, overwrite: bool,
-                     resumable: bool = False, offset: int = 0,
-                     mtime: float | None = None,
-                     chunk_of: tuple[str, int] | None = None) -> Upload:
+    def start_upload(self, name: str, length: int, expected: Digest | None, *,
+                     overwrite: bool, resumable: bool = False, offset: int = 0,
+                     mtime: float | None = None, chunk_of: tuple[str, int] | None = None,
+                     algorithm: str = SHA256, identity: str = "") -> Upload:
         """Check the target and open the upload (StorageError if refused).
+
+        ``expected``: the digest the sender declared; None when it comes later (after
+        the body) or never (HTTP without one): the file is then hashed in ``algorithm``
+        and a resumable one's partial file is named by ``identity`` (storage.py).
 
         A writer that may not read (a drop box) must not learn which names exist: an
         upload to a taken name is stored beside it under a free one instead of being
@@ -448,9 +453,10 @@ class Session(BaseProtocol):
             raise StorageError("too_large", f"{whole} bytes is over the limit of {limit}")
         try:
             upload = self.services.root.begin_upload(
-                name, length, sha256, overwrite=overwrite, allow_overwrite=self.grant.replace,
+                name, length, expected, overwrite=overwrite, allow_overwrite=self.grant.replace,
                 mtime=mtime, resumable=resumable, offset=offset,
-                beside_if_taken=not self.grant.allows(READ), chunk_of=chunk_of)
+                beside_if_taken=not self.grant.allows(READ), chunk_of=chunk_of,
+                algorithm=algorithm, identity=identity)
         except StorageError as exc:
             raise self.explained(exc, name) from None
         if offset and chunk_of is None:  # (the pieces of a tus upload: not each one)
@@ -489,6 +495,7 @@ class Session(BaseProtocol):
         self.commit(upload, None)
 
     def hash_ready(self, upload: Upload, digest: str | None) -> None:
+        """(``digest``: the helper's hex digest, None if it could not read the file)"""
         """The helper finished hashing ``upload`` (called in the loop)."""
         if self.verifying is not upload or self.channel.closed:
             return  # the connection went away meanwhile: connection_lost aborted it
@@ -496,9 +503,9 @@ class Session(BaseProtocol):
         self.commit(upload, digest)
         self.process()
 
-    def commit(self, upload: Upload, digest: str | None) -> None:
+    def commit(self, upload: Upload, computed: str | None) -> None:
         try:
-            digest = upload.commit(digest)
+            digest = upload.commit(computed)
         except StorageError as exc:
             self.upload_failed(upload, exc)
             return

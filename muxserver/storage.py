@@ -38,6 +38,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from .atomic import publish, rename_new
+from .digests import SHA256, Digest, new_hasher
 from .hashcache import HashCache
 from .hashing import HashJob
 from .names import RESERVED_PREFIX, BadName, is_listable, printable
@@ -94,7 +95,8 @@ class OpenFile:
     fd: int
     size: int
     mtime: float
-    sha256: str | None  # None: not known yet, the caller hashes it (see hash_step)
+    algorithm: str  # the digest the download announces (digests.py)
+    digest: Digest | None  # None: not known yet, the caller hashes it (hash_in_steps)
     st: os.stat_result
 
     def close(self) -> None:
@@ -228,8 +230,9 @@ class Root:
 
     # -- reading
 
-    def open_file(self, name: str) -> OpenFile:
-        """Open a regular file for reading; refuse directories, links and special files."""
+    def open_file(self, name: str, algorithm: str = SHA256) -> OpenFile:
+        """Open a regular file for reading; refuse directories, links and special files.
+        Its digest in ``algorithm`` comes with it when it is remembered."""
         parts = split_name(name)
         parent = self.open_dir(parts[:-1])
         try:
@@ -246,16 +249,17 @@ class Root:
             st2 = os.fstat(fd)
             if (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino):
                 _require_regular(st2, name)  # swapped between lstat and open: check again
-            return OpenFile(fd, st2.st_size, st2.st_mtime, self.hashes.lookup(fd, st2), st2)
+            return OpenFile(fd, st2.st_size, st2.st_mtime, algorithm,
+                            self.hashes.lookup(fd, st2, algorithm), st2)
         except BaseException:
             os.close(fd)
             raise
 
     def hash_in_steps(self, opened: OpenFile, step: int) -> Iterator[int]:
-        """Compute the SHA-256 of an open file the cache does not know, ``step`` bytes per
+        """Compute the digest of an open file the cache does not know, ``step`` bytes per
         iteration (yielding how many are done), so the loop can serve others between
-        steps; then set ``opened.sha256`` and remember it. StorageError on trouble."""
-        hasher = hashlib.sha256()
+        steps; then set ``opened.digest`` and remember it. StorageError on trouble."""
+        hasher = new_hasher(opened.algorithm)
         offset = 0
         while offset < opened.size:
             try:
@@ -269,8 +273,8 @@ class Root:
             yield offset
         if offset != opened.size:
             raise StorageError("io_error", "the file changed while being read")
-        opened.sha256 = hasher.hexdigest()
-        self.hashes.remember(opened.fd, opened.st, opened.sha256)
+        opened.digest = Digest(opened.algorithm, hasher.hexdigest())
+        self.hashes.remember(opened.fd, opened.st, opened.digest)
 
     @contextlib.contextmanager
     def _existing(self, name: str) -> Iterator[tuple[list[str], int, os.stat_result]]:
@@ -287,7 +291,7 @@ class Root:
             os.close(parent)
 
     def stat(self, name: str) -> dict[str, Any]:
-        """Type, size, mtime (and SHA-256 when known) of a file or directory."""
+        """Type, size, mtime (and its digests, those remembered) of a file or directory."""
         with self._existing(name) as (parts, parent, st):
             info = _entry(name, st)
             if stat.S_ISREG(st.st_mode):
@@ -297,11 +301,10 @@ class Root:
                 except OSError:
                     return info
                 try:
-                    digest = self.hashes.lookup(fd, os.fstat(fd))
+                    for digest in self.hashes.known(fd, os.fstat(fd)):
+                        info.update(digest.field)
                 finally:
                     os.close(fd)
-                if digest:
-                    info["sha256"] = digest
             return info
 
     def iter_entries(self, path: str, recursive: bool = False) -> Iterator[dict[str, Any]]:
@@ -483,11 +486,11 @@ class Root:
 
     # -- writing
 
-    def begin_upload(self, name: str, length: int, sha256: str, *, overwrite: bool,
-                     allow_overwrite: bool, mtime: float | None = None,
+    def begin_upload(self, name: str, length: int, expected: Digest | None, *,
+                     overwrite: bool, allow_overwrite: bool, mtime: float | None = None,
                      resumable: bool = False, offset: int = 0,
-                     beside_if_taken: bool = False, chunk_of: tuple[str, int] | None = None
-                     ) -> "Upload":
+                     beside_if_taken: bool = False, chunk_of: tuple[str, int] | None = None,
+                     algorithm: str = SHA256, identity: str = "") -> "Upload":
         """Check the target and open the temporary file the upload is written to.
 
         With ``offset``, the partial file an interrupted resumable upload left is
@@ -498,6 +501,10 @@ class Root:
 
         ``chunk_of`` = (partial key, whole size): the body is one piece of a file sent in
         several requests (tus), appended to that partial file from ``offset``.
+
+        ``expected``: the digest the sender declared (None: none yet, the file is hashed
+        in ``algorithm``). A resumable upload's partial file is named by ``expected``,
+        or, when the digest comes only after the body, by ``identity`` (16 characters).
         """
         parts = split_name(name)
         leaf, dirs = parts[-1], parts[:-1]
@@ -505,7 +512,8 @@ class Root:
         if chunk_of:
             key = chunk_of[0]
         else:
-            key = partial_key(leaf, sha256, total) if (resumable or offset) else ""
+            identity = expected.key if expected is not None else identity
+            key = partial_key(leaf, identity, total) if (resumable or offset) else ""
         created: list[int] = []
         parent = fd = -1
         self._room_for(name, length)
@@ -529,8 +537,9 @@ class Root:
                 except OSError as exc:
                     raise write_error(exc, name) from None
             upload = Upload(self, "/".join([*dirs, leaf]), parent, leaf, temp, fd, length,
-                            sha256, overwrite and allow_overwrite, mtime, dirs, created,
-                            offset=offset, key=key, total=total)
+                            expected, overwrite and allow_overwrite, mtime, dirs, created,
+                            offset=offset, key=key, total=total,
+                            algorithm=expected.algorithm if expected else algorithm)
         except BaseException:
             if fd >= 0:
                 os.close(fd)
@@ -589,9 +598,10 @@ class Root:
         os.lseek(fd, 0, os.SEEK_END)
         return fd
 
-    def partial_offset(self, name: str, sha256: str, size: int) -> int:
-        """How many bytes of an interrupted upload of this exact file the server holds."""
-        held = self.held(name, partial_key(split_name(name)[-1], sha256, size), size)
+    def partial_offset(self, name: str, identity: str, size: int) -> int:
+        """How many bytes of an interrupted upload of this exact file the server holds
+        (``identity``: its digest's ``key``, or what named it without one)."""
+        held = self.held(name, partial_key(split_name(name)[-1], identity, size), size)
         return held or 0
 
     def held(self, name: str, key: str, size: int) -> int | None:
@@ -788,9 +798,17 @@ class Root:
             removed += 1
 
 
-def partial_key(leaf: str, sha256: str, size: int) -> str:
-    """What identifies an interrupted upload: the file name, its content hash, its size."""
-    return f"{_leaf_key(leaf)}-{sha256[:16]}-{size}"
+def partial_key(leaf: str, identity: str, size: int) -> str:
+    """What identifies an interrupted upload: the file name, its content (a digest's
+    ``key``, or 16 characters standing for it), its size."""
+    return f"{_leaf_key(leaf)}-{identity[:16]}-{size}"
+
+
+def mtime_identity(mtime: float | None) -> str:
+    """What names the content of an upload whose digest comes after its body, in its
+    partial file's key: the source file's mtime (with its name and size, it tells one
+    version of a file from another; the digest at the end still checks every byte)."""
+    return "t" + hashlib.sha256(repr(mtime).encode()).hexdigest()[:15]
 
 
 def _leaf_key(leaf: str) -> str:
@@ -847,12 +865,12 @@ class Upload:
     __slots__ = ("root", "name", "parent", "leaf", "temp", "fd", "length", "expected",
                  "overwrite", "mtime", "dirs", "created", "received", "hasher", "done",
                  "offset", "key", "hash_job", "replaces", "asked_name", "total",
-                 "piece_hasher", "in_pieces")
+                 "piece_hasher", "in_pieces", "algorithm")
 
     def __init__(self, root: Root, name: str, parent: int, leaf: str, temp: str, fd: int,
-                 length: int, expected: str, overwrite: bool, mtime: float | None,
+                 length: int, expected: Digest | None, overwrite: bool, mtime: float | None,
                  dirs: list[str], created: list[int], *, offset: int = 0,
-                 key: str = "", total: int | None = None) -> None:
+                 key: str = "", total: int | None = None, algorithm: str = SHA256) -> None:
         self.root, self.name, self.parent, self.leaf = root, name, parent, leaf
         self.temp, self.fd, self.length, self.expected = temp, fd, length, expected
         self.overwrite, self.mtime = overwrite, mtime
@@ -860,7 +878,8 @@ class Upload:
         self.offset = offset  # bytes already held from an interrupted attempt
         self.key = key  # partial_key when the upload is resumable, else ""
         self.received = 0  # body bytes of this attempt
-        self.hasher = hashlib.sha256()
+        self.algorithm = algorithm  # what the file is hashed in (the expected digest's)
+        self.hasher: Any = new_hasher(algorithm)
         self.done = False
         self.replaces = False  # an existing file will be replaced
         self.asked_name = name  # the name the client asked for (a drop box may differ)
@@ -876,7 +895,7 @@ class Upload:
             self.hasher = None
         elif offset or self.size >= ASYNC_HASH_FROM:
             try:
-                self.hash_job = HashJob(fd, already=offset)
+                self.hash_job = HashJob(fd, algorithm, already=offset)
             except OSError as exc:  # (it needs a descriptor of its own)
                 raise write_error(exc, name) from None
 
@@ -947,25 +966,27 @@ class Upload:
         self.hash_job.finish(self.size, on_done)
         return True
 
-    def commit(self, digest: str | None = None) -> str:
-        """Verify, make durable and publish the file; return its SHA-256.
+    def commit(self, computed: str | None = None) -> Digest:
+        """Verify, make durable and publish the file; return its digest.
 
-        ``digest``: what the helper computed (see finish_hash); else the inline hash.
+        ``computed``: the hex digest the helper computed (see finish_hash); else the
+        inline hash. It is checked against ``expected`` (None: nothing to check, HTTP).
         Order matters: fsync the data before the rename, so a crash can never publish
         a name whose blocks are not on disk; fsync the directory after it, so the
         name itself survives a crash before we say "done".
         """
-        if digest is None:
+        if computed is None:
             if self.hash_job is not None:
                 self.abort()
                 raise StorageError("io_error", f"{self.name!r}: the file could not be read "
                                                "back to verify it")
-            digest = self.hasher.hexdigest()
+            computed = self.hasher.hexdigest()
+        digest = Digest(self.algorithm, computed)
         try:
-            if self.expected and digest != self.expected:  # ("": none declared, HTTP)
+            if self.expected is not None and digest != self.expected:
                 self.key = ""  # wrong bytes are not worth resuming
                 raise StorageError("checksum_mismatch", f"{self.name!r}: received data has "
-                                   f"SHA-256 {digest}, the sender declared {self.expected}")
+                                   f"{digest}, the sender declared {self.expected.hex}")
             try:
                 os.fsync(self.fd)
                 if self.mtime is not None:

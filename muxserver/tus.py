@@ -35,6 +35,7 @@ import json
 import re
 import secrets
 
+from .digests import SHA256, Digest
 from .storage import partial_key, split_name
 
 VERSION = "1.0.0"
@@ -67,9 +68,15 @@ class TusUpload:
     overwrite: bool
 
     @property
+    def expected(self) -> Digest | None:
+        """The whole file's digest, when the client declared one."""
+        return Digest(SHA256, self.sha256) if self.sha256 else None
+
+    @property
     def key(self) -> str:
         """The partial file's key: the native one when the SHA-256 is declared."""
-        return partial_key(split_name(self.name)[-1], self.sha256 or self.nonce, self.size)
+        identity = self.expected.key if self.sha256 else self.nonce
+        return partial_key(split_name(self.name)[-1], identity, self.size)
 
     @property
     def id(self) -> str:

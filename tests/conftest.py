@@ -23,9 +23,11 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+import blake3
 import pytest
 
 from muxserver import protocol
+from muxserver.digests import BLAKE3, Digest
 from muxserver.client import Client
 from muxserver.limits import Limits
 from muxserver.server import Server, ServerConfig
@@ -228,6 +230,11 @@ class FrameReader:
 def sha256(data: bytes) -> str:
     import hashlib
     return hashlib.sha256(data).hexdigest()
+
+
+def b3(data: bytes) -> Digest:
+    """The BLAKE3 digest of ``data``, as the native client declares and checks it."""
+    return Digest(BLAKE3, blake3.blake3(data).hexdigest())
 
 
 def put_frame(req_id: int, name: str, data: bytes, **kw) -> bytes:

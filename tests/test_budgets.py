@@ -16,6 +16,7 @@ import pytest
 from muxserver import protocol
 from muxserver.channel import Channel
 from muxserver.client import Client, Partial, PutFile
+from muxserver.digests import SHA256, Digest
 from muxserver.limits import Limits
 
 from .conftest import (FrameReader, mounted_tmpfs, needs_prlimit, open_descriptors,
@@ -331,7 +332,7 @@ def test_the_client_says_what_the_server_kept_of_a_cut_off_upload(server, tmp_pa
     local = tmp_path / "movie.bin"
     local.write_bytes(bytes([len("movie.bin") % 251]) * size)
     op = PutFile(local, "movie.bin", resumable=True,
-                 sha256=hashlib.sha256(local.read_bytes()).hexdigest())
+                 digest=Digest(SHA256, hashlib.sha256(local.read_bytes()).hexdigest()))
     op.file_size = size
     op.result.code = "connection"  # as if its connection had just broken
     with server.client() as client:

@@ -13,6 +13,7 @@ import pytest
 
 from muxserver import cli, protocol
 from muxserver.client import Client
+from muxserver.digests import BLAKE3, Digest
 
 from .conftest import (LISTENING, FrameReader, run_cli, spawn_server, stop_process, temp_files,
                        visible_files, wait_for_upload_to_start)
@@ -67,7 +68,7 @@ def test_put_get_ls_stat_round_trip(server_process, tmp_path):
 
     result = run_cli("stat", "tree/a.txt", *ports)
     assert result.returncode == 0 and "size:     5 bytes" in result.stdout
-    assert "sha256:" in result.stdout
+    assert "blake3:" in result.stdout  # (the digest the client uploaded it with)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -135,11 +136,12 @@ def test_usage_errors_exit_2(tmp_path):
 
 def test_checksum_mismatch_exits_1_with_a_reason(server, tmp_path, monkeypatch, capsys):
     (tmp_path / "f").write_text("data")
-    monkeypatch.setattr("muxserver.client.operations.file_sha256", lambda fd, st: "0" * 64)
+    monkeypatch.setattr("muxserver.client.operations.remembered_digest",
+                        lambda fd, st: Digest(BLAKE3, "0" * 64))  # (a stale memory)
     status = cli.main(["put", str(tmp_path / "f"), "--port", str(server.port)])
     err = capsys.readouterr().err
     assert status == 1
-    assert "SHA-256" in err and "put f failed" in err
+    assert "BLAKE3" in err and "put f failed" in err
     assert visible_files(server.root) == []
 
 

@@ -204,7 +204,7 @@ def test_without_a_terminal_the_server_logs_plain_lines(root, tmp_path):
     assert "\x1b[" not in out + err
     lines = err.splitlines()
     assert any("connected" in line for line in lines)
-    assert any("put p.txt: 5 bytes, sha256" in line and line.endswith("ok") for line in lines)
+    assert any("put p.txt: 5 bytes, blake3" in line and line.endswith("ok") for line in lines)
     assert any("closed" in line for line in lines)
 
 

@@ -14,7 +14,7 @@ from muxserver import protocol
 from muxserver.client import ClientError, GetFile, ListDir, PutFile, Stat
 from muxserver.limits import Limits
 
-from .conftest import FrameReader, put_frame, sha256, temp_files, visible_files
+from .conftest import FrameReader, b3, put_frame, sha256, temp_files, visible_files
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,11 +31,11 @@ def test_put_then_get_is_byte_identical(server, tmp_path, size):
     data = random_file(src, size)
     with server.client() as client:
         put = client.put_file(src, "f.bin")
-        assert put.sha256 == sha256(data) and put.size == size
+        assert put.digest == b3(data) and put.size == size
         got = client.get_file("f.bin", tmp_path / "back.bin")
     assert (tmp_path / "back.bin").read_bytes() == data
     assert (server.root / "f.bin").read_bytes() == data
-    assert got.sha256 == sha256(data)
+    assert got.digest == b3(data)
     assert not (tmp_path / "back.bin.part").exists()
 
 
@@ -89,7 +89,7 @@ def test_list_and_stat_show_subdirectories(server, tmp_path):
         deep = {e["name"] for e in client.list("d", recursive=True)}
         assert deep == {"d/e", "d/e/deep.txt"}
         info = client.stat("d/e/deep.txt")
-        assert info["size"] == 5 and info["type"] == "file" and info["sha256"] == sha256(b"12345")
+        assert info["size"] == 5 and info["type"] == "file" and info["blake3"] == b3(b"12345").hex
         with pytest.raises(ClientError) as exc:
             client.list("top.txt")
         assert exc.value.code == "not_a_directory"
@@ -300,10 +300,10 @@ def test_a_file_never_hashed_is_hashed_before_it_is_sent(server, tmp_path):
     data = os.urandom(3 * 1024 * 1024 + 17)
     (server.root / "placed.bin").write_bytes(data)  # put there by hand, not by an upload
     with server.client() as client:
-        assert "sha256" not in client.stat("placed.bin")
+        assert not {"sha256", "blake3"} & set(client.stat("placed.bin"))
         got = client.get_file("placed.bin", tmp_path / "placed")
-        assert got.sha256 == sha256(data)
-        assert client.stat("placed.bin")["sha256"] == sha256(data)  # now remembered
+        assert got.digest == b3(data)
+        assert client.stat("placed.bin")["blake3"] == b3(data).hex  # now remembered
     assert (tmp_path / "placed").read_bytes() == data
 
 
@@ -397,7 +397,7 @@ def test_the_client_remembers_its_files_hashes(server, tmp_path, monkeypatch):
     (tmp_path / "f").write_bytes(data)
     with server.client() as client:
         client.put_file(tmp_path / "f", "first")
-    assert os.getxattr(tmp_path / "f", "user.muxserver.sha256").decode().endswith(sha256(data))
+    assert os.getxattr(tmp_path / "f", "user.muxserver.blake3").decode().endswith(b3(data).hex)
     client_module.LOCAL_HASHES._entries.clear()  # only the xattr is left to remember
 
     def no_reading(*args):
@@ -406,9 +406,9 @@ def test_the_client_remembers_its_files_hashes(server, tmp_path, monkeypatch):
     fd = os.open(tmp_path / "f", os.O_RDONLY)
     try:  # (the server is idle: patching os.pread touches nobody else)
         monkeypatch.setattr(client_module.os, "pread", no_reading)
-        assert client_module.file_sha256(fd, os.fstat(fd)) == sha256(data)
+        assert client_module.remembered_digest(fd, os.fstat(fd)) == b3(data)
     finally:
         monkeypatch.undo()
         os.close(fd)
     with server.client() as client:
-        assert client.put_file(tmp_path / "f", "second").sha256 == sha256(data)
+        assert client.put_file(tmp_path / "f", "second").digest == b3(data)

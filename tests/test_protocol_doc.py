@@ -6,7 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import blake3
 import pytest
+
+from muxserver.digests import BLAKE3, Digest
 
 from .doc_client import DocClient, ServerError
 
@@ -30,7 +33,8 @@ def hex_blocks() -> dict[str, bytes]:
 
 def test_document_has_the_example_frames():
     assert set(hex_blocks()) == {"put-request", "put-reply", "get-request", "get-reply",
-                                 "mkdir-request", "rm-request", "mv-request"}
+                                 "mkdir-request", "rm-request", "mv-request",
+                                 "trailer-put-request", "trailer-frame", "trailer-put-reply"}
 
 
 def test_the_example_bytes_are_what_the_encoders_produce():
@@ -47,6 +51,10 @@ def test_the_example_bytes_are_what_the_encoders_produce():
     assert blocks["mkdir-request"] == protocol.encode_mkdir(3, "photos/2024", parents=True)
     assert blocks["rm-request"] == protocol.encode_rm(4, "photos/old", recursive=True)
     assert blocks["mv-request"] == protocol.encode_mv(5, "notes.txt", "archive/notes.txt")
+    assert blocks["trailer-put-request"] == protocol.encode_put(
+        6, "hello2.txt", 13, None, trailer=BLAKE3, mtime=1700000000) + body
+    assert blocks["trailer-frame"] == protocol.encode_trailer(
+        6, Digest(BLAKE3, blake3.blake3(body).hexdigest()))
 
 
 def test_replaying_the_example_gets_the_documented_replies_byte_for_byte(server):
@@ -60,6 +68,20 @@ def test_replaying_the_example_gets_the_documented_replies_byte_for_byte(server)
             assert data, "server closed early"
             received += data
     assert bytes(received) == expected
+
+
+def test_replaying_the_trailer_example_gets_its_reply_byte_for_byte(server):
+    blocks = hex_blocks()
+    with server.connect() as sock:
+        sock.sendall(blocks["trailer-put-request"] + blocks["trailer-frame"])
+        expected = blocks["trailer-put-reply"]
+        received = bytearray()
+        while len(received) < len(expected):
+            data = sock.recv(65536)
+            assert data, "server closed early"
+            received += data
+    assert bytes(received) == expected
+    assert (server.root / "hello2.txt").read_bytes() == b"hello, world\n"
 
 
 def test_a_client_written_from_the_document_interoperates(server, tmp_path):

@@ -13,6 +13,7 @@ import pytest
 
 from muxserver import protocol
 from muxserver.client import Client, ClientError, GetFile, Partial, PutFile
+from muxserver.digests import BLAKE3, SHA256, Digest
 from muxserver.limits import Limits
 from muxserver.storage import partial_key
 
@@ -25,11 +26,18 @@ DATA = bytes(range(256)) * 4096 * 3  # 3 MiB
 
 
 def interrupted_upload(server, name: str, data: bytes, sent: int, *, resumable: bool,
-                       log_watcher) -> None:
-    """Start a put, send ``sent`` body bytes, and vanish; wait until the server noticed."""
+                       log_watcher, mtime: float | None = None) -> None:
+    """Start a put, send ``sent`` body bytes, and vanish; wait until the server noticed.
+    The put declares the SHA-256 of ``data``; or, given the source's ``mtime``, it is
+    what the client sends for a file it has not hashed yet: its digest to follow the
+    body (a trailer), the mtime naming it meanwhile."""
+    if mtime is None:
+        header = protocol.encode_put(1, name, len(data), sha256(data), resumable=resumable)
+    else:
+        header = protocol.encode_put(1, name, len(data), None, trailer=BLAKE3, mtime=mtime,
+                                     resumable=resumable)
     with server.connect() as sock:
-        sock.sendall(protocol.encode_put(1, name, len(data), sha256(data), resumable=resumable)
-                     + data[:sent])
+        sock.sendall(header + data[:sent])
     log_watcher.wait_for("reset")
     log_watcher.wait_for("closed")
 
@@ -48,7 +56,8 @@ def test_an_interrupted_resumable_upload_is_kept_hidden_and_resumed(server, tmp_
         assert [e["name"] for e in client.list("", recursive=True)] == ["dir"]  # hidden
         query = client.run([Partial("dir/big.bin", sha256(DATA), len(DATA))])[0]
         assert query.ok and query.info["offset"] == 1_000_000
-        put = PutFile(tmp_path / "big.bin", "dir/big.bin", offset=1_000_000)
+        put = PutFile(tmp_path / "big.bin", "dir/big.bin", offset=1_000_000,
+                      digest=Digest(SHA256, sha256(DATA)))
         assert client.run([put])[0].ok
         assert put.done_bytes == len(DATA) - 1_000_000  # only the rest travelled
     assert (server.root / "dir" / "big.bin").read_bytes() == DATA
@@ -81,11 +90,13 @@ def test_a_resume_offset_must_match_exactly(server, tmp_path, log_watcher):
     (tmp_path / "m.bin").write_bytes(DATA)
     with server.client() as client:
         for wrong in (699_999, 700_001):
-            result = client.run([PutFile(tmp_path / "m.bin", "m.bin", offset=wrong)])[0]
+            result = client.run([PutFile(tmp_path / "m.bin", "m.bin", offset=wrong,
+                                         digest=Digest(SHA256, sha256(DATA)))])[0]
             assert result.code == "offset_mismatch" and "holds 700000 bytes" in result.message
         other = DATA[:-1] + b"!"  # another file of the same size: no partial of it
         assert client.run([Partial("m.bin", sha256(other), len(other))])[0].info["offset"] == 0
-        assert client.run([PutFile(tmp_path / "m.bin", "m.bin", offset=700_000)])[0].ok
+        assert client.run([PutFile(tmp_path / "m.bin", "m.bin", offset=700_000,
+                                   digest=Digest(SHA256, sha256(DATA)))])[0].ok
     assert (server.root / "m.bin").read_bytes() == DATA
 
 
@@ -299,7 +310,8 @@ def test_partials_found_at_start_expire_later_unless_resumed(root, make_server, 
     server = make_server(limits=Limits(partial_ttl=3.0))
     (tmp_path / "keep.bin").write_bytes(data)
     with server.client() as client:  # resumed before it expires: it is not lost
-        assert client.run([PutFile(tmp_path / "keep.bin", "keep.bin", offset=4000)])[0].ok
+        assert client.run([PutFile(tmp_path / "keep.bin", "keep.bin", offset=4000,
+                                   digest=Digest(SHA256, sha256(data)))])[0].ok
     log_watcher.wait_for("expired")
     assert partial_files(root) == []
     assert (root / "keep.bin").read_bytes() == data
@@ -309,9 +321,9 @@ def test_a_plain_put_finds_what_the_server_kept_and_says_so(server, tmp_path, lo
                                                             capsys):
     from muxserver import cli
 
+    (tmp_path / "big.bin").write_bytes(DATA)  # never hashed here: sent with a trailer
     interrupted_upload(server, "big.bin", DATA, 1_000_000, resumable=True,
-                       log_watcher=log_watcher)
-    (tmp_path / "big.bin").write_bytes(DATA)
+                       log_watcher=log_watcher, mtime=(tmp_path / "big.bin").stat().st_mtime)
     status = cli.main(["put", str(tmp_path / "big.bin"), "--port", str(server.port)])
     assert status == 0
     err = capsys.readouterr().err

@@ -9,6 +9,9 @@ import threading
 
 import pytest
 
+import blake3
+
+from muxserver.digests import BLAKE3, SHA256, Digest
 from muxserver.storage import Root, StorageError, split_name
 
 pytestmark = pytest.mark.timeout(30)
@@ -42,7 +45,7 @@ def test_good_names_are_accepted(name):
 
 
 def upload(root: Root, name: str, data: bytes, **kw):
-    up = root.begin_upload(name, len(data), hashlib.sha256(data).hexdigest(),
+    up = root.begin_upload(name, len(data), Digest(SHA256, hashlib.sha256(data).hexdigest()),
                            overwrite=kw.pop("overwrite", False),
                            allow_overwrite=kw.pop("allow_overwrite", False), **kw)
     up.write(memoryview(data))
@@ -72,7 +75,8 @@ def test_commit_publishes_the_file_and_leaves_no_temporary(served):
 
 def test_checksum_mismatch_stores_nothing(served):
     root, path = served
-    up = root.begin_upload("f", 3, "0" * 64, overwrite=False, allow_overwrite=False)
+    up = root.begin_upload("f", 3, Digest(SHA256, "0" * 64), overwrite=False,
+                           allow_overwrite=False)
     up.write(memoryview(b"abc"))
     with pytest.raises(StorageError) as info:
         up.commit()
@@ -219,8 +223,27 @@ def test_stat_reports_the_known_hash(served):
     root, path = served
     digest = upload(root, "h.txt", b"hash me").commit()
     info = root.stat("h.txt")
-    assert info["sha256"] == digest == hashlib.sha256(b"hash me").hexdigest()
-    assert root.open_file("h.txt").sha256 == digest
+    assert info["sha256"] == digest.hex == hashlib.sha256(b"hash me").hexdigest()
+    assert "blake3" not in info  # (never computed: a stat does not hash)
+    assert root.open_file("h.txt").digest == digest
+    assert root.open_file("h.txt", BLAKE3).digest is None
+
+
+def test_an_upload_declared_in_blake3_is_checked_and_remembered_in_blake3(served):
+    root, path = served
+    data = b"hash me fast"
+    good = Digest(BLAKE3, blake3.blake3(data).hexdigest())
+    up = root.begin_upload("b.txt", len(data), good, overwrite=False, allow_overwrite=False)
+    up.write(memoryview(data))
+    assert up.commit() == good
+    assert root.stat("b.txt")["blake3"] == good.hex
+    bad = root.begin_upload("c.txt", len(data), Digest(BLAKE3, "0" * 64), overwrite=False,
+                            allow_overwrite=False)
+    bad.write(memoryview(data))
+    with pytest.raises(StorageError) as refused:
+        bad.commit()
+    assert refused.value.code == "checksum_mismatch" and "BLAKE3" in refused.value.message
+    assert not (path / "c.txt").exists()
 
 
 def test_hash_cache_is_invalidated_when_the_file_changes(served):
@@ -229,7 +252,7 @@ def test_hash_cache_is_invalidated_when_the_file_changes(served):
     with open(path / "h.txt", "ab") as f:
         f.write(b" and more")
     opened = root.open_file("h.txt")
-    assert opened.sha256 is None
+    assert opened.digest is None
     os.close(opened.fd)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from muxserver import protocol
+from muxserver.digests import BLAKE3
 from muxserver.limits import Limits
 from muxserver.trace import SENTENCES, WORDS, Narrator, hexdump
 
@@ -105,7 +106,7 @@ def test_short_writes_and_the_write_interest_are_narrated(traced, tmp_path):
     with server.client() as client:  # uploaded, so its hash is known: the get sends at once
         client.put_file(tmp_path / "big.bin", "big.bin")
     with server.connect() as sock:
-        sock.sendall(protocol.encode_get(1, "big.bin"))
+        sock.sendall(protocol.encode_get(1, "big.bin", digest=BLAKE3))  # (what it knows)
         # Not reading yet: the reply cannot leave at once, so the loop watches for
         # writability (and, over the high-water mark, stops reading: read -> write).
         trace.wait_for(r"interest read -> (read\+)?write: output is still queued")

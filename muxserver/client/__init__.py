@@ -10,7 +10,7 @@ what is truly common (framing, names, digests, atomic publish), never its storag
 """
 
 from .connection import DEFAULT_PORT, Client, wait_for_server
-from .local import LOCAL_HASHES, file_sha256, remember_sha256
+from .local import LOCAL_HASHES, file_digest, remember_digest, remembered_digest
 from .operations import (
     Auth,
     ClientError,
@@ -30,5 +30,5 @@ from .operations import (
 
 __all__ = ["DEFAULT_PORT", "LOCAL_HASHES", "Auth", "Client", "ClientError", "Finished",
            "GetFile", "ListDir", "MakeDir", "Move", "Operation", "Partial", "Progress",
-           "PutFile", "Remove", "Result", "Stat", "file_sha256", "remember_sha256",
-           "wait_for_server"]
+           "PutFile", "Remove", "Result", "Stat", "file_digest", "remember_digest",
+           "remembered_digest", "wait_for_server"]

@@ -232,6 +232,8 @@ class _Pipeline:
             if op.body_fd >= 0 and op.body_size:
                 self.sending = op
                 self.body_left = op.body_size
+            else:
+                self.out += op.trailer()  # (a put of nothing new: its digest at once)
 
     def wait_and_move(self) -> None:
         want = selectors.EVENT_READ
@@ -272,6 +274,7 @@ class _Pipeline:
                 self.report(op)
                 if not self.body_left:
                     self.sending = None
+                    self.out += op.trailer()  # (waits for the hash of the last bytes)
         except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
             return
         except OSError as exc:

@@ -4,7 +4,12 @@ Each :class:`Operation` builds one request and consumes its reply; the pipelinin
 connection (``connection.py``) drives many of them at once. Local files are read and
 written here: an upload's source is sent by ``sendfile`` from an open descriptor, a
 download is hashed as it is written to ``NAME.part`` and renamed onto ``NAME`` (in one
-atomic step, ``atomic.py``) only once its SHA-256 matches.
+atomic step, ``atomic.py``) only once its digest matches.
+
+Digests are BLAKE3 (digests.py). An upload whose digest this machine remembers declares
+it in its header; any other is hashed *while* it is sent, by the helper thread reading
+the file beside the ``sendfile``, and its digest follows the body in a trailer frame: a
+fresh file is read once, not twice.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from typing import Any, Callable
 
 from .. import protocol
 from ..atomic import publish
+from ..digests import BLAKE3, Digest, from_fields
 from ..hashing import HashJob
-from .local import file_sha256, is_regular, remember_sha256
+from .local import is_regular, remember_digest, remember_digest_of, remembered_digest
 
 Progress = Callable[["Operation", int, int], None]  # (operation, bytes done, bytes total)
 Finished = Callable[["Operation"], None]
@@ -42,7 +48,7 @@ class Result:
     code: str = ""
     message: str = ""
     size: int = 0
-    sha256: str = ""
+    digest: Digest | None = None  # what the file was verified with (put and get)
     path: str = ""  # the local file, for put and get
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
     entries: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -81,6 +87,10 @@ class Operation:
         self.result.ok = True
         return True
 
+    def trailer(self) -> bytes:
+        """A frame that follows the body once it is sent (b"": none)."""
+        return b""
+
     def cleanup(self, failed: bool) -> None:
         """Release local resources; on failure remove what must not stay behind."""
         if self.body_fd >= 0:
@@ -93,19 +103,23 @@ class PutFile(Operation):
 
     ``resumable`` asks the server to keep what it received if the connection breaks;
     ``offset`` (learnt with :class:`Partial`) continues such an upload from there.
+    ``digest``: the file's, if known; else it is remembered or computed while sending.
     """
 
     op = "put"
+    TRAILER = BLAKE3  # the digest computed while sending
 
     def __init__(self, local: str | os.PathLike[str], name: str, *, overwrite: bool = False,
-                 resumable: bool = False, offset: int = 0, sha256: str = "") -> None:
+                 resumable: bool = False, offset: int = 0,
+                 digest: Digest | None = None) -> None:
         super().__init__(name)
         self.local = os.fspath(local)
         self.overwrite = overwrite
         self.resumable = resumable or bool(offset)
         self.result.path = self.local
         self.mtime: float | None = None
-        self.sha256 = sha256
+        self.digest = digest
+        self.hash_job: HashJob | None = None  # hashing the file while it is sent
         self.file_size = 0
         self.body_offset = offset
 
@@ -124,35 +138,64 @@ class PutFile(Operation):
                                                  f"{self.local} has; put it without --resume")
         self.body_size = self.file_size - self.body_offset
         self.mtime = st.st_mtime
-        # The protocol declares the hash before the body: one read pass first. It comes
-        # from the page cache for the second pass, the sendfile of the body itself.
-        if not self.sha256:
-            self.sha256 = file_sha256(fd, st)
+        if self.digest is None:
+            self.digest = remembered_digest(fd, st)
+        if self.digest is None:  # hashed beside the sendfile, from the first byte
+            try:
+                self.hash_job = HashJob(fd, self.TRAILER, already=self.file_size)
+            except OSError as exc:
+                raise ClientError("local_error", f"cannot read {self.local}: "
+                                                 f"{exc.strerror}") from None
+            self.hash_job.finish(self.file_size, lambda _digest: None)
 
     def header(self) -> bytes:
-        return protocol.encode_put(self.id, self.name, self.body_size, self.sha256,
+        return protocol.encode_put(self.id, self.name, self.body_size, self.digest,
                                    overwrite=self.overwrite, mtime=self.mtime,
-                                   offset=self.body_offset, resumable=self.resumable)
+                                   offset=self.body_offset, resumable=self.resumable,
+                                   trailer=self.TRAILER if self.hash_job else "")
+
+    def trailer(self) -> bytes:
+        job = self.hash_job
+        if job is None:
+            return b""
+        computed = job.wait()
+        if computed is None:
+            raise ClientError("local_error", f"cannot read {self.local} to hash it")
+        self.digest = Digest(job.algorithm, computed)
+        return protocol.encode_trailer(self.id, self.digest)
 
     def on_header(self, fields: dict[str, Any], length: int) -> None:
         super().on_header(fields, length)
-        if fields.get("sha256") != self.sha256:
-            raise ClientError("checksum_mismatch", "the server stored a different SHA-256")
+        digest = self.digest
+        if digest is None or fields.get(digest.algorithm) != digest.hex:
+            raise ClientError("checksum_mismatch", "the server stored a different digest")
         self.result.size = self.file_size
-        self.result.sha256 = self.sha256
+        self.result.digest = digest
+        if self.hash_job is not None:  # (learnt while sending: a later put declares it)
+            remember_digest_of(self.body_fd, digest)
+
+    def cleanup(self, failed: bool) -> None:
+        if self.hash_job is not None:
+            self.hash_job.cancel()
+            self.hash_job = None
+        super().cleanup(failed)
 
 
 class Partial(Operation):
-    """Ask how much of an interrupted upload of this exact file the server holds."""
+    """Ask how much of an interrupted upload of this exact file the server holds: one
+    that declared ``digest``, or (None) one whose digest was to follow its body, named
+    by the ``mtime`` it declared."""
 
     op = "partial"
 
-    def __init__(self, name: str, sha256: str, size: int) -> None:
+    def __init__(self, name: str, digest: Digest | str | None, size: int,
+                 mtime: float | None = None) -> None:
         super().__init__(name)
-        self.sha256, self.size = sha256, size
+        self.digest, self.size, self.mtime = digest, size, mtime
 
     def header(self) -> bytes:
-        return protocol.encode_partial(self.id, self.name, self.sha256, self.size)
+        return protocol.encode_partial(self.id, self.name, self.digest, self.size,
+                                       mtime=self.mtime)
 
     def on_header(self, fields: dict[str, Any], length: int) -> None:
         super().on_header(fields, length)
@@ -172,6 +215,7 @@ class GetFile(Operation):
 
     op = "get"
     KEEPS_PART = frozenset({"", "connection", "timeout"})  # transport trouble, not bad data
+    ALGORITHM = BLAKE3  # the digest asked for, and checked
 
     def __init__(self, name: str, dest: str | os.PathLike[str], *,
                  overwrite: bool = False, resume: bool = False) -> None:
@@ -185,7 +229,7 @@ class GetFile(Operation):
         self.fd = -1
         self.hash_job: HashJob | None = None  # the helper thread hashes what we write
         self.written = 0
-        self.expected = ""
+        self.expected: Digest | None = None  # what the server announced
         self.mtime: float | None = None
         self.offset = 0  # bytes of .part kept from an earlier attempt
         self.opened = False  # the .part is ours to clean up
@@ -202,21 +246,26 @@ class GetFile(Operation):
                 self.offset = os.fstat(self.fd).st_size
                 os.lseek(self.fd, 0, os.SEEK_END)
             self.written = self.offset
-            self.hash_job = HashJob(self.fd, already=self.offset)
+            self.hash_job = HashJob(self.fd, self.ALGORITHM, already=self.offset)
         except OSError as exc:
             raise ClientError("local_error", f"cannot write {self.part}: {exc.strerror}") from None
 
     def header(self) -> bytes:
-        return protocol.encode_get(self.id, self.name, self.offset)
+        return protocol.encode_get(self.id, self.name, self.offset, digest=self.ALGORITHM)
 
     def on_header(self, fields: dict[str, Any], length: int) -> None:
         super().on_header(fields, length)
-        sha, size = fields.get("sha256"), fields.get("size")
-        if not isinstance(sha, str) or type(size) is not int or size != self.offset + length:
-            raise ClientError("bad_reply", "the reply lacks a size or a SHA-256")
+        size = fields.get("size")
+        try:
+            digest = from_fields(fields)
+        except ValueError:
+            digest = None
+        if (digest is None or digest.algorithm != self.ALGORITHM or type(size) is not int
+                or size != self.offset + length):
+            raise ClientError("bad_reply", f"the reply lacks a size or a {self.ALGORITHM}")
         if fields.get("offset", 0) != self.offset:
             raise ClientError("bad_reply", "the reply starts at another offset")
-        self.expected = sha
+        self.expected = digest
         self.body_size = length
         self.file_size = size
         mtime = fields.get("mtime")
@@ -241,16 +290,17 @@ class GetFile(Operation):
     def on_end(self) -> bool:
         job, self.hash_job = self.hash_job, None
         job.finish(self.written, lambda digest: None)
-        digest = job.wait()
-        if digest is None:
+        computed = job.wait()
+        if computed is None:
             raise ClientError("local_error", f"cannot read back {self.part} to verify it")
+        digest = Digest(job.algorithm, computed)
         if digest != self.expected:
             if self.offset:
                 raise ClientError("checksum_mismatch", f"{self.name}: the resumed file does not "
                                   "match the server's (it changed since the first attempt); "
                                   "get it again without --resume")
-            raise ClientError("checksum_mismatch", f"{self.name}: received data has SHA-256 "
-                                                   f"{digest}, the server declared {self.expected}")
+            raise ClientError("checksum_mismatch", f"{self.name}: received data has {digest}, "
+                                                   f"the server declared {self.expected.hex}")
         try:
             os.fsync(self.fd)
             if self.mtime is not None:
@@ -265,8 +315,8 @@ class GetFile(Operation):
             raise ClientError("local_error", f"cannot write {self.dest}: {exc.strerror}") from None
         self.result.ok = True
         self.result.size = self.file_size
-        self.result.sha256 = digest
-        remember_sha256(self.dest, digest)  # a later put of this file need not hash it
+        self.result.digest = digest
+        remember_digest(self.dest, digest)  # a later put of this file need not hash it
         return True
 
     def cleanup(self, failed: bool) -> None:
