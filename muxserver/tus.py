@@ -75,7 +75,8 @@ class TusUpload:
     @property
     def key(self) -> str:
         """The partial file's key: the native one when the SHA-256 is declared."""
-        identity = self.expected.key if self.sha256 else self.nonce
+        expected = self.expected
+        identity = expected.key if expected is not None else self.nonce
         return partial_key(split_name(self.name)[-1], identity, self.size)
 
     @property

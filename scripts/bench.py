@@ -20,17 +20,20 @@ idle crowd of 10,000 connections under 4 KiB of server RSS each and stat p99 und
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchlib import (GiB, alternate, console_cost, make_file, print_console_cost,
-                      scratch_dir, spawn_muxserver, summary, timed)
+from benchlib import (GiB, alternate, console_cost, cpu_seconds, make_file,
+                      print_console_cost, scratch_dir, spawn_muxserver, summary, timed)
 from loadgen import idle_crowd, many_clients, small_files
 
 SCENARIOS = ("bulk", "many", "small", "idle", "console")
@@ -91,13 +94,27 @@ def bulk(args: argparse.Namespace, work: Path) -> dict:
     ftp = start_pyftpdlib(work) if have_pyftpdlib() else None
     cli = [sys.executable, "-m", "muxserver"]
     port_args = ["--port", str(server.port), "-q"]
+    copies = itertools.count()
+
+    def fresh_copy() -> Path:
+        """The file again, under a new inode (untimed): nobody has hashed it yet."""
+        for old in work.glob("fresh-*.bin"):
+            old.unlink()
+        copy = work / f"fresh-{next(copies)}.bin"
+        shutil.copyfile(src, copy)  # (the data, not the xattr of its remembered digest)
+        return copy
+
     # Each run writes a file whose previous copy was deleted just before, untimed: the
     # analogue of socat's truncate-then-write (see docs/PERFORMANCE.md on overwrites).
     contenders = {"socat": lambda: run_socat(src, out / "socat.bin"),
                   "muxserver put": lambda: fresh(root / "bulk.bin") or timed(lambda: _run(
                       [*cli, "put", str(src), "--as", "bulk.bin", *port_args])),
+                  "muxserver put, fresh file": lambda: fresh(root / "bulk.bin") or (
+                      lambda copy: timed(lambda: _run([*cli, "put", str(copy), "--as",
+                                                       "bulk.bin", *port_args])))(fresh_copy()),
                   "muxserver get": lambda: fresh(out / "bulk.bin") or timed(lambda: _run(
                       [*cli, "get", "bulk.bin", "-o", str(out), *port_args]))}
+    pids = {name: server.proc.pid for name in contenders if name.startswith("muxserver")}
     if ftp is not None:
         ftp_port = ftp[1]
         ftp_root = work / "ftproot"
@@ -106,12 +123,26 @@ def bulk(args: argparse.Namespace, work: Path) -> dict:
         contenders["pyftpdlib+curl get"] = lambda: fresh(out / "ftp.bin") or timed(
             lambda: _run(["curl", "-s", "-o", str(out / "ftp.bin"),
                           f"ftp://127.0.0.1:{ftp_port}/ftp.bin"]))
+        pids.update({name: ftp[0].pid for name in contenders if name.startswith("pyftpdlib")})
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
+
+    def one_run(name: str, run) -> float:
+        """A run's wall time; its CPU time (the client's, the server's) goes to ``cpu``."""
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        served = cpu_seconds(pids[name]) if name in pids else 0.0
+        wall = run()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu[name].append(after.ru_utime + after.ru_stime - children.ru_utime
+                         - children.ru_stime
+                         + (cpu_seconds(pids[name]) - served if name in pids else 0.0))
+        return wall
+
     try:
         if shutil.which("socat") is None:
             contenders.pop("socat")
         for run in contenders.values():  # warm-up: page cache, guest memory, hash xattrs
             run()
-        timings = alternate(contenders, args.runs, lambda name, run: run())
+        timings = alternate(contenders, args.runs, one_run)
     finally:
         server.stop()
         if ftp is not None:
@@ -122,6 +153,7 @@ def bulk(args: argparse.Namespace, work: Path) -> dict:
     for name, stat in results.items():
         stat["mib_per_s"] = args.size_mib / stat["median"]
         stat["ratio_to_socat"] = stat["median"] / base["median"] if base else None
+        stat["cpu_s_per_gib"] = statistics.median(cpu[name]) * 1024 / args.size_mib
     skipped = [] if ftp is not None else ["pyftpdlib+curl (pip install pyftpdlib; curl)"]
     if base is None:
         skipped.append("socat (apt-get install socat)")
@@ -219,12 +251,13 @@ def print_report(report: dict) -> None:
     if "bulk" in report:
         b = report["bulk"]
         print(f"\nBulk: one {b['size_mib']} MiB file, {report['runs']} runs each, alternating")
-        print(f"{'contender':<22}{'median s':>10}{'min s':>8}{'max s':>8}{'MiB/s':>8}"
-              f"{'vs socat':>10}")
+        print(f"{'contender':<27}{'median s':>10}{'min s':>8}{'max s':>8}{'MiB/s':>8}"
+              f"{'vs socat':>10}{'CPU s/GiB':>11}")
         for name, s in b["results"].items():
             ratio = f"{s['ratio_to_socat']:.2f}x" if s["ratio_to_socat"] else "-"
-            print(f"{name:<22}{s['median']:>10.3f}{s['min']:>8.3f}{s['max']:>8.3f}"
-                  f"{s['mib_per_s']:>8.0f}{ratio:>10}")
+            print(f"{name:<27}{s['median']:>10.3f}{s['min']:>8.3f}{s['max']:>8.3f}"
+                  f"{s['mib_per_s']:>8.0f}{ratio:>10}{s['cpu_s_per_gib']:>11.2f}")
+        print("  (CPU: client and server together, user + system, median of the runs)")
         for skipped in b["skipped"]:
             print(f"  skipped: {skipped}")
     for key, title in (("many", "Many clients"), ("small", "Small files")):
@@ -262,6 +295,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=1000, help="many-clients connections")
     parser.add_argument("--idle", type=int, default=10000, help="idle-crowd connections")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--digest", choices=("blake3", "sha256"), default="blake3",
+                        help="the digest the load generator's requests use (default: "
+                             "blake3, as the muxserver client)")
     args = parser.parse_args()
     chosen = [s for s in args.only.split(",") if s]
     unknown = set(chosen) - set(SCENARIOS)

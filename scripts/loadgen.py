@@ -1,13 +1,14 @@
 """A non-blocking load generator for bench.py: one selectors loop drives every
 connection, so the generator is not the bottleneck it would be with a thread or a
 process per client. It speaks the protocol with muxserver's own encoders and decoder
-and checks every hash: puts by the server's reply, gets by hashing what arrives.
+and checks every digest, in BLAKE3 as the muxserver client does (``--digest sha256``
+for the protocol's first digest): puts by the server's reply, gets by hashing what
+arrives.
 """
 
 from __future__ import annotations
 
 import collections
-import hashlib
 import os
 import resource
 import selectors
@@ -19,6 +20,7 @@ from pathlib import Path
 from benchlib import cpu_seconds, spawn_muxserver
 
 from muxserver import protocol
+from muxserver.digests import BLAKE3, Digest, new_hasher
 from muxserver.protocol import BodyData, FrameDecoder, FrameEnd, FrameHeader, NEED_DATA
 
 
@@ -36,7 +38,7 @@ def percentile(samples: list[float], fraction: float) -> float:
 class Request:
     __slots__ = ("frame", "name", "expect", "sent", "hasher")
 
-    def __init__(self, frame: bytes, name: str, expect: str) -> None:
+    def __init__(self, frame: bytes, name: str, expect: Digest) -> None:
         self.frame, self.name, self.expect = frame, name, expect
         self.sent = 0.0
         self.hasher = None
@@ -143,30 +145,33 @@ class LoadRun:
         while (event := conn.decoder.next_event()) is not NEED_DATA:
             if isinstance(event, FrameHeader):
                 req = conn.inflight[0]
+                expect = req.expect
                 if not event.fields.get("ok"):
                     self.errors += 1
-                elif req.expect and event.length == 0 and event.fields.get("sha256") != req.expect:
-                    self.errors += 1  # a put reply with the wrong digest
+                elif event.length == 0 and event.fields.get(expect.algorithm) != expect.hex:
+                    self.errors += 1  # a reply with another digest (or none)
                 elif event.length:
-                    req.hasher = hashlib.sha256()
+                    req.hasher = new_hasher(expect.algorithm)
             elif isinstance(event, BodyData):
                 conn.inflight[0].hasher.update(event.data)
             elif isinstance(event, FrameEnd):
                 req = conn.inflight.popleft()
                 self.latencies.append(time.perf_counter() - req.sent)
                 if req.hasher is not None:
-                    if req.hasher.hexdigest() != req.expect:
+                    if req.hasher.hexdigest() != req.expect.hex:
                         self.errors += 1
                 self.checked += 1
                 conn.fill()
         conn.decoder.keep_leftover()
 
 
-def _payloads(count: int, size: int) -> list[tuple[bytes, str]]:
+def _payloads(count: int, size: int, algorithm: str = BLAKE3) -> list[tuple[bytes, Digest]]:
     out = []
     for i in range(count):
         data = (os.urandom(64) * (size // 64 + 1))[:size]
-        out.append((data, hashlib.sha256(data).hexdigest()))
+        hasher = new_hasher(algorithm)
+        hasher.update(data)
+        out.append((data, Digest(algorithm, hasher.hexdigest())))
     return out
 
 
@@ -183,7 +188,7 @@ def many_clients(args, work: Path) -> dict:
     root = work / "root"
     root.mkdir()
     server = spawn_muxserver(root)
-    payloads = _payloads(16, 64 * 1024)
+    payloads = _payloads(16, 64 * 1024, args.digest)
     cpu_server, cpu_self = cpu_seconds(server.proc.pid), time.process_time()
     try:
         run = LoadRun(server.host, server.port)
@@ -191,7 +196,8 @@ def many_clients(args, work: Path) -> dict:
                          f"c{i}/f{j}", digest) for j, (data, digest) in enumerate(payloads)]
                 for i in range(args.clients)]
         put_time = run.run(puts, window=1)
-        gets = [[Request(protocol.encode_get(100 + j, f"c{i}/f{j}"), f"c{i}/f{j}", digest)
+        gets = [[Request(protocol.encode_get(100 + j, f"c{i}/f{j}", digest=args.digest),
+                         f"c{i}/f{j}", digest)
                  for j, (_data, digest) in enumerate(payloads)] for i in range(args.clients)]
         get_time = run.run(gets, window=1)
         cpu_server = cpu_seconds(server.proc.pid) - cpu_server
@@ -213,7 +219,7 @@ def small_files(args, work: Path) -> dict:
     root = work / "root"
     root.mkdir()
     server = spawn_muxserver(root)
-    payloads = _payloads(64, 4096)
+    payloads = _payloads(64, 4096, args.digest)
     try:
         run = LoadRun(server.host, server.port)
         plans = []
