@@ -34,7 +34,6 @@ This module does no I/O but asking the OS for the machine's host name, once.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
 import hmac
@@ -44,9 +43,7 @@ import time
 from typing import Callable, Iterable, Mapping
 
 from .limits import Limits
-
-#: Addresses remembered for the back-off; the oldest is forgotten past this (memory cap).
-MAX_TRACKED_ADDRESSES = 4096
+from .shared import LocalStrikes, StrikeBook
 
 READ, WRITE, DELETE = "read", "write", "delete"
 ALL_RIGHTS = frozenset({READ, WRITE, DELETE})
@@ -120,20 +117,16 @@ class Refusal:
     missing: bool = False  # no token was offered at all (not a guess)
 
 
-@dataclasses.dataclass(slots=True)
-class _Strikes:
-    count: int
-    since: float  # when the first counted failure happened
-    blocked_until: float = 0.0
-
-
 class Access:
     """The server's access policy: asked once per request, by every session."""
 
     def __init__(self, tokens: Mapping[str, frozenset[str]] | None, limits: Limits,
                  hosts: "HostNames", ceiling: Ceiling = Ceiling(),
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        """``tokens``: each token and its rights; None (or empty): no token needed."""
+                 clock: Callable[[], float] = time.monotonic,
+                 strikes: StrikeBook | None = None) -> None:
+        """``tokens``: each token and its rights; None (or empty): no token needed.
+        ``strikes``: where wrong tokens are counted (shared.py: one book for all the
+        worker processes of a server)."""
         self.ceiling = ceiling
         self._grants = {_digest(token): ceiling.grant(rights)
                         for token, rights in (tokens or {}).items()}
@@ -141,7 +134,7 @@ class Access:
         self.limits = limits
         self.hosts = hosts
         self._clock = clock
-        self._strikes: collections.OrderedDict[str, _Strikes] = collections.OrderedDict()
+        self._strikes: StrikeBook = strikes if strikes is not None else LocalStrikes()
 
     @property
     def token_required(self) -> bool:
@@ -152,9 +145,9 @@ class Access:
         if not self._grants:
             return self._open
         now = self._clock()
-        strikes = self._strikes.get(address)
-        if strikes is not None and strikes.blocked_until > now:
-            wait = max(1, round(strikes.blocked_until - now))
+        blocked_until = self._strikes.blocked_until(address)
+        if blocked_until > now:
+            wait = max(1, round(blocked_until - now))
             return Refusal("too_many_attempts", f"too many wrong tokens from {address}; "
                                                 f"try again in {wait} s", wait)
         if offered is None:
@@ -163,7 +156,8 @@ class Access:
         for known, grant in self._grants.items():  # (a handful of tokens: compare all)
             if hmac.compare_digest(digest, known):
                 return grant
-        self._count_failure(address, now)
+        self._strikes.strike(address, now, self.limits.auth_backoff,
+                             self.limits.address_auth_failures)
         return Refusal("unauthorized", "wrong token")
 
     def why_not(self, right: str) -> str:
@@ -182,19 +176,6 @@ class Access:
         if ceiling.read_only or ceiling.upload_only or not ceiling.allow_overwrite:
             return "this server does not overwrite files (--allow-overwrite)"
         return "this token may not replace files (that takes the write and delete rights)"
-
-    def _count_failure(self, address: str, now: float) -> None:
-        window = self.limits.auth_backoff
-        strikes = self._strikes.get(address)
-        if strikes is None or now - strikes.since > window:
-            strikes = self._strikes[address] = _Strikes(0, now)
-        self._strikes.move_to_end(address)
-        strikes.count += 1
-        if strikes.count >= self.limits.address_auth_failures:
-            strikes.blocked_until = now + window
-            strikes.count, strikes.since = 0, now + window
-        while len(self._strikes) > MAX_TRACKED_ADDRESSES:
-            self._strikes.popitem(last=False)
 
     def host_allowed(self, host: str | None) -> bool:
         return self.hosts.allows(host)

@@ -120,6 +120,9 @@ def add_serve_parser(sub: Any) -> None:
                         "beyond loopback")
     p.add_argument("--no-console", action="store_true",
                    help="plain log lines instead of the live console")
+    p.add_argument("--workers", default="1", metavar="N",
+                   help="processes serving the port, each with its own loop (default 1; "
+                        "'auto': one per core)")
     add_token_arguments(p, "clients must present this token (prefer --token-file or "
                            "$MUXSERVER_TOKEN: arguments are visible to other users)",
                         "tokens, one per line, each with its rights if not all: "
@@ -356,6 +359,13 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging._srcfile = None
     use_console = not args.no_console and sys.stdout.isatty()
+    try:
+        from .workers import worker_count
+        workers = worker_count(args.workers)
+    except ValueError as exc:
+        return _fail(str(exc), status=2)
+    if workers > 1 and (args.trace or args.trace_bytes):
+        return _fail("the trace narrates one loop: use it with --workers 1", status=2)
     if not os.path.lexists(args.root):
         try:  # (a newcomer's first `--root ~/shared`: make it, and say so)
             os.makedirs(args.root)
@@ -363,6 +373,8 @@ def run_serve(args: argparse.Namespace) -> int:
             return _fail(f"cannot make the directory {args.root}: {exc.strerror}")
         print(f"muxserver: made the directory {os.path.abspath(args.root)}",
               file=sys.stderr)
+    if workers > 1:
+        return run_workers(args, config, workers, use_console)
     try:
         server = Server(config)
         narrator = make_narrator(args, server) if (args.trace or args.trace_bytes) else None
@@ -378,7 +390,7 @@ def run_serve(args: argparse.Namespace) -> int:
     warning = exposure_warning(args.host, bool(tokens), port, server.root.path)
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    print_banner(server, args, host, port)
+    print_banner(server.root.path, server.services.access.token_required, args, host, port)
     console = None
     if use_console:
         from .console import LiveConsole  # rich is imported only when it is used
@@ -396,6 +408,39 @@ def run_serve(args: argparse.Namespace) -> int:
           f"{stats.transfers_failed} failed; longest loop step "
           f"{loop.longest_step * 1000:.1f} ms ({loop.longest_step_what or 'none'}), "
           f"{loop.slow_steps} over 20 ms", file=sys.stderr)
+    return 0
+
+
+def run_workers(args: argparse.Namespace, config: Any, count: int, use_console: bool) -> int:
+    """--workers N: a supervisor and N worker processes (workers.py)."""
+    from .workers import Supervisor
+
+    supervisor = Supervisor(config, count, console=use_console)
+    try:
+        host, port = supervisor.start()
+    except ValueError as exc:
+        return _fail(f"bad setting: {exc}")
+    except OSError as exc:
+        return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    warning = exposure_warning(args.host, bool(config.tokens), port, supervisor.root_path)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    print(f"workers: {count} processes (pids {', '.join(map(str, supervisor.pids.values()))})"
+          ", one port shared with SO_REUSEPORT")
+    print_banner(supervisor.root_path, bool(config.tokens), args, host, port)
+    console = None
+    if use_console:
+        from .console import LiveConsole
+
+        console = LiveConsole(supervisor)  # (it reads supervisor.snapshot(), like a server's)
+        supervisor.on_log = console.view.add_log
+        console.start()
+    try:
+        supervisor.run()
+    finally:
+        if console is not None:
+            console.stop()
+    print(supervisor.summary(), file=sys.stderr)
     return 0
 
 
@@ -432,7 +477,8 @@ def make_narrator(args: argparse.Namespace, server: Any) -> Any:
     return Narrator(args.lang or default_language(), show_bytes=args.trace_bytes)
 
 
-def print_banner(server: Any, args: argparse.Namespace, host: str, port: int) -> None:
+def print_banner(root: str, token_required: bool, args: argparse.Namespace, host: str,
+                 port: int) -> None:
     """What to type elsewhere: the client commands with the flags this server needs, and
     when other machines can reach it, its address for a browser (and a QR code of it,
     on a terminal, for a phone). Tokens themselves are never printed."""
@@ -449,17 +495,17 @@ def print_banner(server: Any, args: argparse.Namespace, host: str, port: int) ->
         flags.append(f"--port {port}")
     if args.token_file:
         flags.append(f"--token-file {args.token_file}")
-    elif server.services.access.token_required:
+    elif token_required:
         flags.append("--token TOKEN")
     if args.tls_cert:
         flags.append(f"--tls --cafile {args.tls_cert}")
     client_args = "".join(" " + flag for flag in flags)
-    print(f"muxserver {__version__} serving {server.root.path}")
+    print(f"muxserver {__version__} serving {root}")
     print(f"from another shell:  python -m muxserver put FILE{client_args}")
     print(f"                     python -m muxserver ls{client_args}")
     scheme = "https" if args.tls_cert else "http"
     url = f"{scheme}://{format_address(reach, port)}/"
-    login = " (then /?token=TOKEN once)" if server.services.access.token_required else ""
+    login = " (then /?token=TOKEN once)" if token_required else ""
     print(f"in a browser:        {url}{login}")
     if wide and sys.stdout.isatty():
         for line in qr_lines(url):

@@ -145,6 +145,15 @@ def _worker() -> queue.SimpleQueue[Any]:
     return _queue
 
 
+def _forget_worker() -> None:
+    """A forked process has no helper thread (threads do not survive fork): start anew."""
+    global _queue
+    _queue = None
+
+
+os.register_at_fork(after_in_child=_forget_worker)
+
+
 def _serve(jobs: queue.SimpleQueue[HashJob]) -> None:
     while True:
         jobs.get()._run()

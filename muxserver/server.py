@@ -27,6 +27,7 @@ from .channel import Channel
 from .limits import Limits, raise_nofile_limit
 from .loop import EVENT_READ, EventLoop, Timer
 from .session import Services, Stats
+from .shared import ConnectionCount, LocalConnections, SharedState
 from .sniff import Refusal, Sniffer
 from .storage import Root
 from .units import format_duration
@@ -90,17 +91,25 @@ class Snapshot:
 
 
 class Server:
-    """A muxserver: one loop, one listener, one session per connection."""
+    """A muxserver: one loop, one listener, one session per connection.
 
-    def __init__(self, config: ServerConfig) -> None:
+    With ``--workers N`` each of N processes runs one (workers.py): worker ``worker``
+    of ``workers``, its listening socket one of N on the same port (SO_REUSEPORT), its
+    connection count and wrong-token book in ``shared`` memory, its connection ids
+    ``worker + 1``, ``worker + 1 + N``, ... (unique across the workers).
+    """
+
+    def __init__(self, config: ServerConfig, *, shared: SharedState | None = None,
+                 worker: int = 0, workers: int = 1) -> None:
         self.config = config
         self.limits = config.limits
         self.limits.check()
         raise_nofile_limit()
         self.max_connections = self.limits.effective_max_connections()
+        self.worker, self.workers = worker, workers
         self.loop = EventLoop(scratch_size=max(self.limits.recv_size, 64 * 1024))
         self.root = Root(config.root, partial_ttl=self.limits.partial_ttl,
-                         partial_budget=self.limits.partial_budget)
+                         partial_budget=self.limits.partial_budget, budget_shares=workers)
         self.root.on_partial_kept = self._schedule_partial_expiry
         self._expiry_timer: Timer | None = None
         self._expiry_due = 0.0
@@ -111,14 +120,16 @@ class Server:
                           allow_overwrite=config.allow_overwrite,
                           allow_delete=config.allow_delete)
         access = Access(tokens, self.limits, HostNames(config.host, config.allow_hosts),
-                        ceiling)
+                        ceiling, strikes=shared.strikes if shared is not None else None)
         #: all a session may reach of the server (see session.Services)
         self.services = Services(self.loop, self.root, self.limits, access)
         self.channels: dict[int, Channel] = {}
-        self.clients = 0  # channels running a session (refused ones do not count)
+        # Channels running a session (refused ones do not count), in all the workers.
+        self.clients: ConnectionCount = (shared.connections if shared is not None
+                                         else LocalConnections())
         self._stop_at = 0.0  # when a graceful stop ends (see stop_gracefully)
         self._address: tuple[str, int] | None = None  # (host, port), once listening
-        self._next_id = 1
+        self._next_id = worker + 1
         self.listener: Listener | None = None
         self.tls_context = make_tls_context(config.tls_cert, config.tls_key)
         self.trace: Callable[..., None] | None = None  # the narrated trace (see trace.py)
@@ -141,8 +152,13 @@ class Server:
         for channel in self.channels.values():
             channel.trace = trace
 
-    def start(self) -> tuple[str, int]:
-        """Sweep stale temporary files, bind and listen; return the bound address."""
+    def start(self, *, sweep: bool = True, reuse_port: bool = False) -> tuple[str, int]:
+        """Sweep stale temporary files, bind and listen; return the bound address.
+
+        ``sweep`` False: another process of this server swept them (and may be writing
+        temporary files of its own already); ``reuse_port``: the port is shared by the
+        worker processes (SO_REUSEPORT: the kernel spreads new connections over them).
+        """
         # Without this, a write over RLIMIT_FSIZE kills the process with SIGXFSZ
         # instead of failing with EFBIG, which we turn into a "no_space" error reply.
         if hasattr(signal, "SIGXFSZ"):
@@ -150,14 +166,16 @@ class Server:
                 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             except ValueError:
                 pass  # not the main thread (a test running the server in a thread)
-        removed, kept = self.root.sweep_temporary_files()
-        if removed or kept:
-            log.info("cleaned up after an interrupted server: removed %d temporary file(s), "
-                     "kept %d resumable upload(s)", removed, kept)
-        self._schedule_partial_expiry()
+        if sweep:
+            removed, kept = self.root.sweep_temporary_files()
+            if removed or kept:
+                log.info("cleaned up after an interrupted server: removed %d temporary "
+                         "file(s), kept %d resumable upload(s)", removed, kept)
+            self._schedule_partial_expiry()
         family, dual_stack = listening_family(self.config.host)
         sock = socket.create_server((self.config.host, self.config.port), family=family,
-                                    backlog=1024, reuse_port=False, dualstack_ipv6=dual_stack)
+                                    backlog=1024, reuse_port=reuse_port,
+                                    dualstack_ipv6=dual_stack)
         sock.setblocking(False)
         self.listener = Listener(self, sock)
         self.loop.set_interest(sock, self.listener, EVENT_READ)
@@ -269,28 +287,27 @@ class Server:
             sock = self.tls_context.wrap_socket(sock, server_side=True,
                                                 do_handshake_on_connect=False)
         conn_id = self._next_id
-        self._next_id += 1
+        self._next_id += self.workers
         host = unmapped(addr[0]) if isinstance(addr, tuple) and addr else peer
         channel = Channel(self.loop, sock, peer, conn_id, self.limits, self.channel_closed,
                           peer_host=host)
         channel.trace = self.trace
         self.channels[conn_id] = channel
         self.stats.connections_total += 1
-        if self.clients >= self.max_connections:
+        if not self.clients.take(self.max_connections):
             self.refuse(channel)
             return
-        self.clients += 1
         channel.counted = True
         log.info("%s connected", peer, extra={"event": "connected", "conn": conn_id})
         if self.trace is not None:
-            self.trace("accept", conn_id, peer=peer, clients=self.clients)
+            self.trace("accept", conn_id, peer=peer, clients=self.clients.value)
         channel.start(Sniffer(self.services, channel))
 
     def refuse(self, channel: Channel) -> None:
         """Tell a client over the cap why, then close (lingering, so it can read why)."""
         self.stats.refused_connections += 1
         if self.trace is not None:
-            self.trace("refuse", channel.id, peer=channel.peer, clients=self.clients)
+            self.trace("refuse", channel.id, peer=channel.peer, clients=self.clients.value)
         if (len(self.channels) > self.max_connections + self.limits.fd_reserve // 2
                 or channel.tls):
             # A flood: no descriptors to spare for courtesy. (Over TLS, the error frame
@@ -308,7 +325,7 @@ class Server:
         self.stats.bytes_in_closed += channel.bytes_in
         self.stats.bytes_out_closed += channel.bytes_out
         if channel.counted:
-            self.clients -= 1
+            self.clients.give_back()
             log.info("%s closed (%s)", channel.peer, channel.close_reason or "closed",
                      extra={"event": "closed", "conn": channel.id})
         self._stop_if_idle()

@@ -61,6 +61,16 @@ PARTIAL_PREFLIGHT_FROM = 1024 * 1024
 _RUN_ID = secrets.token_hex(4)
 _TEMP_IDS = itertools.count()
 
+
+def _new_run_id() -> None:
+    """A forked worker (workers.py) draws its own: two processes counting from the same
+    start would pick the same temporary names, and one upload would fail on O_EXCL."""
+    global _RUN_ID, _TEMP_IDS
+    _RUN_ID, _TEMP_IDS = secrets.token_hex(4), itertools.count()
+
+
+os.register_at_fork(after_in_child=_new_run_id)
+
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 
@@ -109,7 +119,9 @@ class Root:
     """The served directory, held open as a descriptor for the server's lifetime."""
 
     def __init__(self, path: str | os.PathLike[str], partial_ttl: float = 24 * 3600,
-                 partial_budget: int | None = None) -> None:
+                 partial_budget: int | None = None, budget_shares: int = 1) -> None:
+        """``budget_shares``: the processes serving this root (--workers); each keeps its
+        share of the partial-file budget, so that together they keep to all of it."""
         self.path = os.path.realpath(path)
         try:
             self.dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -121,7 +133,7 @@ class Root:
         # first one is due.
         if partial_budget is None:
             partial_budget = self.free_space() // PARTIAL_SHARE_OF_FREE_SPACE
-        self.partials = PartialFiles(partial_ttl, partial_budget)
+        self.partials = PartialFiles(partial_ttl, partial_budget // budget_shares)
         self.on_partial_kept: Callable[[], None] | None = None
 
     def free_space(self) -> int:

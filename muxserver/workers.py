@@ -1,0 +1,384 @@
+"""Every core: ``--workers N`` processes, each a whole server with its own event loop.
+
+This is the nginx model, and the Socket HOWTO's two answers to "many clients" at once:
+*processes*, to use every core, and *select* (here, ``selectors``) inside each, for
+many connections per process.
+
+* The supervisor (the process you started) reserves the port (a socket bound with
+  SO_REUSEPORT but not listening, so it never takes a connection), makes the memory
+  the workers share (shared.py: the connection count and the wrong-token book) and
+  forks the workers. Worker 0 sweeps what an interrupted server left in the root
+  before the others start (they must not sweep a temporary file a sibling is writing).
+* Each worker listens on the same address with its own SO_REUSEPORT socket; the kernel
+  spreads new connections over the listening sockets by a hash of the client's address
+  and port. A connection lives and ends in the worker that accepted it: no connection,
+  file descriptor or request ever moves between processes.
+* Each worker tells the supervisor, over a pipe of its own, that it is ready, then
+  (while a console shows them) a snapshot of its connections four times a second and
+  its log lines, and at the end its totals. The supervisor's own event loop reads the
+  pipes, draws one console for all workers and prints one summary.
+* Signals (Ctrl-C, SIGTERM) reach the supervisor only: the workers run in a process
+  group of their own, so a Ctrl-C on the terminal is not delivered to each of them as
+  well. The supervisor passes every signal on to every worker as SIGTERM: the first
+  stops them gracefully, a second stops them now. A worker whose supervisor dies is
+  sent SIGTERM by the kernel (Linux's PR_SET_PDEATHSIG).
+
+What stays per worker: its partial-file budget (each keeps ``1/N`` of it, so together
+they keep to the whole), the remembered digests in memory (those on disk, in extended
+attributes, are shared by nature), and the connection ids (worker ``i`` numbers its
+connections ``i + 1``, ``i + 1 + N``, ..., so they never collide in the console).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import logging
+import os
+import pickle
+import signal
+import socket
+import struct
+import sys
+import time
+from typing import Any, Callable
+
+from .loop import EVENT_READ, EventLoop
+from .server import (Server, ServerConfig, Snapshot, format_address, listening_family)
+from .shared import SharedState
+
+log = logging.getLogger("muxserver")
+
+SNAPSHOT_INTERVAL = 0.25  # seconds between a worker's snapshots (the console's redraws)
+_LENGTH = struct.Struct("!I")
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclasses.dataclass
+class WorkerTotals:
+    """What a worker did, sent once as it exits."""
+
+    transfers_done: int = 0
+    transfers_failed: int = 0
+    longest_step: float = 0.0
+    longest_step_what: str = ""
+    slow_steps: int = 0
+
+
+def worker_count(text: str) -> int:
+    """``--workers``: a number from 1, or ``auto`` (one per core)."""
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        count = int(text)
+    except ValueError:
+        raise ValueError(f"--workers takes a number or auto, not {text!r}") from None
+    if count < 1:
+        raise ValueError("--workers takes a number from 1")
+    return count
+
+
+# ------------------------------------------------------------------------- a worker
+
+
+class _Messages:
+    """The worker's end of its pipe: length-prefixed pickles. Never blocks the loop: a
+    snapshot or log line that does not fit the pipe right now is dropped (the next one
+    follows a quarter of a second later)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        os.set_blocking(fd, False)
+
+    def send(self, message: tuple[Any, ...], *, must: bool = False) -> None:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        frame = _LENGTH.pack(len(data)) + data
+        if must:
+            os.set_blocking(self.fd, True)
+        try:
+            sent = os.write(self.fd, frame)
+            if sent < len(frame):  # (a frame cut short would garble the rest: finish it)
+                os.set_blocking(self.fd, True)
+                _write_all(self.fd, frame[sent:])
+                os.set_blocking(self.fd, False)
+        except BlockingIOError:
+            pass
+        except OSError:
+            pass  # the supervisor is gone: PR_SET_PDEATHSIG stops us soon
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+class _ToSupervisor(logging.Handler):
+    """Log records of a worker, sent to the supervisor's console."""
+
+    def __init__(self, messages: _Messages, index: int) -> None:
+        super().__init__()
+        self.messages, self.tag = messages, f"w{index + 1} "
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.messages.send(("log", record.created, record.levelno,
+                                self.tag + record.getMessage()))
+        except Exception:
+            self.handleError(record)
+
+
+def _run_worker(index: int, count: int, config: ServerConfig, shared: SharedState,
+                fd: int, console: bool) -> int:
+    """The body of worker ``index`` (in the forked child); returns its exit status."""
+    os.setpgid(0, 0)  # (terminal signals go to the supervisor, which passes them on)
+    _die_with_parent()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+    messages = _Messages(fd)
+    root_logger = logging.getLogger()
+    for handler in list(root_logger.handlers):
+        if console:  # (the supervisor's console shows them)
+            root_logger.removeHandler(handler)
+        else:  # each line says which worker wrote it
+            handler.setFormatter(logging.Formatter(f"%(asctime)s w{index + 1} %(message)s",
+                                                   datefmt="%H:%M:%S"))
+    if console:
+        root_logger.addHandler(_ToSupervisor(messages, index))
+    server = Server(config, shared=shared, worker=index, workers=count)
+    server.start(sweep=index == 0, reuse_port=True)
+    server.loop.add_signal_handler(signal.SIGTERM, server.stop_gracefully)
+    if console:
+        def report() -> None:
+            messages.send(("snapshot", index, server.snapshot()))
+            server.loop.call_later(SNAPSHOT_INTERVAL, report)
+        report()
+    messages.send(("ready", index, os.getpid()), must=True)
+    try:
+        server.serve_forever(handle_signals=False)
+    finally:
+        loop, stats = server.loop, server.stats
+        messages.send(("done", index, WorkerTotals(
+            stats.transfers_done, stats.transfers_failed, loop.longest_step,
+            loop.longest_step_what, loop.slow_steps)), must=True)
+    return 0
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to send us SIGTERM when the supervisor dies (Linux only)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: a worker outlives a killed supervisor until it is stopped
+    if os.getppid() == 1:
+        os.kill(os.getpid(), signal.SIGTERM)  # the supervisor died before prctl
+
+
+# ---------------------------------------------------------------------- the supervisor
+
+
+class _Pipe:
+    """The supervisor's end of one worker's pipe, as a loop handler."""
+
+    def __init__(self, supervisor: "Supervisor", index: int, fd: int) -> None:
+        self.supervisor, self.index, self.fd = supervisor, index, fd
+        self.buffer = bytearray()
+        self.closed = False
+        self.events = 0  # (what the loop watches it for: see loop.Handler)
+        os.set_blocking(fd, False)
+
+    def on_interest_changed(self, old: int, new: int) -> None:
+        pass
+
+    def fail(self, exc: Exception) -> None:
+        log.error("worker %d: unreadable report: %s", self.index + 1, exc)
+        self.close()
+
+    def on_events(self, mask: int) -> None:
+        try:
+            data = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if not data:  # the worker exited (or crashed)
+            self.close()
+            return
+        self.buffer += data
+        while len(self.buffer) >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(self.buffer)
+            if len(self.buffer) < _LENGTH.size + length:
+                break
+            message = pickle.loads(self.buffer[_LENGTH.size:_LENGTH.size + length])
+            del self.buffer[:_LENGTH.size + length]
+            self.supervisor.received(message)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.supervisor.loop.set_interest(self.fd, self, 0)
+            os.close(self.fd)
+            self.supervisor.pipe_closed(self)
+
+
+class Supervisor:
+    """Starts the workers, relays signals, merges what they report."""
+
+    def __init__(self, config: ServerConfig, count: int, *, console: bool) -> None:
+        self.config, self.count, self.console = config, count, console
+        self.loop = EventLoop(scratch_size=4096)
+        self.shared = SharedState()
+        self.pids: dict[int, int] = {}  # worker index -> pid
+        self.pipes: dict[int, _Pipe] = {}
+        self.ready: set[int] = set()
+        self.snapshots: dict[int, Snapshot] = {}
+        self.totals: dict[int, WorkerTotals] = {}
+        self.started = time.monotonic()
+        self.address: tuple[str, int] | None = None
+        self.root_path = os.path.realpath(config.root)
+        self._stop_at: float | None = None
+        self.on_log: Callable[[float, int, str], None] | None = None
+
+    # -- starting
+
+    def start(self) -> tuple[str, int]:
+        """Reserve the port, start worker 0 (it sweeps), then the others; return the
+        address once every worker listens. OSError or ValueError if one cannot start."""
+        reserved = _reserve_port(self.config.host, self.config.port)
+        try:
+            host, port = reserved.getsockname()[:2]
+            self.address = (host, port)
+            config = dataclasses.replace(self.config, port=port)
+            self._fork(0, config)
+            self._wait_until(lambda: 0 in self.ready)
+            for index in range(1, self.count):
+                self._fork(index, config)
+            self._wait_until(lambda: len(self.ready) == self.count)
+        except BaseException:
+            self.stop_workers(signal.SIGKILL)
+            raise
+        finally:
+            reserved.close()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(signum, self.pass_on_stop)
+        return self.address
+
+    def _fork(self, index: int, config: ServerConfig) -> None:
+        read_fd, write_fd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.close(read_fd)
+            status = 1
+            try:
+                status = _run_worker(index, self.count, config, self.shared, write_fd,
+                                     self.console)
+            except BaseException as exc:  # (reported by the supervisor as "exited")
+                print(f"muxserver: worker {index + 1}: {exc}", file=sys.stderr, flush=True)
+            finally:
+                os._exit(status)
+        os.close(write_fd)
+        self.pids[index] = pid
+        pipe = self.pipes[index] = _Pipe(self, index, read_fd)
+        self.loop.set_interest(read_fd, pipe, EVENT_READ)
+
+    def _wait_until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            if any(pipe.closed for pipe in self.pipes.values()):
+                raise OSError(f"a worker exited before it was ready "
+                              f"(its reason is above)")
+            self.loop.run_once(max_wait=1.0)
+
+    # -- running
+
+    def run(self) -> None:
+        """Until every worker has exited."""
+        while any(not pipe.closed for pipe in self.pipes.values()):
+            self.loop.run_once()
+        for pid in self.pids.values():
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self.loop.close()
+
+    def received(self, message: tuple[Any, ...]) -> None:
+        kind, index = message[0], message[1] if len(message) > 1 else -1
+        if kind == "ready":
+            self.ready.add(index)
+        elif kind == "snapshot":
+            self.snapshots[index] = message[2]
+        elif kind == "log":
+            _, created, level, text = message
+            if self.on_log is not None:
+                self.on_log(created, level, text)
+        elif kind == "done":
+            self.totals[index] = message[2]
+
+    def pipe_closed(self, pipe: _Pipe) -> None:
+        self.snapshots.pop(pipe.index, None)
+        if self.ready and pipe.index not in self.totals and self._stop_at is None:
+            log.error("worker %d (pid %d) exited unexpectedly; the others go on",
+                      pipe.index + 1, self.pids.get(pipe.index, 0))
+
+    def pass_on_stop(self) -> None:
+        """Ctrl-C or SIGTERM: passed on to every worker (a second one: stop now)."""
+        if self._stop_at is None:
+            self._stop_at = time.monotonic() + self.config.limits.shutdown_grace
+        self.stop_workers(signal.SIGTERM)
+
+    def stop_workers(self, signum: int) -> None:
+        for index, pid in self.pids.items():
+            pipe = self.pipes.get(index)
+            if pipe is None or not pipe.closed:
+                try:
+                    os.kill(pid, signum)
+                except ProcessLookupError:
+                    pass
+
+    # -- what observers see
+
+    def snapshot(self) -> Snapshot:
+        """All workers' snapshots as one (the console reads this as a server's)."""
+        now = time.monotonic()
+        parts = list(self.snapshots.values())
+        address = self.address or ("", 0)
+        return Snapshot(
+            address=f"{format_address(*address)} ({self.count} workers)",
+            root=self.root_path, uptime=now - self.started,
+            wakeups=sum(p.wakeups for p in parts),
+            timeout_wakeups=sum(p.timeout_wakeups for p in parts),
+            connections=[c for p in parts for c in p.connections],
+            transfers_done=sum(p.transfers_done for p in parts),
+            transfers_failed=sum(p.transfers_failed for p in parts),
+            bytes_in=sum(p.bytes_in for p in parts), bytes_out=sum(p.bytes_out for p in parts),
+            stopping_in=self._stop_at - now if self._stop_at is not None else None)
+
+    def summary(self) -> str:
+        """The line printed at the end: totals, and each worker's share."""
+        totals = list(self.totals.values())
+        done = sum(t.transfers_done for t in totals)
+        failed = sum(t.transfers_failed for t in totals)
+        slowest = max(totals, key=lambda t: t.longest_step, default=WorkerTotals())
+        shares = ", ".join(f"worker {i + 1}: {self.totals[i].transfers_done}"
+                           for i in sorted(self.totals))
+        return (f"muxserver: stopped after {done} transfer(s), {failed} failed ({shares}); "
+                f"longest loop step {slowest.longest_step * 1000:.1f} ms "
+                f"({slowest.longest_step_what or 'none'}), "
+                f"{sum(t.slow_steps for t in totals)} over 20 ms")
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound to the address with SO_REUSEPORT, never listening: it holds the
+    port (and learns it, for port 0) while the workers bind theirs beside it."""
+    family, dual_stack = listening_family(host)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,167 @@
+"""--workers N: N processes on one port (SO_REUSEPORT), limits counted once for all.
+
+The kernel decides which worker accepts a connection (a hash of the client's address
+and port), so these tests never expect a particular worker: they make enough
+connections that each worker gets some (the chance that 40 all land on one of two is
+2 in 2**40), or check what must hold whichever worker a connection lands on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from muxserver import protocol
+from muxserver.client import Client
+from muxserver.shared import LocalStrikes, SharedState
+
+from .conftest import FrameReader, spawn_server, stop_process
+
+pytestmark = pytest.mark.timeout(120)
+WORKERS = re.compile(r"workers: (\d+) processes \(pids ([\d, ]+)\)")
+
+
+class Workers:
+    """A server with workers, and the pids of its workers (to be sure they end)."""
+
+    def __init__(self, root, *args: str) -> None:
+        self.server = spawn_server(root, "--workers", "2", *args)
+        match = WORKERS.search(self.server.banner)
+        assert match and match.group(1) == "2", self.server.banner
+        self.pids = [int(pid) for pid in match.group(2).split(", ")]
+
+    def stop(self) -> tuple[str, str]:
+        stop_process(self.server.proc)
+        for pid in self.pids:  # (they stop with the supervisor; never leave one behind)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return self.server.output()
+
+
+@pytest.fixture
+def workers(root):
+    started = []
+
+    def start(*args: str) -> Workers:
+        started.append(Workers(root, *args))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for running in started:
+            running.stop()
+
+
+def connect(server) -> socket.socket:
+    sock = socket.create_connection((server.host, server.port), timeout=30)
+    return sock
+
+
+def test_two_workers_share_the_port_and_the_work(workers, tmp_path):
+    running = workers()
+    server = running.server
+    (tmp_path / "f").write_bytes(b"spread me")
+    for i in range(40):  # a new connection each: the kernel spreads them
+        with Client(server.host, server.port) as client:
+            client.put_file(tmp_path / "f", f"f{i}")
+    assert sorted(p.name for p in server.root.iterdir()) == sorted(f"f{i}" for i in range(40))
+    assert server.proc.poll() is None
+    _out, err = running.stop()
+    assert server.proc.returncode == 0
+    shares = [int(n) for n in re.findall(r"worker \d: (\d+)", err)]
+    assert len(shares) == 2 and sum(shares) == 40 and min(shares) > 0, err
+    assert all(not os.path.exists(f"/proc/{pid}") or _is_zombie(pid) for pid in running.pids)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_the_connection_cap_counts_the_clients_of_every_worker(workers):
+    server = workers("--max-connections", "3").server
+    held = []
+    try:
+        for i in range(3):
+            sock = connect(server)
+            sock.sendall(protocol.encode_stat(1, "nothing"))
+            assert FrameReader(sock).frame()[0]["error"] == "not_found"  # accepted, counted
+            held.append(sock)
+        for _ in range(8):  # whichever worker takes them, the server is full
+            with connect(server) as extra:
+                extra.sendall(protocol.encode_stat(1, "nothing"))  # (answered in kind)
+                fields, _ = FrameReader(extra).frame()
+                assert fields["error"] == "too_many_clients", fields
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_wrong_tokens_count_once_across_the_workers(workers):
+    server = workers("--token", "right", "--address-auth-failures", "3",
+                     "--auth-backoff", "300").server
+    for _ in range(3):  # three guesses, each on a new connection (any worker)
+        with connect(server) as sock:
+            sock.sendall(protocol.encode_auth(1, "guess"))
+            assert FrameReader(sock).frame()[0]["error"] == "unauthorized"
+    for _ in range(8):  # now even the right token is refused, by every worker
+        with connect(server) as sock:
+            sock.sendall(protocol.encode_auth(1, "right"))
+            fields, _ = FrameReader(sock).frame()
+            assert fields["error"] == "too_many_attempts", fields
+
+
+def test_a_worker_that_dies_leaves_the_others_serving(workers, tmp_path):
+    running = workers()
+    server = running.server
+    dead = os.pidfd_open(running.pids[0])  # (readable once that process has exited)
+    try:
+        os.kill(running.pids[0], signal.SIGKILL)
+        assert select.select([dead], [], [], 60)[0]  # gone, and its listening socket too
+    finally:
+        os.close(dead)
+    (tmp_path / "f").write_bytes(b"still here")
+    with Client(server.host, server.port) as client:  # (its socket left the port's group)
+        for i in range(10):
+            client.put_file(tmp_path / "f", f"after{i}")
+    _out, err = running.stop()
+    assert "worker 1 (pid" in err and "exited unexpectedly" in err
+    assert server.proc.returncode == 0
+    assert len(list(server.root.iterdir())) == 10
+
+
+def test_the_shared_book_blocks_like_the_local_one():
+    shared = SharedState().strikes
+    for book in (LocalStrikes(), shared):
+        for second in range(3):
+            book.strike("192.0.2.7", 100.0 + second, 60.0, 3)
+        assert book.blocked_until("192.0.2.7") == 162.0
+        assert book.blocked_until("192.0.2.8") == 0.0
+    for n in range(6000):  # more addresses than slots: the book stays within its page
+        shared.strike(f"10.0.{n // 256}.{n % 256}", 1.0, 60.0, 3)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "0"], "from 1"),
+    (["--workers", "many"], "a number or auto"),
+    (["--workers", "2", "--trace"], "one loop"),
+])
+def test_bad_worker_settings_are_usage_errors(root, args, message):
+    result = subprocess.run([sys.executable, "-m", "muxserver", "--port", "0", "--root",
+                             str(root), "--no-console", *args], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr
