@@ -73,13 +73,15 @@ class Spawned:
 
 
 def spawn_muxserver(root: Path, *args: str, terminal: bool = False,
-                    size: tuple[int, int] = (120, 40)) -> Spawned:
-    """Start ``python -m muxserver`` on port 0; with ``terminal`` its stdout is a pty."""
+                    size: tuple[int, int] = (120, 40), code: Path | None = None) -> Spawned:
+    """Start ``python -m muxserver`` on port 0; with ``terminal`` its stdout is a pty;
+    ``code``: another checkout of muxserver to run (a baseline to compare with)."""
     cmd = [sys.executable, "-m", "muxserver", "serve", "--port", "0", "--root", str(root),
            *args]
     if not terminal:
+        env = {**os.environ, "PYTHONPATH": str(code)} if code is not None else None
         proc = subprocess.Popen(cmd + ["--no-console"], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, cwd=REPO)
+                                stderr=subprocess.DEVNULL, cwd=code or REPO, env=env)
         host, port = _read_address(lambda: proc.stdout.readline())
         threading.Thread(target=lambda: proc.stdout.read(), daemon=True).start()
         return Spawned(proc, host, port)
@@ -142,6 +144,22 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its children (a supervisor and its workers)."""
+    total = cpu_seconds(pid)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def timed(fn) -> float:

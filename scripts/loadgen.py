@@ -17,7 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
-from benchlib import cpu_seconds, spawn_muxserver
+from benchlib import spawn_muxserver, tree_cpu_seconds
 
 from muxserver import protocol
 from muxserver.digests import BLAKE3, Digest, new_hasher
@@ -182,14 +182,18 @@ def _stats(run: LoadRun, elapsed: float, files: int, description: str) -> dict:
             "errors": run.errors, "checked": run.checked}
 
 
-def many_clients(args, work: Path) -> dict:
-    """Each connection puts 16 files of 64 KiB, one after another, then gets them back."""
+def many_clients(args, work: Path, workers: int = 1, code: Path | None = None,
+                 extra: list[str] | None = None) -> dict:
+    """Each connection puts 16 files of 64 KiB, one after another, then gets them back.
+    ``workers``: the server's --workers; ``code``: another checkout to run instead;
+    ``extra``: more server flags."""
     raise_fd_limit()
     root = work / "root"
     root.mkdir()
-    server = spawn_muxserver(root)
+    server = spawn_muxserver(root, *(["--workers", str(workers)] if workers > 1 else []),
+                             *(extra or []), code=code)
     payloads = _payloads(16, 64 * 1024, args.digest)
-    cpu_server, cpu_self = cpu_seconds(server.proc.pid), time.process_time()
+    cpu_server, cpu_self = tree_cpu_seconds(server.proc.pid), time.process_time()
     try:
         run = LoadRun(server.host, server.port)
         puts = [[Request(protocol.encode_put(j, f"c{i}/f{j}", len(data), digest) + data,
@@ -200,7 +204,7 @@ def many_clients(args, work: Path) -> dict:
                          f"c{i}/f{j}", digest)
                  for j, (_data, digest) in enumerate(payloads)] for i in range(args.clients)]
         get_time = run.run(gets, window=1)
-        cpu_server = cpu_seconds(server.proc.pid) - cpu_server
+        cpu_server = tree_cpu_seconds(server.proc.pid) - cpu_server
         cpu_self = time.process_time() - cpu_self
     finally:
         server.stop()

@@ -348,3 +348,17 @@ def test_sync_sends_and_fetches_only_what_differs(make_server, tmp_path, capsys)
     assert cli.main(["get", "-r", "tree", "-o", str(out), "--sync", "-q", *port]) == 0
     assert stats.transfers_done == 2002
     assert (out / "tree" / "d7" / "f7.txt").read_text() == "file 7\n"
+
+
+def test_log_level_warning_keeps_only_refusals_and_trouble(root, tmp_path):
+    srv = spawn_server(root, "--log-level", "warning")
+    try:
+        (tmp_path / "f").write_text("quiet")
+        ports = ["--port", str(srv.port)]
+        assert run_cli("put", str(tmp_path / "f"), *ports).returncode == 0
+        assert run_cli("get", "missing.txt", "-o", str(tmp_path / "out"), *ports).returncode == 1
+    finally:
+        stop_process(srv.proc)
+    _out, err = srv.output()
+    assert "connected" not in err and "put f" not in err  # (info lines: not written)
+    assert "missing.txt refused" in err  # (a refusal is a warning: written)
