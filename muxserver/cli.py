@@ -615,15 +615,12 @@ CUT_OFF = ("connection", "timeout")
 def tell_what_the_server_kept(ops: list[PutFile], client: Client) -> None:
     """After resumable uploads were cut off, ask the server (on a new connection) how
     much of each it kept, and say how to continue."""
-    from .client import Partial
-
     cut = [op for op in ops if op.resumable and op.result.code in CUT_OFF]
     if not cut:
         return
     client.progress = client.on_finish = None
-    try:  # (a put with a trailer named its partial file by its mtime: digest None)
-        answers = client.run([Partial(op.name, None if op.hash_job else op.digest,
-                                      op.file_size, mtime=op.mtime) for op in cut])
+    try:
+        answers = client.run([op.kept_query() for op in cut])
     except ClientError:
         answers = []  # the server is gone (or unreachable): it may still keep them
     for op, answer in itertools.zip_longest(cut, answers[:len(cut)]):

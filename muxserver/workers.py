@@ -91,25 +91,22 @@ class _Messages:
         os.set_blocking(fd, False)
 
     def send(self, message: tuple[Any, ...], *, must: bool = False) -> None:
+        """Send ``message``; with ``must`` (ready, done: once each), wait for room."""
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         frame = _LENGTH.pack(len(data)) + data
-        if must:
-            os.set_blocking(self.fd, True)
         try:
-            sent = os.write(self.fd, frame)
+            sent = 0 if must else os.write(self.fd, frame)
             if sent < len(frame):  # (a frame cut short would garble the rest: finish it)
                 os.set_blocking(self.fd, True)
-                _write_all(self.fd, frame[sent:])
-                os.set_blocking(self.fd, False)
+                try:
+                    while sent < len(frame):
+                        sent += os.write(self.fd, frame[sent:])
+                finally:
+                    os.set_blocking(self.fd, False)
         except BlockingIOError:
-            pass
+            pass  # no room for this snapshot or line: the next one follows soon
         except OSError:
             pass  # the supervisor is gone: PR_SET_PDEATHSIG stops us soon
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    while data:
-        data = data[os.write(fd, data):]
 
 
 class _ToSupervisor(logging.Handler):
@@ -121,10 +118,11 @@ class _ToSupervisor(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.messages.send(("log", record.created, record.levelno,
-                                self.tag + record.getMessage()))
-        except Exception:
+            text = self.tag + record.getMessage()
+        except (TypeError, ValueError):  # a record whose arguments do not fit its format
             self.handleError(record)
+            return
+        self.messages.send(("log", record.created, record.levelno, text))
 
 
 def _run_worker(index: int, count: int, config: ServerConfig, shared: SharedState,
@@ -149,15 +147,15 @@ def _run_worker(index: int, count: int, config: ServerConfig, shared: SharedStat
     server.loop.add_signal_handler(signal.SIGTERM, server.stop_gracefully)
     if console:
         def report() -> None:
-            messages.send(("snapshot", index, server.snapshot()))
+            messages.send(("snapshot", server.snapshot()))
             server.loop.call_later(SNAPSHOT_INTERVAL, report)
         report()
-    messages.send(("ready", index, os.getpid()), must=True)
+    messages.send(("ready",), must=True)
     try:
         server.serve_forever(handle_signals=False)
     finally:
         loop, stats = server.loop, server.stats
-        messages.send(("done", index, WorkerTotals(
+        messages.send(("done", WorkerTotals(
             stats.transfers_done, stats.transfers_failed, loop.longest_step,
             loop.longest_step_what, loop.slow_steps)), must=True)
     return 0
@@ -209,7 +207,7 @@ class _Pipe:
                 break
             message = pickle.loads(self.buffer[_LENGTH.size:_LENGTH.size + length])
             del self.buffer[:_LENGTH.size + length]
-            self.supervisor.received(message)
+            self.supervisor.received(self.index, message)
 
     def close(self) -> None:
         if not self.closed:
@@ -301,18 +299,20 @@ class Supervisor:
                 pass
         self.loop.close()
 
-    def received(self, message: tuple[Any, ...]) -> None:
-        kind, index = message[0], message[1] if len(message) > 1 else -1
+    def received(self, index: int, message: tuple[Any, ...]) -> None:
+        """A message from worker ``index``: ("ready",), ("snapshot", Snapshot),
+        ("log", created, level, text) or ("done", WorkerTotals)."""
+        kind = message[0]
         if kind == "ready":
             self.ready.add(index)
         elif kind == "snapshot":
-            self.snapshots[index] = message[2]
+            self.snapshots[index] = message[1]
         elif kind == "log":
             _, created, level, text = message
             if self.on_log is not None:
                 self.on_log(created, level, text)
         elif kind == "done":
-            self.totals[index] = message[2]
+            self.totals[index] = message[1]
 
     def pipe_closed(self, pipe: _Pipe) -> None:
         self.snapshots.pop(pipe.index, None)

@@ -115,7 +115,7 @@ def test_the_trailer_of_a_refused_put_is_dropped_quietly(server):
     assert (server.root / "taken.txt").read_text() == "mine"
 
 
-def test_a_trailer_put_cut_off_is_resumed_by_its_mtime(server, log_watcher):
+def test_a_trailer_put_cut_off_is_resumed_by_its_mtime(server, log_watcher, tmp_path):
     data = os.urandom(2_000_000)
     with server.connect() as sock:  # cut off after 1,200,000 bytes
         sock.sendall(trailer_put(1, "r.bin", data, resumable=True, mtime=1234.5)[:-800_000])
@@ -126,6 +126,17 @@ def test_a_trailer_put_cut_off_is_resumed_by_its_mtime(server, log_watcher):
                      + protocol.encode_partial(2, "r.bin", None, len(data), mtime=99.0))
         held = reader.frame()[0]["offset"]
         assert 0 < held <= 1_200_000 and reader.frame()[0]["offset"] == 0  # (another version)
+    local = tmp_path / "r.bin"  # the client's own question, after such a cut
+    local.write_bytes(data)
+    os.utime(local, (1234.5, 1234.5))
+    cut = PutFile(local, "r.bin", resumable=True)
+    cut.prepare()
+    cut.header()
+    cut.cleanup(failed=True)
+    with server.client() as client:
+        assert client.run([cut.kept_query()])[0].info["offset"] == held
+    with server.connect() as sock:
+        reader = FrameReader(sock)
         rest = data[held:]
         sock.sendall(protocol.encode_put(3, "r.bin", len(rest), None, trailer=BLAKE3,
                                          offset=held, resumable=True, mtime=1234.5)

@@ -67,6 +67,18 @@ def connect(server) -> socket.socket:
     return sock
 
 
+def http_status(server, request: bytes) -> int:
+    """The status code of one HTTP request on a new connection."""
+    with connect(server) as sock:
+        sock.sendall(request)
+        head = b""
+        while b"\r\n" not in head:
+            data = sock.recv(4096)
+            assert data, "closed without a status line"
+            head += data
+    return int(head.split(b" ", 2)[1])
+
+
 def test_two_workers_share_the_port_and_the_work(workers, tmp_path):
     running = workers()
     server = running.server
@@ -105,6 +117,8 @@ def test_the_connection_cap_counts_the_clients_of_every_worker(workers):
                 extra.sendall(protocol.encode_stat(1, "nothing"))  # (answered in kind)
                 fields, _ = FrameReader(extra).frame()
                 assert fields["error"] == "too_many_clients", fields
+        for _ in range(8):  # and over HTTP alike
+            assert http_status(server, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") == 503
     finally:
         for sock in held:
             sock.close()
@@ -122,6 +136,9 @@ def test_wrong_tokens_count_once_across_the_workers(workers):
             sock.sendall(protocol.encode_auth(1, "right"))
             fields, _ = FrameReader(sock).frame()
             assert fields["error"] == "too_many_attempts", fields
+    for _ in range(8):  # and over HTTP alike
+        assert http_status(server, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                   b"Authorization: Bearer right\r\n\r\n") == 429
 
 
 def test_a_worker_that_dies_leaves_the_others_serving(workers, tmp_path):

@@ -120,6 +120,7 @@ class PutFile(Operation):
         self.mtime: float | None = None
         self.digest = digest
         self.hash_job: HashJob | None = None  # hashing the file while it is sent
+        self.with_trailer = False  # its digest was announced to follow the body
         self.file_size = 0
         self.body_offset = offset
 
@@ -149,10 +150,20 @@ class PutFile(Operation):
             self.hash_job.finish(self.file_size, lambda _digest: None)
 
     def header(self) -> bytes:
-        return protocol.encode_put(self.id, self.name, self.body_size, self.digest,
+        self.with_trailer = self.hash_job is not None
+        return protocol.encode_put(self.id, self.name, self.body_size,
+                                   None if self.with_trailer else self.digest,
                                    overwrite=self.overwrite, mtime=self.mtime,
                                    offset=self.body_offset, resumable=self.resumable,
-                                   trailer=self.TRAILER if self.hash_job else "")
+                                   trailer=self.TRAILER if self.with_trailer else "")
+
+    def kept_query(self) -> "Partial":
+        """What to ask the server of this put once it was cut off: how much it kept,
+        named as the put named it (its digest, or its mtime if the digest was to
+        follow the body)."""
+        if self.with_trailer:
+            return Partial(self.name, None, self.file_size, mtime=self.mtime)
+        return Partial(self.name, self.digest, self.file_size)
 
     def trailer(self) -> bytes:
         job = self.hash_job
