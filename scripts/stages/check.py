@@ -1,0 +1,537 @@
+#!/usr/bin/env python3
+"""Run the same scenarios against every stage and print which pitfalls each one hits.
+
+    python scripts/stages/check.py                  # every stage, every scenario
+    python scripts/stages/check.py --stage 3 --stage 6
+    python scripts/stages/check.py --server "python my_server.py --port {port} --root {root}"
+
+Each scenario starts a fresh server (stage 6 is muxserver itself), plays one kind of
+client against it and says pass or FAIL with the reason in one line. No scenario
+waits a fixed time for its verdict: the checker watches the server from outside, as
+Linux shows it in /proc:
+
+  - ``/proc/net/tcp``: for each connection, the bytes the server has not read yet
+    (its receive queue) and the bytes it sent that are still in flight;
+  - ``/proc/PID/task/*/stat`` and ``wchan``: whether every thread of the server is
+    asleep, and in which call (recv, send, select, accept).
+
+A server asleep while a request sits unread in its receive queue, or asleep with
+nothing in flight while a reply is owed, will never answer: that is the verdict, seen
+the moment it is true. Only the idle-timeout row must wait (--patience seconds) for
+something that does not happen. Linux only.
+(es) Ejecuta los mismos escenarios contra cada etapa e imprime qué errores comete
+cada una. Ningún escenario espera un tiempo fijo: el comprobador observa el servidor
+desde fuera, en /proc (colas de recepción y envío, y en qué llamada duerme cada hilo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import select
+import shlex
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))
+
+from muxserver import protocol  # noqa: E402  (the frames; stages 1-5 speak a subset)
+
+MiB = 1024 * 1024
+SMALL = b"small file for the stages\n" * 4
+POLL = 0.02          # seconds between two looks at /proc
+SURE = 3             # a stuck server is seen stuck this many looks in a row
+IDLE_TIMEOUT = 1.0   # what the stages that have timeouts are started with
+
+STAGES: dict[str, list[str]] = {
+    "1 blocking": [sys.executable, str(HERE / "stage1_blocking.py")],
+    "2 threads": [sys.executable, str(HERE / "stage2_threads.py")],
+    "3 select": [sys.executable, str(HERE / "stage3_select_naive.py")],
+    "4 buffers": [sys.executable, str(HERE / "stage4_nonblocking.py")],
+    "5 interest": [sys.executable, str(HERE / "stage5_interest.py")],
+    "6 muxserver": [sys.executable, "-m", "muxserver", "serve", "--no-console",
+                    "--log-level", "error"],
+}
+COMMON_ARGS = "--port 0 --root {root} --idle-timeout {idle}"
+
+
+class Verdict(Exception):
+    """Raised with the reason the moment a scenario knows its answer."""
+
+    def __init__(self, passed: bool, reason: str) -> None:
+        super().__init__(reason)
+        self.passed, self.reason = passed, reason
+
+
+def passed(reason: str) -> Verdict:
+    return Verdict(True, reason)
+
+
+def failed(reason: str) -> Verdict:
+    return Verdict(False, reason)
+
+
+# --- the server, watched from outside ---------------------------------------------------
+
+#: System calls a sleeping thread may be in (x86-64 and arm64 numbers) -> what a learner
+#: wrote. Other machines fall back to the kernel function in /proc/PID/task/TID/wchan.
+SYSCALLS = {
+    "x86_64": {7: "poll()", 23: "select()", 232: "epoll_wait()", 270: "select()",
+               271: "poll()", 281: "epoll_wait()", 441: "epoll_wait()", 43: "accept()",
+               288: "accept()", 44: "send()", 46: "send()", 1: "send()", 45: "recv()",
+               47: "recv()", 0: "recv()", 202: "a lock"},
+    "aarch64": {72: "select()", 73: "poll()", 22: "epoll_wait()", 441: "epoll_wait()",
+                202: "accept()", 242: "accept()", 206: "send()", 211: "send()", 64: "send()",
+                207: "recv()", 212: "recv()", 63: "recv()", 98: "a lock"},
+}.get(os.uname().machine, {})
+
+
+class Server:
+    """One server process on a free port, its stdout drained, its stderr kept."""
+
+    def __init__(self, command: list[str], root: Path) -> None:
+        self.errors = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.errors,
+                                     stdin=subprocess.DEVNULL, text=True, cwd=HERE,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.port = 0
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("listening on"):
+                self.port = int(line.split(":")[-1].split()[0])
+                break
+        if not self.port:
+            raise SystemExit(f"did not start: {shlex.join(command)}\n{self.last_error()}")
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # drain it
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+        self.errors.close()
+
+    def last_error(self) -> str:
+        self.errors.seek(0)
+        lines = [ln.strip() for ln in self.errors.read().decode(errors="replace").splitlines()]
+        return next((ln for ln in reversed(lines) if ln), "no message")
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise failed(f"the server died: {self.last_error()}")
+
+    def asleep_in(self) -> str | None:
+        """The call the server sleeps in if every thread sleeps, else None."""
+        calls = []
+        try:
+            for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+                stat = Path(f"/proc/{self.proc.pid}/task/{tid}/stat").read_text()
+                if stat.rsplit(")", 1)[1].split()[0] != "S":
+                    return None
+                calls.append(self._call(tid))
+        except (FileNotFoundError, ProcessLookupError):
+            return None  # exited between two reads: check_alive says so next
+        return ", ".join(sorted(set(calls)))
+
+    def _call(self, tid: str) -> str:
+        task = Path(f"/proc/{self.proc.pid}/task/{tid}")
+        try:
+            number = int((task / "syscall").read_text().split()[0])
+        except (OSError, ValueError):  # not allowed to read it, or "running"
+            number = -1
+        return SYSCALLS.get(number) or (task / "wchan").read_text() or "the kernel"
+
+    def died(self) -> Verdict | None:
+        """After the connection broke: did the server die? It may be exiting still."""
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return None
+        return failed(f"the server died: {self.last_error()}")
+
+    def rss(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def queues(self, client: socket.socket) -> tuple[int, int]:
+        """(bytes in flight from the server, bytes the server has not read) for the
+        server's end of ``client``'s connection, from /proc/net/tcp{,6}."""
+        mine = client.getsockname()[1]
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                cols = line.split()
+                local, remote = int(cols[1].split(":")[1], 16), int(cols[2].split(":")[1], 16)
+                if local == self.port and remote == mine:
+                    tx, rx = cols[4].split(":")
+                    return int(tx, 16), int(rx, 16)
+        return 0, 0
+
+
+# --- a client that reads replies without blocking ---------------------------------------
+
+@dataclass
+class Client:
+    sock: socket.socket
+    decoder: protocol.FrameDecoder = field(default_factory=protocol.FrameDecoder)
+    replies: list[tuple[dict, bytes]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+    fields: dict = field(default_factory=dict)
+    received: int = 0
+    closed: bool = False
+
+    @classmethod
+    def connect(cls, server: Server) -> Client:
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(sock)
+
+    def read_available(self) -> bool:
+        """Whatever has arrived, decoded; True if anything came."""
+        got = False
+        while not self.closed and select.select([self.sock], [], [], 0)[0]:
+            try:
+                data = self.sock.recv(1 << 20)
+            except ConnectionError:
+                data = b""
+            got = True
+            self.received += len(data)
+            self.decoder.receive_data(data)
+            self.closed = not data
+            self._decode()
+        return got
+
+    def _decode(self) -> None:
+        while True:
+            event = self.decoder.next_event()
+            if isinstance(event, protocol.FrameHeader):
+                self.fields, self.body = event.fields, bytearray()
+            elif isinstance(event, protocol.BodyData):
+                self.body += event.data
+            elif isinstance(event, protocol.FrameEnd):
+                self.replies.append((self.fields, bytes(self.body)))
+            else:
+                return
+
+    def reset(self) -> None:
+        """Close with RST instead of FIN: SO_LINGER on, with a zero timeout."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+
+def await_replies(server: Server, client: Client, count: int) -> None:
+    """Until ``client`` has ``count`` replies; a Verdict (failed) when it never will."""
+    stuck = 0
+    while len(client.replies) < count:
+        server.check_alive()
+        if client.read_available():
+            stuck = 0
+            continue
+        if client.closed:
+            raise server.died() or failed(f"the server closed the connection after {len(client.replies)} of "
+                         f"{count} replies ({client.received:,} bytes)")
+        call = server.asleep_in()
+        tx, rx = server.queues(client.sock)
+        stuck = stuck + 1 if call and not tx else 0
+        if stuck >= SURE:
+            if rx:
+                raise failed(f"{rx} bytes of the request wait unread while the server "
+                             f"sleeps in {call}")
+            raise failed(f"the server read every byte and sleeps in {call}, but "
+                         f"{count - len(client.replies)} of {count} replies never came: "
+                         "those requests were lost")
+        time.sleep(POLL)
+
+
+def wait_until_read(server: Server, client: Client) -> None:
+    """Until the server has read every byte ``client`` sent (its receive queue empty)."""
+    stuck = 0
+    while server.queues(client.sock)[1]:
+        server.check_alive()
+        call = server.asleep_in()
+        stuck = stuck + 1 if call else 0
+        if stuck >= SURE:
+            raise failed(f"the request waits unread while the server sleeps in {call}")
+        time.sleep(POLL)
+
+
+# --- the scenarios ----------------------------------------------------------------------
+
+def put(rid: int, name: str, body: bytes) -> bytes:
+    return protocol.encode_put(rid, name, len(body), hashlib.sha256(body).hexdigest(),
+                               overwrite=True) + body
+
+
+def check_put_get(client: Client, root: Path, name: str, body: bytes, first: int = 0) -> None:
+    (put_reply, _), (get_reply, data) = client.replies[first:first + 2]
+    if not put_reply.get("ok") or not get_reply.get("ok"):
+        raise failed(f"error replies: {put_reply.get('error')}, {get_reply.get('error')}")
+    if data != SMALL or (root / name).read_bytes() != body:
+        raise failed("a reply or the stored file has the wrong bytes")
+
+
+def one_byte(server: Server, root: Path, tag: str) -> None:
+    """Requests sent one byte per send(): every recv() sees a piece."""
+    body = os.urandom(300)
+    stream = put(1, f"{tag}.bin", body) + protocol.encode_get(2, "small.txt")
+    client = Client.connect(server)
+    for i in range(len(stream)):
+        client.sock.send(stream[i:i + 1])
+        wait_until_read(server, client)   # the server has seen this byte alone
+        client.read_available()
+        if client.closed:
+            raise server.died() or failed(f"the server closed the connection after byte {i + 1} of "
+                         f"{len(stream)}")
+    await_replies(server, client, 2)
+    check_put_get(client, root, f"{tag}.bin", body)
+    raise passed(f"{len(stream)} one-byte sends made two whole requests")
+
+
+def burst(server: Server, root: Path, tag: str) -> None:
+    """Three requests in one send(): one recv() holds them all."""
+    body = os.urandom(300)
+    client = Client.connect(server)
+    client.sock.sendall(put(1, f"{tag}.bin", body) + protocol.encode_get(2, "small.txt")
+                        + protocol.encode_get(3, "small.txt"))
+    await_replies(server, client, 3)
+    check_put_get(client, root, f"{tag}.bin", body)
+    if [f.get("id") for f, _ in client.replies] != [1, 2, 3]:
+        raise failed("the replies came out of order")
+    raise passed("three pipelined requests, three replies in order")
+
+
+def slow_reader(server: Server, root: Path, tag: str) -> None:
+    """A client asks for 64 MiB and reads nothing; another client must still be served."""
+    reader = Client.connect(server)
+    reader.sock.sendall(b"".join(protocol.encode_get(i, "big.bin") for i in range(4)))
+    while not select.select([reader.sock], [], [], POLL)[0]:
+        server.check_alive()  # until the server has begun to answer it
+    other = Client.connect(server)
+    body = os.urandom(300)
+    other.sock.sendall(put(1, f"{tag}.bin", body) + protocol.encode_get(2, "small.txt"))
+    await_replies(server, other, 2)
+    check_put_get(other, root, f"{tag}.bin", body)
+    raise passed("served another client while one did not read")
+
+
+def memory(server: Server, root: Path, tag: str) -> None:
+    """64 gets of 1 MiB from a client that reads nothing: what does the server keep?"""
+    start = server.rss()
+    reader = Client.connect(server)
+    reader.sock.sendall(b"".join(protocol.encode_get(i, "mid.bin") for i in range(64)))
+    stuck = 0
+    while True:
+        server.check_alive()
+        grown = server.rss() - start
+        if grown > 24 * MiB:
+            raise failed(f"holds {grown / MiB:.0f} MiB more for a client that reads "
+                         "nothing (no backpressure)")
+        call = server.asleep_in()
+        stuck = stuck + 1 if call else 0
+        if stuck >= SURE:
+            raise passed(f"stopped taking requests, {grown / MiB:.0f} MiB more; "
+                         f"sleeps in {call}")
+        time.sleep(POLL)
+
+
+def half_close(server: Server, root: Path, tag: str) -> None:
+    """A get of 16 MiB, then shutdown(SHUT_WR): recv() == b"" while the reply is owed."""
+    client = Client.connect(server)
+    client.sock.sendall(protocol.encode_get(1, "big.bin"))
+    client.sock.shutdown(socket.SHUT_WR)
+    try:
+        await_replies(server, client, 1)
+    except Verdict:
+        if not client.closed or not client.received:
+            raise
+        raise failed(f"closed with the reply still owed ({client.received:,} of "
+                     f"{16 * MiB:,} bytes came): recv() == b'' taken for 'gone'") from None
+    if client.replies[0][1] != (root / "big.bin").read_bytes():
+        raise failed("the reply's body is not the file")
+    while not client.closed:
+        client.read_available()
+        server.check_alive()
+        if not client.closed and server.asleep_in() and not server.queues(client.sock)[0]:
+            raise failed("replied, but never closed the half-closed connection")
+        time.sleep(POLL)
+    raise passed("the whole reply came after the half close, then the close")
+
+
+def reset(server: Server, root: Path, tag: str) -> None:
+    """One client resets mid-request, another mid-reply; a third must be served."""
+    first = Client.connect(server)
+    first.sock.sendall(put(1, f"{tag}-cut.bin", os.urandom(4096))[:200])
+    wait_until_read(server, first)
+    first.reset()
+    second = Client.connect(server)
+    second.sock.sendall(protocol.encode_get(1, "big.bin"))
+    while not select.select([second.sock], [], [], POLL)[0]:
+        server.check_alive()
+    second.reset()   # the server's next send() meets ECONNRESET or EPIPE
+    third = Client.connect(server)
+    body = os.urandom(300)
+    third.sock.sendall(put(1, f"{tag}.bin", body) + protocol.encode_get(2, "small.txt"))
+    await_replies(server, third, 2)
+    check_put_get(third, root, f"{tag}.bin", body)
+    raise passed("two resets ended two connections, not the server")
+
+
+def idle(server: Server, root: Path, tag: str, patience: float = 5.0) -> None:
+    """A client connects, makes one request, then sends nothing: is it ever closed?"""
+    client = Client.connect(server)
+    client.sock.sendall(protocol.encode_get(1, "small.txt"))
+    await_replies(server, client, 1)
+    deadline = time.monotonic() + patience
+    while not client.closed:
+        server.check_alive()
+        if time.monotonic() > deadline:
+            raise failed(f"an idle client still holds its slot after {patience:g} s "
+                         f"(no timeout; started with --idle-timeout {IDLE_TIMEOUT:g})")
+        client.read_available()
+        time.sleep(POLL)
+    raise passed("closed the idle connection after its timeout")
+
+
+def busy(server: Server, root: Path, tag: str) -> None:
+    """With one idle client connected, does the server sleep or spin?"""
+    client = Client.connect(server)
+    client.sock.sendall(protocol.encode_get(1, "small.txt"))
+    await_replies(server, client, 1)
+    start, began, stuck = server.cpu_seconds(), time.monotonic(), 0
+    while True:
+        server.check_alive()
+        used = server.cpu_seconds() - start
+        if used >= 0.5:
+            raise failed(f"{used:.1f} s of CPU in {time.monotonic() - began:.1f} s with "
+                         "nothing to do: select() returns at once (write interest always on)")
+        call = server.asleep_in()
+        stuck = stuck + 1 if call else 0
+        if stuck >= SURE:
+            raise passed(f"sleeps in {call} while nothing happens")
+        time.sleep(POLL)
+
+
+def two_clients(server: Server, root: Path, tag: str) -> None:
+    """One client sends half a request and waits; another sends a whole one."""
+    slow = Client.connect(server)
+    slow.sock.sendall(protocol.encode_get(1, "small.txt")[:5])
+    other = Client.connect(server)
+    body = os.urandom(300)
+    other.sock.sendall(put(1, f"{tag}.bin", body) + protocol.encode_get(2, "small.txt"))
+    await_replies(server, other, 2)
+    check_put_get(other, root, f"{tag}.bin", body)
+    raise passed("served the second client while the first was mid-request")
+
+
+SCENARIOS: dict[str, Callable[[Server, Path, str], None]] = {
+    "one byte per send": one_byte,
+    "pipelined burst": burst,
+    "slow reader": slow_reader,
+    "memory bound": memory,
+    "half close": half_close,
+    "reset": reset,
+    "idle timeout": idle,
+    "no busy loop": busy,
+    "two clients": two_clients,
+}
+
+
+def make_root() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="muxserver-stages-"))
+    (root / "small.txt").write_bytes(SMALL)
+    (root / "mid.bin").write_bytes(os.urandom(MiB))
+    (root / "big.bin").write_bytes(os.urandom(16 * MiB))
+    return root
+
+
+def run_one(command: list[str], scenario: str, root: Path, tag: str) -> tuple[bool, str]:
+    server = Server(command, root)
+    try:
+        SCENARIOS[scenario](server, root, tag)
+        return False, "the scenario gave no verdict"  # every scenario raises one
+    except Verdict as verdict:
+        return verdict.passed, verdict.reason
+    except OSError as error:  # the client side met the server's end of things
+        verdict = server.died()
+        return (False, verdict.reason) if verdict else (False, f"the connection failed: "
+                                                               f"{error}")
+    finally:
+        server.stop()
+
+
+def check(stages: dict[str, list[str]], scenarios: list[str]) -> dict[str, dict[str, tuple]]:
+    """{stage: {scenario: (passed, reason)}}; ``{root}`` in a command is the served
+    directory, made afresh for this check."""
+    root = make_root()
+    try:
+        results: dict[str, dict[str, tuple]] = {}
+        for s, (stage, template) in enumerate(stages.items()):
+            command = [arg.replace("{root}", str(root)) for arg in template]
+            results[stage] = {}
+            for n, scenario in enumerate(scenarios):
+                results[stage][scenario] = run_one(command, scenario, root, f"s{s}-{n}")
+        return results
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def print_table(results: dict[str, dict[str, tuple]]) -> None:
+    stages = list(results)
+    scenarios = list(next(iter(results.values())))
+    width = max(len(s) for s in scenarios) + 2
+    print("".ljust(width) + "".join(s.ljust(13) for s in stages))
+    for scenario in scenarios:
+        cells = ("pass" if results[stage][scenario][0] else "FAIL" for stage in stages)
+        print(scenario.ljust(width) + "".join(c.ljust(13) for c in cells))
+    for stage in stages:
+        print(f"\nstage {stage}:")
+        for scenario, (ok, reason) in results[stage].items():
+            print(f"  {'pass' if ok else 'FAIL'}  {scenario}: {reason}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__)
+    p.add_argument("--stage", action="append", metavar="N",
+                   help="only this stage (its number, e.g. 3); may be repeated")
+    p.add_argument("--scenario", action="append", choices=list(SCENARIOS),
+                   metavar="NAME", help="only this scenario; may be repeated")
+    p.add_argument("--server", metavar="COMMAND",
+                   help="check your own server instead; {port} and {root} are filled in")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = p.parse_args()
+    if sys.platform != "linux":
+        raise SystemExit("check.py watches the server through Linux's /proc")
+    if args.server:
+        stages = {"yours": shlex.split(args.server.replace("{port}", "0"))}
+    else:
+        chosen = {k: v for k, v in STAGES.items()
+                  if not args.stage or k.split()[0] in args.stage}
+        extra = shlex.split(COMMON_ARGS.replace("{idle}", f"{IDLE_TIMEOUT:g}"))
+        stages = {k: v + extra for k, v in chosen.items()}
+    results = check(stages, args.scenario or list(SCENARIOS))
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print_table(results)
+
+
+if __name__ == "__main__":
+    main()
