@@ -244,8 +244,9 @@ def await_replies(server: Server, client: Client, count: int) -> None:
             stuck = 0
             continue
         if client.closed:
-            raise server.died() or failed(f"the server closed the connection after {len(client.replies)} of "
-                         f"{count} replies ({client.received:,} bytes)")
+            raise server.died() or failed(
+                f"the server closed the connection after {len(client.replies)} of {count} "
+                f"replies ({client.received:,} bytes)")
         call = server.asleep_in()
         tx, rx = server.queues(client.sock)
         stuck = stuck + 1 if call and not tx else 0
@@ -296,8 +297,8 @@ def one_byte(server: Server, root: Path, tag: str) -> None:
         wait_until_read(server, client)   # the server has seen this byte alone
         client.read_available()
         if client.closed:
-            raise server.died() or failed(f"the server closed the connection after byte {i + 1} of "
-                         f"{len(stream)}")
+            raise server.died() or failed(
+                f"the server closed the connection after byte {i + 1} of {len(stream)}")
     await_replies(server, client, 2)
     check_put_get(client, root, f"{tag}.bin", body)
     raise passed(f"{len(stream)} one-byte sends made two whole requests")
