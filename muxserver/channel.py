@@ -193,6 +193,10 @@ class Channel:
         self._on_closed = on_closed
         self.trace: Callable[..., None] | None = None  # the narrated trace, when it is on
 
+    @property
+    def label(self) -> str:
+        return f"#{self.id}"
+
     # -- lifecycle
 
     def start(self, protocol: ConnectionProtocol) -> None:
@@ -429,12 +433,12 @@ class Channel:
                 return  # a short write: the socket buffer is full, wait for EVENT_WRITE
 
     def _send_chunks(self, chunks: list[memoryview]) -> tuple[int, int]:
-        cap = self.limits.send_size
-        if cap is not None:
-            chunks = _cap_chunks(chunks, cap)
         if self.tls:
             chunks = chunks[:1]  # an SSL socket has no sendmsg: one record write at a time
         offered = sum(len(c) for c in chunks)
+        cap = self.limits.send_size
+        if cap is not None:  # --send-size: the call takes at most cap bytes of the offer,
+            chunks = _cap_chunks(chunks, cap)  # a short write as a full socket would give
         try:
             sent = self.sock.send(chunks[0]) if self.tls else self.sock.sendmsg(chunks)
         except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError,
@@ -447,8 +451,8 @@ class Channel:
         return offered, sent
 
     def _send_region(self, region: FileRegion) -> None:
-        count = min(region.remaining, self.limits.sendfile_chunk)
-        if self.limits.send_size is not None:
+        offered = count = min(region.remaining, self.limits.sendfile_chunk)
+        if self.limits.send_size is not None:  # (a short write, as in _send_chunks)
             count = min(count, self.limits.send_size)
         try:
             if self.use_sendfile:
@@ -468,7 +472,7 @@ class Channel:
                 raise OSError(errno.EIO, "the file shrank while it was being sent")
         self._note_send(sent)
         if self.trace is not None:
-            self.trace("sendfile", self.id, offered=count, taken=sent,
+            self.trace("sendfile", self.id, offered=offered, taken=sent,
                        queued=self.out.total - sent)
         if sent:
             self.out.advance_region(region, sent)

@@ -136,6 +136,13 @@ def add_serve_parser(sub: Any) -> None:
                        help="narrate every socket event in plain sentences")
     teach.add_argument("--trace-bytes", action="store_true",
                        help="--trace, plus a short hex dump of each recv and send")
+    teach.add_argument("--trace-json", metavar="FILE",
+                       help="write every socket event to FILE as JSON lines "
+                            "(scripts/trace_diagram.py draws them)")
+    teach.add_argument("--step", action="store_true",
+                       help="pause after every select(): show the ready sockets and every "
+                            "connection's state, wait for Enter (implies --trace, "
+                            "--no-console)")
     teach.add_argument("--lang", choices=LANGUAGE_CHOICES, default=None,
                        help="language of the narration (default: from the locale, else en)")
     p.add_argument("--tls-cert", metavar="PEM", help="certificate chain: serve TLS")
@@ -363,13 +370,15 @@ def run_serve(args: argparse.Namespace) -> int:
     # HOWTO's "Optimization" section); each would cost a system call or a stack walk.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging._srcfile = None
+    if args.step:
+        args.trace, args.no_console = True, True  # the prompt needs the plain terminal
     use_console = not args.no_console and sys.stdout.isatty()
     try:
         from .workers import worker_count
         workers = worker_count(args.workers)
     except ValueError as exc:
         return _fail(str(exc), status=2)
-    if workers > 1 and (args.trace or args.trace_bytes):
+    if workers > 1 and (args.trace or args.trace_bytes or args.trace_json):
         return _fail("the trace narrates one loop: use it with --workers 1", status=2)
     if not os.path.lexists(args.root):
         try:  # (a newcomer's first `--root ~/shared`: make it, and say so)
@@ -383,7 +392,11 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         server = Server(config)
         narrator = make_narrator(args, server) if (args.trace or args.trace_bytes) else None
-        server.set_trace(narrator)
+        from .trace import fan_out
+        server.set_trace(fan_out(narrator, open_json_trace(args.trace_json)))
+        if args.step:
+            from .step import Stepper
+            server.loop.after_select = Stepper(server, narrator.lang if narrator else "en")
         host, port = server.start()
         server.handle_signals()
     except ValueError as exc:
@@ -474,6 +487,17 @@ def make_token(args: argparse.Namespace) -> int:
               "the token to whoever should connect", file=sys.stderr)
     print(token)
     return 0
+
+
+def open_json_trace(path: str | None) -> Any:
+    """The --trace-json sink, or None. The file stays open while the process runs."""
+    if not path:
+        return None
+    from .trace import JsonTrace
+    try:
+        return JsonTrace(open(path, "w", encoding="utf-8"))  # noqa: SIM115 (lives on)
+    except OSError as exc:
+        raise ValueError(f"cannot write the trace to {path}: {exc.strerror}") from None
 
 
 def make_narrator(args: argparse.Namespace, server: Any) -> Any:

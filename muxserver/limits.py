@@ -66,7 +66,11 @@ class Limits:
     reads_per_event: int = limit(
         4, "recv calls per readable event while each fills the buffer (fairness cap)")
     send_size: int | None = limit(
-        None, "cap on each send/sendfile call (a torture knob; default: none)", "bytes")
+        None, "cap on each send/sendfile call: short writes on purpose (a torture knob; "
+        "default: none)", "bytes")
+    sndbuf: int | None = limit(
+        None, "SO_SNDBUF of each client socket: small values make the kernel itself take "
+        "short writes (a teaching knob; default: the kernel's autotuning)", "bytes")
     sendfile_chunk: int = limit(
         4 * MiB, "largest sendfile per writable event: no connection hogs the loop", "bytes")
     inline_file_size: int = limit(
@@ -112,6 +116,8 @@ class Limits:
             raise ValueError("output low-water mark is above the high-water mark")
         if self.recv_size < 1 or (self.send_size is not None and self.send_size < 1):
             raise ValueError("recv/send sizes must be at least 1 byte")
+        if self.sndbuf is not None and self.sndbuf < 1:
+            raise ValueError("--sndbuf must be at least 1 byte (Linux raises it to its minimum)")
         for name in ("header_timeout", "stall_timeout", "idle_timeout", "handshake_timeout",
                      "accept_backoff", "shutdown_grace", "partial_ttl", "auth_backoff"):
             if getattr(self, name) <= 0:

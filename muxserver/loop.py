@@ -62,6 +62,8 @@ class Handler(Owner, Protocol):
 
     events: int  # the mask currently registered (0: not registered)
     closed: bool
+    #: what the trace and --step call it: "#3" for a connection, "listener", ...
+    label: str
 
     def on_events(self, mask: int) -> None: ...
 
@@ -125,6 +127,8 @@ class EventLoop:
         self._waker = _Waker(self._waker_r)
         self.set_interest(self._waker_r, self._waker, EVENT_READ)
         self.trace: Callable[..., None] | None = None  # the narrated trace, when it is on
+        #: --step: called with what select() returned, before anything is handled
+        self.after_select: Callable[[list[tuple[selectors.SelectorKey, int]]], None] | None = None
         self._signal_callbacks: dict[int, Callable[[], None]] = {}
         self._previous_handlers: dict[int, Any] = {}
 
@@ -254,7 +258,10 @@ class EventLoop:
             self.timeout_wakeups += 1
         self.now = time.monotonic()
         if self.trace is not None:
-            self.trace("wakeup", None, ready=len(events), count=self.wakeups)
+            self.trace("wakeup", None, ready=len(events), count=self.wakeups,
+                       sockets=[(key.data.label, mask) for key, mask in events])
+        if self.after_select is not None:
+            self.after_select(events)
         for key, mask in events:
             handler = key.data
             if not handler.closed:  # closed earlier in this batch: ignore its stale event
@@ -368,6 +375,8 @@ class EventLoop:
 
 class _Waker:
     """The read end of the loop's socketpair: wake-ups and signal numbers arrive here."""
+
+    label = "waker"  # (a signal or another thread woke the loop)
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock

@@ -282,6 +282,8 @@ class Server:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass  # not TCP (a test's socketpair): nothing to tune
+        if self.limits.sndbuf is not None:  # (Linux doubles it and enforces a minimum)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.sndbuf)
         peer = _format_peer(addr)
         if self.tls_context is not None:
             sock = self.tls_context.wrap_socket(sock, server_side=True,
@@ -364,6 +366,8 @@ def _connection_info(channel: Channel) -> ConnectionInfo:
 
 class Listener:
     """The listening socket as a loop handler: accepts, caps, and backs off."""
+
+    label = "listener"
 
     def __init__(self, server: Server, sock: socket.socket) -> None:
         self.server = server

@@ -14,11 +14,12 @@ Every event kind has a sentence in every language (``SENTENCES``); a test checks
 
 from __future__ import annotations
 
+import json
 import locale
 import os
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 from .names import printable
 
@@ -28,7 +29,7 @@ SENTENCES: dict[str, dict[str, str]] = {
     "en": {
         "listening": "listening on {address}; the loop sleeps in select() until a socket "
                      "is ready",
-        "wakeup": "select() woke up: {ready} socket(s) ready (wake-up #{count})",
+        "wakeup": "select() woke up: {sockets} (wake-up #{count})",
         "timer_wakeup": "select() woke up for a timer, no socket ready (wake-up #{count})",
         "accept": "accept() gave a new client, {peer}; {clients} connected",
         "refuse": "{peer} refused: already {clients} clients (too_many_clients)",
@@ -38,27 +39,29 @@ SENTENCES: dict[str, dict[str, str]] = {
         "handshake": "TLS handshake done",
         "sniff": "the first bytes say {speaks}: this connection speaks it from now on",
         "http_request": "HTTP request: {method} {target}",
-        "http_response": "HTTP response {status} queued ({size} body bytes)",
-        "recv": "recv returned {n} bytes",
-        "splice": "splice moved {n} body bytes from the socket to the file, never through "
+        "http_response": "HTTP response {status} queued (a body of {size})",
+        "recv": "recv returned {n}",
+        "splice": "splice moved {n} of the body from the socket to the file, never through "
                   "Python",
         "io_error": "{call} failed: {error}; this connection ends, the others go on",
-        "eof": "recv returned 0: the peer finished sending (half close); replies still owed "
-               "will be sent",
+        "eof": "recv returned 0: the peer finished sending (half close or full close: recv "
+               "cannot tell); replies still owed will be sent",
         "prefix_wait": "the length prefix is {have} of 8 bytes, waiting for the rest",
         "header_wait": "the header is {have} of {need} bytes, waiting for the rest",
         "header": "header complete: {op} {name} (id {id}), body 0 of {length}",
-        "body": "body: {n} more bytes, {done} of {length}",
+        "body": "body: {n} more, {done} of {length}",
         "request_done": "request complete: {op} {name}",
-        "leftover": "{n} bytes left over belong to the next request and are kept",
-        "reply": "reply queued for id {id}: {outcome} ({size} bytes)",
-        "send": "send was offered {offered} bytes and took {taken}; {queued} wait in the queue",
-        "send_all": "send was offered {offered} bytes and took them all",
-        "send_blocked": "send would block (the socket buffer is full); {queued} bytes wait",
-        "sendfile": "sendfile was offered {offered} bytes of the file and took {taken}; "
+        "leftover": "{n} left over belong to the next request and are kept",
+        "reply": "reply queued for id {id}: {outcome} ({size})",
+        "send": "send was offered {offered} and took {taken}: a short write; {queued} wait "
+                "in the queue",
+        "send_all": "send was offered {offered} and took them all",
+        "send_blocked": "send would block (the socket buffer is full); {queued} wait",
+        "sendfile": "sendfile was offered {offered} of the file and took {taken}; "
                     "{queued} still to send",
         "interest": "interest {old} -> {new}: {why}",
-        "pause": "backpressure: {queued} bytes of replies wait (over {high}); reading paused",
+        "pause": "backpressure: {queued} of replies wait (over the high-water mark, {high}); "
+                 "reading paused",
         "resume": "the replies drained; reading resumed",
         "timeout": "timed out: {why}",
         "linger": "half-closed our side after the last reply; reading until the peer closes",
@@ -67,62 +70,73 @@ SENTENCES: dict[str, dict[str, str]] = {
     "es": {
         "listening": "escuchando en {address}; el bucle duerme en select() hasta que un "
                      "socket esté listo",
-        "wakeup": "select() despertó: {ready} socket(s) listos (despertar n.º {count})",
+        "wakeup": "select() despertó: {sockets} (despertar n.º {count})",
         "timer_wakeup": "select() despertó por un temporizador, ningún socket listo "
                         "(despertar n.º {count})",
         "accept": "accept() entregó un cliente nuevo, {peer}; {clients} conectados",
         "refuse": "{peer} rechazado: ya hay {clients} clientes (too_many_clients)",
-        "emfile": "accept() falló: {error}; no se aceptan conexiones durante {backoff:g} s "
+        "emfile": "accept() falló: {error}; no aceptamos conexiones durante {backoff:g} s "
                   "en lugar de girar sobre un socket de escucha que sigue legible",
-        "emfile_resume": "se vuelve a vigilar el socket de escucha tras la pausa",
+        "emfile_resume": "volvemos a vigilar el socket de escucha tras la pausa",
         "handshake": "negociación TLS terminada",
         "sniff": "los primeros bytes dicen {speaks}: esta conexión lo habla desde ahora",
         "http_request": "petición HTTP: {method} {target}",
-        "http_response": "respuesta HTTP {status} encolada ({size} bytes de cuerpo)",
-        "recv": "recv devolvió {n} bytes",
-        "splice": "splice movió {n} bytes del cuerpo del socket al archivo, sin pasar por "
+        "http_response": "respuesta HTTP {status} encolada (un cuerpo de {size})",
+        "recv": "recv devolvió {n}",
+        "splice": "splice movió {n} del cuerpo del socket al archivo, sin pasar por "
                   "Python",
         "io_error": "{call} falló: {error}; esta conexión termina, las demás siguen",
-        "eof": "recv devolvió 0: el otro extremo terminó de enviar (cierre a medias); las "
-               "respuestas pendientes se enviarán igualmente",
-        "prefix_wait": "el prefijo de longitud lleva {have} de 8 bytes; se espera el resto",
-        "header_wait": "la cabecera lleva {have} de {need} bytes; se espera el resto",
+        "eof": "recv devolvió 0: el otro extremo terminó de enviar (cierre parcial "
+               "(half-close) o cierre completo: recv no puede distinguirlos); las respuestas "
+               "pendientes se enviarán igualmente",
+        "prefix_wait": "el prefijo de longitud lleva {have} de 8 bytes; esperamos el resto",
+        "header_wait": "la cabecera lleva {have} de {need} bytes; esperamos el resto",
         "header": "cabecera completa: {op} {name} (id {id}), cuerpo 0 de {length}",
-        "body": "cuerpo: {n} bytes más, {done} de {length}",
+        "body": "cuerpo: {n} más, {done} de {length}",
         "request_done": "petición completa: {op} {name}",
-        "leftover": "sobran {n} bytes: pertenecen a la petición siguiente y se guardan",
-        "reply": "respuesta encolada para el id {id}: {outcome} ({size} bytes)",
-        "send": "a send se le ofrecieron {offered} bytes y tomó {taken}; {queued} esperan "
-                "en la cola",
-        "send_all": "a send se le ofrecieron {offered} bytes y los tomó todos",
+        "leftover": "sobran {n}: pertenecen a la petición siguiente y los guardamos",
+        "reply": "respuesta encolada para el id {id}: {outcome} ({size})",
+        "send": "a send le ofrecimos {offered} y tomó {taken}: una escritura parcial; "
+                "{queued} esperan en la cola",
+        "send_all": "a send le ofrecimos {offered} y los tomó todos",
         "send_blocked": "send se bloquearía (el búfer del socket está lleno); esperan "
-                        "{queued} bytes",
-        "sendfile": "a sendfile se le ofrecieron {offered} bytes del archivo y tomó {taken}; "
+                        "{queued}",
+        "sendfile": "a sendfile le ofrecimos {offered} del archivo y tomó {taken}; "
                     "faltan {queued}",
         "interest": "interés {old} -> {new}: {why}",
-        "pause": "contrapresión: esperan {queued} bytes de respuestas (más de {high}); se "
-                 "deja de leer",
-        "resume": "las respuestas salieron; se vuelve a leer",
+        "pause": "contrapresión: esperan {queued} de respuestas (por encima del umbral alto, "
+                 "{high}); dejamos de leer",
+        "resume": "las respuestas salieron; volvemos a leer",
         "timeout": "tiempo agotado: {why}",
-        "linger": "cerramos nuestra mitad tras la última respuesta; se lee hasta que el otro "
+        "linger": "cerramos nuestra mitad tras la última respuesta; leemos hasta que el otro "
                   "extremo cierre",
-        "close": "se quitó del selector y luego se cerró: {reason}",
+        "close": "lo quitamos del selector y luego lo cerramos: {reason}",
     },
 }
 
 #: Words the sentences are built from, per language.
 WORDS: dict[str, dict[str, str]] = {
     "en": {"read": "read", "write": "write", "none": "nothing", "ok": "ok",
+           "readable": "readable", "writable": "writable", "waker": "the waker",
+           "listener": "the listener", "worker pipe": "a worker's pipe",
+           "byte": "byte", "bytes": "bytes",
            "error": "error", "root": "(the root)",
            "why_write_on": "output is still queued, so we also wait for writability",
+           "why_write_only": "output is queued and we are not reading, so we wait for "
+                             "writability alone",
            "why_write_off": "the queue drained, so we stop waiting for writability",
            "why_read_off": "we stop reading for now",
            "why_read_on": "we read again",
            "why_registered": "registered with the selector",
            "why_other": "interest changed"},
     "es": {"read": "lectura", "write": "escritura", "none": "nada", "ok": "bien",
+           "readable": "legible", "writable": "escribible", "waker": "el despertador",
+           "listener": "el socket de escucha", "worker pipe": "la tubería de un worker",
+           "byte": "byte", "bytes": "bytes",
            "error": "error", "root": "(la raíz)",
            "why_write_on": "aún queda salida en cola, así que también esperamos poder escribir",
+           "why_write_only": "hay salida en cola y no estamos leyendo, así que solo "
+                             "esperamos poder escribir",
            "why_write_off": "la cola se vació, así que dejamos de esperar poder escribir",
            "why_read_off": "dejamos de leer por ahora",
            "why_read_on": "volvemos a leer",
@@ -135,7 +149,7 @@ WORDS: dict[str, dict[str, str]] = {
 #: operating system, say) is shown untranslated.
 REASONS_ES = {
     "peer finished sending": "el otro extremo terminó de enviar",
-    "reset by peer": "el otro extremo reinició la conexión (RST)",
+    "reset by peer": "el otro extremo abortó la conexión (RST)",
     "broken pipe": "tubería rota: el otro extremo ya no lee",
     "closed": "cerrado",
     "closed after the linger time": "cerrado al acabar la espera final",
@@ -155,6 +169,9 @@ REASONS_ES = {
     "the transfer stalled": "la transferencia se detuvo",
     "the connection was idle too long": "la conexión estuvo inactiva demasiado tiempo",
 }
+
+#: The fields that count bytes: shown as "1 byte", "2 bytes".
+COUNTS = ("n", "offered", "taken", "queued", "size", "high")
 
 HEX_BYTES = 48  # a dump shows at most this many bytes (three lines of 16)
 
@@ -219,6 +236,9 @@ class Narrator:
                 kind = "send_all"
         elif kind == "wakeup" and fields["ready"] == 0:
             kind = "timer_wakeup"
+        elif kind == "wakeup":
+            fields["sockets"] = ", ".join(self._ready(label, mask)
+                                          for label, mask in fields.get("sockets", ()))
         elif kind == "interest":
             fields["why"] = self._interest_reason(fields["old"], fields["new"])
             fields["old"], fields["new"] = self.mask(fields["old"]), self.mask(fields["new"])
@@ -230,10 +250,23 @@ class Narrator:
             for key in ("reason", "why", "error", "speaks"):
                 if key in fields and kind != "interest":
                     fields[key] = REASONS_ES.get(fields[key], fields[key])
+        for key in COUNTS:
+            if isinstance(fields.get(key), int):
+                fields[key] = self.bytes(fields[key])
         if "name" in fields:
             fields["name"] = repr(printable(fields["name"])) if fields["name"] else (
                 self.words["root"])
         return kind, fields
+
+    def bytes(self, count: int) -> str:
+        """"1 byte", "2 bytes", "65,536 bytes" (es: "65.536 bytes")."""
+        number = f"{count:,}" if self.lang == "en" else f"{count:,}".replace(",", ".")
+        return f"{number} {self.words['byte' if count == 1 else 'bytes']}"
+
+    def _ready(self, label: str, mask: int) -> str:
+        """"#3 readable", "the listener readable", "#2 readable+writable"."""
+        states = [self.words[w] for bit, w in ((1, "readable"), (2, "writable")) if mask & bit]
+        return f"{self.words.get(label, label)} {'+'.join(states)}"
 
     def mask(self, events: int) -> str:
         names = [self.words[word] for bit, word in ((1, "read"), (2, "write")) if events & bit]
@@ -243,7 +276,7 @@ class Narrator:
         if old == 0:
             return self.words["why_registered"]
         if new & 2 and not old & 2:
-            return self.words["why_write_on"]
+            return self.words["why_write_on" if new & 1 else "why_write_only"]
         if old & 2 and not new & 2:
             return self.words["why_write_off"]
         if old & 1 and not new & 1:
@@ -251,6 +284,46 @@ class Narrator:
         if new & 1 and not old & 1:
             return self.words["why_read_on"]
         return self.words["why_other"]
+
+
+class JsonTrace:
+    """--trace-json FILE: every event as one JSON object per line.
+
+    ``{"t": 0.0123, "kind": "recv", "conn": 1, "n": 57, "data": "894d5558..."}``: the
+    same events the narration turns into sentences, for programs to read
+    (``scripts/trace_diagram.py`` draws them as a sequence diagram). Bytes are written
+    in hex, at most ``JSON_BYTES`` of them (``"data_len"`` says how many there were).
+    """
+
+    JSON_BYTES = 2048
+
+    def __init__(self, file: TextIO) -> None:
+        self.file = file
+        self.started = time.monotonic()
+
+    def __call__(self, kind: str, conn: int | None, **fields: Any) -> None:
+        record: dict[str, Any] = {"t": round(time.monotonic() - self.started, 6),
+                                  "kind": kind, "conn": conn}
+        for key, value in fields.items():
+            if isinstance(value, (bytes, bytearray, memoryview)):
+                record[key] = bytes(value[:self.JSON_BYTES]).hex()
+                record[key + "_len"] = len(value)
+            else:
+                record[key] = value
+        self.file.write(json.dumps(record, default=str) + "\n")
+        self.file.flush()
+
+
+def fan_out(*sinks: Callable[..., None] | None) -> Callable[..., None] | None:
+    """One trace callable that hands each event to every sink given (None: none)."""
+    present = [sink for sink in sinks if sink is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+
+    def trace(kind: str, conn: int | None, **fields: Any) -> None:
+        for sink in present:
+            sink(kind, conn, **fields)
+    return trace
 
 
 def _print_line(line: str) -> None:

@@ -178,6 +178,8 @@ def _die_with_parent() -> None:
 class _Pipe:
     """The supervisor's end of one worker's pipe, as a loop handler."""
 
+    label = "worker pipe"
+
     def __init__(self, supervisor: "Supervisor", index: int, fd: int) -> None:
         self.supervisor, self.index, self.fd = supervisor, index, fd
         self.buffer = bytearray()

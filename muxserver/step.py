@@ -1,0 +1,97 @@
+"""--step: the loop stops after every select() and shows what it is about to do.
+
+A debugger for the event loop, for learners. After each wake-up it prints which
+sockets select() returned (descriptor, who is at the other end, readable or writable)
+and every connection's state: what its decoder waits for, the bytes it holds that
+were received but not handled yet, the bytes queued to send, and the interest the
+selector watches it for. Then it waits for Enter (one more turn), ``c`` (run on
+without stopping) or ``q`` (stop the server).
+
+Stopping the loop is the point: while the prompt waits, no socket is served, which is
+exactly what a blocking call in a real handler would do to every client.
+"""
+
+from __future__ import annotations
+
+import selectors
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .server import Server
+
+TEXTS = {
+    "en": {"turn": "── turn {count}: select() returned {ready} ready",
+           "ready": "  ready: fd {fd:<4} {label:<10} {peer:<24} {mask}",
+           "none": "  (no socket ready: a timer is due)",
+           "conns": "  connections:",
+           "conn": "    {label:<4} fd {fd:<4} {peer:<22} {state:<16} unhandled in: {inbuf:<9} "
+                   "queued out: {out:<11} interest: {interest}",
+           "empty": "    (none)",
+           "prompt": "[Enter] next turn · c: continue without stopping · q: stop the server > ",
+           "R": "R", "W": "W", "nothing": "-"},
+    "es": {"turn": "── vuelta {count}: select() devolvió {ready} listos",
+           "ready": "  listo: fd {fd:<4} {label:<10} {peer:<24} {mask}",
+           "none": "  (ningún socket listo: vence un temporizador)",
+           "conns": "  conexiones:",
+           "conn": "    {label:<4} fd {fd:<4} {peer:<22} {state:<16} entrada sin procesar: "
+                   "{inbuf:<9} salida en cola: {out:<11} interés: {interest}",
+           "empty": "    (ninguna)",
+           "prompt": "[Intro] otra vuelta · c: seguir sin parar · q: detener el servidor > ",
+           "R": "R", "W": "W", "nothing": "-"},
+}
+
+
+class Stepper:
+    """The loop's ``after_select`` hook for --step."""
+
+    def __init__(self, server: "Server", lang: str = "en",
+                 ask: Callable[[str], str] = input,
+                 write: Callable[[str], None] = print) -> None:
+        self.server = server
+        self.texts = TEXTS[lang]
+        self.ask = ask
+        self.write = write
+        self.stepping = True
+
+    def __call__(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
+        if not self.stepping:
+            return
+        for line in self.describe(events):
+            self.write(line)
+        try:
+            answer = self.ask(self.texts["prompt"]).strip().lower()
+        except EOFError:  # no terminal any more: run on
+            answer = "c"
+        if answer.startswith("c"):
+            self.stepping = False
+        elif answer.startswith("q"):
+            self.stepping = False
+            self.server.stop_gracefully()
+
+    def describe(self, events: list[tuple[selectors.SelectorKey, int]]) -> list[str]:
+        t, server = self.texts, self.server
+        lines = [t["turn"].format(count=server.loop.wakeups, ready=len(events))]
+        by_fd = {channel.fd: channel for channel in server.channels.values()}
+        for key, mask in events:
+            channel = by_fd.get(key.fd)
+            lines.append(t["ready"].format(fd=key.fd, label=key.data.label,
+                                           peer=channel.peer if channel else "",
+                                           mask=self.mask(mask)))
+        if not events:
+            lines.append(t["none"])
+        lines.append(t["conns"])
+        for channel in server.channels.values():
+            protocol = channel.protocol
+            lines.append(t["conn"].format(
+                label=channel.label, fd=channel.fd, peer=channel.peer,
+                state=protocol.state_label, inbuf=f"{protocol.recv_buffered} B",
+                out=f"{channel.out.total} B", interest=self.mask(channel.events)))
+        if not server.channels:
+            lines.append(t["empty"])
+        return lines
+
+    def mask(self, events: int) -> str:
+        t = self.texts
+        letters = [t[letter] for bit, letter in ((selectors.EVENT_READ, "R"),
+                                                 (selectors.EVENT_WRITE, "W")) if events & bit]
+        return "+".join(letters) or t["nothing"]
