@@ -292,10 +292,12 @@ class JsonTrace:
     ``{"t": 0.0123, "kind": "recv", "conn": 1, "n": 57, "data": "894d5558..."}``: the
     same events the narration turns into sentences, for programs to read
     (``scripts/trace_diagram.py`` draws them as a sequence diagram). Bytes are written
-    in hex, at most ``JSON_BYTES`` of them (``"data_len"`` says how many there were).
+    in hex (``"data_len"`` says how many there were); of more than ``2 * EDGE_BYTES``,
+    the first and the last ``EDGE_BYTES`` (``"data_tail"``): a body's middle says
+    nothing, but its end may hold the start of the next frame.
     """
 
-    JSON_BYTES = 2048
+    EDGE_BYTES = 1024
 
     def __init__(self, file: TextIO) -> None:
         self.file = file
@@ -306,8 +308,13 @@ class JsonTrace:
                                   "kind": kind, "conn": conn}
         for key, value in fields.items():
             if isinstance(value, (bytes, bytearray, memoryview)):
-                record[key] = bytes(value[:self.JSON_BYTES]).hex()
+                edge = self.EDGE_BYTES
                 record[key + "_len"] = len(value)
+                if len(value) <= 2 * edge:
+                    record[key] = bytes(value).hex()
+                else:
+                    record[key] = bytes(value[:edge]).hex()
+                    record[key + "_tail"] = bytes(value[-edge:]).hex()
             else:
                 record[key] = value
         self.file.write(json.dumps(record, default=str) + "\n")

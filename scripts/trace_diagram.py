@@ -48,12 +48,19 @@ class Stream:
     lost: bool = False     # bytes were not recorded: follow the counts only
     native: bool = True
 
-    def take(self, data: bytes, count: int) -> list[str]:
-        """What the ``count`` bytes of one recv were (``data``: the recorded start)."""
+    def take(self, head: bytes, count: int, tail: bytes = b"") -> list[str]:
+        """What the ``count`` bytes of one recv were. The trace recorded ``head`` (the
+        first bytes) and ``tail`` (the last ones) of them; a body's middle is not needed."""
         notes, pos, started_in = [], 0, self.frames
         while pos < count:
             n = min(self.need, count - pos)
-            chunk = data[pos:pos + n]
+            if pos + n <= len(head):
+                chunk = head[pos:pos + n]
+            elif pos >= count - len(tail):
+                start = pos - (count - len(tail))
+                chunk = tail[start:start + n]
+            else:
+                chunk = b""
             if self.part != "body" and len(chunk) < n:
                 self.lost = True
             if self.lost and self.part != "body":
@@ -130,8 +137,8 @@ def build(records: list[dict]) -> tuple[list[str], list[Step]]:
             steps.append(Step("server", "server", f"select() → {ready}"))
         elif kind == "recv":
             stream = streams.setdefault(conn, Stream())
-            data = bytes.fromhex(r.get("data", ""))
-            details = stream.take(data, r["n"]) if stream.native else []
+            details = stream.take(bytes.fromhex(r.get("data", "")), r["n"],
+                                  bytes.fromhex(r.get("data_tail", ""))) if stream.native else []
             steps.append(Step(lane(conn), "server", f"recv {r['n']:,} B", details))
         elif kind == "splice":
             stream = streams.setdefault(conn, Stream())
