@@ -60,6 +60,11 @@ def emit(line: str) -> None:
         sys.stdout.flush()
 
 
+def num(count: int) -> str:
+    """A count as the narration's language writes it: 200,000 or 200.000."""
+    return f"{count:,}" if LANG != "es" else f"{count:,}".replace(",", ".")
+
+
 def say(english: str, spanish: str | None = None) -> None:
     """One line of what the demo's client does, in the narration's language."""
     text = spanish if LANG == "es" and spanish else english

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="check.py reads 
 
 @pytest.mark.timeout(600)
 def test_each_stage_fails_the_rows_its_design_cannot_pass():
-    result = subprocess.run([sys.executable, str(STAGES / "check.py"), "--json"],
+    result = subprocess.run([sys.executable, str(STAGES / "check.py"), "--json", "--lang", "en"],
                             capture_output=True, text=True, timeout=570)
     assert result.returncode == 0, result.stderr
     results = json.loads(result.stdout)
@@ -50,7 +50,7 @@ def test_each_stage_fails_the_rows_its_design_cannot_pass():
 
 def test_the_table_names_the_pitfall_of_each_failure():
     # the one-line reasons a learner reads: the ones the tutorials quote
-    result = subprocess.run([sys.executable, str(STAGES / "check.py"), "--stage", "3",
+    result = subprocess.run([sys.executable, str(STAGES / "check.py"), "--stage", "3", "--lang", "en",
                              "--scenario", "pipelined burst", "--scenario", "reset"],
                             capture_output=True, text=True, timeout=110)
     assert "FAIL  pipelined burst: the server read every byte" in result.stdout

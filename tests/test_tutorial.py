@@ -55,3 +55,24 @@ def test_the_listed_command_prints_the_listed_lines(doc, command, lines):
     printed = {normalise(line) for line in result.stdout.splitlines()}
     missing = [line for line in lines if normalise(line) not in printed]
     assert not missing, f"{doc}: `{command}` did not print:\n" + "\n".join(missing)
+
+
+TABLE_ROW = re.compile(r"^(?P<name>\S.*?)\s{2,}(?P<cells>((pass|FAIL|pasa|FALLA)\s*){6})$")
+
+
+@pytest.mark.parametrize("doc", ["TUTORIAL.md", "TUTORIAL.es.md"])
+def test_the_stage_table_is_the_one_the_checker_prints(doc):
+    # check.py itself prints it in tests/test_stages.py, which pins EXPECTED
+    from .test_stages import EXPECTED
+    rows = [TABLE_ROW.match(line) for line in (REPO / "docs" / doc).read_text().splitlines()]
+    seen = [tuple(cell in ("pass", "pasa") for cell in m["cells"].split()) for m in rows if m]
+    assert seen == list(EXPECTED.values())
+
+
+@pytest.mark.parametrize("doc", ["TUTORIAL.md", "TUTORIAL.es.md"])
+def test_every_script_the_tutorial_names_exists(doc):
+    text = (REPO / "docs" / doc).read_text()
+    scripts = set(re.findall(r"python (scripts/[\w/]+\.py)", text))
+    assert len(scripts) > 15
+    missing = [path for path in scripts if not (REPO / path).is_file()]
+    assert not missing

@@ -50,6 +50,29 @@ sys.path.insert(0, str(HERE.parent.parent))
 from muxserver import protocol  # noqa: E402  (the frames; stages 1-5 speak a subset)
 
 MiB = 1024 * 1024
+LANG = "en"  # --lang: the language of the table and of the reasons
+
+
+def t(english: str, spanish: str) -> str:
+    return spanish if LANG == "es" else english
+
+
+def num(count: int) -> str:
+    """200,000 in English, 200.000 in Spanish."""
+    return f"{count:,}" if LANG != "es" else f"{count:,}".replace(",", ".")
+
+
+#: How the table names the scenarios and the stages in Spanish (--scenario takes the
+#: English names).
+SPANISH = {
+    "one byte per send": "un byte por send", "pipelined burst": "ráfaga encadenada",
+    "slow reader": "lector lento", "memory bound": "memoria acotada",
+    "half close": "cierre parcial", "reset": "RST", "idle timeout": "plazo de inactividad",
+    "no busy loop": "sin bucle ocupado", "two clients": "dos clientes",
+    "1 blocking": "1 bloqueante", "2 threads": "2 hilos", "3 select": "3 select",
+    "4 buffers": "4 búferes", "5 interest": "5 interés", "6 muxserver": "6 muxserver",
+    "yours": "el tuyo",
+}
 SMALL = b"small file for the stages\n" * 4
 POLL = 0.02          # seconds between two looks at /proc
 SURE = 3             # a stuck server is seen stuck this many looks in a row
@@ -129,7 +152,8 @@ class Server:
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
-            raise failed(f"the server died: {self.last_error()}")
+            raise failed(t(f"the server died: {self.last_error()}",
+                           f"el servidor murió: {self.last_error()}"))
 
     def asleep_in(self) -> str | None:
         """The call the server sleeps in if every thread sleeps, else None."""
@@ -150,7 +174,8 @@ class Server:
             number = int((task / "syscall").read_text().split()[0])
         except (OSError, ValueError):  # not allowed to read it, or "running"
             number = -1
-        return SYSCALLS.get(number) or (task / "wchan").read_text() or "the kernel"
+        call = SYSCALLS.get(number) or (task / "wchan").read_text() or "the kernel"
+        return t(call, {"a lock": "un cerrojo", "the kernel": "el núcleo"}.get(call, call))
 
     def died(self) -> Verdict | None:
         """After the connection broke: did the server die? It may be exiting still."""
@@ -158,7 +183,8 @@ class Server:
             self.proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
             return None
-        return failed(f"the server died: {self.last_error()}")
+        return failed(t(f"the server died: {self.last_error()}",
+                          f"el servidor murió: {self.last_error()}"))
 
     def rss(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -244,19 +270,26 @@ def await_replies(server: Server, client: Client, count: int) -> None:
             stuck = 0
             continue
         if client.closed:
-            raise server.died() or failed(
+            raise server.died() or failed(t(
                 f"the server closed the connection after {len(client.replies)} of {count} "
-                f"replies ({client.received:,} bytes)")
+                f"replies ({num(client.received)} bytes)",
+                f"el servidor cerró la conexión tras {len(client.replies)} de {count} "
+                f"respuestas ({num(client.received)} bytes)"))
         call = server.asleep_in()
         tx, rx = server.queues(client.sock)
         stuck = stuck + 1 if call and not tx else 0
         if stuck >= SURE:
             if rx:
-                raise failed(f"{rx} bytes of the request wait unread while the server "
-                             f"sleeps in {call}")
-            raise failed(f"the server read every byte and sleeps in {call}, but "
-                         f"{count - len(client.replies)} of {count} replies never came: "
-                         "those requests were lost")
+                raise failed(t(f"{rx} bytes of the request wait unread while the server "
+                               f"sleeps in {call}",
+                               f"{rx} bytes de la petición esperan sin leer mientras el "
+                               f"servidor duerme en {call}"))
+            missing = count - len(client.replies)
+            raise failed(t(f"the server read every byte and sleeps in {call}, but "
+                           f"{missing} of {count} replies never came: those requests were lost",
+                           f"el servidor leyó todos los bytes y duerme en {call}, pero "
+                           f"{missing} de {count} respuestas nunca llegaron: esas peticiones "
+                           "se perdieron"))
         time.sleep(POLL)
 
 
@@ -268,7 +301,8 @@ def wait_until_read(server: Server, client: Client) -> None:
         call = server.asleep_in()
         stuck = stuck + 1 if call else 0
         if stuck >= SURE:
-            raise failed(f"the request waits unread while the server sleeps in {call}")
+            raise failed(t(f"the request waits unread while the server sleeps in {call}",
+                           f"la petición espera sin leer mientras el servidor duerme en {call}"))
         time.sleep(POLL)
 
 
@@ -282,9 +316,11 @@ def put(rid: int, name: str, body: bytes) -> bytes:
 def check_put_get(client: Client, root: Path, name: str, body: bytes, first: int = 0) -> None:
     (put_reply, _), (get_reply, data) = client.replies[first:first + 2]
     if not put_reply.get("ok") or not get_reply.get("ok"):
-        raise failed(f"error replies: {put_reply.get('error')}, {get_reply.get('error')}")
+        raise failed(t("error replies: ", "respuestas de error: ")
+                     + f"{put_reply.get('error')}, {get_reply.get('error')}")
     if data != SMALL or (root / name).read_bytes() != body:
-        raise failed("a reply or the stored file has the wrong bytes")
+        raise failed(t("a reply or the stored file has the wrong bytes",
+                       "una respuesta o el archivo guardado tiene bytes equivocados"))
 
 
 def one_byte(server: Server, root: Path, tag: str) -> None:
@@ -297,11 +333,13 @@ def one_byte(server: Server, root: Path, tag: str) -> None:
         wait_until_read(server, client)   # the server has seen this byte alone
         client.read_available()
         if client.closed:
-            raise server.died() or failed(
-                f"the server closed the connection after byte {i + 1} of {len(stream)}")
+            raise server.died() or failed(t(
+                f"the server closed the connection after byte {i + 1} of {len(stream)}",
+                f"el servidor cerró la conexión tras el byte {i + 1} de {len(stream)}"))
     await_replies(server, client, 2)
     check_put_get(client, root, f"{tag}.bin", body)
-    raise passed(f"{len(stream)} one-byte sends made two whole requests")
+    raise passed(t(f"{len(stream)} one-byte sends made two whole requests",
+                   f"{len(stream)} envíos de un byte formaron dos peticiones enteras"))
 
 
 def burst(server: Server, root: Path, tag: str) -> None:
@@ -313,8 +351,9 @@ def burst(server: Server, root: Path, tag: str) -> None:
     await_replies(server, client, 3)
     check_put_get(client, root, f"{tag}.bin", body)
     if [f.get("id") for f, _ in client.replies] != [1, 2, 3]:
-        raise failed("the replies came out of order")
-    raise passed("three pipelined requests, three replies in order")
+        raise failed(t("the replies came out of order", "las respuestas llegaron desordenadas"))
+    raise passed(t("three pipelined requests, three replies in order",
+                   "tres peticiones encadenadas, tres respuestas en orden"))
 
 
 def slow_reader(server: Server, root: Path, tag: str) -> None:
@@ -328,7 +367,8 @@ def slow_reader(server: Server, root: Path, tag: str) -> None:
     other.sock.sendall(put(1, f"{tag}.bin", body) + protocol.encode_get(2, "small.txt"))
     await_replies(server, other, 2)
     check_put_get(other, root, f"{tag}.bin", body)
-    raise passed("served another client while one did not read")
+    raise passed(t("served another client while one did not read",
+                   "atendió a otro cliente mientras uno no leía"))
 
 
 def memory(server: Server, root: Path, tag: str) -> None:
@@ -341,13 +381,17 @@ def memory(server: Server, root: Path, tag: str) -> None:
         server.check_alive()
         grown = server.rss() - start
         if grown > 24 * MiB:
-            raise failed(f"holds {grown / MiB:.0f} MiB more for a client that reads "
-                         "nothing (no backpressure)")
+            raise failed(t(f"holds {grown / MiB:.0f} MiB more for a client that reads "
+                           "nothing (no backpressure)",
+                           f"retiene {grown / MiB:.0f} MiB más para un cliente que no lee nada "
+                           "(sin contrapresión)"))
         call = server.asleep_in()
         stuck = stuck + 1 if call else 0
         if stuck >= SURE:
-            raise passed(f"stopped taking requests, {grown / MiB:.0f} MiB more; "
-                         f"sleeps in {call}")
+            raise passed(t(f"stopped taking requests, {grown / MiB:.0f} MiB more; "
+                           f"sleeps in {call}",
+                           f"dejó de aceptar peticiones, {grown / MiB:.0f} MiB más; "
+                           f"duerme en {call}"))
         time.sleep(POLL)
 
 
@@ -361,17 +405,22 @@ def half_close(server: Server, root: Path, tag: str) -> None:
     except Verdict:
         if not client.closed or not client.received:
             raise
-        raise failed(f"closed with the reply still owed ({client.received:,} of "
-                     f"{16 * MiB:,} bytes came): recv() == b'' taken for 'gone'") from None
+        raise failed(t(f"closed with the reply still owed ({num(client.received)} of "
+                       f"{num(16 * MiB)} bytes came): recv() == b'' taken for 'gone'",
+                       f"cerró con la respuesta aún pendiente (llegaron {num(client.received)} de "
+                       f"{num(16 * MiB)} bytes): recv() == b'' tomado por 'se fue'")) from None
     if client.replies[0][1] != (root / "big.bin").read_bytes():
-        raise failed("the reply's body is not the file")
+        raise failed(t("the reply's body is not the file",
+                       "el cuerpo de la respuesta no es el archivo"))
     while not client.closed:
         client.read_available()
         server.check_alive()
         if not client.closed and server.asleep_in() and not server.queues(client.sock)[0]:
-            raise failed("replied, but never closed the half-closed connection")
+            raise failed(t("replied, but never closed the half-closed connection",
+                           "respondió, pero nunca cerró la conexión cerrada a medias"))
         time.sleep(POLL)
-    raise passed("the whole reply came after the half close, then the close")
+    raise passed(t("the whole reply came after the half close, then the close",
+                   "la respuesta entera llegó tras el cierre parcial, y después el cierre"))
 
 
 def reset(server: Server, root: Path, tag: str) -> None:
@@ -390,7 +439,8 @@ def reset(server: Server, root: Path, tag: str) -> None:
     third.sock.sendall(put(1, f"{tag}.bin", body) + protocol.encode_get(2, "small.txt"))
     await_replies(server, third, 2)
     check_put_get(third, root, f"{tag}.bin", body)
-    raise passed("two resets ended two connections, not the server")
+    raise passed(t("two resets ended two connections, not the server",
+                   "dos RST terminaron dos conexiones, no el servidor"))
 
 
 def idle(server: Server, root: Path, tag: str, patience: float = 5.0) -> None:
@@ -402,11 +452,14 @@ def idle(server: Server, root: Path, tag: str, patience: float = 5.0) -> None:
     while not client.closed:
         server.check_alive()
         if time.monotonic() > deadline:
-            raise failed(f"an idle client still holds its slot after {patience:g} s "
-                         f"(no timeout; started with --idle-timeout {IDLE_TIMEOUT:g})")
+            raise failed(t(f"an idle client still holds its slot after {patience:g} s "
+                           f"(no timeout; started with --idle-timeout {IDLE_TIMEOUT:g})",
+                           f"un cliente ocioso sigue ocupando su plaza tras {patience:g} s "
+                           f"(sin plazo; arrancado con --idle-timeout {IDLE_TIMEOUT:g})"))
         client.read_available()
         time.sleep(POLL)
-    raise passed("closed the idle connection after its timeout")
+    raise passed(t("closed the idle connection after its timeout",
+                   "cerró la conexión ociosa al vencer su plazo"))
 
 
 def busy(server: Server, root: Path, tag: str) -> None:
@@ -419,12 +472,16 @@ def busy(server: Server, root: Path, tag: str) -> None:
         server.check_alive()
         used = server.cpu_seconds() - start
         if used >= 0.5:
-            raise failed(f"{used:.1f} s of CPU in {time.monotonic() - began:.1f} s with "
-                         "nothing to do: select() returns at once (write interest always on)")
+            took = time.monotonic() - began
+            raise failed(t(f"{used:.1f} s of CPU in {took:.1f} s with nothing to do: select() "
+                           "returns at once (write interest always on)",
+                           f"{used:.1f} s de CPU en {took:.1f} s sin nada que hacer: select() "
+                           "vuelve al instante (interés de escritura siempre activo)"))
         call = server.asleep_in()
         stuck = stuck + 1 if call else 0
         if stuck >= SURE:
-            raise passed(f"sleeps in {call} while nothing happens")
+            raise passed(t(f"sleeps in {call} while nothing happens",
+                           f"duerme en {call} mientras no pasa nada"))
         time.sleep(POLL)
 
 
@@ -437,7 +494,8 @@ def two_clients(server: Server, root: Path, tag: str) -> None:
     other.sock.sendall(put(1, f"{tag}.bin", body) + protocol.encode_get(2, "small.txt"))
     await_replies(server, other, 2)
     check_put_get(other, root, f"{tag}.bin", body)
-    raise passed("served the second client while the first was mid-request")
+    raise passed(t("served the second client while the first was mid-request",
+                   "atendió al segundo cliente mientras el primero estaba a mitad de petición"))
 
 
 SCENARIOS: dict[str, Callable[[Server, Path, str], None]] = {
@@ -465,13 +523,13 @@ def run_one(command: list[str], scenario: str, root: Path, tag: str) -> tuple[bo
     server = Server(command, root)
     try:
         SCENARIOS[scenario](server, root, tag)
-        return False, "the scenario gave no verdict"  # every scenario raises one
+        return False, t("the scenario gave no verdict", "el escenario no dio veredicto")
     except Verdict as verdict:
         return verdict.passed, verdict.reason
     except OSError as error:  # the client side met the server's end of things
         verdict = server.died()
-        return (False, verdict.reason) if verdict else (False, f"the connection failed: "
-                                                               f"{error}")
+        return False, verdict.reason if verdict else t("the connection failed: ",
+                                                       "la conexión falló: ") + str(error)
     finally:
         server.stop()
 
@@ -493,17 +551,23 @@ def check(stages: dict[str, list[str]], scenarios: list[str]) -> dict[str, dict[
 
 
 def print_table(results: dict[str, dict[str, tuple]]) -> None:
+    def name(key: str) -> str:
+        return t(key, SPANISH.get(key, key))
+
+    def verdict(ok: bool) -> str:
+        return t("pass", "pasa") if ok else t("FAIL", "FALLA")
+
     stages = list(results)
     scenarios = list(next(iter(results.values())))
-    width = max(len(s) for s in scenarios) + 2
-    print("".ljust(width) + "".join(s.ljust(13) for s in stages))
+    width = max(len(name(s)) for s in scenarios) + 2
+    print("".ljust(width) + "".join(name(s).ljust(14) for s in stages))
     for scenario in scenarios:
-        cells = ("pass" if results[stage][scenario][0] else "FAIL" for stage in stages)
-        print(scenario.ljust(width) + "".join(c.ljust(13) for c in cells))
+        cells = (verdict(results[stage][scenario][0]) for stage in stages)
+        print(name(scenario).ljust(width) + "".join(c.ljust(14) for c in cells))
     for stage in stages:
-        print(f"\nstage {stage}:")
+        print(t(f"\nstage {name(stage)}:", f"\netapa {name(stage)}:"))
         for scenario, (ok, reason) in results[stage].items():
-            print(f"  {'pass' if ok else 'FAIL'}  {scenario}: {reason}")
+            print(f"  {verdict(ok)}  {name(scenario)}: {reason}")
 
 
 def main() -> None:
@@ -517,7 +581,12 @@ def main() -> None:
     p.add_argument("--server", metavar="COMMAND",
                    help="check your own server instead; {port} and {root} are filled in")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--lang", choices=("en", "es"), default=None,
+                   help="language of the table (default: from the locale, else en)")
     args = p.parse_args()
+    global LANG
+    from muxserver.trace import default_language
+    LANG = args.lang or default_language()
     if sys.platform != "linux":
         raise SystemExit("check.py watches the server through Linux's /proc")
     if args.server:
