@@ -365,6 +365,9 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("muxserver").setLevel(args.log_level.upper())
+    if args.lang == "es":  # the log lines too, not only the narration
+        from .log_es import install
+        install(logging.getLogger("muxserver"))
     # The server logs a line per transfer and the format uses neither the caller's
     # source line nor process or thread names: skip collecting them (the logging
     # HOWTO's "Optimization" section); each would cost a system call or a stack walk.
@@ -422,10 +425,15 @@ def run_serve(args: argparse.Namespace) -> int:
         if console is not None:
             console.stop()
     stats, loop = server.stats, server.loop
-    print(f"muxserver: stopped after {stats.transfers_done} transfer(s), "
-          f"{stats.transfers_failed} failed; longest loop step "
-          f"{loop.longest_step * 1000:.1f} ms ({loop.longest_step_what or 'none'}), "
-          f"{loop.slow_steps} over 20 ms", file=sys.stderr)
+    step = f"{loop.longest_step * 1000:.1f} ms ({loop.longest_step_what or 'none'})"
+    if args.lang == "es":
+        print(f"muxserver: detenido tras {stats.transfers_done} transferencia(s), "
+              f"{stats.transfers_failed} fallida(s); el paso más largo del bucle {step}, "
+              f"{loop.slow_steps} de más de 20 ms", file=sys.stderr)
+    else:
+        print(f"muxserver: stopped after {stats.transfers_done} transfer(s), "
+              f"{stats.transfers_failed} failed; longest loop step {step}, "
+              f"{loop.slow_steps} over 20 ms", file=sys.stderr)
     return 0
 
 

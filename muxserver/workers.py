@@ -284,8 +284,8 @@ class Supervisor:
     def _wait_until(self, condition: Callable[[], bool]) -> None:
         while not condition():
             if any(pipe.closed for pipe in self.pipes.values()):
-                raise OSError(f"a worker exited before it was ready "
-                              f"(its reason is above)")
+                raise OSError("a worker exited before it was ready "
+                              "(its reason is above)")
             self.loop.run_once(max_wait=1.0)
 
     # -- running

@@ -1,0 +1,95 @@
+"""The server's log lines in Spanish, for ``--lang es``.
+
+Log calls stay as they are (English ``%``-templates with their arguments, which is
+what operators grep for); a filter on the "muxserver" logger swaps each known template
+for its Spanish twin, and the arguments that are reasons or words for their Spanish
+(``trace.REASONS_ES``). A template with no twin is logged in English: a test checks
+that every template in the code has one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .trace import REASONS_ES
+
+TEMPLATES = {
+    "%s: TLS handshake failed: %s": "%s: falló la negociación TLS: %s",
+    "%s: output buffer over %d bytes, closing":
+        "%s: el búfer de salida pasa de %d bytes; se cierra la conexión",
+    "%s: TLS handshake timed out": "%s: la negociación TLS tardó demasiado",
+    "%s: internal error, closing the connection": "%s: error interno; se cierra la conexión",
+    "%s HTTP %s archive of %s cut short: %s": "%s HTTP: el archivo %s de %s quedó a medias: %s",
+    "%s HTTP archive: left out %s: %s": "%s HTTP: el archivo comprimido deja fuera %s: %s",
+    "%s HTTP listing of %s incomplete: %s": "%s HTTP: el listado de %s quedó incompleto: %s",
+    "%s disconnected mid-request": "%s se desconectó a mitad de una petición",
+    "%s bad HTTP: %s": "%s HTTP incorrecto: %s",
+    "error while closing %r: %s": "error al cerrar %r: %s",
+    "unexpected error in the event loop": "error inesperado en el bucle de eventos",
+    "error while handling an earlier error": "error al tratar un error anterior",
+    "unexpected error while reading the loop's waker":
+        "error inesperado al leer el despertador del bucle",
+    "%s disconnected %s": "%s se desconectó %s",
+    "cleaned up after an interrupted server: removed %d temporary file(s), kept %d "
+    "resumable upload(s)": "limpieza tras un servidor interrumpido: %d archivo(s) temporal(es) "
+                           "borrado(s), %d subida(s) reanudable(s) conservada(s)",
+    "removed %d interrupted upload(s) untouched for %s":
+        "borradas %d subida(s) interrumpida(s) sin tocar desde hace %s",
+    "second stop signal: stopping now": "segunda señal de parada: nos detenemos ya",
+    "stopping: no new connections; waiting up to %.0f s for %d transfer(s) "
+    "(Ctrl-C again to stop now)": "deteniéndonos: no aceptamos conexiones nuevas; esperamos "
+                                  "hasta %.0f s a %d transferencia(s) (Ctrl-C otra vez para "
+                                  "parar ya)",
+    "%s connected": "%s conectado",
+    "%s refused: too many clients (%d)": "%s rechazado: demasiados clientes (%d)",
+    "%s closed (%s)": "%s cerrado (%s)",
+    "accept failed: %s": "accept falló: %s",
+    "accepting connections again": "volvemos a aceptar conexiones",
+    "accept failed: %s; pausing new connections for %.1f s":
+        "accept falló: %s; dejamos de aceptar conexiones durante %.1f s",
+    "unexpected error while accepting connections": "error inesperado al aceptar conexiones",
+    "%s %s%s (%d of %d)": "%s %s%s (%d de %d)",
+    "%s %smade the directory %s": "%s %screó el directorio %s",
+    "%s %sremoved %s (%d %s)": "%s %sborró %s (%d %s)",
+    "%s %smoved %s to %s": "%s %smovió %s a %s",
+    "%s %s%s %s: %d bytes%s ok": "%s %s%s %s: %d bytes%s bien",
+    "%s %s%s%s refused: %s (%s)": "%s %s%s%s rechazado: %s (%s)",
+    "%s %sresumed %s at %s": "%s %sreanudó %s en %s",
+    "%s kept %s of %s for resume": "%s: se guardan %s de %s para reanudar",
+    "%s timed out: %s": "%s: tiempo agotado: %s",
+    "%s speaks neither muxserver nor HTTP": "%s no habla ni muxserver ni HTTP",
+    "%s timed out before its first request": "%s: tiempo agotado antes de su primera petición",
+    "another muxserver serves %s; leaving its temporary files alone":
+        "otro muxserver sirve %s; no tocamos sus archivos temporales",
+    "removed %d bytes kept for a resume in %s: %s":
+        "borrados %d bytes guardados para reanudar en %s: %s",
+    "worker %d: unreadable report: %s": "worker %d: informe ilegible: %s",
+    "worker %d (pid %d) exited unexpectedly; the others go on":
+        "el worker %d (pid %d) terminó de forma inesperada; los demás siguen",
+}
+
+#: Words passed as arguments (not reasons) that have a Spanish form.
+WORDS = {"entry": "entrada", "entries": "entradas", "mid-upload": "a mitad de una subida",
+         "mid-request": "a mitad de una petición"}
+
+
+class SpanishLog(logging.Filter):
+    """Rewrites each record's template and arguments; never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        spanish = TEMPLATES.get(record.msg) if isinstance(record.msg, str) else None
+        if spanish is not None:
+            record.msg = spanish
+            if isinstance(record.args, tuple):
+                record.args = tuple(_translate(arg) for arg in record.args)
+        return True
+
+
+def _translate(arg: object) -> object:
+    if isinstance(arg, str):
+        return REASONS_ES.get(arg, WORDS.get(arg, arg))
+    return arg
+
+
+def install(logger: logging.Logger) -> None:
+    logger.addFilter(SpanishLog())

@@ -1,0 +1,52 @@
+"""--lang es: the server's own log lines are Spanish too, every one of them."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from muxserver.log_es import TEMPLATES
+
+from .conftest import run_cli, spawn_server, stop_process
+
+PACKAGE = Path(__file__).parent.parent / "muxserver"
+LEVELS = {"debug", "info", "warning", "error", "exception", "critical"}
+
+
+def log_templates() -> set[str]:
+    """The first argument of every log.<level>(...) call in the package."""
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in LEVELS and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id == "log" and node.args
+                    and isinstance(node.args[0], ast.Constant)):
+                found.add(node.args[0].value)
+    return found
+
+
+def test_every_log_template_has_a_spanish_twin_with_the_same_arguments():
+    templates = log_templates()
+    assert len(templates) > 30
+    missing = templates - TEMPLATES.keys()
+    assert not missing, missing
+    for english, spanish in TEMPLATES.items():
+        slots = [part[:2] for part in english.split("%")[1:]]
+        assert [part[:2] for part in spanish.split("%")[1:]] == slots, english
+    assert not TEMPLATES.keys() - templates, "a Spanish template for a line no longer logged"
+
+
+def test_the_log_lines_follow_lang_es(root, tmp_path):
+    (tmp_path / "hola.txt").write_text("hola\n")
+    server = spawn_server(root, "--lang", "es")
+    try:
+        assert run_cli("put", str(tmp_path / "hola.txt"), "--port", str(server.port),
+                       "-q").returncode == 0
+    finally:
+        stop_process(server.proc)
+    _out, err = server.output()
+    assert " conectado" in err and "put hola.txt: 5 bytes, blake3" in err and " bien" in err
+    assert "cerrado (el otro extremo terminó de enviar)" in err
+    assert "muxserver: detenido tras 1 transferencia(s)" in err
+    assert " connected" not in err
