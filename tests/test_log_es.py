@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from muxserver.log_es import TEMPLATES
@@ -10,6 +11,7 @@ from muxserver.log_es import TEMPLATES
 from .conftest import run_cli, spawn_server, stop_process
 
 PACKAGE = Path(__file__).parent.parent / "muxserver"
+SLOT = re.compile(r"%[-#0 +]*\d*(?:\.\d+)?[sdrf]")
 LEVELS = {"debug", "info", "warning", "error", "exception", "critical"}
 
 
@@ -32,8 +34,7 @@ def test_every_log_template_has_a_spanish_twin_with_the_same_arguments():
     missing = templates - TEMPLATES.keys()
     assert not missing, missing
     for english, spanish in TEMPLATES.items():
-        slots = [part[:2] for part in english.split("%")[1:]]
-        assert [part[:2] for part in spanish.split("%")[1:]] == slots, english
+        assert SLOT.findall(spanish) == SLOT.findall(english), english
     assert not TEMPLATES.keys() - templates, "a Spanish template for a line no longer logged"
 
 
