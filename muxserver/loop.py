@@ -121,6 +121,7 @@ class EventLoop:
         self._to_close: list[Any] = []
         self._pipe: SplicePipe | None = None
         self._running = False
+        self._stop_asked = False  # stop() was called: this turn must not sleep
         self._waker_r, self._waker_w = socket.socketpair()
         self._waker_r.setblocking(False)
         self._waker_w.setblocking(False)
@@ -226,8 +227,10 @@ class EventLoop:
             callback()
 
     def stop(self) -> None:
-        """Make run() return after the current turn."""
+        """Make run() return after the current turn (which then does not sleep: a stop
+        asked for by a flush, before select(), must not wait for the next event)."""
         self._running = False
+        self._stop_asked = True
 
     def stop_threadsafe(self) -> None:
         """stop() from another thread (tests run servers in threads)."""
@@ -242,7 +245,7 @@ class EventLoop:
     # -- running
 
     def run(self) -> None:
-        self._running = True
+        self._running, self._stop_asked = True, False
         while self._running:
             self.run_once()
 
@@ -276,7 +279,7 @@ class EventLoop:
         self._close_pending()
 
     def _select_timeout(self) -> float | None:
-        if self._ready or self._to_close:
+        if self._ready or self._to_close or self._stop_asked:
             return 0
         while self._timers and self._timers[0][2].cancelled:
             heapq.heappop(self._timers)

@@ -74,3 +74,19 @@ def test_the_loop_records_its_longest_step(loop):
     loop.run_once(max_wait=0)
     assert loop.longest_step >= 0.03 and loop.slow_steps == 1
     assert loop.longest_step_what.endswith("slow")
+
+
+@pytest.mark.timeout(30)
+def test_a_stop_asked_for_by_a_flush_does_not_wait_for_the_next_timer(loop):
+    # A channel whose flush ends the server (its last connection closed while the server
+    # stops gracefully): the turn must not then sleep in select() until a far timer.
+    class StopsWhenFlushed:
+        closed = False
+
+        def flush(self) -> None:
+            loop.stop()
+
+    loop.call_later(3600, lambda: None)  # a timer an hour away: the only thing to wait for
+    loop.call_soon(lambda: loop.flush_before_sleep(StopsWhenFlushed()))
+    loop.run()  # returns after the turn whose flush asked for the stop
+    assert loop.timer_count == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import html as markup
 import json
 import os
@@ -17,7 +18,7 @@ import pytest
 
 from muxserver import protocol
 
-from .conftest import recv_frame, run_cli, spawn_server, stop_process
+from .conftest import FrameReader, recv_frame, run_cli, spawn_server, stop_process
 
 SCRIPTS = Path(__file__).parent.parent / "scripts"
 
@@ -98,7 +99,17 @@ def test_a_real_trace_of_a_put_and_a_get_becomes_a_diagram(root, tmp_path):
         assert run_cli("put", str(source), "--port", port, "-q").returncode == 0
         assert run_cli("get", "up.bin", "--port", port, "-o", str(tmp_path / "got"),
                        "-q").returncode == 0
-        records = wait_for_closes(trace, 2)
+        # And a put and a get pipelined in one send(): one segment, so one recv holds
+        # the put's body and the get after it (the client's own sends may or may not
+        # coalesce; this one always does).
+        body = os.urandom(2000)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(protocol.encode_put(1, "two.bin", len(body),
+                                             hashlib.sha256(body).hexdigest()) + body
+                         + protocol.encode_get(2, "two.bin"))
+            reader = FrameReader(sock)
+            assert reader.frame()[0]["ok"] and reader.frame()[1] == body
+        records = wait_for_closes(trace, 3)
     finally:
         stop_process(server.proc)
     kinds = {r["kind"] for r in records}
@@ -115,7 +126,8 @@ def test_a_real_trace_of_a_put_and_a_get_becomes_a_diagram(root, tmp_path):
         assert "magic 89 4d 55 58 · version 01 · flags 00 · header length" in shown
         assert '"op":"put"' in shown and '"op":"get"' in shown
         assert "body: 3,000 bytes (complete)" in shown
-        # the put's digest follows its body in the same recv: the next frame's bytes
+        assert "body: 2,000 bytes (complete)" in shown
+        # the get followed the put's body in the same recv: the next frame's bytes
         assert "leftover, next frame: prefix" in shown
     assert text.startswith("sequenceDiagram\n")
     assert "participant C1 as client #35;1" in text and "participant C2" in text
