@@ -40,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -538,14 +539,17 @@ def check(stages: dict[str, list[str]], scenarios: list[str]) -> dict[str, dict[
     """{stage: {scenario: (passed, reason)}}; ``{root}`` in a command is the served
     directory, made afresh for this check."""
     root = make_root()
-    try:
-        results: dict[str, dict[str, tuple]] = {}
-        for s, (stage, template) in enumerate(stages.items()):
-            command = [arg.replace("{root}", str(root)) for arg in template]
-            results[stage] = {}
-            for n, scenario in enumerate(scenarios):
-                results[stage][scenario] = run_one(command, scenario, root, f"s{s}-{n}")
-        return results
+
+    def run_stage(s: int, template: list[str]) -> dict[str, tuple]:
+        command = [arg.replace("{root}", str(root)) for arg in template]
+        return {scenario: run_one(command, scenario, root, f"s{s}-{n}")
+                for n, scenario in enumerate(scenarios)}
+
+    try:  # the stages side by side (each its own servers and ports; verdicts never time)
+        with ThreadPoolExecutor(max_workers=len(stages)) as pool:
+            futures = {stage: pool.submit(run_stage, s, template)
+                       for s, (stage, template) in enumerate(stages.items())}
+            return {stage: future.result() for stage, future in futures.items()}
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
