@@ -87,8 +87,8 @@ SENTENCES: dict[str, dict[str, str]] = {
                   "Python",
         "io_error": "{call} falló: {error}; esta conexión termina, las demás siguen",
         "eof": "recv devolvió 0: el otro extremo terminó de enviar (cierre parcial "
-               "(half-close) o cierre completo: recv no puede distinguirlos); las respuestas "
-               "pendientes se enviarán igualmente",
+               "(half-close) o cierre completo: recv no puede distinguirlos); enviaremos "
+               "igualmente las respuestas pendientes",
         "prefix_wait": "el prefijo de longitud lleva {have} de 8 bytes; esperamos el resto",
         "header_wait": "la cabecera lleva {have} de {need} bytes; esperamos el resto",
         "header": "cabecera completa: {op} {name} (id {id}), cuerpo 0 de {length}",
