@@ -41,6 +41,19 @@ TEXTS = {
 }
 
 
+#: The connection states (``state_label``) and handler labels, in Spanish.
+STATES_ES = {
+    "new connection": "conexión nueva", "idle": "ociosa", "reading prefix": "leyendo prefijo",
+    "reading header": "leyendo cabecera", "reading request": "leyendo petición",
+    "receiving body": "recibiendo cuerpo", "skipping body": "saltando cuerpo",
+    "sending body": "enviando cuerpo", "sending reply": "enviando respuesta",
+    "verifying": "verificando", "hashing": "calculando hash", "listing": "listando",
+    "refusing": "rechazando", "TLS handshake": "negociación TLS",
+    "closing: sending": "cerrando: enviando", "closing: draining": "cerrando: vaciando",
+    "listener": "escucha", "waker": "despertador",
+}
+
+
 class Stepper:
     """The loop's ``after_select`` hook for --step."""
 
@@ -49,6 +62,7 @@ class Stepper:
                  write: Callable[[str], None] = print) -> None:
         self.server = server
         self.texts = TEXTS[lang]
+        self.words = STATES_ES if lang == "es" else {}
         self.ask = ask
         self.write = write
         self.stepping = True
@@ -74,7 +88,7 @@ class Stepper:
         by_fd = {channel.fd: channel for channel in server.channels.values()}
         for key, mask in events:
             channel = by_fd.get(key.fd)
-            lines.append(t["ready"].format(fd=key.fd, label=key.data.label,
+            lines.append(t["ready"].format(fd=key.fd, label=self.say(key.data.label),
                                            peer=channel.peer if channel else "",
                                            mask=self.mask(mask)))
         if not events:
@@ -84,11 +98,17 @@ class Stepper:
             protocol = channel.protocol
             lines.append(t["conn"].format(
                 label=channel.label, fd=channel.fd, peer=channel.peer,
-                state=protocol.state_label, inbuf=f"{protocol.recv_buffered} B",
+                state=self.say(protocol.state_label), inbuf=f"{protocol.recv_buffered} B",
                 out=f"{channel.out.total} B", interest=self.mask(channel.events)))
         if not server.channels:
             lines.append(t["empty"])
         return lines
+
+    def say(self, label: str) -> str:
+        """A state or a label in the stepper's language ("HTTP idle": "HTTP ociosa")."""
+        prefix = "HTTP " if label.startswith("HTTP ") else ""
+        rest = label[len(prefix):]
+        return prefix + self.words.get(rest, rest)
 
     def mask(self, events: int) -> str:
         t = self.texts

@@ -60,6 +60,7 @@ def main() -> int:
     if shutil.which("tmux") is None:
         raise SystemExit("tmux is not installed (apt-get install tmux)")
     turn = {"en": "turn", "es": "vuelta"}[args.lang]
+    listener = {"en": "listener", "es": "escucha"}[args.lang]
     root = tempfile.mkdtemp(prefix="muxserver-step-")
     with open(os.path.join(root, "a.txt"), "wb") as f:
         f.write(BODY)
@@ -74,7 +75,7 @@ def main() -> int:
         port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", screen)[1])
         client = socket.create_connection(("127.0.0.1", port), timeout=30)
         client.sendall(protocol.encode_get(1, "a.txt"))
-        screen = wait_for_text(session, rf"{turn} 1: .*\n.*fd \d+ +listener +R")
+        screen = wait_for_text(session, rf"{turn} 1: .*\n.*fd \d+ +{listener} +R")
         show(args, "turn 1: the listener is ready; the loop waits", screen)
         if select.select([client], [], [], 0)[0]:
             raise SystemExit("FAIL: the client got a reply while the loop was stopped")
@@ -90,7 +91,7 @@ def main() -> int:
         show(args, "turn 3: #1 readable again: its end of stream", screen)
         tmux("send-keys", "-t", session, "c", "Enter")
         tmux("send-keys", "-t", session, "C-c")
-        screen = wait_for_text(session, r"muxserver: stopped after")
+        screen = wait_for_text(session, r"muxserver: (stopped after|detenido tras)")
         show(args, "c, then Ctrl-C: the server stopped", screen)
     finally:
         if client is not None:
