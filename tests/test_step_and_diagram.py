@@ -67,10 +67,11 @@ def test_step_waits_for_enter_after_each_select(root):
 
 
 @pytest.mark.timeout(120)
-def test_step_in_a_real_terminal():
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_step_in_a_real_terminal(lang):
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed")
-    result = subprocess.run([sys.executable, str(SCRIPTS / "step_tmux_check.py")],
+    result = subprocess.run([sys.executable, str(SCRIPTS / "step_tmux_check.py"), "--lang", lang],
                             capture_output=True, text=True, timeout=110)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASS" in result.stdout
