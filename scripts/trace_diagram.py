@@ -162,8 +162,9 @@ def build(records: list[dict]) -> tuple[list[str], list[Step]]:
             steps.append(Step("server", lane(conn), f"{kind} {r['taken']:,} B{short}",
                               details, dashed=True))
         elif kind == "header":
-            steps.append(Step("server", "server",
-                              f"#{conn}: {r.get('op')} {r.get('name') or '/'} (id {r.get('id')})"))
+            op = r.get("op")
+            name = "" if op == "trailer" else f" {r.get('name') or '/'}"  # (a digest, no name)
+            steps.append(Step("server", "server", f"#{conn}: {op}{name} (id {r.get('id')})"))
         elif kind == "close":
             steps.append(Step("server", lane(conn), f"close: {r.get('reason', '')}",
                               dashed=True))
