@@ -7,10 +7,12 @@ block; every line of that block must appear in the command's real output. Number
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,84 @@ def test_every_script_the_tutorial_names_exists(doc):
     assert len(scripts) > 15
     missing = [path for path in scripts if not (REPO / path).is_file()]
     assert not missing
+
+
+# ---------------------------------------------------------------- the shell sessions
+
+SERVER_WORDS = ("scripts/stages/stage", "scripts/exercises/server.py")
+CLIENT_COMMANDS = {"put", "get", "ls", "stat", "rm", "mv", "mkdir", "token"}
+
+
+def sessions(doc: str) -> list[list[str]]:
+    """The tutorial's indented command blocks: a server, then what to type beside it."""
+    blocks, block = [], []
+    for line in (REPO / "docs" / doc).read_text().splitlines() + [""]:
+        stripped = line.strip()
+        if line.startswith("    ") and stripped.startswith("python "):
+            block.append(stripped)
+        elif block:
+            blocks.append(block)
+            block = []
+    return blocks
+
+
+def starts_a_server(command: str) -> bool:
+    argv = shlex.split(command, comments=True)
+    if any(word in command for word in SERVER_WORDS):
+        return True
+    if argv[1:3] != ["-m", "muxserver"]:
+        return False
+    command = next((a for a in argv[3:] if a in CLIENT_COMMANDS | {"serve"}), "serve")
+    return command == "serve"
+
+
+SESSIONS = [(doc, block) for doc in ("TUTORIAL.md", "TUTORIAL.es.md")
+            for block in sessions(doc) if starts_a_server(block[0])]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("doc, block", SESSIONS,
+                         ids=[f"{d}:{' '.join(b[0].split()[1:4])}" for d, b in SESSIONS])
+def test_every_server_session_in_the_tutorials_runs(doc, block, tmp_path):
+    """Each block's server starts as written (on a free port instead of 9009, with /tmp
+    replaced by a scratch directory), then every command after it runs against it and
+    succeeds, and the server stops cleanly."""
+    def local(command: str) -> list[str]:
+        argv = shlex.split(command.replace("/tmp/", f"{tmp_path}/"), comments=True)
+        return [sys.executable, *argv[1:]]
+
+    server_argv = local(block[0])
+    if "--port" in server_argv:
+        server_argv[server_argv.index("--port") + 1] = "0"
+    else:
+        server_argv += ["--port", "0"]
+    (tmp_path / "lesson").mkdir(exist_ok=True)
+    (tmp_path / "leccion").mkdir(exist_ok=True)
+    proc = subprocess.Popen(server_argv, cwd=REPO, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("c\n")  # --step: run on without stopping
+        proc.stdin.flush()
+        port = None
+        for line in proc.stdout:
+            match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+            if match:
+                port = match.group(1)
+                break
+        assert port, f"`{block[0]}` did not start"
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep it drained
+        env = {**os.environ, "MUXSERVER_PORT": port}
+        for command in block[1:]:
+            argv = [a.replace("9009", port) for a in local(command)]
+            result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True,
+                                    timeout=60)
+            assert result.returncode == 0, f"`{command}`: {result.stdout}{result.stderr}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert proc.returncode in (0, -15), f"`{block[0]}` exited with {proc.returncode}"
+
+
+def test_the_sessions_cover_the_tutorials_servers():
+    assert len(SESSIONS) >= 12  # six blocks in each language
