@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 TEXTS = {
     "en": {"turn": "── turn {count}: select() returned {ready} ready",
+           "turn_one": "── turn {count}: select() returned 1 ready",
            "ready": "  ready: fd {fd:<4} {label:<10} {peer:<24} {mask}",
            "none": "  (no socket ready: a timer is due)",
            "conns": "  connections:",
@@ -30,6 +31,7 @@ TEXTS = {
            "prompt": "[Enter] next turn · c: continue without stopping · q: stop the server > ",
            "R": "R", "W": "W", "nothing": "-"},
     "es": {"turn": "── vuelta {count}: select() devolvió {ready} listos",
+           "turn_one": "── vuelta {count}: select() devolvió 1 listo",
            "ready": "  listo: fd {fd:<4} {label:<10} {peer:<24} {mask}",
            "none": "  (ningún socket listo: vence un temporizador)",
            "conns": "  conexiones:",
@@ -84,7 +86,8 @@ class Stepper:
 
     def describe(self, events: list[tuple[selectors.SelectorKey, int]]) -> list[str]:
         t, server = self.texts, self.server
-        lines = [t["turn"].format(count=server.loop.wakeups, ready=len(events))]
+        turn = t["turn_one"] if len(events) == 1 else t["turn"]
+        lines = [turn.format(count=server.loop.wakeups, ready=len(events))]
         by_fd = {channel.fd: channel for channel in server.channels.values()}
         for key, mask in events:
             channel = by_fd.get(key.fd)

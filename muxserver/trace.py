@@ -31,8 +31,8 @@ SENTENCES: dict[str, dict[str, str]] = {
                      "is ready",
         "wakeup": "select() woke up: {sockets} (wake-up #{count})",
         "timer_wakeup": "select() woke up for a timer, no socket ready (wake-up #{count})",
-        "accept": "accept() gave a new client, {peer}; {clients} connected",
-        "refuse": "{peer} refused: already {clients} clients (too_many_clients)",
+        "accept": "accept() gave a new client, {peer}; {clients}",
+        "refuse": "{peer} refused: already {clients} (too_many_clients)",
         "emfile": "accept() failed: {error}; not accepting for {backoff:g} s instead of "
                   "spinning on a listener that stays readable",
         "emfile_resume": "watching the listener again after the back-off",
@@ -73,8 +73,8 @@ SENTENCES: dict[str, dict[str, str]] = {
         "wakeup": "select() despertó: {sockets} (despertar n.º {count})",
         "timer_wakeup": "select() despertó por un temporizador, ningún socket listo "
                         "(despertar n.º {count})",
-        "accept": "accept() entregó un cliente nuevo, {peer}; {clients} conectados",
-        "refuse": "{peer} rechazado: ya hay {clients} clientes (too_many_clients)",
+        "accept": "accept() entregó un cliente nuevo, {peer}; {clients}",
+        "refuse": "{peer} rechazado: ya hay {clients} (too_many_clients)",
         "emfile": "accept() falló: {error}; no aceptamos conexiones durante {backoff:g} s "
                   "en lugar de girar sobre un socket de escucha que sigue legible",
         "emfile_resume": "volvemos a vigilar el socket de escucha tras la pausa",
@@ -119,7 +119,8 @@ WORDS: dict[str, dict[str, str]] = {
     "en": {"read": "read", "write": "write", "none": "nothing", "ok": "ok",
            "readable": "readable", "writable": "writable", "waker": "the waker",
            "listener": "the listener", "worker pipe": "a worker's pipe",
-           "byte": "byte", "bytes": "bytes",
+           "byte": "byte", "bytes": "bytes", "connected": "connected", "connecteds": "connected",
+           "client": "client", "clients": "clients",
            "error": "error", "root": "(the root)",
            "why_write_on": "output is still queued, so we also wait for writability",
            "why_write_only": "output is queued and we are not reading, so we wait for "
@@ -132,7 +133,8 @@ WORDS: dict[str, dict[str, str]] = {
     "es": {"read": "lectura", "write": "escritura", "none": "nada", "ok": "bien",
            "readable": "legible", "writable": "escribible", "waker": "el despertador",
            "listener": "el socket de escucha", "worker pipe": "la tubería de un worker",
-           "byte": "byte", "bytes": "bytes",
+           "byte": "byte", "bytes": "bytes", "connected": "conectado", "connecteds": "conectados",
+           "client": "cliente", "clients": "clientes",
            "error": "error", "root": "(la raíz)",
            "why_write_on": "aún queda salida en cola, así que también esperamos poder escribir",
            "why_write_only": "hay salida en cola y no estamos leyendo, así que solo "
@@ -250,6 +252,10 @@ class Narrator:
             for key in ("reason", "why", "error", "speaks"):
                 if key in fields and kind != "interest":
                     fields[key] = REASONS_ES.get(fields[key], fields[key])
+        if kind in ("accept", "refuse"):  # "1 connected", "2 conectados", "1 cliente"
+            word = "connected" if kind == "accept" else "client"
+            count = fields["clients"]
+            fields["clients"] = f"{count} {self.words[word if count == 1 else word + 's']}"
         for key in COUNTS:
             if isinstance(fields.get(key), int):
                 fields[key] = self.bytes(fields[key])
