@@ -36,6 +36,7 @@ def main() -> None:
                 clients.append(server.accept()[0])
                 continue
             data = sock.recv(65536)    # MISTAKE 1: "this is one whole request"
+            # (es) ERROR 1: «esto es una petición entera»
             if not data:
                 clients.remove(sock)
                 sock.close()
@@ -46,6 +47,8 @@ def main() -> None:
             body = data[end:end + header.get("length", 0)]   # and the rest is dropped
             sock.sendall(files.answer(header, body))   # MISTAKE 2: blocks the whole loop
             # MISTAKE 3: no try/except: ConnectionResetError ends the server
+            # (es) ERROR 2: sendall bloquea el bucle entero; ERROR 3: sin try/except, un RST
+            # (ConnectionResetError) acaba con el servidor
 
 
 if __name__ == "__main__":

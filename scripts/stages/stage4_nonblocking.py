@@ -55,6 +55,7 @@ class FrameDecoder:
             return None
         request = (self.header, bytes(self.buffer[:length]))
         del self.buffer[:length]           # what follows is the next request: kept
+        # (es) lo que sigue es la petición siguiente: se conserva
         self.header = None
         return request
 
@@ -70,9 +71,10 @@ class Connection:
         data = self.sock.recv(65536)
         if not data:
             return False                   # MISTAKE: the replies still owed are dropped
+            # (es) ERROR: se tiran las respuestas aún pendientes
         self.decoder.feed(data)
         while (request := self.decoder.next_request()) is not None:
-            self.outbox += self.files.answer(*request)   # MISTAKE: no bound
+            self.outbox += self.files.answer(*request)   # MISTAKE: no bound (es: sin límite)
         return True
 
     def on_writable(self) -> None:
@@ -93,6 +95,7 @@ def main() -> None:
                 sock, _peer = server.accept()
                 sock.setblocking(False)
                 # MISTAKE: write interest even with nothing to write: a busy loop
+                # (es) ERROR: interés de escritura sin nada que escribir: bucle ocupado
                 selector.register(sock, BOTH, Connection(sock, files))
                 continue
             conn: Connection = key.data

@@ -47,6 +47,7 @@ class Connection:
             events |= selectors.EVENT_READ
         if self.outbox:
             events |= selectors.EVENT_WRITE  # only while something waits to go out
+            # (es) solo mientras algo espera para salir
         return events
 
     def on_readable(self) -> None:
@@ -54,6 +55,7 @@ class Connection:
         self.last_activity = time.monotonic()
         if not data:
             self.peer_done = True            # half close: the replies still go out
+            # (es) cierre parcial (half-close): las respuestas salen igualmente
         self.decoder.feed(data)
         self.answer_requests()
 
@@ -116,6 +118,7 @@ def main() -> None:
                 continue
             if conn.finished():
                 close(conn, "the peer finished sending and every reply went out")
+                # (es) el otro extremo terminó de enviar y todas las respuestas salieron
             elif conn.interest() != key.events:
                 selector.modify(conn.sock, conn.interest(), conn)
         now = time.monotonic()
