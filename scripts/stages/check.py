@@ -444,7 +444,7 @@ def reset(server: Server, root: Path, tag: str) -> None:
                    "dos RST terminaron dos conexiones, no el servidor"))
 
 
-def idle(server: Server, root: Path, tag: str, patience: float = 5.0) -> None:
+def idle(server: Server, root: Path, tag: str, patience: float = 4.0) -> None:
     """A client connects, makes one request, then sends nothing: is it ever closed?"""
     client = Client.connect(server)
     client.sock.sendall(protocol.encode_get(1, "small.txt"))
