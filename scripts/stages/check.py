@@ -211,6 +211,19 @@ class Server:
         return 0, 0
 
 
+class Watch:
+    """Looks at a server, one look per call, until it has slept SURE looks in a row."""
+
+    def __init__(self, server: Server) -> None:
+        self.server, self.looks = server, 0
+
+    def asleep(self, also: bool = True) -> str | None:
+        """The call it sleeps in once it is surely asleep (and ``also`` held each time)."""
+        call = self.server.asleep_in() if also else None
+        self.looks = self.looks + 1 if call else 0
+        return call if self.looks >= SURE else None
+
+
 # --- a client that reads replies without blocking ---------------------------------------
 
 @dataclass
@@ -264,11 +277,11 @@ class Client:
 
 def await_replies(server: Server, client: Client, count: int) -> None:
     """Until ``client`` has ``count`` replies; a Verdict (failed) when it never will."""
-    stuck = 0
+    watch = Watch(server)
     while len(client.replies) < count:
         server.check_alive()
         if client.read_available():
-            stuck = 0
+            watch.looks = 0
             continue
         if client.closed:
             raise server.died() or failed(t(
@@ -276,10 +289,9 @@ def await_replies(server: Server, client: Client, count: int) -> None:
                 f"replies ({num(client.received)} bytes)",
                 f"el servidor cerró la conexión tras {len(client.replies)} de {count} "
                 f"respuestas ({num(client.received)} bytes)"))
-        call = server.asleep_in()
         tx, rx = server.queues(client.sock)
-        stuck = stuck + 1 if call and not tx else 0
-        if stuck >= SURE:
+        call = watch.asleep(also=not tx)  # (nothing on its way to us either)
+        if call:
             if rx:
                 raise failed(t(f"{rx} bytes of the request wait unread while the server "
                                f"sleeps in {call}",
@@ -296,12 +308,11 @@ def await_replies(server: Server, client: Client, count: int) -> None:
 
 def wait_until_read(server: Server, client: Client) -> None:
     """Until the server has read every byte ``client`` sent (its receive queue empty)."""
-    stuck = 0
+    watch = Watch(server)
     while server.queues(client.sock)[1]:
         server.check_alive()
-        call = server.asleep_in()
-        stuck = stuck + 1 if call else 0
-        if stuck >= SURE:
+        call = watch.asleep()
+        if call:
             raise failed(t(f"the request waits unread while the server sleeps in {call}",
                            f"la petición espera sin leer mientras el servidor duerme en {call}"))
         time.sleep(POLL)
@@ -377,7 +388,7 @@ def memory(server: Server, root: Path, tag: str) -> None:
     start = server.rss()
     reader = Client.connect(server)
     reader.sock.sendall(b"".join(protocol.encode_get(i, "mid.bin") for i in range(64)))
-    stuck = 0
+    watch = Watch(server)
     while True:
         server.check_alive()
         grown = server.rss() - start
@@ -386,9 +397,8 @@ def memory(server: Server, root: Path, tag: str) -> None:
                            "nothing (no backpressure)",
                            f"retiene {grown / MiB:.0f} MiB más para un cliente que no lee nada "
                            "(sin contrapresión)"))
-        call = server.asleep_in()
-        stuck = stuck + 1 if call else 0
-        if stuck >= SURE:
+        call = watch.asleep()
+        if call:
             raise passed(t(f"stopped taking requests, {grown / MiB:.0f} MiB more; "
                            f"sleeps in {call}",
                            f"dejó de aceptar peticiones, {grown / MiB:.0f} MiB más; "
@@ -413,10 +423,11 @@ def half_close(server: Server, root: Path, tag: str) -> None:
     if client.replies[0][1] != (root / "big.bin").read_bytes():
         raise failed(t("the reply's body is not the file",
                        "el cuerpo de la respuesta no es el archivo"))
+    watch = Watch(server)
     while not client.closed:
         client.read_available()
         server.check_alive()
-        if not client.closed and server.asleep_in() and not server.queues(client.sock)[0]:
+        if watch.asleep(also=not client.closed and not server.queues(client.sock)[0]):
             raise failed(t("replied, but never closed the half-closed connection",
                            "respondió, pero nunca cerró la conexión cerrada a medias"))
         time.sleep(POLL)
@@ -468,7 +479,7 @@ def busy(server: Server, root: Path, tag: str) -> None:
     client = Client.connect(server)
     client.sock.sendall(protocol.encode_get(1, "small.txt"))
     await_replies(server, client, 1)
-    start, began, stuck = server.cpu_seconds(), time.monotonic(), 0
+    start, began, watch = server.cpu_seconds(), time.monotonic(), Watch(server)
     while True:
         server.check_alive()
         used = server.cpu_seconds() - start
@@ -478,9 +489,8 @@ def busy(server: Server, root: Path, tag: str) -> None:
                            "returns at once (write interest always on)",
                            f"{used:.1f} s de CPU en {took:.1f} s sin nada que hacer: select() "
                            "vuelve al instante (interés de escritura siempre activo)"))
-        call = server.asleep_in()
-        stuck = stuck + 1 if call else 0
-        if stuck >= SURE:
+        call = watch.asleep()
+        if call:
             raise passed(t(f"sleeps in {call} while nothing happens",
                            f"duerme en {call} mientras no pasa nada"))
         time.sleep(POLL)

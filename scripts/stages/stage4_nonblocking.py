@@ -24,7 +24,8 @@ from __future__ import annotations
 import selectors
 import socket
 
-from wire import PREFIX, BadFrame, Files, command_line, listen, parse_header, parse_prefix
+from wire import (PREFIX, BadFrame, Files, command_line, listen_nonblocking, parse_header,
+                  parse_prefix)
 
 BOTH = selectors.EVENT_READ | selectors.EVENT_WRITE
 
@@ -85,10 +86,7 @@ class Connection:
 
 def main() -> None:
     args = command_line(__doc__)
-    files, server = Files(args.root), listen(args.port)
-    server.setblocking(False)
-    selector = selectors.DefaultSelector()
-    selector.register(server, selectors.EVENT_READ)
+    files, (server, selector) = Files(args.root), listen_nonblocking(args.port)
     while True:
         for key, events in selector.select():
             if key.fileobj is server:

@@ -25,7 +25,7 @@ import socket
 import time
 
 from stage4_nonblocking import FrameDecoder
-from wire import BadFrame, Files, command_line, listen
+from wire import Files, command_line, listen_nonblocking
 
 HIGH_WATER = 256 * 1024   # owed bytes above which we stop reading (es: umbral alto)
 LOW_WATER = 64 * 1024     # ... and below which we read again (es: umbral bajo)
@@ -82,10 +82,14 @@ class Connection:
 
 def main() -> None:
     args = command_line(__doc__)
-    files, server = Files(args.root), listen(args.port)
-    server.setblocking(False)
-    selector = selectors.DefaultSelector()
-    selector.register(server, selectors.EVENT_READ)
+    files = Files(args.root)
+    serve(args.port, lambda sock: Connection(sock, files), args.idle_timeout)
+
+
+def serve(port: int, new_connection, idle_timeout: float) -> None:
+    """The loop. ``new_connection(sock)``: an object with sock, outbox, last_activity,
+    interest(), on_readable(), on_writable() and finished() (scripts/exercises reuses it)."""
+    server, selector = listen_nonblocking(port)
     connections: dict[socket.socket, Connection] = {}
 
     def close(conn: Connection, why: str) -> None:
@@ -96,11 +100,11 @@ def main() -> None:
 
     while True:
         # sleep until a socket is ready or the nearest deadline (es: el plazo más cercano)
-        for key, events in selector.select(timeout=args.idle_timeout / 4):
+        for key, events in selector.select(timeout=idle_timeout / 4):
             if key.fileobj is server:
                 sock, _peer = server.accept()
                 sock.setblocking(False)
-                connections[sock] = conn = Connection(sock, files)
+                connections[sock] = conn = new_connection(sock)
                 selector.register(sock, conn.interest(), conn)
                 continue
             conn = key.data
@@ -113,7 +117,7 @@ def main() -> None:
                     conn.on_writable()
             except (BlockingIOError, InterruptedError):
                 pass                         # not ready after all: next time
-            except (OSError, BadFrame) as error:
+            except (OSError, ValueError) as error:   # (BadFrame is a ValueError)
                 close(conn, str(error))      # this connection's problem only
                 continue
             if conn.finished():
@@ -123,9 +127,8 @@ def main() -> None:
                 selector.modify(conn.sock, conn.interest(), conn)
         now = time.monotonic()
         for conn in list(connections.values()):
-            if now - conn.last_activity > args.idle_timeout:
-                close(conn, f"idle for {args.idle_timeout:g} s")
-
+            if now - conn.last_activity > idle_timeout:
+                close(conn, f"idle for {idle_timeout:g} s")
 
 if __name__ == "__main__":
     main()

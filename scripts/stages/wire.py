@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import selectors
 import socket
 import struct
 from pathlib import Path
@@ -25,7 +26,7 @@ MAGIC = b"\x89MUX"
 MAX_BODY = 64 * 1024 * 1024        # a declared length above this is refused
 
 
-class BadFrame(Exception):
+class BadFrame(ValueError):
     """The peer sent something that is not a frame: the connection must end."""
 
 
@@ -87,6 +88,15 @@ def command_line(doc: str) -> argparse.Namespace:
     p.add_argument("--idle-timeout", type=float, default=60.0,
                    help="seconds a client may send nothing (only stages that have timeouts)")
     return p.parse_args()
+
+
+def listen_nonblocking(port: int) -> tuple[socket.socket, selectors.BaseSelector]:
+    """listen(), non-blocking, and a new selector already watching it for accepts."""
+    server = listen(port)
+    server.setblocking(False)
+    selector = selectors.DefaultSelector()
+    selector.register(server, selectors.EVENT_READ)
+    return server, selector
 
 
 def listen(port: int) -> socket.socket:
