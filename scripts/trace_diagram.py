@@ -79,7 +79,10 @@ class Stream:
                 magic, version, flags, length = PREFIX.unpack(bytes(self.held))
                 if magic != b"\x89MUX":
                     self.native = False
-                    notes.append(f"not a muxserver frame: {bytes(self.held)!r}")
+                    line = (bytes(self.held) + head[pos:pos + 200]).split(b"\r\n")[0]
+                    notes.append(f"HTTP, not a muxserver frame: {line.decode(errors='replace')}"
+                                 if b" HTTP/1." in line else
+                                 f"not a muxserver frame: {bytes(self.held)!r}")
                     break
                 notes.append(f"{label}prefix: magic {magic.hex(' ')} · version {version:02x} · "
                              f"flags {flags:02x} · header length {length >> 8:02x} {length & 255:02x} "
@@ -161,6 +164,12 @@ def build(records: list[dict]) -> tuple[list[str], list[Step]]:
             short = "" if r["taken"] == r["offered"] else f" of {r['offered']:,} offered"
             steps.append(Step("server", lane(conn), f"{kind} {r['taken']:,} B{short}",
                               details, dashed=True))
+        elif kind == "http_request":
+            steps.append(Step("server", "server", f"#{conn}: HTTP {r.get('method')} "
+                                                  f"{r.get('target')}"))
+        elif kind == "http_response":
+            steps.append(Step("server", "server", f"#{conn}: HTTP {r.get('status')} queued, "
+                                                  f"a body of {r.get('size', 0):,} B"))
         elif kind == "header":
             op = r.get("op")
             name = "" if op == "trailer" else f" {r.get('name') or '/'}"  # (a digest, no name)

@@ -142,3 +142,20 @@ def test_the_diagram_script_says_what_is_wrong_with_its_input(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "cannot read" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_http_request_is_named_not_taken_apart_as_a_frame():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import trace_diagram
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    request = b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+    lanes, steps = trace_diagram.build([
+        {"kind": "accept", "conn": 1, "peer": "127.0.0.1:5"},
+        {"kind": "recv", "conn": 1, "n": len(request), "data": request.hex()},
+        {"kind": "http_request", "conn": 1, "method": "GET", "target": "/a.txt"},
+    ])
+    assert lanes == ["server", "#1"]
+    assert steps[1].details == ["HTTP, not a muxserver frame: GET /a.txt HTTP/1.1"]
+    assert steps[2].text == "#1: HTTP GET /a.txt"
