@@ -270,3 +270,31 @@ def test_a_large_upload_is_spliced_and_narrated(traced, tmp_path):
         client.put_file(tmp_path / "big", "big")
     trace.wait_for(r"splice moved [\d,]+ bytes of the body from the socket to the file")
     assert (server.root / "big").read_bytes() == data
+
+
+def test_the_sentences_say_exactly_what_happened():
+    from muxserver.trace import Narrator
+    lines: list[str] = []
+    english, spanish = Narrator("en", write=lines.append), Narrator("es", write=lines.append)
+    english("wakeup", None, ready=2, count=7, sockets=[("listener", 1), ("#3", 3)])
+    english("interest", 1, old=1, new=2)   # read -> write: reading stopped, so no "also"
+    english("interest", 1, old=1, new=3)   # read -> read+write: "also"
+    english("recv", 1, n=1)
+    english("send", 1, offered=65536, taken=1000, queued=64536)
+    spanish("eof", 1)
+    spanish("io_error", 1, call="recv", error="reset by peer")
+    assert lines == [
+        "[loop] select() woke up: the listener readable, #3 readable+writable (wake-up #7)",
+        "[#1] interest read -> write: output is queued and we are not reading, so we wait "
+        "for writability alone",
+        "[#1] interest read -> read+write: output is still queued, so we also wait for "
+        "writability",
+        "[#1] recv returned 1 byte",
+        "[#1] send was offered 65,536 bytes and took 1,000 bytes: a short write; 64,536 bytes "
+        "wait in the queue",
+        "[#1] recv devolvió 0: el otro extremo terminó de enviar (cierre parcial (half-close) "
+        "o cierre completo: recv no puede distinguirlos); enviaremos igualmente las "
+        "respuestas pendientes",
+        "[#1] recv falló: el otro extremo abortó la conexión (RST); esta conexión termina, "
+        "las demás siguen",
+    ]
