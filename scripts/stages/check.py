@@ -429,7 +429,7 @@ def half_close(server: Server, root: Path, tag: str) -> None:
         server.check_alive()
         if watch.asleep(also=not client.closed and not server.queues(client.sock)[0]):
             raise failed(t("replied, but never closed the half-closed connection",
-                           "respondió, pero nunca cerró la conexión cerrada a medias"))
+                           "respondió, pero nunca cerró la conexión tras su cierre parcial (half-close)"))
         time.sleep(POLL)
     raise passed(t("the whole reply came after the half close, then the close",
                    "la respuesta entera llegó tras el cierre parcial, y después el cierre"))
