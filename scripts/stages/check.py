@@ -418,8 +418,9 @@ def half_close(server: Server, root: Path, tag: str) -> None:
             raise
         raise failed(t(f"closed with the reply still owed ({num(client.received)} of "
                        f"{num(16 * MiB)} bytes came): recv() == b'' taken for 'gone'",
-                       f"cerró con la respuesta aún pendiente (llegaron {num(client.received)} de "
-                       f"{num(16 * MiB)} bytes): recv() == b'' tomado por 'se fue'")) from None
+                       f"cerró con la respuesta aún pendiente (llegaron "
+                       f"{num(client.received)} de {num(16 * MiB)} bytes): recv() == b'' "
+                       "tomado por 'se fue'")) from None
     if client.replies[0][1] != (root / "big.bin").read_bytes():
         raise failed(t("the reply's body is not the file",
                        "el cuerpo de la respuesta no es el archivo"))
@@ -429,7 +430,8 @@ def half_close(server: Server, root: Path, tag: str) -> None:
         server.check_alive()
         if watch.asleep(also=not client.closed and not server.queues(client.sock)[0]):
             raise failed(t("replied, but never closed the half-closed connection",
-                           "respondió, pero nunca cerró la conexión tras su cierre parcial (half-close)"))
+                           "respondió, pero nunca cerró la conexión tras su cierre parcial "
+                           "(half-close)"))
         time.sleep(POLL)
     raise passed(t("the whole reply came after the half close, then the close",
                    "la respuesta entera llegó tras el cierre parcial, y después el cierre"))
