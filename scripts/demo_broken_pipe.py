@@ -35,7 +35,8 @@ def main() -> None:
             select.select([server_side], [], [], 10)  # the client's FIN has arrived
             data = server_side.recv(100)
             say(f"recv() returned {data!r}: the peer finished sending (it may even be gone)",
-                f"recv() devolvió {data!r}: el otro extremo terminó de enviar (quizá ya no está)")
+                f"recv() devolvió {data!r}: el otro extremo terminó de enviar (quizá ya no "
+                "está)")
             for attempt in range(2, 1000):  # loopback answers with RST at once: one more
                 try:
                     server_side.send(b"more\n")

@@ -57,8 +57,10 @@ def main() -> None:
             say(f"yet the peer received {num(went)} bytes of the 64 MiB message",
                 f"y sin embargo el otro extremo recibió {num(went)} bytes del mensaje de 64 MiB")
             taken = sender.send(b"y" * (64 * MiB))
-            say(f"send() instead returns what it took: {num(taken)} bytes; the rest is ours to keep",
-                f"send() en cambio devuelve lo que tomó: {num(taken)} bytes; el resto lo guardamos "
+            say(f"send() instead returns what it took: {num(taken)} bytes; the rest is ours to "
+                "keep",
+                f"send() en cambio devuelve lo que tomó: {num(taken)} bytes; el resto lo "
+                "guardamos "
                 "nosotros")
 
 

@@ -84,9 +84,9 @@ class Stream:
                                  if b" HTTP/1." in line else
                                  f"not a muxserver frame: {bytes(self.held)!r}")
                     break
+                size = f"{length >> 8:02x} {length & 255:02x} = {length}"
                 notes.append(f"{label}prefix: magic {magic.hex(' ')} · version {version:02x} · "
-                             f"flags {flags:02x} · header length {length >> 8:02x} {length & 255:02x} "
-                             f"= {length}")
+                             f"flags {flags:02x} · header length {size}")
                 self.part, self.need, self.held = "header", length, bytearray()
             elif self.part == "header":
                 if self.need:
