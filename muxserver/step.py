@@ -5,7 +5,7 @@ sockets select() returned (descriptor, who is at the other end, readable or writ
 and every connection's state: what its decoder waits for, the bytes it holds that
 were received but not handled yet, the bytes queued to send, and the interest the
 selector watches it for. Then it waits for Enter (one more turn), ``c`` (run on
-without stopping) or ``q`` (stop the server).
+without stopping) or ``q`` (stop the server; Ctrl-C at the prompt does the same).
 
 Stopping the loop is the point: while the prompt waits, no socket is served, which is
 exactly what a blocking call in a real handler would do to every client.
@@ -14,6 +14,8 @@ exactly what a blocking call in a real handler would do to every client.
 from __future__ import annotations
 
 import selectors
+import signal
+import threading
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
@@ -74,15 +76,27 @@ class Stepper:
             return
         for line in self.describe(events):
             self.write(line)
-        try:
-            answer = self.ask(self.texts["prompt"]).strip().lower()
-        except EOFError:  # no terminal any more: run on
-            answer = "c"
+        answer = self.prompt()
         if answer.startswith("c"):
             self.stepping = False
         elif answer.startswith("q"):
             self.stepping = False
             self.server.stop_gracefully()
+
+    def prompt(self) -> str:
+        """The learner's answer. Ctrl-C at the prompt is "q": the loop's own SIGINT
+        handler only wakes the loop, and the loop is what is waiting here."""
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler) if main else None
+        try:
+            return self.ask(self.texts["prompt"]).strip().lower()
+        except EOFError:  # no terminal any more: run on
+            return "c"
+        except KeyboardInterrupt:
+            return "q"
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
 
     def describe(self, events: list[tuple[selectors.SelectorKey, int]]) -> list[str]:
         t, server = self.texts, self.server
