@@ -425,16 +425,17 @@ def run_serve(args: argparse.Namespace) -> int:
         if console is not None:
             console.stop()
     stats, loop = server.stats, server.loop
-    step = f"{loop.longest_step * 1000:.1f} ms ({loop.longest_step_what or 'none'})"
-    if args.lang == "es":
-        print(f"muxserver: detenido tras {stats.transfers_done} transferencia(s), "
-              f"{stats.transfers_failed} fallida(s); el paso más largo del bucle {step}, "
-              f"{loop.slow_steps} de más de 20 ms", file=sys.stderr)
-    else:
-        print(f"muxserver: stopped after {stats.transfers_done} transfer(s), "
-              f"{stats.transfers_failed} failed; longest loop step {step}, "
-              f"{loop.slow_steps} over 20 ms", file=sys.stderr)
+    summary = STOPPED_ES if args.lang == "es" else STOPPED
+    print(summary.format(done=stats.transfers_done, failed=stats.transfers_failed,
+                         ms=loop.longest_step * 1000, what=loop.longest_step_what or "none",
+                         slow=loop.slow_steps), file=sys.stderr)
     return 0
+
+
+STOPPED = ("muxserver: stopped after {done} transfer(s), {failed} failed; longest loop step "
+           "{ms:.1f} ms ({what}), {slow} over 20 ms")
+STOPPED_ES = ("muxserver: detenido tras {done} transferencia(s), {failed} fallida(s); el paso "
+              "más largo del bucle {ms:.1f} ms ({what}), {slow} de más de 20 ms")
 
 
 def run_workers(args: argparse.Namespace, config: Any, count: int, use_console: bool) -> int:
@@ -503,7 +504,8 @@ def open_json_trace(path: str | None) -> Any:
         return None
     from .trace import JsonTrace
     try:
-        return JsonTrace(open(path, "w", encoding="utf-8"))  # noqa: SIM115 (lives on)
+        # Line-buffered: each event is in the file as it happens (readers follow it).
+        return JsonTrace(open(path, "w", encoding="utf-8", buffering=1))  # noqa: SIM115
     except OSError as exc:
         raise ValueError(f"cannot write the trace to {path}: {exc.strerror}") from None
 

@@ -119,8 +119,6 @@ WORDS: dict[str, dict[str, str]] = {
     "en": {"read": "read", "write": "write", "none": "nothing", "ok": "ok",
            "readable": "readable", "writable": "writable", "waker": "the waker",
            "listener": "the listener", "worker pipe": "a worker's pipe",
-           "byte": "byte", "bytes": "bytes", "connected": "connected", "connecteds": "connected",
-           "client": "client", "clients": "clients",
            "error": "error", "root": "(the root)",
            "why_write_on": "output is still queued, so we also wait for writability",
            "why_write_only": "output is queued and we are not reading, so we wait for "
@@ -133,8 +131,6 @@ WORDS: dict[str, dict[str, str]] = {
     "es": {"read": "lectura", "write": "escritura", "none": "nada", "ok": "bien",
            "readable": "legible", "writable": "escribible", "waker": "el despertador",
            "listener": "el socket de escucha", "worker pipe": "la tubería de un worker",
-           "byte": "byte", "bytes": "bytes", "connected": "conectado", "connecteds": "conectados",
-           "client": "cliente", "clients": "clientes",
            "error": "error", "root": "(la raíz)",
            "why_write_on": "aún queda salida en cola, así que también esperamos poder escribir",
            "why_write_only": "hay salida en cola y no estamos leyendo, así que solo "
@@ -171,6 +167,20 @@ REASONS_ES = {
     "the transfer stalled": "la transferencia se detuvo",
     "the connection was idle too long": "la conexión estuvo inactiva demasiado tiempo",
 }
+
+#: Counted words, (one, many), per language: "1 byte", "2 bytes", "2 conectados".
+PLURALS: dict[str, dict[str, tuple[str, str]]] = {
+    "en": {"byte": ("byte", "bytes"), "connected": ("connected", "connected"),
+           "client": ("client", "clients")},
+    "es": {"byte": ("byte", "bytes"), "connected": ("conectado", "conectados"),
+           "client": ("cliente", "clientes")},
+}
+
+
+def group_digits(count: int, lang: str = "en") -> str:
+    """200,000 in English, 200.000 in Spanish (the demos and the checkers use it too)."""
+    return f"{count:,}" if lang != "es" else f"{count:,}".replace(",", ".")
+
 
 #: The fields that count bytes: shown as "1 byte", "2 bytes".
 COUNTS = ("n", "offered", "taken", "queued", "size", "high")
@@ -253,21 +263,20 @@ class Narrator:
                 if key in fields and kind != "interest":
                     fields[key] = REASONS_ES.get(fields[key], fields[key])
         if kind in ("accept", "refuse"):  # "1 connected", "2 conectados", "1 cliente"
-            word = "connected" if kind == "accept" else "client"
-            count = fields["clients"]
-            fields["clients"] = f"{count} {self.words[word if count == 1 else word + 's']}"
+            fields["clients"] = self.count(fields["clients"],
+                                           "connected" if kind == "accept" else "client")
         for key in COUNTS:
             if isinstance(fields.get(key), int):
-                fields[key] = self.bytes(fields[key])
+                fields[key] = self.count(fields[key], "byte")
         if "name" in fields:
             fields["name"] = repr(printable(fields["name"])) if fields["name"] else (
                 self.words["root"])
         return kind, fields
 
-    def bytes(self, count: int) -> str:
-        """"1 byte", "2 bytes", "65,536 bytes" (es: "65.536 bytes")."""
-        number = f"{count:,}" if self.lang == "en" else f"{count:,}".replace(",", ".")
-        return f"{number} {self.words['byte' if count == 1 else 'bytes']}"
+    def count(self, count: int, word: str) -> str:
+        """"1 byte", "65,536 bytes" (es: "65.536 bytes"), "2 conectados"."""
+        one, many = PLURALS[self.lang][word]
+        return f"{group_digits(count, self.lang)} {one if count == 1 else many}"
 
     def _ready(self, label: str, mask: int) -> str:
         """"#3 readable", "the listener readable", "#2 readable+writable"."""
@@ -323,8 +332,7 @@ class JsonTrace:
                     record[key + "_tail"] = bytes(value[-edge:]).hex()
             else:
                 record[key] = value
-        self.file.write(json.dumps(record, default=str) + "\n")
-        self.file.flush()
+        self.file.write(json.dumps(record, default=str) + "\n")  # (line-buffered file)
 
 
 def fan_out(*sinks: Callable[..., None] | None) -> Callable[..., None] | None:

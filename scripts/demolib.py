@@ -62,7 +62,8 @@ def emit(line: str) -> None:
 
 def num(count: int) -> str:
     """A count as the narration's language writes it: 200,000 or 200.000."""
-    return f"{count:,}" if LANG != "es" else f"{count:,}".replace(",", ".")
+    from muxserver.trace import group_digits
+    return group_digits(count, LANG)
 
 
 def say(english: str, spanish: str | None = None) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
+import json
 import select
 import selectors
 import signal
@@ -36,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 from muxserver import protocol  # noqa: E402
+from server import load  # noqa: E402  (this folder's server.py: one loader for both)
 
 LANG = "en"
 R, W = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -47,16 +48,6 @@ def t(english: str, spanish: str) -> str:
 
 class Wrong(Exception):
     """An answer failed; the message names the pitfall."""
-
-
-def load(path: str, name: str = "answer"):
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(t(f"cannot load {path}", f"no se puede cargar {path}"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # (dataclasses look their module up there)
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- exercise 1 -----------------------------------------------------------------------
@@ -291,7 +282,6 @@ def check_server(path: str) -> list[tuple[bool, str]]:
     result = subprocess.run(args, capture_output=True, text=True, timeout=600)
     if result.returncode:
         return [(False, result.stderr.strip().splitlines()[-1])]
-    import json
     results = json.loads(result.stdout)["yours"]
     names = load(str(HERE.parent / "stages" / "check.py"), "stage_check").SPANISH
     return [(ok, f"{t(name, names.get(name, name))}: {reason}")

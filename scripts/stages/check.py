@@ -49,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 from muxserver import protocol  # noqa: E402  (the frames; stages 1-5 speak a subset)
+from muxserver.trace import group_digits  # noqa: E402
 
 MiB = 1024 * 1024
 LANG = "en"  # --lang: the language of the table and of the reasons
@@ -60,7 +61,7 @@ def t(english: str, spanish: str) -> str:
 
 def num(count: int) -> str:
     """200,000 in English, 200.000 in Spanish."""
-    return f"{count:,}" if LANG != "es" else f"{count:,}".replace(",", ".")
+    return group_digits(count, LANG)
 
 
 #: How the table names the scenarios and the stages in Spanish (--scenario takes the
