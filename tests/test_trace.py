@@ -298,3 +298,19 @@ def test_the_sentences_say_exactly_what_happened():
         "[#1] recv falló: el otro extremo abortó la conexión (RST); esta conexión termina, "
         "las demás siguen",
     ]
+
+
+def test_send_size_makes_real_short_writes_over_http_too(traced, root):
+    # --send-size lives in the channel, below both protocols: an HTTP download's body is
+    # cut the same way as a native reply's (test_short_writes_and_the_write_interest...).
+    (root / "big.bin").write_bytes(b"h" * 300_000)
+    server, trace = traced(limits=Limits(send_size=1000))
+    with server.connect() as sock:
+        sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        trace.wait_for(r"sendfile was offered [\d,]+ bytes of the file and took 1,000 bytes; "
+                       r"[\d,]+ bytes still to send")
+        received = bytearray()
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 200") and received.endswith(b"h" * 1000)
+    assert len(received.partition(b"\r\n\r\n")[2]) == 300_000
