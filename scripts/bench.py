@@ -211,11 +211,13 @@ def _wait_ftp(port: int) -> None:
 
 
 def many(args: argparse.Namespace, work: Path) -> dict:
-    """The many-clients load with --workers 1 and --workers 2 (and a baseline checkout,
-    if given), alternating round by round; medians of each."""
+    """The many-clients load with --workers 1 and --workers 2, --log-level warning, the
+    bare server (scripts/bare_server.py: the same storage guarantees and nothing else,
+    the floor) and a baseline checkout if given, alternating round by round; medians."""
     settings: dict[str, dict] = {"workers 1": {"workers": 1}, "workers 2": {"workers": 2},
                                  "warning log": {"workers": 1,
-                                                 "extra": ["--log-level", "warning"]}}
+                                                 "extra": ["--log-level", "warning"]},
+                                 "bare": {"bare": True}}
     if args.baseline:
         settings["baseline"] = {"workers": 1, "code": Path(args.baseline).resolve()}
     rounds = itertools.count()
@@ -235,6 +237,7 @@ def many(args: argparse.Namespace, work: Path) -> dict:
             "files_per_s": statistics.median(r["files_per_s"] for r in samples),
             "p50_ms": statistics.median(r["p50_ms"] for r in samples),
             "p99_ms": statistics.median(r["p99_ms"] for r in samples),
+            "p99_seen_ms": statistics.median(r["p99_seen_ms"] for r in samples),
             "errors": sum(r["errors"] for r in samples),
             "checked": sum(r["checked"] for r in samples),
             "server_cpu": statistics.median(r["server_cpu"] for r in samples),
@@ -318,14 +321,22 @@ def print_report(report: dict) -> None:
         m = report["many"]
         print(f"\nMany clients: {m['description']}; median of "
               f"{next(iter(m['results'].values()))['runs']} alternating runs each")
-        print(f"{'server':<12}{'files/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
-              f"{'server CPU s':>14}{'generator CPU s':>17}")
+        print(f"{'server':<12}{'files/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99 seen':>10}"
+              f"{'errors':>8}{'server CPU s':>14}{'generator CPU s':>17}")
         for name, r in m["results"].items():
             print(f"{name:<12}{r['files_per_s']:>9.0f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}"
-                  f"{r['errors']:>8}{r['server_cpu']:>14.2f}{r['generator_cpu']:>17.2f}")
+                  f"{r['p99_seen_ms']:>10.1f}{r['errors']:>8}{r['server_cpu']:>14.2f}"
+                  f"{r['generator_cpu']:>17.2f}")
+        print("  (latency: from the request's first byte sent to the kernel's receive time "
+              "of the reply's last byte; 'seen': to when the generator got round to it)")
         one, two = m["results"]["workers 1"], m["results"]["workers 2"]
         print(f"  workers 2 / workers 1: {two['files_per_s'] / one['files_per_s']:.2f}x "
               f"files/s (2 cores, one of them busy with the load generator)")
+        bare = m["results"].get("bare")
+        if bare:
+            print(f"  workers 1 / bare: {one['files_per_s'] / bare['files_per_s']:.2f}x files/s, "
+                  f"{one['server_cpu'] / bare['server_cpu']:.2f}x server CPU (bare: the same "
+                  "storage guarantees, none of the rest; see scripts/bare_server.py)")
         if "baseline" in m["results"]:
             print(f"  workers 1 / baseline: "
                   f"{one['files_per_s'] / m['results']['baseline']['files_per_s']:.2f}x files/s")

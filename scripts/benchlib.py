@@ -80,11 +80,7 @@ def spawn_muxserver(root: Path, *args: str, terminal: bool = False,
            *args]
     if not terminal:
         env = {**os.environ, "PYTHONPATH": str(code)} if code is not None else None
-        proc = subprocess.Popen(cmd + ["--no-console"], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, cwd=code or REPO, env=env)
-        host, port = _read_address(lambda: proc.stdout.readline())
-        threading.Thread(target=lambda: proc.stdout.read(), daemon=True).start()
-        return Spawned(proc, host, port)
+        return _spawn_piped(cmd + ["--no-console"], cwd=code or REPO, env=env)
     master, slave = os.openpty()
     cols, rows = size
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
@@ -104,6 +100,21 @@ def spawn_muxserver(root: Path, *args: str, terminal: bool = False,
     reader = threading.Thread(target=_drain, args=(master,), daemon=True)
     reader.start()  # a terminal nobody reads fills up, and the server would block on it
     return Spawned(proc, host, port, master, reader)
+
+
+def spawn_bare_server(root: Path) -> Spawned:
+    """Start scripts/bare_server.py (the floor the many-clients load is compared with)."""
+    return _spawn_piped([sys.executable, str(REPO / "scripts" / "bare_server.py"),
+                         "--root", str(root)], cwd=REPO, env=None)
+
+
+def _spawn_piped(cmd: list[str], cwd: Path, env: dict | None) -> Spawned:
+    """A server whose stdout we read up to its "listening on" line, then drain."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            cwd=cwd, env=env)
+    host, port = _read_address(lambda: proc.stdout.readline())
+    threading.Thread(target=lambda: proc.stdout.read(), daemon=True).start()
+    return Spawned(proc, host, port)
 
 
 def _drain(fd: int) -> None:

@@ -14,10 +14,11 @@ import resource
 import selectors
 import socket
 import statistics
+import struct
 import time
 from pathlib import Path
 
-from benchlib import spawn_muxserver, tree_cpu_seconds
+from benchlib import spawn_bare_server, spawn_muxserver, tree_cpu_seconds
 
 from muxserver import protocol
 from muxserver.digests import BLAKE3, Digest, new_hasher
@@ -35,12 +36,19 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+# The kernel's receive time of the data a recvmsg returns (SO_TIMESTAMPNS, Linux),
+# in CLOCK_REALTIME nanoseconds, the clock of time.time_ns().
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+STAMP_SPACE = socket.CMSG_SPACE(16)
+TIMESPEC = struct.Struct("qq")
+
+
 class Request:
     __slots__ = ("frame", "name", "expect", "sent", "hasher")
 
     def __init__(self, frame: bytes, name: str, expect: Digest) -> None:
         self.frame, self.name, self.expect = frame, name, expect
-        self.sent = 0.0
+        self.sent = 0  # time.time_ns() when the request's first byte went to the socket
         self.hasher = None
 
 
@@ -65,10 +73,12 @@ class Connection:
             self.inflight.append(req)
             self.unsent.append(req)
 
-    def stamp(self, now: float) -> None:
-        """A request's latency starts when its first byte goes to the socket: one
+    def stamp(self, now: int) -> None:
+        """A request's latency starts when its first byte goes to the socket and ends
+        when the kernel received the reply's last byte (its receive timestamp): one
         generator thread plays a thousand clients, and the time it takes to get round
-        to a client is its own, not the server's."""
+        to a client, before sending or after the reply arrived, is its own, not the
+        server's. (``seen`` keeps the latency as the generator got round to it.)"""
         while self.unsent:
             self.unsent.popleft().sent = now
 
@@ -80,7 +90,8 @@ class LoadRun:
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.selector = selectors.DefaultSelector()
-        self.latencies: list[float] = []
+        self.latencies: list[float] = []  # send -> the kernel received the reply
+        self.seen: list[float] = []  # send -> the generator got round to the reply
         self.errors = 0
         self.checked = 0
         self.scratch = memoryview(bytearray(1 << 20))
@@ -89,6 +100,7 @@ class LoadRun:
         conns = []
         for plan in plans:
             sock = socket.create_connection((self.host, self.port))
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             sock.setblocking(False)
             conns.append(Connection(sock, plan, window))
         started = time.perf_counter()
@@ -124,7 +136,7 @@ class LoadRun:
             conn.mask = mask
 
     def _write(self, conn: Connection) -> None:
-        conn.stamp(time.perf_counter())
+        conn.stamp(time.time_ns())
         try:
             sent = conn.sock.send(conn.out)
         except BlockingIOError:
@@ -133,9 +145,15 @@ class LoadRun:
 
     def _read(self, conn: Connection) -> None:
         try:
-            n = conn.sock.recv_into(self.scratch)
+            n, ancillary, _flags, _addr = conn.sock.recvmsg_into([self.scratch], STAMP_SPACE)
         except BlockingIOError:
             return
+        now = time.time_ns()
+        arrived = now
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = TIMESPEC.unpack(data)
+                arrived = seconds * 1_000_000_000 + nanoseconds
         if not n:
             self.errors += len(conn.inflight) + len(conn.todo)
             conn.inflight.clear()
@@ -156,7 +174,8 @@ class LoadRun:
                 conn.inflight[0].hasher.update(event.data)
             elif isinstance(event, FrameEnd):
                 req = conn.inflight.popleft()
-                self.latencies.append(time.perf_counter() - req.sent)
+                self.latencies.append((arrived - req.sent) / 1e9)
+                self.seen.append((now - req.sent) / 1e9)
                 if req.hasher is not None:
                     if req.hasher.hexdigest() != req.expect.hex:
                         self.errors += 1
@@ -179,19 +198,23 @@ def _stats(run: LoadRun, elapsed: float, files: int, description: str) -> dict:
     return {"description": description, "seconds": elapsed, "files_per_s": files / elapsed,
             "p50_ms": 1000 * statistics.median(run.latencies),
             "p99_ms": 1000 * percentile(run.latencies, 0.99),
+            "p99_seen_ms": 1000 * percentile(run.seen, 0.99),
             "errors": run.errors, "checked": run.checked}
 
 
 def many_clients(args, work: Path, workers: int = 1, code: Path | None = None,
-                 extra: list[str] | None = None) -> dict:
+                 extra: list[str] | None = None, bare: bool = False) -> dict:
     """Each connection puts 16 files of 64 KiB, one after another, then gets them back.
     ``workers``: the server's --workers; ``code``: another checkout to run instead;
-    ``extra``: more server flags."""
+    ``extra``: more server flags; ``bare``: scripts/bare_server.py instead."""
     raise_fd_limit()
     root = work / "root"
     root.mkdir()
-    server = spawn_muxserver(root, *(["--workers", str(workers)] if workers > 1 else []),
-                             *(extra or []), code=code)
+    if bare:
+        server = spawn_bare_server(root)
+    else:
+        server = spawn_muxserver(root, *(["--workers", str(workers)] if workers > 1 else []),
+                                 *(extra or []), code=code)
     payloads = _payloads(16, 64 * 1024, args.digest)
     cpu_server, cpu_self = tree_cpu_seconds(server.proc.pid), time.process_time()
     try:

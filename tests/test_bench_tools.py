@@ -1,0 +1,60 @@
+"""The benchmark's own instruments: the load generator checks every reply, and the bare
+server it measures muxserver against serves the same load correctly. (Their figures
+are the benchmark's business; here only that they work.)"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+@pytest.fixture(scope="module")
+def loadgen():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import loadgen
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    return loadgen
+
+
+@pytest.mark.parametrize("bare", [False, True], ids=["muxserver", "bare server"])
+@pytest.mark.parametrize("digest", ["blake3", "sha256"])
+def test_the_many_clients_load_is_served_and_every_digest_checked(loadgen, tmp_path, bare,
+                                                                   digest):
+    args = argparse.Namespace(clients=4, digest=digest)
+    result = loadgen.many_clients(args, tmp_path, bare=bare)
+    assert result["errors"] == 0
+    assert result["checked"] == 4 * 32  # 16 puts and 16 gets per connection
+    files = sorted(p.relative_to(tmp_path / "root").as_posix()
+                   for p in (tmp_path / "root").rglob("*") if p.is_file())
+    assert files == sorted(f"c{i}/f{j}" for i in range(4) for j in range(16))
+    # The kernel received each reply before the generator got round to reading it.
+    assert 0 < result["p50_ms"] and result["p99_ms"] <= result["p99_seen_ms"]
+
+
+def test_a_wrong_digest_is_counted_as_an_error(loadgen, tmp_path):
+    """The generator is not a test that cannot fail: a reply with another digest counts."""
+    from muxserver import protocol
+    from muxserver.digests import Digest
+
+    server = loadgen.spawn_muxserver(tmp_path)
+    try:
+        run = loadgen.LoadRun(server.host, server.port)
+        ((data, digest),) = loadgen._payloads(1, 1000)
+        puts = [[loadgen.Request(protocol.encode_put(1, "a", len(data), digest) + data, "a",
+                                 digest)]]
+        run.run(puts, window=1)
+        assert (run.errors, run.checked) == (0, 1)
+        wrong = Digest(digest.algorithm, "0" * 64)
+        gets = [[loadgen.Request(protocol.encode_get(2, "a", digest=digest.algorithm), "a",
+                                 wrong)]]
+        run.run(gets, window=1)
+    finally:
+        server.stop()
+    assert (run.errors, run.checked) == (1, 2)  # the body hashed to another digest
