@@ -22,6 +22,7 @@ from . import __version__
 from .client import DEFAULT_PORT, Client, ClientError, GetFile, PutFile, Stat
 from .digests import ALGORITHMS, Digest, from_fields
 from .limits import Limits
+from .logformat import LineFormatter
 from .units import format_bytes, parse_size
 
 COMMANDS = ("serve", "put", "get", "ls", "stat", "rm", "mv", "mkdir", "token")
@@ -362,8 +363,9 @@ def run_serve(args: argparse.Namespace) -> int:
                           read_only=args.read_only, upload_only=args.upload_only,
                           tokens=tokens, tls_cert=args.tls_cert, tls_key=args.tls_key,
                           allow_hosts=args.allow_host, limits=limits)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(LineFormatter())
     logging.getLogger("muxserver").setLevel(args.log_level.upper())
     if args.lang == "es":  # the log lines too, not only the narration
         from .log_es import install

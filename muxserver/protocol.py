@@ -261,14 +261,15 @@ class FrameDecoder:
 
     def _next_event(self) -> Event:
         if self.state is DecoderState.PREFIX:
-            if not self._collect(PREFIX_SIZE):
+            prefix = self._collect(PREFIX_SIZE)
+            if prefix is None:
                 return self._out_of_input()
-            self._read_prefix(bytes(self._acc))
+            self._read_prefix(prefix)
         if self.state is DecoderState.HEADER:
-            if not self._collect(self.header_length):
+            header = self._collect(self.header_length)
+            if header is None:
                 return self._out_of_input()
-            fields = parse_header(bytes(self._acc))
-            self._acc.clear()
+            fields = parse_header(header)
             length = self._body_length(fields)
             self.body_left = length
             self.state = DecoderState.BODY
@@ -289,17 +290,26 @@ class FrameDecoder:
             return self._closed
         raise AssertionError(self.state)
 
-    def _collect(self, size: int) -> bool:
-        """Move input into the small buffer until it holds ``size`` bytes."""
-        need = size - len(self._acc)
-        if need > 0:
-            take = min(need, len(self._view) - self._pos)
-            if take:
-                self._acc += self._view[self._pos:self._pos + take]
-                self._pos += take
-        return len(self._acc) == size
+    def _collect(self, size: int) -> bytes | memoryview | None:
+        """The next ``size`` bytes once all of them are here, else None. Straight from
+        the input when they arrived in one piece (the usual case: no copy); else they
+        gather in a small buffer across recv calls. (A view is only read at once.)"""
+        acc, pos = self._acc, self._pos
+        available = len(self._view) - pos
+        if not acc and available >= size:
+            self._pos = pos + size
+            return self._view[pos:pos + size]
+        take = min(size - len(acc), available)
+        if take:
+            acc += self._view[pos:pos + take]
+            self._pos = pos + take
+        if len(acc) < size:
+            return None
+        gathered = bytes(acc)
+        acc.clear()
+        return gathered
 
-    def _read_prefix(self, prefix: bytes) -> None:
+    def _read_prefix(self, prefix: bytes | memoryview) -> None:
         magic, version, _flags, header_length = PREFIX.unpack(prefix)
         if magic != MAGIC:
             raise ProtocolError("bad_magic", f"expected magic 89 4d 55 58, got {magic.hex(' ')}")
@@ -312,7 +322,6 @@ class FrameDecoder:
             raise ProtocolError("header_too_large", f"header of {header_length} bytes is over "
                                                     f"the limit of {self.max_header_size}")
         self.header_length = header_length
-        self._acc.clear()
         self.state = DecoderState.HEADER
 
     def _body_length(self, fields: dict[str, Any]) -> int:
@@ -333,10 +342,10 @@ class FrameDecoder:
         return self._closed
 
 
-def parse_header(raw: bytes) -> dict[str, Any]:
+def parse_header(raw: bytes | memoryview) -> dict[str, Any]:
     """Decode a header: strict UTF-8, one JSON object, no duplicate keys, no NaN."""
     try:
-        text = raw.decode("utf-8")
+        text = str(raw, "utf-8")
     except UnicodeDecodeError:
         raise ProtocolError("bad_header", "header is not valid UTF-8") from None
     try:

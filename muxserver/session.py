@@ -287,14 +287,15 @@ class Session(BaseProtocol):
     def must_wait(self) -> bool:
         """True (and reading paused) while a job, a verification or queued output lasts."""
         channel = self.channel
-        if channel.output_full and not self.backpressured:
+        full = channel.output_full
+        if full and not self.backpressured:
             self.backpressured = True
             if channel.trace is not None:
                 channel.trace("pause", channel.id, queued=channel.out.total,
                               high=self.limits.output_high_water)
-        if self.job is None and self.verifying is None and not channel.output_full:
+        if self.job is None and self.verifying is None and not full:
             return False
-        channel.wants_drain = channel.output_full
+        channel.wants_drain = full
         channel.pause_reading()
         return True
 
@@ -495,8 +496,8 @@ class Session(BaseProtocol):
         self.commit(upload, None)
 
     def hash_ready(self, upload: Upload, digest: str | None) -> None:
-        """(``digest``: the helper's hex digest, None if it could not read the file)"""
-        """The helper finished hashing ``upload`` (called in the loop)."""
+        """The helper finished hashing ``upload`` (called in the loop). ``digest``: the
+        helper's hex digest, None if it could not read the file."""
         if self.verifying is not upload or self.channel.closed:
             return  # the connection went away meanwhile: connection_lost aborted it
         self.verifying = None

@@ -42,6 +42,9 @@ class Sniffer(BaseProtocol):
     def data_received(self, data: memoryview) -> None:
         if not self.held:
             self.since = self.services.loop.now
+            if data[0] == protocol.MAGIC[0]:  # told by the first byte: nothing to hold
+                self.hand_over("native", data)
+                return
         self.held += data
         kind = self.decide()
         if kind is None:
@@ -49,6 +52,12 @@ class Sniffer(BaseProtocol):
         if kind == "bad":
             self.refuse()
             return
+        held, self.held = bytes(self.held), bytearray()
+        self.hand_over(kind, memoryview(held))
+
+    def hand_over(self, kind: str, data: memoryview) -> None:
+        """The session for ``kind`` takes the connection from here, beginning with
+        ``data`` (lent by the channel, as any recv's bytes are)."""
         if kind == "http":
             session: NativeSession | HttpSession = HttpSession(self.services, self.channel)
         else:
@@ -58,8 +67,7 @@ class Sniffer(BaseProtocol):
             self.channel.trace("sniff", self.channel.id, speaks=speaks)
         self.channel.protocol = session
         session.header_since = self.since  # the request began with the first byte we held
-        held, self.held = bytes(self.held), bytearray()
-        session.data_received(memoryview(held))
+        session.data_received(data)
 
     def decide(self) -> str | None:
         """"native", "http", "bad", or None: not enough bytes yet."""

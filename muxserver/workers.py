@@ -43,6 +43,7 @@ import sys
 import time
 from typing import Any, Callable
 
+from .logformat import LineFormatter
 from .loop import EVENT_READ, EventLoop
 from .server import (Server, ServerConfig, Snapshot, format_address, listening_family)
 from .shared import SharedState
@@ -138,8 +139,7 @@ def _run_worker(index: int, count: int, config: ServerConfig, shared: SharedStat
         if console:  # (the supervisor's console shows them)
             root_logger.removeHandler(handler)
         else:  # each line says which worker wrote it
-            handler.setFormatter(logging.Formatter(f"%(asctime)s w{index + 1} %(message)s",
-                                                   datefmt="%H:%M:%S"))
+            handler.setFormatter(LineFormatter(f"w{index + 1} "))
     if console:
         root_logger.addHandler(_ToSupervisor(messages, index))
     server = Server(config, shared=shared, worker=index, workers=count)
