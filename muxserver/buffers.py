@@ -13,7 +13,6 @@ buffer and the protocol decoder keeps the few bytes it must (see ``protocol.py``
 
 from __future__ import annotations
 
-import collections
 import os
 from typing import Callable
 
@@ -37,12 +36,16 @@ class FileRegion:
 
 
 class SendQueue:
-    """Memory chunks and file regions in send order, with running totals."""
+    """Memory chunks and file regions in send order, with running totals.
+
+    A list, not a deque: every connection has one, mostly empty, and an empty deque
+    takes about 620 bytes against a list's 56 (ten thousand idle clients: 6 MiB).
+    Sent chunks leave the front in one ``del`` per send, not one by one."""
 
     __slots__ = ("_items", "memory_bytes", "file_bytes", "files")
 
     def __init__(self) -> None:
-        self._items: collections.deque[memoryview | FileRegion] = collections.deque()
+        self._items: list[memoryview | FileRegion] = []
         self.memory_bytes = 0  # counts toward the per-connection output cap
         self.file_bytes = 0  # bytes still to come from files (not held in memory)
         self.files = 0  # file regions queued: each holds an open descriptor
@@ -85,14 +88,16 @@ class SendQueue:
         """Drop ``sent`` bytes from the leading memory chunks."""
         self.memory_bytes -= sent
         items = self._items
+        done = 0  # chunks sent whole
         while sent:
-            head = items[0]
+            head = items[done]
             if len(head) <= sent:
                 sent -= len(head)
-                items.popleft()
+                done += 1
             else:
-                items[0] = head[sent:]
+                items[done] = head[sent:]
                 sent = 0
+        del items[:done]
 
     def advance_region(self, region: FileRegion, sent: int) -> None:
         """Account ``sent`` bytes of the head region; finish it when it is done."""
@@ -100,7 +105,7 @@ class SendQueue:
         region.remaining -= sent
         self.file_bytes -= sent
         if not region.remaining:
-            self._items.popleft()
+            del self._items[0]
             self.files -= 1
             self._finish(region)
 

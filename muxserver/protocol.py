@@ -158,6 +158,8 @@ class PeerClosed:
 
 
 FRAME_END = FrameEnd()
+CLOSED_BETWEEN_FRAMES = PeerClosed(mid_frame=False)
+_NO_INPUT = memoryview(b"")
 Event = FrameHeader | BodyData | FrameEnd | PeerClosed | _NeedData
 
 
@@ -182,12 +184,12 @@ class FrameDecoder:
         self.header_length = 0  # H of the frame being read
         self.body_left = 0  # body bytes of the current frame not handed out yet
         self._acc = bytearray()  # prefix or header bytes collected so far
-        self._view = memoryview(b"")  # input not decoded yet
+        self._view = _NO_INPUT  # input not decoded yet
         self._pos = 0
         self._owned = True  # False while _view is memory lent by the caller
         self._eof = False
         self._error: ProtocolError | None = None
-        self._closed = PeerClosed(mid_frame=False)
+        self._closed = CLOSED_BETWEEN_FRAMES
 
     # -- feeding
 
@@ -214,9 +216,13 @@ class FrameDecoder:
         self._pos = 0
 
     def keep_leftover(self) -> int:
-        """Copy unread borrowed bytes into memory of our own; return how many are waiting."""
+        """Copy unread borrowed bytes into memory of our own; return how many are waiting.
+        With none waiting, let go of the input altogether (a connection between requests
+        holds no view of the caller's buffer)."""
         left = len(self._view) - self._pos
-        if left and not self._owned:
+        if not left:
+            self._view, self._pos, self._owned = _NO_INPUT, 0, True
+        elif not self._owned:
             self._view = memoryview(bytes(self._view[self._pos:]))
             self._pos = 0
             self._owned = True

@@ -31,7 +31,6 @@ A session reaches the server only through :class:`Services`.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
 import os
@@ -115,7 +114,7 @@ class Session(BaseProtocol):
         self.verifying: Upload | None = None  # waiting for the helper's hash to commit
         self.job: Iterator[None] | None = None  # a reply being produced in steps
         self.active: Transfer | None = None  # the put or get of the request being served
-        self.sending: collections.deque[Transfer] = collections.deque()  # gets on the wire
+        self.sending: list[Transfer] = []  # gets on the wire (a few: see files_per_connection)
         self.header_since: float | None = None  # when the incomplete header began
         self.strikes = 0  # refused admissions on this connection
         self.grant = NO_RIGHTS  # what the request being served may do (see admit)
