@@ -64,8 +64,13 @@ TEMPLATES = {
     "removed %d bytes kept for a resume in %s: %s":
         "borrados %d bytes guardados para reanudar en %s: %s",
     "worker %d: unreadable report: %s": "worker %d: informe ilegible: %s",
-    "worker %d (pid %d) exited unexpectedly; the others go on":
-        "el worker %d (pid %d) terminó de forma inesperada; los demás siguen",
+    "worker %d (pid %d) exited unexpectedly (%s); the others go on, and it starts again "
+    "after %.0f s":
+        "el worker %d (pid %d) terminó de forma inesperada (%s); los demás siguen, y "
+        "vuelve a arrancar dentro de %.0f s",
+    "worker %d is serving again (pid %d)": "el worker %d vuelve a servir (pid %d)",
+    "worker %d could not be started again: %s":
+        "no se pudo volver a arrancar el worker %d: %s",
 }
 
 #: Words passed as arguments (not reasons) that have a Spanish form.

@@ -125,7 +125,7 @@ class Server:
         self.services = Services(self.loop, self.root, self.limits, access)
         self.channels: dict[int, Channel] = {}
         # Channels running a session (refused ones do not count), in all the workers.
-        self.clients: ConnectionCount = (shared.connections if shared is not None
+        self.clients: ConnectionCount = (shared.connections(worker) if shared is not None
                                          else LocalConnections())
         self._stop_at = 0.0  # when a graceful stop ends (see stop_gracefully)
         self._address: tuple[str, int] | None = None  # (host, port), once listening

@@ -7,9 +7,14 @@ worker processes). Each comes in two implementations of one small contract:
 * ``Local...``: plain Python objects, for a server of one process (the default);
 * ``Shared...``: a few fields in an anonymous shared memory mapping made *before*
   ``--workers`` forks the worker processes (workers.py), so every worker sees the same
-  bytes, guarded by one lock (``multiprocessing.Lock``: a POSIX semaphore, also shared
-  across the fork). Each operation holds the lock for a few microseconds: never a
-  system call that can block, never a loop step of another worker's.
+  bytes, guarded by one lock. Each operation holds the lock for a few microseconds:
+  never a system call that can block, never a loop step of another worker's.
+
+A worker may die (a bug, the OOM killer) and be started again, so nothing it leaves
+behind may jam the others: each worker counts its own connections in a slot of its
+own (the cap compares their sum), and the supervisor empties a dead worker's slot
+before its successor starts; the lock is one the kernel lets go of when its holder
+dies (see ProcessLock), which a semaphore is not.
 
 The wrong-token book holds at most ``STRIKE_SLOTS`` addresses in both forms: past that,
 the one whose record is oldest is forgotten (the memory cap of access.py).
@@ -19,10 +24,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import fcntl
 import hashlib
 import mmap
-import multiprocessing
 import struct
+import tempfile
 from typing import Protocol
 
 #: Addresses remembered for the back-off; the oldest is forgotten past this (memory cap).
@@ -101,50 +107,86 @@ class LocalStrikes:
 
 # ------------------------------------------------------------------ across processes
 
-_COUNTER = struct.Struct("=q")  # the connection count, at offset 0
+_COUNT = struct.Struct("=q")  # one worker's connection count; the slots begin at 0
 # A strike slot: the address's key (8 bytes of its BLAKE2b; 0: a free slot), the
 # count, when its first strike happened, and when its back-off ends.
 _SLOT = struct.Struct("=QIxxxxdd")
-_SLOTS_AT = 64
 _PROBES = 16  # slots looked at for one address (open addressing, linear probing)
+
+
+class ProcessLock:
+    """A lock between processes that the kernel lets go of when its holder dies: a
+    POSIX record lock (``fcntl``) on an unlinked temporary file opened before the
+    fork. A worker killed inside a critical section therefore cannot leave the others
+    waiting forever, as it would holding a semaphore (``multiprocessing.Lock``).
+
+    Record locks belong to a process: a forked child does not inherit one held, and
+    threads of one process do not exclude each other (only each worker's loop thread
+    and the supervisor take this lock)."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()
+
+    def __enter__(self) -> None:
+        fcntl.lockf(self._file, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.lockf(self._file, fcntl.LOCK_UN)
 
 
 class SharedState:
     """The shared page(s) and their lock: make one before forking, use it in every
     worker (its two views below)."""
 
-    def __init__(self) -> None:
-        self.memory = mmap.mmap(-1, _SLOTS_AT + STRIKE_SLOTS * _SLOT.size)  # MAP_SHARED
-        self.lock = multiprocessing.Lock()
-        self.connections = SharedConnections(self)
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
+        # The strike slots start after the connection counts, at a cache line.
+        self.slots_at = -(-workers * _COUNT.size // 64) * 64
+        self.memory = mmap.mmap(-1, self.slots_at + STRIKE_SLOTS * _SLOT.size)  # MAP_SHARED
+        self.lock = ProcessLock()
         self.strikes = SharedStrikes(self)
+
+    def connections(self, worker: int) -> "SharedConnections":
+        """Worker ``worker``'s view of the connection count."""
+        return SharedConnections(self, worker)
+
+    def forget_worker(self, worker: int) -> None:
+        """Worker ``worker`` died: its connections died with it (the kernel closed
+        them); they no longer count against the cap."""
+        with self.lock:
+            _COUNT.pack_into(self.memory, worker * _COUNT.size, 0)
 
 
 class SharedConnections:
-    def __init__(self, state: SharedState) -> None:
+    """One worker's count, in its own slot; the cap applies to the sum of all slots."""
+
+    def __init__(self, state: SharedState, worker: int) -> None:
         self._memory, self._lock = state.memory, state.lock
+        self._slots = struct.Struct(f"={state.workers}q")
+        self._mine = worker * _COUNT.size
 
     @property
     def value(self) -> int:
-        return _COUNTER.unpack_from(self._memory, 0)[0]
+        return sum(self._slots.unpack_from(self._memory, 0))
 
     def take(self, cap: int) -> bool:
         with self._lock:
-            count = _COUNTER.unpack_from(self._memory, 0)[0]
-            if count >= cap:
+            if sum(self._slots.unpack_from(self._memory, 0)) >= cap:
                 return False
-            _COUNTER.pack_into(self._memory, 0, count + 1)
+            mine = _COUNT.unpack_from(self._memory, self._mine)[0]
+            _COUNT.pack_into(self._memory, self._mine, mine + 1)
             return True
 
     def give_back(self) -> None:
         with self._lock:
-            count = _COUNTER.unpack_from(self._memory, 0)[0]
-            _COUNTER.pack_into(self._memory, 0, max(0, count - 1))
+            mine = _COUNT.unpack_from(self._memory, self._mine)[0]
+            _COUNT.pack_into(self._memory, self._mine, max(0, mine - 1))
 
 
 class SharedStrikes:
     def __init__(self, state: SharedState) -> None:
         self._memory, self._lock = state.memory, state.lock
+        self._slots_at = state.slots_at
 
     @staticmethod
     def _key(address: str) -> int:
@@ -158,7 +200,7 @@ class SharedStrikes:
         start = key % STRIKE_SLOTS
         oldest, oldest_since = -1, float("inf")
         for probe in range(_PROBES):
-            offset = _SLOTS_AT + ((start + probe) % STRIKE_SLOTS) * _SLOT.size
+            offset = self._slots_at + ((start + probe) % STRIKE_SLOTS) * _SLOT.size
             slot_key, _count, since, _blocked = _SLOT.unpack_from(self._memory, offset)
             if slot_key == key:
                 return offset, True

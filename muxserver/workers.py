@@ -17,6 +17,13 @@ many connections per process.
   (while a console shows them) a snapshot of its connections four times a second and
   its log lines, and at the end its totals. The supervisor's own event loop reads the
   pipes, draws one console for all workers and prints one summary.
+* A worker that dies (a bug, the OOM killer) is started again, as nginx's master
+  does: the supervisor reaps it, says how it ended, empties its slot of the shared
+  connection count (the kernel closed its connections), and forks a successor with the
+  same index beside the others (it does not sweep the root: its siblings are writing
+  there). At once the first time; a worker that dies again within RESTART_CALM seconds
+  of its start waits 1, 2, 4... seconds, at most RESTART_MAX_DELAY, so a worker that
+  cannot start does not spin. What the dead one had counted is lost from the totals.
 * Signals (Ctrl-C, SIGTERM) reach the supervisor only: the workers run in a process
   group of their own, so a Ctrl-C on the terminal is not delivered to each of them as
   well. The supervisor passes every signal on to every worker as SIGTERM: the first
@@ -44,13 +51,15 @@ import time
 from typing import Any, Callable
 
 from .logformat import LineFormatter
-from .loop import EVENT_READ, EventLoop
+from .loop import EVENT_READ, EventLoop, Timer
 from .server import (Server, ServerConfig, Snapshot, format_address, listening_family)
 from .shared import SharedState
 
 log = logging.getLogger("muxserver")
 
 SNAPSHOT_INTERVAL = 0.25  # seconds between a worker's snapshots (the console's redraws)
+RESTART_CALM = 10.0  # a worker that lived this long is restarted at once if it dies
+RESTART_MAX_DELAY = 30.0  # seconds: the longest wait before starting a worker again
 _LENGTH = struct.Struct("!I")
 _PR_SET_PDEATHSIG = 1
 
@@ -127,10 +136,11 @@ class _ToSupervisor(logging.Handler):
 
 
 def _run_worker(index: int, count: int, config: ServerConfig, shared: SharedState,
-                fd: int, console: bool) -> int:
+                fd: int, console: bool, sweep: bool) -> int:
     """The body of worker ``index`` (in the forked child); returns its exit status."""
     os.setpgid(0, 0)  # (terminal signals go to the supervisor, which passes them on)
     _die_with_parent()
+    signal.set_wakeup_fd(-1)  # (a restarted worker inherits the supervisor's: let go)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
     messages = _Messages(fd)
@@ -143,7 +153,7 @@ def _run_worker(index: int, count: int, config: ServerConfig, shared: SharedStat
     if console:
         root_logger.addHandler(_ToSupervisor(messages, index))
     server = Server(config, shared=shared, worker=index, workers=count)
-    server.start(sweep=index == 0, reuse_port=True)
+    server.start(sweep=sweep, reuse_port=True)
     server.loop.add_signal_handler(signal.SIGTERM, server.stop_gracefully)
     if console:
         def report() -> None:
@@ -225,7 +235,7 @@ class Supervisor:
     def __init__(self, config: ServerConfig, count: int, *, console: bool) -> None:
         self.config, self.count, self.console = config, count, console
         self.loop = EventLoop(scratch_size=4096)
-        self.shared = SharedState()
+        self.shared = SharedState(count)
         self.pids: dict[int, int] = {}  # worker index -> pid
         self.pipes: dict[int, _Pipe] = {}
         self.ready: set[int] = set()
@@ -236,6 +246,10 @@ class Supervisor:
         self.root_path = os.path.realpath(config.root)
         self._stop_at: float | None = None
         self.on_log: Callable[[float, int, str], None] | None = None
+        self.worker_config = config  # (with the port every worker listens on, once known)
+        self.born: dict[int, float] = {}  # worker index -> when its process started
+        self.restart_delay: dict[int, float] = {}  # its next wait, if it dies young
+        self.restarts: dict[int, Timer] = {}  # workers waiting to be started again
 
     # -- starting
 
@@ -246,11 +260,11 @@ class Supervisor:
         try:
             host, port = reserved.getsockname()[:2]
             self.address = (host, port)
-            config = dataclasses.replace(self.config, port=port)
-            self._fork(0, config)
+            config = self.worker_config = dataclasses.replace(self.config, port=port)
+            self._fork(0, config, sweep=True)
             self._wait_until(lambda: 0 in self.ready)
             for index in range(1, self.count):
-                self._fork(index, config)
+                self._fork(index, config, sweep=False)
             self._wait_until(lambda: len(self.ready) == self.count)
         except BaseException:
             self.stop_workers(signal.SIGKILL)
@@ -261,7 +275,7 @@ class Supervisor:
             self.loop.add_signal_handler(signum, self.pass_on_stop)
         return self.address
 
-    def _fork(self, index: int, config: ServerConfig) -> None:
+    def _fork(self, index: int, config: ServerConfig, *, sweep: bool) -> None:
         read_fd, write_fd = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -271,13 +285,14 @@ class Supervisor:
             status = 1
             try:
                 status = _run_worker(index, self.count, config, self.shared, write_fd,
-                                     self.console)
+                                     self.console, sweep)
             except BaseException as exc:  # (reported by the supervisor as "exited")
                 print(f"muxserver: worker {index + 1}: {exc}", file=sys.stderr, flush=True)
             finally:
                 os._exit(status)
         os.close(write_fd)
         self.pids[index] = pid
+        self.born[index] = time.monotonic()
         pipe = self.pipes[index] = _Pipe(self, index, read_fd)
         self.loop.set_interest(read_fd, pipe, EVENT_READ)
 
@@ -291,8 +306,8 @@ class Supervisor:
     # -- running
 
     def run(self) -> None:
-        """Until every worker has exited."""
-        while any(not pipe.closed for pipe in self.pipes.values()):
+        """Until every worker has exited (and none is waiting to start again)."""
+        while self.restarts or any(not pipe.closed for pipe in self.pipes.values()):
             self.loop.run_once()
         for pid in self.pids.values():
             try:
@@ -306,6 +321,9 @@ class Supervisor:
         ("log", created, level, text) or ("done", WorkerTotals)."""
         kind = message[0]
         if kind == "ready":
+            if index in self.ready:  # (a worker started again)
+                log.info("worker %d is serving again (pid %d)", index + 1,
+                         self.pids[index])
             self.ready.add(index)
         elif kind == "snapshot":
             self.snapshots[index] = message[1]
@@ -317,15 +335,57 @@ class Supervisor:
             self.totals[index] = message[1]
 
     def pipe_closed(self, pipe: _Pipe) -> None:
-        self.snapshots.pop(pipe.index, None)
-        if self.ready and pipe.index not in self.totals and self._stop_at is None:
-            log.error("worker %d (pid %d) exited unexpectedly; the others go on",
-                      pipe.index + 1, self.pids.get(pipe.index, 0))
+        """A worker's pipe reached its end: the worker exited. Unless the server is
+        stopping (or still starting: start() reports that), start it again."""
+        index = pipe.index
+        self.snapshots.pop(index, None)
+        if self.pipes.get(index) is not pipe or index in self.totals:
+            return  # an earlier pipe of a restarted worker; or a worker that said goodbye
+        if not self.ready or self._stop_at is not None:
+            return
+        self._reap(index, self.pids[index], deadline=time.monotonic() + 10)
+
+    def _reap(self, index: int, pid: int, deadline: float) -> None:
+        """Collect the dead worker's exit status, then plan its restart. (Its pipe ends
+        as its process exits, a moment before the kernel has the status: look again
+        shortly, for at most ten seconds.)"""
+        try:
+            reaped, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            reaped, status = pid, 0  # (collected already)
+        if not reaped and time.monotonic() < deadline:
+            self.loop.call_later(0.01, lambda: self._reap(index, pid, deadline))
+            return
+        if time.monotonic() - self.born.get(index, 0.0) >= RESTART_CALM:
+            delay = 0.0  # it served a while: start it again at once
+            self.restart_delay[index] = 1.0
+        else:  # it died young: wait, longer each time (at once the very first time)
+            delay = self.restart_delay.get(index, 0.0)
+            self.restart_delay[index] = min(max(2 * delay, 1.0), RESTART_MAX_DELAY)
+        log.error("worker %d (pid %d) exited unexpectedly (%s); the others go on, and it "
+                  "starts again after %.0f s", index + 1, pid,
+                  _how_it_ended(reaped, status), delay)
+        self.restarts[index] = self.loop.call_later(delay, lambda: self._restart(index))
+
+    def _restart(self, index: int) -> None:
+        self.restarts.pop(index, None)
+        if self._stop_at is not None:
+            return
+        self.shared.forget_worker(index)  # (its connections died with it)
+        try:
+            self._fork(index, self.worker_config, sweep=False)
+        except OSError as exc:  # no memory or no processes left: try again later
+            log.error("worker %d could not be started again: %s", index + 1, exc)
+            self.restarts[index] = self.loop.call_later(RESTART_MAX_DELAY,
+                                                        lambda: self._restart(index))
 
     def pass_on_stop(self) -> None:
         """Ctrl-C or SIGTERM: passed on to every worker (a second one: stop now)."""
         if self._stop_at is None:
             self._stop_at = time.monotonic() + self.config.limits.shutdown_grace
+        for timer in self.restarts.values():  # (a worker waiting to start again: not now)
+            timer.cancel()
+        self.restarts.clear()
         self.stop_workers(signal.SIGTERM)
 
     def stop_workers(self, signum: int) -> None:
@@ -367,6 +427,19 @@ class Supervisor:
                 f"longest loop step {slowest.longest_step * 1000:.1f} ms "
                 f"({slowest.longest_step_what or 'none'}), "
                 f"{sum(t.slow_steps for t in totals)} over 20 ms")
+
+
+def _how_it_ended(pid: int, status: int) -> str:
+    """"killed by SIGKILL", "exit status 1"... from a waitpid status."""
+    if not pid:
+        return "no exit status yet"
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        try:
+            return f"killed by {signal.Signals(signum).name}"
+        except ValueError:
+            return f"killed by signal {signum}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:

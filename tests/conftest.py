@@ -109,14 +109,33 @@ class ServerProcess:
     _stdout: list[str] = dataclasses.field(default_factory=list)
     _stderr: list[str] = dataclasses.field(default_factory=list)
     _readers: list[threading.Thread] = dataclasses.field(default_factory=list)
+    _arrived: threading.Condition = dataclasses.field(default_factory=threading.Condition)
 
     def drain(self) -> None:
         """Keep reading the server's output, so a full pipe never blocks its logging."""
         for stream, sink in ((self.proc.stdout, self._stdout), (self.proc.stderr, self._stderr)):
-            thread = threading.Thread(target=lambda st=stream, sk=sink: sk.extend(st),
-                                      daemon=True)
+            thread = threading.Thread(target=self._read, args=(stream, sink), daemon=True)
             thread.start()
             self._readers.append(thread)
+
+    def _read(self, stream, sink: list[str]) -> None:
+        for line in stream:
+            with self._arrived:
+                sink.append(line)
+                self._arrived.notify_all()
+
+    def wait_for_stderr(self, pattern: str, count: int = 1, timeout: float = 60) -> list[str]:
+        """Wait until ``count`` lines of the server's stderr match ``pattern`` (a regular
+        expression) while it runs; return them."""
+        regex = re.compile(pattern)
+
+        def matching() -> list[str]:
+            return [line for line in self._stderr if regex.search(line)]
+
+        with self._arrived:
+            assert self._arrived.wait_for(lambda: len(matching()) >= count, timeout), (
+                f"no {count} line(s) matching {pattern!r} in: {''.join(self._stderr)}")
+            return matching()
 
     def output(self) -> tuple[str, str]:
         """(stdout, stderr) after the process ended."""

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -158,6 +159,121 @@ def test_a_worker_that_dies_leaves_the_others_serving(workers, tmp_path):
     assert "worker 1 (pid" in err and "exited unexpectedly" in err
     assert server.proc.returncode == 0
     assert len(list(server.root.iterdir())) == 10
+
+
+def _killed(pid: int) -> None:
+    """SIGKILL a worker of ours and wait until it is gone (its pidfd turns readable)."""
+    dead = os.pidfd_open(pid)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        assert select.select([dead], [], [], 60)[0]
+    finally:
+        os.close(dead)
+
+
+def test_a_killed_worker_is_started_again_and_serves(workers, tmp_path):
+    running = workers()
+    server = running.server
+    _killed(running.pids[0])
+    line = server.wait_for_stderr(r"worker 1 is serving again \(pid (\d+)\)")[0]
+    successor = int(re.search(r"pid (\d+)", line).group(1))
+    running.pids.append(successor)  # (stopped with the others at the end)
+    assert successor not in running.pids[:2] and os.path.exists(f"/proc/{successor}")
+    (tmp_path / "f").write_bytes(b"served by two again")
+    for i in range(40):  # a new connection each: both workers take some
+        with Client(server.host, server.port) as client:
+            client.put_file(tmp_path / "f", f"f{i}")
+    _out, err = running.stop()
+    assert re.search(r"worker 1 \(pid \d+\) exited unexpectedly \(killed by SIGKILL\); the "
+                     r"others go on, and it starts again after 0 s", err), err
+    shares = [int(n) for n in re.findall(r"worker \d: (\d+)", err)]
+    assert len(shares) == 2 and sum(shares) == 40 and min(shares) > 0, err
+    assert server.proc.returncode == 0
+
+
+def test_the_clients_of_a_dead_worker_stop_counting_against_the_cap(workers):
+    """Its connections died with it: they must not fill the cap for the others."""
+    running = workers("--max-connections", "2")
+    server = running.server
+    held = [connect(server) for _ in range(2)]
+    try:
+        for sock in held:  # both counted
+            sock.sendall(protocol.encode_stat(1, "nothing"))
+            assert FrameReader(sock).frame()[0]["error"] == "not_found"
+        with connect(server) as extra:
+            extra.sendall(protocol.encode_stat(1, "nothing"))
+            assert FrameReader(extra).frame()[0]["error"] == "too_many_clients"
+        for pid in running.pids[:2]:  # wherever the two landed, their worker dies
+            _killed(pid)
+        server.wait_for_stderr(r"worker \d is serving again", count=2)
+    finally:
+        for sock in held:
+            sock.close()
+    fresh = [connect(server) for _ in range(2)]
+    try:
+        for sock in fresh:
+            sock.sendall(protocol.encode_stat(1, "nothing"))
+            assert FrameReader(sock).frame()[0]["error"] == "not_found"
+    finally:
+        for sock in fresh:
+            sock.close()
+
+
+def test_a_worker_that_keeps_dying_is_started_again_later_each_time(workers):
+    running = workers()
+    server = running.server
+    _killed(running.pids[0])  # (young: the test just started it)
+    for attempt, delay in enumerate((1, 2)):  # the successors die young too
+        line = server.wait_for_stderr(r"worker 1 is serving again \(pid (\d+)\)",
+                                      count=attempt + 1)[-1]
+        successor = int(re.search(r"pid (\d+)", line).group(1))
+        running.pids.append(successor)
+        _killed(successor)
+        server.wait_for_stderr(rf"worker 1 \(pid {successor}\) exited unexpectedly "
+                               rf"\(killed by SIGKILL\); the others go on, and it starts "
+                               rf"again after {delay} s")
+
+
+def test_a_lock_holder_that_dies_lets_go_of_the_lock():
+    """A worker killed inside a critical section must not leave the others waiting."""
+    state = SharedState(2)
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: take the lock, say so, and wait to be killed
+        try:
+            state.lock.__enter__()
+            os.write(ready_w, b"x")
+            signal.pause()
+        finally:
+            os._exit(0)
+    try:
+        os.close(ready_w)
+        assert os.read(ready_r, 1) == b"x"  # it holds the lock now
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(ready_r)
+    taken = threading.Event()
+
+    def take() -> None:
+        with state.lock:
+            taken.set()
+
+    threading.Thread(target=take, daemon=True).start()
+    assert taken.wait(30), "the dead holder's lock was never released"
+
+
+def test_each_worker_counts_its_own_clients_and_the_cap_counts_them_all():
+    state = SharedState(2)
+    first, second = state.connections(0), state.connections(1)
+    assert first.take(3) and first.take(3) and second.take(3)
+    assert not second.take(3) and not first.take(3)  # three in all: full
+    assert first.value == second.value == 3
+    state.forget_worker(0)  # worker 1 died: its two clients went with it
+    assert second.value == 1
+    assert first.take(3) and second.take(3) and not first.take(3)
+    second.give_back()
+    assert first.value == 2
 
 
 def test_the_shared_book_blocks_like_the_local_one():
