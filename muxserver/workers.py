@@ -52,7 +52,8 @@ from typing import Any, Callable
 
 from .logformat import LineFormatter
 from .loop import EVENT_READ, EventLoop, Timer
-from .server import (Server, ServerConfig, Snapshot, format_address, listening_family)
+from .server import (Server, ServerConfig, Snapshot, format_address,
+                     freeze_startup_objects, listening_family)
 from .shared import SharedState
 
 log = logging.getLogger("muxserver")
@@ -161,6 +162,7 @@ def _run_worker(index: int, count: int, config: ServerConfig, shared: SharedStat
             server.loop.call_later(SNAPSHOT_INTERVAL, report)
         report()
     messages.send(("ready",), must=True)
+    freeze_startup_objects()
     try:
         server.serve_forever(handle_signals=False)
     finally:
