@@ -369,7 +369,8 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.getLogger("muxserver").setLevel(args.log_level.upper())
     if args.lang == "es":  # the log lines too, not only the narration
         from .log_es import install
-        install(logging.getLogger("muxserver"))
+        for name in ("muxserver", "muxserver.storage"):  # (a logger's filters do not
+            install(logging.getLogger(name))  # see the records of its children)
     # The server logs a line per transfer and the format uses neither the caller's
     # source line nor process or thread names: skip collecting them (the logging
     # HOWTO's "Optimization" section); each would cost a system call or a stack walk.

@@ -97,10 +97,14 @@ class ConsoleView:
         self.wakeup_rate = (0.0, 0.0)  # I/O wake-ups and timer wake-ups per second
 
     def add_log(self, when: float, level: int, message: str) -> None:
+        """One event line; or several, one per line of ``message`` (a loop turn's
+        transfer lines come as one record: see turnlog.py)."""
         style = "red" if level >= logging.ERROR else "yellow" if level >= logging.WARNING else ""
-        line = Text(time.strftime("%H:%M:%S ", time.localtime(when)), style="dim")
-        line.append(printable(message), style=style)
-        self.log.append(line)
+        stamp = time.strftime("%H:%M:%S ", time.localtime(when))
+        for text in message.split("\n")[-(self.log.maxlen or 1):]:
+            line = Text(stamp, style="dim")
+            line.append(printable(text), style=style)
+            self.log.append(line)
 
     # -- rates
 

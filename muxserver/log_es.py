@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from .trace import REASONS_ES
+from .turnlog import Lines
 
 TEMPLATES = {
     "%s: TLS handshake failed: %s": "%s: falló la negociación TLS: %s",
@@ -82,12 +83,19 @@ class SpanishLog(logging.Filter):
     """Rewrites each record's template and arguments; never drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        spanish = TEMPLATES.get(record.msg) if isinstance(record.msg, str) else None
-        if spanish is not None:
-            record.msg = spanish
-            if isinstance(record.args, tuple):
-                record.args = tuple(_translate(arg) for arg in record.args)
+        if isinstance(record.msg, Lines):  # a loop turn's lines (turnlog.py): each one
+            record.msg = record.msg.translated(translate)
+        elif isinstance(record.msg, str) and isinstance(record.args, tuple):
+            record.msg, record.args = translate(record.msg, record.args)
         return True
+
+
+def translate(template: str, args: tuple) -> tuple[str, tuple]:
+    """A line's template and arguments in Spanish (as they are, if it has no twin)."""
+    spanish = TEMPLATES.get(template)
+    if spanish is None:
+        return template, args
+    return spanish, tuple(_translate(arg) for arg in args)
 
 
 def _translate(arg: object) -> object:

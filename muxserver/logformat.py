@@ -1,4 +1,5 @@
-"""The server's log line: ``HH:MM:SS [tag ]message``, one per connection and transfer.
+"""The server's log line: ``HH:MM:SS [tag ]message``, one per connection and transfer
+(a record carrying a loop turn's transfer lines, see turnlog.py, gives one each).
 
 With a thousand busy clients that is thousands of lines a second, so the line is made
 the short way: the clock is formatted once a second, not once a line, and a record
@@ -23,7 +24,11 @@ class LineFormatter(logging.Formatter):
         if record.exc_info or record.exc_text or record.stack_info:
             return super().format(record)
         record.message = record.getMessage()
-        return f"{self.formatTime(record)} {self.tag}{record.message}"
+        stamp = f"{self.formatTime(record)} {self.tag}"
+        if "\n" not in record.message:
+            return stamp + record.message
+        # A loop turn's lines in one record (turnlog.py): each line its own stamp.
+        return "\n".join(stamp + line for line in record.message.split("\n"))
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         second, text = self._clock  # (one tuple: a thread reading it sees a whole pair)

@@ -118,6 +118,7 @@ class EventLoop:
         self.longest_step_what = ""  # what that step was
         self.slow_steps = 0  # steps over SLOW_STEP
         self._to_flush: dict[Any, None] = {}  # insertion-ordered set of channels
+        self._before_sleep: list[Callable[[], None]] = []  # every turn, after the flushes
         self._to_close: list[Any] = []
         self._pipe: SplicePipe | None = None
         self._running = False
@@ -197,6 +198,11 @@ class EventLoop:
         """Ask for ``channel.flush()`` before the loop next sleeps in select()."""
         self._to_flush[channel] = None
 
+    def add_before_sleep(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` in every turn, after the channels' flushes, before select()
+        (Redis's beforeSleep): work worth doing once per turn, not once per event."""
+        self._before_sleep.append(callback)
+
     def close_after_batch(self, channel: Any) -> None:
         """Close ``channel`` (``channel.finish_close()``) once this turn's events are done."""
         self._to_close.append(channel)
@@ -252,6 +258,8 @@ class EventLoop:
     def run_once(self, max_wait: float | None = None) -> None:
         """One turn. ``max_wait`` caps the sleep (tests drive the loop turn by turn)."""
         self._flush_pending()
+        for callback in self._before_sleep:
+            self._call(callback, None)
         timeout = self._select_timeout()
         if max_wait is not None:
             timeout = max_wait if timeout is None else min(timeout, max_wait)

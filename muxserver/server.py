@@ -183,6 +183,8 @@ class Server:
         host, port = self._address = sock.getsockname()[:2]
         if self.trace is not None:
             self.trace("listening", None, address=format_address(host, port))
+        self.services.turn_log.attach(self.loop.add_before_sleep,
+                                      logging.getLogger("muxserver.storage"))
         return host, port
 
     def _schedule_partial_expiry(self) -> None:
@@ -272,6 +274,7 @@ class Server:
         for channel in list(self.channels.values()):
             channel.abort("server stopping")
             channel.finish_close()
+        self.services.turn_log.detach()
         self.loop.close()
         self.root.close()
 

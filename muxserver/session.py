@@ -45,6 +45,7 @@ from .loop import EventLoop
 from .names import printable
 from .protocol import NEED_DATA
 from .storage import OpenFile, Root, StorageError, Upload
+from .turnlog import TurnLog
 from .units import format_bytes
 
 log = logging.getLogger("muxserver")
@@ -76,6 +77,7 @@ class Services:
         self.access = access
         self.stats = Stats()
         self.stopping = False  # a graceful stop is under way: start no new request
+        self.turn_log = TurnLog(log)  # the line per transfer, written once per loop turn
 
 
 class Transfer:
@@ -385,9 +387,9 @@ class Session(BaseProtocol):
             return
         self._end(transfer)
         self.services.stats.transfers_done += 1
-        log.info("%s %s%s %s: %d bytes%s ok", self.channel.peer, self.wire, transfer.op,
-                 printable(transfer.name), size, f", {digest.short()}" if digest else "",
-                 extra={"event": "completed", "conn": self.channel.id})
+        self.services.turn_log.info("%s %s%s %s: %d bytes%s ok", self.channel.peer, self.wire,
+                                    transfer.op, printable(transfer.name), size,
+                                    f", {digest.short()}" if digest else "")
 
     def transfer_failed(self, transfer: Transfer | None) -> None:
         if transfer is None or transfer.ended:

@@ -128,8 +128,8 @@ class _ToSupervisor(logging.Handler):
         self.messages, self.tag = messages, f"w{index + 1} "
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = self.tag + record.getMessage()
+        try:  # (a record may carry a loop turn's lines: each gets the tag)
+            text = "\n".join(self.tag + line for line in record.getMessage().split("\n"))
         except (TypeError, ValueError):  # a record whose arguments do not fit its format
             self.handleError(record)
             return

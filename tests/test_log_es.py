@@ -16,14 +16,18 @@ LEVELS = {"debug", "info", "warning", "error", "exception", "critical"}
 
 
 def log_templates() -> set[str]:
-    """The first argument of every log.<level>(...) call in the package."""
+    """The first argument of every log.<level>(...) call in the package, and of every
+    line written through the turn log (``....turn_log.info(...)``)."""
     found = set()
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in LEVELS and isinstance(node.func.value, ast.Name)
-                    and node.func.value.id == "log" and node.args
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in LEVELS and node.args
                     and isinstance(node.args[0], ast.Constant)):
+                continue
+            receiver = node.func.value
+            if ((isinstance(receiver, ast.Name) and receiver.id == "log")
+                    or (isinstance(receiver, ast.Attribute) and receiver.attr == "turn_log")):
                 found.add(node.args[0].value)
     return found
 

@@ -1,0 +1,99 @@
+"""The turn log: a loop turn's transfer lines go to logging as one record before the
+loop sleeps, in order with every other record, each line with its own stamp."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from muxserver.logformat import LineFormatter
+from muxserver.loop import EventLoop
+from muxserver.turnlog import Lines, TurnLog
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def logger():
+    logger = logging.getLogger("muxserver.test-turnlog")
+    child = logging.getLogger("muxserver.test-turnlog.child")
+    collect = Collect()
+    logger.addHandler(collect)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield logger, child, collect
+    finally:
+        logger.removeHandler(collect)
+
+
+def test_lines_wait_for_the_end_of_the_turn_and_go_as_one_record(logger):
+    logger, child, collect = logger
+    loop = EventLoop()
+    turn_log = TurnLog(logger)
+    try:
+        turn_log.attach(loop.add_before_sleep, child)
+        turn_log.info("%s put %s: %d bytes ok", "peer:1", "a", 1)
+        turn_log.info("%s get %s: %d bytes ok", "peer:2", "b", 2)
+        assert collect.records == []  # (the loop has not come round to sleeping)
+        loop.run_once(max_wait=0)
+        (record,) = collect.records
+        assert isinstance(record.msg, Lines)
+        assert record.getMessage() == "peer:1 put a: 1 bytes ok\npeer:2 get b: 2 bytes ok"
+        loop.run_once(max_wait=0)
+        assert len(collect.records) == 1  # nothing new: no empty record
+    finally:
+        turn_log.detach()
+        loop.close()
+
+
+def test_any_other_record_goes_after_the_lines_collected_before_it(logger):
+    logger, child, collect = logger
+    turn_log = TurnLog(logger)
+    turn_log.attach(lambda callback: None, child)
+    try:
+        turn_log.info("first %s", "line")
+        logger.warning("%s closed", "peer:1")
+        turn_log.info("second %s", "line")
+        child.error("a child logger's %s", "record")  # (propagates to the handler)
+        turn_log.info("third %s", "line")
+    finally:
+        turn_log.detach()  # writes what is left
+    assert [r.getMessage() for r in collect.records] == [
+        "first line", "peer:1 closed", "second line", "a child logger's record",
+        "third line"]
+    turn_log.info("now %s", "at once")  # detached: no loop to wait for
+    assert collect.records[-1].getMessage() == "now at once"
+    assert not isinstance(collect.records[-1].msg, Lines)
+
+
+def test_nothing_is_collected_when_info_lines_are_off(logger):
+    logger, child, collect = logger
+    logger.setLevel(logging.WARNING)
+    turn_log = TurnLog(logger)
+    turn_log.attach(lambda callback: None)
+    try:
+        turn_log.info("quiet %s", "line")
+        assert turn_log.pending == []
+    finally:
+        turn_log.detach()
+    assert collect.records == []
+
+
+def test_each_line_of_a_turn_gets_its_own_stamp():
+    record = logging.LogRecord("muxserver", logging.INFO, "", 0,
+                               Lines([("%s one", ("a",)), ("%s two", ("b",))]), (), None)
+    record.created = 0.0
+    first, second = LineFormatter("w2 ").format(record).split("\n")
+    assert first.endswith(" w2 a one") and second.endswith(" w2 b two")
+    assert first[:8] == second[:8] and first[2] == ":"  # HH:MM:SS on both
