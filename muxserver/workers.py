@@ -350,13 +350,16 @@ class Supervisor:
     def _reap(self, index: int, pid: int, deadline: float) -> None:
         """Collect the dead worker's exit status, then plan its restart. (Its pipe ends
         as its process exits, a moment before the kernel has the status: look again
-        shortly, for at most ten seconds.)"""
+        shortly, for at most ten seconds. Meanwhile the worker counts as one waiting to
+        start again, so the supervisor does not take "no pipe open" for "all done".)"""
+        self.restarts.pop(index, None)
         try:
             reaped, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             reaped, status = pid, 0  # (collected already)
         if not reaped and time.monotonic() < deadline:
-            self.loop.call_later(0.01, lambda: self._reap(index, pid, deadline))
+            self.restarts[index] = self.loop.call_later(
+                0.01, lambda: self._reap(index, pid, deadline))
             return
         if time.monotonic() - self.born.get(index, 0.0) >= RESTART_CALM:
             delay = 0.0  # it served a while: start it again at once
