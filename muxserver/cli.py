@@ -429,17 +429,27 @@ def run_serve(args: argparse.Namespace) -> int:
         if console is not None:
             console.stop()
     stats, loop = server.stats, server.loop
-    summary = STOPPED_ES if args.lang == "es" else STOPPED
-    print(summary.format(done=stats.transfers_done, failed=stats.transfers_failed,
-                         ms=loop.longest_step * 1000, what=loop.longest_step_what or "none",
-                         slow=loop.slow_steps), file=sys.stderr)
+    print(stop_summary(args.lang, done=stats.transfers_done, failed=stats.transfers_failed,
+                       longest=loop.longest_step, what=loop.longest_step_what, slow=loop.slow_steps),
+          file=sys.stderr)
     return 0
 
 
-STOPPED = ("muxserver: stopped after {done} transfer(s), {failed} failed; longest loop step "
-           "{ms:.1f} ms ({what}), {slow} over 20 ms")
-STOPPED_ES = ("muxserver: detenido tras {done} transferencia(s), {failed} fallida(s); el paso "
-              "más largo del bucle {ms:.1f} ms ({what}), {slow} de más de 20 ms")
+STOPPED = {"en": "muxserver: stopped after {done} transfer(s), {failed} failed{shares}; longest "
+                 "loop step {ms:.1f} ms ({what}), {slow} over 20 ms",
+           "es": "muxserver: detenido tras {done} transferencia(s), {failed} fallida(s){shares}; "
+                 "el paso más largo del bucle {ms:.1f} ms ({what}), {slow} de más de 20 ms"}
+
+
+def stop_summary(lang: str, *, done: int, failed: int, longest: float, what: str, slow: int,
+                 shares: dict[int, int] | None = None) -> str:
+    """The line printed when the server has stopped; ``shares``: worker index -> its
+    transfers, with --workers."""
+    lang = "es" if lang == "es" else "en"  # (None: no --lang given)
+    parts = (" (" + ", ".join(f"worker {i + 1}: {n}" for i, n in sorted(shares.items())) + ")"
+             if shares is not None else "")
+    return STOPPED[lang].format(done=done, failed=failed, shares=parts, ms=longest * 1000,
+                                what=what or ("ninguno" if lang == "es" else "none"), slow=slow)
 
 
 def run_workers(args: argparse.Namespace, config: Any, count: int, use_console: bool) -> int:
@@ -471,7 +481,7 @@ def run_workers(args: argparse.Namespace, config: Any, count: int, use_console: 
     finally:
         if console is not None:
             console.stop()
-    print(supervisor.summary(), file=sys.stderr)
+    print(stop_summary(args.lang, **supervisor.totals_summary()), file=sys.stderr)
     return 0
 
 

@@ -420,18 +420,16 @@ class Supervisor:
             bytes_in=sum(p.bytes_in for p in parts), bytes_out=sum(p.bytes_out for p in parts),
             stopping_in=self._stop_at - now if self._stop_at is not None else None)
 
-    def summary(self) -> str:
-        """The line printed at the end: totals, and each worker's share."""
+    def totals_summary(self) -> dict[str, Any]:
+        """What the line printed at the end says (cli.stop_summary): the totals of all
+        workers, and each worker's share."""
         totals = list(self.totals.values())
-        done = sum(t.transfers_done for t in totals)
-        failed = sum(t.transfers_failed for t in totals)
         slowest = max(totals, key=lambda t: t.longest_step, default=WorkerTotals())
-        shares = ", ".join(f"worker {i + 1}: {self.totals[i].transfers_done}"
-                           for i in sorted(self.totals))
-        return (f"muxserver: stopped after {done} transfer(s), {failed} failed ({shares}); "
-                f"longest loop step {slowest.longest_step * 1000:.1f} ms "
-                f"({slowest.longest_step_what or 'none'}), "
-                f"{sum(t.slow_steps for t in totals)} over 20 ms")
+        return {"done": sum(t.transfers_done for t in totals),
+                "failed": sum(t.transfers_failed for t in totals),
+                "longest": slowest.longest_step, "what": slowest.longest_step_what,
+                "slow": sum(t.slow_steps for t in totals),
+                "shares": {i: t.transfers_done for i, t in self.totals.items()}}
 
 
 def _how_it_ended(pid: int, status: int) -> str:

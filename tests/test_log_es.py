@@ -55,3 +55,18 @@ def test_the_log_lines_follow_lang_es(root, tmp_path):
     assert "cerrado (el otro extremo terminó de enviar)" in err
     assert "muxserver: detenido tras 1 transferencia(s)" in err
     assert " connected" not in err
+
+
+def test_with_workers_the_lines_and_the_summary_follow_lang_es(root, tmp_path):
+    (tmp_path / "hola.txt").write_text("hola\n")
+    server = spawn_server(root, "--lang", "es", "--workers", "2")
+    try:
+        for i in range(4):
+            assert run_cli("put", str(tmp_path / "hola.txt"), "--as", f"h{i}.txt", "--port",
+                           str(server.port), "-q").returncode == 0
+    finally:
+        stop_process(server.proc)
+    _out, err = server.output()
+    assert " conectado" in err and " bien" in err and " connected" not in err
+    assert re.search(r"muxserver: detenido tras 4 transferencia\(s\), 0 fallida\(s\) "
+                     r"\(worker 1: \d+, worker 2: \d+\); el paso más largo del bucle", err), err
