@@ -183,8 +183,9 @@ class Server:
         host, port = self._address = sock.getsockname()[:2]
         if self.trace is not None:
             self.trace("listening", None, address=format_address(host, port))
-        self.services.turn_log.attach(self.loop.add_before_sleep,
-                                      logging.getLogger("muxserver.storage"))
+        if self.trace is None:  # (while narrating, each line goes where it happens)
+            self.services.turn_log.attach(self.loop.add_before_sleep,
+                                          logging.getLogger("muxserver.storage"))
         return host, port
 
     def _schedule_partial_expiry(self) -> None:

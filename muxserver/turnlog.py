@@ -12,7 +12,9 @@ the record back into its lines.
 
 The order of lines holds: before any other record of the server's loggers goes out (a
 warning, a connection closing), the lines collected so far go first. A TurnLog that
-is not attached to a running loop (a session tested alone) logs each line at once.
+is not attached to a running loop (a session tested alone, or a server narrating its
+loop with --trace, where each line belongs beside the events that led to it) logs each
+line at once.
 """
 
 from __future__ import annotations
