@@ -5,7 +5,7 @@ nothing else.
 
 Kept: one selectors loop, muxserver's frame decoder, each body hashed (BLAKE3 or
 SHA-256) and checked before the file is published, the temporary file fsync'd, a
-no-clobber publish (link, unlink), the directory fsync'd, downloads by sendfile with
+no-clobber publish (muxserver's own, atomic.py), the directory fsync'd, downloads by sendfile with
 their remembered digest, replies batched and sent before the loop sleeps.
 Left out: everything else muxserver does per request: names checked, rights and
 tokens, limits, timeouts, backpressure, resumable uploads, statistics, the console,
@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from muxserver.atomic import publish  # noqa: E402
 from muxserver.digests import Digest, new_hasher  # noqa: E402
 from muxserver.protocol import (BodyData, FrameDecoder, FrameEnd, FrameHeader,  # noqa: E402
                                 NEED_DATA, encode_ok)
@@ -35,20 +36,31 @@ O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 O_NEW = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+def open_parent(root: int, dirs: list[str], *, create: bool) -> int:
+    """A new descriptor of the directory ``dirs`` below ``root``, one component at a
+    time, as muxserver walks (a missing one made and its parent fsync'd if ``create``)."""
+    if not dirs:
+        return os.dup(root)
+    parent = root  # (not ours to close; every descriptor after it is)
+    for part in dirs:
+        try:
+            child = os.open(part, O_DIR, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                raise
+            os.mkdir(part, 0o755, dir_fd=parent)
+            os.fsync(parent)
+            child = os.open(part, O_DIR, dir_fd=parent)
+        if parent != root:
+            os.close(parent)
+        parent = child
+    return parent
+
+
 class Upload:
     def __init__(self, root: int, req_id: int, name: str, expect: Digest) -> None:
         *dirs, self.leaf = name.split("/")
-        parent = root
-        for part in dirs:  # one component at a time, as muxserver walks
-            try:
-                child = os.open(part, O_DIR, dir_fd=parent)
-            except FileNotFoundError:
-                os.mkdir(part, 0o755, dir_fd=parent)
-                os.fsync(parent)
-                child = os.open(part, O_DIR, dir_fd=parent)
-            if parent != root:
-                os.close(parent)
-            parent = child
+        parent = open_parent(root, dirs, create=True)
         self.parent, self.req_id, self.name, self.expect = parent, req_id, name, expect
         self.temp = f".bare-tmp-{req_id}-{id(self):x}"
         self.fd = os.open(self.temp, O_NEW, 0o644, dir_fd=parent)
@@ -66,9 +78,7 @@ class Upload:
         if digest != self.expect:
             raise ValueError("checksum mismatch")
         os.fsync(self.fd)
-        os.link(self.temp, self.leaf, src_dir_fd=self.parent, dst_dir_fd=self.parent,
-                follow_symlinks=False)
-        os.unlink(self.temp, dir_fd=self.parent)
+        publish(self.temp, self.leaf, overwrite=False, dir_fd=self.parent)  # (muxserver's)
         os.fsync(self.parent)
         os.close(self.fd)
         os.close(self.parent)
@@ -107,17 +117,11 @@ class Connection:
             self.upload = Upload(root, req_id, name, Digest(algorithm, fields[algorithm]))
             return
         *dirs, leaf = name.split("/")  # a get
-        parent = root
-        for part in dirs:
-            child = os.open(part, O_DIR, dir_fd=parent)
-            if parent != root:
-                os.close(parent)
-            parent = child
+        parent = open_parent(root, dirs, create=False)
         try:
             fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
         finally:
-            if parent != root:
-                os.close(parent)
+            os.close(parent)
         size = os.fstat(fd).st_size
         digest = self.server.digests[name]
         self.reply(encode_ok(req_id, size, name=name, size=size, **digest.field))
