@@ -23,7 +23,8 @@ many connections per process.
   same index beside the others (it does not sweep the root: its siblings are writing
   there). At once the first time; a worker that dies again within RESTART_CALM seconds
   of its start waits 1, 2, 4... seconds, at most RESTART_MAX_DELAY, so a worker that
-  cannot start does not spin. What the dead one had counted is lost from the totals.
+  cannot start does not spin. What the dead one had done stays in the totals: each
+  worker tells the supervisor its counts whenever they changed in a loop turn.
 * Signals (Ctrl-C, SIGTERM) reach the supervisor only: the workers run in a process
   group of their own, so a Ctrl-C on the terminal is not delivered to each of them as
   well. The supervisor passes every signal on to every worker as SIGTERM: the first
@@ -161,6 +162,18 @@ def _run_worker(index: int, count: int, config: ServerConfig, shared: SharedStat
             messages.send(("snapshot", server.snapshot()))
             server.loop.call_later(SNAPSHOT_INTERVAL, report)
         report()
+    stats, told = server.stats, [(0, 0)]
+
+    def tally() -> None:
+        """Before the loop sleeps: the counts, if they changed (the supervisor keeps them
+        in its totals should this worker die; a tally that finds the pipe full is
+        dropped, and the next one carries the newer counts)."""
+        counts = (stats.transfers_done, stats.transfers_failed)
+        if counts != told[0]:
+            told[0] = counts
+            messages.send(("tally", *counts))
+
+    server.loop.add_before_sleep(tally)
     messages.send(("ready",), must=True)
     freeze_startup_objects()
     try:
@@ -252,6 +265,8 @@ class Supervisor:
         self.born: dict[int, float] = {}  # worker index -> when its process started
         self.restart_delay: dict[int, float] = {}  # its next wait, if it dies young
         self.restarts: dict[int, Timer] = {}  # workers waiting to be started again
+        self.tallies: dict[int, tuple[int, int]] = {}  # (done, failed) of each live worker
+        self.earlier: dict[int, tuple[int, int]] = {}  # the same, of its dead predecessors
 
     # -- starting
 
@@ -320,7 +335,7 @@ class Supervisor:
 
     def received(self, index: int, message: tuple[Any, ...]) -> None:
         """A message from worker ``index``: ("ready",), ("snapshot", Snapshot),
-        ("log", created, level, text) or ("done", WorkerTotals)."""
+        ("log", created, level, text), ("tally", done, failed) or ("done", WorkerTotals)."""
         kind = message[0]
         if kind == "ready":
             if index in self.ready:  # (a worker started again)
@@ -333,6 +348,8 @@ class Supervisor:
             _, created, level, text = message
             if self.on_log is not None:
                 self.on_log(created, level, text)
+        elif kind == "tally":
+            self.tallies[index] = (message[1], message[2])
         elif kind == "done":
             self.totals[index] = message[1]
 
@@ -361,6 +378,9 @@ class Supervisor:
             self.restarts[index] = self.loop.call_later(
                 0.01, lambda: self._reap(index, pid, deadline))
             return
+        done, failed = self.tallies.pop(index, (0, 0))  # (what it did stays counted)
+        before = self.earlier.get(index, (0, 0))
+        self.earlier[index] = (before[0] + done, before[1] + failed)
         if time.monotonic() - self.born.get(index, 0.0) >= RESTART_CALM:
             delay = 0.0  # it served a while: start it again at once
             self.restart_delay[index] = 1.0
@@ -415,8 +435,10 @@ class Supervisor:
             wakeups=sum(p.wakeups for p in parts),
             timeout_wakeups=sum(p.timeout_wakeups for p in parts),
             connections=[c for p in parts for c in p.connections],
-            transfers_done=sum(p.transfers_done for p in parts),
-            transfers_failed=sum(p.transfers_failed for p in parts),
+            transfers_done=sum(p.transfers_done for p in parts)
+            + sum(done for done, _ in self.earlier.values()),
+            transfers_failed=sum(p.transfers_failed for p in parts)
+            + sum(failed for _, failed in self.earlier.values()),
             bytes_in=sum(p.bytes_in for p in parts), bytes_out=sum(p.bytes_out for p in parts),
             stopping_in=self._stop_at - now if self._stop_at is not None else None)
 
@@ -425,11 +447,14 @@ class Supervisor:
         workers, and each worker's share."""
         totals = list(self.totals.values())
         slowest = max(totals, key=lambda t: t.longest_step, default=WorkerTotals())
-        return {"done": sum(t.transfers_done for t in totals),
-                "failed": sum(t.transfers_failed for t in totals),
+        shares = {i: t.transfers_done for i, t in self.totals.items()}
+        for i, (done, _failed) in self.earlier.items():  # (its dead predecessors')
+            shares[i] = shares.get(i, 0) + done
+        return {"done": sum(shares.values()),
+                "failed": sum(t.transfers_failed for t in totals)
+                + sum(failed for _, failed in self.earlier.values()),
                 "longest": slowest.longest_step, "what": slowest.longest_step_what,
-                "slow": sum(t.slow_steps for t in totals),
-                "shares": {i: t.transfers_done for i, t in self.totals.items()}}
+                "slow": sum(t.slow_steps for t in totals), "shares": shares}
 
 
 def _how_it_ended(pid: int, status: int) -> str:

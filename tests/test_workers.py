@@ -219,6 +219,26 @@ def test_the_clients_of_a_dead_worker_stop_counting_against_the_cap(workers):
             sock.close()
 
 
+def test_what_a_dead_worker_did_stays_in_the_summary(workers, tmp_path):
+    running = workers()
+    server = running.server
+    (tmp_path / "f").write_bytes(b"counted")
+    for i in range(40):  # a new connection each: both workers take some
+        with Client(server.host, server.port) as client:
+            client.put_file(tmp_path / "f", f"f{i}")
+    for _ in range(20):  # a later request on each worker: its tally of the puts is out
+        with connect(server) as sock:  # (20 all on one worker: a chance of 2 in 2**20)
+            sock.sendall(protocol.encode_stat(1, "f0"))
+            assert FrameReader(sock).frame()[0]["ok"]
+    _killed(running.pids[0])
+    line = server.wait_for_stderr(r"worker 1 is serving again \(pid (\d+)\)")[0]
+    running.pids.append(int(re.search(r"pid (\d+)", line).group(1)))
+    _out, err = running.stop()
+    assert "muxserver: stopped after 40 transfer(s), 0 failed (worker 1: " in err, err
+    shares = [int(n) for n in re.findall(r"worker \d: (\d+)", err)]
+    assert sum(shares) == 40 and min(shares) > 0, err
+
+
 def test_a_worker_that_keeps_dying_is_started_again_later_each_time(workers):
     running = workers()
     server = running.server
