@@ -203,10 +203,13 @@ def _stats(run: LoadRun, elapsed: float, files: int, description: str) -> dict:
 
 
 def many_clients(args, work: Path, workers: int = 1, code: Path | None = None,
-                 extra: list[str] | None = None, bare: bool = False) -> dict:
+                 extra: list[str] | None = None, bare: bool = False,
+                 digest: str | None = None) -> dict:
     """Each connection puts 16 files of 64 KiB, one after another, then gets them back.
     ``workers``: the server's --workers; ``code``: another checkout to run instead;
-    ``extra``: more server flags; ``bare``: scripts/bare_server.py instead."""
+    ``extra``: more server flags; ``bare``: scripts/bare_server.py instead; ``digest``:
+    the requests' digest (default: ``args.digest``)."""
+    algorithm = digest or args.digest
     raise_fd_limit()
     root = work / "root"
     root.mkdir()
@@ -215,7 +218,7 @@ def many_clients(args, work: Path, workers: int = 1, code: Path | None = None,
     else:
         server = spawn_muxserver(root, *(["--workers", str(workers)] if workers > 1 else []),
                                  *(extra or []), code=code)
-    payloads = _payloads(16, 64 * 1024, args.digest)
+    payloads = _payloads(16, 64 * 1024, algorithm)
     cpu_server, cpu_self = tree_cpu_seconds(server.proc.pid), time.process_time()
     try:
         run = LoadRun(server.host, server.port)
@@ -223,7 +226,7 @@ def many_clients(args, work: Path, workers: int = 1, code: Path | None = None,
                          f"c{i}/f{j}", digest) for j, (data, digest) in enumerate(payloads)]
                 for i in range(args.clients)]
         put_time = run.run(puts, window=1)
-        gets = [[Request(protocol.encode_get(100 + j, f"c{i}/f{j}", digest=args.digest),
+        gets = [[Request(protocol.encode_get(100 + j, f"c{i}/f{j}", digest=algorithm),
                          f"c{i}/f{j}", digest)
                  for j, (_data, digest) in enumerate(payloads)] for i in range(args.clients)]
         get_time = run.run(gets, window=1)
