@@ -80,13 +80,19 @@ def http_status(server, request: bytes) -> int:
     return int(head.split(b" ", 2)[1])
 
 
+def put_forty(server, tmp_path) -> None:
+    """Puts f0..f39, each on a new connection, so the kernel spreads them over the
+    workers (all 40 on one of two: a chance of 2 in 2**40)."""
+    (tmp_path / "f").write_bytes(b"spread me")
+    for i in range(40):
+        with Client(server.host, server.port) as client:
+            client.put_file(tmp_path / "f", f"f{i}")
+
+
 def test_two_workers_share_the_port_and_the_work(workers, tmp_path):
     running = workers()
     server = running.server
-    (tmp_path / "f").write_bytes(b"spread me")
-    for i in range(40):  # a new connection each: the kernel spreads them
-        with Client(server.host, server.port) as client:
-            client.put_file(tmp_path / "f", f"f{i}")
+    put_forty(server, tmp_path)
     assert sorted(p.name for p in server.root.iterdir()) == sorted(f"f{i}" for i in range(40))
     assert server.proc.poll() is None
     _out, err = running.stop()
@@ -179,10 +185,7 @@ def test_a_killed_worker_is_started_again_and_serves(workers, tmp_path):
     successor = int(re.search(r"pid (\d+)", line).group(1))
     running.pids.append(successor)  # (stopped with the others at the end)
     assert successor not in running.pids[:2] and os.path.exists(f"/proc/{successor}")
-    (tmp_path / "f").write_bytes(b"served by two again")
-    for i in range(40):  # a new connection each: both workers take some
-        with Client(server.host, server.port) as client:
-            client.put_file(tmp_path / "f", f"f{i}")
+    put_forty(server, tmp_path)  # (both workers take some: the successor serves)
     _out, err = running.stop()
     assert re.search(r"worker 1 \(pid \d+\) exited unexpectedly \(killed by SIGKILL\); the "
                      r"others go on, and it starts again after 0 s", err), err
@@ -222,10 +225,7 @@ def test_the_clients_of_a_dead_worker_stop_counting_against_the_cap(workers):
 def test_what_a_dead_worker_did_stays_in_the_summary(workers, tmp_path):
     running = workers()
     server = running.server
-    (tmp_path / "f").write_bytes(b"counted")
-    for i in range(40):  # a new connection each: both workers take some
-        with Client(server.host, server.port) as client:
-            client.put_file(tmp_path / "f", f"f{i}")
+    put_forty(server, tmp_path)
     for _ in range(20):  # a later request on each worker: its tally of the puts is out
         with connect(server) as sock:  # (20 all on one worker: a chance of 2 in 2**20)
             sock.sendall(protocol.encode_stat(1, "f0"))
