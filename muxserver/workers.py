@@ -360,6 +360,9 @@ class Supervisor:
         self.snapshots.pop(index, None)
         if self.pipes.get(index) is not pipe or index in self.totals:
             return  # an earlier pipe of a restarted worker; or a worker that said goodbye
+        done, failed = self.tallies.pop(index, (0, 0))  # (what it did stays counted)
+        before = self.earlier.get(index, (0, 0))
+        self.earlier[index] = (before[0] + done, before[1] + failed)
         if not self.ready or self._stop_at is not None:
             return
         self._reap(index, self.pids[index], deadline=time.monotonic() + 10)
@@ -378,9 +381,6 @@ class Supervisor:
             self.restarts[index] = self.loop.call_later(
                 0.01, lambda: self._reap(index, pid, deadline))
             return
-        done, failed = self.tallies.pop(index, (0, 0))  # (what it did stays counted)
-        before = self.earlier.get(index, (0, 0))
-        self.earlier[index] = (before[0] + done, before[1] + failed)
         if time.monotonic() - self.born.get(index, 0.0) >= RESTART_CALM:
             delay = 0.0  # it served a while: start it again at once
             self.restart_delay[index] = 1.0
