@@ -430,8 +430,8 @@ def run_serve(args: argparse.Namespace) -> int:
             console.stop()
     stats, loop = server.stats, server.loop
     print(stop_summary(args.lang, done=stats.transfers_done, failed=stats.transfers_failed,
-                       longest=loop.longest_step, what=loop.longest_step_what, slow=loop.slow_steps),
-          file=sys.stderr)
+                       longest=loop.longest_step, what=loop.longest_step_what,
+                       slow=loop.slow_steps), file=sys.stderr)
     return 0
 
 
