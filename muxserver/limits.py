@@ -98,6 +98,10 @@ class Limits:
         "s")
     accept_backoff: float = limit(
         1.0, "asyncio waits 1 s after EMFILE before accepting again (nginx 500 ms)", "s")
+    worker_restart_calm: float = limit(
+        10.0, "--workers: a worker that served this long is started again at once when it "
+        "dies; one that dies sooner waits 1, 2, 4... s (at most 30), so a crash loop "
+        "does not spin (systemd's restart rate limit, in short)", "s")
 
     def effective_max_connections(self) -> int:
         """The configured cap, or the descriptor limit minus the reserve."""

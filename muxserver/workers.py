@@ -21,9 +21,9 @@ many connections per process.
   does: the supervisor reaps it, says how it ended, empties its slot of the shared
   connection count (the kernel closed its connections), and forks a successor with the
   same index beside the others (it does not sweep the root: its siblings are writing
-  there). At once the first time; a worker that dies again within RESTART_CALM seconds
-  of its start waits 1, 2, 4... seconds, at most RESTART_MAX_DELAY, so a worker that
-  cannot start does not spin. What the dead one had done stays in the totals: each
+  there). At once the first time; a worker that dies again within
+  ``worker_restart_calm`` seconds of its start (limits.py) waits 1, 2, 4... seconds, at
+  most RESTART_MAX_DELAY, so a worker that cannot start does not spin. What the dead one had done stays in the totals: each
   worker tells the supervisor its counts whenever they changed in a loop turn.
 * Signals (Ctrl-C, SIGTERM) reach the supervisor only: the workers run in a process
   group of their own, so a Ctrl-C on the terminal is not delivered to each of them as
@@ -60,7 +60,6 @@ from .shared import SharedState
 log = logging.getLogger("muxserver")
 
 SNAPSHOT_INTERVAL = 0.25  # seconds between a worker's snapshots (the console's redraws)
-RESTART_CALM = 10.0  # a worker that lived this long is restarted at once if it dies
 RESTART_MAX_DELAY = 30.0  # seconds: the longest wait before starting a worker again
 _LENGTH = struct.Struct("!I")
 _PR_SET_PDEATHSIG = 1
@@ -381,7 +380,8 @@ class Supervisor:
             self.restarts[index] = self.loop.call_later(
                 0.01, lambda: self._reap(index, pid, deadline))
             return
-        if time.monotonic() - self.born.get(index, 0.0) >= RESTART_CALM:
+        served = time.monotonic() - self.born.get(index, 0.0)
+        if served >= self.config.limits.worker_restart_calm:
             delay = 0.0  # it served a while: start it again at once
             self.restart_delay[index] = 1.0
         else:  # it died young: wait, longer each time (at once the very first time)

@@ -240,7 +240,7 @@ def test_what_a_dead_worker_did_stays_in_the_summary(workers, tmp_path):
 
 
 def test_a_worker_that_keeps_dying_is_started_again_later_each_time(workers):
-    running = workers()
+    running = workers("--worker-restart-calm", "3600")  # (each dies young, however slow)
     server = running.server
     _killed(running.pids[0])  # (young: the test just started it)
     for attempt, delay in enumerate((1, 2)):  # the successors die young too
