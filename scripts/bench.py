@@ -243,6 +243,9 @@ def many(args: argparse.Namespace, work: Path) -> dict:
             "checked": sum(r["checked"] for r in samples),
             "server_cpu": statistics.median(r["server_cpu"] for r in samples),
             "generator_cpu": statistics.median(r["generator_cpu"] for r in samples),
+            "rounds": {name: {stat: statistics.median(r["rounds"][name][stat] for r in samples)
+                              for stat in ("p50_ms", "p99_ms")}
+                       for name in samples[0].get("rounds", {})},
             "runs": len(samples)}
     ours, theirs = args.digest, args.baseline_digest or args.digest
     return {"description": runs["workers 1"][0]["description"], "results": results,
@@ -307,7 +310,7 @@ def check_targets(report: dict) -> list[tuple[str, bool, str]]:
     return checks
 
 
-def print_report(report: dict) -> None:
+def print_report(report: dict, args: argparse.Namespace) -> None:
     print(f"machine: {report['machine']}")
     if "bulk" in report:
         b = report["bulk"]
@@ -341,6 +344,15 @@ def print_report(report: dict) -> None:
             print(f"  workers 1 / bare: {one['files_per_s'] / bare['files_per_s']:.2f}x files/s, "
                   f"{one['server_cpu'] / bare['server_cpu']:.2f}x server CPU (bare: the same "
                   "storage guarantees, none of the rest; see scripts/bare_server.py)")
+        if args.by_round:
+            print("  latency by round, workers 1 (the k-th request of every connection; "
+                  "medians of the runs):")
+            rounds = one["rounds"]
+            for k in range(1, 17):
+                put, get = rounds.get(f"put {k}"), rounds.get(f"get {k}")
+                if put and get:
+                    print(f"    {k:>2}  put p50 {put['p50_ms']:6.1f} p99 {put['p99_ms']:6.1f}   "
+                          f"get p50 {get['p50_ms']:6.1f} p99 {get['p99_ms']:6.1f}  ms")
         if "baseline" in m["results"]:
             print(f"  workers 1 / baseline: "
                   f"{one['files_per_s'] / m['results']['baseline']['files_per_s']:.2f}x files/s"
@@ -389,6 +401,9 @@ def main() -> int:
     parser.add_argument("--digest", choices=("blake3", "sha256"), default="blake3",
                         help="the digest the load generator's requests use (default: "
                              "blake3, as the muxserver client)")
+    parser.add_argument("--by-round", action="store_true",
+                        help="many clients: also print the latency of each round (the k-th "
+                             "put or get of every connection) with --workers 1")
     parser.add_argument("--baseline-digest", choices=("blake3", "sha256"),
                         help="the digest of the requests to the --baseline checkout "
                              "(default: --digest's); sha256 compares with a checkout from "
@@ -418,7 +433,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print_report(report)
+        print_report(report, args)
     return 0 if all(ok for _name, ok, _value in report["targets"]) else 1
 
 

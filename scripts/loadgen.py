@@ -44,12 +44,13 @@ TIMESPEC = struct.Struct("qq")
 
 
 class Request:
-    __slots__ = ("frame", "name", "expect", "sent", "hasher")
+    __slots__ = ("frame", "name", "expect", "sent", "hasher", "round")
 
-    def __init__(self, frame: bytes, name: str, expect: Digest) -> None:
+    def __init__(self, frame: bytes, name: str, expect: Digest, round_name: str = "") -> None:
         self.frame, self.name, self.expect = frame, name, expect
         self.sent = 0  # time.time_ns() when the request's first byte went to the socket
         self.hasher = None
+        self.round = round_name  # "put 3": every connection's third put (latency by round)
 
 
 class Connection:
@@ -92,6 +93,7 @@ class LoadRun:
         self.selector = selectors.DefaultSelector()
         self.latencies: list[float] = []  # send -> the kernel received the reply
         self.seen: list[float] = []  # send -> the generator got round to the reply
+        self.by_round: dict[str, list[float]] = collections.defaultdict(list)
         self.errors = 0
         self.checked = 0
         self.scratch = memoryview(bytearray(1 << 20))
@@ -176,6 +178,8 @@ class LoadRun:
                 req = conn.inflight.popleft()
                 self.latencies.append((arrived - req.sent) / 1e9)
                 self.seen.append((now - req.sent) / 1e9)
+                if req.round:
+                    self.by_round[req.round].append(self.latencies[-1])
                 if req.hasher is not None:
                     if req.hasher.hexdigest() != req.expect.hex:
                         self.errors += 1
@@ -223,11 +227,11 @@ def many_clients(args, work: Path, workers: int = 1, code: Path | None = None,
     try:
         run = LoadRun(server.host, server.port)
         puts = [[Request(protocol.encode_put(j, f"c{i}/f{j}", len(data), digest) + data,
-                         f"c{i}/f{j}", digest) for j, (data, digest) in enumerate(payloads)]
-                for i in range(args.clients)]
+                         f"c{i}/f{j}", digest, f"put {j + 1}")
+                 for j, (data, digest) in enumerate(payloads)] for i in range(args.clients)]
         put_time = run.run(puts, window=1)
         gets = [[Request(protocol.encode_get(100 + j, f"c{i}/f{j}", digest=algorithm),
-                         f"c{i}/f{j}", digest)
+                         f"c{i}/f{j}", digest, f"get {j + 1}")
                  for j, (_data, digest) in enumerate(payloads)] for i in range(args.clients)]
         get_time = run.run(gets, window=1)
         cpu_server = tree_cpu_seconds(server.proc.pid) - cpu_server
@@ -239,7 +243,10 @@ def many_clients(args, work: Path, workers: int = 1, code: Path | None = None,
                     f"{args.clients} connections each putting 16 files of 64 KiB, one at a "
                     "time, then getting them back")
     result.update(put_seconds=put_time, get_seconds=get_time, server_cpu=cpu_server,
-                  generator_cpu=cpu_self)
+                  generator_cpu=cpu_self,
+                  rounds={name: {"p50_ms": 1000 * statistics.median(samples),
+                                 "p99_ms": 1000 * percentile(samples, 0.99)}
+                          for name, samples in run.by_round.items()})
     return result
 
 
