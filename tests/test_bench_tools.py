@@ -36,6 +36,8 @@ def test_the_many_clients_load_is_served_and_every_digest_checked(loadgen, tmp_p
     assert files == sorted(f"c{i}/f{j}" for i in range(4) for j in range(16))
     # The kernel received each reply before the generator got round to reading it.
     assert 0 < result["p50_ms"] and result["p99_ms"] <= result["p99_seen_ms"]
+    assert sorted(result["rounds"]) == sorted(f"{op} {k}" for op in ("put", "get")
+                                              for k in range(1, 17))
 
 
 def test_a_wrong_digest_is_counted_as_an_error(loadgen, tmp_path):
