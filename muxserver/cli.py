@@ -123,8 +123,8 @@ def add_serve_parser(sub: Any) -> None:
                    help="plain log lines instead of the live console")
     p.add_argument("--log-level", choices=("info", "warning", "error"), default="info",
                    help="info (default): a line per connection and transfer; warning: "
-                        "only refusals and trouble (a busy server spends a tenth of its "
-                        "time on info lines)")
+                        "only refusals and trouble (info lines cost a busy server a few "
+                        "per cent of its time)")
     p.add_argument("--workers", default="1", metavar="N",
                    help="processes serving the port, each with its own loop (default 1; "
                         "'auto': one per core)")
@@ -369,8 +369,7 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.getLogger("muxserver").setLevel(args.log_level.upper())
     if args.lang == "es":  # the log lines too, not only the narration
         from .log_es import install
-        for name in ("muxserver", "muxserver.storage"):  # (a logger's filters do not
-            install(logging.getLogger(name))  # see the records of its children)
+        install(logging.getLogger("muxserver"))
     # The server logs a line per transfer and the format uses neither the caller's
     # source line nor process or thread names: skip collecting them (the logging
     # HOWTO's "Optimization" section); each would cost a system call or a stack walk.

@@ -184,8 +184,7 @@ class Server:
         if self.trace is not None:
             self.trace("listening", None, address=format_address(host, port))
         if self.trace is None:  # (while narrating, each line goes where it happens)
-            self.services.turn_log.attach(self.loop.add_before_sleep,
-                                          logging.getLogger("muxserver.storage"))
+            self.services.turn_log.attach(self.loop.add_before_sleep)
         return host, port
 
     def _schedule_partial_expiry(self) -> None:

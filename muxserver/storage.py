@@ -45,7 +45,7 @@ from .names import RESERVED_PREFIX, BadName, is_listable, printable
 from .names import split_name as _split_name
 from .partials import Partial, PartialFiles
 
-log = logging.getLogger("muxserver.storage")
+log = logging.getLogger("muxserver")
 
 TEMP_PREFIX = RESERVED_PREFIX + "tmp-"  # an upload in progress
 PARTIAL_PREFIX = RESERVED_PREFIX + "part-"  # what an interrupted resumable upload left

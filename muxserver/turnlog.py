@@ -10,8 +10,10 @@ Redis's ``beforeSleep`` do. The lines are the same, one per transfer, each stamp
 with the clock by the formatter (logformat.py); the console and the worker pipe split
 the record back into its lines.
 
-The order of lines holds: before any other record of the server's loggers goes out (a
-warning, a connection closing), the lines collected so far go first. A TurnLog that
+The order of lines holds: before any other record of the server's logger goes out (a
+warning, a connection closing), the lines collected so far go first. (Every module
+logs through the one "muxserver" logger: a logger's filters never see the records of
+its child loggers.) A TurnLog that
 is not attached to a running loop (a session tested alone, or a server narrating its
 loop with --trace, where each line belongs beside the events that led to it) logs each
 line at once.
@@ -26,13 +28,16 @@ from typing import Any, Callable
 class Lines:
     """The message of a record that carries a turn's lines: ``str()`` joins them."""
 
-    __slots__ = ("lines",)
+    __slots__ = ("lines", "_text")
 
     def __init__(self, lines: list[tuple[str, tuple[Any, ...]]]) -> None:
         self.lines = lines
+        self._text: str | None = None
 
-    def __str__(self) -> str:
-        return "\n".join(template % args for template, args in self.lines)
+    def __str__(self) -> str:  # (once: every handler asks the record for its message)
+        if self._text is None:
+            self._text = "\n".join(template % args for template, args in self.lines)
+        return self._text
 
     def translated(self, translate: Callable[[str, tuple[Any, ...]],
                                              tuple[str, tuple[Any, ...]]]) -> "Lines":
@@ -44,7 +49,6 @@ class TurnLog:
         self.logger = logger
         self.pending: list[tuple[str, tuple[Any, ...]]] = []
         self.attached = False
-        self._watched: list[logging.Logger] = []
 
     def info(self, template: str, *args: Any) -> None:
         """An info line (``template % args``), written before the loop next sleeps."""
@@ -59,28 +63,21 @@ class TurnLog:
             lines, self.pending = Lines(self.pending), []
             self.logger.info(lines)
 
-    def attach(self, add_before_sleep: Callable[[Callable[[], None]], None],
-               *others: logging.Logger) -> None:
+    def attach(self, add_before_sleep: Callable[[Callable[[], None]], None]) -> None:
         """Collect from now on; flush before the loop sleeps (``add_before_sleep``
-        registers with the loop) and before any other record of ``logger`` or of
-        ``others`` (its child loggers: a logger's filters do not see its children's
-        records)."""
+        registers with the loop) and before any other record of the logger."""
         add_before_sleep(self.flush)
-        self._watched = [self.logger, *others]
-        for logger in self._watched:
-            logger.addFilter(self._first_the_lines)
+        self.logger.addFilter(self._first_the_lines)
         self.attached = True
 
     def detach(self) -> None:
         """Write what is collected; log at once from now on."""
         self.flush()
-        for logger in self._watched:
-            logger.removeFilter(self._first_the_lines)
-        self._watched = []
+        self.logger.removeFilter(self._first_the_lines)
         self.attached = False
 
     def _first_the_lines(self, record: logging.LogRecord) -> bool:
-        """(A filter on the watched loggers: it never drops a record.)"""
+        """(A filter on the logger: it never drops a record.)"""
         if self.pending and not isinstance(record.msg, Lines):
             self.flush()
         return True

@@ -26,23 +26,22 @@ class Collect(logging.Handler):
 @pytest.fixture
 def logger():
     logger = logging.getLogger("muxserver.test-turnlog")
-    child = logging.getLogger("muxserver.test-turnlog.child")
     collect = Collect()
     logger.addHandler(collect)
     logger.setLevel(logging.INFO)
     logger.propagate = False
     try:
-        yield logger, child, collect
+        yield logger, collect
     finally:
         logger.removeHandler(collect)
 
 
 def test_lines_wait_for_the_end_of_the_turn_and_go_as_one_record(logger):
-    logger, child, collect = logger
+    logger, collect = logger
     loop = EventLoop()
     turn_log = TurnLog(logger)
     try:
-        turn_log.attach(loop.add_before_sleep, child)
+        turn_log.attach(loop.add_before_sleep)
         turn_log.info("%s put %s: %d bytes ok", "peer:1", "a", 1)
         turn_log.info("%s get %s: %d bytes ok", "peer:2", "b", 2)
         assert collect.records == []  # (the loop has not come round to sleeping)
@@ -58,19 +57,19 @@ def test_lines_wait_for_the_end_of_the_turn_and_go_as_one_record(logger):
 
 
 def test_any_other_record_goes_after_the_lines_collected_before_it(logger):
-    logger, child, collect = logger
+    logger, collect = logger
     turn_log = TurnLog(logger)
-    turn_log.attach(lambda callback: None, child)
+    turn_log.attach(lambda callback: None)
     try:
         turn_log.info("first %s", "line")
         logger.warning("%s closed", "peer:1")
         turn_log.info("second %s", "line")
-        child.error("a child logger's %s", "record")  # (propagates to the handler)
+        logger.error("a storage %s", "record")
         turn_log.info("third %s", "line")
     finally:
         turn_log.detach()  # writes what is left
     assert [r.getMessage() for r in collect.records] == [
-        "first line", "peer:1 closed", "second line", "a child logger's record",
+        "first line", "peer:1 closed", "second line", "a storage record",
         "third line"]
     turn_log.info("now %s", "at once")  # detached: no loop to wait for
     assert collect.records[-1].getMessage() == "now at once"
@@ -78,7 +77,7 @@ def test_any_other_record_goes_after_the_lines_collected_before_it(logger):
 
 
 def test_nothing_is_collected_when_info_lines_are_off(logger):
-    logger, child, collect = logger
+    logger, collect = logger
     logger.setLevel(logging.WARNING)
     turn_log = TurnLog(logger)
     turn_log.attach(lambda callback: None)
@@ -97,3 +96,40 @@ def test_each_line_of_a_turn_gets_its_own_stamp():
     first, second = LineFormatter("w2 ").format(record).split("\n")
     assert first.endswith(" w2 a one") and second.endswith(" w2 b two")
     assert first[:8] == second[:8] and first[2] == ":"  # HH:MM:SS on both
+
+
+def test_each_protocol_writes_its_transfer_lines_before_the_connection_closes(tmp_path):
+    """A real server: native and HTTP transfers alike go through the turn log, one line
+    each, and each line comes before its connection's "closed" line."""
+    import http.client
+    import re
+
+    from .conftest import run_cli, spawn_server, stop_process
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "n.txt").write_bytes(b"native")
+    server = spawn_server(root)
+    try:
+        port = str(server.port)
+        assert run_cli("put", str(tmp_path / "n.txt"), "--port", port, "-q").returncode == 0
+        assert run_cli("get", "n.txt", "-o", str(tmp_path / "back.txt"), "--port", port,
+                       "-q").returncode == 0
+        for method, body in (("PUT", b"web"), ("GET", None)):
+            conn = http.client.HTTPConnection(server.host, server.port, timeout=20)
+            try:
+                conn.request(method, "/h.txt", body=body)
+                assert conn.getresponse().status in (200, 201)
+            finally:
+                conn.close()
+    finally:
+        stop_process(server.proc)
+    _out, err = server.output()
+    lines = err.splitlines()
+    expected = [r" put n\.txt: 6 bytes, blake3 \w+ ok$", r" get n\.txt: 6 bytes, blake3 \w+ ok$",
+                r" HTTP put h\.txt: 3 bytes, sha256 \w+ ok$", r" HTTP get h\.txt: 3 bytes"]
+    for pattern in expected:
+        (at,) = [i for i, line in enumerate(lines) if re.search(pattern, line)]
+        peer = lines[at].split()[1]
+        closed = [i for i, line in enumerate(lines) if f"{peer} closed" in line]
+        assert closed and closed[0] > at, (pattern, err)
