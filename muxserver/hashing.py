@@ -13,7 +13,9 @@ copy on the loop's thread would cost as much as the read does on the helper's. I
 through a descriptor of its own (``os.dup``), so an upload that is aborted and closed
 while the helper is behind can never make it read a descriptor number reused meanwhile.
 
-One helper thread serves every file; jobs are cancelled, never waited for, by the loop.
+One helper thread serves every file, a job at most ``FAIR_SHARE`` bytes at a time (a
+whole big file being sent must not hold up the uploads waiting for their last bytes'
+digest); jobs are cancelled, never waited for, by the loop.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any, Callable
 from .digests import new_hasher
 
 READ_SIZE = 1024 * 1024  # bytes read back and hashed per step
+FAIR_SHARE = 64 * READ_SIZE  # then a job with more to hash goes to the back of the queue
 
 
 class HashJob:
@@ -87,7 +90,9 @@ class HashJob:
             self._enqueue()
 
     def _run(self) -> None:
-        """Hash what is available; finish or stop. Runs on the helper thread."""
+        """Hash what is available, up to FAIR_SHARE bytes; finish, stop, or queue again.
+        Runs on the helper thread."""
+        budget = FAIR_SHARE
         while True:
             with self._lock:
                 if self.cancelled:
@@ -99,6 +104,9 @@ class HashJob:
                     self._queued = False
                     finished = self.total is not None and start >= self.total
                     break
+                if budget <= 0:  # (still queued: the flag stays set)
+                    _worker().put(self)
+                    return
             try:
                 chunk = os.pread(self.fd, min(end - start, READ_SIZE), start)
             except OSError as exc:
@@ -112,6 +120,7 @@ class HashJob:
                 return
             self.hasher.update(chunk)
             self.hashed = start + len(chunk)
+            budget -= len(chunk)
         if finished:
             self._complete(self.hasher.hexdigest())
 

@@ -357,9 +357,9 @@ class HttpSession(Session):
                 self.queue(h11.Data(data=small))
             self.transfer_done(transfer, length, opened.digest)
         else:
-            transfer.total = length
-            region = FileRegion(opened.fd, start, length, on_done=lambda: self.download_sent(
-                transfer, opened.digest))
+            transfer.total, transfer.digest = length, opened.digest
+            region = FileRegion(opened.fd, start, length,
+                                on_done=lambda: self.download_sent(transfer))
             transfer.region = region
             self.sending_body(transfer)
             for part in self.conn.send_with_data_passthrough(h11.Data(data=_FileBody(length))):

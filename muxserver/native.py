@@ -253,24 +253,28 @@ class NativeSession(Session):
             opened.close()
             raise StorageError("offset_mismatch", f"{req.name!r} has {opened.size} bytes; "
                                                   f"cannot resume from {req.offset}")
-        if opened.digest is not None:
-            self.queue_download(req, opened)
+        if opened.digest is not None or (
+                req.digest_after and opened.size - req.offset > self.limits.inline_file_size):
+            self.queue_download(req, opened)  # (without a digest: it follows the body)
             return
         self.start_job(self.hash_then(
             opened, then=lambda: self.queue_download(req, opened),
             failed=lambda exc: self.reply_error(req.id, exc.code, exc.message, req.name)))
 
     def queue_download(self, req: Request, opened: OpenFile) -> None:
-        """Queue the reply header and the body: inline if small, else a sendfile region."""
+        """Queue the reply header and the body: inline if small, else a sendfile region.
+        A file whose digest is not known yet (only for a client that takes it in a
+        trailer, and not inline) is hashed while it is sent: the trailer follows."""
         offset, length = req.offset, opened.size - req.offset
         digest = opened.digest
-        assert digest is not None
+        announced = digest.field if digest is not None else {"trailer": opened.algorithm}
         header = protocol.encode_ok(req.id, length=length, name=req.name, size=opened.size,
-                                    **digest.field, mtime=opened.mtime, offset=offset)
+                                    **announced, mtime=opened.mtime, offset=offset)
         transfer = self.active
         assert transfer is not None
-        transfer.total = length
+        transfer.total, transfer.digest = length, digest
         if length <= self.limits.inline_file_size:
+            assert digest is not None
             try:
                 data = self.read_small(opened, offset, length)
             except StorageError as exc:
@@ -281,11 +285,22 @@ class NativeSession(Session):
             self.transfer_done(transfer, opened.size, digest)
             return
         region = FileRegion(opened.fd, offset, length,
-                            on_done=lambda: self.download_sent(transfer, digest))
+                            on_done=lambda: self.download_sent(transfer))
         transfer.region = region
         self.queue_reply(req.id, None, header, length)
         self.sending_body(transfer)
+        if digest is None:
+            self.hash_while_sending(opened, transfer, lambda late: self.send_trailer(req, late))
         self.channel.write_file(region)
+
+    def send_trailer(self, req: Request, digest: Digest | None) -> None:
+        """The frame after the body of a get hashed while it was sent: its digest, or
+        (None: the file could not be read) an error, and the client drops the body."""
+        if digest is None:
+            self.reply_error(req.id, "io_error", f"{req.name!r}: the file could not be read "
+                                                 "to hash it", req.name)
+        else:
+            self.reply_ok(req.id, **digest.field)
 
     # -- uploads: replies, and bodies that go straight from the socket to the file
 

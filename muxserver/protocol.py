@@ -427,13 +427,18 @@ def encode_trailer(req_id: int, digest: Digest) -> bytes:
     return encode_frame({"id": req_id, "op": "trailer", **digest.field})
 
 
-def encode_get(req_id: int, name: str, offset: int = 0, digest: str = SHA256) -> bytes:
-    """A get; ``digest``: the algorithm of the digest the reply should carry."""
+def encode_get(req_id: int, name: str, offset: int = 0, digest: str = SHA256, *,
+               trailer: bool = False) -> bytes:
+    """A get; ``digest``: the algorithm of the digest the reply should carry;
+    ``trailer``: the client takes that digest after the body when the server has not
+    hashed the file yet (it then hashes it while sending it)."""
     fields: dict[str, Any] = {"id": req_id, "op": "get", "name": name}
     if offset:
         fields["offset"] = offset
     if digest != SHA256:
         fields["digest"] = digest
+    if trailer:
+        fields["trailer"] = True
     return encode_frame(fields)
 
 
@@ -523,6 +528,7 @@ class Request:
     digest: Digest | None = None  # put, partial, trailer: the whole file's
     trailer: str = ""  # put: the algorithm of the digest a trailer frame brings
     algorithm: str = SHA256  # get: the digest the reply announces
+    digest_after: bool = False  # get: the client takes the digest in a trailer frame
     overwrite: bool = False
     mtime: float | None = None
     recursive: bool = False
@@ -580,6 +586,7 @@ def parse_request(fields: Mapping[str, Any], length: int) -> Request:
         req.offset = _count_field(fields, "offset", 0)
     if op == "get":
         req.algorithm = _algorithm_field(fields, "digest", SHA256)
+        req.digest_after = _field(fields, "trailer", bool, False)
     if op in ("put", "partial"):
         req.digest = _digest_field(fields)
         req.mtime = _mtime_field(fields)

@@ -9,11 +9,12 @@ here, once, so the native protocol and HTTP keep the same promises by constructi
   before anything else about it is looked at; a refused request's body is never read
   (the connection is closed instead), and refusals count as strikes: per connection
   here, per address in ``access.py``.
-* **Waiting.** Requests run one after another, so replies stay in order. Three things
+* **Waiting.** Requests run one after another, so replies stay in order. Four things
   make the next request wait, and the channel stop reading meanwhile: a *job* (a reply
   produced in bounded steps, one per loop turn: hashing a file never hashed, a listing
   page by page), *verifying* (the hashing helper thread finishing an upload's digest),
-  and *backpressure* (queued output over the high-water mark).
+  a *digest due* (a download whose digest follows its body: the helper hashes the file
+  while it is sent), and *backpressure* (queued output over the high-water mark).
 * **Timeouts.** The phase (idle, header, transfer) is derived from the session's state
   in one function, :meth:`Session.timeout_phase`, for every protocol; the channel asks
   it after every event, so no phase can be forgotten.
@@ -40,6 +41,7 @@ from typing import Any, Callable, Iterator
 from .access import DELETE, READ, WRITE, Access, Grant, Refusal
 from .channel import BaseProtocol, Channel, ChannelState, Phase
 from .digests import SHA256, Digest
+from .hashing import HashJob
 from .limits import Limits
 from .loop import EventLoop
 from .names import printable
@@ -83,19 +85,44 @@ class Services:
 class Transfer:
     """A put or get, from its request to its end; what the console shows of it."""
 
-    __slots__ = ("op", "name", "total", "received", "region", "started", "ended")
+    __slots__ = ("op", "name", "total", "received", "region", "started", "ended", "digest")
 
     def __init__(self, op: str, name: str, total: int, started: float) -> None:
         self.op, self.name, self.total, self.started = op, name, total, started
         self.received = 0  # body bytes that have arrived (put) or been hashed (get)
         self.region: Any = None  # the FileRegion of a get's body being sent
         self.ended = False  # counted (done or failed): never counted twice
+        self.digest: Digest | None = None  # a get's, once known (the log line says it)
 
     @property
     def done(self) -> int:
         if self.region is not None:
             return self.total - self.region.remaining
         return self.received
+
+
+class DigestDue:
+    """A get whose body is being sent while the helper thread hashes the file; its
+    digest follows the body (the protocol's trailer). Holds a descriptor of the file of
+    its own, to remember the digest on it (an xattr) once known: the body's descriptor
+    is closed when the last byte has gone."""
+
+    __slots__ = ("transfer", "job", "fd", "st", "send", "body_sent")
+
+    def __init__(self, transfer: Transfer, opened: OpenFile,
+                 send: Callable[[Digest | None], None]) -> None:
+        self.transfer = transfer
+        self.send = send  # queues the trailer (a digest) or the error (None)
+        self.fd = os.dup(opened.fd)
+        self.st = opened.st
+        self.body_sent = False
+        self.job = HashJob(opened.fd, opened.algorithm, already=opened.size)
+
+    def close(self) -> None:
+        self.job.cancel()  # (nothing left to do when it has finished)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 #: The grant of a request not admitted (yet).
@@ -114,6 +141,7 @@ class Session(BaseProtocol):
         self.limits = services.limits
         self.upload: Upload | None = None  # the body arriving now is written here
         self.verifying: Upload | None = None  # waiting for the helper's hash to commit
+        self.digest_due: DigestDue | None = None  # a get's digest, hashed while it is sent
         self.job: Iterator[None] | None = None  # a reply being produced in steps
         self.active: Transfer | None = None  # the put or get of the request being served
         self.sending: list[Transfer] = []  # gets on the wire (a few: see files_per_connection)
@@ -294,7 +322,7 @@ class Session(BaseProtocol):
             if channel.trace is not None:
                 channel.trace("pause", channel.id, queued=channel.out.total,
                               high=self.limits.output_high_water)
-        if self.job is None and self.verifying is None and not full:
+        if self.job is None and self.verifying is None and self.digest_due is None and not full:
             return False
         channel.wants_drain = full
         channel.pause_reading()
@@ -420,11 +448,46 @@ class Session(BaseProtocol):
         if self.active is transfer:
             self.active = None
 
-    def download_sent(self, transfer: Transfer, digest: Digest | None) -> None:
+    def download_sent(self, transfer: Transfer) -> None:
         """The last byte of a get's body went to the socket."""
-        self.transfer_done(transfer, transfer.total, digest)
+        due = self.digest_due
+        if due is not None and due.transfer is transfer:
+            due.body_sent = True  # done when its digest has followed it
+            return
+        self.transfer_done(transfer, transfer.total, transfer.digest)
         if self.services.stopping and not self.busy:
             self.close_for_stop()
+
+    def hash_while_sending(self, opened: OpenFile, transfer: Transfer,
+                           send: Callable[[Digest | None], None]) -> None:
+        """The file of ``transfer`` is not hashed yet: the helper thread hashes it while
+        the caller queues its body, and ``send(digest)`` (or ``send(None)``: it could not
+        be read) queues what follows the body, before any later request is served. The
+        file is read twice either way, but the second read overlaps the sending."""
+        due = DigestDue(transfer, opened, send)
+        loop = self.services.loop
+        due.job.finish(opened.size, lambda hexdigest: loop.call_soon_threadsafe(
+            lambda: self.digest_ready(due, hexdigest), owner=self))
+        self.digest_due = due
+
+    def digest_ready(self, due: DigestDue, hexdigest: str | None) -> None:
+        """The helper hashed the file of a get being sent (called in the loop)."""
+        if self.digest_due is not due or self.channel.closed:
+            return  # the connection went away meanwhile: connection_lost closed it
+        self.digest_due = None
+        transfer = due.transfer
+        if hexdigest is None:
+            due.close()
+            self.active = transfer  # (the error reply fails, counts and logs this get)
+            due.send(None)
+        else:
+            transfer.digest = Digest(due.job.algorithm, hexdigest)
+            self.services.root.hashes.remember(due.fd, due.st, transfer.digest)
+            due.close()
+            due.send(transfer.digest)
+            if due.body_sent:
+                self.download_sent(transfer)
+        self.process()
 
     @property
     def transfer(self) -> Transfer | None:  # type: ignore[override]
@@ -579,13 +642,17 @@ class Session(BaseProtocol):
     def busy(self) -> bool:
         """A transfer is under way: a body in either direction, a job, a verification."""
         return (self.upload is not None or self.job is not None or self.verifying is not None
-                or bool(self.channel.out.file_bytes))
+                or self.digest_due is not None or bool(self.channel.out.file_bytes))
 
     def connection_lost(self) -> None:
         self.interrupt_upload()
         if self.job is not None:
             self.job.close()  # closes the file or directory it holds
             self.job = None
+        if self.digest_due is not None:
+            self.digest_due.close()
+            self.transfer_failed(self.digest_due.transfer)
+            self.digest_due = None
         self.transfer_failed(self.active)
         while self.sending:
             self.transfer_failed(self.sending[0])
@@ -605,6 +672,8 @@ class Session(BaseProtocol):
             label = self.job_label or ("hashing" if self.active is not None else "listing")
         elif channel.out.file_bytes:
             label = "sending body"
+        elif self.digest_due is not None:
+            label = "hashing"
         elif channel.out:
             label = "sending reply"
         else:

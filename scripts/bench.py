@@ -106,6 +106,11 @@ def bulk(args: argparse.Namespace, work: Path) -> dict:
         shutil.copyfile(src, copy)  # (the data, not the xattr of its remembered digest)
         return copy
 
+    def served_copy() -> None:
+        """The file again in the server's root, under a new inode (untimed): the server
+        has not hashed it, so a get of it hashes it while sending it (a trailer)."""
+        shutil.copyfile(src, root / "fresh-get.bin")
+
     # Each run writes a file whose previous copy was deleted just before, untimed: the
     # analogue of socat's truncate-then-write (see docs/PERFORMANCE.md on overwrites).
     contenders = {"socat": lambda: run_socat(src, out / "socat.bin"),
@@ -115,7 +120,10 @@ def bulk(args: argparse.Namespace, work: Path) -> dict:
                       lambda copy: timed(lambda: _run([*cli, "put", str(copy), "--as",
                                                        "bulk.bin", *port_args])))(fresh_copy()),
                   "muxserver get": lambda: fresh(out / "bulk.bin") or timed(lambda: _run(
-                      [*cli, "get", "bulk.bin", "-o", str(out), *port_args]))}
+                      [*cli, "get", "bulk.bin", "-o", str(out), *port_args])),
+                  "muxserver get, fresh file": lambda: fresh(out / "fresh-get.bin") or fresh(
+                      root / "fresh-get.bin") or served_copy() or timed(lambda: _run(
+                          [*cli, "get", "fresh-get.bin", "-o", str(out), *port_args]))}
     pids = {name: server.proc.pid for name in contenders if name.startswith("muxserver")}
     if ftp is not None:
         ftp_port = ftp[1]

@@ -281,6 +281,18 @@ def wait_for_upload_to_start(root: Path, timeout: float = 10.0) -> None:
         time.sleep(0.005)
 
 
+def wait_until(condition, timeout: float = 10.0, what: str = "the condition") -> None:
+    """Wait until ``condition()`` holds: for a change another thread makes (the hashing
+    helper closing a descriptor) that no log record or reply announces."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.005)
+
+
 class LogWatcher(logging.Handler):
     """Collects the server's log records so a test can wait for one (a real signal)."""
 

@@ -27,6 +27,7 @@ class DocClient:
         self.sock = socket.create_connection((host, port), timeout=30)
         self.buffer = bytearray()
         self.next_id = 1
+        self.digest_followed = False  # the last get's digest came after its body
 
     def close(self) -> None:
         self.sock.close()
@@ -77,13 +78,21 @@ class DocClient:
         assert header["id"] == req["id"]
         return self._check(header)
 
-    def get(self, name: str) -> bytes:
+    def get(self, name: str, trailer: bool = False) -> bytes:
         req = {"id": self._id(), "op": "get", "name": name}
+        if trailer:
+            req["trailer"] = True
         self.sock.sendall(self.frame(req))
         header, body = self.read_reply()
         self._check(header)
         # 5.2: offset and length are always there, 0 included
         assert header["offset"] == 0 and header["length"] == header["size"] == len(body)
+        self.digest_followed = header.get("trailer") == "sha256"
+        if self.digest_followed:  # 5.2: the digest follows the body
+            assert trailer and "sha256" not in header
+            after, nothing = self.read_reply()
+            assert after["id"] == req["id"] and nothing == b""
+            header = self._check(after)
         if hashlib.sha256(body).hexdigest() != header["sha256"]:
             raise ServerError("checksum_mismatch", "downloaded data does not match")
         return body

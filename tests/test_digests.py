@@ -2,23 +2,28 @@
 
 The native protocol names a digest by its algorithm (``"blake3"`` or ``"sha256"``), in
 put, get, partial, stat and the put's reply; a put may announce ``"trailer": "blake3"``
-instead of a digest and send the digest in a ``trailer`` frame right after its body.
+instead of a digest and send the digest in a ``trailer`` frame right after its body,
+and a get that says ``"trailer": true`` takes the digest of a file the server never
+hashed in a frame after the body (the server hashes it while sending it).
 docs/PROTOCOL.md, sections 3, 5.1, 5.2 and 5.5.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import struct
 
 import pytest
 
-from muxserver import protocol
-from muxserver.client import PutFile
+from muxserver import hashing, protocol
+from muxserver import session as session_module
+from muxserver.client import GetFile, PutFile
 from muxserver.client import local as client_local
 from muxserver.digests import BLAKE3, SHA256, Digest, from_fields
 from muxserver.protocol import RequestError, parse_request
 
-from .conftest import FrameReader, b3, sha256, visible_files
+from .conftest import FrameReader, b3, sha256, visible_files, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -158,6 +163,131 @@ def test_a_get_announces_the_digest_asked_for(server):
     assert stat["blake3"] == first["blake3"] and stat["sha256"] == second["sha256"]
 
 
+BIG = 3 * 1024 * 1024 + 5  # over the inline size: a get of it is sent by sendfile
+
+
+def test_a_get_that_takes_a_trailer_gets_a_never_hashed_file_at_once(server):
+    data = os.urandom(BIG)
+    (server.root / "placed.bin").write_bytes(data)  # put there by hand: never hashed
+    with server.connect() as sock:
+        reader = FrameReader(sock)
+        sock.sendall(protocol.encode_get(1, "placed.bin", digest=BLAKE3, trailer=True)
+                     + protocol.encode_stat(2, "placed.bin"))
+        header, body = reader.frame()
+        trailer, trailer_body = reader.frame()
+        stat = reader.frame()[0]  # the request behind the get waited for its trailer
+        sock.sendall(protocol.encode_get(3, "placed.bin", digest=BLAKE3, trailer=True))
+        again, again_body = reader.frame()
+    assert header["ok"] and header["trailer"] == BLAKE3 and "blake3" not in header
+    assert header["length"] == header["size"] == BIG and body == data
+    assert trailer == {"id": 1, "ok": True, "blake3": b3(data).hex} and trailer_body == b""
+    assert stat["id"] == 2 and stat["blake3"] == b3(data).hex  # remembered
+    assert again["blake3"] == b3(data).hex and "trailer" not in again and again_body == data
+
+
+def test_without_trailer_a_never_hashed_file_is_hashed_before_its_header(server):
+    data = os.urandom(BIG)
+    (server.root / "placed.bin").write_bytes(data)
+    (server.root / "small.txt").write_bytes(b"small")  # inline: hashed at once, no trailer
+    with server.connect() as sock:
+        reader = FrameReader(sock)
+        sock.sendall(protocol.encode_get(1, "placed.bin", digest=BLAKE3)
+                     + protocol.encode_get(2, "small.txt", digest=BLAKE3, trailer=True)
+                     + protocol.encode_stat(3, "small.txt"))
+        header, body = reader.frame()
+        small, small_body = reader.frame()
+        stat = reader.frame()[0]
+    assert header["blake3"] == b3(data).hex and "trailer" not in header and body == data
+    assert small["blake3"] == b3(b"small").hex and "trailer" not in small
+    assert small_body == b"small" and stat["id"] == 3
+
+
+class _Unreadable(hashing.HashJob):
+    """A helper job that finds the file unreadable (an I/O error while hashing)."""
+
+    def finish(self, total, on_done) -> None:
+        self.cancel()
+        on_done(None)
+
+
+def test_a_file_that_cannot_be_hashed_while_sent_fails_after_its_body(server, tmp_path,
+                                                                      monkeypatch):
+    data = os.urandom(BIG)
+    (server.root / "placed.bin").write_bytes(data)
+    monkeypatch.setattr(session_module, "HashJob", _Unreadable)
+    with server.connect() as sock:
+        reader = FrameReader(sock)
+        sock.sendall(protocol.encode_get(1, "placed.bin", digest=BLAKE3, trailer=True)
+                     + protocol.encode_stat(2, "placed.bin"))
+        header, body = reader.frame()
+        after = reader.frame()[0]
+        stat = reader.frame()[0]  # the connection is still usable
+    assert header["trailer"] == BLAKE3 and body == data
+    assert after["id"] == 1 and after["ok"] is False and after["error"] == "io_error"
+    assert stat["ok"] and "blake3" not in stat  # nothing was remembered
+    (tmp_path / "here").mkdir()
+    with server.client() as client:  # the client drops what it received
+        result = client.run([GetFile("placed.bin", tmp_path / "here" / "got.bin")])[0]
+    assert result.code == "io_error" and os.listdir(tmp_path / "here") == []
+    assert server.server.services.stats.transfers_failed == 2
+
+
+def test_a_get_cut_off_while_its_digest_is_due_holds_nothing(server, monkeypatch,
+                                                             log_watcher):
+    data = os.urandom(64 * 1024 * 1024)  # more than the socket buffers hold
+    (server.root / "placed.bin").write_bytes(data)
+    started = []
+
+    class Held(hashing.HashJob):
+        """A job that never finishes by itself: the connection ends first."""
+
+        def finish(self, total, on_done) -> None:
+            started.append(self)
+
+    monkeypatch.setattr(session_module, "HashJob", Held)
+    before = len(os.listdir("/proc/self/fd"))
+    with server.connect() as sock:  # reset while most of the body is still to come
+        sock.sendall(protocol.encode_get(1, "placed.bin", digest=BLAKE3, trailer=True))
+        assert sock.recv(64)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    log_watcher.wait_for("closed")
+    assert server.server.services.stats.transfers_failed == 1
+    assert started[0].cancelled  # and the helper closes its descriptor of the file:
+    wait_until(lambda: started[0].fd == -1, what="the helper letting go of the file")
+    assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_the_helper_takes_turns_between_files(monkeypatch, tmp_path):
+    """A big file's hash gives way to a small one's after FAIR_SHARE bytes."""
+    monkeypatch.setattr(hashing, "FAIR_SHARE", hashing.READ_SIZE)
+    big, small = tmp_path / "big", tmp_path / "small"
+    big.write_bytes(b"b" * (8 * hashing.READ_SIZE))
+    small.write_bytes(b"s" * 10)
+    import threading
+
+    class Gate:  # holds the helper thread until both jobs are queued behind it
+        opened = threading.Event()
+
+        def _run(self) -> None:
+            self.opened.wait(30)
+
+    gate = Gate()
+    hashing._worker().put(gate)
+    finished = []
+    jobs = []
+    for path in (big, small):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            job = hashing.HashJob(fd, BLAKE3, already=path.stat().st_size)
+        finally:
+            os.close(fd)
+        job.finish(path.stat().st_size, lambda digest, name=path.name: finished.append(name))
+        jobs.append(job)
+    gate.opened.set()
+    assert jobs[0].wait(30) is not None and jobs[1].wait(30) is not None
+    assert finished == ["small", "big"]
+
+
 # ------------------------------------------------------------------ the client
 
 
@@ -184,3 +314,16 @@ def test_a_fresh_file_is_read_once_and_its_digest_follows_the_body(server, tmp_p
         assert client.run([second])[0].ok  # remembered now: declared up front
         assert b"trailer" not in second.sent and b3(data).hex.encode() in second.sent
     assert (server.root / "fresh.bin").read_bytes() == data
+
+
+def test_the_client_gets_a_never_hashed_file_with_its_digest_after_the_body(server,
+                                                                          tmp_path):
+    data = os.urandom(BIG)
+    (server.root / "placed.bin").write_bytes(data)
+    with server.client() as client:
+        first = client.get_file("placed.bin", tmp_path / "first.bin")
+        second = client.get_file("placed.bin", tmp_path / "second.bin")  # remembered now
+    assert first.digest == second.digest == b3(data)
+    assert (tmp_path / "first.bin").read_bytes() == data
+    assert (tmp_path / "second.bin").read_bytes() == data
+    assert sorted(os.listdir(tmp_path)) == ["first.bin", "root", "second.bin"]  # no .part

@@ -296,7 +296,7 @@ def test_half_closed_client_still_gets_its_replies(server, tmp_path):
     assert body == b"half close" and stat_reply["size"] == 10
 
 
-def test_a_file_never_hashed_is_hashed_before_it_is_sent(server, tmp_path):
+def test_a_file_never_hashed_is_verified_then_remembered(server, tmp_path):
     data = os.urandom(3 * 1024 * 1024 + 17)
     (server.root / "placed.bin").write_bytes(data)  # put there by hand, not by an upload
     with server.client() as client:

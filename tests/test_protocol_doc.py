@@ -109,9 +109,14 @@ def test_a_client_written_from_the_document_interoperates(server, tmp_path):
     finally:
         client.close()
     (server.root / "big.bin").write_bytes(b"q" * 2_500_000)  # never hashed: hashed on get
+    (server.root / "big2.bin").write_bytes(b"r" * 2_500_000)  # never hashed: a trailer
     client = DocClient(server.host, server.port)
     try:
         assert client.get("big.bin") == b"q" * 2_500_000
+        assert client.get("big2.bin", trailer=True) == b"r" * 2_500_000
+        assert client.digest_followed
+        assert client.get("big2.bin", trailer=True) == b"r" * 2_500_000
+        assert not client.digest_followed  # remembered now: in the header
     finally:
         client.close()
 

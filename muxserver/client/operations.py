@@ -241,6 +241,7 @@ class GetFile(Operation):
         self.hash_job: HashJob | None = None  # the helper thread hashes what we write
         self.written = 0
         self.expected: Digest | None = None  # what the server announced
+        self.trailer_due = False  # the body is in; its digest comes in the next frame
         self.mtime: float | None = None
         self.offset = 0  # bytes of .part kept from an earlier attempt
         self.opened = False  # the .part is ours to clean up
@@ -262,7 +263,8 @@ class GetFile(Operation):
             raise ClientError("local_error", f"cannot write {self.part}: {exc.strerror}") from None
 
     def header(self) -> bytes:
-        return protocol.encode_get(self.id, self.name, self.offset, digest=self.ALGORITHM)
+        return protocol.encode_get(self.id, self.name, self.offset, digest=self.ALGORITHM,
+                                   trailer=True)
 
     def on_header(self, fields: dict[str, Any], length: int) -> None:
         super().on_header(fields, length)
@@ -271,8 +273,17 @@ class GetFile(Operation):
             digest = from_fields(fields)
         except ValueError:
             digest = None
-        if (digest is None or digest.algorithm != self.ALGORITHM or type(size) is not int
-                or size != self.offset + length):
+        if self.trailer_due:  # the frame after the body: the digest it announced
+            if digest is None or digest.algorithm != self.ALGORITHM or length:
+                raise ClientError("bad_reply", f"the frame after the body lacks its "
+                                               f"{self.ALGORITHM}")
+            self.expected = digest
+            return
+        if digest is None and fields.get("trailer") == self.ALGORITHM:
+            pass  # not hashed on the server yet: it hashes the file while sending it
+        elif digest is None or digest.algorithm != self.ALGORITHM:
+            raise ClientError("bad_reply", f"the reply lacks a size or a {self.ALGORITHM}")
+        if type(size) is not int or size != self.offset + length:
             raise ClientError("bad_reply", f"the reply lacks a size or a {self.ALGORITHM}")
         if fields.get("offset", 0) != self.offset:
             raise ClientError("bad_reply", "the reply starts at another offset")
@@ -299,6 +310,9 @@ class GetFile(Operation):
         self.hash_job.written(self.written)
 
     def on_end(self) -> bool:
+        if self.expected is None:  # the whole body is here; its digest is not yet
+            self.trailer_due = True
+            return False
         job, self.hash_job = self.hash_job, None
         job.finish(self.written, lambda digest: None)
         computed = job.wait()
