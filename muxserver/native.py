@@ -284,13 +284,13 @@ class NativeSession(Session):
             self.channel.write(data)
             self.transfer_done(transfer, opened.size, digest)
             return
+        if digest is None:  # (StorageError if it cannot: then nothing is queued)
+            self.hash_while_sending(opened, transfer, lambda late: self.send_trailer(req, late))
         region = FileRegion(opened.fd, offset, length,
                             on_done=lambda: self.download_sent(transfer))
         transfer.region = region
         self.queue_reply(req.id, None, header, length)
         self.sending_body(transfer)
-        if digest is None:
-            self.hash_while_sending(opened, transfer, lambda late: self.send_trailer(req, late))
         self.channel.write_file(region)
 
     def send_trailer(self, req: Request, digest: Digest | None) -> None:

@@ -113,10 +113,14 @@ class DigestDue:
                  send: Callable[[Digest | None], None]) -> None:
         self.transfer = transfer
         self.send = send  # queues the trailer (a digest) or the error (None)
-        self.fd = os.dup(opened.fd)
         self.st = opened.st
         self.body_sent = False
         self.job = HashJob(opened.fd, opened.algorithm, already=opened.size)
+        try:
+            self.fd = os.dup(opened.fd)
+        except OSError:
+            self.job.cancel()
+            raise
 
     def close(self) -> None:
         self.job.cancel()  # (nothing left to do when it has finished)
@@ -463,8 +467,14 @@ class Session(BaseProtocol):
         """The file of ``transfer`` is not hashed yet: the helper thread hashes it while
         the caller queues its body, and ``send(digest)`` (or ``send(None)``: it could not
         be read) queues what follows the body, before any later request is served. The
-        file is read twice either way, but the second read overlaps the sending."""
-        due = DigestDue(transfer, opened, send)
+        file is read twice either way, but the second read overlaps the sending.
+        StorageError (and ``opened`` closed) when no descriptor is left for it."""
+        try:
+            due = DigestDue(transfer, opened, send)
+        except OSError as exc:
+            opened.close()
+            raise StorageError("io_error", f"cannot hash {transfer.name!r} while sending "
+                                           f"it: {exc.strerror}") from None
         loop = self.services.loop
         due.job.finish(opened.size, lambda hexdigest: loop.call_soon_threadsafe(
             lambda: self.digest_ready(due, hexdigest), owner=self))

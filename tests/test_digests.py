@@ -10,6 +10,7 @@ docs/PROTOCOL.md, sections 3, 5.1, 5.2 and 5.5.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -230,6 +231,26 @@ def test_a_file_that_cannot_be_hashed_while_sent_fails_after_its_body(server, tm
         result = client.run([GetFile("placed.bin", tmp_path / "here" / "got.bin")])[0]
     assert result.code == "io_error" and os.listdir(tmp_path / "here") == []
     assert server.server.services.stats.transfers_failed == 2
+
+
+def test_no_descriptor_left_to_hash_while_sending_is_a_clear_error(server, monkeypatch):
+    (server.root / "placed.bin").write_bytes(os.urandom(BIG))
+
+    class NoDescriptor(hashing.HashJob):
+        def __init__(self, *args, **kw) -> None:
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(session_module, "HashJob", NoDescriptor)
+    before = len(os.listdir("/proc/self/fd"))
+    with server.connect() as sock:
+        reader = FrameReader(sock)
+        sock.sendall(protocol.encode_get(1, "placed.bin", digest=BLAKE3, trailer=True)
+                     + protocol.encode_stat(2, "placed.bin"))
+        refused, body = reader.frame()
+        stat = reader.frame()[0]
+        assert len(os.listdir("/proc/self/fd")) == before + 2  # (the connection: both ends)
+    assert refused["ok"] is False and refused["error"] == "io_error" and body == b""
+    assert "Too many open files" in refused["message"] and stat["ok"]
 
 
 def test_a_get_cut_off_while_its_digest_is_due_holds_nothing(server, monkeypatch,
