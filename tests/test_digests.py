@@ -167,13 +167,18 @@ def test_a_get_announces_the_digest_asked_for(server):
 BIG = 3 * 1024 * 1024 + 5  # over the inline size: a get of it is sent by sendfile
 
 
+def _get_then_stat(sock, name: str) -> FrameReader:
+    """Send a get that takes its digest after the body (id 1), and a stat behind it."""
+    sock.sendall(protocol.encode_get(1, name, digest=BLAKE3, trailer=True)
+                 + protocol.encode_stat(2, name))
+    return FrameReader(sock)
+
+
 def test_a_get_that_takes_a_trailer_gets_a_never_hashed_file_at_once(server):
     data = os.urandom(BIG)
     (server.root / "placed.bin").write_bytes(data)  # put there by hand: never hashed
     with server.connect() as sock:
-        reader = FrameReader(sock)
-        sock.sendall(protocol.encode_get(1, "placed.bin", digest=BLAKE3, trailer=True)
-                     + protocol.encode_stat(2, "placed.bin"))
+        reader = _get_then_stat(sock, "placed.bin")
         header, body = reader.frame()
         trailer, trailer_body = reader.frame()
         stat = reader.frame()[0]  # the request behind the get waited for its trailer
@@ -217,9 +222,7 @@ def test_a_file_that_cannot_be_hashed_while_sent_fails_after_its_body(server, tm
     (server.root / "placed.bin").write_bytes(data)
     monkeypatch.setattr(session_module, "HashJob", _Unreadable)
     with server.connect() as sock:
-        reader = FrameReader(sock)
-        sock.sendall(protocol.encode_get(1, "placed.bin", digest=BLAKE3, trailer=True)
-                     + protocol.encode_stat(2, "placed.bin"))
+        reader = _get_then_stat(sock, "placed.bin")
         header, body = reader.frame()
         after = reader.frame()[0]
         stat = reader.frame()[0]  # the connection is still usable
@@ -243,9 +246,7 @@ def test_no_descriptor_left_to_hash_while_sending_is_a_clear_error(server, monke
     monkeypatch.setattr(session_module, "HashJob", NoDescriptor)
     before = len(os.listdir("/proc/self/fd"))
     with server.connect() as sock:
-        reader = FrameReader(sock)
-        sock.sendall(protocol.encode_get(1, "placed.bin", digest=BLAKE3, trailer=True)
-                     + protocol.encode_stat(2, "placed.bin"))
+        reader = _get_then_stat(sock, "placed.bin")
         refused, body = reader.frame()
         stat = reader.frame()[0]
         assert len(os.listdir("/proc/self/fd")) == before + 2  # (the connection: both ends)
