@@ -84,3 +84,32 @@ def test_a_download_under_way_finishes_after_sigint(root, tmp_path):
         assert srv.proc.wait(timeout=10) == 0
     finally:
         stop_process(srv.proc)
+
+
+def test_a_download_whose_digest_follows_its_body_finishes_after_sigint(root):
+    data = bytes(range(256)) * 40_000  # 10 MB, never hashed: hashed while it is sent
+    (root / "placed.bin").write_bytes(data)
+    srv = spawn_server(root, "--send-size", "65536")
+    try:
+        with socket.create_connection((srv.host, srv.port)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.sendall(protocol.encode_get(1, "placed.bin", trailer=True))
+            received = bytearray(sock.recv(1000))  # the download has started
+            srv.proc.send_signal(signal.SIGINT)
+            while chunk := sock.recv(1 << 20):
+                received += chunk
+        assert srv.proc.wait(timeout=10) == 0
+    finally:
+        stop_process(srv.proc)
+    decoder = protocol.FrameDecoder()
+    decoder.receive_data(bytes(received))
+    decoder.receive_data(b"")
+    headers, body = [], bytearray()
+    while not isinstance(event := decoder.next_event(), protocol.PeerClosed):
+        if isinstance(event, protocol.FrameHeader):
+            headers.append(event.fields)
+        elif isinstance(event, protocol.BodyData):
+            body += event.data
+    assert headers[0]["trailer"] == "sha256" and body == data
+    assert headers[1] == {"id": 1, "ok": True, "sha256": sha256(data)}  # then the close
+    assert [h.get("error") for h in headers[2:]] in ([], ["shutting_down"])
