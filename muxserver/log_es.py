@@ -76,7 +76,12 @@ TEMPLATES = {
 
 #: Words passed as arguments (not reasons) that have a Spanish form.
 WORDS = {"entry": "entrada", "entries": "entradas", "mid-upload": "a mitad de una subida",
-         "mid-request": "a mitad de una petición"}
+         "mid-request": "a mitad de una petición",
+         "no exit status yet": "aún sin estado de salida"}
+
+#: Arguments made of a phrase and a name or number (how a worker ended: workers.py).
+PHRASES = (("killed by signal ", "terminado por la señal "), ("killed by ", "terminado por "),
+           ("exit status ", "estado de salida "))
 
 
 class SpanishLog(logging.Filter):
@@ -99,9 +104,12 @@ def translate(template: str, args: tuple) -> tuple[str, tuple]:
 
 
 def _translate(arg: object) -> object:
-    if isinstance(arg, str):
-        return REASONS_ES.get(arg, WORDS.get(arg, arg))
-    return arg
+    if not isinstance(arg, str):
+        return arg
+    for english, spanish in PHRASES:
+        if arg.startswith(english):
+            return spanish + arg[len(english):]
+    return REASONS_ES.get(arg, WORDS.get(arg, arg))
 
 
 def install(logger: logging.Logger) -> None:

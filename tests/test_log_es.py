@@ -6,6 +6,9 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
+from muxserver import log_es, workers
 from muxserver.log_es import TEMPLATES
 
 from .conftest import run_cli, spawn_server, stop_process
@@ -70,3 +73,17 @@ def test_with_workers_the_lines_and_the_summary_follow_lang_es(root, tmp_path):
     assert " conectado" in err and " bien" in err and " connected" not in err
     assert re.search(r"muxserver: detenido tras 4 transferencia\(s\), 0 fallida\(s\) "
                      r"\(worker 1: \d+, worker 2: \d+\); el paso más largo del bucle", err), err
+
+
+@pytest.mark.parametrize("status, spanish", [
+    (9, "terminado por SIGKILL"),  # (a waitpid status: the signal in the low bits)
+    (40, "terminado por la señal 40"),  # (a real-time signal: no name)
+    (1 << 8, "estado de salida 1"),
+])
+def test_how_a_worker_ended_is_said_in_spanish(status, spanish):
+    how = workers._how_it_ended(1234, status)
+    template = ("worker %d (pid %d) exited unexpectedly (%s); the others go on, and it "
+                "starts again after %.0f s")
+    text, args = log_es.translate(template, (2, 1234, how, 1.0))
+    assert text % args == (f"el worker 2 (pid 1234) terminó de forma inesperada ({spanish}); "
+                           "los demás siguen, y vuelve a arrancar dentro de 1 s")
