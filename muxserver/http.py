@@ -303,9 +303,9 @@ class HttpSession(Session):
         if opened.digest is not None:  # (HTTP speaks SHA-256: open_download's default)
             self.send_file(opened)
             return
-        self.start_job(self.hash_then(
-            opened, then=lambda: self.send_file(opened),
-            failed=lambda exc: self.fail_request(HttpError(500, exc.message, close=True))))
+        self.hash_then(opened, then=lambda: self.send_file(opened),
+                       failed=lambda exc: self.fail_request(HttpError(500, exc.message,
+                                                                      close=True)))
 
     def send_file(self, opened: OpenFile) -> None:
         headers = self.request_headers

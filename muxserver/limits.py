@@ -76,8 +76,6 @@ class Limits:
     inline_file_size: int = limit(
         16 * KiB, "files this small go out with their header in one send; bigger ones by "
         "sendfile (measured: 64 KiB gets ~40 % faster by sendfile)", "bytes")
-    hash_step: int = limit(
-        1 * MiB, "bytes hashed per loop turn when a file's SHA-256 is not known yet", "bytes")
     list_page_size: int = limit(
         1000, "entries per listing frame: a huge directory streams in pages")
     accepts_per_tick: int = limit(

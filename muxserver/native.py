@@ -257,9 +257,9 @@ class NativeSession(Session):
                 req.digest_after and opened.size - req.offset > self.limits.inline_file_size):
             self.queue_download(req, opened)  # (without a digest: it follows the body)
             return
-        self.start_job(self.hash_then(
-            opened, then=lambda: self.queue_download(req, opened),
-            failed=lambda exc: self.reply_error(req.id, exc.code, exc.message, req.name)))
+        self.hash_then(opened, then=lambda: self.queue_download(req, opened),
+                       failed=lambda exc: self.reply_error(req.id, exc.code, exc.message,
+                                                           req.name))
 
     def queue_download(self, req: Request, opened: OpenFile) -> None:
         """Queue the reply header and the body: inline if small, else a sendfile region.

@@ -11,10 +11,11 @@ here, once, so the native protocol and HTTP keep the same promises by constructi
   here, per address in ``access.py``.
 * **Waiting.** Requests run one after another, so replies stay in order. Four things
   make the next request wait, and the channel stop reading meanwhile: a *job* (a reply
-  produced in bounded steps, one per loop turn: hashing a file never hashed, a listing
-  page by page), *verifying* (the hashing helper thread finishing an upload's digest),
-  a *digest due* (a download whose digest follows its body: the helper hashes the file
-  while it is sent), and *backpressure* (queued output over the high-water mark).
+  produced in bounded steps, one per loop turn: a listing page by page, a tree removed
+  entry by entry), *verifying* (the hashing helper thread finishing an upload's
+  digest), a *file hash* (the helper hashing a file never hashed that a get sends:
+  before its reply, or while its body goes when the digest may follow the body), and
+  *backpressure* (queued output over the high-water mark).
 * **Timeouts.** The phase (idle, header, transfer) is derived from the session's state
   in one function, :meth:`Session.timeout_phase`, for every protocol; the channel asks
   it after every event, so no phase can be forgotten.
@@ -85,48 +86,62 @@ class Services:
 class Transfer:
     """A put or get, from its request to its end; what the console shows of it."""
 
-    __slots__ = ("op", "name", "total", "received", "region", "started", "ended", "digest")
+    __slots__ = ("op", "name", "total", "received", "region", "started", "ended", "digest",
+                 "hashing")
 
     def __init__(self, op: str, name: str, total: int, started: float) -> None:
         self.op, self.name, self.total, self.started = op, name, total, started
-        self.received = 0  # body bytes that have arrived (put) or been hashed (get)
+        self.received = 0  # body bytes that have arrived (put)
         self.region: Any = None  # the FileRegion of a get's body being sent
         self.ended = False  # counted (done or failed): never counted twice
         self.digest: Digest | None = None  # a get's, once known (the log line says it)
+        self.hashing: HashJob | None = None  # a get's file being hashed before its reply
 
     @property
     def done(self) -> int:
         if self.region is not None:
             return self.total - self.region.remaining
+        if self.hashing is not None:
+            return self.hashing.hashed  # (an int the helper thread writes)
         return self.received
 
 
-class DigestDue:
-    """A get whose body is being sent while the helper thread hashes the file; its
-    digest follows the body (the protocol's trailer). Holds a descriptor of the file of
-    its own, to remember the digest on it (an xattr) once known: the body's descriptor
-    is closed when the last byte has gone."""
+class FileHash:
+    """The helper thread hashing the whole file of a get (one the cache does not know),
+    so that the loop never does: before the reply, which needs the digest, or while the
+    body is sent, when the digest follows the body (the protocol's trailer).
 
-    __slots__ = ("transfer", "job", "fd", "st", "send", "body_sent")
+    Holds a descriptor of the file of its own, to remember the digest on it (an xattr)
+    once known. ``waiting``: the file a reply not queued yet will send, closed if the
+    connection ends first (a body being sent owns its descriptor already)."""
 
-    def __init__(self, transfer: Transfer, opened: OpenFile,
-                 send: Callable[[Digest | None], None]) -> None:
-        self.transfer = transfer
-        self.send = send  # queues the trailer (a digest) or the error (None)
+    __slots__ = ("job", "fd", "st", "ready", "waiting", "body_sent")
+
+    def __init__(self, opened: OpenFile, ready: Callable[[Digest | None, str], None],
+                 waiting: OpenFile | None) -> None:
+        """StorageError, and ``opened`` closed, when no descriptor is left for it."""
         self.st = opened.st
-        self.body_sent = False
-        self.job = HashJob(opened.fd, opened.algorithm, already=opened.size)
+        self.ready = ready  # (digest, or None and why not): called once, in the loop
+        self.waiting = waiting
+        self.body_sent = False  # (while sending: its last byte has gone)
         try:
-            self.fd = os.dup(opened.fd)
-        except OSError:
-            self.job.cancel()
-            raise
+            self.job = HashJob(opened.fd, opened.algorithm, already=opened.size)
+            try:
+                self.fd = os.dup(opened.fd)
+            except OSError:
+                self.job.cancel()
+                raise
+        except OSError as exc:
+            opened.close()
+            raise StorageError("io_error", f"cannot hash the file: {exc.strerror}") from None
 
     def close(self) -> None:
         self.job.cancel()  # (nothing left to do when it has finished)
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self.waiting is not None:
+            self.waiting.close()
 
 
 #: The grant of a request not admitted (yet).
@@ -145,7 +160,7 @@ class Session(BaseProtocol):
         self.limits = services.limits
         self.upload: Upload | None = None  # the body arriving now is written here
         self.verifying: Upload | None = None  # waiting for the helper's hash to commit
-        self.digest_due: DigestDue | None = None  # a get's digest, hashed while it is sent
+        self.file_hash: FileHash | None = None  # the helper hashing a get's file
         self.job: Iterator[None] | None = None  # a reply being produced in steps
         self.active: Transfer | None = None  # the put or get of the request being served
         self.sending: list[Transfer] = []  # gets on the wire (a few: see files_per_connection)
@@ -326,7 +341,7 @@ class Session(BaseProtocol):
             if channel.trace is not None:
                 channel.trace("pause", channel.id, queued=channel.out.total,
                               high=self.limits.output_high_water)
-        if self.job is None and self.verifying is None and self.digest_due is None and not full:
+        if self.job is None and self.verifying is None and self.file_hash is None and not full:
             return False
         channel.wants_drain = full
         channel.pause_reading()
@@ -369,25 +384,74 @@ class Session(BaseProtocol):
             raise
         self.services.loop.call_soon(self.run_job_step, owner=self)
 
+    # -- hashing a get's file (on the helper thread, never on the loop)
+
     def hash_then(self, opened: OpenFile, then: Callable[[], None],
-                  failed: Callable[[StorageError], None]) -> Iterator[None]:
-        """A job: hash a file the cache does not know, step by step, then ``then()``."""
+                  failed: Callable[[StorageError], None]) -> None:
+        """The reply to a get needs the digest of a file the cache does not know: the
+        helper hashes it, then ``then()`` (``opened.digest`` set), or ``failed(error)``
+        (``opened`` closed); requests behind this one wait. StorageError (and ``opened``
+        closed) when it cannot even start."""
         transfer = self.active
-        try:
-            for done in self.services.root.hash_in_steps(opened, self.limits.hash_step):
-                if transfer is not None:
-                    transfer.received = done
-                yield
-        except GeneratorExit:
-            opened.close()
-            raise
-        except StorageError as exc:
-            opened.close()
-            failed(exc)
-            return
+
+        def ready(digest: Digest | None, why_not: str) -> None:
+            if transfer is not None:
+                transfer.hashing = None
+            if digest is None:
+                opened.close()
+                failed(StorageError("io_error", why_not))
+                return
+            opened.digest = digest
+            then()
+
+        self.file_hash = FileHash(opened, ready, waiting=opened)
         if transfer is not None:
-            transfer.received = 0
-        then()
+            transfer.hashing = self.file_hash.job
+        self._start_hash(opened.size)
+
+    def hash_while_sending(self, opened: OpenFile, transfer: Transfer,
+                           send: Callable[[Digest | None], None]) -> None:
+        """The file of ``transfer`` is not hashed yet and its digest may follow its
+        body: the helper hashes it while the caller queues the body, and ``send(digest)``
+        (or ``send(None)``: it could not be read) queues what follows the body, before
+        any later request is served. The file is read twice either way, but the second
+        read overlaps the sending. StorageError (and ``opened`` closed) when it cannot
+        even start."""
+
+        def ready(digest: Digest | None, _why_not: str) -> None:
+            transfer.digest = digest
+            if digest is None:
+                self.active = transfer  # (the error reply fails, counts and logs this get)
+                send(None)
+                return
+            send(digest)
+            if file_hash.body_sent:
+                self.download_sent(transfer)
+
+        file_hash = self.file_hash = FileHash(opened, ready, waiting=None)
+        self._start_hash(opened.size)
+
+    def _start_hash(self, size: int) -> None:
+        file_hash, loop = self.file_hash, self.services.loop
+        assert file_hash is not None
+        file_hash.job.finish(size, lambda hexdigest: loop.call_soon_threadsafe(
+            lambda: self._file_hashed(file_hash, hexdigest), owner=self))
+
+    def _file_hashed(self, file_hash: FileHash, hexdigest: str | None) -> None:
+        """The helper is done with a get's file (called in the loop)."""
+        if self.file_hash is not file_hash or self.channel.closed:
+            return  # the connection went away meanwhile: connection_lost closed it
+        self.file_hash = None
+        job = file_hash.job
+        digest = None if hexdigest is None else Digest(job.algorithm, hexdigest)
+        if digest is not None:
+            self.services.root.hashes.remember(file_hash.fd, file_hash.st, digest)
+        file_hash.waiting = None  # (the reply owns it from here)
+        file_hash.close()
+        why_not = (f"cannot read the file: {job.error.strerror}" if job.error is not None
+                   else "the file changed while being read")
+        file_hash.ready(digest, why_not)
+        self.process()
 
     def read_small(self, opened: OpenFile, offset: int, length: int) -> bytes:
         """The ``length`` bytes of a small file from ``offset``, read now and its
@@ -454,50 +518,12 @@ class Session(BaseProtocol):
 
     def download_sent(self, transfer: Transfer) -> None:
         """The last byte of a get's body went to the socket."""
-        due = self.digest_due
-        if due is not None and due.transfer is transfer:
-            due.body_sent = True  # done when its digest has followed it
+        if transfer.digest is None and self.file_hash is not None:
+            self.file_hash.body_sent = True  # done when its digest has followed it
             return
         self.transfer_done(transfer, transfer.total, transfer.digest)
         if self.services.stopping and not self.busy:
             self.close_for_stop()
-
-    def hash_while_sending(self, opened: OpenFile, transfer: Transfer,
-                           send: Callable[[Digest | None], None]) -> None:
-        """The file of ``transfer`` is not hashed yet: the helper thread hashes it while
-        the caller queues its body, and ``send(digest)`` (or ``send(None)``: it could not
-        be read) queues what follows the body, before any later request is served. The
-        file is read twice either way, but the second read overlaps the sending.
-        StorageError (and ``opened`` closed) when no descriptor is left for it."""
-        try:
-            due = DigestDue(transfer, opened, send)
-        except OSError as exc:
-            opened.close()
-            raise StorageError("io_error", f"cannot hash {transfer.name!r} while sending "
-                                           f"it: {exc.strerror}") from None
-        loop = self.services.loop
-        due.job.finish(opened.size, lambda hexdigest: loop.call_soon_threadsafe(
-            lambda: self.digest_ready(due, hexdigest), owner=self))
-        self.digest_due = due
-
-    def digest_ready(self, due: DigestDue, hexdigest: str | None) -> None:
-        """The helper hashed the file of a get being sent (called in the loop)."""
-        if self.digest_due is not due or self.channel.closed:
-            return  # the connection went away meanwhile: connection_lost closed it
-        self.digest_due = None
-        transfer = due.transfer
-        if hexdigest is None:
-            due.close()
-            self.active = transfer  # (the error reply fails, counts and logs this get)
-            due.send(None)
-        else:
-            transfer.digest = Digest(due.job.algorithm, hexdigest)
-            self.services.root.hashes.remember(due.fd, due.st, transfer.digest)
-            due.close()
-            due.send(transfer.digest)
-            if due.body_sent:
-                self.download_sent(transfer)
-        self.process()
 
     @property
     def transfer(self) -> Transfer | None:  # type: ignore[override]
@@ -652,17 +678,16 @@ class Session(BaseProtocol):
     def busy(self) -> bool:
         """A transfer is under way: a body in either direction, a job, a verification."""
         return (self.upload is not None or self.job is not None or self.verifying is not None
-                or self.digest_due is not None or bool(self.channel.out.file_bytes))
+                or self.file_hash is not None or bool(self.channel.out.file_bytes))
 
     def connection_lost(self) -> None:
         self.interrupt_upload()
         if self.job is not None:
             self.job.close()  # closes the file or directory it holds
             self.job = None
-        if self.digest_due is not None:
-            self.digest_due.close()
-            self.transfer_failed(self.digest_due.transfer)
-            self.digest_due = None
+        if self.file_hash is not None:
+            self.file_hash.close()  # (its get fails below: the active one, or one sending)
+            self.file_hash = None
         self.transfer_failed(self.active)
         while self.sending:
             self.transfer_failed(self.sending[0])
@@ -682,7 +707,7 @@ class Session(BaseProtocol):
             label = self.job_label or ("hashing" if self.active is not None else "listing")
         elif channel.out.file_bytes:
             label = "sending body"
-        elif self.digest_due is not None:
+        elif self.file_hash is not None:
             label = "hashing"
         elif channel.out:
             label = "sending reply"

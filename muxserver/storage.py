@@ -103,7 +103,7 @@ class OpenFile:
     size: int
     mtime: float
     algorithm: str  # the digest the download announces (digests.py)
-    digest: Digest | None  # None: not known yet, the caller hashes it (hash_in_steps)
+    digest: Digest | None  # None: not known yet, the caller has it hashed (session.py)
     st: os.stat_result
 
     def close(self) -> None:
@@ -263,27 +263,6 @@ class Root:
         except BaseException:
             os.close(fd)
             raise
-
-    def hash_in_steps(self, opened: OpenFile, step: int) -> Iterator[int]:
-        """Compute the digest of an open file the cache does not know, ``step`` bytes per
-        iteration (yielding how many are done), so the loop can serve others between
-        steps; then set ``opened.digest`` and remember it. StorageError on trouble."""
-        hasher = new_hasher(opened.algorithm)
-        offset = 0
-        while offset < opened.size:
-            try:
-                chunk = os.pread(opened.fd, min(step, opened.size - offset), offset)
-            except OSError as exc:
-                raise StorageError("io_error", f"cannot read the file: {exc.strerror}") from None
-            if not chunk:
-                break
-            hasher.update(chunk)
-            offset += len(chunk)
-            yield offset
-        if offset != opened.size:
-            raise StorageError("io_error", "the file changed while being read")
-        opened.digest = Digest(opened.algorithm, hasher.hexdigest())
-        self.hashes.remember(opened.fd, opened.st, opened.digest)
 
     @contextlib.contextmanager
     def _existing(self, name: str) -> Iterator[tuple[list[str], int, os.stat_result]]:

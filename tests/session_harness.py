@@ -47,7 +47,7 @@ class FakeLoop:
         self.ready.append(callback)
 
     def call_soon_threadsafe(self, callback: Callable[[], None], owner: Any = None) -> None:
-        with self.cond:  # the hashing helper thread finishing an upload's digest
+        with self.cond:  # the hashing helper thread done with an upload or a file
             self.ready.append(callback)
             self.cond.notify_all()
 
@@ -231,7 +231,9 @@ class Harness:
     def settle(self, read: bool = True) -> None:
         for _ in range(1000):
             self.loop.run_ready()
-            if self.session.verifying is not None and not self.channel.closed:
+            helper_busy = (self.session.verifying is not None  # (an upload's digest,
+                           or self.session.file_hash is not None)  # or a get's file)
+            if helper_busy and not self.channel.closed:
                 self.loop.wait_for_callback()
                 continue
             if read:
