@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import re
@@ -279,6 +280,22 @@ def wait_for_upload_to_start(root: Path, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("the server never started the upload")
         time.sleep(0.005)
+
+
+class UnreadableHashJob:
+    """Stands in for ``hashing.HashJob`` (monkeypatch ``session.HashJob``): a file the
+    helper cannot read, reported at once, as the helper reports a failed read. Holds no
+    descriptor, so a test can count the server's."""
+
+    def __init__(self, fd: int, algorithm: str, *, already: int = 0) -> None:
+        self.algorithm, self.hashed, self.fd, self.cancelled = algorithm, 0, -1, False
+        self.error = OSError(errno.EIO, os.strerror(errno.EIO))
+
+    def finish(self, total: int, on_done) -> None:
+        on_done(None)
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
 def wait_until(condition, timeout: float = 10.0, what: str = "the condition") -> None:

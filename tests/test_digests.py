@@ -24,7 +24,8 @@ from muxserver.client import local as client_local
 from muxserver.digests import BLAKE3, SHA256, Digest, from_fields
 from muxserver.protocol import RequestError, parse_request
 
-from .conftest import FrameReader, b3, sha256, visible_files, wait_until
+from .conftest import (FrameReader, UnreadableHashJob, b3, sha256, visible_files,
+                       wait_until)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -208,19 +209,11 @@ def test_without_trailer_a_never_hashed_file_is_hashed_before_its_header(server)
     assert small_body == b"small" and stat["id"] == 3
 
 
-class _Unreadable(hashing.HashJob):
-    """A helper job that finds the file unreadable (an I/O error while hashing)."""
-
-    def finish(self, total, on_done) -> None:
-        self.cancel()
-        on_done(None)
-
-
 def test_a_file_that_cannot_be_hashed_while_sent_fails_after_its_body(server, tmp_path,
                                                                       monkeypatch):
     data = os.urandom(BIG)
     (server.root / "placed.bin").write_bytes(data)
-    monkeypatch.setattr(session_module, "HashJob", _Unreadable)
+    monkeypatch.setattr(session_module, "HashJob", UnreadableHashJob)
     with server.connect() as sock:
         reader = _get_then_stat(sock, "placed.bin")
         header, body = reader.frame()

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from muxserver import protocol
+from muxserver import hashing, protocol
+from muxserver import session as session_module
 from muxserver.access import ALL_RIGHTS, Access, HostNames
 from muxserver.channel import Phase
 from muxserver.limits import Limits
 
+from .conftest import UnreadableHashJob
 from .session_harness import harnesses
 
 pytestmark = pytest.mark.timeout(60)
@@ -239,3 +241,48 @@ def root_file(tmp_path) -> Path:
     path.mkdir(exist_ok=True)
     (path / "f").write_bytes(b"hello")
     return path
+
+
+# ------------------------------------------------------------- a file never hashed
+
+
+def test_a_file_never_hashed_is_hashed_by_the_helper_then_sent(make, tmp_path):
+    data = os.urandom(3 * 1024 * 1024)
+    (tmp_path / "root" / "placed.bin").write_bytes(data)
+    h = make()
+    h.send(h.wire.get("placed.bin"), read=False)  # the reply needs the digest first
+    reply = h.replies()[-1]
+    assert reply.ok and reply.body == data and h.stats == (1, 0)
+    assert h.session.file_hash is None and not h.session.busy
+
+
+def test_a_file_that_cannot_be_hashed_before_its_reply_is_an_error(make, tmp_path,
+                                                                   monkeypatch):
+    (tmp_path / "root" / "placed.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+
+    monkeypatch.setattr(session_module, "HashJob", UnreadableHashJob)
+    h = make()
+    before = len(os.listdir("/proc/self/fd"))
+    h.send(h.wire.get("placed.bin"))
+    assert h.replies()[-1].refused("io_error") and h.stats == (0, 1)
+    assert len(os.listdir("/proc/self/fd")) <= before  # the file was closed
+
+
+def test_a_connection_lost_while_its_file_is_hashed_closes_the_file(make, tmp_path,
+                                                                    monkeypatch):
+    (tmp_path / "root" / "placed.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    jobs = []
+
+    class Held(hashing.HashJob):
+        def finish(self, total, on_done) -> None:
+            jobs.append(self)  # never done by itself: the connection ends first
+
+    monkeypatch.setattr(session_module, "HashJob", Held)
+    h = make()
+    before = len(os.listdir("/proc/self/fd"))
+    h.session.data_received(memoryview(bytearray(h.wire.get("placed.bin"))))
+    assert h.session.state_label.endswith("hashing") and h.channel.reading_paused
+    h.channel.lose()
+    assert jobs[0].cancelled and h.stats == (0, 1)
+    assert len(os.listdir("/proc/self/fd")) <= before + 1  # (the helper's own, until it
+    # sees the cancel: its descriptor is closed on the helper thread)
