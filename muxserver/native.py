@@ -253,8 +253,9 @@ class NativeSession(Session):
             opened.close()
             raise StorageError("offset_mismatch", f"{req.name!r} has {opened.size} bytes; "
                                                   f"cannot resume from {req.offset}")
-        if opened.digest is not None or (
-                req.digest_after and opened.size - req.offset > self.limits.inline_file_size):
+        if opened.digest is not None or (req.digest_after and not self.hashed_at_once(opened)
+                                         and opened.size - req.offset
+                                         > self.limits.inline_file_size):
             self.queue_download(req, opened)  # (without a digest: it follows the body)
             return
         self.hash_then(opened, then=lambda: self.queue_download(req, opened),

@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterator
 from .access import DELETE, READ, WRITE, Access, Grant, Refusal
 from .channel import BaseProtocol, Channel, ChannelState, Phase
 from .digests import SHA256, Digest
-from .hashing import HashJob
+from .hashing import READ_SIZE, HashJob
 from .limits import Limits
 from .loop import EventLoop
 from .names import printable
@@ -143,6 +143,11 @@ class FileHash:
         if self.waiting is not None:
             self.waiting.close()
 
+
+#: Files up to this size are hashed in the loop when a get needs their digest (see
+#: Session.hashed_at_once): one helper step's worth, the size the loop once hashed per
+#: turn.
+HASH_AT_ONCE = READ_SIZE
 
 #: The grant of a request not admitted (yet).
 NO_RIGHTS = Grant(frozenset(), replace=False)
@@ -386,12 +391,28 @@ class Session(BaseProtocol):
 
     # -- hashing a get's file (on the helper thread, never on the loop)
 
+    @staticmethod
+    def hashed_at_once(opened: OpenFile) -> bool:
+        """A file this small is hashed in the loop, at once, when its digest is needed
+        (about a millisecond of SHA-256 at most): a bigger one by the helper thread."""
+        return opened.size <= HASH_AT_ONCE
+
     def hash_then(self, opened: OpenFile, then: Callable[[], None],
                   failed: Callable[[StorageError], None]) -> None:
-        """The reply to a get needs the digest of a file the cache does not know: the
-        helper hashes it, then ``then()`` (``opened.digest`` set), or ``failed(error)``
-        (``opened`` closed); requests behind this one wait. StorageError (and ``opened``
-        closed) when it cannot even start."""
+        """The reply to a get needs the digest of a file the cache does not know: a
+        small one is hashed now, a bigger one by the helper while requests behind this
+        one wait; then ``then()`` (``opened.digest`` set), or ``failed(error)``
+        (``opened`` closed). StorageError (and ``opened`` closed) when the helper
+        cannot even start."""
+        if self.hashed_at_once(opened):
+            try:
+                self.services.root.hash_now(opened)
+            except StorageError as exc:
+                opened.close()
+                failed(exc)
+                return
+            then()
+            return
         transfer = self.active
 
         def ready(digest: Digest | None, why_not: str) -> None:
