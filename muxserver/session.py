@@ -426,8 +426,8 @@ class Session(BaseProtocol):
             then()
 
         self.file_hash = FileHash(opened, ready, waiting=opened)
-        if transfer is not None:
-            transfer.hashing = self.file_hash.job
+        if transfer is not None:  # (the console shows the hash's progress meanwhile)
+            transfer.hashing, transfer.total = self.file_hash.job, opened.size
         self._start_hash(opened.size)
 
     def hash_while_sending(self, opened: OpenFile, transfer: Transfer,

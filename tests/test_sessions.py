@@ -282,6 +282,9 @@ def test_a_connection_lost_while_its_file_is_hashed_closes_the_file(make, tmp_pa
     before = len(os.listdir("/proc/self/fd"))
     h.session.data_received(memoryview(bytearray(h.wire.get("placed.bin"))))
     assert h.session.state_label.endswith("hashing") and h.channel.reading_paused
+    transfer = h.session.transfer  # what the console shows: the hash's progress
+    assert transfer is not None and transfer.total == 3 * 1024 * 1024
+    assert transfer.done == jobs[0].hashed
     h.channel.lose()
     assert jobs[0].cancelled and h.stats == (0, 1)
     assert len(os.listdir("/proc/self/fd")) <= before + 1  # (the helper's own, until it
