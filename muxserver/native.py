@@ -253,9 +253,9 @@ class NativeSession(Session):
             opened.close()
             raise StorageError("offset_mismatch", f"{req.name!r} has {opened.size} bytes; "
                                                   f"cannot resume from {req.offset}")
-        if opened.digest is not None or (req.digest_after and not self.hashed_at_once(opened)
-                                         and opened.size - req.offset
-                                         > self.limits.inline_file_size):
+        digest_follows = (req.digest_after and not self.hashed_at_once(opened)
+                          and opened.size - req.offset > self.limits.inline_file_size)
+        if opened.digest is not None or digest_follows:
             self.queue_download(req, opened)  # (without a digest: it follows the body)
             return
         self.hash_then(opened, then=lambda: self.queue_download(req, opened),
@@ -294,12 +294,11 @@ class NativeSession(Session):
         self.sending_body(transfer)
         self.channel.write_file(region)
 
-    def send_trailer(self, req: Request, digest: Digest | None) -> None:
+    def send_trailer(self, req: Request, digest: Digest | StorageError) -> None:
         """The frame after the body of a get hashed while it was sent: its digest, or
-        (None: the file could not be read) an error, and the client drops the body."""
-        if digest is None:
-            self.reply_error(req.id, "io_error", f"{req.name!r}: the file could not be read "
-                                                 "to hash it", req.name)
+        the error that stopped the hash (the client then drops the body)."""
+        if isinstance(digest, StorageError):
+            self.reply_error(req.id, digest.code, f"{req.name!r}: {digest.message}", req.name)
         else:
             self.reply_ok(req.id, **digest.field)
 

@@ -431,19 +431,19 @@ class Session(BaseProtocol):
         self._start_hash(opened.size)
 
     def hash_while_sending(self, opened: OpenFile, transfer: Transfer,
-                           send: Callable[[Digest | None], None]) -> None:
+                           send: Callable[[Digest | StorageError], None]) -> None:
         """The file of ``transfer`` is not hashed yet and its digest may follow its
         body: the helper hashes it while the caller queues the body, and ``send(digest)``
-        (or ``send(None)``: it could not be read) queues what follows the body, before
+        (or ``send(error)``: it could not be read) queues what follows the body, before
         any later request is served. The file is read twice either way, but the second
         read overlaps the sending. StorageError (and ``opened`` closed) when it cannot
         even start."""
 
-        def ready(digest: Digest | None, _why_not: str) -> None:
+        def ready(digest: Digest | None, why_not: str) -> None:
             transfer.digest = digest
             if digest is None:
                 self.active = transfer  # (the error reply fails, counts and logs this get)
-                send(None)
+                send(StorageError("io_error", why_not))
                 return
             send(digest)
             if file_hash.body_sent:
@@ -479,14 +479,9 @@ class Session(BaseProtocol):
         descriptor closed at once (a queued reply then holds memory, not a descriptor).
         StorageError if the file cannot be read or changed size meanwhile."""
         try:
-            data = os.pread(opened.fd, length, offset)
-        except OSError as exc:
-            raise StorageError("io_error", f"cannot read the file: {exc.strerror}") from None
+            return opened.read_exactly(offset, length)
         finally:
             opened.close()
-        if len(data) != length:
-            raise StorageError("io_error", "the file changed while being read")
-        return data
 
     # -- transfers: begun, counted once, logged once
 
@@ -725,7 +720,7 @@ class Session(BaseProtocol):
         elif self.verifying is not None:
             label = "verifying"
         elif self.job is not None:
-            label = self.job_label or ("hashing" if self.active is not None else "listing")
+            label = self.job_label or "listing"
         elif channel.out.file_bytes:
             label = "sending body"
         elif self.file_hash is not None:

@@ -111,6 +111,17 @@ class OpenFile:
             os.close(self.fd)
             self.fd = -1
 
+    def read_exactly(self, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset``, in one read; StorageError if the file
+        cannot be read or changed size meanwhile."""
+        try:
+            data = os.pread(self.fd, length, offset)
+        except OSError as exc:
+            raise StorageError("io_error", f"cannot read the file: {exc.strerror}") from None
+        if len(data) != length:
+            raise StorageError("io_error", "the file changed while being read")
+        return data
+
 
 class Root:
     """The served directory, held open as a descriptor for the server's lifetime."""
@@ -268,14 +279,8 @@ class Root:
         """Hash a small open file the cache does not know, at once (one read: cheaper
         than handing it to the helper thread); set ``opened.digest`` and remember it.
         StorageError if it cannot be read or changed size meanwhile."""
-        try:
-            data = os.pread(opened.fd, opened.size, 0)
-        except OSError as exc:
-            raise StorageError("io_error", f"cannot read the file: {exc.strerror}") from None
-        if len(data) != opened.size:
-            raise StorageError("io_error", "the file changed while being read")
         hasher = new_hasher(opened.algorithm)
-        hasher.update(data)
+        hasher.update(opened.read_exactly(0, opened.size))
         opened.digest = Digest(opened.algorithm, hasher.hexdigest())
         self.hashes.remember(opened.fd, opened.st, opened.digest)
 
