@@ -6,11 +6,14 @@ Every rule of access lives here, once, for both protocols; the sessions only ask
 * **Rights.** What a request may do is a :class:`Grant`: the rights ``read`` (get,
   stat, list, the index page), ``write`` (put, mkdir) and ``delete`` (rm, mv), and
   whether it may *replace* an existing file (which destroys the old one: it takes
-  ``write`` and ``delete``). The server's flags are the ceiling (``--read-only``: no
+  ``write`` and ``delete``, and ``read``: see the drop box below). The server's flags are the ceiling (``--read-only``: no
   writes of any kind; ``--upload-only``: a drop box, nothing read or listed, nothing
   replaced or deleted; ``--allow-overwrite`` and ``--allow-delete``: replacing and
   deleting at all), and a token's rights narrow it (a token file line
   ``TOKEN read,write``); a bare token, or no token at all, means the whole ceiling.
+* **A writer that may not read** (a drop box) is never told which names exist: the
+  storage puts its uploads and folders beside whatever is there, and what would
+  answer differently for a taken name (removing, moving, replacing) needs ``read``.
 * **Tokens** are kept as their SHA-256 and compared with ``hmac.compare_digest``, so
   neither the comparison's timing nor a memory dump gives one away, and any string a
   client sends (even one holding a lone surrogate, which UTF-8 cannot encode) is
@@ -22,6 +25,14 @@ Every rule of access lives here, once, for both protocols; the sessions only ask
   wrong, until ``auth_backoff`` seconds have passed (fail2ban's ban). Refusing the right
   token too is the point: otherwise the back-off would still answer the guesser's
   question. Requests that carry no token at all are not guesses and do not count here.
+* **Cross-site requests** (HTTP only): any web page can make a browser send requests
+  here (an ``<img>``, a form, a script). Browsers say where a request comes from
+  (``Sec-Fetch-Site``, ``Origin``); a request from another site may change nothing
+  (Django's CSRF middleware, Jupyter's origin check), and the credentials it carries
+  are not even looked at unless it is a navigation a person made (a link followed):
+  otherwise a page could make its visitors' browsers guess tokens, and ban the
+  owner's own address with the wrong ones. A guesser that claims to be cross-site
+  gains nothing: its guesses are not checked.
 * **Host names** (HTTP only): a server on loopback is still reachable from any web page
   by DNS rebinding: a page on ``evil.example`` whose name is made to resolve to
   127.0.0.1 talks to us with ``Host: evil.example``. Like Jupyter, webpack-dev-server
@@ -44,6 +55,7 @@ from typing import Callable, Iterable, Mapping
 
 from .limits import Limits
 from .shared import LocalStrikes, StrikeBook
+from .units import parse_count
 
 READ, WRITE, DELETE = "read", "write", "delete"
 ALL_RIGHTS = frozenset({READ, WRITE, DELETE})
@@ -51,10 +63,13 @@ ALL_RIGHTS = frozenset({READ, WRITE, DELETE})
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Grant:
-    """What one admitted request may do."""
+    """What one admitted request may do, and on whose behalf."""
 
     rights: frozenset[str]
-    replace: bool  # may replace an existing file (rights write and delete, and the flag)
+    replace: bool  # may replace an existing file (rights read, write and delete, and the flag)
+    #: Who writes (the SHA-256 of the token; b"" on a server without tokens): what an
+    #: upload left for later (a partial file, a tus upload) belongs to its writer.
+    writer: bytes = b""
 
     def allows(self, right: str) -> bool:
         return right in self.rights
@@ -82,8 +97,10 @@ class Ceiling:
             allowed -= {READ, DELETE}
         if not self.allow_delete:
             allowed.discard(DELETE)
+        # Replacing needs read too: a writer that may not read must not learn which
+        # names exist, and "replaced" against "created" would tell it.
         replace = (self.allow_overwrite and not self.read_only and not self.upload_only
-                   and WRITE in rights and DELETE in rights)
+                   and {READ, WRITE, DELETE} <= rights)
         return Grant(frozenset(allowed), replace)
 
 
@@ -128,8 +145,10 @@ class Access:
         ``strikes``: where wrong tokens are counted (shared.py: one book for all the
         worker processes of a server)."""
         self.ceiling = ceiling
-        self._grants = {_digest(token): ceiling.grant(rights)
-                        for token, rights in (tokens or {}).items()}
+        self._grants = {}
+        for token, rights in (tokens or {}).items():
+            digest = _digest(token)
+            self._grants[digest] = dataclasses.replace(ceiling.grant(rights), writer=digest)
         self._open = ceiling.grant(ALL_RIGHTS)  # what anyone gets without tokens
         self.limits = limits
         self.hosts = hosts
@@ -171,14 +190,56 @@ class Access:
             return "this server does not delete or move files (--allow-delete)"
         return f"this token does not have the {right!r} right"
 
+    def why_not_blind(self) -> str:
+        """Why a writer that may not read may not remove or move: the answer would
+        tell it which names exist."""
+        return ("removing and moving need the read right too (a writer that may not read "
+                "is never told which names exist)")
+
     def why_not_replace(self) -> str:
         ceiling = self.ceiling
         if ceiling.read_only or ceiling.upload_only or not ceiling.allow_overwrite:
             return "this server does not overwrite files (--allow-overwrite)"
-        return "this token may not replace files (that takes the write and delete rights)"
+        return ("this token may not replace files (that takes the read, write and delete "
+                "rights)")
 
     def host_allowed(self, host: str | None) -> bool:
         return self.hosts.allows(host)
+
+
+def from_another_site(headers: Mapping[str, str]) -> bool:
+    """Whether a browser says this request comes from another site's page: its
+    ``Sec-Fetch-Site`` (every current browser sends it), or an ``Origin`` that is not
+    this server's own (the scheme aside: a TLS proxy in front changes it). Requests
+    that say neither (curl, scripts, WebDAV clients) are not from a page."""
+    site = headers.get("sec-fetch-site", "").strip().lower()
+    if site in ("cross-site", "same-site"):
+        return True
+    origin = headers.get("origin")
+    if origin is None:
+        return False
+    scheme, sep, authority = origin.strip().lower().partition("://")
+    host = headers.get("host", "").strip().lower()
+    return not sep or _without_default_port(authority) != _without_default_port(host)
+
+
+def navigated_by_a_person(headers: Mapping[str, str]) -> bool:
+    """A top-level navigation (a link followed, an address typed): what a share link
+    is, and what a page cannot repeat at will (each one replaces the page)."""
+    return (headers.get("sec-fetch-mode", "").lower() == "navigate"
+            and headers.get("sec-fetch-dest", "").lower() == "document")
+
+
+def changes_state(method: str) -> bool:
+    """Methods that may change something (RFC 9110's "safe" methods do not)."""
+    return method not in ("GET", "HEAD", "OPTIONS")
+
+
+def _without_default_port(authority: str) -> str:
+    for port in (":80", ":443"):
+        if authority.endswith(port):
+            return authority[:-len(port)]
+    return authority
 
 
 def _digest(token: str) -> bytes:
@@ -226,13 +287,13 @@ def _host_name(host: str) -> str | None:
     if host.startswith("["):  # an IPv6 literal: [::1] or [::1]:8080
         end = host.find("]")
         rest = host[end + 1:] if end > 0 else ""
-        if end < 0 or (rest and not (rest[0] == ":" and rest[1:].isdigit())):
+        if end < 0 or (rest and not (rest[0] == ":" and parse_count(rest[1:]) is not None)):
             return None
         return host[1:end].lower()
     name, colon, port = host.rpartition(":")
     if not colon:
         name = host
-    elif not port.isdigit():
+    elif parse_count(port) is None:
         return None
     name = name.lower().rstrip(".")
     return name or None

@@ -484,10 +484,19 @@ def run_workers(args: argparse.Namespace, config: Any, count: int, use_console: 
     return 0
 
 
-def make_token(args: argparse.Namespace) -> int:
-    """A new token: 32 random bytes, URL-safe (it can go in ?token= as it is)."""
+def new_token() -> str:
+    """32 random bytes, URL-safe (it can go in ?token= as it is), never beginning with
+    "-": one token in 64 would, and ``--token -K4q...`` is then read as a flag."""
     import secrets
 
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
+
+
+def make_token(args: argparse.Namespace) -> int:
+    """A new token (``new_token``), printed, and added to a token file if asked."""
     from .access import ALL_RIGHTS
 
     unknown = [r for r in args.rights.split(",") if r.strip() and r.strip() not in ALL_RIGHTS]
@@ -495,7 +504,7 @@ def make_token(args: argparse.Namespace) -> int:
         return _fail(f"unknown right {unknown[0]!r}: a token's rights are read, write and "
                      "delete", status=2)
     rights = ",".join(r.strip() for r in args.rights.split(",") if r.strip())
-    token = secrets.token_urlsafe(32)
+    token = new_token()
     line = f"{token} {rights}".strip()
     if args.append:
         try:
@@ -904,8 +913,8 @@ def describe_change(op: Any, info: dict[str, Any]) -> str:
 
 
 def print_listing(args: argparse.Namespace, client: Client) -> int:
-    entries = sorted(client.list(remote_name(args.path), recursive=args.recursive),
-                     key=lambda e: e.get("name", ""))
+    listing = client.listing(remote_name(args.path), recursive=args.recursive)
+    entries = sorted(listing.entries, key=lambda e: e.get("name", ""))
     import json
 
     for entry in entries:
@@ -915,8 +924,13 @@ def print_listing(args: argparse.Namespace, client: Client) -> int:
         name = entry.get("name", "?") + ("/" if entry.get("type") == "dir" else "")
         size = format_bytes(entry.get("size", 0)) if entry.get("type") == "file" else "-"
         print(f"{size:>10}  {format_time(entry.get('mtime'))}  {name}")
-    if not args.json and not args.quiet and not entries:
+    left_out = listing.info.get("left_out", 0)
+    if not args.json and not args.quiet and not entries and not left_out:
         print("(empty)", file=sys.stderr)
+    if left_out and not args.quiet:
+        print(f"muxserver: the server left out {left_out} "
+              f"{'entry' if left_out == 1 else 'entries'} whose names it does not serve "
+              "(put there by another program; its log names them)", file=sys.stderr)
     return 0
 
 

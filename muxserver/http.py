@@ -39,23 +39,32 @@ import os
 import re
 import time
 import urllib.parse
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 
 import h11
 
 from . import __version__, tus
-from .access import DELETE, READ, WRITE, Refusal
+from .access import (
+    DELETE,
+    READ,
+    WRITE,
+    Refusal,
+    changes_state,
+    from_another_site,
+    navigated_by_a_person,
+)
 from .archive import TarStream, ZipStream
 from .archive import crc32 as archive_crc32
 from .buffers import FileRegion
 from .channel import Channel, Phase
 from .digests import SHA256, Digest, is_hex64
 from .index_page import INDEX_CSP, ROWS_PER_STEP, PageRights, index_head, index_tail
-from .listings import Listing, listing_for
+from .listings import LeftOutLog, Listing, listing_for
 from .names import printable
 from .protocol import NEED_DATA
 from .session import Services, Session, Transfer
-from .storage import OpenFile, StorageError, Upload, split_name
+from .storage import Entry, LeftOut, OpenFile, StorageError, Upload, split_name
+from .units import parse_count
 
 log = logging.getLogger("muxserver")
 
@@ -74,6 +83,9 @@ ALLOWED_METHODS = "GET, HEAD, PUT, DELETE, MKCOL, MOVE"
 #: Folder downloads (?download=...), and their media types.
 ARCHIVES = {"zip": "application/zip", "tar": "application/x-tar"}
 ARCHIVE_STEP = 256 * 1024  # bytes of a file read and sent per loop step
+#: Members per loop step, at most: 40,000 empty files took 1.2-1.7 s of one step when
+#: only file bytes counted (each member costs an open, a stat and a few headers).
+MEMBERS_PER_STEP = 32
 #: Every response: browsers must not guess a type we did not say (an upload named
 #: notes.txt holding HTML stays text).
 COMMON_HEADERS = [("X-Content-Type-Options", "nosniff")]
@@ -89,6 +101,22 @@ class HttpError(Exception):
                  close: bool = False) -> None:
         super().__init__(message)
         self.status, self.message, self.headers, self.close = status, message, headers or [], close
+
+
+class _ArchiveStep:
+    """What an archive's current loop step has done: a step ends at ARCHIVE_STEP bytes
+    or MEMBERS_PER_STEP members, whichever comes first."""
+
+    __slots__ = ("bytes", "members")
+
+    def __init__(self) -> None:
+        self.bytes = self.members = 0
+
+    def full(self) -> bool:
+        return self.bytes >= ARCHIVE_STEP or self.members >= MEMBERS_PER_STEP
+
+    def clear(self) -> None:
+        self.bytes = self.members = 0
 
 
 class _FileBody:
@@ -186,11 +214,18 @@ class HttpSession(Session):
                                target=re.sub(r"([?&]token=)[^&]*", r"\1…", target))
         has_body = "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
         try:
+            target = self.origin_form(target, headers)
             if not self.services.access.host_allowed(headers.get("host")):
                 raise HttpError(403, f"this server does not answer to the host name "
                                      f"{printable(headers['host'])!r} (start it with "
                                      "--allow-host NAME to allow one)", close=True)
+            foreign = from_another_site(headers)
+            if foreign and changes_state(method):
+                raise HttpError(403, "a page of another site may not change anything here",
+                                close=True)
             offered, from_query = self.credentials(method, target, headers)
+            if foreign and not navigated_by_a_person(headers):
+                offered = None  # (not checked, so not counted: see access.py)
             if not self.admit(offered, has_body=has_body):
                 return
             self.check_request(method, request, headers)
@@ -215,6 +250,22 @@ class HttpSession(Session):
             retry = [("Retry-After", "1")] if exc.code == "server_busy" else None
             self.fail_request(HttpError(STATUS.get(exc.code, 500), exc.message, retry,
                                         close=has_body))
+
+    @staticmethod
+    def origin_form(target: str, headers: dict[str, str]) -> str:
+        """The target as a path and query. An absolute-form target (``GET
+        http://host:port/x``, as proxies send) must be accepted (RFC 9112, section
+        3.2.2): its authority then stands for the Host header, and is checked as one."""
+        scheme, sep, rest = target.partition("://")
+        if not sep or scheme.lower() not in ("http", "https"):
+            return target
+        end = min([i for i in (rest.find("/"), rest.find("?")) if i >= 0], default=len(rest))
+        authority, path = rest[:end], rest[end:]
+        if "@" in authority or not authority:
+            raise HttpError(400, "an absolute target names a host, and no user "
+                                 "(RFC 9110, section 4.2.4)", close=True)
+        headers["host"] = authority
+        return path if path.startswith("/") else "/" + path
 
     def check_request(self, method: str, request: h11.Request,
                       headers: dict[str, str]) -> None:
@@ -403,34 +454,60 @@ class HttpSession(Session):
         self.start_job(self.archive_in_steps(name, base, entries, kind, transfer),
                        label="archiving")
 
-    def archive_in_steps(self, top: str, base: str, entries: Iterator[dict[str, Any]],
+    def archive_in_steps(self, top: str, base: str, entries: Generator[Entry, None, None],
                          kind: str, transfer: Transfer) -> Iterator[None]:
         """The archive's members are named below one folder, ``base`` (the folder's own
-        name), so that unpacking it makes that folder instead of spilling its files."""
+        name), so that unpacking it makes that folder instead of spilling its files.
+
+        Every loop step is bounded: at most ARCHIVE_STEP bytes of files, or
+        MEMBERS_PER_STEP members (empty files and folders cost a step too), and between
+        steps the job waits while the send queue is over its high-water mark. Entries
+        whose names the rules refuse are left out, and a last member lists them: the
+        stream is never cut for them."""
         writer: ZipStream | TarStream = ZipStream() if kind == "zip" else TarStream()
         skip = len(top) + 1 if top else 0
-        sent = 0
+        step = _ArchiveStep()
+        left_out = LeftOutLog(self.channel.peer, self.channel.id, self.wire, top, kind)
+        names_at_top: set[str] = set()  # members that the list's own name must not take
 
         def send(data: bytes) -> None:
-            nonlocal sent
             if data:
                 self.queue(h11.Data(data=data))
-                sent += len(data)
-                transfer.received = sent
+                step.bytes += len(data)
+                transfer.received += len(data)
 
         try:
             top_mtime = (self.services.root.stat(top)["mtime"] if top
                          else os.stat(self.services.root.path).st_mtime)
-            folder = {"name": top, "type": "dir", "mtime": top_mtime}
+            folder: dict[str, Any] = {"name": top, "type": "dir", "mtime": top_mtime}
             for entry in itertools.chain([folder], entries):
-                rel = (base + "/" + entry["name"][skip:]).rstrip("/")
-                if entry["type"] == "dir":
-                    send(writer.member_start(rel, entry["mtime"], directory=True))
-                    if isinstance(writer, ZipStream):
-                        send(writer.member_end(0, 0, 0))
-                elif entry["type"] == "file":
-                    yield from self.archive_member(writer, entry["name"], rel, send)
-            send(writer.finish())
+                if isinstance(entry, LeftOut):
+                    left_out.add(entry)
+                else:
+                    rel = (base + "/" + entry["name"][skip:]).rstrip("/")
+                    if rel.startswith(f"{base}/muxserver-left-out"):
+                        names_at_top.add(rel)  # (the list of what was left out goes beside)
+                    if entry["type"] == "dir":
+                        send(writer.member_start(rel, entry["mtime"], directory=True))
+                        if isinstance(writer, ZipStream):
+                            send(writer.member_end(0, 0, 0))
+                    elif entry["type"] == "file":
+                        yield from self.archive_member(writer, entry["name"], rel, send, step)
+                step.members += 1
+                if step.full():
+                    step.clear()
+                    yield
+            if left_out.count:
+                left_out.report()
+                name = next(n for n in (f"{base}/muxserver-left-out{suffix}.txt"
+                                        for suffix in itertools.chain([""], (
+                                            f" ({i})" for i in itertools.count(2))))
+                            if n not in names_at_top)
+                self.archive_text(writer, name, left_out.text().encode(), send)
+            closing = writer.finish()
+            for at in range(0, len(closing), ARCHIVE_STEP):  # (a zip's central directory)
+                send(closing[at:at + ARCHIVE_STEP])
+                yield
         except StorageError as exc:  # the status line went long ago: cut the stream
             log.warning("%s HTTP %s archive of %s cut short: %s", self.channel.peer, kind,
                         printable(top or "/"), exc.message,
@@ -441,12 +518,25 @@ class HttpSession(Session):
         finally:
             entries.close()
         self.queue(h11.EndOfMessage())
-        self.responded(200, sent)
-        self.transfer_done(transfer, sent, "")
+        self.responded(200, transfer.received)
+        self.transfer_done(transfer, transfer.received, None)
+
+    @staticmethod
+    def archive_text(writer: ZipStream | TarStream, rel: str, data: bytes,
+                     send: Callable[[bytes], None]) -> None:
+        """A member made here, from memory (the list of what was left out)."""
+        now = time.time()
+        if isinstance(writer, ZipStream):
+            send(writer.member_start(rel, now))
+            send(data)
+            send(writer.member_end(archive_crc32(0, data), len(data), len(data)))
+        else:
+            send(writer.member_start(rel, now, len(data)))
+            send(data + writer.padding(len(data)))
 
     def archive_member(self, writer: ZipStream | TarStream, name: str, rel: str,
-                       send: Callable[[bytes], None]) -> Iterator[None]:
-        """One file into the archive, ARCHIVE_STEP bytes per loop step."""
+                       send: Callable[[bytes], None], step: "_ArchiveStep") -> Iterator[None]:
+        """One file into the archive, a step whenever ARCHIVE_STEP bytes have gone."""
         try:
             opened = self.services.root.open_file(name)
         except StorageError as exc:  # gone, or no longer a plain file, since listed
@@ -470,7 +560,9 @@ class HttpSession(Session):
                 crc = archive_crc32(crc, chunk)
                 send(chunk)
                 done += len(chunk)
-                yield
+                if step.full():
+                    step.clear()
+                    yield
             if isinstance(writer, ZipStream):
                 send(writer.member_end(crc, done, done))
             else:  # a tar header promised ``size`` bytes: keep the promise
@@ -491,16 +583,22 @@ class HttpSession(Session):
             return
         self.start_job(self.listing_in_steps(form, entries))
 
-    def listing_in_steps(self, form: Listing, entries: Iterator[dict[str, Any]]
-                         ) -> Iterator[None]:
-        count, error = 0, ""
+    def listing_in_steps(self, form: Listing, entries: Generator[Entry, None, None]) -> Iterator[None]:
+        """The rows, ROWS_PER_STEP entries met per loop step (shown or left out)."""
+        count, met, error = 0, 0, ""
+        left_out = LeftOutLog(self.channel.peer, self.channel.id, self.wire, form.name)
         self.queue(h11.Data(data=form.head().encode()))
         try:
             batch: list[dict[str, Any]] = []
             for entry in entries:
-                batch.append(entry)
-                if len(batch) == ROWS_PER_STEP:
-                    self.queue(h11.Data(data=form.rows(batch, not count).encode()))
+                if isinstance(entry, LeftOut):
+                    left_out.add(entry)
+                else:
+                    batch.append(entry)
+                met += 1
+                if met % ROWS_PER_STEP == 0:
+                    if batch:
+                        self.queue(h11.Data(data=form.rows(batch, not count).encode()))
                     count, batch = count + len(batch), []
                     yield
             rows = form.rows(batch, not count)
@@ -512,7 +610,8 @@ class HttpSession(Session):
                         extra={"event": "refused", "conn": self.channel.id})
         finally:
             entries.close()
-        tail = rows + form.tail(count, error)
+        left_out.report()
+        tail = rows + form.tail(count, error, left_out.sentence() if left_out.count else "")
         if tail:
             self.queue(h11.Data(data=tail.encode()))
         self.queue(h11.EndOfMessage())
@@ -582,22 +681,31 @@ class HttpSession(Session):
                                     [("Allow", "OPTIONS, POST")], close=has_body)
                 self.tus_create(headers)
                 return
-            upload = tus.TusUpload.from_id(tid, self.limits.max_file_size)
+            if method not in ("HEAD", "PATCH", "DELETE"):
+                raise HttpError(405, f"{method} of an upload",
+                                [("Allow", "HEAD, PATCH, DELETE")], close=has_body)
+            self.require(WRITE, "resuming an upload")  # (before the ID is even looked at)
+            upload = tus.TusUpload.from_id(tid, self.limits.max_file_size, self.grant.writer)
             self.name = upload.name
             if method == "HEAD":
                 self.tus_offset(upload)
             elif method == "PATCH":
                 self.tus_patch(upload, headers)
-            elif method == "DELETE":
-                self.require(WRITE, f"giving up the upload of {upload.name!r}")
-                if not self.services.root.drop_partial(upload.name, upload.key):
-                    raise HttpError(404, "no such upload (finished, given up, or expired)")
-                self.respond(204, [])
             else:
-                raise HttpError(405, f"{method} of an upload",
-                                [("Allow", "HEAD, PATCH, DELETE")], close=has_body)
+                self.services.root.drop_partial(upload.name, upload.key(self.grant.writer),
+                                                beside_if_taken=self.blind)
+                self.respond(204, [])
         except tus.TusRequestError as exc:
             raise HttpError(exc.status, exc.message, close=has_body) from None
+        except StorageError as exc:
+            status = tus.STATUS.get(exc.code, STATUS.get(exc.code, 500))
+            more = [("Retry-After", "1")] if status in (423, 503) else []
+            raise HttpError(status, exc.message, more, close=has_body) from None
+
+    @property
+    def blind(self) -> bool:
+        """The request may write but not read: it must not learn which names exist."""
+        return not self.grant.allows(READ)
 
     def tus_create(self, headers: dict[str, str]) -> None:
         self.require(WRITE, "starting an upload")
@@ -606,19 +714,17 @@ class HttpSession(Session):
         root = self.services.root
         try:
             root.check_room(upload.name, upload.size, overwrite=upload.overwrite,
-                            allow_overwrite=self.grant.replace,
-                            beside_if_taken=not self.grant.allows(READ))
+                            allow_overwrite=self.grant.replace, beside_if_taken=self.blind)
         except StorageError as exc:
             raise self.explained(exc, upload.name) from None
-        root.create_partial(upload.name, upload.key)
-        self.respond(201, [("Location", f"/{tus.PREFIX}/{upload.id}"),
+        root.create_partial(upload.name, upload.key(self.grant.writer),
+                            beside_if_taken=self.blind)
+        self.respond(201, [("Location", f"/{tus.PREFIX}/{upload.id(self.grant.writer)}"),
                            tus.expires(time.time() + self.limits.partial_ttl)])
 
     def tus_offset(self, upload: tus.TusUpload) -> None:
-        self.require(WRITE, f"resuming {upload.name!r}")
-        held = self.services.root.held(upload.name, upload.key, upload.size)
-        if held is None:
-            raise HttpError(404, "no such upload (finished, given up, or expired)")
+        held = self.services.root.held(upload.name, upload.key(self.grant.writer),
+                                       upload.size, beside_if_taken=self.blind)
         self.respond(200, [("Upload-Offset", str(held)), ("Upload-Length", str(upload.size)),
                            ("Cache-Control", "no-store")])
 
@@ -634,18 +740,16 @@ class HttpSession(Session):
         if offset + length > upload.size:
             raise HttpError(413, "the piece goes past the upload's length", close=True)
         checksum = tus.parse_checksum(headers.get("upload-checksum", ""))
-        self.require(WRITE, f"storing {upload.name!r}")
-        held = self.services.root.held(upload.name, upload.key, upload.size)
-        if held is None:
-            raise HttpError(404, "no such upload (finished, given up, or expired)",
-                            close=True)
+        key = upload.key(self.grant.writer)
+        held = self.services.root.held(upload.name, key, upload.size,
+                                       beside_if_taken=self.blind)
         if held != offset:
             raise HttpError(409, f"the server holds {held} bytes of it, not {offset}",
                             [("Upload-Offset", str(held))], close=True)
         self.begin_transfer("put", upload.name)
         started = self.start_upload(upload.name, length, upload.expected,
-                                    overwrite=upload.overwrite, resumable=True, offset=offset,
-                                    chunk_of=(upload.key, upload.size))
+                                    overwrite=upload.overwrite, key=key, offset=offset,
+                                    total=upload.size)
         if checksum is not None:
             started.piece_hasher = tus.CHECKSUMS[checksum[0]]()
         self.tus_piece = (upload, checksum)
@@ -718,8 +822,8 @@ class HttpSession(Session):
 
     def upload_failed(self, upload: Upload, exc: StorageError) -> None:
         status = STATUS.get(exc.code, 500)
-        if self.tus_piece is not None and exc.code == "checksum_mismatch":
-            status = tus.CHECKSUM_MISMATCH
+        if self.tus_piece is not None:
+            status = tus.STATUS.get(exc.code, status)
         self.tus_piece = None
         # Inside the body, the rest of it would have to be read: close instead.
         self.fail_request(HttpError(status, exc.message, close=self.reading_body()))
@@ -862,24 +966,25 @@ def reason(status: int) -> str:
 
 def parse_range(value: str, size: int) -> tuple[int, int] | None:
     """One byte range of ``Range: bytes=...`` as [start, end); None if unsatisfiable.
-    Several ranges, or another unit, mean "the whole file" (RFC 9110 allows ignoring)."""
+    Several ranges, another unit, or numbers that are not plain ASCII digits mean
+    "the whole file" (RFC 9110 allows ignoring a Range)."""
     unit, _, spec = value.partition("=")
     if unit.strip().lower() != "bytes" or "," in spec:
         return 0, size
     first, _, last = spec.strip().partition("-")
-    try:
-        if first == "":
-            suffix = int(last)
-            if suffix <= 0 or size == 0:
-                return None
-            return max(0, size - suffix), size
-        start = int(first)
-        end = int(last) + 1 if last else size
-    except ValueError:
+    if first == "":
+        suffix = parse_count(last)
+        if suffix is None:
+            return 0, size
+        if suffix <= 0 or size == 0:
+            return None
+        return max(0, size - suffix), size
+    start, end = parse_count(first), parse_count(last) if last else size - 1
+    if start is None or end is None:
         return 0, size
-    if start >= size or start < 0 or end <= start:
+    if start >= size or end < start:
         return None
-    return start, min(end, size)
+    return start, min(end + 1, size)
 
 
 def declared_sha256(headers: dict[str, str]) -> Digest | None:

@@ -106,10 +106,12 @@ def index_rows(entries: list[dict[str, Any]]) -> str:
     return "".join(rows)
 
 
-def index_tail(name: str, count: int, error: str = "", drop_box: bool = False) -> str:
+def index_tail(name: str, count: int, error: str = "", drop_box: bool = False,
+               left_out: str = "") -> str:
     """The rest of the page after ``count`` rows; ``error``: why the listing stopped
     short (the status line was sent already, so the page itself says it); ``drop_box``:
-    the server takes uploads and shows nothing."""
+    the server takes uploads and shows nothing; ``left_out``: what the listing did not
+    show, and why."""
     rows = ""
     if drop_box:
         rows = ('<tr class="note"><td colspan="4">This is a drop box: you can upload files '
@@ -117,8 +119,10 @@ def index_tail(name: str, count: int, error: str = "", drop_box: bool = False) -
     elif error:
         rows = (f'<tr class="note err"><td colspan="4">The listing is incomplete: '
                 f'{html.escape(error)}</td></tr>\n')
-    elif not count:
+    elif not count and not left_out:
         rows = '<tr class="note empty"><td colspan="4">This folder is empty.</td></tr>\n'
+    if left_out and not drop_box:
+        rows += f'<tr class="note"><td colspan="4">{html.escape(left_out)}.</td></tr>\n'
     return rows + TAIL.replace("{version}", __version__)
 
 
@@ -422,6 +426,14 @@ function patch(url, offset, data, checksum, onProgress) {
     xhr.send(data);
   });
 }
+async function heldOf(url) {  // what the server holds of an upload; null: nothing (any more)
+  for (let waits = 0; ; waits++) {
+    const h = await fetch(url, {method: "HEAD", headers: TUS, cache: "no-store"}).catch(() => null);
+    if (!h || h.status !== 423 || waits >= 60) return h && h.ok ? +h.headers.get("Upload-Offset") : null;
+    // 423: a request of ours that the network lost is still writing it on the server
+    await new Promise(wake => setTimeout(wake, 1000 * (+h.headers.get("Retry-After") || 1)));
+  }
+}
 function uploadItem(label, size) {
   const li = document.createElement("li");
   const name = document.createElement("span"); name.textContent = label;
@@ -438,8 +450,8 @@ async function upload(file, relative) {
   const key = remembered(file, target);
   let url = localStorage.getItem(key), offset = 0;
   if (url) {
-    const h = await fetch(url, {method: "HEAD", headers: TUS, cache: "no-store"});
-    if (h.ok) offset = +h.headers.get("Upload-Offset"); else url = null;
+    const held = await heldOf(url);
+    if (held === null) url = null; else offset = held;
   }
   if (!url) {
     const meta = "filename " + b64text(target) + (cfg.replace ? ",overwrite " + b64text("1") : "");
@@ -474,13 +486,16 @@ async function upload(file, relative) {
         return false; }
       ui.state.textContent = "connection lost; trying again in " + RETRIES[lost - 1] + " s";
       await new Promise(wake => setTimeout(wake, RETRIES[lost - 1] * 1000));
-      const h = await fetch(url, {method: "HEAD", headers: TUS, cache: "no-store"}).catch(() => null);
-      if (h && h.ok) offset = +h.headers.get("Upload-Offset");
+      const held = await heldOf(url);
+      if (held !== null) offset = held;
       continue;
     }
     lost = 0;
     if (xhr.status === 204 || xhr.status === 409) {  // (409: the server holds another amount)
       offset = +xhr.getResponseHeader("Upload-Offset");
+    } else if (xhr.status === 423) {  // an earlier request of ours still writes it: wait
+      const held = await heldOf(url);
+      if (held !== null) offset = held;
     } else if (xhr.status !== 460 || ++damaged > 3) {  // (460: damaged on the way: again)
       ui.state.className = "state err"; ui.state.textContent = why(xhr.status, xhr.responseText);
       if (xhr.status === 404) localStorage.removeItem(key);

@@ -87,6 +87,12 @@ class Limits:
     partial_budget: int | None = limit(
         None, "bytes all interrupted uploads kept for resume may hold together; default: "
         "a quarter of the space free at start (oldest evicted first)", "bytes")
+    partial_count: int = limit(
+        1000, "unfinished uploads kept at once: an empty one costs no bytes but an inode "
+        "and a directory entry (the oldest is evicted; a new tus upload is refused)")
+    partials_per_writer: int = limit(
+        100, "unfinished uploads one token (or everyone, without tokens) may keep: one "
+        "writer cannot take the whole count")
     auth_failures: int = limit(
         3, "vsftpd max_login_fails: wrong tokens before the connection is closed")
     address_auth_failures: int = limit(
@@ -128,6 +134,8 @@ class Limits:
             raise ValueError("max file size must not be negative")
         if self.auth_failures < 1 or self.address_auth_failures < 1:
             raise ValueError("auth failure counts must be at least 1")
+        if self.partial_count < 1 or self.partials_per_writer < 1:
+            raise ValueError("partial file counts must be at least 1")
         if self.files_per_connection < 1:
             raise ValueError("files per connection must be at least 1")
 

@@ -12,12 +12,16 @@ saying "incomplete".
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 from .index_page import INDEX_CSP, PageRights, index_head, index_rows, index_tail
 from .names import printable
+from .storage import LeftOut
 from .units import format_bytes
+
+log = logging.getLogger("muxserver")
 
 
 class HtmlListing:
@@ -34,8 +38,8 @@ class HtmlListing:
     def rows(self, entries: list[dict[str, Any]], first: bool) -> str:
         return index_rows(entries)
 
-    def tail(self, count: int, error: str) -> str:
-        return index_tail(self.name, count, error)
+    def tail(self, count: int, error: str, left_out: str = "") -> str:
+        return index_tail(self.name, count, error, left_out=left_out)
 
 
 class JsonListing:
@@ -54,10 +58,10 @@ class JsonListing:
         text = ",\n".join(json.dumps(e, ensure_ascii=False) for e in entries)
         return ("\n" if first else ",\n") + text if entries else ""
 
-    def tail(self, count: int, error: str) -> str:
-        if error:
-            return "\n], " + '"error": ' + json.dumps(error, ensure_ascii=False) + "}\n"
-        return "\n]}\n"
+    def tail(self, count: int, error: str, left_out: str = "") -> str:
+        more = (', "error": ' + json.dumps(error, ensure_ascii=False) if error else "") + (
+            ', "left_out": ' + json.dumps(left_out, ensure_ascii=False) if left_out else "")
+        return "\n]" + more + "}\n"
 
 
 class TextListing:
@@ -81,11 +85,60 @@ class TextListing:
             lines.append(f"{size:>10}  {when}  {printable(entry['name'])}{slash}\n")
         return "".join(lines)
 
-    def tail(self, count: int, error: str) -> str:
-        return f"# the listing is incomplete: {error}\n" if error else ""
+    def tail(self, count: int, error: str, left_out: str = "") -> str:
+        return (f"# the listing is incomplete: {error}\n" if error else "") + (
+            f"# {left_out}\n" if left_out else "")
 
 
 Listing = HtmlListing | JsonListing | TextListing
+
+
+class LeftOutLog:
+    """The entries a listing or an archive left out (storage.LeftOut: names the rules
+    refuse, put there by other programs): counted, the first ``KEEP`` remembered with
+    their reasons, one log line at the end. ``archive``: "zip" or "tar", or "" for a
+    listing; ``wire``: "HTTP " or "" (the native protocol)."""
+
+    KEEP = 1000  # names remembered (an archive lists them in a member of its own)
+
+    def __init__(self, peer: str, conn: int, wire: str, path: str, archive: str = "") -> None:
+        self.peer, self.conn, self.wire, self.path, self.archive = peer, conn, wire, path, archive
+        self.count = 0
+        self.kept: list[LeftOut] = []
+
+    def add(self, entry: LeftOut) -> None:
+        self.count += 1
+        if len(self.kept) < self.KEEP:
+            self.kept.append(entry)
+
+    def report(self) -> None:
+        if not self.count:
+            return
+        first = ", ".join(entry.name for entry in self.kept[:5])
+        extra = {"event": "refused", "conn": self.conn}
+        if self.archive:
+            log.warning("%s HTTP %s archive of %s: left out %d entries whose names are not "
+                        "allowed here, first %s", self.peer, self.archive,
+                        printable(self.path or "/"), self.count, first, extra=extra)
+        else:
+            log.warning("%s %slisting of %s: left out %d entries whose names are not "
+                        "allowed here, first %s", self.peer, self.wire,
+                        printable(self.path or "/"), self.count, first, extra=extra)
+
+    def sentence(self) -> str:
+        """What a reader of the listing is told."""
+        return (f"{self.count} {'entry' if self.count == 1 else 'entries'} left out: "
+                "their names are not allowed here (put there by another program)")
+
+    def text(self) -> str:
+        """The whole account, one line per entry (an archive's member of its own)."""
+        lines = [f"muxserver left out of this archive {self.count} "
+                 f"{'entry' if self.count == 1 else 'entries'} whose names it does not "
+                 "serve (they break its name rules; another program put them there):", ""]
+        lines += [f"{entry.name}\t{entry.why}" for entry in self.kept]
+        if self.count > len(self.kept):
+            lines.append(f"... and {self.count - len(self.kept)} more")
+        return "\n".join(lines) + "\n"
 
 
 def listing_for(name: str, query: dict[str, str], accept: str,

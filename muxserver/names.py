@@ -24,6 +24,9 @@ MAX_COMPONENT_BYTES = 255  # NAME_MAX on every common file system
 #: Directories in a name, at most. Deeper trees exist but are rare, and every level
 #: costs the loop a mkdir, an open and an fsync: PATH_MAX alone would allow 2,048 levels.
 MAX_DEPTH = 64
+#: The first component HTTP gives to tus (``/.tus/``, tus.py): a folder of that name
+#: could not be reached over HTTP, so no name may begin with it.
+TUS_ENDPOINT = ".tus"
 
 _WINDOWS_DEVICES = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)
 _DRIVE = re.compile(r"[A-Za-z]:")
@@ -44,48 +47,69 @@ def split_name(name: str, *, allow_root: bool = False) -> list[str]:
     """Check a name and return its components; raise BadName if it breaks a rule."""
     if allow_root and name == "":
         return []
-    parts = _check_form(name)
-    if name.isascii():
-        return parts  # ASCII is its own NFKC form: nothing can hide in it
-    folded = unicodedata.normalize("NFKC", name)
-    if folded != name and len(_check_form(folded)) != len(parts):
-        raise BadName(f"{name!r} changes its path structure under Unicode normalisation")
-    return parts
-
-
-def _check_form(name: str) -> list[str]:
-    def refuse(why: str) -> BadName:
-        return BadName(f"name {name[:100]!r} refused: {why}")
-
     if not name:
-        raise refuse("it is empty")
+        raise _refused(name, "it is empty")
     try:
         size = len(name.encode("utf-8"))
     except UnicodeEncodeError:
-        raise refuse("it is not valid Unicode text") from None
+        raise _refused(name, "it is not valid Unicode text") from None
     if size > MAX_NAME_BYTES:
-        raise refuse(f"longer than {MAX_NAME_BYTES} bytes")
-    if _CONTROL.search(name):
-        raise refuse("it contains a control character")
-    if "\\" in name:
-        raise refuse("backslashes are not separators here and are not allowed")
+        raise _refused(name, f"longer than {MAX_NAME_BYTES} bytes")
     if name.startswith("/"):
-        raise refuse("absolute paths are not allowed; names are relative to the served root")
-    if _DRIVE.match(name):
-        raise refuse("drive letters are not allowed")
+        raise _refused(name, "absolute paths are not allowed; names are relative to the "
+                             "served root")
     parts = name.split("/")
     if len(parts) > MAX_DEPTH:
-        raise refuse(f"more than {MAX_DEPTH} components (directories nested too deep)")
-    for part in parts:
-        if part in ("", ".", ".."):
-            raise refuse("empty, '.' and '..' components are not allowed")
-        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
-            raise refuse(f"a component is longer than {MAX_COMPONENT_BYTES} bytes")
-        if part.startswith(RESERVED_PREFIX):
-            raise refuse(f"names starting with {RESERVED_PREFIX!r} are reserved")
-        if _WINDOWS_DEVICES.fullmatch(part):
-            raise refuse("Windows device names (CON, NUL, COM1, ...) are not allowed")
+        raise _refused(name, f"more than {MAX_DEPTH} components (directories nested too "
+                             "deep)")
+    for depth, part in enumerate(parts):
+        why = component_problem(part, top=depth == 0)
+        if why:
+            raise _refused(name, why)
     return parts
+
+
+def component_problem(part: str, *, top: bool) -> str:
+    """Why one component of a name breaks a rule ("" if it does not); ``top``: it is the
+    first component, directly below the served root.
+
+    The same rules as ``split_name``, one component at a time, so a listing can check
+    each entry it meets on disk without re-checking the directories above it."""
+    why = _form_problem(part, top)
+    if why or part.isascii():
+        return why  # (ASCII is its own NFKC form: nothing can hide in it)
+    folded = unicodedata.normalize("NFKC", part)
+    if folded != part and ("/" in folded or _form_problem(folded, top)):
+        return "it changes its path structure under Unicode normalisation"
+    return ""
+
+
+def _form_problem(part: str, top: bool) -> str:
+    if part in ("", ".", ".."):
+        return "empty, '.' and '..' components are not allowed"
+    if _CONTROL.search(part):
+        return "it contains a control character"
+    if "\\" in part:
+        return "backslashes are not separators here and are not allowed"
+    if top and _DRIVE.match(part):
+        return "drive letters are not allowed"
+    if top and part == TUS_ENDPOINT:
+        return f"/{TUS_ENDPOINT}/ is where resumable uploads begin over HTTP (tus)"
+    try:
+        size = len(part.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "it is not valid Unicode text"
+    if size > MAX_COMPONENT_BYTES:
+        return f"a component is longer than {MAX_COMPONENT_BYTES} bytes"
+    if part.startswith(RESERVED_PREFIX):
+        return f"names starting with {RESERVED_PREFIX!r} are reserved"
+    if _WINDOWS_DEVICES.fullmatch(part):
+        return "Windows device names (CON, NUL, COM1, ...) are not allowed"
+    return ""
+
+
+def _refused(name: str, why: str) -> BadName:
+    return BadName(f"name {name[:100]!r} refused: {why}")
 
 
 def printable(text: str) -> str:
@@ -104,14 +128,3 @@ def _escape_char(ch: str) -> str:
     code = ord(ch)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else (
         f"\\U{code:08x}")
-
-
-def is_listable(name: str) -> bool:
-    """Directory entries we show: not ours, and representable in UTF-8 JSON."""
-    if name.startswith(RESERVED_PREFIX):
-        return False
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:  # undecodable bytes on disk (surrogate escapes)
-        return False
-    return True

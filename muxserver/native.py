@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator
 
 from . import protocol
 from .access import READ, WRITE, Refusal
@@ -44,7 +44,16 @@ from .protocol import (
 )
 from .digests import SHA256, Digest
 from .session import Services, Session
-from .storage import OpenFile, StorageError, Upload, mtime_identity, write_error
+from .listings import LeftOutLog
+from .storage import (
+    Entry,
+    LeftOut,
+    OpenFile,
+    StorageError,
+    Upload,
+    native_identity,
+    write_error,
+)
 
 log = logging.getLogger("muxserver")
 
@@ -165,20 +174,19 @@ class NativeSession(Session):
                 if req.trailer:
                     self.trailer_due = (req.id, req.trailer)
                 self.begin_transfer("put", req.name)
+                key = (self.partial_key(req.name, native_identity(req.digest, req.mtime),
+                                        req.offset + req.length)
+                       if req.resumable or req.offset else "")
                 self.start_upload(req.name, req.length, req.digest, overwrite=req.overwrite,
-                                  resumable=req.resumable, offset=req.offset, mtime=req.mtime,
-                                  algorithm=req.trailer or SHA256,
-                                  identity=mtime_identity(req.mtime) if req.trailer else "")
+                                  key=key, offset=req.offset, mtime=req.mtime,
+                                  algorithm=req.trailer or SHA256)
             elif req.op == "get":
                 self.begin_transfer("get", req.name)
                 self.start_get(req)
             elif req.op == "stat":
                 self.reply_ok(req.id, **self.describe(req.name))
-            elif req.op == "partial":  # (a writer that may not read still resumes)
-                self.require(WRITE if self.grant.allows(WRITE) else READ, "resuming")
-                identity = req.digest.key if req.digest else mtime_identity(req.mtime)
-                offset = self.services.root.partial_offset(req.name, identity, req.size)
-                self.reply_ok(req.id, name=req.name, offset=offset)
+            elif req.op == "partial":
+                self.reply_ok(req.id, name=req.name, offset=self.partial_held(req))
             elif req.op == "trailer":
                 raise StorageError("bad_request", "a trailer frame follows the body of a put "
                                                   "that announced it")
@@ -188,6 +196,20 @@ class NativeSession(Session):
                 self.change(req)
         except StorageError as exc:
             self.reply_error(req.id, exc.code, exc.message, req.name)
+
+    def partial_held(self, req: Request) -> int:
+        """How much of an interrupted upload of this writer's the server holds (0: none).
+        Asked before a resumed put: it needs the right the put needs, ``write`` (a
+        writer that may not read still resumes: it asks only of its own upload)."""
+        self.require(WRITE, f"resuming {req.name!r}")
+        key = self.partial_key(req.name, native_identity(req.digest, req.mtime), req.size)
+        try:
+            return self.services.root.held(req.name, key, req.size,
+                                           beside_if_taken=not self.grant.allows(READ))
+        except StorageError as exc:
+            if exc.code == "not_found":
+                return 0
+            raise
 
     def change(self, req: Request) -> None:
         """mkdir, rm and mv (StorageError when refused)."""
@@ -340,17 +362,26 @@ class NativeSession(Session):
 
     # -- replies produced in steps
 
-    def list_pages(self, req: Request, entries: Iterator[dict[str, Any]]) -> Iterator[None]:
-        """Send a listing as frames of up to list_page_size entries each."""
+    def list_pages(self, req: Request, entries: Generator[Entry, None, None]) -> Iterator[None]:
+        """Send a listing as frames of up to list_page_size entries each; the last one
+        says how many entries were left out (names the rules refuse: storage.LeftOut).
+        A step handles at most a page's worth of entries met, shown or not."""
         page_size = self.limits.list_page_size
         page: list[bytes] = []
+        met = 0
+        left_out = LeftOutLog(self.channel.peer, self.channel.id, "", req.name)
         try:
             for entry in entries:
-                if len(page) == page_size:
-                    self.send_page(req.id, page, more=True)
-                    page = []
+                if isinstance(entry, LeftOut):
+                    left_out.add(entry)
+                else:
+                    if len(page) == page_size:
+                        self.send_page(req.id, page, more=True)
+                        page = []
+                    page.append(json.dumps(entry, ensure_ascii=False).encode() + b"\n")
+                met += 1
+                if met % page_size == 0:
                     yield
-                page.append(json.dumps(entry, ensure_ascii=False).encode() + b"\n")
         except StorageError as exc:  # the listing cannot be finished: say so, never a gap
             if page:
                 self.send_page(req.id, page, more=True)
@@ -358,12 +389,15 @@ class NativeSession(Session):
             return
         finally:
             entries.close()
-        self.send_page(req.id, page, more=False)
+        left_out.report()
+        self.send_page(req.id, page, more=False, left_out=left_out.count)
 
-    def send_page(self, req_id: int, page: list[bytes], more: bool) -> None:
+    def send_page(self, req_id: int, page: list[bytes], more: bool, left_out: int = 0) -> None:
         body = b"".join(page)
+        fields: dict[str, Any] = {"left_out": left_out} if left_out else {}
         self.queue_reply(req_id, None, protocol.encode_ok(req_id, length=len(body), more=more,
-                                                          count=len(page)), len(body))
+                                                          count=len(page), **fields),
+                         len(body))
         self.channel.write(body)
 
     # -- replies

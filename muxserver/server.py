@@ -110,7 +110,9 @@ class Server:
         self.worker, self.workers = worker, workers
         self.loop = EventLoop(scratch_size=max(self.limits.recv_size, 64 * 1024))
         self.root = Root(config.root, partial_ttl=self.limits.partial_ttl,
-                         partial_budget=self.limits.partial_budget, budget_shares=workers)
+                         partial_budget=self.limits.partial_budget, budget_shares=workers,
+                         partial_count=self.limits.partial_count,
+                         partials_per_writer=self.limits.partials_per_writer)
         self.root.on_partial_kept = self._schedule_partial_expiry
         self._expiry_timer: Timer | None = None
         self._expiry_due = 0.0

@@ -37,7 +37,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 
 from .access import DELETE, READ, WRITE, Access, Grant, Refusal
 from .channel import BaseProtocol, Channel, ChannelState, Phase
@@ -47,7 +47,7 @@ from .limits import Limits
 from .loop import EventLoop
 from .names import printable
 from .protocol import NEED_DATA
-from .storage import OpenFile, Root, StorageError, Upload
+from .storage import Entry, OpenFile, Root, StorageError, Upload, partial_key, split_name
 from .turnlog import TurnLog
 from .units import format_bytes
 
@@ -270,6 +270,12 @@ class Session(BaseProtocol):
             raise StorageError("not_permitted", f"{what}: not permitted: "
                                                 f"{self.services.access.why_not(right)}")
 
+    def require_sight(self, what: str) -> None:
+        """Refuse what would tell a writer that may not read whether a name exists."""
+        if not self.grant.allows(READ):
+            raise StorageError("not_permitted", f"{what}: not permitted: "
+                                                f"{self.services.access.why_not_blind()}")
+
     # -- what requests read, checked against the grant
 
     def open_download(self, name: str, algorithm: str = SHA256) -> OpenFile:
@@ -280,24 +286,28 @@ class Session(BaseProtocol):
         self.require(READ, f"stat of {name!r}")
         return self.services.root.stat(name)
 
-    def entries(self, path: str, recursive: bool = False) -> Iterator[dict[str, Any]]:
+    def entries(self, path: str, recursive: bool = False) -> Generator[Entry, None, None]:
         self.require(READ, f"listing {path or '/'!r}")
         return self.services.root.iter_entries(path, recursive)
 
     # -- what requests change, checked against the grant
 
     def make_directory(self, name: str, *, parents: bool) -> bool:
+        """Make ``name``; True if it was made. A writer that may not read is told it
+        was, whatever was there: its folders go beside what is not one (storage.py)."""
         self.require(WRITE, f"making the directory {name!r}")
-        made = self.services.root.make_dir(name, parents=parents)
+        blind = not self.grant.allows(READ)
+        made = self.services.root.make_dir(name, parents=parents, beside_if_taken=blind)
         if made:
             log.info("%s %smade the directory %s", self.channel.peer, self.wire,
                      printable(name), extra={"event": "changed", "conn": self.channel.id})
-        return made
+        return made or blind
 
     def start_removal(self, name: str, *, recursive: bool, done: Callable[[int], None],
                       failed: Callable[[StorageError], None]) -> None:
         """Remove ``name`` as a job (a tree goes in steps); then ``done(count)``."""
         self.require(DELETE, f"removing {name!r}")
+        self.require_sight(f"removing {name!r}")
         steps = self.services.root.remove_in_steps(name, recursive=recursive)
         self.start_job(self._removal(name, steps, done, failed), label="removing")
 
@@ -319,6 +329,7 @@ class Session(BaseProtocol):
         """Rename ``src`` to ``dst``; True if a file was replaced."""
         self.require(DELETE, f"moving {src!r}")
         self.require(WRITE, f"moving to {dst!r}")
+        self.require_sight(f"moving {src!r}")
         try:
             replaced = self.services.root.move(src, dst, overwrite=overwrite,
                                                allow_overwrite=self.grant.replace)
@@ -551,38 +562,44 @@ class Session(BaseProtocol):
     # -- uploads
 
     def start_upload(self, name: str, length: int, expected: Digest | None, *,
-                     overwrite: bool, resumable: bool = False, offset: int = 0,
-                     mtime: float | None = None, chunk_of: tuple[str, int] | None = None,
-                     algorithm: str = SHA256, identity: str = "") -> Upload:
+                     overwrite: bool, key: str = "", offset: int = 0,
+                     total: int | None = None, mtime: float | None = None,
+                     algorithm: str = SHA256) -> Upload:
         """Check the target and open the upload (StorageError if refused).
 
         ``expected``: the digest the sender declared; None when it comes later (after
-        the body) or never (HTTP without one): the file is then hashed in ``algorithm``
-        and a resumable one's partial file is named by ``identity`` (storage.py).
+        the body) or never (HTTP without one): the file is then hashed in
+        ``algorithm``. ``key``: the partial file's key of a resumable upload
+        (``partial_key``); ``total``: the whole file's size, when this body is one
+        piece of it (tus).
 
         A writer that may not read (a drop box) must not learn which names exist: an
         upload to a taken name is stored beside it under a free one instead of being
         refused, and the reply says the name it asked for."""
         self.require(WRITE, f"storing {name!r}")
         limit = self.limits.max_file_size
-        whole = chunk_of[1] if chunk_of else offset + length
+        whole = offset + length if total is None else total
         if whole > limit:
             raise StorageError("too_large", f"{whole} bytes is over the limit of {limit}")
         try:
             upload = self.services.root.begin_upload(
                 name, length, expected, overwrite=overwrite, allow_overwrite=self.grant.replace,
-                mtime=mtime, resumable=resumable, offset=offset,
-                beside_if_taken=not self.grant.allows(READ), chunk_of=chunk_of,
-                algorithm=algorithm, identity=identity)
+                mtime=mtime, offset=offset, key=key, total=total,
+                beside_if_taken=not self.grant.allows(READ), algorithm=algorithm)
         except StorageError as exc:
             raise self.explained(exc, name) from None
-        if offset and chunk_of is None:  # (the pieces of a tus upload: not each one)
+        if offset and total is None:  # (the pieces of a tus upload: not each one)
             log.info("%s %sresumed %s at %s", self.channel.peer, self.wire, printable(name),
                      format_bytes(offset), extra={"event": "resumed", "conn": self.channel.id})
         self.upload = upload
         transfer = self.active or self.begin_transfer("put", name)
         transfer.total, transfer.received = upload.size, upload.offset
         return upload
+
+    def partial_key(self, name: str, identity: str, size: int) -> str:
+        """The key of the partial file this writer's upload of ``name`` keeps
+        (storage.partial_key): another writer's upload of the same file never has it."""
+        return partial_key(split_name(name)[-1], self.grant.writer, identity, size)
 
     def write_body(self, data: memoryview | bytes) -> None:
         """Body bytes of the upload under way (those of a refused request are dropped)."""

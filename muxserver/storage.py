@@ -35,13 +35,20 @@ import os
 import secrets
 import stat
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 
 from .atomic import publish, rename_new
 from .digests import SHA256, Digest, new_hasher
 from .hashcache import HashCache
 from .hashing import HashJob
-from .names import RESERVED_PREFIX, BadName, is_listable, printable
+from .names import (
+    MAX_DEPTH,
+    MAX_NAME_BYTES,
+    RESERVED_PREFIX,
+    BadName,
+    component_problem,
+    printable,
+)
 from .names import split_name as _split_name
 from .partials import Partial, PartialFiles
 
@@ -92,6 +99,19 @@ class StorageError(Exception):
         self.message = message
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class LeftOut:
+    """An entry a listing met on disk and does not show: its name breaks a rule of
+    names.py (another program put it there), so no request could name it."""
+
+    name: str  # below the root, printable (escapes for what is not)
+    why: str
+
+
+#: What a listing yields: an entry's fields (``_entry``), or one it leaves out.
+Entry = dict[str, Any] | LeftOut
+
+
 # --------------------------------------------------------------------- the root
 
 
@@ -127,9 +147,11 @@ class Root:
     """The served directory, held open as a descriptor for the server's lifetime."""
 
     def __init__(self, path: str | os.PathLike[str], partial_ttl: float = 24 * 3600,
-                 partial_budget: int | None = None, budget_shares: int = 1) -> None:
+                 partial_budget: int | None = None, budget_shares: int = 1,
+                 partial_count: int = 1 << 62, partials_per_writer: int = 1 << 62) -> None:
         """``budget_shares``: the processes serving this root (--workers); each keeps its
-        share of the partial-file budget, so that together they keep to all of it."""
+        share of the partial files' budget and counts, so that together they keep to
+        all of it."""
         self.path = os.path.realpath(path)
         try:
             self.dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -141,7 +163,9 @@ class Root:
         # first one is due.
         if partial_budget is None:
             partial_budget = self.free_space() // PARTIAL_SHARE_OF_FREE_SPACE
-        self.partials = PartialFiles(partial_ttl, partial_budget // budget_shares)
+        self.partials = PartialFiles(partial_ttl, partial_budget // budget_shares,
+                                     max(1, partial_count // budget_shares),
+                                     max(1, partials_per_writer // budget_shares))
         self.on_partial_kept: Callable[[], None] | None = None
 
     def free_space(self) -> int:
@@ -189,6 +213,47 @@ class Root:
                 os.close(fd)
             raise
         return fd
+
+    def open_dir_beside(self, parts: list[str], *, create: bool,
+                        created: list[int] | None = None) -> tuple[int, list[str]]:
+        """``open_dir`` for a writer that may not read (a drop box), which must not learn
+        which names exist: a component taken by something that is not a directory we
+        may enter (a file, a link, a directory we cannot open) is not an error, the walk
+        goes on beside it, in the first of ``NAME (2)``, ``NAME (3)``... that is such a
+        directory or is free. The same names always lead to the same place while the
+        tree does not change. Returns (descriptor, the components really walked);
+        without ``create``, StorageError("not_found") where a component is free."""
+        fd = self.dir_fd
+        walked: list[str] = []
+        try:
+            for i, part in enumerate(parts):
+                where = "/".join([*walked, part])
+                child = -1
+                for candidate in _numbered(part, directory=True):
+                    try:
+                        child = os.open(candidate, _O_DIR, dir_fd=fd)
+                    except FileNotFoundError:
+                        if not create:
+                            raise StorageError("not_found", f"no directory {where!r}") from None
+                        child = self._make_dir(fd, candidate, where, created, i)
+                    except OSError as exc:
+                        if exc.errno in (errno.ENOTDIR, errno.ELOOP, errno.EACCES):
+                            continue  # taken: go on beside it
+                        raise _dir_error(exc, fd, candidate, where) from None
+                    walked.append(candidate)
+                    break
+                if child < 0:
+                    raise StorageError("exists", f"{where!r} and the names beside it are taken")
+                if fd != self.dir_fd:
+                    os.close(fd)
+                fd = child
+        except BaseException:
+            if fd != self.dir_fd:
+                os.close(fd)
+            raise
+        if fd == self.dir_fd:
+            fd = self.open_dir([])
+        return fd, walked
 
     def _make_dir(self, parent: int, part: str, where: str, created: list[int] | None,
                   index: int) -> int:
@@ -315,7 +380,7 @@ class Root:
                     os.close(fd)
             return info
 
-    def iter_entries(self, path: str, recursive: bool = False) -> Iterator[dict[str, Any]]:
+    def iter_entries(self, path: str, recursive: bool = False) -> Generator[Entry, None, None]:
         """Entries below ``path`` ("" is the root), lazily; directories before their contents.
 
         A generator, so a huge directory is listed a page at a time. It holds one
@@ -324,12 +389,19 @@ class Root:
         subdirectory that vanished meanwhile is simply not there any more, but one the
         server could not open (out of descriptors, a disk error) ends the listing with
         that error, never with a silent gap.
+
+        An entry whose name the name rules refuse (another program put it there: a
+        newline, ``aux``, a tree deeper than they allow) comes as a :class:`LeftOut`,
+        never as a reason to stop: the caller skips it and says so. Every entry met is
+        one item, so a caller that takes a bounded number of items per step is bounded
+        whatever the directory holds.
         """
         parts = split_name(path, allow_root=True)
         top = self.open_dir(parts)  # errors (bad name, not found) are raised here, eagerly
         return self._walk_entries(top, path, recursive)
 
-    def _walk_entries(self, top: int, path: str, recursive: bool) -> Iterator[dict[str, Any]]:
+    def _walk_entries(self, top: int, path: str,
+                      recursive: bool) -> Generator[Entry, None, None]:
         waiting: list[str] = []  # subdirectories still to list, by name
         fd, prefix = top, path
         try:
@@ -357,32 +429,48 @@ class Root:
             raise
 
     def _scan(self, fd: int, prefix: str, recursive: bool,
-              waiting: list[str]) -> Iterator[dict[str, Any]]:
+              waiting: list[str]) -> Iterator[Entry]:
         try:
             entries = os.scandir(fd)  # (it takes a descriptor of its own: dup)
         except OSError as exc:
             raise _dir_error(exc, fd, ".", prefix or "the served root") from None
+        depth = prefix.count("/") + 1 if prefix else 0  # of the directory listed
         with entries:
             for entry in entries:
-                if not is_listable(entry.name):
+                if entry.name.startswith(RESERVED_PREFIX):
+                    continue  # ours: temporary and partial files
+                name = f"{prefix}/{entry.name}" if prefix else entry.name
+                why = _unservable(entry.name, name, depth)
+                if why:
+                    yield LeftOut(printable(name), why)
                     continue
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue  # removed while we listed
-                name = f"{prefix}/{entry.name}" if prefix else entry.name
                 yield _entry(name, st)
                 if recursive and stat.S_ISDIR(st.st_mode):
                     waiting.append(name)
 
     # -- directories, removing, renaming
 
-    def make_dir(self, name: str, *, parents: bool) -> bool:
+    def make_dir(self, name: str, *, parents: bool, beside_if_taken: bool = False) -> bool:
         """Make the directory ``name``; with ``parents``, its missing parents too, and
-        an existing directory is fine. Returns True if a directory was made."""
+        an existing directory is fine. Returns True if a directory was made. With
+        ``beside_if_taken`` (a writer that may not read), parents are always made and
+        the directories are walked as ``open_dir_beside`` does."""
         parts = split_name(name)
-        if parents:
+        if beside_if_taken:  # (a drop box: whatever is there, the walk goes on beside it)
             created: list[int] = []
+            fd, parts = self.open_dir_beside(parts, create=True, created=created)
+            os.close(fd)
+            try:
+                self.sync_created(parts, created)
+            except OSError as exc:
+                raise write_error(exc, name) from None
+            return bool(created)
+        if parents:
+            created = []
             fd = self.open_dir(parts, create=True, created=created)
             os.close(fd)
             try:
@@ -496,49 +584,49 @@ class Root:
 
     def begin_upload(self, name: str, length: int, expected: Digest | None, *,
                      overwrite: bool, allow_overwrite: bool, mtime: float | None = None,
-                     resumable: bool = False, offset: int = 0,
-                     beside_if_taken: bool = False, chunk_of: tuple[str, int] | None = None,
-                     algorithm: str = SHA256, identity: str = "") -> "Upload":
+                     offset: int = 0, key: str = "", total: int | None = None,
+                     beside_if_taken: bool = False, algorithm: str = SHA256) -> "Upload":
         """Check the target and open the temporary file the upload is written to.
 
-        With ``offset``, the partial file an interrupted resumable upload left is
-        claimed (renamed to a temporary name, so two resumes cannot share it) and the
-        upload continues at its end; it must hold exactly ``offset`` bytes. With
-        ``beside_if_taken``, a taken name is not refused: the file goes to the first
-        free name ``stem (2).ext``, ``stem (3).ext``... in the same directory.
+        ``key``: the partial file's key (``partial_key``) of a resumable upload, "" for
+        one that is not: an interrupted resumable upload keeps what arrived under it.
+        With ``offset``, that partial file is claimed (see ``_claim_partial``) and the
+        upload continues at its end; it must hold exactly ``offset`` bytes.
+        ``total``: the whole file's size when the body is one piece of a file sent in
+        several requests (tus), appended to the partial file from ``offset``.
 
-        ``chunk_of`` = (partial key, whole size): the body is one piece of a file sent in
-        several requests (tus), appended to that partial file from ``offset``.
+        With ``beside_if_taken`` (a writer that may not read), a taken name is not
+        refused: the file goes to the first free name ``stem (2).ext``, ``stem
+        (3).ext``... in the same directory, and directories are walked as
+        ``open_dir_beside`` does.
 
         ``expected``: the digest the sender declared (None: none yet, the file is hashed
-        in ``algorithm``). A resumable upload's partial file is named by ``expected``,
-        or, when the digest comes only after the body, by ``identity`` (16 characters).
-        """
+        in ``algorithm``)."""
         parts = split_name(name)
         leaf, dirs = parts[-1], parts[:-1]
-        total = chunk_of[1] if chunk_of else offset + length
-        if chunk_of:
-            key = chunk_of[0]
-        else:
-            identity = expected.key if expected is not None else identity
-            key = partial_key(leaf, identity, total) if (resumable or offset) else ""
+        in_pieces = total is not None
+        total = offset + length if total is None else total
         created: list[int] = []
         parent = fd = -1
         self._room_for(name, length)
         try:
-            parent = self.open_dir(dirs, create=True, created=created)
+            if beside_if_taken:
+                parent, dirs = self.open_dir_beside(dirs, create=True, created=created)
+            else:
+                parent = self.open_dir(dirs, create=True, created=created)
             try:
                 replaces = self._check_target(parent, leaf, name, overwrite, allow_overwrite)
             except StorageError as exc:
                 if not beside_if_taken or exc.code in ("bad_name", "io_error", "server_busy"):
                     raise
                 leaf, replaces = self._free_leaf(parent, leaf, name), False
-            # The key in a resumable upload's temporary name lets a restarted server turn
-            # it into a partial file instead of deleting it (see sweep_temporary_files).
-            temp = f"{TEMP_PREFIX}{_RUN_ID}{next(_TEMP_IDS):x}" + (f".{key}" if key else "")
-            if offset or chunk_of:
-                fd = self._claim_partial(parent, key, temp, offset, name)
+            if offset or in_pieces:
+                temp = claim_name(key)
+                fd = self._claim_partial(parent, key, offset, name, "/".join(dirs))
             else:
+                # The key in a resumable upload's temporary name lets a restarted server
+                # turn it into a partial file instead of deleting it (sweep_temporary_files).
+                temp = f"{TEMP_PREFIX}{_RUN_ID}{next(_TEMP_IDS):x}" + (f".{key}" if key else "")
                 try:
                     fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                                  | os.O_CLOEXEC, FILE_MODE, dir_fd=parent)
@@ -546,12 +634,15 @@ class Root:
                     raise write_error(exc, name) from None
             upload = Upload(self, "/".join([*dirs, leaf]), parent, leaf, temp, fd, length,
                             expected, overwrite and allow_overwrite, mtime, dirs, created,
-                            offset=offset, key=key, total=total,
+                            offset=offset, key=key, total=total if in_pieces else None,
                             algorithm=expected.algorithm if expected else algorithm)
         except BaseException:
             if fd >= 0:
                 os.close(fd)
-                _unlink_quietly(temp, parent)
+                if offset or in_pieces:
+                    _rename_quietly(claim_name(key), PARTIAL_PREFIX + key, parent)
+                else:
+                    _unlink_quietly(temp, parent)
             if parent >= 0:
                 os.close(parent)
             self.remove_created(dirs, created)
@@ -562,13 +653,7 @@ class Root:
 
     def _free_leaf(self, parent: int, leaf: str, name: str) -> str:
         """The first free ``stem (N).ext`` beside a taken ``leaf``."""
-        stem, dot, ext = leaf.rpartition(".")
-        if not stem:  # no extension, or a dotfile: the number goes at the end
-            stem, dot, ext = leaf, "", ""
-        for n in range(2, 10_000):
-            candidate = f"{stem} ({n}){dot}{ext}"
-            if len(candidate.encode()) > 255:
-                break
+        for candidate in itertools.islice(_numbered(leaf, directory=False), 1, None):
             if self._lstat(parent, candidate, name) is None:
                 return candidate
         raise StorageError("exists", f"{name!r} and the names beside it are taken")
@@ -586,57 +671,80 @@ class Root:
         if length > free:
             self.make_room(length - free)
 
-    def _claim_partial(self, parent: int, key: str, temp: str, offset: int, name: str) -> int:
-        partial = PARTIAL_PREFIX + key
+    def _claim_partial(self, parent: int, key: str, offset: int, name: str,
+                       where: str) -> int:
+        """Open the partial file ``key`` to go on writing it, renamed to its claim name
+        (``claim_name``) meanwhile: one request at a time writes a partial file, and a
+        second one finds the claim and is told to wait (``server_busy``) instead of
+        finding nothing. The rename never replaces a claim (RENAME_NOREPLACE): a
+        partial file made again meanwhile cannot take the place of the one a request
+        is writing. The file must hold exactly ``offset`` bytes."""
+        partial, claim = PARTIAL_PREFIX + key, claim_name(key)
         try:
-            os.rename(partial, temp, src_dir_fd=parent, dst_dir_fd=parent)
+            rename_new(partial, claim, src_dir_fd=parent, dst_dir_fd=parent)
         except FileNotFoundError:
+            if self._lstat(parent, claim, name) is not None:
+                raise StorageError("server_busy", _BEING_WRITTEN) from None
             raise StorageError("offset_mismatch", f"the server holds no partial upload of "
                                                   f"{name!r} (resume from 0)") from None
+        except FileExistsError:
+            raise StorageError("server_busy", _BEING_WRITTEN) from None
         except OSError as exc:
             raise write_error(exc, name) from None
-        fd = os.open(temp, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        try:
+            fd = os.open(claim, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        except OSError as exc:
+            _rename_quietly(claim, partial, parent)
+            raise write_error(exc, name) from None
         held = os.fstat(fd).st_size
         if held != offset:
             os.close(fd)
-            os.rename(temp, partial, src_dir_fd=parent, dst_dir_fd=parent)  # keep it for later
+            _rename_quietly(claim, partial, parent)  # keep it for later
             raise StorageError("offset_mismatch", f"the server holds {held} bytes of "
                                                   f"{name!r}, not {offset}")
-        self.partials.discard(name.rpartition("/")[0], partial)  # an upload again, now
+        self.partials.discard(where, partial)  # an upload again, now
         os.lseek(fd, 0, os.SEEK_END)
         return fd
 
-    def partial_offset(self, name: str, identity: str, size: int) -> int:
-        """How many bytes of an interrupted upload of this exact file the server holds
-        (``identity``: its digest's ``key``, or what named it without one)."""
-        held = self.held(name, partial_key(split_name(name)[-1], identity, size), size)
-        return held or 0
-
-    def held(self, name: str, key: str, size: int) -> int | None:
-        """The bytes the partial file ``key`` of ``name`` holds; None if there is none
-        (never made, expired, evicted, or already stored)."""
-        parts = split_name(name)
-        try:
-            parent = self.open_dir(parts[:-1])
-        except StorageError as exc:
-            if exc.code == "not_found":
-                return None
-            raise
+    def held(self, name: str, key: str, size: int, *, beside_if_taken: bool = False) -> int:
+        """The bytes the partial file ``key`` of ``name`` holds. StorageError
+        "not_found" if there is none (never made, expired, evicted, or already stored),
+        "server_busy" while a request writes it (see ``_claim_partial``)."""
+        parent = self._partial_dir(name, beside_if_taken)
         try:
             st = self._lstat(parent, PARTIAL_PREFIX + key, name)
+            if st is None and self._lstat(parent, claim_name(key), name) is not None:
+                raise StorageError("server_busy", _BEING_WRITTEN)
             if st is None or not stat.S_ISREG(st.st_mode) or st.st_size > size:
-                return None
+                raise StorageError("not_found", _NO_SUCH_UPLOAD)
             return st.st_size
         finally:
             os.close(parent)
+
+    def _partial_dir(self, name: str, beside_if_taken: bool) -> int:
+        """The directory where the partial files of ``name`` are; StorageError
+        "not_found" when it does not exist."""
+        dirs = split_name(name)[:-1]
+        try:
+            if beside_if_taken:
+                return self.open_dir_beside(dirs, create=False)[0]
+            return self.open_dir(dirs)
+        except StorageError as exc:
+            if exc.code in ("not_found", "not_a_directory", "forbidden"):
+                raise StorageError("not_found", _NO_SUCH_UPLOAD) from None
+            raise
 
     def check_room(self, name: str, size: int, *, overwrite: bool, allow_overwrite: bool,
                    beside_if_taken: bool) -> None:
         """Would an upload of ``size`` bytes to ``name`` be taken? (StorageError if not:
         a bad name, no room, a name that exists and may not be replaced.) Asked before
-        an upload in pieces begins; its last piece is checked again for real."""
+        an upload in pieces begins; its last piece is checked again for real. A writer
+        that may not read (``beside_if_taken``) is refused nothing a name on disk
+        decides: its upload goes beside whatever is there."""
         parts = split_name(name)
         self._room_for(name, size)
+        if beside_if_taken:
+            return
         try:
             parent = self.open_dir(parts[:-1])
         except StorageError as exc:
@@ -644,16 +752,23 @@ class Root:
                 return  # (its directories will be made)
             raise
         try:
-            if not beside_if_taken:
-                self._check_target(parent, parts[-1], name, overwrite, allow_overwrite)
+            self._check_target(parent, parts[-1], name, overwrite, allow_overwrite)
         finally:
             os.close(parent)
 
-    def create_partial(self, name: str, key: str) -> None:
+    def create_partial(self, name: str, key: str, *, beside_if_taken: bool = False) -> None:
         """An empty partial file for ``name``: an upload sent in pieces (tus) that has
-        begun and holds nothing yet. Its directories are made as for an upload."""
-        parts = split_name(name)
-        parent = self.open_dir(parts[:-1], create=True)
+        begun and holds nothing yet. Its directories are made as for an upload.
+        StorageError "no_space" when its writer, or the server, keeps as many partial
+        files as it may (partials.py)."""
+        why_not = self.partials.full_for(writer_of(key))
+        if why_not:
+            raise StorageError("no_space", why_not)
+        dirs = split_name(name)[:-1]
+        if beside_if_taken:
+            parent, dirs = self.open_dir_beside(dirs, create=True)
+        else:
+            parent = self.open_dir(dirs, create=True)
         try:
             fd = os.open(PARTIAL_PREFIX + key, os.O_WRONLY | os.O_CREAT | os.O_EXCL
                          | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=parent)
@@ -664,27 +779,26 @@ class Root:
             raise write_error(exc, name) from None
         finally:
             os.close(parent)
-        self.partial_kept(name, PARTIAL_PREFIX + key, 0)
+        self.partial_kept("/".join(dirs), PARTIAL_PREFIX + key, 0)
 
-    def drop_partial(self, name: str, key: str) -> bool:
-        """Remove the partial file ``key`` of ``name`` (an upload given up); True if
-        there was one."""
-        parts = split_name(name)
-        where = "/".join(parts[:-1])
-        self.partials.discard(where, PARTIAL_PREFIX + key)
-        try:
-            parent = self.open_dir(parts[:-1])
-        except StorageError:
-            return False
+    def drop_partial(self, name: str, key: str, *, beside_if_taken: bool = False) -> None:
+        """Remove the partial file ``key`` of ``name`` (an upload given up).
+        StorageError "not_found" if there is none, "server_busy" while a request
+        writes it."""
+        parent = self._partial_dir(name, beside_if_taken)
         try:
             os.unlink(PARTIAL_PREFIX + key, dir_fd=parent)
-            return True
         except FileNotFoundError:
-            return False
+            if self._lstat(parent, claim_name(key), name) is not None:
+                raise StorageError("server_busy", _BEING_WRITTEN) from None
+            raise StorageError("not_found", _NO_SUCH_UPLOAD) from None
         except OSError as exc:
             raise write_error(exc, name) from None
         finally:
             os.close(parent)
+        for partial in self.partials:  # (its books: wherever its directory is)
+            if partial.name == PARTIAL_PREFIX + key:
+                self.partials.discard(partial.where, partial.name)
 
     def _check_target(self, parent: int, leaf: str, name: str, overwrite: bool,
                       allow_overwrite: bool) -> bool:
@@ -727,28 +841,34 @@ class Root:
             finally:
                 os.close(fd)
         for where, partial, mtime, size in sorted(kept, key=lambda k: k[2]):
-            self.partials.add(Partial(where, partial, size, mtime))
+            self.partials.add(Partial(where, partial, size, mtime, writer_of(partial)))
         self.enforce_partial_budget()
         return removed, len(kept)
 
     # -- partial files while running (their books: partials.py)
 
-    def partial_kept(self, name: str, partial: str, size: int) -> int:
-        """An interrupted upload of ``name`` left ``partial`` (``size`` bytes) beside
-        it. Returns the bytes kept: 0 if the budget had no room for it."""
-        where = name.rpartition("/")[0]
-        self.partials.add(Partial(where, partial, size, time.time()))
+    def partial_kept(self, where: str, partial: str, size: int) -> int:
+        """An interrupted upload left ``partial`` (``size`` bytes) in the directory
+        ``where``. Returns the bytes kept: 0 if the budget had no room for it."""
+        self.partials.add(Partial(where, partial, size, time.time(), writer_of(partial)))
         self.enforce_partial_budget()
         if self.on_partial_kept is not None:
             self.on_partial_kept()
         return size if self.partials.named(where, partial) else 0
 
     def enforce_partial_budget(self) -> None:
-        """Evict the oldest partials while they hold more than their budget."""
-        while self.partials.over_budget():
-            oldest = self.partials.oldest()
+        """Evict the oldest partials while they hold more than their budget of bytes,
+        or are more than their count (a writer over its own count loses its own)."""
+        books = self.partials
+        while books.over_budget() or len(books) > books.count:
+            oldest = books.oldest()
             assert oldest is not None
             self._remove_partial(oldest, "over the partial files' budget")
+        for writer in [w for w in books.writers() if books.held_by(w) > books.per_writer]:
+            while books.held_by(writer) > books.per_writer:
+                oldest = books.oldest(writer)
+                assert oldest is not None
+                self._remove_partial(oldest, "over the partial files one writer may keep")
 
     def make_room(self, needed: int) -> int:
         """The disk is full: evict partials, oldest first, until ``needed`` bytes are
@@ -806,17 +926,46 @@ class Root:
             removed += 1
 
 
-def partial_key(leaf: str, identity: str, size: int) -> str:
-    """What identifies an interrupted upload: the file name, its content (a digest's
-    ``key``, or 16 characters standing for it), its size."""
-    return f"{_leaf_key(leaf)}-{identity[:16]}-{size}"
+def partial_key(leaf: str, writer: bytes, identity: str, size: int) -> str:
+    """What names an interrupted upload's partial file: the file name, who wrote it
+    (``writer_tag``), what it holds, its size. ``identity`` is 17 characters whose first
+    says whose namespace it is, so that no upload's key can ever be another's: "n" for
+    the native protocol (``native_identity``), "u" for tus (tus.py)."""
+    return f"{_leaf_key(leaf)}-{writer_tag(writer)}-{identity}-{size}"
 
 
-def mtime_identity(mtime: float | None) -> str:
-    """What names the content of an upload whose digest comes after its body, in its
-    partial file's key: the source file's mtime (with its name and size, it tells one
-    version of a file from another; the digest at the end still checks every byte)."""
-    return "t" + hashlib.sha256(repr(mtime).encode()).hexdigest()[:15]
+def native_identity(digest: Digest | None, mtime: float | None) -> str:
+    """A native upload's identity in its partial file's key: its declared digest, or,
+    when the digest comes only after the body, the source file's mtime (with its name
+    and size, it tells one version of a file from another; the digest at the end still
+    checks every byte)."""
+    if digest is not None:
+        return "n" + digest.key
+    return "nt" + hashlib.sha256(repr(mtime).encode()).hexdigest()[:15]
+
+
+def writer_tag(writer: bytes) -> str:
+    """Eight hex digits standing for a writer (``access.Grant.writer``): partial files
+    are counted per writer, and one writer's keys never meet another's."""
+    return hashlib.sha256(b"muxserver writer " + writer).hexdigest()[:8]
+
+
+def writer_of(partial: str) -> str:
+    """The writer tag in a partial file's name (or key); "" for one from before keys
+    had it."""
+    fields = partial.rsplit("-", 3)
+    return fields[1] if len(fields) == 4 and len(fields[1]) == 8 else ""
+
+
+def claim_name(key: str) -> str:
+    """The name a partial file has while a request writes it (``Root._claim_partial``).
+    A temporary file's name with the key after a dot: a server that died meanwhile
+    turns it back into the partial file at its next start."""
+    return f"{TEMP_PREFIX}claim.{key}"
+
+
+_BEING_WRITTEN = "another request is writing this upload now; try again when it ends"
+_NO_SUCH_UPLOAD = "no such upload (finished, given up, or expired)"
 
 
 def _leaf_key(leaf: str) -> str:
@@ -1052,7 +1201,8 @@ class Upload:
                 if keep:
                     os.replace(self.temp, PARTIAL_PREFIX + self.key, src_dir_fd=self.parent,
                                dst_dir_fd=self.parent)
-                    kept = self.root.partial_kept(self.name, PARTIAL_PREFIX + self.key, held)
+                    kept = self.root.partial_kept("/".join(self.dirs), PARTIAL_PREFIX + self.key,
+                                                  held)
                 else:
                     os.unlink(self.temp, dir_fd=self.parent)
             except OSError:
@@ -1100,7 +1250,41 @@ def _unlink_quietly(name: str, parent: int) -> None:
         pass  # already gone
 
 
+def _rename_quietly(src: str, dst: str, parent: int) -> None:
+    try:
+        os.replace(src, dst, src_dir_fd=parent, dst_dir_fd=parent)
+    except OSError:
+        pass  # already gone
+
+
 # ------------------------------------------------------------------ small helpers
+
+
+def _numbered(name: str, *, directory: bool) -> Iterator[str]:
+    """``name``, then the names that may stand beside it when it is taken: ``stem
+    (2).ext``, ``stem (3).ext``... for a file, ``name (2)``... for a directory (at most
+    10,000, and none over a component's 255 bytes)."""
+    yield name
+    stem, dot, ext = name.rpartition(".")
+    if directory or not stem:  # no extension, or a dotfile: the number goes at the end
+        stem, dot, ext = name, "", ""
+    for n in range(2, 10_000):
+        candidate = f"{stem} ({n}){dot}{ext}"
+        if len(candidate.encode()) > 255:
+            return
+        yield candidate
+
+
+def _unservable(leaf: str, name: str, depth: int) -> str:
+    """Why the entry ``leaf`` (``name`` below the root, in a directory ``depth`` levels
+    down) breaks a name rule, or "": the rules of names.split_name, one component at a
+    time (the directories above it passed them already)."""
+    if depth >= MAX_DEPTH:
+        return f"more than {MAX_DEPTH} components (directories nested too deep)"
+    why = component_problem(leaf, top=depth == 0)
+    if not why and len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        why = f"longer than {MAX_NAME_BYTES} bytes"
+    return why
 
 
 def _entry(name: str, st: os.stat_result) -> dict[str, Any]:

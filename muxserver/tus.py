@@ -1,25 +1,32 @@
 """tus 1.0: resumable uploads over HTTP, at ``/.tus/`` (https://tus.io/protocols/resumable-upload).
 
-One mechanism, two front doors. A tus upload *is* the native protocol's resumable
-upload: between requests its bytes are the same hidden partial file (docs/PROTOCOL.md
-5.5), with the same expiry, space budget and rights, and its last piece is committed
-the same way (hashed, checked, flushed, renamed in one step). tus only adds a wire:
+One mechanism, two front doors. A tus upload is kept as the native protocol's
+resumable upload is: between requests its bytes are a hidden partial file
+(docs/PROTOCOL.md 5.5), with the same expiry, space budget, count and rights, and its
+last piece is committed the same way (the whole file hashed, checked, flushed, renamed
+in one step). tus only adds a wire:
 
 * ``OPTIONS /.tus/``: what this server speaks (core, creation, termination, checksum,
   expiration);
 * ``POST /.tus/`` with ``Upload-Length`` and ``Upload-Metadata`` (``filename``: the
   name below the root; optionally ``sha256``: the whole file's SHA-256 in hex, checked
   at the end, and ``overwrite``): the upload begins, at ``Location: /.tus/ID``;
-* ``HEAD /.tus/ID``: ``Upload-Offset``, how much the server holds;
+* ``HEAD /.tus/ID``: ``Upload-Offset``, how much the server holds (``423 Locked``, with
+  ``Retry-After``, while a PATCH of it is under way: never a 404 that would make a
+  client start again from zero);
 * ``PATCH /.tus/ID`` with ``Upload-Offset`` (what the server holds, exactly: else 409)
   and optionally ``Upload-Checksum: sha256 BASE64`` (or sha1) of this piece (a mismatch
   is 460, and the piece is forgotten);
 * ``DELETE /.tus/ID``: the upload is given up.
 
-The ID describes the upload (its name, size, declared SHA-256 or a random nonce, and
-whether it may replace a file), base64url-encoded. It grants nothing: every request is
-authorized on its own, with the writer's own rights. With a declared SHA-256, the
-partial file is the very one a native ``put --resume`` of the same file would find.
+The ID describes the upload (its name, size, declared SHA-256, a random nonce, and
+whether it may replace a file), base64url-encoded, and is sealed for the writer that
+made it: an HMAC keyed by its token's digest. So an ID cannot be guessed (128 random
+bits) nor edited, and another token's requests find "no such upload", as for a
+guess. It grants nothing: every request is authorized on its own, with the writer's
+own rights. The partial file's key is tus's own (storage.partial_key), named by every
+field of the ID: no tus upload can reach another's bytes, or a native upload's, and
+the declared SHA-256 always checks the whole file at the end.
 
 This module holds the protocol's pieces that do no I/O; ``http.py`` answers requests.
 """
@@ -31,10 +38,12 @@ import binascii
 import dataclasses
 import email.utils
 import hashlib
+import hmac
 import json
 import re
 import secrets
 
+from . import units
 from .digests import SHA256, Digest
 from .storage import partial_key, split_name
 
@@ -44,8 +53,14 @@ EXTENSIONS = "creation,termination,checksum,expiration"
 CHECKSUMS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
 #: tus's own status for a piece whose Upload-Checksum does not match.
 CHECKSUM_MISMATCH = 460
+#: Where tus answers a stable error code (protocol.ERROR_CODES) otherwise than plain
+#: HTTP does (http.STATUS): tus says 409 for an offset that is not the server's, 460
+#: for a checksum, and 423 Locked (tusd's answer) while another request writes it.
+STATUS = {"offset_mismatch": 409, "checksum_mismatch": CHECKSUM_MISMATCH,
+          "server_busy": 423}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_NONCE = re.compile(r"[0-9a-f]{16}")
+_NONCE = re.compile(r"[0-9a-f]{32}")
+NO_SUCH_UPLOAD = "no such upload (finished, given up, or expired)"
 
 
 class TusRequestError(ValueError):
@@ -64,7 +79,7 @@ class TusUpload:
     name: str
     size: int
     sha256: str  # the whole file's, declared by the client; "" if not
-    nonce: str  # random: two uploads of one name never share a partial file
+    nonce: str  # 32 random hex digits: no two uploads share an ID or a partial file
     overwrite: bool
 
     @property
@@ -73,41 +88,53 @@ class TusUpload:
         return Digest(SHA256, self.sha256) if self.sha256 else None
 
     @property
-    def key(self) -> str:
-        """The partial file's key: the native one when the SHA-256 is declared."""
-        expected = self.expected
-        identity = expected.key if expected is not None else self.nonce
-        return partial_key(split_name(self.name)[-1], identity, self.size)
-
-    @property
-    def id(self) -> str:
-        fields = {"n": self.name, "s": self.size, "h": self.sha256 or self.nonce,
+    def payload(self) -> str:
+        fields = {"n": self.name, "s": self.size, "h": self.sha256, "r": self.nonce,
                   "o": int(self.overwrite)}
         raw = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
+    def key(self, writer: bytes) -> str:
+        """The partial file's key: tus's own namespace ("u"), named by every field of
+        the ID, so that no other upload, tus or native, ever has it."""
+        identity = "u" + hashlib.sha256(self.payload.encode()).hexdigest()[:16]
+        return partial_key(split_name(self.name)[-1], writer, identity, self.size)
+
+    def id(self, writer: bytes) -> str:
+        """The upload's ID for its writer: what it says, and a seal that only the same
+        writer's requests can check (an HMAC keyed by the writer's token digest)."""
+        return f"{self.payload}.{_seal(self.payload, writer)}"
+
     @classmethod
-    def from_id(cls, text: str, max_size: int) -> "TusUpload":
-        """The upload an ID describes; TusRequestError 404 for anything else."""
+    def from_id(cls, text: str, max_size: int, writer: bytes) -> "TusUpload":
+        """The upload an ID describes, if ``writer`` made it; TusRequestError 404 for
+        anything else (a guess, an edit, another writer's ID: they look the same)."""
+        payload, _, seal = text.partition(".")
+        if not hmac.compare_digest(seal.encode(), _seal(payload, writer).encode()):
+            raise TusRequestError(404, NO_SUCH_UPLOAD)
         try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
             fields = json.loads(raw.decode("utf-8"))
             name, size, digest = fields["n"], fields["s"], fields["h"]
-            overwrite = fields["o"]
+            nonce, overwrite = fields["r"], fields["o"]
         except (ValueError, KeyError, TypeError, binascii.Error):
-            raise TusRequestError(404, "no such upload") from None
+            raise TusRequestError(404, NO_SUCH_UPLOAD) from None
         if (not isinstance(name, str) or type(size) is not int or not 0 <= size <= max_size
                 or not isinstance(digest, str) or overwrite not in (0, 1)
-                or not (_HEX64.fullmatch(digest) or _NONCE.fullmatch(digest))):
-            raise TusRequestError(404, "no such upload")
-        if len(digest) == 64:
-            return cls(name, size, digest, digest[:16], bool(overwrite))
-        return cls(name, size, "", digest, bool(overwrite))
+                or not (digest == "" or _HEX64.fullmatch(digest))
+                or not isinstance(nonce, str) or not _NONCE.fullmatch(nonce)):
+            raise TusRequestError(404, NO_SUCH_UPLOAD)
+        return cls(name, size, digest, nonce, bool(overwrite))
 
     @classmethod
     def new(cls, name: str, size: int, sha256: str, overwrite: bool) -> "TusUpload":
-        nonce = sha256[:16] if sha256 else secrets.token_hex(8)
-        return cls(name, size, sha256, nonce, overwrite)
+        return cls(name, size, sha256, secrets.token_hex(16), overwrite)
+
+
+def _seal(payload: str, writer: bytes) -> str:
+    """16 bytes of HMAC-SHA256 over an ID's payload, keyed by its writer."""
+    mac = hmac.new(b"muxserver tus " + writer, payload.encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()[:16]).decode().rstrip("=")
 
 
 def parse_metadata(value: str) -> dict[str, str]:
@@ -145,10 +172,11 @@ def creation(headers: dict[str, str], max_size: int) -> TusUpload:
 
 
 def parse_count(headers: dict[str, str], name: str) -> int:
-    value = headers.get(name, "")
-    if not value.isdigit():  # (no sign, no spaces, no empty string)
-        raise TusRequestError(400, f"{name.title()} must be a non-negative integer")
-    return int(value)
+    count = units.parse_count(headers.get(name, ""))
+    if count is None:
+        raise TusRequestError(400, f"{name.title()} must be a non-negative integer of at "
+                                   f"most {units.MAX_COUNT_DIGITS} digits")
+    return count
 
 
 def parse_checksum(value: str) -> tuple[str, bytes] | None:

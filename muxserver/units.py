@@ -8,6 +8,19 @@ import re
 _SIZE = re.compile(r"(\d+)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
 
 
+#: Digits of the largest count a request may carry: 2**63 has 19.
+MAX_COUNT_DIGITS = 19
+
+
+def parse_count(text: str) -> int | None:
+    """A non-negative decimal count as a header carries it, or None: ASCII digits
+    only (no sign, space or underscore, no other script's digits, which ``int`` and
+    ``str.isdigit`` would take), at most 19 of them."""
+    if 0 < len(text) <= MAX_COUNT_DIGITS and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def parse_size(text: str) -> int:
     """'65536', '64K', '64KiB', '1M', '2G' -> bytes (powers of 1024). ValueError if not."""
     match = _SIZE.fullmatch(text.strip())

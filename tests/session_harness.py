@@ -181,7 +181,7 @@ def harnesses(kind: str, root: Path) -> Iterator[Callable[..., "Harness"]]:
     try:
         yield make
     finally:
-        for harness in made:
+        for harness in reversed(made):  # (one sharing another's root closes first)
             harness.close()
 
 
@@ -192,7 +192,9 @@ class Harness:
                  tokens: dict[str, frozenset[str]] | None = None,
                  limits: Limits | None = None, ceiling: Ceiling = Ceiling(),
                  peer_host: str = "192.0.2.7", tls: bool = False,
-                 access: Access | None = None) -> None:
+                 access: Access | None = None, shared_root: Root | None = None) -> None:
+        """``shared_root``: a Root another harness made (one server, several
+        connections: the same books of partial files); else one of its own."""
         self.kind = kind
         self.limits = limits or Limits()
         self.clock = [0.0]
@@ -202,7 +204,9 @@ class Harness:
             tokens[token] = ALL_RIGHTS
         self.access = access or Access(tokens, self.limits, HostNames("127.0.0.1"),
                                        ceiling, clock=lambda: self.clock[0])
-        self.root = Root(root)
+        self.owns_root = shared_root is None
+        self.root = shared_root or Root(root, partial_count=self.limits.partial_count,
+                                        partials_per_writer=self.limits.partials_per_writer)
         self.services = Services(self.loop, self.root, self.limits,  # type: ignore[arg-type]
                                  self.access)
         self.channel = FakeChannel(self.limits, self.loop, peer_host, tls)
@@ -214,7 +218,8 @@ class Harness:
     def close(self) -> None:
         if not self.channel.closed:
             self.channel.lose()
-        self.root.close()
+        if self.owns_root:
+            self.root.close()
 
     # -- the peer's side
 

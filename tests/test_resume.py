@@ -15,7 +15,7 @@ from muxserver import protocol
 from muxserver.client import Client, ClientError, GetFile, Partial, PutFile
 from muxserver.digests import BLAKE3, SHA256, Digest
 from muxserver.limits import Limits
-from muxserver.storage import partial_key
+from muxserver.storage import native_identity, partial_key
 
 from .conftest import (FrameReader, run_cli, sha256, spawn_server, stop_process, temp_files,
                        visible_files)
@@ -304,7 +304,8 @@ def test_a_partial_file_expires_while_the_server_runs(make_server, log_watcher):
 def test_partials_found_at_start_expire_later_unless_resumed(root, make_server, log_watcher,
                                                              tmp_path):
     data = b"0123456789" * 1000
-    key = partial_key("keep.bin", sha256(data), len(data))
+    key = partial_key("keep.bin", b"", native_identity(Digest(SHA256, sha256(data)), None),
+                      len(data))
     (root / f".muxserver-part-{key}").write_bytes(data[:4000])
     (root / ".muxserver-part-0123-abcd-10").write_bytes(b"01234")  # nobody comes back
     server = make_server(limits=Limits(partial_ttl=3.0))

@@ -111,7 +111,7 @@ def test_tus_keeps_the_rights_and_the_name_rules(make_server):
     assert exchange(server, raw, ["POST"])[0][0][0] == 409
 
 
-def test_one_mechanism_a_native_put_finishes_a_tus_upload(server, tmp_path):
+def test_a_native_put_of_the_same_file_supersedes_a_tus_upload_of_it(server, tmp_path):
     from muxserver import cli
 
     data = os.urandom(3 * 1024 * 1024)
@@ -120,7 +120,8 @@ def test_one_mechanism_a_native_put_finishes_a_tus_upload(server, tmp_path):
     (tmp_path / "shared.bin").write_bytes(data)
     assert cli.main(["put", str(tmp_path / "shared.bin"), "-q", "--port", str(server.port)]) == 0
     assert (server.root / "shared.bin").read_bytes() == data
-    assert temp_files(server.root) == []
+    assert temp_files(server.root) == []  # the tus upload's bytes went with it
+    assert offset_of(server, location) is None
 
 
 TUSPY_UPLOAD = textwrap.dedent("""

@@ -140,7 +140,12 @@ class Client:
         return _checked(self.run([Stat(name)])[0]).info
 
     def list(self, path: str = "", *, recursive: bool = False) -> list[dict[str, Any]]:
-        return _checked(self.run([ListDir(path, recursive=recursive)])[0]).entries
+        return self.listing(path, recursive=recursive).entries
+
+    def listing(self, path: str = "", *, recursive: bool = False) -> Result:
+        """The listing's entries, and in ``info["left_out"]`` how many entries the
+        server left out (names its rules refuse, put there by other programs)."""
+        return _checked(self.run([ListDir(path, recursive=recursive)])[0])
 
     # -- the pipeline
 

@@ -410,6 +410,9 @@ class ListDir(Operation):
     def on_header(self, fields: dict[str, Any], length: int) -> None:
         super().on_header(fields, length)
         self._more = fields.get("more") is True
+        left_out = fields.get("left_out")
+        if type(left_out) is int and left_out > 0:
+            self.result.info["left_out"] = left_out
 
     def on_body(self, data: memoryview) -> None:
         self._page += data
