@@ -6,11 +6,12 @@ Every rule of access lives here, once, for both protocols; the sessions only ask
 * **Rights.** What a request may do is a :class:`Grant`: the rights ``read`` (get,
   stat, list, the index page), ``write`` (put, mkdir) and ``delete`` (rm, mv), and
   whether it may *replace* an existing file (which destroys the old one: it takes
-  ``write`` and ``delete``, and ``read``: see the drop box below). The server's flags are the ceiling (``--read-only``: no
-  writes of any kind; ``--upload-only``: a drop box, nothing read or listed, nothing
-  replaced or deleted; ``--allow-overwrite`` and ``--allow-delete``: replacing and
-  deleting at all), and a token's rights narrow it (a token file line
-  ``TOKEN read,write``); a bare token, or no token at all, means the whole ceiling.
+  ``write`` and ``delete``, and ``read``: see the drop box below). The server's flags
+  are the ceiling (``--read-only``: no writes of any kind; ``--upload-only``: a drop
+  box, nothing read or listed, nothing replaced or deleted; ``--allow-overwrite`` and
+  ``--allow-delete``: replacing and deleting at all), and a token's rights narrow it (a
+  token file line ``TOKEN read,write``); a bare token, or no token at all, means the
+  whole ceiling.
 * **A writer that may not read** (a drop box) is never told which names exist: the
   storage puts its uploads and folders beside whatever is there, and what would
   answer differently for a taken name (removing, moving, replacing) needs ``read``.

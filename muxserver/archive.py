@@ -10,10 +10,10 @@ in the loop.
 * **zip**: members are stored (method 0: files are sent as they are, which is what a
   transfer wants, and what lets every byte be counted without compressing first). A
   member's CRC-32 and sizes are only known once its data has gone, so they follow it
-  in a data descriptor (flag bit 3); the central directory at the end is kept
-  packed with zlib until then (a few bytes per member). ZIP64 records are written wherever a size or an
-  offset does not fit 32 bits, so members and archives over 4 GiB work. Names are
-  UTF-8 (flag bit 11).
+  in a data descriptor (flag bit 3); the central directory at the end is kept packed
+  with zlib until then (a few bytes per member). ZIP64 records are written wherever a
+  size or an offset does not fit 32 bits, so members and archives over 4 GiB work.
+  Names are UTF-8 (flag bit 11).
 * **tar**: POSIX pax format from the standard library's ``tarfile.TarInfo`` headers
   (long names and sizes over 8 GiB included); sizes come first, so a member is sent
   with the size the file had when it was opened (see ``padding``).

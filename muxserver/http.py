@@ -603,7 +603,8 @@ class HttpSession(Session):
             return
         self.start_job(self.listing_in_steps(form, entries))
 
-    def listing_in_steps(self, form: Listing, entries: Generator[Entry, None, None]) -> Iterator[None]:
+    def listing_in_steps(self, form: Listing,
+                         entries: Generator[Entry, None, None]) -> Iterator[None]:
         """The rows, ROWS_PER_STEP entries met per loop step (shown or left out)."""
         count, met, error = 0, 0, ""
         left_out = LeftOutLog(self.channel.peer, self.channel.id, self.wire, form.name)
@@ -721,11 +722,6 @@ class HttpSession(Session):
             status = tus.STATUS.get(exc.code, STATUS.get(exc.code, 500))
             more = [("Retry-After", "1")] if status in (423, 503) else []
             raise HttpError(status, exc.message, more, close=has_body) from None
-
-    @property
-    def blind(self) -> bool:
-        """The request may write but not read: it must not learn which names exist."""
-        return not self.grant.allows(READ)
 
     def tus_create(self, headers: dict[str, str]) -> None:
         self.require(WRITE, "starting an upload")

@@ -27,7 +27,7 @@ import logging
 from typing import Any, Generator, Iterator
 
 from . import protocol
-from .access import READ, WRITE, Refusal
+from .access import WRITE, Refusal
 from .buffers import FileRegion
 from .channel import Channel, Phase
 from .protocol import (
@@ -204,8 +204,7 @@ class NativeSession(Session):
         self.require(WRITE, f"resuming {req.name!r}")
         key = self.partial_key(req.name, native_identity(req.digest, req.mtime), req.size)
         try:
-            return self.services.root.held(req.name, key, req.size,
-                                           beside_if_taken=not self.grant.allows(READ))
+            return self.services.root.held(req.name, key, req.size, beside_if_taken=self.blind)
         except StorageError as exc:
             if exc.code == "not_found":
                 return 0

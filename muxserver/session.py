@@ -270,9 +270,14 @@ class Session(BaseProtocol):
             raise StorageError("not_permitted", f"{what}: not permitted: "
                                                 f"{self.services.access.why_not(right)}")
 
+    @property
+    def blind(self) -> bool:
+        """The request may write but not read: it must not learn which names exist."""
+        return not self.grant.allows(READ)
+
     def require_sight(self, what: str) -> None:
         """Refuse what would tell a writer that may not read whether a name exists."""
-        if not self.grant.allows(READ):
+        if self.blind:
             raise StorageError("not_permitted", f"{what}: not permitted: "
                                                 f"{self.services.access.why_not_blind()}")
 
@@ -296,12 +301,11 @@ class Session(BaseProtocol):
         """Make ``name``; True if it was made. A writer that may not read is told it
         was, whatever was there: its folders go beside what is not one (storage.py)."""
         self.require(WRITE, f"making the directory {name!r}")
-        blind = not self.grant.allows(READ)
-        made = self.services.root.make_dir(name, parents=parents, beside_if_taken=blind)
+        made = self.services.root.make_dir(name, parents=parents, beside_if_taken=self.blind)
         if made:
             log.info("%s %smade the directory %s", self.channel.peer, self.wire,
                      printable(name), extra={"event": "changed", "conn": self.channel.id})
-        return made or blind
+        return made or self.blind
 
     def start_removal(self, name: str, *, recursive: bool, done: Callable[[int], None],
                       failed: Callable[[StorageError], None]) -> None:
@@ -585,7 +589,7 @@ class Session(BaseProtocol):
             upload = self.services.root.begin_upload(
                 name, length, expected, overwrite=overwrite, allow_overwrite=self.grant.replace,
                 mtime=mtime, offset=offset, key=key, total=total,
-                beside_if_taken=not self.grant.allows(READ), algorithm=algorithm)
+                beside_if_taken=self.blind, algorithm=algorithm)
         except StorageError as exc:
             raise self.explained(exc, name) from None
         if offset and total is None:  # (the pieces of a tus upload: not each one)

@@ -188,31 +188,7 @@ class Root:
         however deep the path. With ``create``, missing directories are made, and the
         indices in ``parts`` of those this call made are appended to ``created``.
         """
-        if not parts:  # a descriptor of its own: a dup would share the read position
-            try:
-                return os.open(".", _O_DIR, dir_fd=self.dir_fd)
-            except OSError as exc:
-                raise _dir_error(exc, self.dir_fd, ".", "the served root") from None
-        fd = self.dir_fd  # not ours to close; every descriptor after it is
-        try:
-            for i, part in enumerate(parts):
-                where = "/".join(parts[:i + 1])
-                try:
-                    child = os.open(part, _O_DIR, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise StorageError("not_found", f"no directory {where!r}") from None
-                    child = self._make_dir(fd, part, where, created, i)
-                except OSError as exc:
-                    raise _dir_error(exc, fd, part, where) from None
-                if fd != self.dir_fd:
-                    os.close(fd)
-                fd = child
-        except BaseException:
-            if fd != self.dir_fd:
-                os.close(fd)
-            raise
-        return fd
+        return self._walk(parts, create, created, beside=False)[0]
 
     def open_dir_beside(self, parts: list[str], *, create: bool,
                         created: list[int] | None = None) -> tuple[int, list[str]]:
@@ -223,13 +199,22 @@ class Root:
         directory or is free. The same names always lead to the same place while the
         tree does not change. Returns (descriptor, the components really walked);
         without ``create``, StorageError("not_found") where a component is free."""
-        fd = self.dir_fd
+        return self._walk(parts, create, created, beside=True)
+
+    def _walk(self, parts: list[str], create: bool, created: list[int] | None,
+              beside: bool) -> tuple[int, list[str]]:
+        if not parts:  # a descriptor of its own: a dup would share the read position
+            try:
+                return os.open(".", _O_DIR, dir_fd=self.dir_fd), []
+            except OSError as exc:
+                raise _dir_error(exc, self.dir_fd, ".", "the served root") from None
+        fd = self.dir_fd  # not ours to close; every descriptor after it is
         walked: list[str] = []
         try:
             for i, part in enumerate(parts):
-                where = "/".join([*walked, part])
                 child = -1
-                for candidate in _numbered(part, directory=True):
+                for candidate in _numbered(part, directory=True) if beside else (part,):
+                    where = "/".join([*walked, candidate])
                     try:
                         child = os.open(candidate, _O_DIR, dir_fd=fd)
                     except FileNotFoundError:
@@ -237,13 +222,14 @@ class Root:
                             raise StorageError("not_found", f"no directory {where!r}") from None
                         child = self._make_dir(fd, candidate, where, created, i)
                     except OSError as exc:
-                        if exc.errno in (errno.ENOTDIR, errno.ELOOP, errno.EACCES):
+                        if beside and exc.errno in (errno.ENOTDIR, errno.ELOOP, errno.EACCES):
                             continue  # taken: go on beside it
                         raise _dir_error(exc, fd, candidate, where) from None
                     walked.append(candidate)
                     break
                 if child < 0:
-                    raise StorageError("exists", f"{where!r} and the names beside it are taken")
+                    raise StorageError("exists", f"{'/'.join([*walked, part])!r} and the "
+                                                 "names beside it are taken")
                 if fd != self.dir_fd:
                     os.close(fd)
                 fd = child
@@ -251,8 +237,6 @@ class Root:
             if fd != self.dir_fd:
                 os.close(fd)
             raise
-        if fd == self.dir_fd:
-            fd = self.open_dir([])
         return fd, walked
 
     def _make_dir(self, parent: int, part: str, where: str, created: list[int] | None,
@@ -460,18 +444,9 @@ class Root:
         ``beside_if_taken`` (a writer that may not read), parents are always made and
         the directories are walked as ``open_dir_beside`` does."""
         parts = split_name(name)
-        if beside_if_taken:  # (a drop box: whatever is there, the walk goes on beside it)
+        if parents or beside_if_taken:  # (a drop box: the walk goes on beside what is there)
             created: list[int] = []
-            fd, parts = self.open_dir_beside(parts, create=True, created=created)
-            os.close(fd)
-            try:
-                self.sync_created(parts, created)
-            except OSError as exc:
-                raise write_error(exc, name) from None
-            return bool(created)
-        if parents:
-            created = []
-            fd = self.open_dir(parts, create=True, created=created)
+            fd, parts = self._walk(parts, True, created, beside=beside_if_taken)
             os.close(fd)
             try:
                 self.sync_created(parts, created)

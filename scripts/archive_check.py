@@ -37,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchlib import rss  # noqa: E402
 from muxserver.client import Client  # noqa: E402
 
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
@@ -76,13 +77,6 @@ class Watch(threading.Thread):
                 self.worst = max(self.worst, time.monotonic() - started)
                 time.sleep(0.05)
 
-
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def stream_into(url: str, reader: list[str]) -> tuple[int, str, float]:

@@ -40,6 +40,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchlib import rss  # noqa: E402
 from muxserver.client import Client  # noqa: E402
 
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
@@ -56,13 +57,6 @@ def make_folder(root: Path, files: int, odd: list[str]) -> None:
         (empty / name).mkdir()
         (empty / name / "inside.txt").touch()
 
-
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 class Probe(threading.Thread):

@@ -157,6 +157,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss(pid: int) -> int:
+    """A process's resident memory in bytes (VmRSS), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except FileNotFoundError:
+        pass
+    return 0
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU time of a process and its children (a supervisor and its workers)."""
     total = cpu_seconds(pid)

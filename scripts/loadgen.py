@@ -18,7 +18,7 @@ import struct
 import time
 from pathlib import Path
 
-from benchlib import spawn_bare_server, spawn_muxserver, tree_cpu_seconds
+from benchlib import rss, spawn_bare_server, spawn_muxserver, tree_cpu_seconds
 
 from muxserver import protocol
 from muxserver.digests import BLAKE3, Digest, new_hasher
@@ -275,13 +275,6 @@ def small_files(args, work: Path) -> dict:
                                        "64 pipelined per connection")
 
 
-def _rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
 
 def idle_crowd(args, work: Path) -> dict:
     """Hold ``--idle`` idle connections; measure RSS per connection and stat latency."""
@@ -297,14 +290,14 @@ def idle_crowd(args, work: Path) -> dict:
         _read_frame(warm)
         warm.close()
         time.sleep(0.5)
-        before = _rss(server.proc.pid)
+        before = rss(server.proc.pid)
         for _ in range(args.idle):
             crowd.append(socket.create_connection((server.host, server.port)))
         # every connection proves it is held: one stat each, pipelined over the crowd
         for sock in crowd:
             sock.sendall(protocol.encode_stat(1, "probe.txt"))
         held = all(_read_frame(sock).get("ok") for sock in crowd)
-        after = _rss(server.proc.pid)
+        after = rss(server.proc.pid)
         latencies = []
         for _ in range(200):
             started = time.perf_counter()

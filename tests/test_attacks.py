@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from muxserver import protocol, tus
-from muxserver.access import ALL_RIGHTS, READ, WRITE, Ceiling
+from muxserver.access import READ, WRITE, Ceiling
 from muxserver.digests import SHA256, Digest
 from muxserver.limits import Limits
 from muxserver.storage import Root, native_identity, partial_key
@@ -32,13 +32,6 @@ pytestmark = pytest.mark.timeout(60)
 WRITER, OTHER = "writer-token", "other-token"
 BOTH = {WRITER: frozenset({READ, WRITE}), OTHER: frozenset({READ, WRITE})}
 TUS = {"Tus-Resumable": "1.0.0"}
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    path = tmp_path / "root"
-    path.mkdir()
-    return path
 
 
 @pytest.fixture
