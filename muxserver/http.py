@@ -225,6 +225,8 @@ class HttpSession(Session):
             if foreign and changes_state(method):
                 raise HttpError(403, "a page of another site may not change anything here",
                                 close=True)
+            if self.services.stopping:  # (before credentials, as in every protocol)
+                raise HttpError(503, "the server is shutting down", close=True)
             offered, from_query = self.credentials(method, target, headers)
             if foreign and not navigated_by_a_person(headers):
                 offered = None  # (not checked, so not counted: see access.py)
@@ -277,8 +279,6 @@ class HttpSession(Session):
             # (h11 caps only an *incomplete* header; a whole one can be bigger)
             raise HttpError(431, f"request header of {size} bytes is over the limit of "
                                  f"{self.limits.max_header_size}", close=True)
-        if self.services.stopping:
-            raise HttpError(503, "the server is shutting down", close=True)
         if "transfer-encoding" in headers and "content-length" in headers:
             raise HttpError(400, "Content-Length together with Transfer-Encoding: the body's "
                                  "length is ambiguous (RFC 9112, section 6.1)", close=True)

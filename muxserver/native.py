@@ -105,10 +105,8 @@ class NativeSession(Session):
         if type(event) is BodyData:  # the hot path of an upload
             self.write_body(event.data)
         elif type(event) is FrameHeader:
-            if self.trailer_due is not None:
-                self.take_trailer(event.fields)
-                if event.fields.get("op") == "trailer":
-                    return
+            if self.trailer_due is not None and self.take_trailer(event.fields):
+                return  # the put's own trailer: taken
             if self.services.stopping:
                 self.close_for_stop()  # a request not started yet: not served
             else:
@@ -167,6 +165,8 @@ class NativeSession(Session):
         try:
             req = protocol.parse_request(fields, length)
         except RequestError as exc:
+            if fields.get("op") == "put" and "trailer" in fields and self.request_id is not None:
+                self.trailer_due = (self.request_id, "")  # (a refused put's trailer: dropped)
             self.reply_error(self.request_id, exc.code, exc.message)
             return  # any body is dropped as it arrives
         try:
@@ -224,28 +224,32 @@ class NativeSession(Session):
                 done=lambda removed: self.reply_ok(req.id, name=req.name, removed=removed),
                 failed=lambda exc: self.reply_error(req.id, exc.code, exc.message, req.name))
 
-    def take_trailer(self, fields: dict[str, Any]) -> None:
-        """The frame after a put whose digest was to follow its body: its trailer, which
-        lets the upload be checked and committed; anything else fails the put (and is
-        then served as the request it is)."""
-        put_id, algorithm = self.trailer_due
+    def take_trailer(self, fields: dict[str, Any]) -> bool:
+        """The frame after a put whose digest was to follow its body. Its trailer (op
+        ``trailer``, the put's id) lets the upload be checked and committed, and is
+        taken (True): with another algorithm or a malformed digest, it fails the put.
+        Any other frame fails the put and is then served as the request it is (False).
+        The trailer of a put refused already is dropped."""
+        put_id, algorithm = self.trailer_due or (None, "")
         self.trailer_due = None
         upload = self.upload
+        ours = fields.get("op") == "trailer" and fields.get("id") == put_id
         digest = None
-        if fields.get("op") == "trailer" and fields.get("id") == put_id:
+        if ours:
             try:
                 digest = protocol.parse_request(fields, 0).digest
             except RequestError:
                 digest = None
         if upload is None:
-            return  # the put was refused already (and answered): nothing to check
+            return ours  # the put was refused already (and answered): nothing to check
         if digest is None or digest.algorithm != algorithm:
             self.discard_upload()
             self.reply_error(put_id, "bad_request", f"the put announced a trailer with its "
                                                     f"{algorithm}; the next frame was not it")
-            return
+            return ours
         upload.expected = digest
         self.finish_upload()
+        return True
 
     def log_in(self, fields: dict[str, Any], length: int) -> None:
         """The auth request: admitted like any request, with the token it carries."""
@@ -304,7 +308,7 @@ class NativeSession(Session):
                 return
             self.queue_reply(req.id, None, header, len(data))
             self.channel.write(data)
-            self.transfer_done(transfer, opened.size, digest)
+            self.transfer_done(transfer, length, digest)
             return
         if digest is None:  # (StorageError if it cannot: then nothing is queued)
             self.hash_while_sending(opened, transfer, lambda late: self.send_trailer(req, late))

@@ -444,15 +444,29 @@ class Root:
         ``beside_if_taken`` (a writer that may not read), parents are always made and
         the directories are walked as ``open_dir_beside`` does."""
         parts = split_name(name)
-        if parents or beside_if_taken:  # (a drop box: the walk goes on beside what is there)
+        if beside_if_taken:  # (a drop box: the walk goes on beside what is there)
             created: list[int] = []
-            fd, parts = self._walk(parts, True, created, beside=beside_if_taken)
+            fd, parts = self._walk(parts, True, created, beside=True)
             os.close(fd)
+            self._sync_made(name, parts, created)
+            return bool(created)
+        if parents:  # the parents as for an upload; then the directory itself, or its twin
+            created = []
+            parent = self.open_dir(parts[:-1], create=True, created=created)
             try:
-                self.sync_created(parts, created)
+                self._sync_made(name, parts, created)
+                os.mkdir(parts[-1], DIR_MODE, dir_fd=parent)
+                os.fsync(parent)
+            except FileExistsError:
+                st = self._lstat(parent, parts[-1], name)
+                if st is None or not stat.S_ISDIR(st.st_mode):
+                    raise StorageError("exists", f"{name!r} exists and is not a directory") from None
+                return bool(created)
             except OSError as exc:
                 raise write_error(exc, name) from None
-            return bool(created)
+            finally:
+                os.close(parent)
+            return True
         parent = self.open_dir(parts[:-1])
         try:
             os.mkdir(parts[-1], DIR_MODE, dir_fd=parent)
@@ -464,6 +478,12 @@ class Root:
         finally:
             os.close(parent)
         return True
+
+    def _sync_made(self, name: str, dirs: list[str], created: list[int]) -> None:
+        try:
+            self.sync_created(dirs, created)
+        except OSError as exc:
+            raise write_error(exc, name) from None
 
     def remove_in_steps(self, name: str, *, recursive: bool,
                         step: int = 256) -> Iterator[int]:

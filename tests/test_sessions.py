@@ -8,6 +8,7 @@ same behaviour are in test_http.py, test_access.py and test_timeouts.py.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -289,3 +290,140 @@ def test_a_connection_lost_while_its_file_is_hashed_closes_the_file(make, tmp_pa
     assert jobs[0].cancelled and h.stats == (0, 1)
     assert len(os.listdir("/proc/self/fd")) <= before + 1  # (the helper's own, until it
     # sees the cancel: its descriptor is closed on the helper thread)
+
+
+# ------------------------------------- one rule, every wire: where the copies drifted
+
+
+def test_asking_what_is_held_of_an_upload_needs_the_write_right(make, kind, tmp_path):
+    from muxserver.access import READ
+
+    h = make(tokens={TOKEN: frozenset({READ})})
+    h.login(TOKEN)
+    if kind == "native":
+        h.send(protocol.encode_partial(5, "x.bin", "0" * 64, 10))
+    else:  # (an ID is looked at only once the right is there)
+        h.send(h.wire.request("HEAD", "/.tus/anything", {"Tus-Resumable": "1.0.0"}))
+    assert h.replies()[-1].refused("not_permitted")
+
+
+def test_a_stopping_server_says_so_before_asking_for_credentials(make):
+    h = make(token=TOKEN)
+    h.services.stopping = True
+    h.send(h.wire.get("f"))  # no credentials at all
+    assert h.replies()[-1].refused("shutting_down") and h.closing
+    assert h.session.strikes == 0
+
+
+def test_an_offset_the_storage_finds_wrong_is_the_wires_own_mismatch(make, kind, monkeypatch):
+    import base64
+    import hashlib
+
+    from muxserver import storage
+
+    data = os.urandom(3000)
+    h = make()
+    if kind == "native":
+        h.send(protocol.encode_put(1, "o.bin", len(data), hashlib.sha256(data).hexdigest(),
+                                   resumable=True) + data[:1000])
+        h.channel.lose()
+        h = make()
+        h.send(protocol.encode_put(2, "o.bin", 2500, hashlib.sha256(data).hexdigest(),
+                                   offset=500, resumable=True) + data[500:])
+        assert h.replies()[-1].refused("offset_mismatch")
+        return
+    meta = "filename " + base64.b64encode(b"o.bin").decode()
+    h.send(h.wire.request("POST", "/.tus/", {"Upload-Length": "3000", "Upload-Metadata": meta,
+                                             "Tus-Resumable": "1.0.0"}))
+    location = h.replies()[-1].headers["location"]
+    # The handler's own check passes (a stale size), the storage's does not: one answer.
+    monkeypatch.setattr(storage.Root, "held", lambda *args, **kw: 500)
+    h.send(h.wire.request("PATCH", location, {
+        "Content-Type": "application/offset+octet-stream", "Content-Length": "2500",
+        "Upload-Offset": "500", "Tus-Resumable": "1.0.0"}, data[500:]))
+    assert h.replies()[-1].status == 409  # tus's word for it, as from its own check
+
+
+def test_a_resumed_small_get_counts_the_bytes_sent(make, kind, log_watcher):
+    h = make()
+    (Path(h.root.path) / "small.txt").write_bytes(b"0123456789")
+    if kind == "native":
+        h.send(protocol.encode_get(3, "small.txt", offset=4))
+    else:
+        h.send(h.wire.request("GET", "/small.txt", {"Range": "bytes=4-"}))
+    assert h.replies()[-1].body == b"456789"
+    h.services.turn_log.flush()  # (the transfer lines of a loop turn: written now)
+    assert any("get small.txt: 6 bytes" in r.getMessage() for r in log_watcher.records)
+
+
+# ----------------------------------- the native protocol does what its document says
+
+
+@pytest.fixture
+def native(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
+    with harnesses("native", root) as make_harness:
+        yield make_harness
+
+
+@pytest.mark.parametrize("token", [None, 42, ""])
+def test_auth_on_a_server_without_tokens_always_succeeds(native, token):
+    h = native()
+    fields = {"id": 1, "op": "auth"} | ({} if token is None else {"token": token})
+    raw = json.dumps(fields).encode()
+    h.send(protocol.PREFIX.pack(protocol.MAGIC, 1, 0, len(raw)) + raw)
+    assert h.replies()[-1].ok
+
+
+def native_put_with_trailer(data: bytes, put_id: int, **fields: object) -> bytes:
+    header = {"id": put_id, "op": "put", "name": "t.bin", "length": len(data),
+              "trailer": "blake3", **fields}
+    raw = json.dumps(header).encode()
+    return protocol.PREFIX.pack(protocol.MAGIC, 1, 0, len(raw)) + raw + data
+
+
+def trailer(put_id: int, data: bytes, algorithm: str = "blake3") -> bytes:
+    import blake3
+
+    digest = blake3.blake3(data).hexdigest() if algorithm == "blake3" else "0" * 64
+    raw = json.dumps({"id": put_id, "op": "trailer", algorithm: digest}).encode()
+    return protocol.PREFIX.pack(protocol.MAGIC, 1, 0, len(raw)) + raw
+
+
+def test_a_trailer_frame_of_another_put_is_served_as_the_request_it_is(native):
+    h = native()
+    data = b"trailer data"
+    h.send(native_put_with_trailer(data, 7) + trailer(8, data) + h.wire.listing())
+    replies = h.replies()
+    assert [(json.loads(r.headers["id"]), r.code) for r in replies[:2]] == [
+        (7, "bad_request"), (8, "bad_request")]  # the put failed; the frame was served
+    assert replies[2].ok and not (Path(h.root.path) / "t.bin").exists()
+
+
+def test_a_trailer_with_the_puts_id_and_another_algorithm_fails_it_once(native):
+    h = native()
+    h.send(native_put_with_trailer(b"abc", 7) + trailer(7, b"abc", "sha256")
+           + h.wire.listing())
+    replies = h.replies()
+    assert [r.code for r in replies] == ["bad_request", None] and replies[1].ok
+
+
+@pytest.mark.parametrize("fields", [{"sha256": "0" * 64}, {"resumable": True}])
+def test_a_put_refused_from_its_header_drops_its_trailer(native, fields):
+    h = native()  # (a digest and a trailer both; a resumable trailer put without mtime)
+    h.send(native_put_with_trailer(b"abc", 7, **fields) + trailer(7, b"abc")
+           + h.wire.listing())
+    replies = h.replies()
+    assert [r.code for r in replies] == ["bad_request", None]  # one reply, not two
+    assert replies[1].ok and not h.closing
+
+
+def test_mkdir_with_parents_over_a_file_says_it_exists(make, kind, root_file):
+    h = make()
+    if kind == "native":
+        h.send(protocol.encode_mkdir(4, "f", parents=True))
+        assert h.replies()[-1].refused("exists")
+    h.send(protocol.encode_mkdir(5, "f/below", parents=True) if kind == "native"
+           else h.wire.mkdir("f/below"))
+    assert h.replies()[-1].refused("not_a_directory")  # a parent that is a file
