@@ -14,7 +14,7 @@ buffer and the protocol decoder keeps the few bytes it must (see ``protocol.py``
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Callable, cast
 
 
 class FileRegion:
@@ -77,7 +77,7 @@ class SendQueue:
 
     def leading_chunks(self, max_count: int) -> list[memoryview]:
         """The memory chunks at the front, up to the first file region (for sendmsg)."""
-        chunks = []
+        chunks: list[memoryview] = []
         for item in self._items:
             if isinstance(item, FileRegion) or len(chunks) == max_count:
                 break
@@ -90,7 +90,7 @@ class SendQueue:
         items = self._items
         done = 0  # chunks sent whole
         while sent:
-            head = items[done]
+            head = cast(memoryview, items[done])  # (memory chunks lead: leading_chunks)
             if len(head) <= sent:
                 sent -= len(head)
                 done += 1

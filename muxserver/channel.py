@@ -71,14 +71,25 @@ class Phase(enum.Enum):
 
 
 class ConnectionProtocol(Protocol):
-    """What a channel calls on the protocol it carries (and what observers read)."""
+    """What a channel calls on the protocol it carries (and what observers read).
 
-    #: what the console shows in the connection's state column
-    state_label: str
-    #: bytes received but not handled yet (partial headers, pipelined requests)
-    recv_buffered: int
-    #: the put or get under way, for the console; None between transfers
-    transfer: "Transfer | None"
+    In the order asyncio's ``protocols.py`` gives: ``data_received``* then
+    ``eof_received``? while open, ``pause_writing`` and ``resume_writing`` in pairs
+    whenever the queued output crosses its water marks, ``timeout_phase`` after every
+    event and ``on_timeout`` when its deadline passes, and ``connection_lost`` once, last.
+    """
+
+    @property
+    def state_label(self) -> str:
+        """What the console shows in the connection's state column."""
+
+    @property
+    def recv_buffered(self) -> int:
+        """Bytes received but not handled yet (partial headers, pipelined requests)."""
+
+    @property
+    def transfer(self) -> "Transfer | None":
+        """The put or get under way, for the console; None between transfers."""
 
     def data_received(self, data: memoryview) -> None:
         """Bytes from recv_into; the view is only valid during the call."""
@@ -86,8 +97,11 @@ class ConnectionProtocol(Protocol):
     def eof_received(self) -> None:
         """recv returned b"": the peer finished sending (half close or full close)."""
 
-    def output_drained(self) -> None:
-        """Queued output fell below the low-water mark (after the protocol asked)."""
+    def pause_writing(self) -> None:
+        """The queued output went over the high-water mark: produce no more for now."""
+
+    def resume_writing(self) -> None:
+        """The queued output fell below the low-water mark again."""
 
     def timeout_phase(self) -> tuple[Phase, float]:
         """What the connection waits for now, and since when (HEADER only)."""
@@ -114,15 +128,81 @@ class ConnectionProtocol(Protocol):
         """An unexpected error in one of this protocol's steps (see EventLoop.fault)."""
 
 
+class Transport(Protocol):
+    """What a protocol may use of its channel (the shape of asyncio's
+    ``transports.py``): queue output, pause and resume reading, ask how much output
+    waits, close. Flow control comes to the protocol as ``pause_writing`` and
+    ``resume_writing`` (above); the channel decides when. A test's fake channel is
+    checked against this declaration (tests/session_harness.py, under mypy)."""
+
+    @property
+    def id(self) -> int:
+        """The connection's number, for logs, the trace and the console."""
+
+    @property
+    def peer(self) -> str:
+        """"address:port", as logs and the console show it."""
+
+    @property
+    def peer_host(self) -> str:
+        """The address alone: what the back-off after wrong tokens counts."""
+
+    @property
+    def tls(self) -> bool: ...
+
+    @property
+    def state(self) -> ChannelState: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    #: the narrated trace, when it is on (the observers' hook)
+    trace: Callable[..., None] | None
+
+    def set_protocol(self, protocol: ConnectionProtocol) -> None:
+        """Carry another protocol from now on (the sniffer hands over to a session)."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def write_file(self, region: FileRegion) -> None: ...
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes queued and not sent yet, file regions included."""
+
+    def sending_file(self) -> bool:
+        """A file region is queued: a body is on its way and no frame can come between."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def close_when_done(self, reason: str) -> None:
+        """Send what is queued, then close."""
+
+    def abort(self, reason: str) -> None:
+        """Close at the end of this loop turn, whatever is queued."""
+
+    def fail(self, exc: Exception) -> None:
+        """An unexpected error: log it, close this connection only."""
+
+
 class BaseProtocol:
     """A :class:`ConnectionProtocol` whose every method does the harmless thing."""
 
-    state_label = "open"
-    recv_buffered = 0
-    transfer: "Transfer | None" = None
-
-    def __init__(self, channel: "Channel") -> None:
+    def __init__(self, channel: Transport) -> None:
         self.channel = channel
+
+    @property
+    def state_label(self) -> str:
+        return "open"
+
+    @property
+    def recv_buffered(self) -> int:
+        return 0
+
+    @property
+    def transfer(self) -> "Transfer | None":
+        return None
 
     def data_received(self, data: memoryview) -> None:
         pass
@@ -130,7 +210,10 @@ class BaseProtocol:
     def eof_received(self) -> None:
         self.channel.close_when_done("peer finished sending")
 
-    def output_drained(self) -> None:
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
         pass
 
     def timeout_phase(self) -> tuple[Phase, float]:
@@ -180,8 +263,9 @@ class Channel:
         self.close_reason = ""
         self.reading_paused = False  # backpressure: the protocol asked us to stop reading
         self.read_closed = False  # the peer sent FIN
-        self.wants_drain = False  # tell the protocol when output falls below low water
-        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.writing_paused = False  # the protocol was told to pause_writing()
+        self.tls_sock = sock if isinstance(sock, ssl.SSLSocket) else None
+        self.tls = self.tls_sock is not None
         self.use_sendfile = not self.tls  # sendfile would bypass the encryption
         self.use_splice = not self.tls  # (so would splice, for uploads)
         self.counted = False  # counts toward the server's connection cap
@@ -198,6 +282,9 @@ class Channel:
         return f"#{self.id}"
 
     # -- lifecycle
+
+    def set_protocol(self, protocol: ConnectionProtocol) -> None:
+        self.protocol = protocol
 
     def start(self, protocol: ConnectionProtocol) -> None:
         self.protocol = protocol
@@ -224,8 +311,9 @@ class Channel:
 
     def continue_handshake(self) -> None:
         """One step of the non-blocking TLS handshake; OpenSSL says what it waits for."""
+        assert self.tls_sock is not None
         try:
-            self.sock.do_handshake()
+            self.tls_sock.do_handshake()
         except ssl.SSLWantReadError:
             self.loop.set_interest(self.sock, self, EVENT_READ)
             return
@@ -348,7 +436,7 @@ class Channel:
     def _read_pending_tls(self) -> None:
         """Come back for bytes OpenSSL decrypted already: select() cannot see them."""
         if (not self.closed and self.state is ChannelState.OPEN and not self.reading_paused
-                and self.sock.pending()):
+                and self.tls_sock is not None and self.tls_sock.pending()):
             self.loop.call_soon(self.on_readable, owner=self)
 
     def pause_reading(self) -> None:
@@ -377,14 +465,24 @@ class Channel:
                             self.limits.max_output_buffer,
                             extra={"event": "overflow", "conn": self.id})
                 self.abort("output buffer over its cap")
+            elif not self.writing_paused and self.output_full:
+                self._pause_writing()
 
     def write_file(self, region: FileRegion) -> None:
         """Queue a file region, sent by sendfile as the socket drains."""
         if self.state in (ChannelState.OPEN, ChannelState.DRAINING):
             self.out.append_file(region)
             self.loop.flush_before_sleep(self)
+            if not self.writing_paused and self.output_full:
+                self._pause_writing()
         else:
             region.close()
+
+    def get_write_buffer_size(self) -> int:
+        return self.out.total
+
+    def sending_file(self) -> bool:
+        return bool(self.out.file_bytes)
 
     @property
     def output_full(self) -> bool:
@@ -395,6 +493,24 @@ class Channel:
         out = self.out
         return (out.total > self.limits.output_high_water
                 or out.files >= self.limits.files_per_connection)
+
+    def _pause_writing(self) -> None:
+        self.writing_paused = True
+        if self.trace is not None:
+            self.trace("pause", self.id, queued=self.out.total,
+                       high=self.limits.output_high_water)
+        self.protocol.pause_writing()
+
+    def _maybe_resume_writing(self) -> None:
+        """Below the low-water mark, with a file descriptor free again: tell the
+        protocol it may produce again (asyncio's resume_writing)."""
+        if (self.writing_paused and not self.closed
+                and self.out.total <= self.limits.output_low_water
+                and self.out.files < self.limits.files_per_connection):
+            self.writing_paused = False
+            if self.trace is not None:
+                self.trace("resume", self.id)
+            self.protocol.resume_writing()
 
     def on_writable(self) -> None:
         self.flush()
@@ -413,10 +529,7 @@ class Channel:
             if self.state is ChannelState.DRAINING:
                 self._start_lingering()
                 return
-        if (self.wants_drain and self.out.total <= self.limits.output_low_water
-                and self.out.files < self.limits.files_per_connection):
-            self.wants_drain = False
-            self.protocol.output_drained()
+        self._maybe_resume_writing()
 
     def _send_queued(self) -> None:
         out = self.out

@@ -159,15 +159,16 @@ def add_serve_parser(sub: Any) -> None:
                             .replace("%", "%%"))  # argparse formats help with %
 
 
-def default_text(field: dataclasses.Field) -> str:
+def default_text(field: dataclasses.Field[Any]) -> str:
     unit = field.metadata.get("unit", "")
-    if field.default is None:
+    default: Any = field.default  # (every Limits field has one)
+    if default is None:
         derived = {"max_connections": "derived from the descriptor limit",
                    "partial_budget": "a quarter of the free space at start"}
         return derived.get(field.name, "none")
     if unit == "bytes":
-        return format_bytes(field.default)
-    return f"{field.default:g} s" if unit == "s" else str(field.default)
+        return format_bytes(default)
+    return f"{default:g} s" if unit == "s" else str(default)
 
 
 def add_client_parsers(sub: Any) -> None:

@@ -18,7 +18,7 @@ import collections
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -31,7 +31,16 @@ from .names import printable
 from .units import format_bytes, format_duration, short_bytes
 
 if TYPE_CHECKING:
-    from .server import ConnectionInfo, Server, Snapshot
+    from .loop import EventLoop
+    from .server import ConnectionInfo, Snapshot
+
+
+class Watched(Protocol):
+    """What the console shows: a server, or the supervisor of several (workers.py)."""
+
+    loop: "EventLoop"
+
+    def snapshot(self) -> "Snapshot": ...
 
 #: Redraws per second while something happens; once a second when all is quiet.
 BUSY_INTERVAL = 0.25
@@ -72,7 +81,7 @@ def choose_columns(width: int) -> list[str]:
     chosen = list(ALWAYS)
     used = sum(COLUMNS[c].width or 0 for c in chosen) + len(chosen) - 1
     for column in OPTIONAL:
-        extra = COLUMNS[column].width + 1
+        extra = (COLUMNS[column].width or 0) + 1
         if width - used - extra >= NAME_MIN_WIDTH:
             chosen.append(column)
             used += extra
@@ -90,7 +99,7 @@ class ConsoleView:
     """Snapshot in, renderable out; keeps only what rates need between frames."""
 
     def __init__(self, log_lines: int = LOG_LINES) -> None:
-        self.log = collections.deque(maxlen=log_lines)  # Text lines, newest last
+        self.log: collections.deque[Text] = collections.deque(maxlen=log_lines)  # newest last
         self._rates: dict[int, _Rate] = {}
         self._totals: _Rate | None = None
         self._wakeups: tuple[float, int, int] | None = None
@@ -262,7 +271,7 @@ class ConsoleLogHandler(logging.Handler):
 class LiveConsole:
     """Keeps a rich Live display of a server up to date, from a timer in its loop."""
 
-    def __init__(self, server: "Server", console: Console | None = None,
+    def __init__(self, server: Watched, console: Console | None = None,
                  log_lines: int = LOG_LINES) -> None:
         self.server = server
         self.console = console or Console()

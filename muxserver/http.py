@@ -39,7 +39,7 @@ import os
 import re
 import time
 import urllib.parse
-from typing import Any, Callable, Generator, Iterator
+from typing import Any, Callable, Generator, Iterator, cast
 
 import h11
 
@@ -56,13 +56,13 @@ from .access import (
 from .archive import TarStream, ZipStream
 from .archive import crc32 as archive_crc32
 from .buffers import FileRegion
-from .channel import Channel, Phase
+from .channel import Phase, Transport
 from .digests import SHA256, Digest, is_hex64
 from .index_page import INDEX_CSP, ROWS_PER_STEP, PageRights, index_head, index_tail
 from .listings import LeftOutLog, Listing, listing_for
 from .names import printable
 from .protocol import NEED_DATA
-from .session import Services, Session, Transfer
+from .session import Job, Services, Session, Transfer
 from .storage import Entry, LeftOut, OpenFile, StorageError, Upload, split_name
 from .units import parse_count
 
@@ -136,7 +136,7 @@ class HttpSession(Session):
 
     wire = "HTTP "
 
-    def __init__(self, services: Services, channel: Channel) -> None:
+    def __init__(self, services: Services, channel: Transport) -> None:
         super().__init__(services, channel)
         self.conn = h11.Connection(h11.SERVER,
                                    max_incomplete_event_size=self.limits.max_header_size)
@@ -415,7 +415,8 @@ class HttpSession(Session):
                                 on_done=lambda: self.download_sent(transfer))
             transfer.region = region
             self.sending_body(transfer)
-            for part in self.conn.send_with_data_passthrough(h11.Data(data=_FileBody(length))):
+            body = cast(bytes, _FileBody(length))  # (h11 passes it through untouched)
+            for part in self.conn.send_with_data_passthrough(h11.Data(data=body)) or ():
                 if isinstance(part, _FileBody):
                     self.channel.write_file(region)
                 else:
@@ -457,7 +458,7 @@ class HttpSession(Session):
                        label="archiving")
 
     def archive_in_steps(self, top: str, base: str, entries: Generator[Entry, None, None],
-                         kind: str, transfer: Transfer) -> Iterator[None]:
+                         kind: str, transfer: Transfer) -> Job:
         """The archive's members are named below one folder, ``base`` (the folder's own
         name), so that unpacking it makes that folder instead of spilling its files.
 
@@ -554,7 +555,7 @@ class HttpSession(Session):
 
     def archive_member(self, writer: ZipStream | TarStream, name: str, rel: str,
                        send: Callable[[bytes], None], flush: Callable[[], None],
-                       step: "_ArchiveStep") -> Iterator[None]:
+                       step: "_ArchiveStep") -> Job:
         """One file into the archive, a step whenever ARCHIVE_STEP bytes have gone."""
         try:
             opened = self.services.root.open_file(name)
@@ -604,7 +605,7 @@ class HttpSession(Session):
         self.start_job(self.listing_in_steps(form, entries))
 
     def listing_in_steps(self, form: Listing,
-                         entries: Generator[Entry, None, None]) -> Iterator[None]:
+                         entries: Generator[Entry, None, None]) -> Job:
         """The rows, ROWS_PER_STEP entries met per loop step (shown or left out)."""
         count, met, error = 0, 0, ""
         left_out = LeftOutLog(self.channel.peer, self.channel.id, self.wire, form.name)
@@ -936,7 +937,7 @@ class HttpSession(Session):
     # -- what the console shows
 
     @property
-    def recv_buffered(self) -> int:  # type: ignore[override]
+    def recv_buffered(self) -> int:
         return len(self.conn.trailing_data[0])
 
     def wire_state(self) -> str:

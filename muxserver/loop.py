@@ -61,14 +61,29 @@ class Handler(Owner, Protocol):
     """Anything registered with the loop: it owns a socket and reacts to readiness."""
 
     events: int  # the mask currently registered (0: not registered)
-    closed: bool
-    #: what the trace and --step call it: "#3" for a connection, "listener", ...
-    label: str
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def label(self) -> str:
+        """What the trace and --step call it: "#3" for a connection, "listener", ..."""
 
     def on_events(self, mask: int) -> None: ...
 
     def on_interest_changed(self, old: int, new: int) -> None:
         """The selector now watches for ``new`` instead of ``old`` (for the trace)."""
+
+
+class Connection(Handler, Protocol):
+    """A handler with output to flush before the loop sleeps, closed after its batch
+    (a channel: see ``flush_before_sleep`` and ``close_after_batch``)."""
+
+    def flush(self) -> None:
+        """Send what the socket takes now (once per turn, before select())."""
+
+    def finish_close(self) -> None:
+        """Unregister, then close: called once, after the turn's events."""
 
 
 #: A cancelled timer stays in the heap (lazy deletion) until the heap is rebuilt: when
@@ -117,9 +132,9 @@ class EventLoop:
         self.longest_step = 0.0  # seconds: the longest single step run so far
         self.longest_step_what = ""  # what that step was
         self.slow_steps = 0  # steps over SLOW_STEP
-        self._to_flush: dict[Any, None] = {}  # insertion-ordered set of channels
+        self._to_flush: dict[Connection, None] = {}  # insertion-ordered set of channels
         self._before_sleep: list[Callable[[], None]] = []  # every turn, after the flushes
-        self._to_close: list[Any] = []
+        self._to_close: list[Connection] = []
         self._pipe: SplicePipe | None = None
         self._running = False
         self._stop_asked = False  # stop() was called: this turn must not sleep
@@ -194,7 +209,7 @@ class EventLoop:
         self._ready.append((callback, owner))  # deque.append is atomic
         self.wake()
 
-    def flush_before_sleep(self, channel: Any) -> None:
+    def flush_before_sleep(self, channel: Connection) -> None:
         """Ask for ``channel.flush()`` before the loop next sleeps in select()."""
         self._to_flush[channel] = None
 
@@ -203,7 +218,7 @@ class EventLoop:
         (Redis's beforeSleep): work worth doing once per turn, not once per event."""
         self._before_sleep.append(callback)
 
-    def close_after_batch(self, channel: Any) -> None:
+    def close_after_batch(self, channel: Connection) -> None:
         """Close ``channel`` (``channel.finish_close()``) once this turn's events are done."""
         self._to_close.append(channel)
 

@@ -29,7 +29,7 @@ from typing import Any, Generator, Iterator
 from . import protocol
 from .access import WRITE, Refusal
 from .buffers import FileRegion
-from .channel import Channel, Phase
+from .channel import Phase, Transport
 from .protocol import (
     NEED_DATA,
     BodyData,
@@ -43,7 +43,7 @@ from .protocol import (
     RequestError,
 )
 from .digests import SHA256, Digest
-from .session import Services, Session
+from .session import Job, Services, Session
 from .listings import LeftOutLog
 from .storage import (
     Entry,
@@ -61,7 +61,7 @@ log = logging.getLogger("muxserver")
 class NativeSession(Session):
     """The native protocol on one channel."""
 
-    def __init__(self, services: Services, channel: Channel) -> None:
+    def __init__(self, services: Services, channel: Transport) -> None:
         super().__init__(services, channel)
         self.decoder = FrameDecoder(self.limits.max_header_size, self.limits.max_file_size)
         self.request_id: int | None = None  # the request being served (a put: its body)
@@ -365,7 +365,7 @@ class NativeSession(Session):
 
     # -- replies produced in steps
 
-    def list_pages(self, req: Request, entries: Generator[Entry, None, None]) -> Iterator[None]:
+    def list_pages(self, req: Request, entries: Generator[Entry, None, None]) -> Job:
         """Send a listing as frames of up to list_page_size entries each; the last one
         says how many entries were left out (names the rules refuse: storage.LeftOut).
         A step handles at most a page's worth of entries met, shown or not."""
@@ -451,7 +451,7 @@ class NativeSession(Session):
     # -- what the console shows
 
     @property
-    def recv_buffered(self) -> int:  # type: ignore[override]
+    def recv_buffered(self) -> int:
         return self.decoder.buffered
 
     def wire_state(self) -> str:

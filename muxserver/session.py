@@ -37,14 +37,14 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Any, Callable, Generator, Iterator
+from typing import Any, Callable, Generator, Iterator, Protocol
 
 from .access import DELETE, READ, WRITE, Access, Grant, Refusal
-from .channel import BaseProtocol, Channel, ChannelState, Phase
+from .channel import BaseProtocol, ChannelState, Phase, Transport
 from .digests import SHA256, Digest
 from .hashing import READ_SIZE, HashJob
 from .limits import Limits
-from .loop import EventLoop
+from .loop import Owner
 from .names import printable
 from .protocol import NEED_DATA
 from .storage import Entry, OpenFile, Root, StorageError, Upload, partial_key, split_name
@@ -70,10 +70,24 @@ class Stats:
     bytes_out_closed: int = 0
 
 
+class Scheduler(Protocol):
+    """What a session uses of the event loop: the time of this turn, and work for later
+    (the loop's own methods; a test's fake loop is checked against this)."""
+
+    @property
+    def now(self) -> float:
+        """time.monotonic() when this loop turn began."""
+
+    def call_soon(self, callback: Callable[[], None], owner: Owner | None = None) -> None: ...
+
+    def call_soon_threadsafe(self, callback: Callable[[], None],
+                             owner: Owner | None = None) -> None: ...
+
+
 class Services:
     """What a session may reach of the server, and nothing else."""
 
-    def __init__(self, loop: EventLoop, root: Root, limits: Limits, access: Access) -> None:
+    def __init__(self, loop: Scheduler, root: Root, limits: Limits, access: Access) -> None:
         self.loop = loop
         self.root = root
         self.limits = limits
@@ -149,6 +163,9 @@ class FileHash:
 #: turn.
 HASH_AT_ONCE = READ_SIZE
 
+#: Work done a bounded step at a time: each ``next()`` is one step (see start_job).
+Job = Generator[None, None, None]
+
 #: The grant of a request not admitted (yet).
 NO_RIGHTS = Grant(frozenset(), replace=False)
 
@@ -159,20 +176,20 @@ class Session(BaseProtocol):
     #: how log lines and the console name the protocol ("HTTP " for HTTP)
     wire = ""
 
-    def __init__(self, services: Services, channel: Channel) -> None:
+    def __init__(self, services: Services, channel: Transport) -> None:
         super().__init__(channel)
         self.services = services
         self.limits = services.limits
         self.upload: Upload | None = None  # the body arriving now is written here
         self.verifying: Upload | None = None  # waiting for the helper's hash to commit
         self.file_hash: FileHash | None = None  # the helper hashing a get's file
-        self.job: Iterator[None] | None = None  # a reply being produced in steps
+        self.job: Job | None = None  # a reply being produced in steps
         self.active: Transfer | None = None  # the put or get of the request being served
         self.sending: list[Transfer] = []  # gets on the wire (a few: see files_per_connection)
         self.header_since: float | None = None  # when the incomplete header began
         self.strikes = 0  # refused admissions on this connection
         self.grant = NO_RIGHTS  # what the request being served may do (see admit)
-        self.backpressured = False  # reading paused because replies piled up
+        self.writing_paused = False  # the channel's output is over its high-water mark
         self.job_label = ""  # what the job under way does, for the console
 
     # -- to provide: the wire format
@@ -316,7 +333,7 @@ class Session(BaseProtocol):
         self.start_job(self._removal(name, steps, done, failed), label="removing")
 
     def _removal(self, name: str, steps: Iterator[int], done: Callable[[int], None],
-                 failed: Callable[[StorageError], None]) -> Iterator[None]:
+                 failed: Callable[[StorageError], None]) -> Job:
         removed = 0
         try:
             for removed in steps:
@@ -353,31 +370,25 @@ class Session(BaseProtocol):
     # -- waiting
 
     def must_wait(self) -> bool:
-        """True (and reading paused) while a job, a verification or queued output lasts."""
-        channel = self.channel
-        full = channel.output_full
-        if full and not self.backpressured:
-            self.backpressured = True
-            if channel.trace is not None:
-                channel.trace("pause", channel.id, queued=channel.out.total,
-                              high=self.limits.output_high_water)
-        if self.job is None and self.verifying is None and self.file_hash is None and not full:
+        """True (and reading paused) while a job, a verification, a file's hash or
+        queued output (the channel said pause_writing) lasts."""
+        if (self.job is None and self.verifying is None and self.file_hash is None
+                and not self.writing_paused):
             return False
-        channel.wants_drain = full
-        channel.pause_reading()
+        self.channel.pause_reading()
         return True
 
-    def output_drained(self) -> None:
-        if self.backpressured:
-            self.backpressured = False
-            if self.channel.trace is not None:
-                self.channel.trace("resume", self.channel.id)
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
         if self.job is not None:
             self.services.loop.call_soon(self.run_job_step, owner=self)
         else:
             self.process()
 
-    def start_job(self, job: Iterator[None], label: str = "") -> None:
+    def start_job(self, job: Job, label: str = "") -> None:
         """Run the first step now (so the job owns its files from here on), the rest later.
         ``label``: what the console says the connection is doing meanwhile."""
         self.job = job
@@ -389,9 +400,8 @@ class Session(BaseProtocol):
         job = self.job
         if job is None or self.channel.closed:
             return
-        if self.channel.output_full:
-            self.channel.wants_drain = True  # resumed by output_drained()
-            return
+        if self.writing_paused:
+            return  # resume_writing() runs the next step
         try:
             next(job)
         except StopIteration:
@@ -557,7 +567,7 @@ class Session(BaseProtocol):
             self.close_for_stop()
 
     @property
-    def transfer(self) -> Transfer | None:  # type: ignore[override]
+    def transfer(self) -> Transfer | None:
         """What the console shows: the request being served, else the body being sent."""
         if self.active is not None:
             return self.active
@@ -675,7 +685,7 @@ class Session(BaseProtocol):
     # -- timeouts
 
     def timeout_phase(self) -> tuple[Phase, float]:
-        if self.busy or self.channel.out or self.reading_body():
+        if self.busy or self.channel.get_write_buffer_size() or self.reading_body():
             return Phase.TRANSFER, 0.0
         if self.header_since is not None:
             return Phase.HEADER, self.header_since
@@ -688,7 +698,7 @@ class Session(BaseProtocol):
         if self.channel.trace is not None:
             self.channel.trace("timeout", self.channel.id, why=what)
         self.interrupt_upload()
-        if self.channel.out.file_bytes:
+        if self.channel.sending_file():
             self.channel.abort(what)  # inside a body: no reply can be framed any more
             return
         self.send_timeout(phase, what)
@@ -715,7 +725,7 @@ class Session(BaseProtocol):
     def busy(self) -> bool:
         """A transfer is under way: a body in either direction, a job, a verification."""
         return (self.upload is not None or self.job is not None or self.verifying is not None
-                or self.file_hash is not None or bool(self.channel.out.file_bytes))
+                or self.file_hash is not None or self.channel.sending_file())
 
     def connection_lost(self) -> None:
         self.interrupt_upload()
@@ -732,7 +742,7 @@ class Session(BaseProtocol):
     # -- what the console shows
 
     @property
-    def state_label(self) -> str:  # type: ignore[override]
+    def state_label(self) -> str:
         channel = self.channel
         if channel.state is not ChannelState.OPEN:
             return channel.state.value
@@ -742,11 +752,11 @@ class Session(BaseProtocol):
             label = "verifying"
         elif self.job is not None:
             label = self.job_label or "listing"
-        elif channel.out.file_bytes:
+        elif channel.sending_file():
             label = "sending body"
         elif self.file_hash is not None:
             label = "hashing"
-        elif channel.out:
+        elif channel.get_write_buffer_size():
             label = "sending reply"
         else:
             label = self.wire_state()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 
 from . import protocol
-from .channel import BaseProtocol, Channel, ChannelState, Phase
+from .channel import BaseProtocol, Channel, ChannelState, Phase, Transport
 # Imported at start: importing h11 on the first HTTP request held the loop for ~20 ms.
 from .http import HttpSession
 from .native import NativeSession
@@ -33,7 +33,7 @@ class Sniffer(BaseProtocol):
     MAX_METHOD = 16  # longer than any HTTP method we could serve
     state_label = "new connection"
 
-    def __init__(self, services: Services, channel: Channel) -> None:
+    def __init__(self, services: Services, channel: Transport) -> None:
         super().__init__(channel)
         self.services = services
         self.held = bytearray()
@@ -65,7 +65,7 @@ class Sniffer(BaseProtocol):
         if self.channel.trace is not None:
             speaks = "HTTP" if kind == "http" else "the native protocol"
             self.channel.trace("sniff", self.channel.id, speaks=speaks)
-        self.channel.protocol = session
+        self.channel.set_protocol(session)
         session.header_since = self.since  # the request began with the first byte we held
         session.data_received(data)
 

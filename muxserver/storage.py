@@ -305,8 +305,7 @@ class Root:
         parts = split_name(name)
         parent = self.open_dir(parts[:-1])
         try:
-            st = self._lstat(parent, parts[-1], name)
-            _require_regular(st, name)
+            st = _require_regular(self._lstat(parent, parts[-1], name), name)
             try:
                 fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
                              | os.O_CLOEXEC, dir_fd=parent)
@@ -1107,6 +1106,7 @@ class Upload:
 
     def spliced(self, count: int) -> None:
         """``count`` bytes were spliced in at splice_target()."""
+        assert self.hash_job is not None  # (only then is there a splice target)
         self.received += count
         self.hash_job.written(self.offset + self.received)
 
@@ -1290,7 +1290,9 @@ def _entry(name: str, st: os.stat_result) -> dict[str, Any]:
             "mtime": st.st_mtime}
 
 
-def _require_regular(st: os.stat_result | None, name: str, refusing: str = "following") -> None:
+def _require_regular(st: os.stat_result | None, name: str,
+                     refusing: str = "following") -> os.stat_result:
+    """``st``, if it is a regular file's; else the StorageError that says what it is."""
     if st is None:
         raise StorageError("not_found", f"no such file {name!r}")
     if stat.S_ISDIR(st.st_mode):
@@ -1299,6 +1301,7 @@ def _require_regular(st: os.stat_result | None, name: str, refusing: str = "foll
         raise StorageError("forbidden", f"{name!r} is a symbolic link; not {refusing} it")
     if not stat.S_ISREG(st.st_mode):
         raise StorageError("not_a_file", f"{name!r} is not a regular file")
+    return st
 
 
 def _busy(exc: OSError, what: str) -> StorageError | None:

@@ -214,6 +214,77 @@ def recv_frame(sock: socket.socket) -> tuple[dict, bytes]:
             raise ConnectionError("server closed the connection")
 
 
+class Valve:
+    """A TCP relay between clients and a server that lets at most ``up`` bytes through
+    towards the server and ``down`` bytes towards the client, and then passes nothing
+    more in that direction (what comes after is read and dropped, so the relay still
+    sees the peer go away). A transfer through it stops at a known byte however fast
+    the machine is: a test cuts it there instead of racing it. Use as a context
+    manager; every socket and thread it made is closed at the end."""
+
+    def __init__(self, port: int, *, up: int | None = None, down: int | None = None) -> None:
+        self.target, self.up, self.down = port, up, down
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.socks: list[socket.socket] = [self.listener]
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def __enter__(self) -> "Valve":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:  # the server is gone: so is this connection, as it would be
+                client.close()
+                continue
+            self.socks += [client, server]
+            for src, dst, cap in ((client, server, self.up), (server, client, self.down)):
+                pump = threading.Thread(target=self._pump, args=(src, dst, cap), daemon=True)
+                self.threads.append(pump)
+                pump.start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket, cap: int | None) -> None:
+        left = cap if cap is not None else -1
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if left < 0:
+                    dst.sendall(data)
+                elif left:
+                    dst.sendall(data[:left])
+                    left -= min(left, len(data))
+            how = socket.SHUT_WR  # the peer finished sending: say so, go on reading
+        except OSError:
+            how = socket.SHUT_RDWR  # the peer vanished: end both directions
+        try:
+            dst.shutdown(how)  # (shutdown, not close: it also wakes the other pump)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for sock in self.socks:  # (shutdown first: it wakes a thread blocked on it)
+            for end in (lambda: sock.shutdown(socket.SHUT_RDWR), sock.close):
+                try:
+                    end()
+                except OSError:
+                    pass
+        for thread in self.threads:
+            thread.join(timeout=10)
+
+
 class FrameReader:
     """Reads consecutive frames from a blocking socket, keeping leftovers between them."""
 

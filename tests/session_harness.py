@@ -25,8 +25,8 @@ import h11
 
 from muxserver import protocol
 from muxserver.access import ALL_RIGHTS, Access, Ceiling, HostNames
-from muxserver.buffers import SendQueue
-from muxserver.channel import ChannelState
+from muxserver.buffers import FileRegion, SendQueue
+from muxserver.channel import ChannelState, ConnectionProtocol
 from muxserver.http import STATUS, HttpSession
 from muxserver.limits import Limits
 from muxserver.native import NativeSession
@@ -84,8 +84,8 @@ class FakeChannel:
         self.closed = False
         self.close_reason = ""
         self.reading_paused = False
-        self.wants_drain = False
-        self.trace = None
+        self.writing_paused = False
+        self.trace: Callable[..., None] | None = None
         self.tls = tls
         self.peer_host = peer_host
         self.peer = f"{peer_host}:40000"
@@ -93,20 +93,33 @@ class FakeChannel:
         self.opened = loop.now
         self.protocol: Any = None
 
+    def set_protocol(self, protocol: ConnectionProtocol) -> None:
+        self.protocol = protocol
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.state in (ChannelState.OPEN, ChannelState.DRAINING):
             self.out.append_bytes(bytes(data))
+            self._check_high_water()
 
-    def write_file(self, region: Any) -> None:
+    def write_file(self, region: FileRegion) -> None:
         if self.state in (ChannelState.OPEN, ChannelState.DRAINING):
             self.out.append_file(region)
+            self._check_high_water()
         else:
             region.close()
 
-    @property
-    def output_full(self) -> bool:
-        return (self.out.total > self.limits.output_high_water
-                or self.out.files >= self.limits.files_per_connection)
+    def get_write_buffer_size(self) -> int:
+        return self.out.total
+
+    def sending_file(self) -> bool:
+        return bool(self.out.file_bytes)
+
+    def _check_high_water(self) -> None:
+        out = self.out
+        if not self.writing_paused and (out.total > self.limits.output_high_water
+                                        or out.files >= self.limits.files_per_connection):
+            self.writing_paused = True
+            self.protocol.pause_writing()
 
     def pause_reading(self) -> None:
         self.reading_paused = True
@@ -141,9 +154,9 @@ class FakeChannel:
                 for chunk in chunks:
                     self.sent += chunk
                 out.consume_memory(sum(len(c) for c in chunks))
-        if self.wants_drain and not self.closed:
-            self.wants_drain = False
-            self.protocol.output_drained()
+        if self.writing_paused and not self.closed:
+            self.writing_paused = False
+            self.protocol.resume_writing()
 
     def lose(self) -> None:
         """The connection is gone (as Channel.finish_close would report it)."""
@@ -207,11 +220,10 @@ class Harness:
         self.owns_root = shared_root is None
         self.root = shared_root or Root(root, partial_count=self.limits.partial_count,
                                         partials_per_writer=self.limits.partials_per_writer)
-        self.services = Services(self.loop, self.root, self.limits,  # type: ignore[arg-type]
-                                 self.access)
+        self.services = Services(self.loop, self.root, self.limits, self.access)
         self.channel = FakeChannel(self.limits, self.loop, peer_host, tls)
         cls = NativeSession if kind == "native" else HttpSession
-        self.session: Session = cls(self.services, self.channel)  # type: ignore[arg-type]
+        self.session: Session = cls(self.services, self.channel)
         self.channel.protocol = self.session
         self.wire = NativeWire() if kind == "native" else HttpWire()
 
@@ -329,8 +341,8 @@ class NativeWire:
                 body += event.data
             elif isinstance(event, protocol.FrameEnd):
                 ok = fields.get("ok") is True
-                code = None if ok else fields.get("error")
-                replies.append(Reply(ok, 200 if ok else STATUS.get(code, 500), code,
+                code = None if ok else str(fields.get("error"))
+                replies.append(Reply(ok, 200 if ok else STATUS.get(code or "", 500), code,
                                      {k: json.dumps(v) for k, v in fields.items()},
                                      bytes(body)))
 

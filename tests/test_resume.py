@@ -17,8 +17,8 @@ from muxserver.digests import BLAKE3, SHA256, Digest
 from muxserver.limits import Limits
 from muxserver.storage import native_identity, partial_key
 
-from .conftest import (FrameReader, run_cli, sha256, spawn_server, stop_process, temp_files,
-                       visible_files)
+from .conftest import (FrameReader, Valve, run_cli, sha256, spawn_server, stop_process,
+                       temp_files, visible_files)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -143,9 +143,8 @@ def test_get_resume_beyond_the_end_is_refused(server, tmp_path):
 # -------------------------------------------------- real processes, real kill -9
 
 
-def slow_server(root: Path, *args: str):
-    """A server that reads in 4 KiB steps, so a transfer lasts long enough to cut."""
-    return spawn_server(root, "--recv-size", "4096", "--send-size", "4096", *args)
+#: Where a transfer through a Valve stops: far from its end, and past what a test waits for.
+CUT = 2 * 1024 * 1024
 
 
 def wait_for_growth(path_glob, root: Path, at_least: int, timeout: float = 20.0) -> Path:
@@ -164,14 +163,16 @@ def wait_for_growth(path_glob, root: Path, at_least: int, timeout: float = 20.0)
 def test_kill_9_of_a_client_mid_upload_then_put_resume(root, tmp_path):
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(24 * 1024 * 1024))
-    srv = slow_server(root)
+    srv = spawn_server(root)
     try:
         ports = ["--port", str(srv.port)]
-        client = subprocess.Popen([sys.executable, "-m", "muxserver", "put", str(big), *ports],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_growth(".muxserver-tmp-*", root, 2 * 1024 * 1024)
-        client.kill()
-        client.wait(timeout=10)
+        with Valve(srv.port, up=CUT) as valve:  # the upload stops there, whatever the speed
+            client = subprocess.Popen([sys.executable, "-m", "muxserver", "put", str(big),
+                                       "--port", str(valve.port)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_for_growth(".muxserver-tmp-*", root, CUT // 2)
+            client.kill()
+            client.wait(timeout=10)
         assert not (root / "big.bin").exists()
         with Client(srv.host, srv.port) as probe:  # the server noticed, kept a partial
             for _ in range(200):
@@ -192,15 +193,16 @@ def test_kill_9_of_the_server_mid_upload_then_restart_and_resume(root, tmp_path)
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(16 * 1024 * 1024))
     (root / "big.bin").write_bytes(b"previous version")
-    srv = slow_server(root, "--allow-overwrite")
+    srv = spawn_server(root, "--allow-overwrite")
     try:
-        client = subprocess.Popen([sys.executable, "-m", "muxserver", "put", str(big),
-                                   "--overwrite", "--port", str(srv.port)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for_growth(".muxserver-tmp-*", root, 1024 * 1024)
-        srv.proc.kill()  # kill -9: no cleanup at all
-        srv.proc.wait(timeout=10)
-        client.wait(timeout=30)
+        with Valve(srv.port, up=CUT) as valve:
+            client = subprocess.Popen([sys.executable, "-m", "muxserver", "put", str(big),
+                                       "--overwrite", "--port", str(valve.port)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            wait_for_growth(".muxserver-tmp-*", root, CUT // 2)
+            srv.proc.kill()  # kill -9: no cleanup at all
+            srv.proc.wait(timeout=10)
+            client.wait(timeout=30)
         assert client.returncode == 1
     finally:
         stop_process(srv.proc)
@@ -224,17 +226,18 @@ def test_kill_9_of_the_server_mid_upload_then_restart_and_resume(root, tmp_path)
 def test_kill_9_of_a_client_mid_download_then_get_resume(root, tmp_path):
     data = os.urandom(24 * 1024 * 1024)
     (root / "dl.bin").write_bytes(data)
-    srv = slow_server(root)
+    srv = spawn_server(root)
     out = tmp_path / "out"
     out.mkdir()
     try:
         ports = ["--port", str(srv.port)]
-        client = subprocess.Popen([sys.executable, "-m", "muxserver", "get", "dl.bin", "-o",
-                                   str(out), *ports],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        part = wait_for_growth("dl.bin.part", out, 1024 * 1024)
-        client.kill()
-        client.wait(timeout=10)
+        with Valve(srv.port, down=CUT) as valve:
+            client = subprocess.Popen([sys.executable, "-m", "muxserver", "get", "dl.bin",
+                                       "-o", str(out), "--port", str(valve.port)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            part = wait_for_growth("dl.bin.part", out, CUT // 2)
+            client.kill()
+            client.wait(timeout=10)
         assert part.exists() and not (out / "dl.bin").exists()
         result = run_cli("get", "dl.bin", "-o", str(out), "--resume", *ports)
         assert result.returncode == 0, result.stderr
@@ -245,16 +248,18 @@ def test_kill_9_of_a_client_mid_download_then_get_resume(root, tmp_path):
 
 def test_ctrl_c_of_a_download_keeps_the_part_file_and_says_so(root, tmp_path):
     (root / "dl.bin").write_bytes(os.urandom(24 * 1024 * 1024))
-    srv = slow_server(root)
+    srv = spawn_server(root)
     out = tmp_path / "out"
     out.mkdir()
     try:
-        client = subprocess.Popen([sys.executable, "-m", "muxserver", "get", "dl.bin", "-o",
-                                   str(out), "--port", str(srv.port)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        wait_for_growth("dl.bin.part", out, 1024 * 1024)
-        client.send_signal(signal.SIGINT)
-        _out, err = client.communicate(timeout=20)
+        with Valve(srv.port, down=CUT) as valve:
+            client = subprocess.Popen([sys.executable, "-m", "muxserver", "get", "dl.bin",
+                                       "-o", str(out), "--port", str(valve.port)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      text=True)
+            wait_for_growth("dl.bin.part", out, CUT // 2)
+            client.send_signal(signal.SIGINT)
+            _out, err = client.communicate(timeout=20)
         assert client.returncode == 130
         assert "Traceback" not in err and "--resume" in err
         assert (out / "dl.bin.part").stat().st_size > 0

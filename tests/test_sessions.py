@@ -131,7 +131,7 @@ def test_the_header_clock_starts_before_the_protocol_is_known(make, kind):
     from muxserver.sniff import Sniffer
 
     h = make()
-    sniffer = Sniffer(h.services, h.channel)  # type: ignore[arg-type]
+    sniffer = Sniffer(h.services, h.channel)
     h.channel.protocol = sniffer
     request = h.wire.get("f")
     h.loop.now = 1000.0

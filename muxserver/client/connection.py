@@ -13,6 +13,7 @@ and carries on with the operations not sent yet on a new one.
 
 from __future__ import annotations
 
+import builtins  # (``list`` is a method of Client: annotations below need the type)
 import collections
 import errno
 import os
@@ -139,7 +140,8 @@ class Client:
     def stat(self, name: str) -> dict[str, Any]:
         return _checked(self.run([Stat(name)])[0]).info
 
-    def list(self, path: str = "", *, recursive: bool = False) -> list[dict[str, Any]]:
+    def list(self, path: str = "", *,
+             recursive: bool = False) -> builtins.list[dict[str, Any]]:
         return self.listing(path, recursive=recursive).entries
 
     def listing(self, path: str = "", *, recursive: bool = False) -> Result:
@@ -149,7 +151,7 @@ class Client:
 
     # -- the pipeline
 
-    def run(self, operations: Iterable[Operation]) -> list[Result]:
+    def run(self, operations: Iterable[Operation]) -> builtins.list[Result]:
         """Carry out the operations, pipelined; every one gets a Result (none raises)."""
         ops = list(operations)
         pending = collections.deque(ops)
@@ -179,8 +181,9 @@ class _Pipeline:
     """Drives one connection until every pending operation is finished or it breaks."""
 
     def __init__(self, client: Client, pending: collections.deque[Operation]) -> None:
+        assert client.sock is not None, "connect() first"
         self.client = client
-        self.sock = client.sock
+        self.sock: socket.socket = client.sock
         self.pending = pending  # not sent yet
         self.inflight: collections.deque[Operation] = collections.deque()  # awaiting replies
         self.sending: Operation | None = None  # the operation whose bytes are going out
@@ -266,6 +269,7 @@ class _Pipeline:
                     return
             if self.body_left:
                 op = self.sending
+                assert op is not None  # (body_left belongs to it)
                 offset = op.body_offset + op.body_size - self.body_left
                 if self.client.tls:  # encryption happens in user space: no sendfile
                     chunk = os.pread(op.body_fd, min(self.body_left, 256 * 1024), offset)
@@ -306,7 +310,7 @@ class _Pipeline:
             self.dispatch()
             self.decoder.keep_leftover()
             # TLS: bytes already decrypted inside OpenSSL do not make the socket readable.
-            if not n or not self.client.tls or not self.sock.pending():
+            if not n or not isinstance(self.sock, ssl.SSLSocket) or not self.sock.pending():
                 return
 
     def splice_body(self) -> bool:

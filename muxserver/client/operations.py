@@ -301,19 +301,24 @@ class GetFile(Operation):
                 self.written += written
         except OSError as exc:
             raise ClientError("local_error", f"cannot write {self.part}: {exc.strerror}") from None
-        self.hash_job.written(self.written)
+        self._hashing().written(self.written)
 
     def spliced(self, count: int) -> None:
         """``count`` body bytes were spliced into the .part file at ``written``."""
         self.written += count
         self.done_bytes += count
-        self.hash_job.written(self.written)
+        self._hashing().written(self.written)
+
+    def _hashing(self) -> HashJob:
+        """The helper hashing the .part file (begun with the reply's header)."""
+        assert self.hash_job is not None
+        return self.hash_job
 
     def on_end(self) -> bool:
         if self.expected is None:  # the whole body is here; its digest is not yet
             self.trailer_due = True
             return False
-        job, self.hash_job = self.hash_job, None
+        job, self.hash_job = self._hashing(), None
         job.finish(self.written, lambda digest: None)
         computed = job.wait()
         if computed is None:
