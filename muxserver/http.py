@@ -62,6 +62,7 @@ from .index_page import INDEX_CSP, ROWS_PER_STEP, PageRights, index_head, index_
 from .listings import LeftOutLog, Listing, listing_for
 from .names import printable
 from .protocol import NEED_DATA
+from .lifecycle import Work
 from .session import Job, Services, Session, Transfer
 from .storage import Entry, LeftOut, OpenFile, StorageError, Upload, split_name
 from .units import parse_count
@@ -781,7 +782,8 @@ class HttpSession(Session):
         checksum = piece[1]
         if checksum is not None and upload.piece_hasher.digest() != checksum[1]:
             upload.rewind()
-            self.upload = self.tus_piece = None
+            self.end_upload()
+            self.tus_piece = None
             upload.park()
             self.forget_transfer()
             self.respond(tus.CHECKSUM_MISMATCH, [("Content-Type", "text/plain")],
@@ -790,7 +792,8 @@ class HttpSession(Session):
         if upload.completes:
             self.finish_upload()  # hashed, checked, committed: then upload_stored
             return
-        self.upload = self.tus_piece = None
+        self.end_upload()
+        self.tus_piece = None
         held = upload.park()
         self.forget_transfer()
         self.respond(204, [("Upload-Offset", str(held)),
@@ -819,7 +822,7 @@ class HttpSession(Session):
 
     def body_received(self, data: bytes) -> None:
         upload = self.upload
-        if upload is None:
+        if upload is None or self.work.state is not Work.RECEIVING:
             return  # the body of a request answered already
         if upload.received + len(data) > self.limits.max_file_size:  # (chunked bodies)
             self.fail_request(HttpError(413, "the body is over the server's file size limit",
@@ -830,11 +833,12 @@ class HttpSession(Session):
             self.active.total = upload.received  # chunked: the size is known at the end
 
     def finish_request(self) -> None:
-        if self.tus_piece is not None and self.upload is not None:
+        if self.upload is None or self.work.state is not Work.RECEIVING:
+            return  # (no upload, or a refused one: answered already)
+        if self.tus_piece is not None:
             self.finish_piece()
             return
-        if self.upload is not None:
-            self.upload.length = self.upload.received  # chunked bodies declared none
+        self.upload.length = self.upload.received  # chunked bodies declared none
         self.finish_upload()
 
     def upload_failed(self, upload: Upload, exc: StorageError) -> None:
@@ -911,7 +915,7 @@ class HttpSession(Session):
 
     def protocol_error(self, exc: h11.RemoteProtocolError) -> None:
         """Bad HTTP (h11 says which status fits: 400, or 431 for huge headers)."""
-        if self.peer_done and (self.upload is not None or self.header_since is not None):
+        if self.peer_done and (self.work.uploading or self.header_since is not None):
             # The peer closed in the middle of a request: an interruption, not bad HTTP.
             log.warning("%s disconnected mid-request", self.channel.peer,
                         extra={"event": "reset", "conn": self.channel.id})

@@ -43,6 +43,7 @@ from .protocol import (
     RequestError,
 )
 from .digests import SHA256, Digest
+from .lifecycle import Event, Work
 from .session import Job, Services, Session
 from .listings import LeftOutLog
 from .storage import (
@@ -112,8 +113,9 @@ class NativeSession(Session):
             else:
                 self.start_request(event.fields, event.length)
         elif type(event) is FrameEnd:
-            if self.trailer_due is not None and self.upload is not None:
-                return  # the body is stored; the digest to check it against comes next
+            if self.trailer_due is not None and self.work.state is Work.RECEIVING:
+                self.work.move(Event.BODY_ENDED)  # the digest to check it against is next
+                return
             self.finish_upload()  # (nothing to do at the end of any other request)
         else:
             self.peer_closed(event)
@@ -232,7 +234,7 @@ class NativeSession(Session):
         The trailer of a put refused already is dropped."""
         put_id, algorithm = self.trailer_due or (None, "")
         self.trailer_due = None
-        upload = self.upload
+        upload = self.upload if self.work.state is Work.AWAITING_DIGEST else None
         ours = fields.get("op") == "trailer" and fields.get("id") == put_id
         digest = None
         if ours:
@@ -338,7 +340,7 @@ class NativeSession(Session):
     def splice_sink(self) -> tuple[int, int, int] | None:
         """(fd, offset, count) when the next body bytes may bypass Python, else None."""
         upload = self.upload
-        if upload is None or self.job is not None or self.verifying is not None:
+        if upload is None or self.work.state is not Work.RECEIVING:
             return None
         count = self.decoder.body_pending_unbuffered
         target = upload.splice_target() if count else None
@@ -357,8 +359,9 @@ class NativeSession(Session):
     def splice_failed(self, count: int, exc: OSError) -> None:
         """Writing spliced bytes to the file failed (disk full...): like a failed write."""
         self.decoder.body_moved_elsewhere(count)
-        upload, self.upload = self.upload, None
+        upload = self.upload
         assert upload is not None
+        self.end_upload()
         upload.abort()
         self.upload_failed(upload, write_error(exc, upload.name))
         self.process()  # the rest of the body is read and dropped
@@ -440,7 +443,7 @@ class NativeSession(Session):
 
     def peer_closed(self, event: PeerClosed) -> None:
         if event.mid_frame:
-            what = "mid-upload" if self.upload is not None else "mid-request"
+            what = "mid-upload" if self.work.uploading else "mid-request"
             log.warning("%s disconnected %s", self.channel.peer, what,
                         extra={"event": "reset", "conn": self.channel.id})
             self.channel.abort(f"peer closed {what}")

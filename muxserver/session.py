@@ -43,6 +43,7 @@ from .access import DELETE, READ, WRITE, Access, Grant, Refusal
 from .channel import BaseProtocol, ChannelState, Phase, Transport
 from .digests import SHA256, Digest
 from .hashing import READ_SIZE, HashJob
+from .lifecycle import Event, RequestState, Work
 from .limits import Limits
 from .loop import Owner
 from .names import printable
@@ -180,10 +181,10 @@ class Session(BaseProtocol):
         super().__init__(channel)
         self.services = services
         self.limits = services.limits
-        self.upload: Upload | None = None  # the body arriving now is written here
-        self.verifying: Upload | None = None  # waiting for the helper's hash to commit
-        self.file_hash: FileHash | None = None  # the helper hashing a get's file
-        self.job: Job | None = None  # a reply being produced in steps
+        self.work = RequestState()  # what the request under way does (lifecycle.py)
+        self.upload: Upload | None = None  # RECEIVING ... VERIFYING: the file it goes to
+        self.file_hash: FileHash | None = None  # HASHING: the helper hashing a get's file
+        self.job: Job | None = None  # STEPPING: the reply being produced in steps
         self.active: Transfer | None = None  # the put or get of the request being served
         self.sending: list[Transfer] = []  # gets on the wire (a few: see files_per_connection)
         self.header_since: float | None = None  # when the incomplete header began
@@ -372,8 +373,7 @@ class Session(BaseProtocol):
     def must_wait(self) -> bool:
         """True (and reading paused) while a job, a verification, a file's hash or
         queued output (the channel said pause_writing) lasts."""
-        if (self.job is None and self.verifying is None and self.file_hash is None
-                and not self.writing_paused):
+        if not self.work.must_wait and not self.writing_paused:
             return False
         self.channel.pause_reading()
         return True
@@ -391,6 +391,7 @@ class Session(BaseProtocol):
     def start_job(self, job: Job, label: str = "") -> None:
         """Run the first step now (so the job owns its files from here on), the rest later.
         ``label``: what the console says the connection is doing meanwhile."""
+        self.work.move(Event.JOB_STARTED)
         self.job = job
         self.job_label = label
         self.run_job_step(resume=False)
@@ -405,14 +406,18 @@ class Session(BaseProtocol):
         try:
             next(job)
         except StopIteration:
-            self.job = None
+            self.end_job()
             if resume:  # go on with the requests that waited behind this one
                 self.process()
             return
         except BaseException:
-            self.job = None  # a job that raised is over; the error goes up
+            self.end_job()  # a job that raised is over; the error goes up
             raise
         self.services.loop.call_soon(self.run_job_step, owner=self)
+
+    def end_job(self) -> None:
+        self.job = None
+        self.work.move(Event.JOB_ENDED)
 
     # -- hashing a get's file (on the helper thread, never on the loop)
 
@@ -480,6 +485,7 @@ class Session(BaseProtocol):
     def _start_hash(self, size: int) -> None:
         file_hash, loop = self.file_hash, self.services.loop
         assert file_hash is not None
+        self.work.move(Event.HASH_STARTED)
         file_hash.job.finish(size, lambda hexdigest: loop.call_soon_threadsafe(
             lambda: self._file_hashed(file_hash, hexdigest), owner=self))
 
@@ -488,6 +494,7 @@ class Session(BaseProtocol):
         if self.file_hash is not file_hash or self.channel.closed:
             return  # the connection went away meanwhile: connection_lost closed it
         self.file_hash = None
+        self.work.move(Event.HASH_ENDED)
         job = file_hash.job
         digest = None if hexdigest is None else Digest(job.algorithm, hexdigest)
         if digest is not None:
@@ -606,6 +613,7 @@ class Session(BaseProtocol):
             log.info("%s %sresumed %s at %s", self.channel.peer, self.wire, printable(name),
                      format_bytes(offset), extra={"event": "resumed", "conn": self.channel.id})
         self.upload = upload
+        self.work.move(Event.UPLOAD_OPENED)
         transfer = self.active or self.begin_transfer("put", name)
         transfer.total, transfer.received = upload.size, upload.offset
         return upload
@@ -618,12 +626,12 @@ class Session(BaseProtocol):
     def write_body(self, data: memoryview | bytes) -> None:
         """Body bytes of the upload under way (those of a refused request are dropped)."""
         upload = self.upload
-        if upload is None:
+        if upload is None or self.work.state is not Work.RECEIVING:
             return
         try:
             upload.write(memoryview(data))
         except StorageError as exc:  # disk full, file too large, I/O error
-            self.upload = None
+            self.end_upload()
             upload.abort()
             self.upload_failed(upload, exc)
             return
@@ -631,23 +639,30 @@ class Session(BaseProtocol):
             self.active.received = upload.offset + upload.received
 
     def finish_upload(self) -> None:
-        """The body is complete: commit now, or once the helper has hashed the tail."""
-        upload, self.upload = self.upload, None
-        if upload is None:
-            return
+        """The body is complete: commit now, or once the helper has hashed the tail
+        (requests behind this one wait meanwhile: replies stay in order)."""
+        upload = self.upload
+        if upload is None or not self.work.uploading:
+            return  # (the end of a request that was no upload, or a refused one)
         loop = self.services.loop
         if upload.finish_hash(lambda digest: loop.call_soon_threadsafe(
                 lambda: self.hash_ready(upload, digest), owner=self)):
-            self.verifying = upload  # requests behind this one wait, replies stay in order
+            self.work.move(Event.HELPER_VERIFIES)
             return
+        self.end_upload()
         self.commit(upload, None)
+
+    def end_upload(self) -> None:
+        """The upload under way is over (stored, failed, aborted, or a piece parked)."""
+        self.upload = None
+        self.work.move(Event.UPLOAD_ENDED)
 
     def hash_ready(self, upload: Upload, digest: str | None) -> None:
         """The helper finished hashing ``upload`` (called in the loop). ``digest``: the
         helper's hex digest, None if it could not read the file."""
-        if self.verifying is not upload or self.channel.closed:
+        if self.upload is not upload or self.channel.closed:
             return  # the connection went away meanwhile: connection_lost aborted it
-        self.verifying = None
+        self.end_upload()
         self.commit(upload, digest)
         self.process()
 
@@ -671,16 +686,15 @@ class Session(BaseProtocol):
         self._end_upload(interrupted=False)
 
     def _end_upload(self, interrupted: bool) -> None:
-        for upload in (self.upload, self.verifying):
-            if upload is None:
-                continue
-            kept = upload.abort(interrupted=interrupted)
-            if kept:
-                log.info("%s kept %s of %s for resume", self.channel.peer, format_bytes(kept),
-                         printable(upload.name),
-                         extra={"event": "kept", "conn": self.channel.id})
-            self.transfer_failed(self.active)
-        self.upload = self.verifying = None
+        upload = self.upload
+        if upload is None or not self.work.uploading:
+            return
+        self.end_upload()
+        kept = upload.abort(interrupted=interrupted)
+        if kept:
+            log.info("%s kept %s of %s for resume", self.channel.peer, format_bytes(kept),
+                     printable(upload.name), extra={"event": "kept", "conn": self.channel.id})
+        self.transfer_failed(self.active)
 
     # -- timeouts
 
@@ -723,9 +737,8 @@ class Session(BaseProtocol):
 
     @property
     def busy(self) -> bool:
-        """A transfer is under way: a body in either direction, a job, a verification."""
-        return (self.upload is not None or self.job is not None or self.verifying is not None
-                or self.file_hash is not None or self.channel.sending_file())
+        """A transfer is under way: a body in either direction, a hash, a job."""
+        return self.work.busy or self.channel.sending_file()
 
     def connection_lost(self) -> None:
         self.interrupt_upload()
@@ -735,6 +748,7 @@ class Session(BaseProtocol):
         if self.file_hash is not None:
             self.file_hash.close()  # (its get fails below: the active one, or one sending)
             self.file_hash = None
+        self.work.move(Event.LOST)
         self.transfer_failed(self.active)
         while self.sending:
             self.transfer_failed(self.sending[0])
@@ -746,16 +760,15 @@ class Session(BaseProtocol):
         channel = self.channel
         if channel.state is not ChannelState.OPEN:
             return channel.state.value
-        if self.upload is not None:
-            label = "receiving body"
-        elif self.verifying is not None:
-            label = "verifying"
-        elif self.job is not None:
+        state = self.work.state
+        if state is Work.STEPPING:
             label = self.job_label or "listing"
+        elif state in (Work.RECEIVING, Work.AWAITING_DIGEST, Work.VERIFYING):
+            label = state.value
         elif channel.sending_file():
             label = "sending body"
-        elif self.file_hash is not None:
-            label = "hashing"
+        elif state is Work.HASHING:
+            label = state.value
         elif channel.get_write_buffer_size():
             label = "sending reply"
         else:

@@ -28,6 +28,7 @@ from muxserver.access import ALL_RIGHTS, Access, Ceiling, HostNames
 from muxserver.buffers import FileRegion, SendQueue
 from muxserver.channel import ChannelState, ConnectionProtocol
 from muxserver.http import STATUS, HttpSession
+from muxserver.lifecycle import Work
 from muxserver.limits import Limits
 from muxserver.native import NativeSession
 from muxserver.session import Services, Session
@@ -248,8 +249,8 @@ class Harness:
     def settle(self, read: bool = True) -> None:
         for _ in range(1000):
             self.loop.run_ready()
-            helper_busy = (self.session.verifying is not None  # (an upload's digest,
-                           or self.session.file_hash is not None)  # or a get's file)
+            helper_busy = self.session.work.state in (Work.VERIFYING,  # (an upload's digest,
+                                                      Work.HASHING)  # or a get's file)
             if helper_busy and not self.channel.closed:
                 self.loop.wait_for_callback()
                 continue

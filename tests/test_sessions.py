@@ -427,3 +427,35 @@ def test_mkdir_with_parents_over_a_file_says_it_exists(make, kind, root_file):
     h.send(protocol.encode_mkdir(5, "f/below", parents=True) if kind == "native"
            else h.wire.mkdir("f/below"))
     assert h.replies()[-1].refused("not_a_directory")  # a parent that is a file
+
+
+# ------------------------------------------------------ the request state machine
+
+
+def test_every_state_can_be_lost_and_nothing_else_is_silent():
+    from muxserver.lifecycle import TRANSITIONS, Event, IllegalEvent, RequestState, Work
+
+    for state in Work:
+        if state is not Work.CLOSED:
+            assert TRANSITIONS[state][Event.LOST] is Work.CLOSED
+    machine = RequestState()
+    with pytest.raises(IllegalEvent, match="JOB_ENDED while IDLE"):
+        machine.move(Event.JOB_ENDED)
+    assert machine.move(Event.UPLOAD_OPENED) is Work.RECEIVING and machine.uploading
+    with pytest.raises(IllegalEvent):
+        machine.move(Event.JOB_STARTED)  # one request at a time
+    assert machine.move(Event.HELPER_VERIFIES) is Work.VERIFYING and machine.must_wait
+    assert machine.move(Event.UPLOAD_ENDED) is Work.IDLE and not machine.busy
+    assert repr(machine) == "<RequestState IDLE>"
+
+
+def test_a_put_walks_the_states_the_console_shows(make, kind):
+    data = os.urandom(10_000)
+    h = make()
+    h.send(h.wire.put("w.bin", data, body=False) + data[:100])
+    assert h.session.work.state.name == "RECEIVING"
+    assert h.session.state_label.endswith("receiving body")
+    h.send(data[100:])
+    assert h.session.work.state.name == "IDLE" and h.replies()[-1].ok
+    h.channel.lose()
+    assert h.session.work.state.name == "CLOSED"

@@ -1,0 +1,116 @@
+"""The request state machine: what the request under way on a connection is doing.
+
+Theory of operation (h11's ``_state.py`` is the model). A connection serves its
+requests one after another, so one request at a time is *under way*, and what it is
+doing is one :class:`Work` state. The codecs (``native.py``, ``http.py``) and the shared
+rules (``session.py``) never set the state: they report what happened, an
+:class:`Event`, and :data:`TRANSITIONS` says where that leads. An event the table does
+not have for the current state is a bug, and raises :class:`IllegalEvent` at once
+(the loop then closes that connection only) instead of being ignored::
+
+    IDLE ──upload_opened──▶ RECEIVING ──body_ended──▶ AWAITING_DIGEST (a native trailer)
+      ▲                       │    │                        │
+      │                       │    └──helper_verifies──▶ VERIFYING ◀──┘
+      ├────upload_ended───────┴─────────────────────────────┘ (stored, failed, parked)
+      ├──hash_started──▶ HASHING ──hash_ended──┐  (a get's file, by the helper thread)
+      ├──job_started──▶ STEPPING ──job_ended───┤  (a listing, a removal, an archive)
+      ◀────────────────────────────────────────┘
+    any ──lost──▶ CLOSED
+
+Everything that depends on the state asks :class:`RequestState`, once: whether
+decoding must wait (``must_wait``: the helper or a job is at work, and replies stay in
+order), whether a transfer is under way (``busy``: the timeout phase, a graceful stop),
+whether an upload's file is open (``uploading``), and what the console calls it (the
+state's value).
+
+This module does no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Work(enum.Enum):
+    """What the request under way is doing; the value is what the console shows."""
+
+    IDLE = "idle"  # nothing: the next request may be decoded
+    RECEIVING = "receiving body"  # an upload's body arrives, into its temporary file
+    AWAITING_DIGEST = "waiting for the digest"  # body stored; the trailer frame brings it
+    VERIFYING = "verifying"  # the helper thread hashes the upload's tail; then commit
+    HASHING = "hashing"  # the helper hashes a get's file (before its reply, or beside it)
+    STEPPING = "working in steps"  # a reply made a bounded step per loop turn
+    CLOSED = "closed"  # the connection is gone
+
+
+class Event(enum.Enum):
+    """What happened to the request under way."""
+
+    UPLOAD_OPENED = enum.auto()  # its target checked, its temporary file open
+    BODY_ENDED = enum.auto()  # the body is stored; its digest comes after it
+    HELPER_VERIFIES = enum.auto()  # the last bytes went to the helper thread
+    UPLOAD_ENDED = enum.auto()  # committed, failed, aborted, or (tus) parked
+    HASH_STARTED = enum.auto()
+    HASH_ENDED = enum.auto()
+    JOB_STARTED = enum.auto()
+    JOB_ENDED = enum.auto()
+    LOST = enum.auto()  # the connection closed, whatever was under way
+
+
+TRANSITIONS: dict[Work, dict[Event, Work]] = {
+    Work.IDLE: {Event.UPLOAD_OPENED: Work.RECEIVING, Event.HASH_STARTED: Work.HASHING,
+                Event.JOB_STARTED: Work.STEPPING},
+    Work.RECEIVING: {Event.BODY_ENDED: Work.AWAITING_DIGEST,
+                     Event.HELPER_VERIFIES: Work.VERIFYING, Event.UPLOAD_ENDED: Work.IDLE},
+    Work.AWAITING_DIGEST: {Event.HELPER_VERIFIES: Work.VERIFYING,
+                           Event.UPLOAD_ENDED: Work.IDLE},
+    Work.VERIFYING: {Event.UPLOAD_ENDED: Work.IDLE},
+    Work.HASHING: {Event.HASH_ENDED: Work.IDLE},
+    Work.STEPPING: {Event.JOB_ENDED: Work.IDLE},
+    Work.CLOSED: {},
+}
+for _state in Work:  # whatever was under way, a lost connection ends it
+    if _state is not Work.CLOSED:
+        TRANSITIONS[_state][Event.LOST] = Work.CLOSED
+
+#: The states in which no request may be decoded: the helper or a job is at work, and
+#: the next request's reply must not overtake this one's.
+WAITING = frozenset({Work.VERIFYING, Work.HASHING, Work.STEPPING})
+#: The states of an upload: its temporary file is open.
+UPLOADING = frozenset({Work.RECEIVING, Work.AWAITING_DIGEST, Work.VERIFYING})
+
+
+class IllegalEvent(RuntimeError):
+    """An event the current state has no transition for: a bug, never a client's doing."""
+
+
+class RequestState:
+    """One connection's request state, moved only by events."""
+
+    __slots__ = ("state",)
+
+    def __init__(self) -> None:
+        self.state = Work.IDLE
+
+    def __repr__(self) -> str:
+        return f"<RequestState {self.state.name}>"
+
+    def move(self, event: Event) -> Work:
+        try:
+            self.state = TRANSITIONS[self.state][event]
+        except KeyError:
+            raise IllegalEvent(f"{event.name} while {self.state.name}") from None
+        return self.state
+
+    @property
+    def must_wait(self) -> bool:
+        return self.state in WAITING
+
+    @property
+    def busy(self) -> bool:
+        """A transfer or a job is under way (a body, a hash, a job)."""
+        return self.state is not Work.IDLE and self.state is not Work.CLOSED
+
+    @property
+    def uploading(self) -> bool:
+        return self.state in UPLOADING
