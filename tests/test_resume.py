@@ -145,6 +145,13 @@ def test_get_resume_beyond_the_end_is_refused(server, tmp_path):
 
 #: Where a transfer through a Valve stops: far from its end, and past what a test waits for.
 CUT = 2 * 1024 * 1024
+#: ``python -m muxserver`` as a terminal starts it: Ctrl-C raises KeyboardInterrupt. A
+#: script run in the background ignores SIGINT, its children inherit that, and Python
+#: then leaves it ignored (CI may run the tests so).
+MUXSERVER_WITH_CTRL_C = [
+    sys.executable, "-c", "import runpy, signal, sys; "
+    "signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'muxserver'; runpy.run_module('muxserver', run_name='__main__')"]
 
 
 def wait_for_growth(path_glob, root: Path, at_least: int, timeout: float = 20.0) -> Path:
@@ -253,8 +260,8 @@ def test_ctrl_c_of_a_download_keeps_the_part_file_and_says_so(root, tmp_path):
     out.mkdir()
     try:
         with Valve(srv.port, down=CUT) as valve:
-            client = subprocess.Popen([sys.executable, "-m", "muxserver", "get", "dl.bin",
-                                       "-o", str(out), "--port", str(valve.port)],
+            client = subprocess.Popen([*MUXSERVER_WITH_CTRL_C, "get", "dl.bin", "-o", str(out),
+                                       "--port", str(valve.port)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                       text=True)
             wait_for_growth("dl.bin.part", out, CUT // 2)
