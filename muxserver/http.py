@@ -354,12 +354,10 @@ class HttpSession(Session):
             location = "/" + urllib.parse.quote(name + "/")
             self.respond(301, [("Location", location)], b"it is a directory\n")
             return
-        if opened.digest is not None:  # (HTTP speaks SHA-256: open_download's default)
-            self.send_file(opened)
-            return
-        self.hash_then(opened, then=lambda: self.send_file(opened),
-                       failed=lambda exc: self.fail_request(HttpError(500, exc.message,
-                                                                      close=True)))
+        # (HTTP speaks SHA-256, open_download's default, and its ETag comes first)
+        self.with_digest(opened, lambda: self.send_file(opened),
+                         lambda exc: self.fail_request(HttpError(500, exc.message, close=True)),
+                         sending=opened.size)
 
     def send_file(self, opened: OpenFile) -> None:
         headers = self.request_headers
@@ -394,36 +392,38 @@ class HttpSession(Session):
         length = end - start
         transfer = self.active
         assert transfer is not None
-        small = b""
-        if not self.head and 0 < length <= self.limits.inline_file_size:
-            try:
-                small = self.read_small(opened, start, length)
-            except StorageError as exc:
-                self.fail_request(HttpError(500, exc.message))
-                return
-        self.queue(h11.Response(status_code=status, headers=self.base_headers(length) + common))
+        response = h11.Response(status_code=status, headers=self.base_headers(length) + common)
         if self.head:
             opened.close()
             self.forget_transfer()  # headers only: nothing was transferred
-        elif len(small) == length:  # small (or empty): read already, sent from memory
-            opened.close()
-            if small:
-                self.queue(h11.Data(data=small))
-            self.transfer_done(transfer, length, opened.digest)
+            self.queue(response)
         else:
-            transfer.total, transfer.digest = length, opened.digest
-            region = FileRegion(opened.fd, start, length,
-                                on_done=lambda: self.download_sent(transfer))
-            transfer.region = region
-            self.sending_body(transfer)
-            body = cast(bytes, _FileBody(length))  # (h11 passes it through untouched)
-            for part in self.conn.send_with_data_passthrough(h11.Data(data=body)) or ():
-                if isinstance(part, _FileBody):
-                    self.channel.write_file(region)
-                else:
-                    self.channel.write(part)
+            transfer.digest = opened.digest
+            try:
+                body = self.body_of(opened, start, length, transfer)
+            except StorageError as exc:
+                self.fail_request(HttpError(500, exc.message))
+                return
+            self.queue(response)
+            self.queue_body(transfer, body)
         self.queue(h11.EndOfMessage())
         self.responded(status, length)
+
+    def queue_body(self, transfer: Transfer, body: bytes | FileRegion) -> None:
+        """A get's body through h11: bytes as they are; a file region passed through
+        h11 untouched (it counts its length) to the channel, which sends it by sendfile."""
+        if not isinstance(body, FileRegion):
+            if body:
+                self.queue(h11.Data(data=body))
+            self.transfer_done(transfer, len(body), transfer.digest)
+            return
+        self.sending_body(transfer)
+        placeholder = cast(bytes, _FileBody(body.remaining))
+        for part in self.conn.send_with_data_passthrough(h11.Data(data=placeholder)) or ():
+            if isinstance(part, _FileBody):
+                self.channel.write_file(body)
+            else:
+                self.channel.write(part)
 
     def page_rights(self) -> PageRights:
         """What the index page offers this request (nothing it would refuse)."""
@@ -607,38 +607,33 @@ class HttpSession(Session):
 
     def listing_in_steps(self, form: Listing,
                          entries: Generator[Entry, None, None]) -> Job:
-        """The rows, ROWS_PER_STEP entries met per loop step (shown or left out)."""
-        count, met, error = 0, 0, ""
+        """The rows, ROWS_PER_STEP entries met per loop step (session.listing_job)."""
         left_out = LeftOutLog(self.channel.peer, self.channel.id, self.wire, form.name)
+        shown = 0
         self.queue(h11.Data(data=form.head().encode()))
-        try:
-            batch: list[dict[str, Any]] = []
-            for entry in entries:
-                if isinstance(entry, LeftOut):
-                    left_out.add(entry)
-                else:
-                    batch.append(entry)
-                met += 1
-                if met % ROWS_PER_STEP == 0:
-                    if batch:
-                        self.queue(h11.Data(data=form.rows(batch, not count).encode()))
-                    count, batch = count + len(batch), []
-                    yield
-            rows = form.rows(batch, not count)
-            count += len(batch)
-        except StorageError as exc:
-            rows, error = "", exc.message
+
+        def page(batch: list[dict[str, Any]], more: bool) -> None:
+            nonlocal shown
+            rows = form.rows(batch, not shown)
+            shown += len(batch)
+            if not more:
+                rows += form.tail(shown, "", left_out.sentence() if left_out.count else "")
+            self.send_rows(rows, more, shown)
+
+        def failed(batch: list[dict[str, Any]], exc: StorageError) -> None:
             log.warning("%s HTTP listing of %s incomplete: %s", self.channel.peer,
                         printable(form.name or "/"), exc.message,
                         extra={"event": "refused", "conn": self.channel.id})
-        finally:
-            entries.close()
-        left_out.report()
-        tail = rows + form.tail(count, error, left_out.sentence() if left_out.count else "")
-        if tail:
-            self.queue(h11.Data(data=tail.encode()))
-        self.queue(h11.EndOfMessage())
-        self.responded(200, count)
+            self.send_rows(form.tail(shown, exc.message), False, shown)
+
+        return self.listing_job(entries, ROWS_PER_STEP, left_out, page, failed)
+
+    def send_rows(self, text: str, more: bool, shown: int) -> None:
+        if text:
+            self.queue(h11.Data(data=text.encode()))
+        if not more:
+            self.queue(h11.EndOfMessage())
+            self.responded(200, shown)
 
     # -- DELETE, MKCOL, MOVE (as WebDAV spells them: RFC 4918)
 
@@ -708,7 +703,7 @@ class HttpSession(Session):
                 raise HttpError(405, f"{method} of an upload",
                                 [("Allow", "HEAD, PATCH, DELETE")], close=has_body)
             self.require(WRITE, "resuming an upload")  # (before the ID is even looked at)
-            upload = tus.TusUpload.from_id(tid, self.limits.max_file_size, self.grant.writer)
+            upload = tus.TusUpload.from_id(tid, self.grant.writer)
             self.name = upload.name
             if method == "HEAD":
                 self.tus_offset(upload)
@@ -727,8 +722,9 @@ class HttpSession(Session):
 
     def tus_create(self, headers: dict[str, str]) -> None:
         self.require(WRITE, "starting an upload")
-        upload = tus.creation(headers, self.limits.max_file_size)
+        upload = tus.creation(headers)
         self.name = upload.name
+        self.check_size(upload.size)
         root = self.services.root
         try:
             root.check_room(upload.name, upload.size, overwrite=upload.overwrite,
@@ -811,9 +807,6 @@ class HttpSession(Session):
             raise HttpError(411, "send Content-Length or Transfer-Encoding: chunked",
                             close=True)
         length = 0 if chunked else int(headers["content-length"])  # (h11 checked it)
-        limit = self.limits.max_file_size
-        if length > limit:
-            raise HttpError(413, f"{length} bytes is over the limit of {limit}", close=True)
         expected = declared_sha256(headers)
         split_name(path)  # a bad name is refused before anything is created (400)
         self.start_upload(path, length, expected, overwrite=True)
@@ -824,9 +817,10 @@ class HttpSession(Session):
         upload = self.upload
         if upload is None or self.work.state is not Work.RECEIVING:
             return  # the body of a request answered already
-        if upload.received + len(data) > self.limits.max_file_size:  # (chunked bodies)
-            self.fail_request(HttpError(413, "the body is over the server's file size limit",
-                                        close=True))
+        try:
+            self.check_size(upload.received + len(data))  # (chunked: counted as it comes)
+        except StorageError as exc:
+            self.fail_request(HttpError(413, exc.message, close=True))
             return
         self.write_body(data)
         if not upload.length and self.active is not None:

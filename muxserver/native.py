@@ -280,19 +280,14 @@ class NativeSession(Session):
             opened.close()
             raise StorageError("offset_mismatch", f"{req.name!r} has {opened.size} bytes; "
                                                   f"cannot resume from {req.offset}")
-        digest_follows = (req.digest_after and not self.hashed_at_once(opened)
-                          and opened.size - req.offset > self.limits.inline_file_size)
-        if opened.digest is not None or digest_follows:
-            self.queue_download(req, opened)  # (without a digest: it follows the body)
-            return
-        self.hash_then(opened, then=lambda: self.queue_download(req, opened),
-                       failed=lambda exc: self.reply_error(req.id, exc.code, exc.message,
-                                                           req.name))
+        self.with_digest(opened, lambda: self.queue_download(req, opened),
+                         lambda exc: self.reply_error(req.id, exc.code, exc.message, req.name),
+                         sending=opened.size - req.offset, may_follow=req.digest_after)
 
     def queue_download(self, req: Request, opened: OpenFile) -> None:
-        """Queue the reply header and the body: inline if small, else a sendfile region.
-        A file whose digest is not known yet (only for a client that takes it in a
-        trailer, and not inline) is hashed while it is sent: the trailer follows."""
+        """Queue the reply header and the body (session.body_of). A file whose digest
+        is not known yet (only for a client that takes it in a trailer, and not a small
+        one) is hashed while it is sent: the trailer follows."""
         offset, length = req.offset, opened.size - req.offset
         digest = opened.digest
         announced = digest.field if digest is not None else {"trailer": opened.algorithm}
@@ -300,26 +295,21 @@ class NativeSession(Session):
                                     **announced, mtime=opened.mtime, offset=offset)
         transfer = self.active
         assert transfer is not None
-        transfer.total, transfer.digest = length, digest
-        if length <= self.limits.inline_file_size:
-            assert digest is not None
-            try:
-                data = self.read_small(opened, offset, length)
-            except StorageError as exc:
-                self.reply_error(req.id, exc.code, f"{req.name!r}: {exc.message}", req.name)
-                return
-            self.queue_reply(req.id, None, header, len(data))
-            self.channel.write(data)
-            self.transfer_done(transfer, length, digest)
-            return
+        transfer.digest = digest
         if digest is None:  # (StorageError if it cannot: then nothing is queued)
             self.hash_while_sending(opened, transfer, lambda late: self.send_trailer(req, late))
-        region = FileRegion(opened.fd, offset, length,
-                            on_done=lambda: self.download_sent(transfer))
-        transfer.region = region
+        try:
+            body = self.body_of(opened, offset, length, transfer)
+        except StorageError as exc:
+            self.reply_error(req.id, exc.code, f"{req.name!r}: {exc.message}", req.name)
+            return
         self.queue_reply(req.id, None, header, length)
-        self.sending_body(transfer)
-        self.channel.write_file(region)
+        if isinstance(body, FileRegion):
+            self.sending_body(transfer)
+            self.channel.write_file(body)
+        else:
+            self.channel.write(body)
+            self.transfer_done(transfer, length, digest)
 
     def send_trailer(self, req: Request, digest: Digest | StorageError) -> None:
         """The frame after the body of a get hashed while it was sent: its digest, or
@@ -369,37 +359,24 @@ class NativeSession(Session):
     # -- replies produced in steps
 
     def list_pages(self, req: Request, entries: Generator[Entry, None, None]) -> Job:
-        """Send a listing as frames of up to list_page_size entries each; the last one
-        says how many entries were left out (names the rules refuse: storage.LeftOut).
-        A step handles at most a page's worth of entries met, shown or not."""
-        page_size = self.limits.list_page_size
-        page: list[bytes] = []
-        met = 0
+        """A listing as frames of up to list_page_size entries each (session.listing_job);
+        the last one says how many entries were left out (names the rules refuse)."""
         left_out = LeftOutLog(self.channel.peer, self.channel.id, "", req.name)
-        try:
-            for entry in entries:
-                if isinstance(entry, LeftOut):
-                    left_out.add(entry)
-                else:
-                    if len(page) == page_size:
-                        self.send_page(req.id, page, more=True)
-                        page = []
-                    page.append(json.dumps(entry, ensure_ascii=False).encode() + b"\n")
-                met += 1
-                if met % page_size == 0:
-                    yield
-        except StorageError as exc:  # the listing cannot be finished: say so, never a gap
-            if page:
-                self.send_page(req.id, page, more=True)
-            self.reply_error(req.id, exc.code, exc.message, req.name)
-            return
-        finally:
-            entries.close()
-        left_out.report()
-        self.send_page(req.id, page, more=False, left_out=left_out.count)
 
-    def send_page(self, req_id: int, page: list[bytes], more: bool, left_out: int = 0) -> None:
-        body = b"".join(page)
+        def page(batch: list[dict[str, Any]], more: bool) -> None:
+            self.send_page(req.id, batch, more, 0 if more else left_out.count)
+
+        def failed(batch: list[dict[str, Any]], exc: StorageError) -> None:
+            if batch:
+                self.send_page(req.id, batch, more=True)
+            self.reply_error(req.id, exc.code, exc.message, req.name)
+
+        return self.listing_job(entries, self.limits.list_page_size, left_out, page, failed)
+
+    def send_page(self, req_id: int, page: list[dict[str, Any]], more: bool,
+                  left_out: int = 0) -> None:
+        body = b"".join(json.dumps(entry, ensure_ascii=False).encode() + b"\n"
+                        for entry in page)
         fields: dict[str, Any] = {"left_out": left_out} if left_out else {}
         self.queue_reply(req_id, None, protocol.encode_ok(req_id, length=len(body), more=more,
                                                           count=len(page), **fields),

@@ -40,6 +40,7 @@ import time
 from typing import Any, Callable, Generator, Iterator, Protocol
 
 from .access import DELETE, READ, WRITE, Access, Grant, Refusal
+from .buffers import FileRegion
 from .channel import BaseProtocol, ChannelState, Phase, Transport
 from .digests import SHA256, Digest
 from .hashing import READ_SIZE, HashJob
@@ -48,7 +49,17 @@ from .limits import Limits
 from .loop import Owner
 from .names import printable
 from .protocol import NEED_DATA
-from .storage import Entry, OpenFile, Root, StorageError, Upload, partial_key, split_name
+from .listings import LeftOutLog
+from .storage import (
+    Entry,
+    LeftOut,
+    OpenFile,
+    Root,
+    StorageError,
+    Upload,
+    partial_key,
+    split_name,
+)
 from .turnlog import TurnLog
 from .units import format_bytes
 
@@ -415,6 +426,37 @@ class Session(BaseProtocol):
             raise
         self.services.loop.call_soon(self.run_job_step, owner=self)
 
+    def listing_job(self, entries: Generator[Entry, None, None], page_size: int,
+                    left_out: LeftOutLog, page: Callable[[list[dict[str, Any]], bool], None],
+                    failed: Callable[[list[dict[str, Any]], StorageError], None]) -> Job:
+        """A listing as a job, the same way for every wire: ``page(entries, more)``
+        for each ``page_size`` entries (the last one with ``more`` False, perhaps
+        empty); entries whose names the rules refuse go to ``left_out``; a step handles
+        ``page_size`` entries met, shown or not. A listing that cannot be finished
+        (StorageError) ends with ``failed(the entries gathered, error)``, never with a
+        silent gap."""
+        batch: list[dict[str, Any]] = []
+        met = 0
+        try:
+            for entry in entries:
+                if isinstance(entry, LeftOut):
+                    left_out.add(entry)
+                else:
+                    if len(batch) == page_size:
+                        page(batch, True)
+                        batch = []
+                    batch.append(entry)
+                met += 1
+                if met % page_size == 0:
+                    yield
+        except StorageError as exc:
+            failed(batch, exc)
+            return
+        finally:
+            entries.close()
+        left_out.report()
+        page(batch, False)
+
     def end_job(self) -> None:
         self.job = None
         self.work.move(Event.JOB_ENDED)
@@ -506,14 +548,43 @@ class Session(BaseProtocol):
         file_hash.ready(digest, why_not)
         self.process()
 
-    def read_small(self, opened: OpenFile, offset: int, length: int) -> bytes:
-        """The ``length`` bytes of a small file from ``offset``, read now and its
-        descriptor closed at once (a queued reply then holds memory, not a descriptor).
-        StorageError if the file cannot be read or changed size meanwhile."""
+    def with_digest(self, opened: OpenFile, then: Callable[[], None],
+                    failed: Callable[[StorageError], None], *, sending: int,
+                    may_follow: bool = False) -> None:
+        """Go on with a get (``then()``) once its reply can say the file's digest: at
+        once if it is known, or if it may follow the body (``may_follow``: the client
+        takes a trailer) and the body is no small one (``sending`` bytes: a small body
+        goes with its header, the digest in it); else after ``hash_then``."""
+        if opened.digest is not None or (may_follow and not self.hashed_at_once(opened)
+                                         and sending > self.limits.inline_file_size):
+            then()
+            return
+        self.hash_then(opened, then, failed)
+
+    def body_of(self, opened: OpenFile, offset: int, length: int,
+                transfer: Transfer) -> bytes | FileRegion:
+        """What follows a get's reply header, the same way for every wire: a small body
+        (up to ``inline_file_size``) read now, its file closed at once (a queued reply
+        then holds memory, not a descriptor); a bigger one as a region that sendfile
+        sends as the socket drains (``download_sent`` when its last byte went).
+        StorageError (the file closed) if a small one cannot be read."""
+        transfer.total = length
+        if length > self.limits.inline_file_size:
+            region = FileRegion(opened.fd, offset, length,
+                                on_done=lambda: self.download_sent(transfer))
+            transfer.region = region
+            return region
         try:
             return opened.read_exactly(offset, length)
         finally:
             opened.close()
+
+    def check_size(self, size: int) -> None:
+        """The largest file the server takes (StorageError "too_large"), for every way
+        a size becomes known: declared, in pieces, or counted as a chunked body arrives."""
+        limit = self.limits.max_file_size
+        if size > limit:
+            raise StorageError("too_large", f"{size} bytes is over the limit of {limit}")
 
     # -- transfers: begun, counted once, logged once
 
@@ -598,10 +669,7 @@ class Session(BaseProtocol):
         upload to a taken name is stored beside it under a free one instead of being
         refused, and the reply says the name it asked for."""
         self.require(WRITE, f"storing {name!r}")
-        limit = self.limits.max_file_size
-        whole = offset + length if total is None else total
-        if whole > limit:
-            raise StorageError("too_large", f"{whole} bytes is over the limit of {limit}")
+        self.check_size(offset + length if total is None else total)
         try:
             upload = self.services.root.begin_upload(
                 name, length, expected, overwrite=overwrite, allow_overwrite=self.grant.replace,

@@ -106,9 +106,10 @@ class TusUpload:
         return f"{self.payload}.{_seal(self.payload, writer)}"
 
     @classmethod
-    def from_id(cls, text: str, max_size: int, writer: bytes) -> "TusUpload":
+    def from_id(cls, text: str, writer: bytes) -> "TusUpload":
         """The upload an ID describes, if ``writer`` made it; TusRequestError 404 for
-        anything else (a guess, an edit, another writer's ID: they look the same)."""
+        anything else (a guess, an edit, another writer's ID: they look the same). Its
+        fields are the server's own (sealed), its size checked when it was made."""
         payload, _, seal = text.partition(".")
         if not hmac.compare_digest(seal.encode(), _seal(payload, writer).encode()):
             raise TusRequestError(404, NO_SUCH_UPLOAD)
@@ -119,7 +120,7 @@ class TusUpload:
             nonce, overwrite = fields["r"], fields["o"]
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise TusRequestError(404, NO_SUCH_UPLOAD) from None
-        if (not isinstance(name, str) or type(size) is not int or not 0 <= size <= max_size
+        if (not isinstance(name, str) or type(size) is not int or size < 0
                 or not isinstance(digest, str) or overwrite not in (0, 1)
                 or not (digest == "" or _HEX64.fullmatch(digest))
                 or not isinstance(nonce, str) or not _NONCE.fullmatch(nonce)):
@@ -152,13 +153,12 @@ def parse_metadata(value: str) -> dict[str, str]:
     return fields
 
 
-def creation(headers: dict[str, str], max_size: int) -> TusUpload:
-    """The upload a creation request (POST) asks for."""
+def creation(headers: dict[str, str]) -> TusUpload:
+    """The upload a creation request (POST) asks for (its size is checked against the
+    server's limit where every upload's is: session.check_size)."""
     if "upload-defer-length" in headers:
         raise TusRequestError(400, "this server needs Upload-Length at creation")
     length = parse_count(headers, "upload-length")
-    if length > max_size:
-        raise TusRequestError(413, f"{length} bytes is over the limit of {max_size}")
     meta = parse_metadata(headers.get("upload-metadata", ""))
     name = meta.get("filename", "").strip().lstrip("/")
     if not name:
