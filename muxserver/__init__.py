@@ -6,7 +6,7 @@ Where to start reading:
 - ``channel.py``: one client socket, its buffers and its backpressure;
 - ``session.py``: the request lifecycle both protocols share (auth, timeouts, transfers);
 - ``native.py`` and ``http.py``: the two wire formats, translated into that lifecycle;
-- ``storage.py``: the served root and its rules (safe names, atomic commits).
+- ``storage/``: the served root and its rules (safe names, atomic commits).
 """
 
 __version__ = "0.1.0"

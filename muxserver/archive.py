@@ -2,7 +2,7 @@
 of the HTTP side (``GET /DIR/?download=zip`` or ``=tar``).
 
 Nothing here does I/O: a writer hands out the bytes that go before a member's data,
-after it, and at the end of the archive; the caller (``http.py``) reads each file in
+after it, and at the end of the archive; the caller (``http_folders.py``) reads each file in
 bounded steps between them and sends everything as it goes. So an archive of any size
 needs no temporary file, a few hundred bytes of memory per member, and no long step
 in the loop.

@@ -69,7 +69,7 @@ class Digest:
 
     @property
     def key(self) -> str:
-        """16 characters naming this digest in a partial file's key (storage.py). A
+        """16 characters naming this digest in a partial file's key (storage/partials.py). A
         SHA-256 gives its first 16 hex digits, as it always has, so partial files kept
         before BLAKE3 existed still resume."""
         return self.hex[:16] if self.algorithm == SHA256 else "b3" + self.hex[:14]

@@ -17,7 +17,7 @@ elsewhere pieces go without one), and the server checks it before it keeps the p
 the whole file's SHA-256 is computed by the server when the last piece arrives.
 
 Every name is escaped for HTML and every link percent-encoded; the script builds rows
-with ``textContent``, never ``innerHTML``. ``http.py`` sends the page in pieces: a head,
+with ``textContent``, never ``innerHTML``. ``http_folders.py`` sends the page in pieces: a head,
 ``ROWS_PER_STEP`` rows per loop step, a tail. The rows come in directory order; the
 script sorts them (folders first).
 """

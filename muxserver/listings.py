@@ -2,7 +2,7 @@
 for a browser, JSON (``?format=json``) for programs, plain text for curl (``Accept:
 text/plain``, or ``?format=text``).
 
-Each form is written in three parts (head, rows a page at a time, tail), so ``http.py``
+Each form is written in three parts (head, rows a page at a time, tail), so ``http_folders.py``
 can send a directory of any size a page per loop step. The rows come in the order the
 directory lists them; the HTML page's script sorts them. An error in the middle of a
 listing (the status line was sent long before) ends it with the form's own way of

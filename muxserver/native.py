@@ -4,7 +4,7 @@ A :class:`NativeSession` feeds received bytes to its
 :class:`~muxserver.protocol.FrameDecoder` and turns each decoded request into a call of
 the shared lifecycle (``session.py``): admission, uploads, downloads, listings, errors.
 It only translates: what a request means is decided there, and what a name means in
-``storage.py``.
+``storage/``.
 
 Ordering and backpressure: replies leave in request order because requests are run
 one after another. Undecoded bytes of later requests simply wait in the decoder while
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Generator, Iterator
+from typing import Any, Generator
 
 from . import protocol
 from .access import WRITE, Refusal
@@ -48,7 +48,6 @@ from .session import Job, Services, Session
 from .listings import LeftOutLog
 from .storage import (
     Entry,
-    LeftOut,
     OpenFile,
     StorageError,
     Upload,

@@ -328,7 +328,7 @@ class Session(BaseProtocol):
 
     def make_directory(self, name: str, *, parents: bool) -> bool:
         """Make ``name``; True if it was made. A writer that may not read is told it
-        was, whatever was there: its folders go beside what is not one (storage.py)."""
+        was, whatever was there: its folders go beside what is not one (storage/root.py)."""
         self.require(WRITE, f"making the directory {name!r}")
         made = self.services.root.make_dir(name, parents=parents, beside_if_taken=self.blind)
         if made:

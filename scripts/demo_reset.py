@@ -9,7 +9,7 @@ unregistered, then closed; the upload's temporary file is deleted (nothing appea
 under the name); and the server goes on serving: a second client lists the root right
 after. One connection's error must never take the server down. Code:
 muxserver/channel.py (Channel.on_readable, Channel.finish_close),
-muxserver/storage.py (Upload.abort).
+muxserver/storage/uploads.py (Upload.abort).
 
     python scripts/demo_reset.py [--lang es] [--port P]
 """

@@ -27,7 +27,8 @@ from muxserver import protocol
 from muxserver.access import ALL_RIGHTS, Access, Ceiling, HostNames
 from muxserver.buffers import FileRegion, SendQueue
 from muxserver.channel import ChannelState, ConnectionProtocol
-from muxserver.http import STATUS, HttpSession
+from muxserver.http import HttpSession
+from muxserver.http_codec import STATUS
 from muxserver.lifecycle import Work
 from muxserver.limits import Limits
 from muxserver.native import NativeSession

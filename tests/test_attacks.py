@@ -421,7 +421,7 @@ def steps_of(h: Harness, request: bytes, *, read: bool) -> int:
 
 @pytest.mark.parametrize("kind", ["zip", "tar"])
 def test_every_member_of_an_archive_is_a_bounded_step(make, root, kind):
-    from muxserver.http import MEMBERS_PER_STEP
+    from muxserver.http_folders import MEMBERS_PER_STEP
 
     (root / "empty").mkdir()
     for i in range(20 * MEMBERS_PER_STEP):

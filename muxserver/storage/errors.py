@@ -1,0 +1,106 @@
+"""Storage errors: one exception with a stable code, and what each OS error means.
+
+Every refusal of the storage is a :class:`StorageError` whose ``code`` is one of the
+protocol's stable codes (protocol.ERROR_CODES); the codecs turn it into their wire's
+words (a native error frame, an HTTP status). The functions below say what an
+``OSError`` from the kernel means for a client: "server_busy" when the server is short
+of descriptors, "no_space", "forbidden", "not_a_directory"...
+
+This module does no I/O but one ``lstat``, to tell a symbolic link from a file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from ..names import BadName
+from ..names import split_name as _split_name
+
+
+class StorageError(Exception):
+    """A request the root cannot serve; ``code`` is one of protocol.ERROR_CODES."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def split_name(name: str, *, allow_root: bool = False) -> list[str]:
+    """names.split_name, refusing with StorageError("bad_name") like every storage call."""
+    try:
+        return _split_name(name, allow_root=allow_root)
+    except BadName as exc:
+        raise StorageError("bad_name", exc.message) from None
+
+
+def require_regular(st: os.stat_result | None, name: str,
+                     refusing: str = "following") -> os.stat_result:
+    """``st``, if it is a regular file's; else the StorageError that says what it is."""
+    if st is None:
+        raise StorageError("not_found", f"no such file {name!r}")
+    if stat.S_ISDIR(st.st_mode):
+        raise StorageError("is_directory", f"{name!r} is a directory")
+    if stat.S_ISLNK(st.st_mode):
+        raise StorageError("forbidden", f"{name!r} is a symbolic link; not {refusing} it")
+    if not stat.S_ISREG(st.st_mode):
+        raise StorageError("not_a_file", f"{name!r} is not a regular file")
+    return st
+
+
+def _busy(exc: OSError, what: str) -> StorageError | None:
+    """Out of descriptors (or kernel memory) is the server's shortage, not the client's
+    mistake: a stable code that says "try again" (HTTP 503)."""
+    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+        return StorageError("server_busy", f"{what}: the server is short of file "
+                                           f"descriptors ({exc.strerror}); try again soon")
+    return None
+
+
+def dir_error(exc: OSError, parent: int, part: str, where: str) -> StorageError:
+    busy = _busy(exc, repr(where))
+    if busy is not None:
+        return busy
+    if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+        try:
+            if stat.S_ISLNK(os.stat(part, dir_fd=parent, follow_symlinks=False).st_mode):
+                return StorageError("forbidden", f"{where!r} is a symbolic link; "
+                                                 "not following it")
+        except OSError:
+            pass  # vanished meanwhile: report it as not a directory
+        return StorageError("not_a_directory", f"{where!r} is not a directory")
+    if exc.errno == errno.EACCES:
+        return StorageError("forbidden", f"{where!r}: permission denied")
+    return StorageError("io_error", f"{where!r}: {exc.strerror}")
+
+
+def leaf_error(exc: OSError, name: str) -> StorageError:
+    busy = _busy(exc, repr(name))
+    if busy is not None:
+        return busy
+    if exc.errno == errno.ENOENT:
+        return StorageError("not_found", f"no such file {name!r}")
+    if exc.errno == errno.ELOOP:
+        return StorageError("forbidden", f"{name!r} is a symbolic link; not following it")
+    if exc.errno == errno.ENXIO:
+        return StorageError("not_a_file", f"{name!r} is not a regular file")
+    if exc.errno == errno.EACCES:
+        return StorageError("forbidden", f"{name!r}: permission denied")
+    return StorageError("io_error", f"{name!r}: {exc.strerror}")
+
+
+def write_error(exc: OSError, name: str) -> StorageError:
+    busy = _busy(exc, f"cannot store {name!r}")
+    if busy is not None:
+        return busy
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return StorageError("no_space", f"cannot store {name!r}: {exc.strerror}")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StorageError("forbidden", f"cannot store {name!r}: {exc.strerror}")
+    if exc.errno == errno.ENOTDIR:
+        return StorageError("not_a_directory", f"cannot store {name!r}: a parent is a file")
+    if exc.errno == errno.ENAMETOOLONG:
+        return StorageError("bad_name", f"cannot store {name!r}: name too long")
+    return StorageError("io_error", f"cannot store {name!r}: {exc.strerror}")
