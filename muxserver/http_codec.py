@@ -31,7 +31,8 @@ from .buffers import FileRegion
 from .channel import Phase, Transport
 from .digests import SHA256, Digest, is_hex64
 from .protocol import NEED_DATA
-from .session import Services, Session, Transfer
+from .rules import RequestRules
+from .session import Services, Transfer
 from .storage import StorageError, Upload
 from .units import parse_count
 
@@ -73,7 +74,7 @@ class _FileBody:
         return self.length
 
 
-class HttpCodec(Session):
+class HttpCodec(RequestRules):
     """HTTP/1.1 on one channel, through h11: the framing half of ``HttpSession``."""
 
     wire = "HTTP "

@@ -30,6 +30,9 @@ from . import protocol
 from .access import WRITE, Refusal
 from .buffers import FileRegion
 from .channel import Phase, Transport
+from .digests import SHA256, Digest
+from .lifecycle import Event, Work
+from .listings import LeftOutLog
 from .protocol import (
     NEED_DATA,
     BodyData,
@@ -42,10 +45,8 @@ from .protocol import (
     Request,
     RequestError,
 )
-from .digests import SHA256, Digest
-from .lifecycle import Event, Work
-from .session import Job, Services, Session
-from .listings import LeftOutLog
+from .rules import RequestRules
+from .session import Job, Services
 from .storage import (
     Entry,
     OpenFile,
@@ -58,7 +59,7 @@ from .storage import (
 log = logging.getLogger("muxserver")
 
 
-class NativeSession(Session):
+class NativeSession(RequestRules):
     """The native protocol on one channel."""
 
     def __init__(self, services: Services, channel: Transport) -> None:

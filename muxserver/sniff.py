@@ -19,6 +19,7 @@ import logging
 
 from . import protocol
 from .channel import BaseProtocol, Channel, ChannelState, Phase, Transport
+
 # Imported at start: importing h11 on the first HTTP request held the loop for ~20 ms.
 from .http import HttpSession
 from .native import NativeSession

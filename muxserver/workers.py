@@ -53,8 +53,14 @@ from typing import Any, Callable
 
 from .logformat import LineFormatter
 from .loop import EVENT_READ, EventLoop, Timer
-from .server import (Server, ServerConfig, Snapshot, format_address,
-                     freeze_startup_objects, listening_family)
+from .server import (
+    Server,
+    ServerConfig,
+    Snapshot,
+    format_address,
+    freeze_startup_objects,
+    listening_family,
+)
 from .shared import SharedState
 
 log = logging.getLogger("muxserver")
@@ -443,7 +449,7 @@ class Supervisor:
             stopping_in=self._stop_at - now if self._stop_at is not None else None)
 
     def totals_summary(self) -> dict[str, Any]:
-        """What the line printed at the end says (cli.stop_summary): the totals of all
+        """What the line printed at the end says (cli_serve.stop_summary): the totals of all
         workers, and each worker's share."""
         totals = list(self.totals.values())
         slowest = max(totals, key=lambda t: t.longest_step, default=WorkerTotals())

@@ -354,7 +354,7 @@ def wait_for_upload_to_start(root: Path, timeout: float = 10.0) -> None:
 
 
 class UnreadableHashJob:
-    """Stands in for ``hashing.HashJob`` (monkeypatch ``session.HashJob``): a file the
+    """Stands in for ``hashing.HashJob`` (monkeypatch ``rules.HashJob``): a file the
     helper cannot read, reported at once, as the helper reports a failed read. Holds no
     descriptor, so a test can count the server's."""
 

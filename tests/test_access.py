@@ -85,7 +85,7 @@ def test_token_from_a_file_and_from_the_environment(tmp_path, root):
 
 
 def test_binding_beyond_loopback_without_a_token_warns():
-    from muxserver.cli import exposure_warning
+    from muxserver.cli_serve import exposure_warning
 
     # (tests never bind outside loopback: the decision is checked, not the socket)
     assert exposure_warning("127.0.0.1", False, 9009, "/srv") is None

@@ -579,10 +579,10 @@ def test_the_tus_address_is_no_name(make, root):
 def test_a_new_token_never_begins_with_a_dash(monkeypatch):
     import secrets
 
-    from muxserver import cli
+    from muxserver.cli_tokens import new_token
 
     drawn = iter(["-K4Qsbflag", "-again", "good-token_"])
     monkeypatch.setattr(secrets, "token_urlsafe", lambda n: next(drawn))
-    assert cli.new_token() == "good-token_"
+    assert new_token() == "good-token_"
     monkeypatch.undo()
-    assert not any(cli.new_token().startswith("-") for _ in range(500))
+    assert not any(new_token().startswith("-") for _ in range(500))

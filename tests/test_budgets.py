@@ -325,7 +325,7 @@ def test_thousands_of_guesses_from_one_address_get_ten_answers(make_server):
 
 def test_the_client_says_what_the_server_kept_of_a_cut_off_upload(server, tmp_path,
                                                                   log_watcher, capsys):
-    from muxserver.cli import tell_what_the_server_kept
+    from muxserver.cli_client import tell_what_the_server_kept
 
     size = 3 * MiB
     cut_off_upload(server, "movie.bin", size, 2 * MiB, log_watcher)

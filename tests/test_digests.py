@@ -18,7 +18,7 @@ import struct
 import pytest
 
 from muxserver import hashing, protocol
-from muxserver import session as session_module
+from muxserver import rules as rules_module
 from muxserver.client import GetFile, PutFile
 from muxserver.client import local as client_local
 from muxserver.digests import BLAKE3, SHA256, Digest, from_fields
@@ -213,7 +213,7 @@ def test_a_file_that_cannot_be_hashed_while_sent_fails_after_its_body(server, tm
                                                                       monkeypatch):
     data = os.urandom(BIG)
     (server.root / "placed.bin").write_bytes(data)
-    monkeypatch.setattr(session_module, "HashJob", UnreadableHashJob)
+    monkeypatch.setattr(rules_module, "HashJob", UnreadableHashJob)
     with server.connect() as sock:
         reader = _get_then_stat(sock, "placed.bin")
         header, body = reader.frame()
@@ -236,7 +236,7 @@ def test_no_descriptor_left_to_hash_while_sending_is_a_clear_error(server, monke
         def __init__(self, *args, **kw) -> None:
             raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
 
-    monkeypatch.setattr(session_module, "HashJob", NoDescriptor)
+    monkeypatch.setattr(rules_module, "HashJob", NoDescriptor)
     before = len(os.listdir("/proc/self/fd"))
     with server.connect() as sock:
         reader = _get_then_stat(sock, "placed.bin")
@@ -259,7 +259,7 @@ def test_a_get_cut_off_while_its_digest_is_due_holds_nothing(server, monkeypatch
         def finish(self, total, on_done) -> None:
             started.append(self)
 
-    monkeypatch.setattr(session_module, "HashJob", Held)
+    monkeypatch.setattr(rules_module, "HashJob", Held)
     before = len(os.listdir("/proc/self/fd"))
     with server.connect() as sock:  # reset while most of the body is still to come
         sock.sendall(protocol.encode_get(1, "placed.bin", digest=BLAKE3, trailer=True))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from muxserver import hashing, protocol
-from muxserver import session as session_module
+from muxserver import rules as rules_module
 from muxserver.access import ALL_RIGHTS, Access, HostNames
 from muxserver.channel import Phase
 from muxserver.limits import Limits
@@ -261,7 +261,7 @@ def test_a_file_that_cannot_be_hashed_before_its_reply_is_an_error(make, tmp_pat
                                                                    monkeypatch):
     (tmp_path / "root" / "placed.bin").write_bytes(os.urandom(3 * 1024 * 1024))
 
-    monkeypatch.setattr(session_module, "HashJob", UnreadableHashJob)
+    monkeypatch.setattr(rules_module, "HashJob", UnreadableHashJob)
     h = make()
     before = len(os.listdir("/proc/self/fd"))
     h.send(h.wire.get("placed.bin"))
@@ -278,7 +278,7 @@ def test_a_connection_lost_while_its_file_is_hashed_closes_the_file(make, tmp_pa
         def finish(self, total, on_done) -> None:
             jobs.append(self)  # never done by itself: the connection ends first
 
-    monkeypatch.setattr(session_module, "HashJob", Held)
+    monkeypatch.setattr(rules_module, "HashJob", Held)
     h = make()
     before = len(os.listdir("/proc/self/fd"))
     h.session.data_received(memoryview(bytearray(h.wire.get("placed.bin"))))
