@@ -28,12 +28,12 @@ import h11
 from . import __version__, tus
 from .access import Refusal
 from .buffers import FileRegion
-from .channel import Phase, Transport
 from .digests import SHA256, Digest, is_hex64
 from .protocol import NEED_DATA
 from .rules import RequestRules
 from .session import Services, Transfer
 from .storage import StorageError, Upload
+from .transport import Phase, Transport
 from .units import parse_count
 
 log = logging.getLogger("muxserver")

@@ -29,7 +29,6 @@ from typing import Any, Generator
 from . import protocol
 from .access import WRITE, Refusal
 from .buffers import FileRegion
-from .channel import Phase, Transport
 from .digests import SHA256, Digest
 from .lifecycle import Event, Work
 from .listings import LeftOutLog
@@ -55,6 +54,7 @@ from .storage import (
     native_identity,
     write_error,
 )
+from .transport import Phase, Transport
 
 log = logging.getLogger("muxserver")
 

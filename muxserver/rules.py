@@ -16,7 +16,6 @@ from typing import Any, Callable, Generator, Iterator
 
 from .access import DELETE, READ, WRITE
 from .buffers import FileRegion
-from .channel import Transport
 from .digests import SHA256, Digest
 from .hashing import READ_SIZE, HashJob
 from .lifecycle import Event, Work
@@ -31,6 +30,7 @@ from .storage import (
     partial_key,
     split_name,
 )
+from .transport import Transport
 from .units import format_bytes
 
 log = logging.getLogger("muxserver")

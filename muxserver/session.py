@@ -39,7 +39,6 @@ import time
 from typing import Any, Callable, Generator, Protocol
 
 from .access import READ, Access, Grant, Refusal
-from .channel import BaseProtocol, ChannelState, Phase, Transport
 from .digests import Digest
 from .hashing import HashJob
 from .lifecycle import Event, RequestState, Work
@@ -52,6 +51,7 @@ from .storage import (
     StorageError,
     Upload,
 )
+from .transport import BaseProtocol, ChannelState, Phase, Transport
 from .turnlog import TurnLog
 
 log = logging.getLogger("muxserver")

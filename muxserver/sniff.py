@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 
 from . import protocol
-from .channel import BaseProtocol, Channel, ChannelState, Phase, Transport
+from .channel import Channel
 
 # Imported at start: importing h11 on the first HTTP request held the loop for ~20 ms.
 from .http import HttpSession
 from .native import NativeSession
 from .session import Services
+from .transport import BaseProtocol, ChannelState, Phase, Transport
 
 log = logging.getLogger("muxserver")
 

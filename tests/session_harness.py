@@ -26,7 +26,6 @@ import h11
 from muxserver import protocol
 from muxserver.access import ALL_RIGHTS, Access, Ceiling, HostNames
 from muxserver.buffers import FileRegion, SendQueue
-from muxserver.channel import ChannelState, ConnectionProtocol
 from muxserver.http import HttpSession
 from muxserver.http_codec import STATUS
 from muxserver.lifecycle import Work
@@ -34,6 +33,7 @@ from muxserver.limits import Limits
 from muxserver.native import NativeSession
 from muxserver.session import Services, Session
 from muxserver.storage import Root
+from muxserver.transport import ChannelState, ConnectionProtocol
 
 
 class FakeLoop:

@@ -17,8 +17,8 @@ import pytest
 from muxserver import hashing, protocol
 from muxserver import rules as rules_module
 from muxserver.access import ALL_RIGHTS, Access, HostNames
-from muxserver.channel import Phase
 from muxserver.limits import Limits
+from muxserver.transport import Phase
 
 from .conftest import UnreadableHashJob
 from .session_harness import harnesses
