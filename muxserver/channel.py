@@ -39,6 +39,7 @@ from typing import Callable
 from .buffers import FileRegion, SendQueue
 from .limits import Limits
 from .loop import EVENT_READ, EVENT_WRITE, EventLoop, Timer
+from .observe import NOBODY, Observer
 from .transport import BaseProtocol, ChannelState, ConnectionProtocol, Phase
 from .zerocopy import UNSUPPORTED
 
@@ -83,7 +84,7 @@ class Channel:
         self._timer: Timer | None = None
         self._closing_since = 0.0
         self._on_closed = on_closed
-        self.trace: Callable[..., None] | None = None  # the narrated trace, when it is on
+        self.observe: Observer = NOBODY  # who watches (the trace, --step): observe.py
 
     @property
     def label(self) -> str:
@@ -135,8 +136,7 @@ class Channel:
             return
         self.state = ChannelState.OPEN
         self.last_io = self.loop.now
-        if self.trace is not None:
-            self.trace("handshake", self.id)
+        self.observe.handshake(self.id)
         self._update_interest()
         self.rearm_timer()
         self._read_pending_tls()
@@ -185,14 +185,12 @@ class Channel:
             if exc.errno in UNSUPPORTED:
                 self.use_splice = False
                 return None, False
-            if self.trace is not None:
-                self.trace("io_error", self.id, call="splice", error=_describe(exc))
+            self.observe.io_error(self.id, "splice", _describe(exc))
             self.abort(_describe(exc))
             return 0, False
         self.last_io = self.loop.now
         if n == 0:  # end of stream, exactly as recv returning b""
-            if self.trace is not None:
-                self.trace("eof", self.id)
+            self.observe.eof(self.id)
             self.read_closed = True
             self._update_interest()
             self.protocol.eof_received()
@@ -203,8 +201,7 @@ class Channel:
         except OSError as exc:  # disk full, file too large: the protocol decides
             self.protocol.splice_failed(n, exc)
             return n, False
-        if self.trace is not None:
-            self.trace("splice", self.id, n=n)
+        self.observe.splice(self.id, n)
         self.protocol.spliced(n)
         return n, n == want
 
@@ -218,27 +215,25 @@ class Channel:
             # yet, such as a TLS 1.3 session ticket: nothing to read after all.
             return 0
         except OSError as exc:
-            if self.trace is not None:
-                self.trace("io_error", self.id, call="recv", error=_describe(exc))
+            self.observe.io_error(self.id, "recv", _describe(exc))
             self.abort(_describe(exc))
             return 0
         self.last_io = self.loop.now
-        if self.trace is not None:
-            if n:
-                self.trace("recv", self.id, n=n, data=buf[:n])
-            elif self.state is not ChannelState.LINGERING:
-                self.trace("eof", self.id)
+        data = buf[:n]
+        if n:
+            self.observe.recv(self.id, data)
         if self.state is ChannelState.LINGERING:
             if n == 0:
                 self.abort("closed")
             return n  # discard: the connection is ending, we only wait for the peer's FIN
         if n == 0:
+            self.observe.eof(self.id)
             self.read_closed = True
             self._update_interest()
             self.protocol.eof_received()
             return 0
         self.bytes_in += n
-        self.protocol.data_received(buf[:n])
+        self.protocol.data_received(data)
         return n
 
     def _read_pending_tls(self) -> None:
@@ -304,9 +299,7 @@ class Channel:
 
     def _pause_writing(self) -> None:
         self.writing_paused = True
-        if self.trace is not None:
-            self.trace("pause", self.id, queued=self.out.total,
-                       high=self.limits.output_high_water)
+        self.observe.pause(self.id, self.out.total, self.limits.output_high_water)
         self.protocol.pause_writing()
 
     def _maybe_resume_writing(self) -> None:
@@ -316,8 +309,7 @@ class Channel:
                 and self.out.total <= self.limits.output_low_water
                 and self.out.files < self.limits.files_per_connection):
             self.writing_paused = False
-            if self.trace is not None:
-                self.trace("resume", self.id)
+            self.observe.resume(self.id)
             self.protocol.resume_writing()
 
     def on_writable(self) -> None:
@@ -328,8 +320,7 @@ class Channel:
         try:
             self._send_queued()
         except OSError as exc:
-            if self.trace is not None:
-                self.trace("io_error", self.id, call="send", error=_describe(exc))
+            self.observe.io_error(self.id, "send", _describe(exc))
             self.abort(_describe(exc))
             return
         self._update_interest()
@@ -366,9 +357,7 @@ class Channel:
                 ssl.SSLWantReadError):
             sent = 0
         self._note_send(sent)
-        if self.trace is not None:
-            self.trace("send", self.id, offered=offered, taken=sent,
-                       queued=self.out.total - sent, data=_head(chunks, sent))
+        self.observe.send(self.id, offered, sent, self.out.total - sent, chunks)
         return offered, sent
 
     def _send_region(self, region: FileRegion) -> None:
@@ -392,9 +381,7 @@ class Channel:
             if sent == 0:
                 raise OSError(errno.EIO, "the file shrank while it was being sent")
         self._note_send(sent)
-        if self.trace is not None:
-            self.trace("sendfile", self.id, offered=offered, taken=sent,
-                       queued=self.out.total - sent)
+        self.observe.sendfile(self.id, offered, sent, self.out.total - sent)
         if sent:
             self.out.advance_region(region, sent)
     def _pread_send(self, region: FileRegion, count: int) -> int:
@@ -421,8 +408,8 @@ class Channel:
         self.loop.set_interest(self.sock, self, events)
 
     def on_interest_changed(self, old: int, new: int) -> None:
-        if self.trace is not None and not self.closed:
-            self.trace("interest", self.id, old=old, new=new)
+        if not self.closed:
+            self.observe.interest(self.id, old, new)
 
     # -- timeouts
 
@@ -465,8 +452,7 @@ class Channel:
         elif self.state is ChannelState.HANDSHAKE:
             log.warning("%s: TLS handshake timed out", self.peer,
                         extra={"event": "timeout", "conn": self.id})
-            if self.trace is not None:
-                self.trace("timeout", self.id, why="TLS handshake")
+            self.observe.timeout(self.id, "TLS handshake")
             self.abort("TLS handshake timed out")
         elif self.state is not ChannelState.OPEN:
             self.abort("closed after the linger time")
@@ -501,8 +487,7 @@ class Channel:
             return
         self.state = ChannelState.LINGERING
         self._closing_since = time.monotonic()
-        if self.trace is not None:
-            self.trace("linger", self.id)
+        self.observe.linger(self.id)
         self._update_interest()
         self.rearm_timer()
 
@@ -532,8 +517,7 @@ class Channel:
         self.closed = True
         self.loop.set_interest(self.sock, self, 0)
         self.state = ChannelState.CLOSED
-        if self.trace is not None:
-            self.trace("close", self.id, reason=self.close_reason or "closed")
+        self.observe.close(self.id, self.close_reason or "closed")
         if self._timer is not None:
             self._timer.cancel()
         self.sock.close()
@@ -554,16 +538,6 @@ def _cap_chunks(chunks: list[memoryview], cap: int) -> list[memoryview]:
         capped.append(chunk)
         cap -= len(chunk)
     return capped
-
-
-def _head(chunks: list[memoryview], sent: int, limit: int = 64) -> bytes:
-    """The first bytes that went out (for --trace-bytes)."""
-    out = bytearray()
-    for chunk in chunks:
-        out += chunk[:min(limit, sent) - len(out)]
-        if len(out) >= min(limit, sent):
-            break
-    return bytes(out)
 
 
 def _describe(exc: OSError) -> str:

@@ -17,6 +17,7 @@ from .cli_tokens import read_tokens
 from .client import DEFAULT_PORT
 from .limits import Limits
 from .logformat import LineFormatter
+from .observe import watching
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -75,11 +76,11 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         server = Server(config)
         narrator = make_narrator(args, server) if (args.trace or args.trace_bytes) else None
-        from .trace import fan_out
-        server.set_trace(fan_out(narrator, open_json_trace(args.trace_json)))
+        stepper = None
         if args.step:
             from .step import Stepper
-            server.loop.after_select = Stepper(server, narrator.lang if narrator else "en")
+            stepper = Stepper(server, narrator.lang if narrator else "en")
+        server.watch(watching(narrator, open_json_trace(args.trace_json), stepper))
         host, port = server.start()
         server.handle_signals()
     except ValueError as exc:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import base64
 import email.utils
 import mimetypes
-import re
 import urllib.parse
 from typing import Any
 
@@ -90,9 +89,7 @@ class HttpSession(TusRequests, FolderReplies):
         self.response_extra = []
         method = request.method.decode("ascii", "replace")
         target = request.target.decode("ascii", "replace")
-        if self.channel.trace is not None:  # (a token in the query is never shown)
-            self.channel.trace("http_request", self.channel.id, method=method,
-                               target=re.sub(r"([?&]token=)[^&]*", r"\1…", target))
+        self.channel.observe.http_request(self.channel.id, method, target)
         has_body = "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
         try:
             target = self.origin_form(target, headers)

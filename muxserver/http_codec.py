@@ -173,8 +173,7 @@ class HttpCodec(RequestRules):
         self.responded(status, len(body))
 
     def responded(self, status: int, size: int) -> None:
-        if self.channel.trace is not None:
-            self.channel.trace("http_response", self.channel.id, status=status, size=size)
+        self.channel.observe.http_response(self.channel.id, status, size)
 
     def queue_body(self, transfer: Transfer, body: bytes | FileRegion) -> None:
         """A get's body through h11: bytes as they are; a file region passed through

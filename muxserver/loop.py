@@ -43,6 +43,7 @@ import socket
 import time
 from typing import Any, Callable, Protocol
 
+from .observe import NOBODY, Observer
 from .zerocopy import SplicePipe
 
 log = logging.getLogger("muxserver")
@@ -143,9 +144,9 @@ class EventLoop:
         self._waker_w.setblocking(False)
         self._waker = _Waker(self._waker_r)
         self.set_interest(self._waker_r, self._waker, EVENT_READ)
-        self.trace: Callable[..., None] | None = None  # the narrated trace, when it is on
-        #: --step: called with what select() returned, before anything is handled
-        self.after_select: Callable[[list[tuple[selectors.SelectorKey, int]]], None] | None = None
+        #: Who watches (the trace, --step: observe.py): told what select() returned,
+        #: before anything is handled.
+        self.observe: Observer = NOBODY
         self._signal_callbacks: dict[int, Callable[[], None]] = {}
         self._previous_handlers: dict[int, Any] = {}
 
@@ -283,11 +284,7 @@ class EventLoop:
         if not events:
             self.timeout_wakeups += 1
         self.now = time.monotonic()
-        if self.trace is not None:
-            self.trace("wakeup", None, ready=len(events), count=self.wakeups,
-                       sockets=[(key.data.label, mask) for key, mask in events])
-        if self.after_select is not None:
-            self.after_select(events)
+        self.observe.wakeup(events, self.wakeups)
         for key, mask in events:
             handler = key.data
             if not handler.closed:  # closed earlier in this batch: ignore its stale event

@@ -67,7 +67,6 @@ class NativeSession(RequestRules):
         self.decoder = FrameDecoder(self.limits.max_header_size, self.limits.max_file_size)
         self.request_id: int | None = None  # the request being served (a put: its body)
         self.credential: str | None = None  # the token of the last accepted auth request
-        self._narrated: tuple[str, str, int, int] = ("", "", 0, 0)  # op, name, done, length
         # A put whose digest follows its body: (its id, the digest's algorithm) until the
         # trailer frame has come (also for a refused put: its trailer is then dropped).
         self.trailer_due: tuple[int, str] | None = None
@@ -94,18 +93,16 @@ class NativeSession(RequestRules):
                 self.begin_transfer("put", str(exc.fields.get("name", "")))  # a failed put
             self.refuse_stream(exc.code, exc.message)
             return None
-        trace = self.channel.trace
-        if trace is not None:
-            if event is NEED_DATA:
-                self.narrate_wait(trace)
-            else:
-                self.narrate(trace, event)
+        if event is NEED_DATA:
+            self.channel.observe.need_data(self.channel.id, self.decoder)
         return event
 
     def handle(self, event: Any) -> None:
         if type(event) is BodyData:  # the hot path of an upload
+            self.channel.observe.frame_body(self.channel.id, len(event.data))
             self.write_body(event.data)
         elif type(event) is FrameHeader:
+            self.channel.observe.frame_header(self.channel.id, event.fields, event.length)
             if self.trailer_due is not None and self.take_trailer(event.fields):
                 return  # the put's own trailer: taken
             if self.services.stopping:
@@ -113,6 +110,7 @@ class NativeSession(RequestRules):
             else:
                 self.start_request(event.fields, event.length)
         elif type(event) is FrameEnd:
+            self.channel.observe.frame_end(self.channel.id, self.decoder)
             if self.trailer_due is not None and self.work.state is Work.RECEIVING:
                 self.work.move(Event.BODY_ENDED)  # the digest to check it against is next
                 return
@@ -127,31 +125,6 @@ class NativeSession(RequestRules):
 
     def reading_body(self) -> bool:
         return self.decoder.state is DecoderState.BODY
-
-    def narrate(self, trace: Any, event: Any) -> None:
-        """Tell the trace what the decoder just produced (teaching mode only)."""
-        conn = self.channel.id
-        op, name, done, length = self._narrated
-        if type(event) is FrameHeader:
-            fields = event.fields
-            op, name = str(fields.get("op", "?")), str(fields.get("name", fields.get("path", "")))
-            self._narrated = (op, name, 0, event.length)
-            trace("header", conn, op=op, name=name, id=fields.get("id"), length=event.length)
-        elif type(event) is BodyData:
-            done += len(event.data)
-            self._narrated = (op, name, done, length)
-            trace("body", conn, n=len(event.data), done=done, length=length)
-        elif type(event) is FrameEnd:
-            trace("request_done", conn, op=op, name=name)
-            if self.decoder.buffered:  # bytes of the next request came in the same recv
-                trace("leftover", conn, n=self.decoder.buffered)
-
-    def narrate_wait(self, trace: Any) -> None:
-        decoder, conn = self.decoder, self.channel.id
-        if decoder.state is DecoderState.PREFIX and decoder.partial:
-            trace("prefix_wait", conn, have=decoder.partial)
-        elif decoder.state is DecoderState.HEADER:
-            trace("header_wait", conn, have=decoder.partial, need=decoder.header_length)
 
     # -- requests
 
@@ -390,11 +363,9 @@ class NativeSession(RequestRules):
 
     def queue_reply(self, req_id: int | None, code: str | None, frame: bytes,
                     body: int = 0) -> None:
-        """Queue one reply frame (its body, if any, follows it); tell the trace."""
+        """Queue one reply frame (its body, if any, follows it); tell who watches."""
         self.channel.write(frame)
-        if self.channel.trace is not None:
-            self.channel.trace("reply", self.channel.id, id=req_id, code=code,
-                               size=len(frame) + body)
+        self.channel.observe.reply(self.channel.id, req_id, code, len(frame) + body)
 
     def reply_error(self, req_id: int | None, code: str, message: str, name: str = "") -> None:
         """An error reply. One whose id is null concerns the connection, which closes

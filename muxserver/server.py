@@ -21,12 +21,13 @@ import signal
 import socket
 import ssl
 import time
-from typing import Any, Callable
+from typing import Any
 
 from .access import ALL_RIGHTS, Access, Ceiling, HostNames
 from .channel import Channel
 from .limits import Limits, raise_nofile_limit
 from .loop import EVENT_READ, EventLoop, Timer
+from .observe import NOBODY, Observer
 from .session import Services, Stats
 from .shared import ConnectionCount, LocalConnections, SharedState
 from .sniff import Refusal, Sniffer
@@ -135,7 +136,7 @@ class Server:
         self._next_id = worker + 1
         self.listener: Listener | None = None
         self.tls_context = make_tls_context(config.tls_cert, config.tls_key)
-        self.trace: Callable[..., None] | None = None  # the narrated trace (see trace.py)
+        self.observe: Observer = NOBODY  # who watches: the trace, --step (observe.py)
 
     @property
     def stats(self) -> Stats:
@@ -148,12 +149,12 @@ class Server:
 
     # -- starting
 
-    def set_trace(self, trace: Callable[..., None] | None) -> None:
-        """Report every socket event to ``trace(kind, conn, **fields)`` (see trace.py)."""
-        self.trace = trace
-        self.loop.trace = trace
+    def watch(self, observer: Observer) -> None:
+        """Report every event of the loop, the listener, the channels and the sessions
+        to ``observer`` (observe.py: the trace, --step); NOBODY stops it."""
+        self.observe = self.loop.observe = observer
         for channel in self.channels.values():
-            channel.trace = trace
+            channel.observe = observer
 
     def start(self, *, sweep: bool = True, reuse_port: bool = False) -> tuple[str, int]:
         """Sweep stale temporary files, bind and listen; return the bound address.
@@ -183,9 +184,8 @@ class Server:
         self.listener = Listener(self, sock)
         self.loop.set_interest(sock, self.listener, EVENT_READ)
         host, port = self._address = sock.getsockname()[:2]
-        if self.trace is not None:
-            self.trace("listening", None, address=format_address(host, port))
-        if self.trace is None:  # (while narrating, each line goes where it happens)
+        self.observe.listening(format_address(host, port))
+        if self.observe is NOBODY:  # (while narrating, each line goes where it happens)
             self.services.turn_log.attach(self.loop.add_before_sleep)
         return host, port
 
@@ -299,7 +299,7 @@ class Server:
         host = unmapped(addr[0]) if isinstance(addr, tuple) and addr else peer
         channel = Channel(self.loop, sock, peer, conn_id, self.limits, self.channel_closed,
                           peer_host=host)
-        channel.trace = self.trace
+        channel.observe = self.observe
         self.channels[conn_id] = channel
         self.stats.connections_total += 1
         if not self.clients.take(self.max_connections):
@@ -307,15 +307,13 @@ class Server:
             return
         channel.counted = True
         log.info("%s connected", peer, extra={"event": "connected", "conn": conn_id})
-        if self.trace is not None:
-            self.trace("accept", conn_id, peer=peer, clients=self.clients.value)
+        self.observe.accept(conn_id, peer, self.clients.value)
         channel.start(Sniffer(self.services, channel))
 
     def refuse(self, channel: Channel) -> None:
         """Tell a client over the cap why, then close (lingering, so it can read why)."""
         self.stats.refused_connections += 1
-        if self.trace is not None:
-            self.trace("refuse", channel.id, peer=channel.peer, clients=self.clients.value)
+        self.observe.refuse(channel.id, channel.peer, self.clients.value)
         if (len(self.channels) > self.max_connections + self.limits.fd_reserve // 2
                 or channel.tls):
             # A flood: no descriptors to spare for courtesy. (Over TLS, the error frame
@@ -407,9 +405,7 @@ class Listener:
         """Out of descriptors: stop watching the listener for a while, then resume."""
         loop = self.server.loop
         loop.set_interest(self.sock, self, 0)
-        if self.server.trace is not None:
-            self.server.trace("emfile", None, error=exc.strerror,
-                              backoff=self.server.limits.accept_backoff)
+        self.server.observe.emfile(exc.strerror or str(exc), self.server.limits.accept_backoff)
         if not self._backing_off:
             log.error("accept failed: %s; pausing new connections for %.1f s",
                       exc.strerror, self.server.limits.accept_backoff,
@@ -421,8 +417,7 @@ class Listener:
         if not self.closed:
             # _backing_off stays set until an accept succeeds, so a long shortage logs once
             self.server.loop.set_interest(self.sock, self, EVENT_READ)
-            if self.server.trace is not None:
-                self.server.trace("emfile_resume", None)
+            self.server.observe.emfile_resume()
 
     def fail(self, exc: Exception) -> None:
         """An unexpected error while accepting: log it and keep listening."""

@@ -386,8 +386,7 @@ class Session(BaseProtocol):
         what = TIMEOUT_REASONS[phase]
         log.warning("%s timed out: %s", self.channel.peer, what,
                     extra={"event": "timeout", "conn": self.channel.id})
-        if self.channel.trace is not None:
-            self.channel.trace("timeout", self.channel.id, why=what)
+        self.channel.observe.timeout(self.channel.id, what)
         self.interrupt_upload()
         if self.channel.sending_file():
             self.channel.abort(what)  # inside a body: no reply can be framed any more

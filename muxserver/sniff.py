@@ -64,9 +64,8 @@ class Sniffer(BaseProtocol):
             session: NativeSession | HttpSession = HttpSession(self.services, self.channel)
         else:
             session = NativeSession(self.services, self.channel)
-        if self.channel.trace is not None:
-            speaks = "HTTP" if kind == "http" else "the native protocol"
-            self.channel.trace("sniff", self.channel.id, speaks=speaks)
+        self.channel.observe.sniff(self.channel.id,
+                                   "HTTP" if kind == "http" else "the native protocol")
         self.channel.set_protocol(session)
         session.header_since = self.since  # the request began with the first byte we held
         session.data_received(data)
@@ -88,9 +87,7 @@ class Sniffer(BaseProtocol):
                     extra={"event": "refused", "conn": self.channel.id})
         frame = protocol.encode_error(None, "bad_magic", f"expected magic 89 4d 55 58 or an "
                                       f"HTTP request, got {bytes(self.held[:4]).hex(' ')}")
-        if self.channel.trace is not None:
-            self.channel.trace("reply", self.channel.id, id=None, code="bad_magic",
-                               size=len(frame))
+        self.channel.observe.reply(self.channel.id, None, "bad_magic", len(frame))
         self.channel.write(frame)
         self.channel.close_when_done("neither muxserver nor HTTP")
 
@@ -103,8 +100,7 @@ class Sniffer(BaseProtocol):
     def on_timeout(self, phase: Phase) -> None:
         log.warning("%s timed out before its first request", self.channel.peer,
                     extra={"event": "timeout", "conn": self.channel.id})
-        if self.channel.trace is not None:
-            self.channel.trace("timeout", self.channel.id, why="no request in time")
+        self.channel.observe.timeout(self.channel.id, "no request in time")
         self.channel.abort("timed out before a request")
 
 

@@ -18,6 +18,8 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Callable
 
+from .observe import Observer
+
 if TYPE_CHECKING:
     from .server import Server
 
@@ -58,8 +60,8 @@ STATES_ES = {
 }
 
 
-class Stepper:
-    """The loop's ``after_select`` hook for --step."""
+class Stepper(Observer):
+    """--step, as an observer of the loop's wake-ups (observe.py)."""
 
     def __init__(self, server: "Server", lang: str = "en",
                  ask: Callable[[str], str] = input,
@@ -71,7 +73,7 @@ class Stepper:
         self.write = write
         self.stepping = True
 
-    def __call__(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
+    def wakeup(self, events: list[tuple[selectors.SelectorKey, int]], count: int) -> None:
         if not self.stepping:
             return
         for line in self.describe(events):

@@ -1,8 +1,8 @@
 """The narrated trace: one plain sentence per socket event, in English or Spanish.
 
-The loop, the listener, the channels and the sessions report what happens as
-structured events (``trace(kind, conn, **fields)``), and only when a trace is on. This
-module turns them into sentences a learner can follow while it happens::
+The loop, the listener, the channels and the sessions report what happens to their
+observer (observe.py); the :class:`Narrator` is one, and turns each event into a
+sentence a learner can follow while it happens::
 
     [#1] recv returned 3 bytes
     [#1] the length prefix is 3 of 8 bytes, waiting for the rest
@@ -22,6 +22,7 @@ import time
 from typing import Any, Callable, TextIO
 
 from .names import printable
+from .observe import Recorder
 
 LANGUAGES = ("en", "es")
 
@@ -212,7 +213,7 @@ def hexdump(data: bytes | memoryview, limit: int = HEX_BYTES) -> list[str]:
     return lines
 
 
-class Narrator:
+class Narrator(Recorder):
     """Turns trace events into sentences and hands them to ``write``."""
 
     def __init__(self, lang: str = "en", write: Callable[[str], None] | None = None,
@@ -225,8 +226,9 @@ class Narrator:
         self.write = write or _print_line
         self.show_bytes = show_bytes
         self.started = time.monotonic()
+        super().__init__()
 
-    def __call__(self, kind: str, conn: int | None, **fields: Any) -> None:
+    def event(self, kind: str, conn: int | None, **fields: Any) -> None:
         self.write(self.sentence(kind, conn, fields))
         if self.show_bytes and fields.get("data") is not None and len(fields["data"]):
             for line in hexdump(fields["data"]):
@@ -301,7 +303,7 @@ class Narrator:
         return self.words["why_other"]
 
 
-class JsonTrace:
+class JsonTrace(Recorder):
     """--trace-json FILE: every event as one JSON object per line.
 
     ``{"t": 0.0123, "kind": "recv", "conn": 1, "n": 57, "data": "894d5558..."}``: the
@@ -317,8 +319,9 @@ class JsonTrace:
     def __init__(self, file: TextIO) -> None:
         self.file = file
         self.started = time.monotonic()
+        super().__init__()
 
-    def __call__(self, kind: str, conn: int | None, **fields: Any) -> None:
+    def event(self, kind: str, conn: int | None, **fields: Any) -> None:
         record: dict[str, Any] = {"t": round(time.monotonic() - self.started, 6),
                                   "kind": kind, "conn": conn}
         for key, value in fields.items():
@@ -333,18 +336,6 @@ class JsonTrace:
             else:
                 record[key] = value
         self.file.write(json.dumps(record, default=str) + "\n")  # (line-buffered file)
-
-
-def fan_out(*sinks: Callable[..., None] | None) -> Callable[..., None] | None:
-    """One trace callable that hands each event to every sink given (None: none)."""
-    present = [sink for sink in sinks if sink is not None]
-    if len(present) <= 1:
-        return present[0] if present else None
-
-    def trace(kind: str, conn: int | None, **fields: Any) -> None:
-        for sink in present:
-            sink(kind, conn, **fields)
-    return trace
 
 
 def _print_line(line: str) -> None:

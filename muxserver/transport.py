@@ -12,10 +12,11 @@ This module does no I/O.
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .buffers import FileRegion
+    from .observe import Observer
     from .session import Transfer
 
 
@@ -121,8 +122,8 @@ class Transport(Protocol):
     @property
     def closed(self) -> bool: ...
 
-    #: the narrated trace, when it is on (the observers' hook)
-    trace: Callable[..., None] | None
+    #: who watches (the trace, --step): told what happens, typed (observe.py)
+    observe: Observer
 
     def set_protocol(self, protocol: ConnectionProtocol) -> None:
         """Carry another protocol from now on (the sniffer hands over to a session)."""

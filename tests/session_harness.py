@@ -30,6 +30,7 @@ from muxserver.http import HttpSession
 from muxserver.http_codec import STATUS
 from muxserver.lifecycle import Work
 from muxserver.limits import Limits
+from muxserver.observe import NOBODY, Observer
 from muxserver.native import NativeSession
 from muxserver.session import Services, Session
 from muxserver.storage import Root
@@ -87,7 +88,7 @@ class FakeChannel:
         self.close_reason = ""
         self.reading_paused = False
         self.writing_paused = False
-        self.trace: Callable[..., None] | None = None
+        self.observe: Observer = NOBODY
         self.tls = tls
         self.peer_host = peer_host
         self.peer = f"{peer_host}:40000"

@@ -276,7 +276,7 @@ def test_a_token_is_never_written_to_the_log_or_the_trace(make_server, log_watch
 
     server = make_server(token=TOKEN)
     lines: list[str] = []
-    server.server.set_trace(Narrator("en", write=lines.append))
+    server.server.watch(Narrator("en", write=lines.append))
     raw = (http_request("GET", f"/?token={TOKEN}") + http_request("GET", "/?token=guess")
            + http_request("GET", "/", Authorization=f"Bearer {TOKEN}x"))
     exchange(server, raw, ["GET", "GET", "GET"])

@@ -65,7 +65,7 @@ def traced(make_server):
         narrator = Narrator(lang, write=recorder.write, show_bytes=show_bytes)
         # set from the loop thread: the loop owns its channels
         done = threading.Event()
-        running.server.loop.call_soon(lambda: (running.server.set_trace(narrator), done.set()))
+        running.server.loop.call_soon(lambda: (running.server.watch(narrator), done.set()))
         running.server.loop.wake()
         assert done.wait(5)
         return running, recorder
@@ -193,10 +193,8 @@ def test_every_english_sentence_has_a_spanish_one_with_the_same_blanks():
 
 
 def test_every_event_the_code_emits_has_a_sentence():
-    emitted = set()
-    for path in SOURCE.glob("*.py"):
-        emitted |= set(re.findall(r'trace\("(\w+)"', path.read_text()))
-    assert emitted, "no trace calls found"
+    emitted = set(re.findall(r'self\.event\("(\w+)"', (SOURCE / "observe.py").read_text()))
+    assert emitted, "no events found"
     refined = {"send_all", "send_blocked", "timer_wakeup"}  # chosen by the narrator
     assert emitted | refined == set(SENTENCES["en"]), (emitted ^ set(SENTENCES["en"]))
 
@@ -255,8 +253,8 @@ def test_with_the_console_on_trace_lines_go_to_its_event_pane(make_server):
     live = LiveConsole(running.server, console=Console(record=True, width=120),
                        log_lines=14)
     narrator = Narrator("en", write=live.trace_line)
-    narrator("recv", 7, n=42)
-    narrator("prefix_wait", 7, have=3)
+    narrator.event("recv", 7, n=42)
+    narrator.event("prefix_wait", 7, have=3)
     lines = [line.plain for line in live.view.log]
     assert lines[-2].endswith("[#7] recv returned 42 bytes")
     assert lines[-1].endswith("[#7] the length prefix is 3 of 8 bytes, waiting for the rest")
@@ -276,13 +274,13 @@ def test_the_sentences_say_exactly_what_happened():
     from muxserver.trace import Narrator
     lines: list[str] = []
     english, spanish = Narrator("en", write=lines.append), Narrator("es", write=lines.append)
-    english("wakeup", None, ready=2, count=7, sockets=[("listener", 1), ("#3", 3)])
-    english("interest", 1, old=1, new=2)   # read -> write: reading stopped, so no "also"
-    english("interest", 1, old=1, new=3)   # read -> read+write: "also"
-    english("recv", 1, n=1)
-    english("send", 1, offered=65536, taken=1000, queued=64536)
-    spanish("eof", 1)
-    spanish("io_error", 1, call="recv", error="reset by peer")
+    english.event("wakeup", None, ready=2, count=7, sockets=[("listener", 1), ("#3", 3)])
+    english.event("interest", 1, old=1, new=2)   # read -> write: reading stopped, so no "also"
+    english.event("interest", 1, old=1, new=3)   # read -> read+write: "also"
+    english.event("recv", 1, n=1)
+    english.event("send", 1, offered=65536, taken=1000, queued=64536)
+    spanish.event("eof", 1)
+    spanish.event("io_error", 1, call="recv", error="reset by peer")
     assert lines == [
         "[loop] select() woke up: the listener readable, #3 readable+writable (wake-up #7)",
         "[#1] interest read -> write: output is queued and we are not reading, so we wait "
@@ -314,3 +312,12 @@ def test_send_size_makes_real_short_writes_over_http_too(traced, root):
             received += chunk
     assert received.startswith(b"HTTP/1.1 200") and received.endswith(b"h" * 1000)
     assert len(received.partition(b"\r\n\r\n")[2]) == 300_000
+
+
+def test_every_event_an_observer_can_be_told_is_recorded():
+    from muxserver.observe import Fanout, Observer, Recorder
+
+    events = {name for name, value in vars(Observer).items()
+              if callable(value) and not name.startswith("_")}
+    assert events and events <= set(vars(Recorder))  # (none dropped on the way to a sentence)
+    assert events <= set(vars(Fanout))  # (none dropped on the way to a second observer)
