@@ -47,6 +47,9 @@ STATUS = {
     "too_many_attempts": 429, "io_error": 500,
     "server_busy": 503,
     "internal": 500, "too_many_clients": 503, "shutting_down": 503, "no_space": 507,
+    # (the native framing's own: never met over HTTP, named so the table is whole)
+    "bad_magic": 400, "bad_version": 400, "bad_header": 400, "header_too_large": 431,
+    "unknown_op": 400,
 }
 TOKEN_COOKIE = "muxserver_token"
 #: Every response: browsers must not guess a type we did not say (an upload named

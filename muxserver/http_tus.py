@@ -11,6 +11,7 @@ import h11
 
 from . import tus
 from .access import WRITE
+from .errors import MuxError
 from .http_codec import STATUS, HttpCodec, HttpError
 from .storage import StorageError
 
@@ -49,9 +50,7 @@ class TusRequests(HttpCodec):
                 self.services.root.drop_partial(upload.name, upload.key(self.grant.writer),
                                                 beside_if_taken=self.blind)
                 self.respond(204, [])
-        except tus.TusRequestError as exc:
-            raise HttpError(exc.status, exc.message, close=has_body) from None
-        except StorageError as exc:
+        except MuxError as exc:  # (tus's table first, then HTTP's)
             status = tus.STATUS.get(exc.code, STATUS.get(exc.code, 500))
             more = [("Retry-After", "1")] if status in (423, 503) else []
             raise HttpError(status, exc.message, more, close=has_body) from None

@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from .errors import MuxError
+
 #: Names starting with this are ours (temporary files); never listed, never accepted.
 RESERVED_PREFIX = ".muxserver-"
 MAX_NAME_BYTES = 4096  # PATH_MAX
@@ -33,14 +35,11 @@ _DRIVE = re.compile(r"[A-Za-z]:")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # exactly Unicode's category Cc
 
 
-class BadName(ValueError):
+class BadName(MuxError, ValueError):
     """A name that breaks a rule; ``message`` says which (the protocol's ``bad_name``)."""
 
-    code = "bad_name"
-
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__("bad_name", message)
 
 
 def split_name(name: str, *, allow_root: bool = False) -> list[str]:

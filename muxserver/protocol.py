@@ -44,6 +44,7 @@ import struct
 from typing import Any, Mapping
 
 from .digests import ALGORITHMS, SHA256, Digest, from_fields
+from .errors import MuxError
 
 MAGIC = b"\x89MUX"
 VERSION = 1
@@ -95,24 +96,17 @@ FATAL_CODES = frozenset(
 
 
 
-class ProtocolError(Exception):
-    """A peer broke the framing; the connection cannot continue. ``code`` is stable;
-    ``fields``: the header, when the frame's header could be read."""
+class ProtocolError(MuxError):
+    """A peer broke the framing; the connection cannot continue. ``fields``: the
+    header, when the frame's header could be read."""
 
     def __init__(self, code: str, message: str, fields: Mapping[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message)
         self.fields: Mapping[str, Any] = fields or {}
 
 
-class RequestError(Exception):
+class RequestError(MuxError):
     """A well-framed request that cannot be served. The connection continues."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 # --------------------------------------------------------------------------- events

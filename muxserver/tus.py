@@ -45,6 +45,7 @@ import secrets
 
 from . import units
 from .digests import SHA256, Digest
+from .protocol import RequestError
 from .storage import partial_key, split_name
 
 VERSION = "1.0.0"
@@ -61,15 +62,6 @@ STATUS = {"offset_mismatch": 409, "checksum_mismatch": CHECKSUM_MISMATCH,
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _NONCE = re.compile(r"[0-9a-f]{32}")
 NO_SUCH_UPLOAD = "no such upload (finished, given up, or expired)"
-
-
-class TusRequestError(ValueError):
-    """A tus request that cannot be understood; ``status`` is the HTTP answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,24 +99,24 @@ class TusUpload:
 
     @classmethod
     def from_id(cls, text: str, writer: bytes) -> "TusUpload":
-        """The upload an ID describes, if ``writer`` made it; TusRequestError 404 for
+        """The upload an ID describes, if ``writer`` made it; RequestError "not_found" for
         anything else (a guess, an edit, another writer's ID: they look the same). Its
         fields are the server's own (sealed), its size checked when it was made."""
         payload, _, seal = text.partition(".")
         if not hmac.compare_digest(seal.encode(), _seal(payload, writer).encode()):
-            raise TusRequestError(404, NO_SUCH_UPLOAD)
+            raise RequestError("not_found", NO_SUCH_UPLOAD)
         try:
             raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
             fields = json.loads(raw.decode("utf-8"))
             name, size, digest = fields["n"], fields["s"], fields["h"]
             nonce, overwrite = fields["r"], fields["o"]
         except (ValueError, KeyError, TypeError, binascii.Error):
-            raise TusRequestError(404, NO_SUCH_UPLOAD) from None
+            raise RequestError("not_found", NO_SUCH_UPLOAD) from None
         if (not isinstance(name, str) or type(size) is not int or size < 0
                 or not isinstance(digest, str) or overwrite not in (0, 1)
                 or not (digest == "" or _HEX64.fullmatch(digest))
                 or not isinstance(nonce, str) or not _NONCE.fullmatch(nonce)):
-            raise TusRequestError(404, NO_SUCH_UPLOAD)
+            raise RequestError("not_found", NO_SUCH_UPLOAD)
         return cls(name, size, digest, nonce, bool(overwrite))
 
     @classmethod
@@ -148,7 +140,7 @@ def parse_metadata(value: str) -> dict[str, str]:
         try:
             fields[key] = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
         except (binascii.Error, ValueError):
-            raise TusRequestError(400, f"Upload-Metadata: {key} is not base64 of "
+            raise RequestError("bad_request", f"Upload-Metadata: {key} is not base64 of "
                                        "UTF-8 text") from None
     return fields
 
@@ -157,16 +149,16 @@ def creation(headers: dict[str, str]) -> TusUpload:
     """The upload a creation request (POST) asks for (its size is checked against the
     server's limit where every upload's is: session.check_size)."""
     if "upload-defer-length" in headers:
-        raise TusRequestError(400, "this server needs Upload-Length at creation")
+        raise RequestError("bad_request", "this server needs Upload-Length at creation")
     length = parse_count(headers, "upload-length")
     meta = parse_metadata(headers.get("upload-metadata", ""))
     name = meta.get("filename", "").strip().lstrip("/")
     if not name:
-        raise TusRequestError(400, "Upload-Metadata needs filename: the name to store "
+        raise RequestError("bad_request", "Upload-Metadata needs filename: the name to store "
                                    "the file under, below the served root")
     digest = meta.get("sha256", "").strip().lower()
     if digest and not _HEX64.fullmatch(digest):
-        raise TusRequestError(400, "Upload-Metadata sha256 must be 64 hex digits")
+        raise RequestError("bad_request", "Upload-Metadata sha256 must be 64 hex digits")
     overwrite = meta.get("overwrite", "").lower() in ("1", "true", "yes")
     return TusUpload.new(name, length, digest, overwrite)
 
@@ -174,7 +166,7 @@ def creation(headers: dict[str, str]) -> TusUpload:
 def parse_count(headers: dict[str, str], name: str) -> int:
     count = units.parse_count(headers.get(name, ""))
     if count is None:
-        raise TusRequestError(400, f"{name.title()} must be a non-negative integer of at "
+        raise RequestError("bad_request", f"{name.title()} must be a non-negative integer of at "
                                    f"most {units.MAX_COUNT_DIGITS} digits")
     return count
 
@@ -185,12 +177,12 @@ def parse_checksum(value: str) -> tuple[str, bytes] | None:
         return None
     algorithm, _, encoded = value.strip().partition(" ")
     if algorithm.lower() not in CHECKSUMS:
-        raise TusRequestError(400, f"Upload-Checksum: {algorithm!r} is not one of "
+        raise RequestError("bad_request", f"Upload-Checksum: {algorithm!r} is not one of "
                                    f"{', '.join(CHECKSUMS)}")
     try:
         return algorithm.lower(), base64.b64decode(encoded.strip(), validate=True)
     except (binascii.Error, ValueError):
-        raise TusRequestError(400, "Upload-Checksum: the digest is not base64") from None
+        raise RequestError("bad_request", "Upload-Checksum: the digest is not base64") from None
 
 
 def capabilities(max_size: int) -> list[tuple[str, str]]:

@@ -459,3 +459,22 @@ def test_a_put_walks_the_states_the_console_shows(make, kind):
     assert h.session.work.state.name == "IDLE" and h.replies()[-1].ok
     h.channel.lose()
     assert h.session.work.state.name == "CLOSED"
+
+
+# ------------------------------------------------------------- one error family
+
+
+def test_every_error_is_one_family_and_every_code_has_a_word_on_every_wire():
+    from muxserver import tus
+    from muxserver.client import ClientError
+    from muxserver.errors import MuxError
+    from muxserver.http_codec import STATUS
+    from muxserver.names import BadName
+    from muxserver.storage import StorageError
+
+    for kind in (protocol.ProtocolError, protocol.RequestError, BadName, StorageError,
+                 ClientError):
+        assert issubclass(kind, MuxError)
+    assert BadName("x").code == "bad_name"
+    assert set(protocol.ERROR_CODES) <= set(STATUS)  # HTTP's table: every code
+    assert set(tus.STATUS) <= set(protocol.ERROR_CODES)  # tus's: only where it differs

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from .. import protocol
 from ..atomic import publish
 from ..digests import BLAKE3, Digest, from_fields
+from ..errors import MuxError
 from ..hashing import HashJob
 from .local import is_regular, remember_digest, remember_digest_of, remembered_digest
 
@@ -29,13 +30,9 @@ Progress = Callable[["Operation", int, int], None]  # (operation, bytes done, by
 Finished = Callable[["Operation"], None]
 
 
-class ClientError(Exception):
-    """The operation could not be carried out; ``code`` is a protocol code or a local one."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class ClientError(MuxError):
+    """The operation could not be carried out; ``code`` is a protocol code or a local
+    one ("connect", "local_error", ...)."""
 
 
 @dataclasses.dataclass

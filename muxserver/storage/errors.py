@@ -15,17 +15,13 @@ import errno
 import os
 import stat
 
+from ..errors import MuxError
 from ..names import BadName
 from ..names import split_name as _split_name
 
 
-class StorageError(Exception):
-    """A request the root cannot serve; ``code`` is one of protocol.ERROR_CODES."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class StorageError(MuxError):
+    """A request the root cannot serve (or, checked against its grant, may not ask)."""
 
 
 def split_name(name: str, *, allow_root: bool = False) -> list[str]:
