@@ -51,6 +51,7 @@ from .http_codec import (
 )
 from .http_folders import ARCHIVES, FolderReplies
 from .http_tus import TusRequests
+from .index_page import ASSETS, ASSETS_PATH
 from .lifecycle import Work
 from .listings import listing_for
 from .names import printable
@@ -103,6 +104,9 @@ class HttpSession(TusRequests, FolderReplies):
                                 close=True)
             if self.services.stopping:  # (before credentials, as in every protocol)
                 raise HttpError(503, "the server is shutting down", close=True)
+            if target.startswith(ASSETS_PATH) and method in ("GET", "HEAD") and not has_body:
+                self.send_asset(target[len(ASSETS_PATH):].partition("?")[0])
+                return  # (the page's own style and script: no secret, for everyone)
             offered, from_query = self.credentials(method, target, headers)
             if foreign and not navigated_by_a_person(headers):
                 offered = None  # (not checked, so not counted: see access.py)
@@ -192,6 +196,20 @@ class HttpSession(TusRequests, FolderReplies):
                      b"token accepted\n")
 
     # -- GET and HEAD of a file
+
+    def send_asset(self, name: str) -> None:
+        """One of the index page's own files (index_page.ASSETS), with its ETag: a
+        browser that has it already gets 304."""
+        asset = ASSETS.get(name)
+        if asset is None:
+            raise HttpError(404, f"the page has no file {printable(name)!r}")
+        etag = f'"{asset.etag}"'
+        headers = [("ETag", etag), ("Cache-Control", "public, max-age=86400"),
+                   ("Content-Type", asset.media_type)]
+        if etag in self.request_headers.get("if-none-match", ""):
+            self.respond(304, headers)
+        else:
+            self.respond(200, headers, asset.data)
 
     def start_get(self, path: str, query: dict[str, str]) -> None:
         name = path.rstrip("/")

@@ -133,9 +133,27 @@ def test_directory_index_lists_and_escapes_names(server):
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;.txt" in page
     assert "<img" not in page
     assert 'href="/d/sub/"' in page and 'href="/d/%3Cimg%20src%3Dx' in page
-    assert 'type="file" multiple' in page and "xhr.upload.onprogress" in page
+    assert 'type="file" multiple' in page
     status, headers, _ = request(server, "GET", "/d")
     assert status == 301 and headers["Location"] == "/d/"
+
+
+def test_the_page_has_its_style_and_script_as_files_with_an_etag(server):
+    import re
+
+    _, headers, body = request(server, "GET", "/")
+    page = body.decode()
+    assert "'unsafe-inline'" not in headers["Content-Security-Policy"]
+    assert "<script>" not in page and "<style>" not in page  # (nothing inline)
+    script = re.search(r'<script src="(/\.muxserver-page/index\.js\?v=\w+)"', page).group(1)
+    style = re.search(r'href="(/\.muxserver-page/index\.css\?v=\w+)"', page).group(1)
+    status, headers, js = request(server, "GET", script)
+    assert status == 200 and headers["Content-Type"].startswith("text/javascript")
+    assert b"xhr.upload.onprogress" in js and headers["ETag"].strip('"') in script
+    status, headers, css = request(server, "GET", style)
+    assert status == 200 and headers["Content-Type"].startswith("text/css") and css
+    assert request(server, "GET", style, headers={"If-None-Match": headers["ETag"]})[0] == 304
+    assert request(server, "GET", "/.muxserver-page/nothing.js")[0] == 404
 
 
 def test_the_index_path_links_each_folder_and_keeps_odd_names_as_text(server):

@@ -1,0 +1,323 @@
+"use strict";
+const cfg = JSON.parse(document.body.dataset.settings);
+const body = document.getElementById("entries");
+const message = document.getElementById("message");
+const TUS = {"Tus-Resumable": "1.0.0"};
+const PIECE = 8 * 1024 * 1024;
+const KEY = "muxserver-upload:";
+const RETRIES = [1, 2, 4, 8, 16];  // seconds to wait before asking again after a lost connection
+document.getElementById("drop").hidden = !cfg.write;
+
+function human(n) {  // the units of ls and the console: B, KiB, MiB, GiB
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return i ? n.toFixed(1) + " " + units[i] : n + " B";
+}
+function duration(s) {
+  if (!isFinite(s) || s < 0) return "";
+  s = Math.round(s);
+  return s >= 3600 ? Math.floor(s / 3600) + " h " + Math.floor(s % 3600 / 60) + " min"
+       : s >= 60 ? Math.floor(s / 60) + " min " + (s % 60) + " s" : s + " s";
+}
+function say(text, kind) { message.textContent = text; message.className = kind || ""; }
+function why(status, text) {  // the server's sentence, said once, without its number
+  return (text || "").replace(/^\d{3} /, "").trim() || ("HTTP " + status);
+}
+function urlOf(name, dir) {
+  return cfg.base + encodeURIComponent(name).replace(/%2F/g, "/") + (dir ? "/" : "");
+}
+
+// ---- the table: sorting, filtering, actions, refreshing after changes
+let sortKey = "name", sortDir = 1;
+function summarize() {  // "2 folders, 5 files, 24.3 MiB"
+  let dirs = 0, files = 0, bytes = 0;
+  for (const row of body.querySelectorAll("tr[data-name]")) {
+    if (row.hidden) continue;
+    if (row.dataset.dir === "1") dirs++; else { files++; bytes += +row.dataset.size; }
+  }
+  const count = (n, what) => n + " " + what + (n === 1 ? "" : "s");
+  document.getElementById("summary").textContent =
+    count(dirs, "folder") + ", " + count(files, "file") + ", " + human(bytes);
+}
+function sortRows() {
+  const rows = Array.from(body.querySelectorAll("tr[data-name]"));
+  const value = r => sortKey === "name" ? r.dataset.name.toLowerCase() : +r.dataset[sortKey];
+  rows.sort((a, b) => (b.dataset.dir - a.dataset.dir)
+    || (value(a) < value(b) ? -sortDir : value(a) > value(b) ? sortDir : 0));
+  for (const row of rows) body.append(row);
+  for (const note of body.querySelectorAll("tr.note")) body.append(note);
+}
+for (const th of document.querySelectorAll("th[data-key]")) {
+  th.querySelector("button").addEventListener("click", () => {
+    sortDir = sortKey === th.dataset.key ? -sortDir : 1;
+    sortKey = th.dataset.key;
+    for (const other of document.querySelectorAll("th[data-key]")) other.removeAttribute("aria-sort");
+    th.setAttribute("aria-sort", sortDir > 0 ? "ascending" : "descending");
+    sortRows();
+  });
+}
+const filter = document.getElementById("filter");
+function applyFilter() {
+  const wanted = filter.value.trim().toLowerCase();
+  for (const row of body.querySelectorAll("tr[data-name]")) {
+    row.hidden = wanted !== "" && !row.dataset.name.toLowerCase().includes(wanted);
+  }
+  summarize();
+}
+filter.addEventListener("input", applyFilter);
+
+function button(label, title, action) {
+  const b = document.createElement("button");
+  b.type = "button"; b.className = "small"; b.textContent = label; b.title = title;
+  b.addEventListener("click", action);
+  return b;
+}
+function addActions(row) {
+  const cell = row.querySelector("td.acts");
+  const name = row.dataset.name, dir = row.dataset.dir === "1";
+  if (dir) {
+    const zip = document.createElement("a");
+    zip.href = urlOf(name, true) + "?download=zip"; zip.textContent = "zip";
+    zip.title = "download " + name + " as one zip"; zip.className = "button small";
+    zip.setAttribute("download", "");
+    cell.append(zip);
+  } else {
+    cell.append(button("SHA-256", "show the SHA-256 of " + name, () => showHash(row)));
+  }
+  if (cfg.delete && cfg.write) cell.append(button("Rename", "rename " + name, () => rename(row)));
+  if (cfg.delete) cell.append(button("Delete", "delete " + name, () => remove(row)));
+}
+async function showHash(row) {
+  const name = row.dataset.name;
+  say("hashing " + name + "…");
+  const r = await fetch(urlOf(name), {method: "HEAD", cache: "no-store"});
+  const sha = (r.headers.get("ETag") || "").replace(/"/g, "");
+  if (!r.ok || !sha) { say(name + ": " + why(r.status, ""), "err"); return; }
+  const cell = row.querySelector("td.name");
+  let code = cell.querySelector("code.sha");
+  if (!code) {
+    code = document.createElement("code"); code.className = "sha";
+    cell.append(document.createElement("br"), code);
+    const copy = button("Copy", "copy the SHA-256", async () => {
+      try { await navigator.clipboard.writeText(sha); say("copied the SHA-256 of " + name, "ok"); }
+      catch (e) { window.getSelection().selectAllChildren(code); say("selected: press Ctrl-C to copy"); }
+    });
+    cell.append(" ", copy);
+  }
+  code.textContent = sha;
+  say("");
+}
+async function rename(row) {
+  const old = row.dataset.name, dir = row.dataset.dir === "1";
+  const fresh = prompt("New name for " + old, old);
+  if (!fresh || fresh === old) return;
+  const r = await fetch(urlOf(old, dir), {method: "MOVE", headers: {
+    "Destination": urlOf(fresh, dir), "Overwrite": "F"}});
+  if (r.ok) { say("renamed " + old + " to " + fresh, "ok"); refresh(); }
+  else say(r.status === 412 ? fresh + " exists already" : old + ": " + why(r.status, await r.text()), "err");
+}
+async function remove(row) {
+  const name = row.dataset.name, dir = row.dataset.dir === "1";
+  if (!confirm("Delete " + name + (dir ? " and everything in it" : "") + "?")) return;
+  const r = await fetch(urlOf(name, dir), {method: "DELETE"});
+  if (r.ok) { say("deleted " + name, "ok"); refresh(); }
+  else say(name + ": " + why(r.status, await r.text()), "err");
+}
+document.getElementById("newfolder").addEventListener("click", async () => {
+  const name = prompt("Name of the new folder");
+  if (!name) return;
+  const r = await fetch(urlOf(name, true), {method: "MKCOL"});
+  if (r.ok) { say("made " + name + "/", "ok"); refresh(); }
+  else say(r.status === 405 ? name + " exists already" : name + ": " + why(r.status, await r.text()), "err");
+});
+
+function stamp(row) {  // the time of a row in this browser's time zone: 2026-11-25 17:34
+  const d = new Date(row.dataset.mtime * 1000), two = n => String(n).padStart(2, "0");
+  const hm = document.createElement("span"); hm.className = "hm";
+  hm.textContent = two(d.getHours()) + ":" + two(d.getMinutes());
+  row.querySelector("td.when").replaceChildren(
+    d.getFullYear() + "-" + two(d.getMonth() + 1) + "-" + two(d.getDate()) + " ", hm);
+}
+function rowFor(entry) {
+  const leaf = entry.name.split("/").pop(), dir = entry.type === "dir";
+  const tr = document.createElement("tr");
+  Object.assign(tr.dataset, {dir: dir ? "1" : "0", name: leaf, size: entry.size,
+                             mtime: Math.round(entry.mtime)});
+  const link = document.createElement("a");
+  link.href = urlOf(leaf, dir); link.textContent = leaf + (dir ? "/" : "");
+  const cells = [link, entry.type === "file" ? human(entry.size) : "", "", ""];
+  ["name", "num", "when", "acts"].forEach((cls, i) => {
+    const td = document.createElement("td"); td.className = cls; td.append(cells[i]); tr.append(td);
+  });
+  stamp(tr);
+  addActions(tr);
+  return tr;
+}
+async function refresh() {
+  if (!cfg.read) return;  // (a drop box: nothing to show)
+  const r = await fetch(cfg.base + "?format=json", {cache: "no-store"});
+  if (!r.ok) return;
+  const listing = await r.json();
+  for (const row of body.querySelectorAll("tr[data-name], tr.empty")) row.remove();
+  for (const entry of listing.entries) body.append(rowFor(entry));
+  sortRows(); applyFilter();
+}
+for (const row of body.querySelectorAll("tr[data-name]")) { addActions(row); stamp(row); }
+sortRows(); summarize();
+
+// ---- uploads: tus, in pieces, each with its SHA-256; resumed from where they stopped
+function b64(bytes) { let s = ""; for (const b of new Uint8Array(bytes)) s += String.fromCharCode(b); return btoa(s); }
+function b64text(text) { return b64(new TextEncoder().encode(text)); }
+function remembered(file, target) { return KEY + target + "|" + file.size + "|" + file.lastModified; }
+function patch(url, offset, data, checksum, onProgress) {
+  return new Promise(resolve => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("PATCH", url);
+    xhr.setRequestHeader("Tus-Resumable", "1.0.0");
+    xhr.setRequestHeader("Content-Type", "application/offset+octet-stream");
+    xhr.setRequestHeader("Upload-Offset", String(offset));
+    if (checksum) xhr.setRequestHeader("Upload-Checksum", "sha256 " + checksum);
+    xhr.upload.onprogress = e => onProgress(e.loaded);
+    xhr.onload = () => resolve(xhr);
+    xhr.onerror = xhr.onabort = () => resolve(null);
+    xhr.send(data);
+  });
+}
+async function heldOf(url) {  // what the server holds of an upload; null: nothing (any more)
+  for (let waits = 0; ; waits++) {
+    const h = await fetch(url, {method: "HEAD", headers: TUS, cache: "no-store"}).catch(() => null);
+    if (!h || h.status !== 423 || waits >= 60) return h && h.ok ? +h.headers.get("Upload-Offset") : null;
+    // 423: a request of ours that the network lost is still writing it on the server
+    await new Promise(wake => setTimeout(wake, 1000 * (+h.headers.get("Retry-After") || 1)));
+  }
+}
+function uploadItem(label, size) {
+  const li = document.createElement("li");
+  const name = document.createElement("span"); name.textContent = label;
+  const state = document.createElement("span"); state.className = "state"; state.textContent = "waiting";
+  const bar = document.createElement("progress"); bar.max = size || 1; bar.value = 0;
+  bar.setAttribute("aria-label", "upload of " + label);
+  li.append(name, state, bar);
+  document.getElementById("uploads").append(li);
+  return {li, state, bar};
+}
+async function upload(file, relative) {
+  const target = cfg.dir ? cfg.dir + "/" + relative : relative;
+  const ui = uploadItem(relative, file.size);
+  const key = remembered(file, target);
+  let url = localStorage.getItem(key), offset = 0;
+  if (url) {
+    const held = await heldOf(url);
+    if (held === null) url = null; else offset = held;
+  }
+  if (!url) {
+    const meta = "filename " + b64text(target) + (cfg.replace ? ",overwrite " + b64text("1") : "");
+    const r = await fetch("/.tus/", {method: "POST", headers: Object.assign(
+      {"Upload-Length": String(file.size), "Upload-Metadata": meta}, TUS)});
+    if (!r.ok) {
+      ui.state.className = "state err";
+      ui.state.textContent = r.status === 409 ? relative + " exists; the server does not overwrite files"
+                                              : why(r.status, await r.text());
+      return false;
+    }
+    url = r.headers.get("Location");
+    localStorage.setItem(key, url);
+  } else if (offset) {
+    ui.state.textContent = "resuming at " + human(offset);
+  }
+  const started = performance.now(), from = offset;
+  let rate = 0, damaged = 0, lost = 0;
+  do {
+    const piece = await file.slice(offset, offset + PIECE).arrayBuffer();
+    const checksum = crypto.subtle ? b64(await crypto.subtle.digest("SHA-256", piece)) : null;
+    const xhr = await patch(url, offset, piece, checksum, loaded => {
+      const done = offset + loaded, seconds = (performance.now() - started) / 1000;
+      rate = seconds > 0.5 ? (done - from) / seconds : rate;
+      ui.bar.value = done;
+      ui.state.textContent = Math.floor(100 * done / (file.size || 1)) + " %  " +
+        (rate ? human(rate) + "/s, " + duration((file.size - done) / rate) + " left" : "");
+    });
+    if (!xhr) {  // the network went away: ask again a few times, then leave it to the person
+      if (++lost > RETRIES.length) { ui.state.className = "state err";
+        ui.state.textContent = "connection lost at " + human(offset) + ": choose the file again to resume";
+        return false; }
+      ui.state.textContent = "connection lost; trying again in " + RETRIES[lost - 1] + " s";
+      await new Promise(wake => setTimeout(wake, RETRIES[lost - 1] * 1000));
+      const held = await heldOf(url);
+      if (held !== null) offset = held;
+      continue;
+    }
+    lost = 0;
+    if (xhr.status === 204 || xhr.status === 409) {  // (409: the server holds another amount)
+      offset = +xhr.getResponseHeader("Upload-Offset");
+    } else if (xhr.status === 423) {  // an earlier request of ours still writes it: wait
+      const held = await heldOf(url);
+      if (held !== null) offset = held;
+    } else if (xhr.status !== 460 || ++damaged > 3) {  // (460: damaged on the way: again)
+      ui.state.className = "state err"; ui.state.textContent = why(xhr.status, xhr.responseText);
+      if (xhr.status === 404) localStorage.removeItem(key);
+      return false;
+    }
+  } while (offset < file.size);
+  localStorage.removeItem(key);
+  ui.bar.value = ui.bar.max;
+  ui.state.className = "state ok"; ui.state.textContent = "done, " + human(file.size) + ", verified";
+  return true;
+}
+async function uploadAll(files) {
+  let all = true;
+  for (const [file, relative] of files) all = (await upload(file, relative)) && all;
+  await refresh();
+  showResumable();
+  if (all && files.length) say(files.length + " file" + (files.length > 1 ? "s" : "") + " uploaded", "ok");
+}
+function picked(input) {
+  const files = Array.from(input.files).map(f => [f, f.webkitRelativePath || f.name]);
+  input.value = "";
+  uploadAll(files);
+}
+for (const kind of ["files", "folder"]) {  // (buttons, not labels: reachable by keyboard)
+  const input = document.getElementById(kind);
+  input.addEventListener("change", () => picked(input));
+  document.getElementById("pick-" + kind).addEventListener("click", () => input.click());
+}
+
+function readEntry(entry, path, out) {  // a dropped folder, all the way down
+  return new Promise(resolve => {
+    if (entry.isFile) { entry.file(f => { out.push([f, path + f.name]); resolve(); }, resolve); return; }
+    const reader = entry.createReader();
+    const more = () => reader.readEntries(async batch => {
+      if (!batch.length) { resolve(); return; }
+      for (const child of batch) await readEntry(child, path + entry.name + "/", out);
+      more();
+    }, resolve);
+    more();
+  });
+}
+if (cfg.write) {
+  document.addEventListener("dragover", e => { e.preventDefault(); document.body.classList.add("dragging"); });
+  document.addEventListener("dragleave", () => document.body.classList.remove("dragging"));
+  document.addEventListener("drop", async e => {
+    e.preventDefault(); document.body.classList.remove("dragging");
+    const out = [];
+    const entries = Array.from(e.dataTransfer.items || []).map(i => i.webkitGetAsEntry && i.webkitGetAsEntry());
+    if (entries.every(Boolean)) { for (const entry of entries) await readEntry(entry, "", out); }
+    else for (const f of e.dataTransfer.files) out.push([f, f.name]);
+    uploadAll(out);
+  });
+}
+function showResumable() {  // unfinished uploads to this folder, from before a reload
+  const names = [];
+  for (let i = 0; i < localStorage.length; i++) {
+    const key = localStorage.key(i);
+    if (!key.startsWith(KEY)) continue;
+    const target = key.slice(KEY.length).split("|")[0];
+    if (target.slice(0, target.lastIndexOf("/") + 1) === (cfg.dir ? cfg.dir + "/" : "")) names.push(target.split("/").pop());
+  }
+  const p = document.getElementById("resumable");
+  p.hidden = !names.length;
+  p.textContent = names.length ? "Unfinished: " + names.join(", ") +
+    ". Choose or drop the same file again: it continues where it stopped." : "";
+}
+showResumable();
