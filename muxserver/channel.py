@@ -4,8 +4,9 @@ A channel moves bytes and never parses them. It reads into the loop's scratch
 buffer and hands the bytes to its *protocol*, which answers by queueing reply bytes
 or file regions with :meth:`Channel.write` and :meth:`Channel.write_file`. What each
 side may ask of the other is declared in ``transport.py`` (:class:`ConnectionProtocol`,
-:class:`Transport`, asyncio's shapes), and checked by mypy. The protocols are the first-byte sniffer and the refusal over the cap
-(``sniff.py``), then the native and HTTP sessions (``native.py``, ``http.py``).
+:class:`Transport`, asyncio's shapes), and checked by mypy. The protocols are the
+first-byte sniffer and the refusal over the cap (``sniff.py``), then the native and
+HTTP sessions (``native.py``, ``http.py``).
 
 After every readiness event the channel recomputes its deadline from the protocol's
 ``timeout_phase()``: no protocol can forget to re-arm its timeouts.

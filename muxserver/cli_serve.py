@@ -21,18 +21,8 @@ from .observe import watching
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .server import (  # (not for clients)
-        Server,
-        ServerConfig,
-        freeze_startup_objects,
-    )
-    from .storage import StorageError
+    from .server import ServerConfig  # (not for clients)
 
-    limits = Limits()
-    for field in dataclasses.fields(Limits):
-        value = getattr(args, f"limit_{field.name}")
-        if value is not None:
-            setattr(limits, field.name, value)
     try:
         tokens = read_tokens(args)
     except UsageError as exc:
@@ -41,19 +31,8 @@ def run_serve(args: argparse.Namespace) -> int:
                           allow_overwrite=args.allow_overwrite, allow_delete=args.allow_delete,
                           read_only=args.read_only, upload_only=args.upload_only,
                           tokens=tokens, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                          allow_hosts=args.allow_host, limits=limits)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(LineFormatter())
-    logging.getLogger("muxserver").setLevel(args.log_level.upper())
-    if args.lang == "es":  # the log lines too, not only the narration
-        from .log_es import install
-        install(logging.getLogger("muxserver"))
-    # The server logs a line per transfer and the format uses neither the caller's
-    # source line nor process or thread names: skip collecting them (the logging
-    # HOWTO's "Optimization" section); each would cost a system call or a stack walk.
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging._srcfile = None
+                          allow_hosts=args.allow_host, limits=limits_from(args))
+    set_up_logging(args)
     if args.step:
         args.trace, args.no_console = True, True  # the prompt needs the plain terminal
     use_console = not args.no_console and sys.stdout.isatty()
@@ -73,6 +52,39 @@ def run_serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if workers > 1:
         return run_workers(args, config, workers, use_console)
+    return run_one_server(args, config, use_console)
+
+
+def limits_from(args: argparse.Namespace) -> Limits:
+    """The defaults, with every limit flag given on the command line."""
+    limits = Limits()
+    for field in dataclasses.fields(Limits):
+        value = getattr(args, f"limit_{field.name}")
+        if value is not None:
+            setattr(limits, field.name, value)
+    return limits
+
+
+def set_up_logging(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(LineFormatter())
+    logging.getLogger("muxserver").setLevel(args.log_level.upper())
+    if args.lang == "es":  # the log lines too, not only the narration
+        from .log_es import install
+        install(logging.getLogger("muxserver"))
+    # The server logs a line per transfer and the format uses neither the caller's
+    # source line nor process or thread names: skip collecting them (the logging
+    # HOWTO's "Optimization" section); each would cost a system call or a stack walk.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None
+
+
+def run_one_server(args: argparse.Namespace, config: Any, use_console: bool) -> int:
+    """One process serves: start, say where, serve until stopped, say what it did."""
+    from .server import Server, freeze_startup_objects
+    from .storage import StorageError
+
     try:
         server = Server(config)
         narrator = make_narrator(args, server) if (args.trace or args.trace_bytes) else None
@@ -89,7 +101,7 @@ def run_serve(args: argparse.Namespace) -> int:
         return fail(exc.message)
     except OSError as exc:
         return fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
-    warning = exposure_warning(args.host, bool(tokens), port, server.root.path)
+    warning = exposure_warning(args.host, bool(config.tokens), port, server.root.path)
     if warning:
         print(warning, file=sys.stderr, flush=True)
     print_banner(server.root.path, server.services.access.token_required, args, host, port)

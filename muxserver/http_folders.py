@@ -37,23 +37,47 @@ ARCHIVE_STEP = 256 * 1024  # bytes of a file read and sent per loop step
 #: only file bytes counted (each member costs an open, a stat and a few headers).
 MEMBERS_PER_STEP = 32
 ARCHIVE_GATHER = 16 * 1024  # pieces smaller than this are queued together
+LEFT_OUT_MEMBER = "muxserver-left-out"  # the member listing what the rules left out
 
 
-class _ArchiveStep:
-    """What an archive's current loop step has done: a step ends at ARCHIVE_STEP bytes
-    or MEMBERS_PER_STEP members, whichever comes first."""
+class ArchiveOutput:
+    """Where an archive's bytes go, and what its current loop step has done: a step
+    ends at ARCHIVE_STEP bytes or MEMBERS_PER_STEP members, whichever comes first. A
+    member's small pieces (headers, descriptors) gather in one buffer per step: a queued
+    chunk costs about 200 bytes of its own, more than an empty member's headers."""
 
-    __slots__ = ("bytes", "members", "gathered")
+    __slots__ = ("queue", "transfer", "bytes", "members", "gathered")
 
-    def __init__(self) -> None:
+    def __init__(self, queue: Callable[[bytes], None], transfer: Transfer) -> None:
+        self.queue, self.transfer = queue, transfer
         self.bytes = self.members = 0
-        self.gathered = bytearray()  # small pieces not queued yet (see send)
+        self.gathered = bytearray()  # small pieces not queued yet
 
-    def full(self) -> bool:
-        return self.bytes >= ARCHIVE_STEP or self.members >= MEMBERS_PER_STEP
+    def send(self, data: bytes) -> None:
+        self.bytes += len(data)
+        self.transfer.received += len(data)
+        if len(data) < ARCHIVE_GATHER:
+            self.gathered += data
+            if len(self.gathered) < ARCHIVE_GATHER:
+                return
+            data = b""
+        self.flush()
+        if data:
+            self.queue(data)
 
-    def clear(self) -> None:
+    def flush(self) -> None:
+        if self.gathered:
+            self.queue(bytes(self.gathered))
+            self.gathered.clear()
+
+    def step_done(self) -> bool:
+        """True when this step did its share: what it gathered is queued, and the
+        caller yields (the next step waits while the queue is over high water)."""
+        if self.bytes < ARCHIVE_STEP and self.members < MEMBERS_PER_STEP:
+            return False
+        self.flush()
         self.bytes = self.members = 0
+        return True
 
 
 class FolderReplies(HttpCodec):
@@ -140,37 +164,14 @@ class FolderReplies(HttpCodec):
         """The archive's members are named below one folder, ``base`` (the folder's own
         name), so that unpacking it makes that folder instead of spilling its files.
 
-        Every loop step is bounded: at most ARCHIVE_STEP bytes of files, or
-        MEMBERS_PER_STEP members (empty files and folders cost a step too), and between
-        steps the job waits while the send queue is over its high-water mark. Entries
-        whose names the rules refuse are left out, and a last member lists them: the
-        stream is never cut for them."""
+        Every loop step is bounded (ArchiveOutput), empty files and folders included.
+        Entries whose names the rules refuse are left out, and a last member lists
+        them: the stream is never cut for them."""
         writer: ZipStream | TarStream = ZipStream() if kind == "zip" else TarStream()
-        skip = len(top) + 1 if top else 0
-        step = _ArchiveStep()
+        out = ArchiveOutput(lambda data: self.queue(h11.Data(data=data)), transfer)
         left_out = LeftOutLog(self.channel.peer, self.channel.id, self.wire, top, kind)
-        names_at_top: set[str] = set()  # members that the list's own name must not take
-
-        def send(data: bytes) -> None:
-            """Queue ``data``; a member's small pieces (headers, descriptors) gather in
-            one buffer per step: a queued chunk costs about 200 bytes of its own, more
-            than an empty member's headers."""
-            step.bytes += len(data)
-            transfer.received += len(data)
-            if len(data) < ARCHIVE_GATHER:
-                step.gathered += data
-                if len(step.gathered) < ARCHIVE_GATHER:
-                    return
-                data = b""
-            flush()
-            if data:
-                self.queue(h11.Data(data=data))
-
-        def flush() -> None:
-            if step.gathered:
-                self.queue(h11.Data(data=bytes(step.gathered)))
-                step.gathered.clear()
-
+        taken: set[str] = set()  # members named like the list of what was left out
+        skip = len(top) + 1 if top else 0  # (the folder's own path, before each name)
         try:
             top_mtime = (self.services.root.stat(top)["mtime"] if top
                          else os.stat(self.services.root.path).st_mtime)
@@ -180,30 +181,19 @@ class FolderReplies(HttpCodec):
                     left_out.add(entry)
                 else:
                     rel = (base + "/" + entry["name"][skip:]).rstrip("/")
-                    if rel.startswith(f"{base}/muxserver-left-out"):
-                        names_at_top.add(rel)  # (the list of what was left out goes beside)
-                    if entry["type"] == "dir":
-                        send(writer.member_start(rel, entry["mtime"], directory=True))
-                        if isinstance(writer, ZipStream):
-                            send(writer.member_end(0, 0, 0))
-                    elif entry["type"] == "file":
-                        yield from self.archive_member(writer, entry["name"], rel, send,
-                                                       flush, step)
-                step.members += 1
-                if step.full():
-                    flush()
-                    step.clear()
+                    if rel.startswith(f"{base}/{LEFT_OUT_MEMBER}"):
+                        taken.add(rel)
+                    yield from self.archive_entry(writer, entry, rel, out)
+                out.members += 1
+                if out.step_done():
                     yield
             if left_out.count:
                 left_out.report()
-                name = next(n for n in (f"{base}/muxserver-left-out{suffix}.txt"
-                                        for suffix in itertools.chain([""], (
-                                            f" ({i})" for i in itertools.count(2))))
-                            if n not in names_at_top)
-                self.archive_text(writer, name, left_out.text().encode(), send)
+                self.archive_text(writer, left_out_name(base, taken),
+                                  left_out.text().encode(), out.send)
             for piece in writer.finish_in_pieces(ARCHIVE_STEP):  # (a zip's central directory)
-                send(piece)
-                flush()
+                out.send(piece)
+                out.flush()
                 yield
         except StorageError as exc:  # the status line went long ago: cut the stream
             log.warning("%s HTTP %s archive of %s cut short: %s", self.channel.peer, kind,
@@ -217,6 +207,16 @@ class FolderReplies(HttpCodec):
         self.queue(h11.EndOfMessage())
         self.responded(200, transfer.received)
         self.transfer_done(transfer, transfer.received, None)
+
+    def archive_entry(self, writer: ZipStream | TarStream, entry: dict[str, Any], rel: str,
+                      out: ArchiveOutput) -> Job:
+        """One entry of the folder as a member (a folder, or a file: archive_member)."""
+        if entry["type"] == "dir":
+            out.send(writer.member_start(rel, entry["mtime"], directory=True))
+            if isinstance(writer, ZipStream):
+                out.send(writer.member_end(0, 0, 0))
+        elif entry["type"] == "file":
+            yield from self.archive_member(writer, entry["name"], rel, out)
 
     @staticmethod
     def archive_text(writer: ZipStream | TarStream, rel: str, data: bytes,
@@ -232,8 +232,7 @@ class FolderReplies(HttpCodec):
             send(data + writer.padding(len(data)))
 
     def archive_member(self, writer: ZipStream | TarStream, name: str, rel: str,
-                       send: Callable[[bytes], None], flush: Callable[[], None],
-                       step: "_ArchiveStep") -> Job:
+                       out: ArchiveOutput) -> Job:
         """One file into the archive, a step whenever ARCHIVE_STEP bytes have gone."""
         try:
             opened = self.services.root.open_file(name)
@@ -244,9 +243,9 @@ class FolderReplies(HttpCodec):
         try:
             size = opened.size
             if isinstance(writer, ZipStream):
-                send(writer.member_start(rel, opened.mtime))
+                out.send(writer.member_start(rel, opened.mtime))
             else:
-                send(writer.member_start(rel, opened.mtime, size))
+                out.send(writer.member_start(rel, opened.mtime, size))
             crc = done = 0
             while done < size:
                 try:
@@ -256,15 +255,23 @@ class FolderReplies(HttpCodec):
                 if not chunk:  # it shrank since it was opened
                     break
                 crc = archive_crc32(crc, chunk)
-                send(chunk)
+                out.send(chunk)
                 done += len(chunk)
-                if step.full():
-                    flush()
-                    step.clear()
+                if out.step_done():
                     yield
             if isinstance(writer, ZipStream):
-                send(writer.member_end(crc, done, done))
+                out.send(writer.member_end(crc, done, done))
             else:  # a tar header promised ``size`` bytes: keep the promise
-                send(b"\0" * (size - done) + writer.padding(size))
+                out.send(b"\0" * (size - done) + writer.padding(size))
         finally:
             opened.close()
+
+
+def left_out_name(base: str, taken: set[str]) -> str:
+    """The member that lists what was left out: muxserver-left-out.txt in the folder, or
+    "... (2).txt" and on where a file of the folder has that name already."""
+    for suffix in itertools.chain([""], (f" ({i})" for i in itertools.count(2))):
+        name = f"{base}/{LEFT_OUT_MEMBER}{suffix}.txt"
+        if name not in taken:
+            return name
+    raise AssertionError("unreachable: the names are endless")

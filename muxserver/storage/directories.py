@@ -43,7 +43,8 @@ class Directories(RootCore):
             except FileExistsError:
                 st = self._lstat(parent, parts[-1], name)
                 if st is None or not stat.S_ISDIR(st.st_mode):
-                    raise StorageError("exists", f"{name!r} exists and is not a directory") from None
+                    raise StorageError("exists",
+                                       f"{name!r} exists and is not a directory") from None
                 return bool(created)
             except OSError as exc:
                 raise write_error(exc, name) from None

@@ -82,7 +82,6 @@ class Uploads(PartialPolicy, Directories):
         parts = split_name(name)
         leaf, dirs = parts[-1], parts[:-1]
         in_pieces = total is not None
-        total = offset + length if total is None else total
         created: list[int] = []
         parent = fd = -1
         self._room_for(name, length)
@@ -101,20 +100,13 @@ class Uploads(PartialPolicy, Directories):
                 temp = claim_name(key)
                 fd = self._claim_partial(parent, key, offset, name, "/".join(dirs))
             else:
-                # The key in a resumable upload's temporary name lets a restarted server
-                # turn it into a partial file instead of deleting it (sweep_temporary_files).
-                temp = f"{TEMP_PREFIX}{_RUN_ID}{next(_TEMP_IDS):x}" + (f".{key}" if key else "")
-                try:
-                    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                                 | os.O_CLOEXEC, FILE_MODE, dir_fd=parent)
-                except OSError as exc:
-                    raise write_error(exc, name) from None
+                temp, fd = self._new_temporary(parent, key, name)
             upload = Upload(self, "/".join([*dirs, leaf]), parent, leaf, temp, fd, length,
                             expected, overwrite and allow_overwrite, mtime, dirs, created,
-                            offset=offset, key=key, total=total if in_pieces else None,
+                            offset=offset, key=key, total=total,
                             algorithm=expected.algorithm if expected else algorithm)
         except BaseException:
-            if fd >= 0:
+            if fd >= 0:  # (give the partial file back, or remove what we made)
                 os.close(fd)
                 if offset or in_pieces:
                     _rename_quietly(claim_name(key), PARTIAL_PREFIX + key, parent)
@@ -127,6 +119,18 @@ class Uploads(PartialPolicy, Directories):
         upload.replaces = replaces
         upload.asked_name = name
         return upload
+
+    @staticmethod
+    def _new_temporary(parent: int, key: str, name: str) -> tuple[str, int]:
+        """A temporary file of our own in ``parent``: (its name, its descriptor). The
+        key in a resumable upload's temporary name lets a restarted server turn it into
+        a partial file instead of deleting it (sweep_temporary_files)."""
+        temp = f"{TEMP_PREFIX}{_RUN_ID}{next(_TEMP_IDS):x}" + (f".{key}" if key else "")
+        try:
+            return temp, os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                 | os.O_CLOEXEC, FILE_MODE, dir_fd=parent)
+        except OSError as exc:
+            raise write_error(exc, name) from None
 
     def _free_leaf(self, parent: int, leaf: str, name: str) -> str:
         """The first free ``stem (N).ext`` beside a taken ``leaf``."""
