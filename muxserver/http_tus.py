@@ -10,7 +10,6 @@ import time
 import h11
 
 from . import tus
-from .access import WRITE
 from .errors import MuxError
 from .http_codec import STATUS, HttpCodec, HttpError
 from .storage import StorageError
@@ -39,7 +38,7 @@ class TusRequests(HttpCodec):
             if method not in ("HEAD", "PATCH", "DELETE"):
                 raise HttpError(405, f"{method} of an upload",
                                 [("Allow", "HEAD, PATCH, DELETE")], close=has_body)
-            self.require(WRITE, "resuming an upload")  # (before the ID is even looked at)
+            self.check_rights("put", "resuming an upload")  # (before the ID is looked at)
             upload = tus.TusUpload.from_id(tid, self.grant.writer)
             self.name = upload.name
             if method == "HEAD":
@@ -56,7 +55,7 @@ class TusRequests(HttpCodec):
             raise HttpError(status, exc.message, more, close=has_body) from None
 
     def tus_create(self, headers: dict[str, str]) -> None:
-        self.require(WRITE, "starting an upload")
+        self.check_rights("put", "starting an upload")
         upload = tus.creation(headers)
         self.name = upload.name
         self.check_size(upload.size)

@@ -42,9 +42,15 @@ class Work(enum.Enum):
     STEPPING = "working in steps"  # a reply made a bounded step per loop turn
     CLOSED = "closed"  # the connection is gone
 
+    # What each state means, set below from the tables once: asked many times a
+    # request, they are plain attributes (an enum member's hash is a Python call).
+    waits: bool
+    uploading: bool
+    moves: dict[Event, Work]  # what each event leads to (TRANSITIONS)
 
-class Event(enum.Enum):
-    """What happened to the request under way."""
+
+class Event(enum.IntEnum):
+    """What happened to the request under way (an IntEnum: hashed as an int, fast)."""
 
     UPLOAD_OPENED = enum.auto()  # its target checked, its temporary file open
     BODY_ENDED = enum.auto()  # the body is stored; its digest comes after it
@@ -78,6 +84,10 @@ for _state in Work:  # whatever was under way, a lost connection ends it
 WAITING = frozenset({Work.VERIFYING, Work.HASHING, Work.STEPPING})
 #: The states of an upload: its temporary file is open.
 UPLOADING = frozenset({Work.RECEIVING, Work.AWAITING_DIGEST, Work.VERIFYING})
+for _state in Work:
+    _state.waits = _state in WAITING
+    _state.uploading = _state in UPLOADING
+    _state.moves = dict(TRANSITIONS[_state])
 
 
 class IllegalEvent(RuntimeError):
@@ -96,15 +106,15 @@ class RequestState:
         return f"<RequestState {self.state.name}>"
 
     def move(self, event: Event) -> Work:
-        try:
-            self.state = TRANSITIONS[self.state][event]
-        except KeyError:
-            raise IllegalEvent(f"{event.name} while {self.state.name}") from None
-        return self.state
+        state = self.state.moves.get(event)
+        if state is None:
+            raise IllegalEvent(f"{event.name} while {self.state.name}")
+        self.state = state
+        return state
 
     @property
     def must_wait(self) -> bool:
-        return self.state in WAITING
+        return self.state.waits
 
     @property
     def busy(self) -> bool:
@@ -113,4 +123,4 @@ class RequestState:
 
     @property
     def uploading(self) -> bool:
-        return self.state in UPLOADING
+        return self.state.uploading

@@ -27,7 +27,7 @@ import logging
 from typing import Any, Generator
 
 from . import protocol
-from .access import WRITE, Refusal
+from .access import Refusal
 from .buffers import FileRegion
 from .digests import SHA256, Digest
 from .lifecycle import Event, Work
@@ -176,7 +176,7 @@ class NativeSession(RequestRules):
         """How much of an interrupted upload of this writer's the server holds (0: none).
         Asked before a resumed put: it needs the right the put needs, ``write`` (a
         writer that may not read still resumes: it asks only of its own upload)."""
-        self.require(WRITE, f"resuming {req.name!r}")
+        self.check_rights("put", f"resuming {req.name!r}")
         key = self.partial_key(req.name, native_identity(req.digest, req.mtime), req.size)
         try:
             return self.services.root.held(req.name, key, req.size, beside_if_taken=self.blind)

@@ -82,6 +82,18 @@ class FileHash:
 HASH_AT_ONCE = READ_SIZE
 
 
+#: The rights each operation needs, for every wire (access.py says what a grant holds):
+#: a tus creation, piece or offset is a put, and so is asking what is held of an upload;
+#: removing and moving also need the sight of names (require_sight: a writer that may
+#: not read is never told which names exist).
+RIGHTS_NEEDED: dict[str, tuple[str, ...]] = {
+    "get": (READ,), "stat": (READ,), "list": (READ,),
+    "put": (WRITE,), "mkdir": (WRITE,),
+    "rm": (DELETE,), "mv": (DELETE, WRITE),
+}
+NEEDS_SIGHT = frozenset({"rm", "mv"})
+
+
 class RequestRules(Session):
     """The rules of every request, whatever its wire."""
 
@@ -90,18 +102,26 @@ class RequestRules(Session):
         self.upload: Upload | None = None  # RECEIVING ... VERIFYING: the file it goes to
         self.file_hash: FileHash | None = None  # HASHING: the helper hashing a get's file
 
+    def check_rights(self, op: str, what: str) -> None:
+        """Refuse (StorageError "not_permitted") an operation the request's grant does not
+        cover (RIGHTS_NEEDED), saying ``what`` was refused and why."""
+        for right in RIGHTS_NEEDED[op]:
+            self.require(right, what)
+        if op in NEEDS_SIGHT:
+            self.require_sight(what)
+
     # -- what requests read, checked against the grant
 
     def open_download(self, name: str, algorithm: str = SHA256) -> OpenFile:
-        self.require(READ, f"reading {name!r}")
+        self.check_rights("get", f"reading {name!r}")
         return self.services.root.open_file(name, algorithm)
 
     def describe(self, name: str) -> dict[str, Any]:
-        self.require(READ, f"stat of {name!r}")
+        self.check_rights("stat", f"stat of {name!r}")
         return self.services.root.stat(name)
 
     def entries(self, path: str, recursive: bool = False) -> Generator[Entry, None, None]:
-        self.require(READ, f"listing {path or '/'!r}")
+        self.check_rights("list", f"listing {path or '/'!r}")
         return self.services.root.iter_entries(path, recursive)
 
     # -- what requests change, checked against the grant
@@ -109,7 +129,7 @@ class RequestRules(Session):
     def make_directory(self, name: str, *, parents: bool) -> bool:
         """Make ``name``; True if it was made. A writer that may not read is told it
         was, whatever was there: its folders go beside what is not one (storage/root.py)."""
-        self.require(WRITE, f"making the directory {name!r}")
+        self.check_rights("mkdir", f"making the directory {name!r}")
         made = self.services.root.make_dir(name, parents=parents, beside_if_taken=self.blind)
         if made:
             log.info("%s %smade the directory %s", self.channel.peer, self.wire,
@@ -119,8 +139,7 @@ class RequestRules(Session):
     def start_removal(self, name: str, *, recursive: bool, done: Callable[[int], None],
                       failed: Callable[[StorageError], None]) -> None:
         """Remove ``name`` as a job (a tree goes in steps); then ``done(count)``."""
-        self.require(DELETE, f"removing {name!r}")
-        self.require_sight(f"removing {name!r}")
+        self.check_rights("rm", f"removing {name!r}")
         steps = self.services.root.remove_in_steps(name, recursive=recursive)
         self.start_job(self._removal(name, steps, done, failed), label="removing")
 
@@ -140,9 +159,7 @@ class RequestRules(Session):
 
     def move_entry(self, src: str, dst: str, *, overwrite: bool) -> bool:
         """Rename ``src`` to ``dst``; True if a file was replaced."""
-        self.require(DELETE, f"moving {src!r}")
-        self.require(WRITE, f"moving to {dst!r}")
-        self.require_sight(f"moving {src!r}")
+        self.check_rights("mv", f"moving {src!r} to {dst!r}")
         try:
             replaced = self.services.root.move(src, dst, overwrite=overwrite,
                                                allow_overwrite=self.grant.replace)
@@ -336,7 +353,7 @@ class RequestRules(Session):
         A writer that may not read (a drop box) must not learn which names exist: an
         upload to a taken name is stored beside it under a free one instead of being
         refused, and the reply says the name it asked for."""
-        self.require(WRITE, f"storing {name!r}")
+        self.check_rights("put", f"storing {name!r}")
         self.check_size(offset + length if total is None else total)
         try:
             upload = self.services.root.begin_upload(

@@ -271,7 +271,7 @@ class Session(BaseProtocol):
     def must_wait(self) -> bool:
         """True (and reading paused) while a job, a verification, a file's hash or
         queued output (the channel said pause_writing) lasts."""
-        if not self.work.must_wait and not self.writing_paused:
+        if not self.work.state.waits and not self.writing_paused:
             return False
         self.channel.pause_reading()
         return True

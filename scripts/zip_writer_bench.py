@@ -8,7 +8,7 @@ pieces of output (what one loop step would hold the loop for, were the writer dr
 from the loop):
 
 * ``muxserver``: ``muxserver.archive.ZipStream``, files read in 256 KiB pieces, which
-  is how ``http.py`` drives it (one piece per loop step);
+  is how ``http_folders.py`` drives it (one piece per loop step);
 * ``zipstream-ng``: ``zipstream.ZipStream(compress_type=ZIP_STORED)``, fed the same
   pieces through ``add(iterable, name, size=...)``;
 * ``stream-zip``: ``stream_zip`` with ``NO_COMPRESSION_64``, its stored mode for
