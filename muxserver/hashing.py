@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import threading
 from typing import Any, Callable
 
@@ -139,6 +140,7 @@ class HashJob:
 
 _queue: queue.SimpleQueue[HashJob] | None = None
 _start_lock = threading.Lock()
+_MAIN_THREAD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
 
 
 def _worker() -> queue.SimpleQueue[Any]:
@@ -148,8 +150,17 @@ def _worker() -> queue.SimpleQueue[Any]:
         with _start_lock:
             if _queue is None:
                 jobs: queue.SimpleQueue[HashJob] = queue.SimpleQueue()
-                threading.Thread(target=_serve, args=(jobs,), name="muxserver-hash",
-                                 daemon=True).start()
+                helper = threading.Thread(target=_serve, args=(jobs,), name="muxserver-hash",
+                                          daemon=True)
+                # The helper is born with the signals of Ctrl-C and stopping blocked, so the
+                # kernel delivers them to the main thread: one that reached the helper
+                # would only be noticed when the main thread's select() or recv() returned
+                # by itself (a Ctrl-C of the client took up to its whole timeout, 1 in 10).
+                unblock = signal.pthread_sigmask(signal.SIG_BLOCK, _MAIN_THREAD_SIGNALS)
+                try:
+                    helper.start()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, unblock)
                 _queue = jobs
     return _queue
 

@@ -12,7 +12,6 @@ import h11
 from . import tus
 from .errors import MuxError
 from .http_codec import STATUS, HttpCodec, HttpError
-from .storage import StorageError
 
 
 class TusRequests(HttpCodec):
@@ -46,8 +45,7 @@ class TusRequests(HttpCodec):
             elif method == "PATCH":
                 self.tus_patch(upload, headers)
             else:
-                self.services.root.drop_partial(upload.name, upload.key(self.grant.writer),
-                                                beside_if_taken=self.blind)
+                self.give_up(upload.name, upload.key(self.grant.writer))
                 self.respond(204, [])
         except MuxError as exc:  # (tus's table first, then HTTP's)
             status = tus.STATUS.get(exc.code, STATUS.get(exc.code, 500))
@@ -55,24 +53,16 @@ class TusRequests(HttpCodec):
             raise HttpError(status, exc.message, more, close=has_body) from None
 
     def tus_create(self, headers: dict[str, str]) -> None:
-        self.check_rights("put", "starting an upload")
+        self.check_rights("put", "starting an upload")  # (before the headers are read)
         upload = tus.creation(headers)
         self.name = upload.name
-        self.check_size(upload.size)
-        root = self.services.root
-        try:
-            root.check_room(upload.name, upload.size, overwrite=upload.overwrite,
-                            allow_overwrite=self.grant.replace, beside_if_taken=self.blind)
-        except StorageError as exc:
-            raise self.explained(exc, upload.name) from None
-        root.create_partial(upload.name, upload.key(self.grant.writer),
-                            beside_if_taken=self.blind)
+        self.begin_in_pieces(upload.name, upload.size, upload.key(self.grant.writer),
+                             overwrite=upload.overwrite)
         self.respond(201, [("Location", f"/{tus.PREFIX}/{upload.id(self.grant.writer)}"),
                            tus.expires(time.time() + self.limits.partial_ttl)])
 
     def tus_offset(self, upload: tus.TusUpload) -> None:
-        held = self.services.root.held(upload.name, upload.key(self.grant.writer),
-                                       upload.size, beside_if_taken=self.blind)
+        held = self.held(upload.name, upload.key(self.grant.writer), upload.size)
         self.respond(200, [("Upload-Offset", str(held)), ("Upload-Length", str(upload.size)),
                            ("Cache-Control", "no-store")])
 
@@ -89,8 +79,7 @@ class TusRequests(HttpCodec):
             raise HttpError(413, "the piece goes past the upload's length", close=True)
         checksum = tus.parse_checksum(headers.get("upload-checksum", ""))
         key = upload.key(self.grant.writer)
-        held = self.services.root.held(upload.name, key, upload.size,
-                                       beside_if_taken=self.blind)
+        held = self.held(upload.name, key, upload.size)
         if held != offset:
             raise HttpError(409, f"the server holds {held} bytes of it, not {offset}",
                             [("Upload-Offset", str(held))], close=True)

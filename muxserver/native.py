@@ -173,13 +173,11 @@ class NativeSession(RequestRules):
             self.reply_error(req.id, exc.code, exc.message, req.name)
 
     def partial_held(self, req: Request) -> int:
-        """How much of an interrupted upload of this writer's the server holds (0: none).
-        Asked before a resumed put: it needs the right the put needs, ``write`` (a
-        writer that may not read still resumes: it asks only of its own upload)."""
-        self.check_rights("put", f"resuming {req.name!r}")
+        """How much of an interrupted upload of this writer's the server holds (0: none):
+        asked before a resumed put, it needs what the put needs (rules.held)."""
         key = self.partial_key(req.name, native_identity(req.digest, req.mtime), req.size)
         try:
-            return self.services.root.held(req.name, key, req.size, beside_if_taken=self.blind)
+            return self.held(req.name, key, req.size)
         except StorageError as exc:
             if exc.code == "not_found":
                 return 0

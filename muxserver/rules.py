@@ -371,6 +371,32 @@ class RequestRules(Session):
         transfer.total, transfer.received = upload.size, upload.offset
         return upload
 
+    # -- uploads kept for later: resumed, or sent in pieces (the same partial files)
+
+    def held(self, name: str, key: str, size: int) -> int:
+        """How much of this writer's upload ``key`` of ``name`` the server holds.
+        StorageError "not_found" when nothing, "server_busy" while a request writes it."""
+        self.check_rights("put", f"resuming {name!r}")
+        return self.services.root.held(name, key, size, beside_if_taken=self.blind)
+
+    def begin_in_pieces(self, name: str, size: int, key: str, *, overwrite: bool) -> None:
+        """An upload that will come in pieces (tus): the target would be taken, and an
+        empty partial file is kept for it, counted as the writer's (partials.py)."""
+        self.check_rights("put", f"starting an upload of {name!r}")
+        self.check_size(size)
+        root = self.services.root
+        try:
+            root.check_room(name, size, overwrite=overwrite,
+                            allow_overwrite=self.grant.replace, beside_if_taken=self.blind)
+        except StorageError as exc:
+            raise self.explained(exc, name) from None
+        root.create_partial(name, key, beside_if_taken=self.blind)
+
+    def give_up(self, name: str, key: str) -> None:
+        """This writer gives up its upload ``key`` of ``name``: its bytes go."""
+        self.check_rights("put", f"giving up the upload of {name!r}")
+        self.services.root.drop_partial(name, key, beside_if_taken=self.blind)
+
     def partial_key(self, name: str, identity: str, size: int) -> str:
         """The key of the partial file this writer's upload of ``name`` keeps
         (storage.partial_key): another writer's upload of the same file never has it."""

@@ -342,3 +342,23 @@ def test_the_client_gets_a_never_hashed_file_with_its_digest_after_the_body(serv
     assert (tmp_path / "first.bin").read_bytes() == data
     assert (tmp_path / "second.bin").read_bytes() == data
     assert sorted(os.listdir(tmp_path)) == ["first.bin", "root", "second.bin"]  # no .part
+
+
+def test_ctrl_c_and_stop_signals_reach_the_main_thread_never_the_hashing_helper():
+    """A signal the helper thread took would wake no select() of the main thread: a
+    client's Ctrl-C waited for its whole timeout (a test of it failed 1 run in 10)."""
+    import signal
+    import threading
+
+    seen: list[set[int]] = []
+    done = threading.Event()
+
+    class Probe:
+        def _run(self) -> None:  # (what the helper runs for each job)
+            seen.append(set(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+            done.set()
+
+    hashing._worker().put(Probe())
+    assert done.wait(10)
+    assert {signal.SIGINT, signal.SIGTERM} <= seen[0]
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # (ours: not)
