@@ -209,38 +209,36 @@ class Access:
 
 
 def from_another_site(headers: Mapping[str, str]) -> bool:
-    """Whether a browser says this request comes from another site's page: its
-    ``Sec-Fetch-Site`` (every current browser sends it), or an ``Origin`` that is not
-    this server's own (the scheme aside: a TLS proxy in front changes it). Requests
-    that say neither (curl, scripts, WebDAV clients) are not from a page."""
+    """Whether a browser says this request comes from another site's page. Its
+    ``Sec-Fetch-Site`` says it when present (every current browser sends it; a proxy
+    that rewrites Host cannot confuse it, as Go's CrossOriginProtection reasons);
+    else an ``Origin`` that is not this server's own (the scheme aside: a TLS proxy in
+    front changes it). Requests that say neither (curl, scripts, WebDAV clients) are
+    not from a page."""
     site = headers.get("sec-fetch-site", "").strip().lower()
-    if site in ("cross-site", "same-site"):
-        return True
+    if site:
+        return site not in ("same-origin", "none")
     origin = headers.get("origin")
     if origin is None:
         return False
     scheme, sep, authority = origin.strip().lower().partition("://")
     host = headers.get("host", "").strip().lower()
-    return not sep or _without_default_port(authority) != _without_default_port(host)
+    default = {"http": ":80", "https": ":443"}.get(scheme, "")
+    return not sep or authority.removesuffix(default) != host.removesuffix(default)
 
 
 def navigated_by_a_person(headers: Mapping[str, str]) -> bool:
-    """A top-level navigation (a link followed, an address typed): what a share link
-    is, and what a page cannot repeat at will (each one replaces the page)."""
+    """A top-level navigation a person made (a link clicked, an address typed): what
+    a share link is. A page cannot make one at will: without the person's gesture
+    (``Sec-Fetch-User: ?1``) a script's navigations say so, and they do not count."""
     return (headers.get("sec-fetch-mode", "").lower() == "navigate"
-            and headers.get("sec-fetch-dest", "").lower() == "document")
+            and headers.get("sec-fetch-dest", "").lower() == "document"
+            and headers.get("sec-fetch-user", "") == "?1")
 
 
 def changes_state(method: str) -> bool:
     """Methods that may change something (RFC 9110's "safe" methods do not)."""
     return method not in ("GET", "HEAD", "OPTIONS")
-
-
-def _without_default_port(authority: str) -> str:
-    for port in (":80", ":443"):
-        if authority.endswith(port):
-            return authority[:-len(port)]
-    return authority
 
 
 def _digest(token: str) -> bytes:

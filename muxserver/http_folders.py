@@ -174,12 +174,12 @@ class FolderReplies(HttpCodec):
         skip = len(top) + 1 if top else 0  # (the folder's own path, before each name)
         try:
             top_mtime = (self.services.root.stat(top)["mtime"] if top
-                         else os.stat(self.services.root.path).st_mtime)
+                         else os.fstat(self.services.root.dir_fd).st_mtime)
             folder: dict[str, Any] = {"name": top, "type": "dir", "mtime": top_mtime}
             for entry in itertools.chain([folder], entries):
                 if isinstance(entry, LeftOut):
                     left_out.add(entry)
-                else:
+                elif entry is not None:  # (None: work that shows nothing, counted below)
                     rel = (base + "/" + entry["name"][skip:]).rstrip("/")
                     if rel.startswith(f"{base}/{LEFT_OUT_MEMBER}"):
                         taken.add(rel)

@@ -100,10 +100,9 @@ class TusRequests(HttpCodec):
         assert upload is not None and piece is not None
         checksum = piece[1]
         if checksum is not None and upload.piece_hasher.digest() != checksum[1]:
-            upload.rewind()
             self.end_upload()
             self.tus_piece = None
-            upload.park()
+            upload.fail()  # (this piece's bytes go, the earlier pieces stay)
             self.forget_transfer()
             self.respond(tus.CHECKSUM_MISMATCH, [("Content-Type", "text/plain")],
                          b"the piece's checksum does not match: it was not kept\n")

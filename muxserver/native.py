@@ -323,7 +323,7 @@ class NativeSession(RequestRules):
         upload = self.upload
         assert upload is not None
         self.end_upload()
-        upload.abort()
+        upload.fail()
         self.upload_failed(upload, write_error(exc, upload.name))
         self.process()  # the rest of the body is read and dropped
 

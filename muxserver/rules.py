@@ -29,6 +29,7 @@ from .storage import (
     Upload,
     partial_key,
     split_name,
+    writer_tag,
 )
 from .transport import Transport
 from .units import format_bytes
@@ -186,7 +187,7 @@ class RequestRules(Session):
             for entry in entries:
                 if isinstance(entry, LeftOut):
                     left_out.add(entry)
-                else:
+                elif entry is not None:  # (None: work that shows nothing, counted below)
                     if len(batch) == page_size:
                         page(batch, True)
                         batch = []
@@ -359,7 +360,8 @@ class RequestRules(Session):
             upload = self.services.root.begin_upload(
                 name, length, expected, overwrite=overwrite, allow_overwrite=self.grant.replace,
                 mtime=mtime, offset=offset, key=key, total=total,
-                beside_if_taken=self.blind, algorithm=algorithm)
+                beside_if_taken=self.blind, algorithm=algorithm,
+                writer=writer_tag(self.grant.writer))
         except StorageError as exc:
             raise self.explained(exc, name) from None
         if offset and total is None:  # (the pieces of a tus upload: not each one)
@@ -411,7 +413,7 @@ class RequestRules(Session):
             upload.write(memoryview(data))
         except StorageError as exc:  # disk full, file too large, I/O error
             self.end_upload()
-            upload.abort()
+            upload.fail()  # (a file in pieces keeps its earlier pieces)
             self.upload_failed(upload, exc)
             return
         if self.active is not None:

@@ -296,18 +296,42 @@ def test_a_guesser_claiming_to_be_cross_site_gains_nothing(make):
     assert h.replies()[-1].status == 401
 
 
+CLICKED = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate",
+           "Sec-Fetch-Dest": "document", "Sec-Fetch-User": "?1"}
+
+
 def test_a_share_link_followed_from_another_site_still_signs_in(make):
     h = make("http", token=WRITER)
-    reply = browser_get(h, "/?token=" + WRITER, **{
-        "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate",
-        "Sec-Fetch-Dest": "document"})
+    reply = browser_get(h, "/?token=" + WRITER, **CLICKED)
     assert reply.status == 303 and "set-cookie" in reply.headers
-    for _ in range(12):  # wrong ones that way still count: a guesser could navigate too
+    for _ in range(12):  # wrong ones that way still count: a guesser could click too
         g = make("http", access=h.access)
-        browser_get(g, "/?token=guess", **{"Sec-Fetch-Site": "cross-site",
-                                           "Sec-Fetch-Mode": "navigate",
-                                           "Sec-Fetch-Dest": "document"})
+        browser_get(g, "/?token=guess", **CLICKED)
     assert g.replies()[-1].status == 429
+
+
+def test_a_page_that_navigates_by_script_neither_bans_nor_signs_in(make):
+    scripted = {**CLICKED}
+    del scripted["Sec-Fetch-User"]  # (no gesture of the person: a popup's location=...)
+    h = make("http", token=WRITER)
+    for _ in range(12):
+        g = make("http", access=h.access)
+        assert browser_get(g, "/?token=guess", **scripted).status == 401
+    reply = browser_get(make("http", access=h.access), "/?token=" + WRITER, **scripted)
+    assert reply.status == 401 and "set-cookie" not in reply.headers  # (no login CSRF)
+    owner = make("native", access=h.access)
+    owner.login(WRITER)
+    owner.send(owner.wire.listing())
+    assert owner.replies()[-1].ok
+
+
+def test_the_pages_own_requests_work_behind_a_proxy_that_rewrites_host(make, root):
+    h = make("http")
+    h.wire.host = "127.0.0.1"  # what nginx's default proxy_set_header Host sends
+    h.send(h.wire.request("PUT", "/via-proxy.txt", {
+        "Sec-Fetch-Site": "same-origin", "Origin": "https://files.example.org",
+        "Content-Length": "1"}, b"x"))
+    assert h.replies()[-1].status == 201
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "MKCOL", "MOVE", "POST", "PATCH"])
@@ -586,3 +610,163 @@ def test_a_new_token_never_begins_with_a_dash(monkeypatch):
     assert new_token() == "good-token_"
     monkeypatch.undo()
     assert not any(new_token().startswith("-") for _ in range(500))
+
+
+# ------------------------------------------- found on review: each pinned, every route
+
+
+@pytest.mark.parametrize("kind", ["native", "http"])
+def test_storing_a_name_tells_a_drop_box_nothing_through_its_kept_uploads(make, root, kind):
+    """A file stored supersedes the writer's own kept uploads of the name it asked for,
+    whether it landed there or beside it: the answers are the same either way."""
+    told = []
+    for exists in (False, True):
+        name = f"secret-{exists}.txt"
+        if exists:
+            (root / name).write_bytes(b"s")
+        h = make("http", ceiling=Ceiling(upload_only=True))
+        location = tus_create(h, name, 100).headers["location"]
+        p = make(kind, access=h.access, shared_root=h.root)  # (one server)
+        p.send(p.wire.put(name, b"x"))
+        assert p.replies()[-1].ok
+        told.append(tus_ask(again(make, h), "HEAD", location).status)
+    assert told == [404, 404]
+
+
+def test_another_writers_put_leaves_an_upload_under_way_alone(make, root):
+    a = make("http", tokens=BOTH)
+    a.login(WRITER)
+    location = tus_create(a, "report.pdf", 10).headers["location"]
+    assert tus_patch(a, location, 0, b"01234").status == 204
+    b = make("http", access=a.access, shared_root=a.root)
+    b.login(OTHER)
+    b.send(b.wire.put("report.pdf", b"mine"))
+    assert b.replies()[-1].status == 201
+    assert tus_ask(again(make, a), "HEAD", location).headers["upload-offset"] == "5"
+
+
+@pytest.mark.parametrize("route", ["native put", "http put", "mkcol", "native mkdir"])
+def test_a_long_name_tells_a_drop_box_nothing_either(make, root, route):
+    name = "a" * 253  # no room for " (2)" beside it: the name is cut to make room
+    answers = []
+    for exists in (False, True):
+        where = root / str(exists)
+        where.mkdir()
+        if exists:
+            (where / name).write_bytes(b"s")
+        h = make("native" if route.startswith("native") else "http",
+                 ceiling=Ceiling(upload_only=True))
+        target = f"{exists}/{name}"
+        h.send(h.wire.put(target, b"x") if "put" in route else h.wire.mkdir(target))
+        answers.append(shape(h.replies()[-1]))
+    assert json.dumps(answers[0], default=repr).replace("False", "X") == \
+        json.dumps(answers[1], default=repr).replace("True", "X")
+    assert answers[0][0] and (root / "True" / name).read_bytes() == b"s"
+
+
+def test_one_writers_kept_uploads_never_evict_anothers(make, root):
+    limits = Limits(partial_count=2, partials_per_writer=2)
+    a = make("http", tokens=BOTH, limits=limits)
+    a.login(WRITER)
+    location = tus_create(a, "a.bin", 10).headers["location"]
+    for i in range(3):  # the other writer's interrupted uploads: over the server's count
+        n = make("native", limits=limits, access=a.access, shared_root=a.root)
+        n.login(OTHER)
+        blob = os.urandom(3000)
+        n.send(protocol.encode_put(1, f"b{i}.bin", len(blob), sha256(blob), resumable=True)
+               + blob[:1000])
+        n.channel.lose()
+    assert tus_ask(again(make, a), "HEAD", location).status == 200  # still there
+    assert len(a.root.partials) <= 2
+
+
+def test_an_upload_being_written_still_counts(make, root):
+    limits = Limits(partial_count=2, partials_per_writer=2)
+    a = make("http", tokens=BOTH, limits=limits)
+    a.login(WRITER)
+    location = tus_create(a, "a.bin", 10).headers["location"]
+    a.send(a.wire.request("PATCH", location, {
+        "Content-Type": "application/offset+octet-stream", "Content-Length": "5",
+        "Upload-Offset": "0", **TUS}) + b"01")  # under way: its partial file is claimed
+    b = make("http", limits=limits, access=a.access, shared_root=a.root)
+    b.login(OTHER)
+    made = [tus_create(b, f"b{i}.bin", 10).status for i in range(2)]
+    assert made == [201, 507]  # the one being written is counted
+    a.send(b"234")
+    assert a.replies()[-1].status == 204
+
+
+def test_a_piece_that_fails_to_be_written_keeps_the_pieces_before_it(make, root,
+                                                                     monkeypatch):
+    import errno
+
+    from muxserver.storage import uploads
+
+    h = make("http")
+    location = tus_create(h, "big.bin", 20).headers["location"]
+    assert tus_patch(h, location, 0, b"0123456789").status == 204
+    real_write = uploads.os.write
+
+    def full(fd: int, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(uploads.os, "write", full)
+    assert tus_patch(again(make, h), location, 10, b"abcdefghij").status == 507
+    monkeypatch.setattr(uploads.os, "write", real_write)
+    assert tus_ask(again(make, h), "HEAD", location).headers["upload-offset"] == "10"
+
+
+def opened_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("target", ["/", "/?format=json", "/?download=zip", "/?download=tar"])
+def test_a_head_of_a_listing_or_an_archive_leaks_no_descriptor(make, root, target):
+    (root / "d").mkdir()
+    h = make("http")
+    h.send(h.wire.request("HEAD", target))
+    before = opened_descriptors()
+    for _ in range(10):
+        h.send(h.wire.request("HEAD", target))
+    assert opened_descriptors() == before
+
+
+def test_a_listing_that_never_got_its_first_step_leaks_no_descriptor(make, root):
+    (root / "d").mkdir()
+    h = make("http", limits=Limits(output_high_water=100, output_low_water=10))
+    (root / "big.txt").write_bytes(b"b" * 5000)
+    before = opened_descriptors()
+    h.send(h.wire.get("big.txt") + h.wire.request("GET", "/d/"), read=False)
+    h.channel.lose()  # (the listing's job waited for a reader that never came)
+    assert opened_descriptors() == before
+
+
+@pytest.mark.parametrize("request_", ["zip", "tar", "ls -r", "rm -r"])
+def test_a_tree_of_empty_folders_is_walked_in_bounded_steps(make, root, request_):
+    for i in range(600):
+        (root / "t" / f"d{i}").mkdir(parents=True)
+    kind = "native" if request_ in ("ls -r", "rm -r") else "http"
+    h = make(kind, ceiling=Ceiling(allow_delete=True))
+    opened = [0]
+    real = h.root.open_dir
+
+    def counting(*args: Any, **kw: Any) -> int:
+        opened[0] += 1
+        return real(*args, **kw)
+
+    h.root.open_dir = counting  # type: ignore[method-assign]
+    if request_ == "ls -r":
+        request = protocol.encode_list(2, "t", recursive=True)
+    elif request_ == "rm -r":
+        request = h.wire.rm("t", recursive=True)
+    else:
+        request = h.wire.request("GET", f"/t/?download={request_}")
+    h.session.data_received(memoryview(bytearray(request)))
+    most = 0
+    while h.loop.ready:
+        before = opened[0]
+        h.loop.ready.popleft()()
+        h.channel.drain()
+        most = max(most, opened[0] - before)
+    assert h.replies()[-1].ok
+    assert most <= 300, most  # (600 folders in one step before)

@@ -88,11 +88,17 @@ class Directories(RootCore):
         yield from self._remove_tree(parts, step)
 
     def _remove_tree(self, top: list[str], step: int) -> Iterator[int]:
-        removed = 0
+        """The removal of a tree, a step every ``step`` operations (an unlink, a
+        rmdir, a directory opened or an entry met: a tree of empty folders costs as
+        many steps as one of files)."""
+        removed = work = 0
         waiting: list[tuple[list[str], bool]] = [(top, False)]  # (directory, emptied)
         while waiting:
             parts, emptied = waiting.pop()
             where = "/".join(parts)
+            work += 1
+            if work % step == 0:
+                yield removed
             if emptied:
                 parent = self.open_dir(parts[:-1])
                 try:
@@ -105,12 +111,13 @@ class Directories(RootCore):
             fd = self.open_dir(parts)
             try:
                 for entry in _scandir(fd, where):
+                    work += 1
                     if entry.is_dir(follow_symlinks=False):
                         waiting.append(([*parts, entry.name], False))
-                        continue
-                    _remove(os.unlink, entry.name, fd, f"{where}/{entry.name}")
-                    removed += 1
-                    if removed % step == 0:
+                    else:
+                        _remove(os.unlink, entry.name, fd, f"{where}/{entry.name}")
+                        removed += 1
+                    if work % step == 0:
                         yield removed
             finally:
                 os.close(fd)

@@ -67,6 +67,9 @@ class PartialFiles:
         self._files: collections.OrderedDict[tuple[str, str], Partial] = (
             collections.OrderedDict())
         self._writers: collections.Counter[str] = collections.Counter()
+        # Partials a request is writing now (renamed to their claim name): still counted,
+        # never evicted or expired under it; kept again (add) or forgotten when it ends.
+        self._claimed: set[tuple[str, str]] = set()
 
     def __len__(self) -> int:
         return len(self._files)
@@ -75,13 +78,21 @@ class PartialFiles:
         return iter(list(self._files.values()))
 
     def add(self, partial: Partial) -> None:
-        """Note a partial file (again, if it was kept before: it is now the newest)."""
+        """Note a partial file (again, if it was kept before: it is now the newest, and
+        no request writes it any more)."""
         self.discard(partial.where, partial.name)
         self._files[(partial.where, partial.name)] = partial
         self.bytes += partial.size
         self._writers[partial.writer] += 1
 
+    def claim(self, partial: Partial) -> None:
+        """A request writes this partial file now: it keeps its place in the count."""
+        if (partial.where, partial.name) not in self._files:
+            self.add(partial)
+        self._claimed.add((partial.where, partial.name))
+
     def discard(self, where: str, name: str) -> None:
+        self._claimed.discard((where, name))
         old = self._files.pop((where, name), None)
         if old is not None:
             self.bytes -= old.size
@@ -90,10 +101,9 @@ class PartialFiles:
                 del self._writers[old.writer]
 
     def oldest(self, writer: str | None = None) -> Partial | None:
-        """The oldest partial (of ``writer``, if given)."""
-        if writer is None:
-            return next(iter(self._files.values()), None)
-        return next((p for p in self._files.values() if p.writer == writer), None)
+        """The oldest partial no request is writing (of ``writer``, if given)."""
+        return next((p for key, p in self._files.items() if key not in self._claimed
+                     and (writer is None or p.writer == writer)), None)
 
     def over_budget(self) -> bool:
         return self.bytes > self.budget
@@ -178,33 +188,41 @@ class PartialPolicy(RootCore):
     def partial_kept(self, where: str, partial: str, size: int) -> int:
         """An interrupted upload left ``partial`` (``size`` bytes) in the directory
         ``where``. Returns the bytes kept: 0 if the budget had no room for it."""
-        self.partials.add(Partial(where, partial, size, time.time(), writer_of(partial)))
-        self.enforce_partial_budget()
+        writer = writer_of(partial)
+        self.partials.add(Partial(where, partial, size, time.time(), writer))
+        self.enforce_partial_budget(writer)
         if self.on_partial_kept is not None:
             self.on_partial_kept()
         return size if self.partials.named(where, partial) else 0
 
-    def enforce_partial_budget(self) -> None:
-        """Evict the oldest partials while they hold more than their budget of bytes,
-        or are more than their count (a writer over its own count loses its own)."""
+    def enforce_partial_budget(self, writer: str | None = None) -> None:
+        """Evict partials while they are over their counts or their budget of bytes.
+        ``writer``: the one that just kept one. Over the counts, it loses its own oldest
+        (perhaps the one it just kept), never another writer's: nobody's upload under
+        way is evicted by somebody else's; over the bytes, the oldest of all go."""
         books = self.partials
-        while books.over_budget() or len(books) > books.count:
-            oldest = books.oldest()
-            assert oldest is not None
-            self._remove_partial(oldest, "over the partial files' budget")
-        for writer in [w for w in books.writers() if books.held_by(w) > books.per_writer]:
-            while books.held_by(writer) > books.per_writer:
-                oldest = books.oldest(writer)
-                assert oldest is not None
-                self._remove_partial(oldest, "over the partial files one writer may keep")
+        for each in [writer] if writer is not None else books.writers():
+            self._evict_while(lambda: books.held_by(each) > books.per_writer, each,
+                              "over the partial files one writer may keep")
+        self._evict_while(lambda: len(books) > books.count, writer,
+                          "over the partial files' count")
+        self._evict_while(books.over_budget, None, "over the partial files' budget")
+
+    def _evict_while(self, over: Callable[[], bool], writer: str | None, why: str) -> None:
+        while over():
+            oldest = self.partials.oldest(writer)
+            if oldest is None:
+                return  # (all of them are being written: they end soon, and are counted)
+            self._remove_partial(oldest, why)
 
     def make_room(self, needed: int) -> int:
         """The disk is full: evict partials, oldest first, until ``needed`` bytes are
         freed or none is left. Returns the bytes freed (0: nothing could be done)."""
         freed = 0
-        while freed < needed and len(self.partials):
+        while freed < needed:
             oldest = self.partials.oldest()
-            assert oldest is not None
+            if oldest is None:
+                break  # (none left, or only those being written)
             self._remove_partial(oldest, "the disk is full")
             freed += oldest.size
         return freed
@@ -225,14 +243,16 @@ class PartialPolicy(RootCore):
         finally:
             os.close(parent)
 
-    def forget_partials(self, name: str, parent: int) -> None:
-        """A file was just stored under ``name`` (a checked name; ``parent`` is its
-        directory): interrupted uploads to that name, of whatever content, are
-        superseded. Remove the partial files kept for it."""
+    def forget_partials(self, leaf: str, writer: str, where: str, parent: int) -> None:
+        """A file was just stored by ``writer`` (its tag) in the directory ``where``
+        (``parent``), asked for as ``leaf``: that writer's interrupted uploads to that
+        name, of whatever content, are superseded; remove their partial files. Another
+        writer's are not (its upload under way must not vanish), and the name asked
+        for is what counts, not the one the file got (a drop box's may differ: its
+        answer must not depend on which names exist)."""
         if not len(self.partials):
             return
-        where, _, leaf = name.rpartition("/")
-        for partial in self.partials.named(where, PARTIAL_PREFIX + _leaf_key(leaf)):
+        for partial in self.partials.named(where, f"{PARTIAL_PREFIX}{_leaf_key(leaf)}-{writer}-"):
             self.partials.discard(where, partial.name)
             unlink_quietly(partial.name, parent)
 

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import errno
 import os
+import secrets
 import stat
 from typing import Any, Generator, Iterator
 
@@ -55,8 +56,9 @@ class LeftOut:
     why: str
 
 
-#: What a listing yields: an entry's fields (``_entry``), or one it leaves out.
-Entry = dict[str, Any] | LeftOut
+#: What a listing yields: an entry's fields (``_entry``), one it leaves out, or None: a
+#: unit of work that shows nothing (see RootCore.iter_entries).
+Entry = dict[str, Any] | LeftOut | None
 
 
 @dataclasses.dataclass(slots=True)
@@ -307,19 +309,27 @@ class RootCore:
 
         An entry whose name the name rules refuse (another program put it there: a
         newline, ``aux``, a tree deeper than they allow) comes as a :class:`LeftOut`,
-        never as a reason to stop: the caller skips it and says so. Every entry met is
-        one item, so a caller that takes a bounded number of items per step is bounded
-        whatever the directory holds.
+        never as a reason to stop: the caller skips it and says so. Every unit of work
+        is one item: an entry, one left out, or None for work that shows nothing (a
+        subdirectory opened, a file of ours passed over), so a caller that takes a
+        bounded number of items per step is bounded whatever the tree holds (3,000
+        empty folders once took one step).
+
+        The generator owns the first directory's descriptor from the start: closing it,
+        even before its first item, closes that descriptor.
         """
         parts = split_name(path, allow_root=True)
         top = self.open_dir(parts)  # errors (bad name, not found) are raised here, eagerly
-        return self._walk_entries(top, path, recursive)
+        walk = self._walk_entries(top, path, recursive)
+        next(walk)  # (into its try: from here, close() runs its finally)
+        return walk
 
     def _walk_entries(self, top: int, path: str,
                       recursive: bool) -> Generator[Entry, None, None]:
         waiting: list[str] = []  # subdirectories still to list, by name
         fd, prefix = top, path
         try:
+            yield None  # (iter_entries takes this one: the walk has begun)
             while True:
                 yield from self._scan(fd, prefix, recursive, waiting)
                 os.close(fd)
@@ -329,6 +339,7 @@ class RootCore:
                         return
                     prefix = waiting.pop()
                     fd = self._reopen_dir(prefix)
+                    yield None  # (a directory opened, or found gone: a step's work)
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -351,9 +362,16 @@ class RootCore:
             raise dir_error(exc, fd, ".", prefix or "the served root") from None
         depth = prefix.count("/") + 1 if prefix else 0  # of the directory listed
         with entries:
-            for entry in entries:
+            while True:
+                try:
+                    entry = next(entries)
+                except StopIteration:
+                    return
+                except OSError as exc:  # (a disk error in the middle of the directory)
+                    raise dir_error(exc, fd, ".", prefix or "the served root") from None
                 if entry.name.startswith(RESERVED_PREFIX):
-                    continue  # ours: temporary and partial files
+                    yield None  # ours (temporary and partial files): not shown
+                    continue
                 name = f"{prefix}/{entry.name}" if prefix else entry.name
                 why = _unservable(entry.name, name, depth)
                 if why:
@@ -362,7 +380,8 @@ class RootCore:
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
-                    continue  # removed while we listed
+                    yield None  # removed while we listed
+                    continue
                 yield _entry(name, st)
                 if recursive and stat.S_ISDIR(st.st_mode):
                     waiting.append(name)
@@ -370,17 +389,26 @@ class RootCore:
 
 def numbered(name: str, *, directory: bool) -> Iterator[str]:
     """``name``, then the names that may stand beside it when it is taken: ``stem
-    (2).ext``, ``stem (3).ext``... for a file, ``name (2)``... for a directory (at most
-    10,000, and none over a component's 255 bytes)."""
+    (2).ext``, ``stem (3).ext``... for a file, ``name (2)``... for a directory; then
+    ``stem (a random word).ext``. A stem too long for the number is cut to fit a
+    component's 255 bytes. There is always a next one: where the names run out, the
+    answer to a drop box would depend on which of them exist."""
     yield name
     stem, dot, ext = name.rpartition(".")
-    if directory or not stem:  # no extension, or a dotfile: the number goes at the end
-        stem, dot, ext = name, "", ""
+    if directory or not stem or len(ext.encode()) > 64:  # (no extension, a dotfile, or
+        stem, dot, ext = name, "", ""  # one that is no extension: the number goes last)
     for n in range(2, 10_000):
-        candidate = f"{stem} ({n}){dot}{ext}"
-        if len(candidate.encode()) > 255:
-            return
-        yield candidate
+        yield _fitted(stem, f" ({n}){dot}{ext}")
+    while True:
+        yield _fitted(stem, f" ({secrets.token_hex(8)}){dot}{ext}")
+
+
+def _fitted(stem: str, tail: str, limit: int = 255) -> str:
+    """``stem + tail``, the stem cut (whole characters) so that it fits ``limit`` bytes."""
+    room = limit - len(tail.encode())
+    while len(stem.encode()) > room:
+        stem = stem[:-1]
+    return stem + tail
 
 
 def _unservable(leaf: str, name: str, depth: int) -> str:

@@ -16,6 +16,7 @@ import itertools
 import os
 import secrets
 import stat
+import time
 from typing import Any, Callable
 
 from ..atomic import publish, rename_new
@@ -26,6 +27,7 @@ from .errors import StorageError, split_name, write_error
 from .partials import (
     PARTIAL_PREFIX,
     TEMP_PREFIX,
+    Partial,
     PartialPolicy,
     claim_name,
     unlink_quietly,
@@ -62,7 +64,8 @@ class Uploads(PartialPolicy, Directories):
     def begin_upload(self, name: str, length: int, expected: Digest | None, *,
                      overwrite: bool, allow_overwrite: bool, mtime: float | None = None,
                      offset: int = 0, key: str = "", total: int | None = None,
-                     beside_if_taken: bool = False, algorithm: str = SHA256) -> "Upload":
+                     beside_if_taken: bool = False, algorithm: str = SHA256,
+                     writer: str = "") -> "Upload":
         """Check the target and open the temporary file the upload is written to.
 
         ``key``: the partial file's key (``partial_key``) of a resumable upload, "" for
@@ -78,7 +81,8 @@ class Uploads(PartialPolicy, Directories):
         ``open_dir_beside`` does.
 
         ``expected``: the digest the sender declared (None: none yet, the file is hashed
-        in ``algorithm``)."""
+        in ``algorithm``). ``writer``: who sends it (partials.writer_tag): once it is
+        stored, that writer's partial files for the name are superseded."""
         parts = split_name(name)
         leaf, dirs = parts[-1], parts[:-1]
         in_pieces = total is not None
@@ -109,7 +113,7 @@ class Uploads(PartialPolicy, Directories):
             if fd >= 0:  # (give the partial file back, or remove what we made)
                 os.close(fd)
                 if offset or in_pieces:
-                    _rename_quietly(claim_name(key), PARTIAL_PREFIX + key, parent)
+                    self.unclaim("/".join(dirs), key, parent)
                 else:
                     unlink_quietly(temp, parent)
             if parent >= 0:
@@ -118,6 +122,7 @@ class Uploads(PartialPolicy, Directories):
             raise
         upload.replaces = replaces
         upload.asked_name = name
+        upload.writer = writer or writer_of(key)
         return upload
 
     @staticmethod
@@ -183,9 +188,20 @@ class Uploads(PartialPolicy, Directories):
             _rename_quietly(claim, partial, parent)  # keep it for later
             raise StorageError("offset_mismatch", f"the server holds {held} bytes of "
                                                   f"{name!r}, not {offset}")
-        self.partials.discard(where, partial)  # an upload again, now
+        self.partials.claim(Partial(where, partial, held, time.time(), writer_of(key)))
         os.lseek(fd, 0, os.SEEK_END)
         return fd
+
+    def unclaim(self, where: str, key: str, parent: int) -> None:
+        """A claimed partial file that no request writes after all: its name back, and
+        its place in the books (kept again, as it was)."""
+        partial = PARTIAL_PREFIX + key
+        _rename_quietly(claim_name(key), partial, parent)
+        st = self._lstat(parent, partial, partial)
+        if st is not None:
+            self.partials.add(Partial(where, partial, st.st_size, time.time(), writer_of(key)))
+        else:
+            self.partials.discard(where, partial)
 
     def held(self, name: str, key: str, size: int, *, beside_if_taken: bool = False) -> int:
         """The bytes the partial file ``key`` of ``name`` holds. StorageError
@@ -288,7 +304,7 @@ class Upload:
     __slots__ = ("root", "name", "parent", "leaf", "temp", "fd", "length", "expected",
                  "overwrite", "mtime", "dirs", "created", "received", "hasher", "done",
                  "offset", "key", "hash_job", "replaces", "asked_name", "total",
-                 "piece_hasher", "in_pieces", "algorithm")
+                 "piece_hasher", "in_pieces", "algorithm", "writer")
 
     def __init__(self, root: Uploads, name: str, parent: int, leaf: str, temp: str, fd: int,
                  length: int, expected: Digest | None, overwrite: bool, mtime: float | None,
@@ -306,6 +322,7 @@ class Upload:
         self.done = False
         self.replaces = False  # an existing file will be replaced
         self.asked_name = name  # the name the client asked for (a drop box may differ)
+        self.writer = ""  # who sends it (partials.writer_tag)
         self.total = offset + length if total is None else total  # the whole file
         self.in_pieces = total is not None  # sent in several requests (tus)
         self.piece_hasher: Any = None  # a checksum of this request's bytes alone (tus)
@@ -423,7 +440,8 @@ class Upload:
         except BaseException:
             self.abort()
             raise
-        self.root.forget_partials(self.name, self.parent)
+        self.root.forget_partials(split_name(self.asked_name)[-1], self.writer,
+                                  "/".join(self.dirs), self.parent)
         self._release()
         return digest
 
@@ -445,6 +463,18 @@ class Upload:
             self.root.sync_created(self.dirs, self.created)  # new directories' entries
         except OSError as exc:
             raise write_error(exc, self.name) from None
+
+    def fail(self) -> None:
+        """Writing the body failed (disk full, an I/O error): nothing of this request's
+        bytes is kept; a file sent in pieces keeps the pieces it held before it."""
+        if self.in_pieces and not self.done:
+            try:
+                self.rewind()
+                self.park()
+                return
+            except StorageError:
+                pass  # (it cannot even be cut back: it goes)
+        self.abort()
 
     def abort(self, *, interrupted: bool = False, keep_empty: bool = False) -> int:
         """Stop the upload; return the bytes kept for a resume (0: none).
@@ -474,6 +504,8 @@ class Upload:
                     os.unlink(self.temp, dir_fd=self.parent)
             except OSError:
                 pass  # already gone; nothing else to do
+            if not keep and self.temp == claim_name(self.key):  # (its books entry goes too)
+                self.root.partials.discard("/".join(self.dirs), PARTIAL_PREFIX + self.key)
             self.temp = ""
         self._release()
         if not keep:
