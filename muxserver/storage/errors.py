@@ -72,31 +72,41 @@ def dir_error(exc: OSError, parent: int, part: str, where: str) -> StorageError:
     return StorageError("io_error", f"{where!r}: {exc.strerror}")
 
 
-def leaf_error(exc: OSError, name: str) -> StorageError:
-    busy = _busy(exc, repr(name))
+# What an errno means for one kind of call: (stable code, message); the message may use
+# {name} and {why} (the kernel's words). An errno not in the table is "io_error".
+_LEAF_ERRORS = {
+    errno.ENOENT: ("not_found", "no such file {name!r}"),
+    errno.ELOOP: ("forbidden", "{name!r} is a symbolic link; not following it"),
+    errno.ENXIO: ("not_a_file", "{name!r} is not a regular file"),
+    errno.EACCES: ("forbidden", "{name!r}: permission denied"),
+}
+_WRITE_ERRORS = {
+    errno.ENOSPC: ("no_space", "cannot store {name!r}: {why}"),
+    errno.EDQUOT: ("no_space", "cannot store {name!r}: {why}"),
+    errno.EFBIG: ("no_space", "cannot store {name!r}: {why}"),
+    errno.EACCES: ("forbidden", "cannot store {name!r}: {why}"),
+    errno.EPERM: ("forbidden", "cannot store {name!r}: {why}"),
+    errno.EROFS: ("forbidden", "cannot store {name!r}: {why}"),
+    errno.ENOTDIR: ("not_a_directory", "cannot store {name!r}: a parent is a file"),
+    errno.ENAMETOOLONG: ("bad_name", "cannot store {name!r}: name too long"),
+}
+
+
+def _looked_up(exc: OSError, name: str, table: dict[int, tuple[str, str]],
+               busy_what: str, otherwise: str) -> StorageError:
+    busy = _busy(exc, busy_what)
     if busy is not None:
         return busy
-    if exc.errno == errno.ENOENT:
-        return StorageError("not_found", f"no such file {name!r}")
-    if exc.errno == errno.ELOOP:
-        return StorageError("forbidden", f"{name!r} is a symbolic link; not following it")
-    if exc.errno == errno.ENXIO:
-        return StorageError("not_a_file", f"{name!r} is not a regular file")
-    if exc.errno == errno.EACCES:
-        return StorageError("forbidden", f"{name!r}: permission denied")
-    return StorageError("io_error", f"{name!r}: {exc.strerror}")
+    code, text = table.get(exc.errno or 0, ("io_error", otherwise))
+    return StorageError(code, text.format(name=name, why=exc.strerror))
+
+
+def leaf_error(exc: OSError, name: str) -> StorageError:
+    """What a failed open, stat or unlink of the file ``name`` means."""
+    return _looked_up(exc, name, _LEAF_ERRORS, repr(name), "{name!r}: {why}")
 
 
 def write_error(exc: OSError, name: str) -> StorageError:
-    busy = _busy(exc, f"cannot store {name!r}")
-    if busy is not None:
-        return busy
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return StorageError("no_space", f"cannot store {name!r}: {exc.strerror}")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return StorageError("forbidden", f"cannot store {name!r}: {exc.strerror}")
-    if exc.errno == errno.ENOTDIR:
-        return StorageError("not_a_directory", f"cannot store {name!r}: a parent is a file")
-    if exc.errno == errno.ENAMETOOLONG:
-        return StorageError("bad_name", f"cannot store {name!r}: name too long")
-    return StorageError("io_error", f"cannot store {name!r}: {exc.strerror}")
+    """What a failed creation, write or rename of ``name`` means."""
+    return _looked_up(exc, name, _WRITE_ERRORS, f"cannot store {name!r}",
+                      "cannot store {name!r}: {why}")
