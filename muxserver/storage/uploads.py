@@ -75,14 +75,10 @@ class Uploads(PartialPolicy, Directories):
         ``total``: the whole file's size when the body is one piece of a file sent in
         several requests (tus), appended to the partial file from ``offset``.
 
-        With ``beside_if_taken`` (a writer that may not read), a taken name is not
-        refused: the file goes to the first free name ``stem (2).ext``, ``stem
-        (3).ext``... in the same directory, and directories are walked as
-        ``open_dir_beside`` does.
-
-        ``expected``: the digest the sender declared (None: none yet, the file is hashed
-        in ``algorithm``). ``writer``: who sends it (partials.writer_tag): once it is
-        stored, that writer's partial files for the name are superseded."""
+        ``beside_if_taken`` (a writer that may not read): a taken name goes to the first
+        free ``stem (2).ext``... (``numbered``), directories as ``open_dir_beside`` walks.
+        ``expected``: the declared digest (None: hashed in ``algorithm``). ``writer``: who
+        sends it (writer_tag); once stored, its partial files for the name are superseded."""
         parts = split_name(name)
         leaf, dirs = parts[-1], parts[:-1]
         in_pieces = total is not None
