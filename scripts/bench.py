@@ -10,6 +10,7 @@ pyftpdlib) are reported as skipped.
     python scripts/bench.py                       # everything, about ten minutes
     python scripts/bench.py --only bulk --runs 5  # one scenario
     python scripts/bench.py --json
+    python scripts/bench.py --only bulk,many --baseline ../older-checkout   # A/B
 
 Targets (checked and printed): a bulk put of a fresh file within 1.25x socat's time, a
 put of a file whose digest is remembered and a get within 1.0x socat's time and faster
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from benchlib import (GiB, alternate, console_cost, cpu_seconds, make_file,
                       print_console_cost, scratch_dir, spawn_muxserver, summary, timed)
@@ -90,12 +92,15 @@ def bulk(args: argparse.Namespace, work: Path) -> dict:
     make_file(src, size)
     out = work / "out"
     out.mkdir()
-    root = work / "muxroot"
-    root.mkdir()
-    server = spawn_muxserver(root)
+    roots = {"muxserver": work / "muxroot"}
+    if args.baseline:  # the same client against another checkout's server
+        roots["baseline"] = work / "baseroot"
+    servers = {}
+    for label, root in roots.items():
+        root.mkdir()
+        servers[label] = spawn_muxserver(root, code=Path(args.baseline).resolve()
+                                         if label == "baseline" else None)
     ftp = start_pyftpdlib(work) if have_pyftpdlib() else None
-    cli = [sys.executable, "-m", "muxserver"]
-    port_args = ["--port", str(server.port), "-q"]
     copies = itertools.count()
 
     def fresh_copy() -> Path:
@@ -106,25 +111,12 @@ def bulk(args: argparse.Namespace, work: Path) -> dict:
         shutil.copyfile(src, copy)  # (the data, not the xattr of its remembered digest)
         return copy
 
-    def served_copy() -> None:
-        """The file again in the server's root, under a new inode (untimed): the server
-        has not hashed it, so a get of it hashes it while sending it (a trailer)."""
-        shutil.copyfile(src, root / "fresh-get.bin")
-
-    # Each run writes a file whose previous copy was deleted just before, untimed: the
-    # analogue of socat's truncate-then-write (see docs/PERFORMANCE.md on overwrites).
-    contenders = {"socat": lambda: run_socat(src, out / "socat.bin"),
-                  "muxserver put": lambda: fresh(root / "bulk.bin") or timed(lambda: _run(
-                      [*cli, "put", str(src), "--as", "bulk.bin", *port_args])),
-                  "muxserver put, fresh file": lambda: fresh(root / "bulk.bin") or (
-                      lambda copy: timed(lambda: _run([*cli, "put", str(copy), "--as",
-                                                       "bulk.bin", *port_args])))(fresh_copy()),
-                  "muxserver get": lambda: fresh(out / "bulk.bin") or timed(lambda: _run(
-                      [*cli, "get", "bulk.bin", "-o", str(out), *port_args])),
-                  "muxserver get, fresh file": lambda: fresh(out / "fresh-get.bin") or fresh(
-                      root / "fresh-get.bin") or served_copy() or timed(lambda: _run(
-                          [*cli, "get", "fresh-get.bin", "-o", str(out), *port_args]))}
-    pids = {name: server.proc.pid for name in contenders if name.startswith("muxserver")}
+    contenders = {"socat": lambda: run_socat(src, out / "socat.bin")}
+    pids: dict[str, int] = {}
+    for label, server in servers.items():
+        runs = _muxserver_runs(server, roots[label], src, out, fresh_copy)
+        contenders.update({f"{label} {what}": run for what, run in runs.items()})
+        pids.update({f"{label} {what}": server.proc.pid for what in runs})
     if ftp is not None:
         ftp_port = ftp[1]
         ftp_root = work / "ftproot"
@@ -154,7 +146,8 @@ def bulk(args: argparse.Namespace, work: Path) -> dict:
             run()
         timings = alternate(contenders, args.runs, one_run)
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
         if ftp is not None:
             ftp[0].terminate()
             ftp[0].wait()
@@ -168,6 +161,34 @@ def bulk(args: argparse.Namespace, work: Path) -> dict:
     if base is None:
         skipped.append("socat (apt-get install socat)")
     return {"size_mib": args.size_mib, "results": results, "skipped": skipped}
+
+
+def _muxserver_runs(server, root: Path, src: Path, out: Path,
+                    fresh_copy: Callable[[], Path]) -> dict[str, Callable[[], float]]:
+    """The timed muxserver transfers against one server, each after its untimed set-up.
+
+    Each put writes a file whose previous copy was deleted just before, untimed: the
+    analogue of socat's truncate-then-write (see docs/PERFORMANCE.md on overwrites)."""
+    cli = [sys.executable, "-m", "muxserver"]
+    port_args = ["--port", str(server.port), "-q"]
+
+    def put(path: Path) -> float:
+        fresh(root / "bulk.bin")
+        return timed(lambda: _run([*cli, "put", str(path), "--as", "bulk.bin", *port_args]))
+
+    def get(name: str) -> float:
+        fresh(out / name)
+        return timed(lambda: _run([*cli, "get", name, "-o", str(out), *port_args]))
+
+    def get_fresh() -> float:
+        """The file again in the server's root, under a new inode (untimed): the server
+        has not hashed it, so a get of it hashes it while sending it (a trailer)."""
+        fresh(root / "fresh-get.bin")
+        shutil.copyfile(src, root / "fresh-get.bin")
+        return get("fresh-get.bin")
+
+    return {"put": lambda: put(src), "put, fresh file": lambda: put(fresh_copy()),
+            "get": lambda: get("bulk.bin"), "get, fresh file": get_fresh}
 
 
 def fresh(path: Path) -> None:
@@ -330,6 +351,12 @@ def print_report(report: dict, args: argparse.Namespace) -> None:
             print(f"{name:<27}{s['median']:>10.3f}{s['min']:>8.3f}{s['max']:>8.3f}"
                   f"{s['mib_per_s']:>8.0f}{ratio:>10}{s['cpu_s_per_gib']:>11.2f}")
         print("  (CPU: client and server together, user + system, median of the runs)")
+        for name, s in b["results"].items():
+            theirs = b["results"].get(name.replace("muxserver ", "baseline ", 1))
+            if name.startswith("muxserver ") and theirs:
+                print(f"  {name[10:]}: baseline / muxserver {theirs['median'] / s['median']:.2f}x"
+                      f" wall, {theirs['cpu_s_per_gib'] / s['cpu_s_per_gib']:.2f}x CPU "
+                      "(above 1: this checkout is faster)")
         for skipped in b["skipped"]:
             print(f"  skipped: {skipped}")
     if "many" in report:
@@ -404,8 +431,8 @@ def main() -> int:
                         help="alternating rounds of the many-clients load per server setting")
     parser.add_argument("--baseline", metavar="DIR",
                         help="another checkout of muxserver (an older commit, say) to run "
-                             "the many-clients load against too; its protocol may need "
-                             "--digest sha256")
+                             "the bulk transfers and the many-clients load against too, "
+                             "alternating; its protocol may need --digest sha256")
     parser.add_argument("--digest", choices=("blake3", "sha256"), default="blake3",
                         help="the digest the load generator's requests use (default: "
                              "blake3, as the muxserver client)")
