@@ -87,7 +87,7 @@ def run_one_server(args: argparse.Namespace, config: Any, use_console: bool) -> 
 
     try:
         server = Server(config)
-        narrator = make_narrator(args, server) if (args.trace or args.trace_bytes) else None
+        narrator = make_narrator(args) if (args.trace or args.trace_bytes) else None
         stepper = None
         if args.step:
             from .step import Stepper
@@ -188,7 +188,7 @@ def open_json_trace(path: str | None) -> Any:
         raise ValueError(f"cannot write the trace to {path}: {exc.strerror}") from None
 
 
-def make_narrator(args: argparse.Namespace, server: Any) -> Any:
+def make_narrator(args: argparse.Namespace) -> Any:
     from .trace import Narrator, default_language
 
     return Narrator(args.lang or default_language(), show_bytes=args.trace_bytes)

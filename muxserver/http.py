@@ -41,13 +41,13 @@ from . import tus
 from .access import READ, WRITE, changes_state, from_another_site, navigated_by_a_person
 from .digests import Digest
 from .http_codec import (
-    STATUS,
     TOKEN_COOKIE,
     HttpError,
     declared_sha256,
     parse_query,
     parse_range,
     parse_target,
+    refusal,
 )
 from .http_folders import ARCHIVES, FolderReplies
 from .http_tus import TusRequests
@@ -81,7 +81,6 @@ class HttpSession(TusRequests, FolderReplies):
 
     def start_request(self, request: h11.Request) -> None:
         """Host, then credentials, then everything else; the body waits until then."""
-        self.request = request
         self.request_headers = headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                                           for k, v in request.headers}
         self.head = request.method == b"HEAD"
@@ -131,9 +130,7 @@ class HttpSession(TusRequests, FolderReplies):
         except HttpError as exc:
             self.fail_request(exc)
         except StorageError as exc:
-            retry = [("Retry-After", "1")] if exc.code == "server_busy" else None
-            self.fail_request(HttpError(STATUS.get(exc.code, 500), exc.message, retry,
-                                        close=has_body))
+            self.fail_request(refusal(exc, close=has_body))
 
     @staticmethod
     def origin_form(target: str, headers: dict[str, str]) -> str:
@@ -310,14 +307,16 @@ class HttpSession(TusRequests, FolderReplies):
             self.start_removal(
                 name, recursive=True,
                 done=lambda removed: self.respond(204, []),
-                failed=lambda exc: self.fail_request(HttpError(STATUS.get(exc.code, 500),
-                                                               exc.message)))
+                failed=lambda exc: self.fail_request(refusal(exc, close=False)))
 
     def move_to(self, name: str, headers: dict[str, str]) -> None:
         destination = headers.get("destination", "")
         if not destination:
             raise HttpError(400, "MOVE needs a Destination header")
-        parts = urllib.parse.urlsplit(destination)
+        try:
+            parts = urllib.parse.urlsplit(destination)
+        except ValueError:  # (an unclosed "[", an address that is none)
+            raise HttpError(400, f"the Destination {destination!r} is not a URL") from None
         if parts.netloc and parts.netloc.lower() != headers.get("host", "").lower():
             raise HttpError(502, "the Destination is on another server")
         target, _ = parse_target(parts.path + ("?" + parts.query if parts.query else ""))
@@ -348,21 +347,23 @@ class HttpSession(TusRequests, FolderReplies):
         expected = declared_sha256(headers)
         split_name(path)  # a bad name is refused before anything is created (400)
         self.start_upload(path, length, expected, overwrite=True)
-        if self.conn.they_are_waiting_for_100_continue:
-            self.queue(h11.InformationalResponse(status_code=100, headers=[]))
+        self.continue_if_asked()
 
     def body_received(self, data: bytes) -> None:
         upload = self.upload
         if upload is None or self.work.state is not Work.RECEIVING:
             return  # the body of a request answered already
-        try:
-            self.check_size(upload.received + len(data))  # (chunked: counted as it comes)
+        if upload.length:  # (its size was checked when it began)
+            self.write_body(data)
+            return
+        try:  # chunked: the size is counted as it comes, and known at the end
+            self.check_size(upload.received + len(data))
         except StorageError as exc:
             self.fail_request(HttpError(413, exc.message, close=True))
             return
         self.write_body(data)
-        if not upload.length and self.active is not None:
-            self.active.total = upload.received  # chunked: the size is known at the end
+        if self.active is not None:
+            self.active.total = upload.received
 
     def finish_request(self) -> None:
         if self.upload is None or self.work.state is not Work.RECEIVING:

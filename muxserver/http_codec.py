@@ -29,6 +29,7 @@ from . import __version__, tus
 from .access import Refusal
 from .buffers import FileRegion
 from .digests import SHA256, Digest, is_hex64
+from .errors import MuxError
 from .protocol import NEED_DATA
 from .rules import RequestRules
 from .session import Services, Transfer
@@ -67,6 +68,16 @@ class HttpError(Exception):
         self.status, self.message, self.headers, self.close = status, message, headers or [], close
 
 
+def refusal(exc: MuxError, *, close: bool, tus_request: bool = False) -> HttpError:
+    """The HTTP answer to a refusal with a stable code: its status (for a request of
+    tus, tus's own where it has one), and Retry-After when the answer is to wait."""
+    status = STATUS.get(exc.code, 500)
+    if tus_request:
+        status = tus.STATUS.get(exc.code, status)
+    wait = [("Retry-After", "1")] if status in (423, 503) else None
+    return HttpError(status, exc.message, wait, close=close)
+
+
 class _FileBody:
     """A placeholder h11 passes through unchanged: the body is sent by sendfile."""
 
@@ -86,7 +97,6 @@ class HttpCodec(RequestRules):
         super().__init__(services, channel)
         self.conn = h11.Connection(h11.SERVER,
                                    max_incomplete_event_size=self.limits.max_header_size)
-        self.request: h11.Request | None = None
         self.request_headers: dict[str, str] = {}
         self.head = False  # the request is a HEAD: every answer has headers only
         self.name = ""
@@ -206,13 +216,16 @@ class HttpCodec(RequestRules):
             self.discard_upload()
             self.channel.close_when_done(exc.message)
 
+    def continue_if_asked(self) -> None:
+        """An upload was taken: a client that sent ``Expect: 100-continue`` may now send
+        its body (one that is refused never gets the 100, and sends nothing)."""
+        if self.conn.they_are_waiting_for_100_continue:
+            self.queue(h11.InformationalResponse(status_code=100, headers=[]))
+
     def upload_failed(self, upload: Upload, exc: StorageError) -> None:
-        status = STATUS.get(exc.code, 500)
-        if self.tus_piece is not None:
-            status = tus.STATUS.get(exc.code, status)
-        self.tus_piece = None
+        tus_request, self.tus_piece = self.tus_piece is not None, None
         # Inside the body, the rest of it would have to be read: close instead.
-        self.fail_request(HttpError(status, exc.message, close=self.reading_body()))
+        self.fail_request(refusal(exc, close=self.reading_body(), tus_request=tus_request))
 
     def send_raw(self, status: int, message: str) -> None:
         """An error response h11 will not frame (no request was read whole): by hand."""

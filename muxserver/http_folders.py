@@ -33,6 +33,7 @@ log = logging.getLogger("muxserver")
 #: Folder downloads (?download=...), and their media types.
 ARCHIVES = {"zip": "application/zip", "tar": "application/x-tar"}
 ARCHIVE_STEP = 256 * 1024  # bytes of a file read and sent per loop step
+_ZEROS = bytes(ARCHIVE_STEP)  # what a tar member whose file shrank is filled with
 #: Members per loop step, at most: 40,000 empty files took 1.2-1.7 s of one step when
 #: only file bytes counted (each member costs an open, a stat and a few headers).
 MEMBERS_PER_STEP = 32
@@ -253,16 +254,18 @@ class FolderReplies(HttpCodec):
                 except OSError as exc:
                     raise StorageError("io_error", f"{name!r}: {exc.strerror}") from None
                 if not chunk:  # it shrank since it was opened
-                    break
-                crc = archive_crc32(crc, chunk)
+                    if isinstance(writer, ZipStream):
+                        break  # (a zip says the size after the data)
+                    chunk = _ZEROS[:min(ARCHIVE_STEP, size - done)]  # a tar header
+                crc = archive_crc32(crc, chunk)  # promised ``size`` bytes: zeros, in steps
                 out.send(chunk)
                 done += len(chunk)
                 if out.step_done():
                     yield
             if isinstance(writer, ZipStream):
                 out.send(writer.member_end(crc, done, done))
-            else:  # a tar header promised ``size`` bytes: keep the promise
-                out.send(b"\0" * (size - done) + writer.padding(size))
+            else:
+                out.send(writer.padding(size))
         finally:
             opened.close()
 

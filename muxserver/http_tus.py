@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import time
 
-import h11
-
 from . import tus
 from .errors import MuxError
-from .http_codec import STATUS, HttpCodec, HttpError
+from .http_codec import HttpCodec, HttpError, refusal
 
 
 class TusRequests(HttpCodec):
@@ -47,10 +45,8 @@ class TusRequests(HttpCodec):
             else:
                 self.give_up(upload.name, upload.key(self.grant.writer))
                 self.respond(204, [])
-        except MuxError as exc:  # (tus's table first, then HTTP's)
-            status = tus.STATUS.get(exc.code, STATUS.get(exc.code, 500))
-            more = [("Retry-After", "1")] if status in (423, 503) else []
-            raise HttpError(status, exc.message, more, close=has_body) from None
+        except MuxError as exc:
+            raise refusal(exc, close=has_body, tus_request=True) from None
 
     def tus_create(self, headers: dict[str, str]) -> None:
         self.check_rights("put", "starting an upload")  # (before the headers are read)
@@ -90,8 +86,7 @@ class TusRequests(HttpCodec):
         if checksum is not None:
             started.piece_hasher = tus.CHECKSUMS[checksum[0]]()
         self.tus_piece = (upload, checksum)
-        if self.conn.they_are_waiting_for_100_continue:
-            self.queue(h11.InformationalResponse(status_code=100, headers=[]))
+        self.continue_if_asked()
 
     def finish_piece(self) -> None:
         """A PATCH's body arrived whole: check its checksum, then commit the file if it

@@ -32,6 +32,8 @@ TEMPLATES = {
     "%s disconnected mid-request": "%s se desconectó a mitad de una petición",
     "%s bad HTTP: %s": "%s HTTP incorrecto: %s",
     "error while closing %r: %s": "error al cerrar %r: %s",
+    "the trace could not be written (%s); it stops here":
+        "no se pudo escribir la traza (%s); se detiene aquí",
     "unexpected error in the event loop": "error inesperado en el bucle de eventos",
     "error while handling an earlier error": "error al tratar un error anterior",
     "unexpected error while reading the loop's waker":

@@ -322,9 +322,7 @@ class NativeSession(RequestRules):
         self.decoder.body_moved_elsewhere(count)
         upload = self.upload
         assert upload is not None
-        self.end_upload()
-        upload.fail()
-        self.upload_failed(upload, write_error(exc, upload.name))
+        self.body_failed(upload, write_error(exc, upload.name))
         self.process()  # the rest of the body is read and dropped
 
     # -- replies produced in steps

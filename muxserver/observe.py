@@ -15,8 +15,9 @@ Nothing here does I/O; the observers that write do it in trace.py and step.py.
 
 from __future__ import annotations
 
-import re
+import logging
 import selectors
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ class Observer:
 
     def http_response(self, conn: int, status: int, size: int) -> None: ...
 
+log = logging.getLogger("muxserver")
 
 #: The observer of a server nobody watches.
 NOBODY = Observer()
@@ -116,9 +118,17 @@ class Recorder(Observer):
         # What a native request on each connection is (op, name, body done, length):
         # the body and end events name it.
         self._frames: dict[int, tuple[str, str, int, int]] = {}
+        self.broken = False  # its output failed: it writes no more
 
     def event(self, kind: str, conn: int | None, **fields: Any) -> None:
         raise NotImplementedError
+
+    def lost(self, exc: OSError) -> None:
+        """Writing the trace failed (a closed pipe, a full disk): the trace stops, said
+        once; the server goes on (its clients are not the trace's reader)."""
+        if not self.broken:
+            self.broken = True
+            log.warning("the trace could not be written (%s); it stops here", exc)
 
     def wakeup(self, events: list[tuple[selectors.SelectorKey, int]], count: int) -> None:
         self.event("wakeup", None, ready=len(events), count=count,
@@ -213,11 +223,26 @@ class Recorder(Observer):
             self.event("header_wait", conn, have=decoder.partial, need=decoder.header_length)
 
     def http_request(self, conn: int, method: str, target: str) -> None:
-        shown = re.sub(r"([?&]token=)[^&]*", r"\1…", target)  # (a token is never shown)
-        self.event("http_request", conn, method=method, target=shown)
+        self.event("http_request", conn, method=method, target=without_tokens(target))
 
     def http_response(self, conn: int, status: int, size: int) -> None:
         self.event("http_response", conn, status=status, size=size)
+
+
+def without_tokens(target: str) -> str:
+    """``target`` with the value of every ``token`` in its query hidden: a key is read
+    as http_codec.parse_query reads it (``%74oken`` is ``token``), so a token the
+    server takes is never shown."""
+    path, mark, query = target.partition("?")
+    if not mark:
+        return target
+    pairs = []
+    for pair in query.split("&"):
+        key, equals, _ = pair.partition("=")
+        if urllib.parse.unquote(key, errors="replace") == "token":
+            pair = f"{key}=…"
+        pairs.append(pair)
+    return f"{path}?{'&'.join(pairs)}"
 
 
 class Fanout(Observer):
@@ -229,9 +254,9 @@ class Fanout(Observer):
 
 
 def _forwarder(name: str) -> Any:
-    def forward(self: Fanout, *args: Any) -> None:
+    def forward(self: Fanout, *args: Any, **kwargs: Any) -> None:
         for observer in self.observers:
-            getattr(observer, name)(*args)
+            getattr(observer, name)(*args, **kwargs)
     forward.__name__ = name
     return forward
 

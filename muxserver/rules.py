@@ -412,12 +412,17 @@ class RequestRules(Session):
         try:
             upload.write(memoryview(data))
         except StorageError as exc:  # disk full, file too large, I/O error
-            self.end_upload()
-            upload.fail()  # (a file in pieces keeps its earlier pieces)
-            self.upload_failed(upload, exc)
+            self.body_failed(upload, exc)
             return
         if self.active is not None:
             self.active.received = upload.offset + upload.received
+
+    def body_failed(self, upload: Upload, exc: StorageError) -> None:
+        """Writing the body to its file failed: the upload ends (a file in pieces keeps
+        its earlier pieces) and the codec answers the error."""
+        self.end_upload()
+        upload.fail()
+        self.upload_failed(upload, exc)
 
     def finish_upload(self) -> None:
         """The body is complete: commit now, or once the helper has hashed the tail

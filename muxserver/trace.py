@@ -229,10 +229,15 @@ class Narrator(Recorder):
         super().__init__()
 
     def event(self, kind: str, conn: int | None, **fields: Any) -> None:
-        self.write(self.sentence(kind, conn, fields))
-        if self.show_bytes and fields.get("data") is not None and len(fields["data"]):
-            for line in hexdump(fields["data"]):
-                self.write("      " + line)
+        if self.broken:
+            return
+        try:
+            self.write(self.sentence(kind, conn, fields))
+            if self.show_bytes and fields.get("data") is not None and len(fields["data"]):
+                for line in hexdump(fields["data"]):
+                    self.write("      " + line)
+        except OSError as exc:
+            self.lost(exc)
 
     def sentence(self, kind: str, conn: int | None, fields: dict[str, Any]) -> str:
         kind, fields = self._refine(kind, fields)
@@ -322,6 +327,8 @@ class JsonTrace(Recorder):
         super().__init__()
 
     def event(self, kind: str, conn: int | None, **fields: Any) -> None:
+        if self.broken:
+            return
         record: dict[str, Any] = {"t": round(time.monotonic() - self.started, 6),
                                   "kind": kind, "conn": conn}
         for key, value in fields.items():
@@ -335,7 +342,10 @@ class JsonTrace(Recorder):
                     record[key + "_tail"] = bytes(value[-edge:]).hex()
             else:
                 record[key] = value
-        self.file.write(json.dumps(record, default=str) + "\n")  # (line-buffered file)
+        try:
+            self.file.write(json.dumps(record, default=str) + "\n")  # (line-buffered file)
+        except OSError as exc:
+            self.lost(exc)
 
 
 def _print_line(line: str) -> None:

@@ -46,22 +46,23 @@ import secrets
 from . import units
 from .digests import SHA256, Digest
 from .protocol import RequestError
-from .storage import partial_key, split_name
+from .names import TUS_ENDPOINT
+from .storage import NO_SUCH_UPLOAD, partial_key, split_name
 
 VERSION = "1.0.0"
-PREFIX = ".tus"  # the creation URL is /.tus/
+PREFIX = TUS_ENDPOINT  # the creation URL is /.tus/ (a name no file may have)
 EXTENSIONS = "creation,termination,checksum,expiration"
 CHECKSUMS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
 #: tus's own status for a piece whose Upload-Checksum does not match.
 CHECKSUM_MISMATCH = 460
 #: Where tus answers a stable error code (protocol.ERROR_CODES) otherwise than plain
-#: HTTP does (http.STATUS): tus says 409 for an offset that is not the server's, 460
-#: for a checksum, and 423 Locked (tusd's answer) while another request writes it.
-STATUS = {"offset_mismatch": 409, "checksum_mismatch": CHECKSUM_MISMATCH,
-          "server_busy": 423}
+#: HTTP does (http_codec.STATUS): tus says 409 for an offset that is not the server's,
+#: and 423 Locked (tusd's answer) while another request writes it. (A whole file that
+#: is not the declared ``sha256`` is plain HTTP's 400, not 460: 460 asks for the piece
+#: again, and the upload is gone.)
+STATUS = {"offset_mismatch": 409, "server_busy": 423}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _NONCE = re.compile(r"[0-9a-f]{32}")
-NO_SUCH_UPLOAD = "no such upload (finished, given up, or expired)"
 
 
 @dataclasses.dataclass(frozen=True)

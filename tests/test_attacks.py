@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -112,7 +113,7 @@ def test_a_tus_upload_never_reaches_a_native_partial_file(make, root):
     location = tus_create(h, "shared.bin", len(data), sha256=sha256(data)).headers["location"]
     assert tus_ask(h, "HEAD", location).headers["upload-offset"] == "0"
     evil = os.urandom(len(data))
-    assert tus_patch(h, location, 0, evil).status == tus.CHECKSUM_MISMATCH  # whole file
+    assert tus_patch(h, location, 0, evil).refused("checksum_mismatch")  # whole file
     assert not (root / "shared.bin").exists()
     assert native_held(make, "shared.bin", data, WRITER) == 12_000  # untouched
 
@@ -133,7 +134,7 @@ def test_an_upload_id_cannot_be_forged_edited_or_guessed(make, root):
     for forged in (f"/.tus/{edited}.{seal}", f"/.tus/{old_style}", f"/.tus/{payload}"):
         assert tus_ask(h, "HEAD", forged).status == 404
         assert tus_patch(again(make, h), forged, 0, b"evil").status == 404
-    assert tus_patch(again(make, h), first, 0, b"evil").status == tus.CHECKSUM_MISMATCH
+    assert tus_patch(again(make, h), first, 0, b"evil").refused("checksum_mismatch")
     assert not (root / "s.bin").exists()
 
 
@@ -458,6 +459,31 @@ def test_every_member_of_an_archive_is_a_bounded_step(make, root, kind):
     assert h.session.job is None and h.replies()[-1].status == 200
 
 
+
+def test_a_file_that_shrinks_under_a_tar_is_filled_in_bounded_steps(make, root):
+    """A tar header promised the size: the missing bytes are zeros, a step's worth at a
+    time, never one block the size of what went missing."""
+    import tarfile
+
+    from muxserver.http_folders import ARCHIVE_STEP
+
+    (root / "d").mkdir()
+    (root / "d" / "big.bin").write_bytes(b"b" * (16 * ARCHIVE_STEP))
+    h = make("http")
+    real = h.root.open_file
+
+    def opened_then_truncated(name: str, *args: Any, **kw: Any) -> Any:
+        opened = real(name, *args, **kw)
+        os.truncate(root / name, 0)
+        return opened
+
+    h.root.open_file = opened_then_truncated  # type: ignore[method-assign]
+    steps = steps_of(h, h.wire.request("GET", "/d/?download=tar"), read=True)
+    assert steps >= 16, steps
+    with tarfile.open(fileobj=io.BytesIO(h.replies()[-1].body)) as tar:
+        member = tar.extractfile("d/big.bin")
+        assert member is not None and member.read() == bytes(16 * ARCHIVE_STEP)
+
 def test_an_archive_nobody_reads_stops_at_the_high_water_mark(make, root):
     (root / "many").mkdir()
     for i in range(3000):
@@ -715,6 +741,80 @@ def test_a_piece_that_fails_to_be_written_keeps_the_pieces_before_it(make, root,
     monkeypatch.setattr(uploads.os, "write", real_write)
     assert tus_ask(again(make, h), "HEAD", location).headers["upload-offset"] == "10"
 
+
+
+@pytest.mark.parametrize("kind", ["native", "tus"])
+def test_a_resumed_upload_that_fails_its_checksum_leaves_nothing_counted(make, root, kind):
+    """Its partial file goes, and its entry in the books with it: nothing stays charged
+    to the budget, the count, or its writer's count."""
+    data = os.urandom(5000)
+    if kind == "native":
+        h = make("native")
+        h.send(protocol.encode_put(1, "f.bin", len(data), sha256(data), resumable=True)
+               + data[:2000])
+        h.channel.lose()
+        h = make("native", shared_root=h.root)
+        h.send(protocol.encode_put(2, "f.bin", 3000, sha256(data), resumable=True,
+                                   offset=2000) + b"x" * 3000)
+    else:
+        h = make("http")
+        location = tus_create(h, "f.bin", 5000, sha256=sha256(data)).headers["location"]
+        assert tus_patch(h, location, 0, data[:2000]).status == 204
+        h = again(make, h)
+        tus_patch(h, location, 2000, b"x" * 3000)
+    assert h.replies()[-1].refused("checksum_mismatch")
+    assert hidden(root) == [] and len(h.root.partials) == 0 and h.root.partials.bytes == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs to act as another user")
+@pytest.mark.parametrize("route", ["native put", "http put", "mkcol", "native mkdir"])
+def test_a_drop_box_below_a_folder_it_may_not_search_is_refused_not_walked(make, root,
+                                                                           route):
+    """A folder that may be read but not searched refuses every name alike: the walk
+    beside taken names would never end; the request is refused instead."""
+    root.chmod(0o755)
+    (root / "locked").mkdir()
+    (root / "locked").chmod(0o744)  # others: r--, no x
+    h = make("native" if route.startswith("native") else "http",
+             ceiling=Ceiling(upload_only=True))
+    target = "locked/sub/f.txt"
+    pid = os.fork()
+    if pid == 0:  # (a child as nobody: root passes every permission check)
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            h.send(h.wire.put(target, b"x") if "put" in route else h.wire.mkdir(target))
+            os._exit(0 if h.replies()[-1].refused("forbidden") else 1)
+        except BaseException:
+            os._exit(2)
+    assert os.waitpid(pid, 0)[1] == 0
+
+
+def test_a_removal_the_disk_cannot_make_durable_is_an_error_reply(make, root, monkeypatch):
+    import errno
+
+    from muxserver.storage import directories
+
+    (root / "f.txt").write_bytes(b"f")
+    (root / "t").mkdir()
+    (root / "t" / "g.txt").write_bytes(b"g")
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(directories.os, "fsync", failing)
+    h = make("native", ceiling=Ceiling(allow_delete=True))
+    for request in (h.wire.rm("f.txt"), h.wire.rm("t", recursive=True)):
+        h.send(request)
+        assert h.replies()[-1].refused("io_error")  # an answer, and the connection lives
+
+
+@pytest.mark.parametrize("destination", ["http://[::1/b", "http://[zz]/b", "//[/b"])
+def test_a_move_to_a_destination_that_is_no_url_is_a_bad_request(make, root, destination):
+    (root / "a.txt").write_bytes(b"a")
+    h = make("http", ceiling=Ceiling(allow_delete=True))
+    h.send(h.wire.request("MOVE", "/a.txt", {"Destination": destination}))
+    assert h.replies()[-1].status == 400 and (root / "a.txt").exists()
 
 def opened_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))

@@ -321,3 +321,36 @@ def test_every_event_an_observer_can_be_told_is_recorded():
               if callable(value) and not name.startswith("_")}
     assert events and events <= set(vars(Recorder))  # (none dropped on the way to a sentence)
     assert events <= set(vars(Fanout))  # (none dropped on the way to a second observer)
+
+
+@pytest.mark.parametrize("target", ["/?token=S3CRET", "/?%74oken=S3CRET",
+                                    "/?a=1&%74%6Fken=S3CRET&b=2", "/d/?download=zip&token=S3CRET"])
+def test_a_token_is_hidden_however_its_key_is_spelled(target):
+    from muxserver.http_codec import parse_query
+    from muxserver.observe import without_tokens
+
+    assert parse_query(target.partition("?")[2]).get("token") == "S3CRET"  # (taken as one)
+    shown = without_tokens(target)
+    assert "S3CRET" not in shown and shown.count("…") == 1
+
+
+@pytest.mark.parametrize("kind", ["narration", "json"])
+def test_a_trace_that_cannot_be_written_stops_and_the_server_goes_on(make_server, kind,
+                                                                      log_watcher):
+    from muxserver.trace import JsonTrace
+
+    class Unwritable:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    server = make_server()
+    recorder = (Narrator("en", write=Unwritable().write) if kind == "narration"
+                else JsonTrace(Unwritable()))  # type: ignore[arg-type]
+    server.server.watch(recorder)
+    for attempt in range(2):
+        with server.connect() as sock:
+            sock.sendall(protocol.encode_list(attempt, ""))
+            assert FrameReader(sock).frame()[0]["ok"]
+    assert recorder.broken
+    said = [r.getMessage() for r in log_watcher.records]
+    assert sum("the trace could not be written" in line for line in said) == 1

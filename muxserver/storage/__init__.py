@@ -33,9 +33,9 @@ from .partials import (
     writer_tag,
 )
 from .root import Entry, LeftOut, OpenFile
-from .uploads import Upload, Uploads
+from .uploads import NO_SUCH_UPLOAD, Upload, Uploads
 
-__all__ = ["Entry", "LeftOut", "OpenFile", "PARTIAL_PREFIX", "Partial", "PartialFiles",
+__all__ = ["Entry", "LeftOut", "NO_SUCH_UPLOAD", "OpenFile", "PARTIAL_PREFIX", "Partial", "PartialFiles",
            "Root", "StorageError", "TEMP_PREFIX", "Upload", "claim_name", "native_identity",
            "partial_key", "split_name", "write_error", "writer_of", "writer_tag"]
 

@@ -14,8 +14,8 @@ import stat
 from typing import Callable, Iterator
 
 from ..atomic import rename_new
-from .errors import StorageError, dir_error, require_regular, split_name, write_error
-from .root import DIR_MODE, RootCore
+from .errors import StorageError, require_regular, split_name, write_error
+from .root import DIR_MODE, RootCore, scan_dir
 
 
 class Directories(RootCore):
@@ -27,36 +27,24 @@ class Directories(RootCore):
         ``beside_if_taken`` (a writer that may not read), parents are always made and
         the directories are walked as ``open_dir_beside`` does."""
         parts = split_name(name)
+        created: list[int] = []
         if beside_if_taken:  # (a drop box: the walk goes on beside what is there)
-            created: list[int] = []
-            fd, parts = self._walk(parts, True, created, beside=True)
+            fd, parts = self.open_dir_beside(parts, create=True, created=created)
             os.close(fd)
             self._sync_made(name, parts, created)
             return bool(created)
-        if parents:  # the parents as for an upload; then the directory itself, or its twin
-            created = []
-            parent = self.open_dir(parts[:-1], create=True, created=created)
-            try:
-                self._sync_made(name, parts, created)
-                os.mkdir(parts[-1], DIR_MODE, dir_fd=parent)
-                os.fsync(parent)
-            except FileExistsError:
-                st = self._lstat(parent, parts[-1], name)
-                if st is None or not stat.S_ISDIR(st.st_mode):
-                    raise StorageError("exists",
-                                       f"{name!r} exists and is not a directory") from None
-                return bool(created)
-            except OSError as exc:
-                raise write_error(exc, name) from None
-            finally:
-                os.close(parent)
-            return True
-        parent = self.open_dir(parts[:-1])
+        parent = self.open_dir(parts[:-1], create=parents, created=created)
         try:
+            self._sync_made(name, parts, created)
             os.mkdir(parts[-1], DIR_MODE, dir_fd=parent)
             os.fsync(parent)
         except FileExistsError:
-            raise StorageError("exists", f"{name!r} already exists") from None
+            if not parents:
+                raise StorageError("exists", f"{name!r} already exists") from None
+            st = self._lstat(parent, parts[-1], name)  # (-p: a directory there is fine)
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                raise StorageError("exists", f"{name!r} exists and is not a directory") from None
+            return bool(created)
         except OSError as exc:
             raise write_error(exc, name) from None
         finally:
@@ -78,7 +66,7 @@ class Directories(RootCore):
         with self._existing(name) as (parts, parent, st):
             if not stat.S_ISDIR(st.st_mode):
                 _remove(os.unlink, parts[-1], parent, name)
-                os.fsync(parent)
+                _fsync(parent, name)
             elif not recursive:
                 raise StorageError("is_directory", f"{name!r} is a directory: remove it and "
                                                    "all it holds with recursive (rm -r)")
@@ -110,7 +98,7 @@ class Directories(RootCore):
             waiting.append((parts, True))  # (removed once all it holds is gone)
             fd = self.open_dir(parts)
             try:
-                for entry in _scandir(fd, where):
+                for entry in scan_dir(fd, where):
                     work += 1
                     if entry.is_dir(follow_symlinks=False):
                         waiting.append(([*parts, entry.name], False))
@@ -123,7 +111,7 @@ class Directories(RootCore):
                 os.close(fd)
         parent = self.open_dir(top[:-1])
         try:
-            os.fsync(parent)
+            _fsync(parent, "/".join(top))
         finally:
             os.close(parent)
         yield removed
@@ -194,10 +182,9 @@ def _remove(how: Callable[..., None], name: str, parent: int, where: str) -> Non
         raise write_error(exc, where) from None
 
 
-def _scandir(fd: int, where: str) -> Iterator[os.DirEntry[str]]:
+def _fsync(fd: int, name: str) -> None:
+    """Make a removal durable; an error of the disk is a StorageError like any other."""
     try:
-        entries = os.scandir(fd)
+        os.fsync(fd)
     except OSError as exc:
-        raise dir_error(exc, fd, ".", where) from None
-    with entries:
-        yield from entries
+        raise write_error(exc, name) from None

@@ -154,8 +154,8 @@ class RootCore:
                             raise StorageError("not_found", f"no directory {where!r}") from None
                         child = self._make_dir(fd, candidate, where, created, i)
                     except OSError as exc:
-                        if beside and exc.errno in (errno.ENOTDIR, errno.ELOOP, errno.EACCES):
-                            continue  # taken: go on beside it
+                        if beside and self._taken(exc, fd, candidate):
+                            continue  # go on beside it
                         raise dir_error(exc, fd, candidate, where) from None
                     walked.append(candidate)
                     break
@@ -170,6 +170,22 @@ class RootCore:
                 os.close(fd)
             raise
         return fd, walked
+
+    @staticmethod
+    def _taken(exc: OSError, parent: int, candidate: str) -> bool:
+        """Is ``candidate`` something a drop box walks beside (a file, a link, a directory
+        it may not open)? Not when the error is the parent's: a directory that may be
+        read but not searched refuses every name alike, and walking beside would never
+        end."""
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            return True
+        if exc.errno != errno.EACCES:
+            return False
+        try:
+            os.stat(candidate, dir_fd=parent, follow_symlinks=False)
+        except OSError:
+            return False
+        return True
 
     def _make_dir(self, parent: int, part: str, where: str, created: list[int] | None,
                   index: int) -> int:
@@ -356,35 +372,42 @@ class RootCore:
 
     def _scan(self, fd: int, prefix: str, recursive: bool,
               waiting: list[str]) -> Iterator[Entry]:
-        try:
-            entries = os.scandir(fd)  # (it takes a descriptor of its own: dup)
-        except OSError as exc:
-            raise dir_error(exc, fd, ".", prefix or "the served root") from None
         depth = prefix.count("/") + 1 if prefix else 0  # of the directory listed
-        with entries:
-            while True:
-                try:
-                    entry = next(entries)
-                except StopIteration:
-                    return
-                except OSError as exc:  # (a disk error in the middle of the directory)
-                    raise dir_error(exc, fd, ".", prefix or "the served root") from None
-                if entry.name.startswith(RESERVED_PREFIX):
-                    yield None  # ours (temporary and partial files): not shown
-                    continue
-                name = f"{prefix}/{entry.name}" if prefix else entry.name
-                why = _unservable(entry.name, name, depth)
-                if why:
-                    yield LeftOut(printable(name), why)
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    yield None  # removed while we listed
-                    continue
-                yield _entry(name, st)
-                if recursive and stat.S_ISDIR(st.st_mode):
-                    waiting.append(name)
+        for entry in scan_dir(fd, prefix or "the served root"):
+            if entry.name.startswith(RESERVED_PREFIX):
+                yield None  # ours (temporary and partial files): not shown
+                continue
+            name = f"{prefix}/{entry.name}" if prefix else entry.name
+            why = _unservable(entry.name, name, depth)
+            if why:
+                yield LeftOut(printable(name), why)
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                yield None  # removed while we listed
+                continue
+            yield _entry(name, st)
+            if recursive and stat.S_ISDIR(st.st_mode):
+                waiting.append(name)
+
+
+def scan_dir(fd: int, where: str) -> Iterator[os.DirEntry[str]]:
+    """The entries of the directory ``fd`` (``where`` below the root); any OSError, on
+    opening it or in the middle of it (a disk error), is a StorageError."""
+    try:
+        entries = os.scandir(fd)  # (it takes a descriptor of its own: dup)
+    except OSError as exc:
+        raise dir_error(exc, fd, ".", where) from None
+    with entries:
+        while True:
+            try:
+                entry = next(entries)
+            except StopIteration:
+                return
+            except OSError as exc:
+                raise dir_error(exc, fd, ".", where) from None
+            yield entry
 
 
 def numbered(name: str, *, directory: bool) -> Iterator[str]:

@@ -41,7 +41,7 @@ ASYNC_HASH_FROM = 4 * 1024 * 1024  # uploads this big are hashed by the helper t
 PARTIAL_PREFLIGHT_FROM = 1024 * 1024
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 _BEING_WRITTEN = "another request is writing this upload now; try again when it ends"
-_NO_SUCH_UPLOAD = "no such upload (finished, given up, or expired)"
+NO_SUCH_UPLOAD = "no such upload (finished, given up, or expired)"
 # Temporary names: random per process, then counted (O_EXCL guards against any clash).
 _RUN_ID = secrets.token_hex(4)
 _TEMP_IDS = itertools.count()
@@ -109,7 +109,7 @@ class Uploads(PartialPolicy, Directories):
             if fd >= 0:  # (give the partial file back, or remove what we made)
                 os.close(fd)
                 if offset or in_pieces:
-                    self.unclaim("/".join(dirs), key, parent)
+                    self._unclaim("/".join(dirs), key, parent, offset)
                 else:
                     unlink_quietly(temp, parent)
             if parent >= 0:
@@ -165,10 +165,9 @@ class Uploads(PartialPolicy, Directories):
         try:
             rename_new(partial, claim, src_dir_fd=parent, dst_dir_fd=parent)
         except FileNotFoundError:
-            if self._lstat(parent, claim, name) is not None:
-                raise StorageError("server_busy", _BEING_WRITTEN) from None
-            raise StorageError("offset_mismatch", f"the server holds no partial upload of "
-                                                  f"{name!r} (resume from 0)") from None
+            raise self._not_there(parent, key, name, StorageError(
+                "offset_mismatch", f"the server holds no partial upload of {name!r} "
+                                   "(resume from 0)")) from None
         except FileExistsError:
             raise StorageError("server_busy", _BEING_WRITTEN) from None
         except OSError as exc:
@@ -188,16 +187,23 @@ class Uploads(PartialPolicy, Directories):
         os.lseek(fd, 0, os.SEEK_END)
         return fd
 
-    def unclaim(self, where: str, key: str, parent: int) -> None:
-        """A claimed partial file that no request writes after all: its name back, and
-        its place in the books (kept again, as it was)."""
+    def _unclaim(self, where: str, key: str, parent: int, size: int) -> None:
+        """A claimed partial file of ``size`` bytes that no request writes after all:
+        its name back, and kept again as an interrupted upload leaves it."""
         partial = PARTIAL_PREFIX + key
-        _rename_quietly(claim_name(key), partial, parent)
-        st = self._lstat(parent, partial, partial)
-        if st is not None:
-            self.partials.add(Partial(where, partial, st.st_size, time.time(), writer_of(key)))
+        try:
+            os.replace(claim_name(key), partial, src_dir_fd=parent, dst_dir_fd=parent)
+        except OSError:
+            self.partials.discard(where, partial)  # (gone: its books entry goes too)
         else:
-            self.partials.discard(where, partial)
+            self.partial_kept(where, partial, size)
+
+    def _not_there(self, parent: int, key: str, name: str, error: StorageError) -> StorageError:
+        """What to say of the partial file ``key`` that is not in ``parent``: it is being
+        written (its claim is there: "server_busy", wait), else ``error``."""
+        if self._lstat(parent, claim_name(key), name) is not None:
+            return StorageError("server_busy", _BEING_WRITTEN)
+        return error
 
     def held(self, name: str, key: str, size: int, *, beside_if_taken: bool = False) -> int:
         """The bytes the partial file ``key`` of ``name`` holds. StorageError
@@ -206,10 +212,11 @@ class Uploads(PartialPolicy, Directories):
         parent = self._partial_dir(name, beside_if_taken)
         try:
             st = self._lstat(parent, PARTIAL_PREFIX + key, name)
-            if st is None and self._lstat(parent, claim_name(key), name) is not None:
-                raise StorageError("server_busy", _BEING_WRITTEN)
-            if st is None or not stat.S_ISREG(st.st_mode) or st.st_size > size:
-                raise StorageError("not_found", _NO_SUCH_UPLOAD)
+            if st is None:
+                raise self._not_there(parent, key, name, StorageError("not_found",
+                                                                      NO_SUCH_UPLOAD))
+            if not stat.S_ISREG(st.st_mode) or st.st_size > size:
+                raise StorageError("not_found", NO_SUCH_UPLOAD)
             return st.st_size
         finally:
             os.close(parent)
@@ -224,7 +231,7 @@ class Uploads(PartialPolicy, Directories):
             return self.open_dir(dirs)
         except StorageError as exc:
             if exc.code in ("not_found", "not_a_directory", "forbidden"):
-                raise StorageError("not_found", _NO_SUCH_UPLOAD) from None
+                raise StorageError("not_found", NO_SUCH_UPLOAD) from None
             raise
 
     def check_room(self, name: str, size: int, *, overwrite: bool, allow_overwrite: bool,
@@ -282,9 +289,8 @@ class Uploads(PartialPolicy, Directories):
         try:
             os.unlink(PARTIAL_PREFIX + key, dir_fd=parent)
         except FileNotFoundError:
-            if self._lstat(parent, claim_name(key), name) is not None:
-                raise StorageError("server_busy", _BEING_WRITTEN) from None
-            raise StorageError("not_found", _NO_SUCH_UPLOAD) from None
+            raise self._not_there(parent, key, name, StorageError(
+                "not_found", NO_SUCH_UPLOAD)) from None
         except OSError as exc:
             raise write_error(exc, name) from None
         finally:
@@ -339,6 +345,11 @@ class Upload:
     def size(self) -> int:
         """The whole file's size."""
         return self.total
+
+    @property
+    def claimed(self) -> bool:
+        """It goes on writing a partial file (claimed: see Uploads._claim_partial)."""
+        return bool(self.offset) or self.in_pieces
 
     @property
     def completes(self) -> bool:
@@ -421,7 +432,6 @@ class Upload:
         digest = Digest(self.algorithm, computed)
         try:
             if self.expected is not None and digest != self.expected:
-                self.key = ""  # wrong bytes are not worth resuming
                 raise StorageError("checksum_mismatch", f"{self.name!r}: received data has "
                                    f"{digest}, the sender declared {self.expected.hex}")
             try:
@@ -500,9 +510,9 @@ class Upload:
                     os.unlink(self.temp, dir_fd=self.parent)
             except OSError:
                 pass  # already gone; nothing else to do
-            if not keep and self.temp == claim_name(self.key):  # (its books entry goes too)
-                self.root.partials.discard("/".join(self.dirs), PARTIAL_PREFIX + self.key)
             self.temp = ""
+        if not keep and self.claimed:  # its books entry goes too, whatever became of it
+            self.root.partials.discard("/".join(self.dirs), PARTIAL_PREFIX + self.key)
         self._release()
         if not keep:
             self.root.remove_created(self.dirs, self.created)
