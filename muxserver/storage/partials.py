@@ -129,6 +129,9 @@ class PartialFiles:
         oldest = self.oldest()
         return None if oldest is None else oldest.mtime + self.ttl
 
+    def __contains__(self, where_and_name: tuple[str, str]) -> bool:
+        return where_and_name in self._files
+
     def named(self, where: str, prefix: str) -> list[Partial]:
         """The partials in ``where`` whose names start with ``prefix`` (one target's)."""
         return [p for p in self._files.values() if p.where == where
@@ -193,7 +196,7 @@ class PartialPolicy(RootCore):
         self.enforce_partial_budget(writer)
         if self.on_partial_kept is not None:
             self.on_partial_kept()
-        return size if self.partials.named(where, partial) else 0
+        return size if (where, partial) in self.partials else 0
 
     def enforce_partial_budget(self, writer: str | None = None) -> None:
         """Evict partials while they are over their counts or their budget of bytes.

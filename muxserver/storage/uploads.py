@@ -209,7 +209,7 @@ class Uploads(PartialPolicy, Directories):
         """The bytes the partial file ``key`` of ``name`` holds. StorageError
         "not_found" if there is none (never made, expired, evicted, or already stored),
         "server_busy" while a request writes it (see ``_claim_partial``)."""
-        parent = self._partial_dir(name, beside_if_taken)
+        parent, _ = self._partial_dir(name, beside_if_taken)
         try:
             st = self._lstat(parent, PARTIAL_PREFIX + key, name)
             if st is None:
@@ -221,14 +221,15 @@ class Uploads(PartialPolicy, Directories):
         finally:
             os.close(parent)
 
-    def _partial_dir(self, name: str, beside_if_taken: bool) -> int:
-        """The directory where the partial files of ``name`` are; StorageError
-        "not_found" when it does not exist."""
+    def _partial_dir(self, name: str, beside_if_taken: bool) -> tuple[int, str]:
+        """The directory where the partial files of ``name`` are (a descriptor, and
+        where it is below the root); StorageError "not_found" when it does not exist."""
         dirs = split_name(name)[:-1]
         try:
             if beside_if_taken:
-                return self.open_dir_beside(dirs, create=False)[0]
-            return self.open_dir(dirs)
+                fd, dirs = self.open_dir_beside(dirs, create=False)
+                return fd, "/".join(dirs)
+            return self.open_dir(dirs), "/".join(dirs)
         except StorageError as exc:
             if exc.code in ("not_found", "not_a_directory", "forbidden"):
                 raise StorageError("not_found", NO_SUCH_UPLOAD) from None
@@ -285,7 +286,7 @@ class Uploads(PartialPolicy, Directories):
         """Remove the partial file ``key`` of ``name`` (an upload given up).
         StorageError "not_found" if there is none, "server_busy" while a request
         writes it."""
-        parent = self._partial_dir(name, beside_if_taken)
+        parent, where = self._partial_dir(name, beside_if_taken)
         try:
             os.unlink(PARTIAL_PREFIX + key, dir_fd=parent)
         except FileNotFoundError:
@@ -295,9 +296,7 @@ class Uploads(PartialPolicy, Directories):
             raise write_error(exc, name) from None
         finally:
             os.close(parent)
-        for partial in self.partials:  # (its books: wherever its directory is)
-            if partial.name == PARTIAL_PREFIX + key:
-                self.partials.discard(partial.where, partial.name)
+        self.partials.discard(where, PARTIAL_PREFIX + key)
 
 
 class Upload:
