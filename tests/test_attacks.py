@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -781,6 +782,7 @@ def test_a_drop_box_below_a_folder_it_may_not_search_is_refused_not_walked(make,
     pid = os.fork()
     if pid == 0:  # (a child as nobody: root passes every permission check)
         try:
+            signal.alarm(60)  # (were it to walk forever, it would not outlive the test)
             os.setgid(65534)
             os.setuid(65534)
             h.send(h.wire.put(target, b"x") if "put" in route else h.wire.mkdir(target))
