@@ -48,18 +48,32 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import hmac
 import ipaddress
+import secrets
 import socket
 import time
 from typing import Callable, Iterable, Mapping
 
+from .accounts import (
+    ALL_RIGHTS,
+    DELETE,
+    READ,
+    WRITE,
+    Account,
+    Accounts,
+    LiveAccounts,
+    PasswordChecks,
+    password_matches,
+    token_digest,
+)
+from .accounts import TOKEN as ACCOUNT_TOKEN
 from .limits import Limits
+from .seals import SESSION, Seal
 from .shared import LocalStrikes, StrikeBook
+from .shares import ShareBook
 from .units import parse_count
 
-READ, WRITE, DELETE = "read", "write", "delete"
-ALL_RIGHTS = frozenset({READ, WRITE, DELETE})
+__all__ = ["ALL_RIGHTS", "DELETE", "READ", "WRITE"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,6 +85,13 @@ class Grant:
     #: Who writes (the SHA-256 of the token; b"" on a server without tokens): what an
     #: upload left for later (a partial file, a tus upload) belongs to its writer.
     writer: bytes = b""
+    #: The folder this grant sees as its whole root ("" is the served root): Scope.
+    scope: str = ""
+    #: A link to one file: the only name (in ``scope``) it may read; "" otherwise.
+    only: str = ""
+    who: str = ""  # how logs and the console name it ("" on a server without accounts)
+    #: What a browser's session for it names (Access.session_for); () for none.
+    principal: tuple[str, ...] = ()
 
     def allows(self, right: str) -> bool:
         return right in self.rights
@@ -105,23 +126,22 @@ class Ceiling:
         return Grant(frozenset(allowed), replace)
 
 
-def parse_token_line(line: str) -> tuple[str, frozenset[str]] | None:
-    """A token file's line: ``TOKEN`` (every right) or ``TOKEN read,write`` (those
-    rights); None for a blank line or a ``#`` comment. The last word gives rights only
-    if it is a list of them, so a passphrase with spaces is still one token.
-    ValueError for a list of rights with an unknown one in it (a typo)."""
-    text = line.strip()
-    if not text or text.startswith("#"):
-        return None
-    token, _, last = text.rpartition(" ")
-    words = [w for w in last.split(",") if w]
-    if token.strip() and words and all(w in ALL_RIGHTS for w in words):
-        return token.strip(), frozenset(words)
-    if token.strip() and "," in last and all(w.isalpha() for w in words):
-        unknown = sorted(set(words) - ALL_RIGHTS)[0]
-        raise ValueError(f"unknown right {unknown!r}: a token's rights are read, write "
-                         "and delete")
-    return text, ALL_RIGHTS
+@dataclasses.dataclass(frozen=True, slots=True)
+class Credential:
+    """What a request offers to be let in: a token, a name and password, a browser's
+    signed session (seals.py), or a share link's capability (shares.py)."""
+
+    kind: str  # TOKEN, PASSWORD, SESSION or LINK
+    value: str
+    user: str = ""  # the name, with a password
+
+    @property
+    def guess(self) -> bool:
+        """Whether a wrong one is somebody guessing (and counts for the back-off)."""
+        return self.kind in (TOKEN, PASSWORD)
+
+
+TOKEN, PASSWORD, SESSION, LINK = "token", "password", "session", "link"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -132,7 +152,14 @@ class Refusal:
     code: str
     message: str
     retry_after: int = 0
-    missing: bool = False  # no token was offered at all (not a guess)
+    missing: bool = False  # no credentials were offered at all (not a guess)
+    #: What was refused was a share link or a session (expired, revoked, changed): the
+    #: page says so, instead of asking to sign in as if nothing had been offered.
+    lapsed: bool = False
+
+
+#: A session lasts this long by default (--session-days).
+SESSION_DAYS = 30
 
 
 class Access:
@@ -141,44 +168,143 @@ class Access:
     def __init__(self, tokens: Mapping[str, frozenset[str]] | None, limits: Limits,
                  hosts: "HostNames", ceiling: Ceiling = Ceiling(),
                  clock: Callable[[], float] = time.monotonic,
-                 strikes: StrikeBook | None = None) -> None:
-        """``tokens``: each token and its rights; None (or empty): no token needed.
-        ``strikes``: where wrong tokens are counted (shared.py: one book for all the
-        worker processes of a server)."""
+                 strikes: StrikeBook | None = None, *, accounts: LiveAccounts | None = None,
+                 seal: Seal | None = None, shares: ShareBook | None = None,
+                 wall: Callable[[], float] = time.time,
+                 session_days: float = SESSION_DAYS) -> None:
+        """``tokens``: each token and its rights, fixed for the server's life (--token);
+        ``accounts``: the user file, read again when it changes; with neither, no
+        credentials are needed. ``strikes``: where wrong guesses are counted (shared.py:
+        one book for all the worker processes of a server). ``seal``: signs sessions
+        (seals.py); ``shares``: the share links (shares.py)."""
         self.ceiling = ceiling
-        self._grants = {}
-        for token, rights in (tokens or {}).items():
-            digest = _digest(token)
-            self._grants[digest] = dataclasses.replace(ceiling.grant(rights), writer=digest)
-        self._open = ceiling.grant(ALL_RIGHTS)  # what anyone gets without tokens
+        self._fixed = Accounts.of(Account(ACCOUNT_TOKEN, "", token, rights)
+                                  for token, rights in (tokens or {}).items())
+        self.accounts = accounts
+        self._open = ceiling.grant(ALL_RIGHTS)  # what anyone gets without credentials
         self.limits = limits
         self.hosts = hosts
-        self._clock = clock
+        self._clock, self._wall = clock, wall
         self._strikes: StrikeBook = strikes if strikes is not None else LocalStrikes()
+        self.seal = seal if seal is not None else Seal(secrets.token_bytes(32))
+        self.shares = shares
+        self.passwords = PasswordChecks()
+        self.session_seconds = session_days * 86400
 
     @property
     def token_required(self) -> bool:
-        return bool(self._grants)
+        return bool(self._fixed) or self.accounts is not None
 
-    def check(self, address: str, offered: str | None) -> Refusal | Grant:
-        """What a request from ``address`` presenting ``offered`` may do, or why not."""
-        if not self._grants:
+    @property
+    def has_users(self) -> bool:
+        return self.accounts is not None and bool(self.accounts.get().users)
+
+    def check(self, address: str, offered: Credential | str | None) -> Refusal | Grant:
+        """What a request from ``address`` presenting ``offered`` (a token, or any
+        Credential) may do, or why not."""
+        if isinstance(offered, Credential) and offered.kind == LINK and self.shares:
+            verdict = self._link_grant(offered.value)  # (a link works on an open server too)
+            return verdict if isinstance(verdict, Grant) else Refusal(
+                "unauthorized", verdict, lapsed=True)
+        if not self.token_required:
             return self._open
         now = self._clock()
         blocked_until = self._strikes.blocked_until(address)
         if blocked_until > now:
             wait = max(1, round(blocked_until - now))
-            return Refusal("too_many_attempts", f"too many wrong tokens from {address}; "
-                                                f"try again in {wait} s", wait)
+            return Refusal("too_many_attempts", f"too many wrong tokens or passwords from "
+                                                f"{address}; try again in {wait} s", wait)
         if offered is None:
-            return Refusal("unauthorized", "this server needs a token", missing=True)
-        digest = _digest(offered)
-        for known, grant in self._grants.items():  # (a handful of tokens: compare all)
-            if hmac.compare_digest(digest, known):
-                return grant
-        self._strikes.strike(address, now, self.limits.auth_backoff,
-                             self.limits.address_auth_failures)
-        return Refusal("unauthorized", "wrong token")
+            return Refusal("unauthorized", "this server needs a token, or a name and "
+                                           "password", missing=True)
+        if isinstance(offered, str):
+            offered = Credential(TOKEN, offered)
+        verdict = self._identify(offered)
+        if isinstance(verdict, Grant):
+            return verdict
+        if offered.guess:
+            self._strikes.strike(address, now, self.limits.auth_backoff,
+                                 self.limits.address_auth_failures)
+        return Refusal("unauthorized", verdict, lapsed=not offered.guess)
+
+    def _identify(self, offered: Credential) -> Grant | str:
+        """The grant of ``offered``, or why it has none (a sentence)."""
+        if offered.kind == TOKEN:
+            account = self._token(token_digest(offered.value))
+            return self._grant(account) if account else "wrong token"
+        if offered.kind == PASSWORD:
+            user = self.accounts.get().users.get(offered.user) if self.accounts else None
+            if user is None:
+                password_matches(_DECOY_HASH, offered.value)  # (the same time as a user's)
+                return "wrong name or password"
+            if not self.passwords.matches(user, offered.value):
+                return "wrong name or password"
+            return self._grant(user)
+        if offered.kind == SESSION:
+            return self._session_grant(offered.value)
+        return self._link_grant(offered.value)
+
+    def _token(self, digest: bytes) -> Account | None:
+        account = self._fixed.tokens.get(digest)
+        if account is None and self.accounts is not None:
+            account = self.accounts.get().tokens.get(digest)
+        return account
+
+    def _grant(self, account: Account) -> Grant:
+        if account.kind == ACCOUNT_TOKEN:
+            writer = token_digest(account.secret)
+            principal: tuple[str, ...] = (TOKEN, writer.hex())
+        else:
+            writer = hashlib.sha256(b"user\0" + account.name.encode("utf-8")).digest()
+            principal = (PASSWORD, account.name, _fingerprint(account.secret))
+        who = account.label if self.accounts is not None else ""
+        return dataclasses.replace(self.ceiling.grant(account.rights), writer=writer,
+                                   scope=account.folder, who=who, principal=principal)
+
+    def _link_grant(self, capability: str) -> Grant | str:
+        if self.shares is None:
+            return "this server has no share links"
+        link = self.shares.check(capability)
+        if isinstance(link, str):
+            return link
+        grant = self.ceiling.grant(frozenset({WRITE} if link.write else {READ}))
+        scope, only = link.path, ""
+        if link.file:
+            scope, _, only = link.path.rpartition("/")
+        return dataclasses.replace(
+            grant, writer=hashlib.sha256(b"link\0" + link.id.encode("ascii")).digest(),
+            scope=scope, only=only, who=f"link {link.id}", principal=(LINK, capability))
+
+    # -- a browser's session
+
+    def session_for(self, grant: Grant) -> tuple[str, int]:
+        """(the signed cookie value of a session for ``grant``, its lifetime in s)."""
+        lifetime = int(self.session_seconds)
+        expires = round(self._wall() + lifetime)
+        return self.seal.sign(SESSION, [*grant.principal, expires]), lifetime
+
+    def _session_grant(self, value: str) -> Grant | str:
+        fields = self.seal.open(SESSION, value)
+        ended = "your session has ended: sign in again"
+        if not fields or not isinstance(fields[-1], (int, float)):
+            return ended
+        if fields[-1] <= self._wall():
+            return ended
+        kind, ident = fields[0], fields[1:-1]
+        if kind == TOKEN and len(ident) == 1 and isinstance(ident[0], str):
+            try:
+                account = self._token(bytes.fromhex(ident[0]))
+            except ValueError:
+                account = None
+            return self._grant(account) if account else ended
+        if kind == PASSWORD and len(ident) == 2 and self.accounts is not None:
+            user = self.accounts.get().users.get(str(ident[0]))
+            if user is None or _fingerprint(user.secret) != ident[1]:
+                return ended  # (removed, or the password changed)
+            return self._grant(user)
+        if kind == LINK and len(ident) == 1 and isinstance(ident[0], str):
+            return self._link_grant(ident[0])
+        return ended
 
     def why_not(self, right: str) -> str:
         """Why a request lacks ``right``, in words: the server's flags, or the token."""
@@ -241,8 +367,16 @@ def changes_state(method: str) -> bool:
     return method not in ("GET", "HEAD", "OPTIONS")
 
 
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+def _fingerprint(password_hash: str) -> str:
+    """A short digest of a user's password hash: a session names it, so a new password
+    ends the sessions signed in with the old one."""
+    return hashlib.sha256(password_hash.encode("ascii", "replace")).hexdigest()[:16]
+
+
+#: A hash no password matches, checked for a name that is no user's: a wrong name
+#: takes as long as a wrong password, so the time does not tell which names exist.
+_DECOY_HASH = ("$argon2id$v=19$m=19456,t=2,p=1$bXV4c2VydmVyLWRlY295$"
+               "zOdOtqTThsgQGqMDMbGwq3RJZ3C3wQ46d6DWMHDY3+U")
 
 
 class HostNames:

@@ -19,12 +19,13 @@ from . import __version__
 from .cli_client import run_client_command
 from .cli_common import UsageError, fail, port_flag, seconds_flag, size_flag
 from .cli_serve import run_serve
-from .cli_tokens import add_token_arguments, make_token
+from .cli_tokens import add_token_arguments, make_token, run_user_command
 from .client import DEFAULT_PORT
 from .limits import Limits
 from .units import format_bytes
 
-COMMANDS = ("serve", "put", "get", "ls", "stat", "rm", "mv", "mkdir", "token")
+COMMANDS = ("serve", "put", "get", "ls", "stat", "rm", "mv", "mkdir", "share", "token",
+            "user")
 LANGUAGE_CHOICES = ("en", "es")
 
 
@@ -54,8 +55,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rights", default="", metavar="RIGHTS",
                    help="what it may do: read, write, delete, comma-separated "
                         "(default: all that the server's flags allow)")
-    p.add_argument("--append", metavar="FILE", help="add the token to this token file")
+    p.add_argument("--append", metavar="FILE", help="add the token to this user file")
+    p.add_argument("--name", metavar="NAME", help="its name in the logs and the console "
+                                                   "(with --append)")
+    p.add_argument("--path", metavar="FOLDER", help="limit it to this folder of the served "
+                                                     "root: it sees nothing above (with --append)")
+    add_user_parser(sub)
     return parser
+
+
+def add_user_parser(sub: Any) -> None:
+    p = sub.add_parser("user", help="add, list and remove the people who sign in",
+                       description="The people who may sign in, kept in the user file that "
+                                   "serve --token-file reads (a running server takes a "
+                                   "change within a second, no restart).")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = actions.add_parser("add", help="add a user (asks for the password)",
+                             description="Add a user. The password is asked for on a "
+                                         "terminal, else read as one line from stdin or "
+                                         "$MUXSERVER_PASSWORD; the file keeps only its "
+                                         "Argon2id hash.")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--rights", default="", metavar="RIGHTS",
+                     help="read, write, delete, comma-separated (default: all that the "
+                          "server's flags allow)")
+    add.add_argument("--path", metavar="FOLDER",
+                     help="limit the user to this folder: it is their whole root")
+    add.add_argument("--replace", action="store_true",
+                     help="the user exists: give them this password, rights and folder")
+    remove = actions.add_parser("remove", help="remove a user (their sessions end)")
+    remove.add_argument("name", metavar="NAME")
+    listing = actions.add_parser("list", help="list users and tokens (never passwords or tokens)")
+    for q in (add, remove, listing):
+        q.add_argument("--file", required=True, metavar="FILE",
+                       help="the user file (serve --token-file FILE)")
 
 
 def add_serve_parser(sub: Any) -> None:
@@ -92,8 +125,14 @@ def add_serve_parser(sub: Any) -> None:
                         "'auto': one per core)")
     add_token_arguments(p, "clients must present this token (prefer --token-file or "
                            "$MUXSERVER_TOKEN: arguments are visible to other users)",
-                        "tokens, one per line, each with its rights if not all: "
-                        "'TOKEN read' or 'TOKEN read,write,delete' ('#' starts a comment)")
+                        "the user file: users (python -m muxserver user add) and tokens, "
+                        "one per line ('TOKEN read,write' or 'token NAME TOKEN rights=read "
+                        "folder=F'); read again when it changes, no restart")
+    p.add_argument("--secret-file", metavar="FILE",
+                   help="the secret that signs sessions and share links (made on first "
+                        "start, mode 0600; default: .muxserver-secret in the root)")
+    p.add_argument("--session-days", type=float, default=30.0, metavar="DAYS",
+                   help="how long a browser stays signed in (default 30)")
     teach = p.add_argument_group("teaching")
     teach.add_argument("--trace", action="store_true",
                        help="narrate every socket event in plain sentences")
@@ -145,7 +184,8 @@ def add_client_parsers(sub: Any) -> None:
     common.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     add_token_arguments(common, "token the server asks for (or --token-file, "
                                 "or $MUXSERVER_TOKEN)",
-                        "read the token from the first line of FILE")
+                        "read the token from FILE (its first token)",
+                        "sign in as NAME (the password from $MUXSERVER_PASSWORD, else asked for)")
     common.add_argument("--tls", action="store_true", help="connect with TLS")
     common.add_argument("--cafile", metavar="PEM",
                         help="CA certificates to trust for --tls (default: the system's)")
@@ -232,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_serve(args)
         if args.command == "token":
             return make_token(args)
+        if args.command == "user":
+            return run_user_command(args)
         return run_client_command(args)
     except KeyboardInterrupt:
         print("muxserver: interrupted", file=sys.stderr)

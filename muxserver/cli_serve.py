@@ -30,7 +30,9 @@ def run_serve(args: argparse.Namespace) -> int:
     config = ServerConfig(host=args.host, port=args.port, root=args.root,
                           allow_overwrite=args.allow_overwrite, allow_delete=args.allow_delete,
                           read_only=args.read_only, upload_only=args.upload_only,
-                          tokens=tokens, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                          tokens=tokens, token_file=args.token_file,
+                          secret_file=args.secret_file, session_days=args.session_days,
+                          tls_cert=args.tls_cert, tls_key=args.tls_key,
                           allow_hosts=args.allow_host, limits=limits_from(args))
     set_up_logging(args)
     if args.step:
@@ -101,7 +103,7 @@ def run_one_server(args: argparse.Namespace, config: Any, use_console: bool) -> 
         return fail(exc.message)
     except OSError as exc:
         return fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
-    warning = exposure_warning(args.host, bool(config.tokens), port, server.root.path)
+    warning = exposure_warning(args.host, bool(config.tokens or config.token_file), port, server.root.path)
     if warning:
         print(warning, file=sys.stderr, flush=True)
     print_banner(server.root.path, server.services.access.token_required, args, host, port)
@@ -147,6 +149,14 @@ def run_workers(args: argparse.Namespace, config: Any, count: int, use_console: 
     """--workers N: a supervisor and N worker processes (workers.py)."""
     from .workers import Supervisor
 
+    if config.tokens or config.token_file:  # (a broken secret file: said before starting)
+        from .seals import Seal
+        from .server import secret_path
+
+        try:
+            Seal.from_file(secret_path(config, os.path.realpath(args.root))).load(make=False)
+        except ValueError as exc:
+            return fail(str(exc))
     supervisor = Supervisor(config, count, console=use_console)
     try:
         host, port = supervisor.start()
@@ -154,12 +164,13 @@ def run_workers(args: argparse.Namespace, config: Any, count: int, use_console: 
         return fail(f"bad setting: {exc}")
     except OSError as exc:
         return fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
-    warning = exposure_warning(args.host, bool(config.tokens), port, supervisor.root_path)
+    warning = exposure_warning(args.host, bool(config.tokens or config.token_file), port,
+                               supervisor.root_path)
     if warning:
         print(warning, file=sys.stderr, flush=True)
     print(f"workers: {count} processes (pids {', '.join(map(str, supervisor.pids.values()))})"
           ", one port shared with SO_REUSEPORT")
-    print_banner(supervisor.root_path, bool(config.tokens), args, host, port)
+    print_banner(supervisor.root_path, bool(config.tokens or config.token_file), args, host, port)
     console = None
     if use_console:
         from .console import LiveConsole

@@ -1,60 +1,99 @@
-"""Tokens on the command line: made (``python -m muxserver token``), read from a flag, a
-file or the environment, for the server (every token and its rights) and for a client
-(the one it presents)."""
+"""Who may connect, on the command line: tokens made (``python -m muxserver token``) and
+users added, listed and removed (``python -m muxserver user ...``) in the user file
+(accounts.py); for a client, the credentials it presents (a token, or a name and
+password)."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from .cli_common import UsageError, fail
 
+if TYPE_CHECKING:
+    from .accounts import Account
+
 
 def add_token_arguments(parser: argparse.ArgumentParser, help_text: str,
-                        file_help: str) -> None:
+                        file_help: str, user_help: str | None = None) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--token", help=help_text)
     group.add_argument("--token-file", metavar="FILE", help=file_help)
+    if user_help:
+        group.add_argument("--user", metavar="NAME", help=user_help)
 
 
-def read_token_file(path: str) -> dict[str, frozenset[str]]:
-    """The tokens of a token file and their rights (access.parse_token_line)."""
-    from .access import parse_token_line
+def check_user_file(path: str) -> None:
+    """The server's user file, read once at start: UsageError if it cannot be used."""
+    from .accounts import read_accounts
 
-    tokens: dict[str, frozenset[str]] = {}
     try:
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                try:
-                    parsed = parse_token_line(line)
-                except ValueError as exc:
-                    raise UsageError(f"{path}, line {number}: {exc}") from None
-                if parsed is not None:
-                    tokens[parsed[0]] = parsed[1]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read the token file {path}: {exc}") from None
-    if not tokens:
-        raise UsageError(f"the token file {path} holds no token")
-    return tokens
+        accounts = read_accounts(path)
+    except OSError as exc:
+        raise UsageError(f"cannot read the user file {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not len(accounts):
+        raise UsageError(f"the user file {path} holds no user and no token (add one: "
+                         f"python -m muxserver user add NAME --file {path})")
 
 
 def read_tokens(args: argparse.Namespace) -> dict[str, frozenset[str]]:
-    """The server's tokens: from --token-file, else --token or $MUXSERVER_TOKEN."""
-    from .access import ALL_RIGHTS
+    """The server's fixed token: --token or $MUXSERVER_TOKEN (--token-file is read
+    live by the server itself, see accounts.LiveAccounts)."""
+    from .accounts import ALL_RIGHTS
 
     if args.token_file:
-        return read_token_file(args.token_file)
+        check_user_file(args.token_file)
+        return {}
     token = args.token or os.environ.get("MUXSERVER_TOKEN")
     return {token: ALL_RIGHTS} if token else {}
 
 
-def read_token(args: argparse.Namespace) -> str | None:
-    """The client's token: the first of --token-file (its first token: a server's
-    token file works too), --token or $MUXSERVER_TOKEN."""
+def read_token(args: argparse.Namespace) -> str | dict[str, str] | None:
+    """The client's credentials: ``--user NAME`` (the password from $MUXSERVER_PASSWORD,
+    else asked for), or a token: the first of --token-file (its first token: a
+    server's user file works too), --token or $MUXSERVER_TOKEN."""
+    from .accounts import TOKEN, read_lines
+
+    if getattr(args, "user", None):
+        return {"user": args.user, "password": read_password(args.user)}
     if args.token_file:
-        return next(iter(read_token_file(args.token_file)))
+        try:
+            lines = read_lines(args.token_file)
+        except OSError as exc:
+            raise UsageError(f"cannot read the token file {args.token_file}: "
+                             f"{exc.strerror}") from None
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        for _, account in lines:
+            if account is not None and account.kind == TOKEN:
+                return account.secret
+        raise UsageError(f"the token file {args.token_file} holds no token")
     return args.token or os.environ.get("MUXSERVER_TOKEN") or None
+
+
+def read_password(user: str, *, twice: bool = False) -> str:
+    """$MUXSERVER_PASSWORD, else asked for on the terminal, else one line of stdin."""
+    password = os.environ.get("MUXSERVER_PASSWORD")
+    if password is not None:
+        return password
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline()
+        if not line:
+            raise UsageError("no password: type it, or give it as one line on stdin or "
+                             "in $MUXSERVER_PASSWORD")
+        return line.rstrip("\r\n")
+    try:
+        password = getpass.getpass(f"password for {user}: ")
+        if twice and getpass.getpass("the same again: ") != password:
+            raise UsageError("the two passwords differ")
+    except EOFError:
+        raise UsageError("no password given") from None
+    return password
 
 
 def new_token() -> str:
@@ -69,25 +108,120 @@ def new_token() -> str:
 
 
 def make_token(args: argparse.Namespace) -> int:
-    """A new token (``new_token``), printed, and added to a token file if asked."""
-    from .access import ALL_RIGHTS
+    """A new token (``new_token``), printed, and added to a user file if asked, with a
+    name and a folder if given."""
+    from .accounts import TOKEN, Account, check_folder, check_name, format_rights, parse_rights
 
-    unknown = [r for r in args.rights.split(",") if r.strip() and r.strip() not in ALL_RIGHTS]
-    if unknown:
-        return fail(f"unknown right {unknown[0]!r}: a token's rights are read, write and "
-                     "delete", status=2)
-    rights = ",".join(r.strip() for r in args.rights.split(",") if r.strip())
+    try:
+        rights = parse_rights(args.rights)
+        folder = check_folder(args.path or "")
+        name = check_name(args.name) if args.name else ""
+    except ValueError as exc:
+        return fail(str(exc), status=2)
+    if (name or folder) and not args.append:
+        return fail("--name and --path go with --append FILE (they are kept in the file)",
+                    status=2)
     token = new_token()
-    line = f"{token} {rights}".strip()
     if args.append:
+        account = Account(TOKEN, name, token, rights, folder)
         try:
-            fd = os.open(args.append, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                         0o600)
-            with os.fdopen(fd, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
-        except OSError as exc:
-            return fail(f"cannot write {args.append}: {exc.strerror}")
-        print(f"muxserver: added to {args.append} (rights: {rights or 'all'}); give "
-              "the token to whoever should connect", file=sys.stderr)
+            _change_file(args.append, add=account, replace=False)
+        except UsageError as exc:
+            return fail(str(exc))
+        print(f"muxserver: added to {args.append} (rights: {format_rights(rights)}"
+              f"{', folder /' + folder if folder else ''}); give the token to whoever "
+              "should connect", file=sys.stderr)
     print(token)
     return 0
+
+
+# -- users
+
+
+def run_user_command(args: argparse.Namespace) -> int:
+    from .accounts import USER, Account, check_folder, check_name, format_rights, hash_password
+    from .accounts import parse_rights as rights_of
+
+    try:
+        if args.action == "list":
+            return _list_users(args.file)
+        name = check_name(args.name)
+        if args.action == "remove":
+            _change_file(args.file, remove=name)
+            print(f"muxserver: removed {name} from {args.file}; their sessions end at their "
+                  "next request", file=sys.stderr)
+            return 0
+        rights = rights_of(args.rights)
+        folder = check_folder(args.path or "")
+        password = read_password(name, twice=True)
+        if not password:
+            raise UsageError("an empty password would let anyone in")
+        account = Account(USER, name, hash_password(password), rights, folder)
+        changed = _change_file(args.file, add=account, replace=args.replace)
+    except ValueError as exc:
+        return fail(str(exc), status=2)
+    except UsageError as exc:
+        return fail(str(exc), status=2 if "exists" in str(exc) else 1)
+    print(f"muxserver: {'changed' if changed else 'added'} {name} in {args.file} (rights: "
+          f"{format_rights(rights)}{', folder /' + folder if folder else ''}); a running "
+          "server takes it within a second", file=sys.stderr)
+    return 0
+
+
+def _list_users(path: str) -> int:
+    from .accounts import USER, format_rights, read_lines
+
+    try:
+        lines = read_lines(path)
+    except OSError as exc:
+        return fail(f"cannot read {path}: {exc.strerror}")
+    except ValueError as exc:
+        return fail(str(exc))
+    for _, account in lines:
+        if account is None:
+            continue
+        kind = "user " if account.kind == USER else "token"
+        print(f"{kind} {account.name or '(no name)':<20} {format_rights(account.rights):<18} "
+              f"/{account.folder}")
+    return 0
+
+
+def _change_file(path: str, *, add: "Account | None" = None, remove: str = "",
+                 replace: bool = False) -> bool:
+    """Add ``add`` to the user file (made, mode 0600, if there is none) or take the user
+    ``remove`` out, keeping every other line as it was. True if an account of the same
+    kind and name was replaced. UsageError if it cannot be done."""
+    from .accounts import USER, read_lines, write_lines
+
+    try:
+        lines = read_lines(path)
+    except FileNotFoundError:
+        lines = []
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UsageError(f"{exc} (mend that line first)") from None
+    kept, found = [], False
+    for text, account in lines:
+        same = account is not None and account.name and (
+            (add is not None and account.kind == add.kind and account.name == add.name)
+            or (remove and account.kind == USER and account.name == remove))
+        if same:
+            found = True
+            if add is not None and not replace:
+                raise UsageError(f"{add.kind} {add.name!r} exists in {path} (--replace to "
+                                 "give it a new password, rights or folder)")
+            if add is not None:
+                kept.append(add.line())
+            continue
+        kept.append(text)
+    if remove and not found:
+        raise UsageError(f"there is no user {remove!r} in {path}")
+    if add is not None and not found:
+        kept.append(add.line())
+    try:
+        write_lines(path, kept)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    return found
+

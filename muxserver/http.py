@@ -380,6 +380,6 @@ class HttpSession(TusRequests, FolderReplies):
             self.tus_piece = None
             self.respond(204, [("Upload-Offset", str(upload.size)), etag])
             return
-        body = f"stored {upload.asked_name} ({upload.size} bytes, {digest})\n".encode()
+        body = f"stored {self.outside(upload.asked_name)} ({upload.size} bytes, {digest})\n".encode()
         self.respond(200 if upload.replaces else 201,
                      [etag, ("Content-Type", "text/plain; charset=utf-8")], body)

@@ -146,7 +146,8 @@ class FolderReplies(HttpCodec):
         """A folder as one zip or tar stream, built as it goes (archive.py): a piece of a
         file per loop step, no temporary file, memory bounded by the send queue."""
         entries = self.entries(name, recursive=True)  # (not found, not permitted: now)
-        base = name.rsplit("/", 1)[-1] or os.path.basename(self.services.root.path) or "files"
+        base = (name or self.grant.scope).rsplit("/", 1)[-1] or os.path.basename(
+            self.services.root.path) or "files"
         filename = urllib.parse.quote(f"{base}.{kind}")
         self.queue(h11.Response(status_code=200, headers=self.base_headers(None) + [
             ("Content-Type", ARCHIVES[kind]), ("Cache-Control", "no-store"),
@@ -174,7 +175,7 @@ class FolderReplies(HttpCodec):
         taken: set[str] = set()  # members named like the list of what was left out
         skip = len(top) + 1 if top else 0  # (the folder's own path, before each name)
         try:
-            top_mtime = (self.services.root.stat(top)["mtime"] if top
+            top_mtime = (self.describe(top)["mtime"] if top or self.grant.scope
                          else os.fstat(self.services.root.dir_fd).st_mtime)
             folder: dict[str, Any] = {"name": top, "type": "dir", "mtime": top_mtime}
             for entry in itertools.chain([folder], entries):
@@ -236,7 +237,7 @@ class FolderReplies(HttpCodec):
                        out: ArchiveOutput) -> Job:
         """One file into the archive, a step whenever ARCHIVE_STEP bytes have gone."""
         try:
-            opened = self.services.root.open_file(name)
+            opened = self.open_download(name)
         except StorageError as exc:  # gone, or no longer a plain file, since listed
             log.info("%s HTTP archive: left out %s: %s", self.channel.peer, printable(name),
                      exc.message, extra={"event": "refused", "conn": self.channel.id})

@@ -27,7 +27,7 @@ import logging
 from typing import Any, Generator
 
 from . import protocol
-from .access import Refusal
+from .access import LINK, PASSWORD, TOKEN, Credential, Refusal
 from .buffers import FileRegion
 from .digests import SHA256, Digest
 from .lifecycle import Event, Work
@@ -66,7 +66,8 @@ class NativeSession(RequestRules):
         super().__init__(services, channel)
         self.decoder = FrameDecoder(self.limits.max_header_size, self.limits.max_file_size)
         self.request_id: int | None = None  # the request being served (a put: its body)
-        self.credential: str | None = None  # the token of the last accepted auth request
+        #: what the last accepted auth request presented (checked again for every request)
+        self.credential: Credential | None = None
         # A put whose digest follows its body: (its id, the digest's algorithm) until the
         # trailer frame has come (also for a refused put: its trailer is then dropped).
         self.trailer_due: tuple[int, str] | None = None
@@ -226,16 +227,16 @@ class NativeSession(RequestRules):
 
     def log_in(self, fields: dict[str, Any], length: int) -> None:
         """The auth request: admitted like any request, with the token it carries."""
-        token = fields.get("token")
-        self.credential = None  # the connection holds the last token it presented, or none
-        if not self.admit(token if isinstance(token, str) else None, has_body=length > 0):
+        self.credential = None  # the connection holds the last credentials it presented
+        offered = credential_of(fields)
+        if not self.admit(offered, has_body=length > 0):
             return
         try:
             req = protocol.parse_request(fields, length)
         except RequestError as exc:
             self.reply_error(self.request_id, exc.code, exc.message)
             return
-        self.credential = req.token
+        self.credential = offered
         self.reply_ok(req.id)
 
     def send_refusal(self, refusal: Refusal, close: bool) -> None:
@@ -296,7 +297,7 @@ class NativeSession(RequestRules):
         self.reply_error(self.request_id, exc.code, exc.message, upload.name)
 
     def upload_stored(self, upload: Upload, digest: Digest) -> None:
-        self.reply_ok(self.request_id, name=upload.asked_name, size=upload.size, **digest.field)
+        self.reply_ok(self.request_id, name=self.outside(upload.asked_name), size=upload.size, **digest.field)
 
     def splice_sink(self) -> tuple[int, int, int] | None:
         """(fd, offset, count) when the next body bytes may bypass Python, else None."""
@@ -409,3 +410,17 @@ class NativeSession(RequestRules):
             return "skipping body"  # the body of a refused request
         return state.value
 
+
+def credential_of(fields: dict[str, Any]) -> Credential | None:
+    """What an auth request presents: a share link, a name and password, or a token
+    (a field that is not a string counts as missing)."""
+    def text(key: str) -> str:
+        value = fields.get(key)
+        return value if isinstance(value, str) else ""
+
+    if text("link"):
+        return Credential(LINK, text("link"))
+    if text("user"):
+        return Credential(PASSWORD, text("password"), text("user"))
+    token = fields.get("token")
+    return Credential(TOKEN, token) if isinstance(token, str) else None

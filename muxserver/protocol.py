@@ -487,8 +487,12 @@ def encode_mv(req_id: int, name: str, to: str, *, overwrite: bool = False) -> by
     return encode_frame(fields)
 
 
-def encode_auth(req_id: int, token: str) -> bytes:
-    return encode_frame({"id": req_id, "op": "auth", "token": token})
+def encode_auth(req_id: int, credentials: str | Mapping[str, str]) -> bytes:
+    """``credentials``: a token, or {"token": T}, {"user": NAME, "password": P} or
+    {"link": CAPABILITY}."""
+    if isinstance(credentials, str):
+        credentials = {"token": credentials}
+    return encode_frame({"id": req_id, "op": "auth", **credentials})
 
 
 def encode_ok(req_id: int | None, length: int | None = None, **fields: Any) -> bytes:
@@ -526,7 +530,10 @@ class Request:
     overwrite: bool = False
     mtime: float | None = None
     recursive: bool = False
-    token: str = ""
+    token: str = ""  # auth: a token; or a name and password; or a share link's capability
+    user: str = ""
+    password: str = ""
+    link: str = ""
     offset: int = 0  # put/get: resume from this byte
     resumable: bool = False  # put: keep the received bytes if the connection breaks
     size: int = 0  # partial: the whole file's size
@@ -556,9 +563,10 @@ def parse_request(fields: Mapping[str, Any], length: int) -> Request:
     if op != "put" and length:
         raise RequestError("bad_request", f"a {op} request has no body (length must be 0)")
     req = Request(op=op, id=rid, length=length)
-    if op == "auth":  # (a token that is not a string counts as none: see access.py)
-        token = fields.get("token")
-        req.token = token if isinstance(token, str) else ""
+    if op == "auth":  # (what is not a string counts as none: see access.py)
+        req.token, req.user, req.password, req.link = (
+            value if isinstance(value, str) else "" for value in (
+                fields.get(key) for key in ("token", "user", "password", "link")))
         return req
     if op == "trailer":
         req.digest = _digest_field(fields)

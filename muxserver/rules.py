@@ -10,6 +10,7 @@ translate their wires.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any, Callable, Generator, Iterator
@@ -111,19 +112,81 @@ class RequestRules(Session):
         if op in NEEDS_SIGHT:
             self.require_sight(what)
 
+    # -- the grant's folder: a user, a token or a link limited to one sees it as the root
+
+    def inside(self, name: str) -> str:
+        """The name below the served root of ``name`` as the request gives it, below
+        the grant's folder (access.Grant.scope): what is above that folder does not
+        exist for the request. The storage walks the joined name component by
+        component from the root's descriptor, refusing ``..`` and symbolic links, so no
+        name leads out of the folder. A link to one file reaches that file only."""
+        grant = self.grant
+        if grant.only and name != grant.only:
+            raise StorageError("not_found", f"no such file {name!r}")
+        if not grant.scope:
+            return name
+        return f"{grant.scope}/{name}" if name else grant.scope
+
+    def outside(self, name: str) -> str:
+        """``name`` below the served root, as the request's grant sees it."""
+        scope = self.grant.scope
+        if not scope or not name.startswith(scope):
+            return name
+        return "" if name == scope else name[len(scope) + 1:] if name[len(scope)] == "/" else name
+
+    @contextlib.contextmanager
+    def scoped(self) -> Iterator[None]:
+        """Storage errors told as the grant sees the names: the folder it is limited to
+        never appears in what it is told."""
+        try:
+            yield
+        except StorageError as exc:
+            scope = self.grant.scope
+            if not scope:
+                raise
+            message = exc.message
+            for quote in "'\"":
+                message = message.replace(quote + scope + "/", quote).replace(
+                    quote + scope + quote, quote + "/" + quote)
+            raise StorageError(exc.code, message) from None
+
     # -- what requests read, checked against the grant
 
     def open_download(self, name: str, algorithm: str = SHA256) -> OpenFile:
         self.check_rights("get", f"reading {name!r}")
-        return self.services.root.open_file(name, algorithm)
+        with self.scoped():
+            return self.services.root.open_file(self.inside(name), algorithm)
 
     def describe(self, name: str) -> dict[str, Any]:
         self.check_rights("stat", f"stat of {name!r}")
-        return self.services.root.stat(name)
+        with self.scoped():
+            info = self.services.root.stat(self.inside(name))
+        info["name"] = self.outside(info["name"])
+        return info
 
     def entries(self, path: str, recursive: bool = False) -> Generator[Entry, None, None]:
         self.check_rights("list", f"listing {path or '/'!r}")
-        return self.services.root.iter_entries(path, recursive)
+        with self.scoped():
+            entries = self.services.root.iter_entries(self.inside(path), recursive)
+        if not self.grant.scope:
+            return entries
+        shown = self._entries_outside(entries)
+        next(shown)  # (into its try, as iter_entries is: closing it closes the walk)
+        return shown
+
+    def _entries_outside(self, entries: Generator[Entry, None, None]
+                         ) -> Generator[Entry, None, None]:
+        try:
+            yield None
+            with self.scoped():
+                for entry in entries:
+                    if isinstance(entry, LeftOut):
+                        entry = LeftOut(self.outside(entry.name), entry.why)
+                    elif entry is not None:
+                        entry["name"] = self.outside(entry["name"])
+                    yield entry
+        finally:
+            entries.close()
 
     # -- what requests change, checked against the grant
 
@@ -131,25 +194,32 @@ class RequestRules(Session):
         """Make ``name``; True if it was made. A writer that may not read is told it
         was, whatever was there: its folders go beside what is not one (storage/root.py)."""
         self.check_rights("mkdir", f"making the directory {name!r}")
-        made = self.services.root.make_dir(name, parents=parents, beside_if_taken=self.blind)
+        with self.scoped():
+            made = self.services.root.make_dir(self.inside(name), parents=parents,
+                                               beside_if_taken=self.blind)
         if made:
             log.info("%s %smade the directory %s", self.channel.peer, self.wire,
-                     printable(name), extra={"event": "changed", "conn": self.channel.id})
+                     printable(self.inside(name)),
+                     extra={"event": "changed", "conn": self.channel.id})
         return made or self.blind
 
     def start_removal(self, name: str, *, recursive: bool, done: Callable[[int], None],
                       failed: Callable[[StorageError], None]) -> None:
         """Remove ``name`` as a job (a tree goes in steps); then ``done(count)``."""
         self.check_rights("rm", f"removing {name!r}")
-        steps = self.services.root.remove_in_steps(name, recursive=recursive)
-        self.start_job(self._removal(name, steps, done, failed), label="removing")
+        if name == "" and self.grant.scope:
+            raise StorageError("bad_name", "the top folder itself cannot be removed")
+        with self.scoped():
+            steps = self.services.root.remove_in_steps(self.inside(name), recursive=recursive)
+        self.start_job(self._removal(self.inside(name), steps, done, failed), label="removing")
 
     def _removal(self, name: str, steps: Iterator[int], done: Callable[[int], None],
                  failed: Callable[[StorageError], None]) -> Job:
         removed = 0
         try:
-            for removed in steps:
-                yield
+            with self.scoped():
+                for removed in steps:
+                    yield
         except StorageError as exc:
             failed(exc)
             return
@@ -161,13 +231,18 @@ class RequestRules(Session):
     def move_entry(self, src: str, dst: str, *, overwrite: bool) -> bool:
         """Rename ``src`` to ``dst``; True if a file was replaced."""
         self.check_rights("mv", f"moving {src!r} to {dst!r}")
+        if self.grant.scope and "" in (src, dst):
+            raise StorageError("bad_name", "the top folder itself cannot be moved")
         try:
-            replaced = self.services.root.move(src, dst, overwrite=overwrite,
-                                               allow_overwrite=self.grant.replace)
+            with self.scoped():
+                replaced = self.services.root.move(self.inside(src), self.inside(dst),
+                                                   overwrite=overwrite,
+                                                   allow_overwrite=self.grant.replace)
         except StorageError as exc:
             raise self.explained(exc, dst) from None
-        log.info("%s %smoved %s to %s", self.channel.peer, self.wire, printable(src),
-                 printable(dst), extra={"event": "changed", "conn": self.channel.id})
+        log.info("%s %smoved %s to %s", self.channel.peer, self.wire,
+                 printable(self.inside(src)), printable(self.inside(dst)),
+                 extra={"event": "changed", "conn": self.channel.id})
         return replaced
 
     # -- listings
@@ -357,8 +432,9 @@ class RequestRules(Session):
         self.check_rights("put", f"storing {name!r}")
         self.check_size(offset + length if total is None else total)
         try:
-            upload = self.services.root.begin_upload(
-                name, length, expected, overwrite=overwrite, allow_overwrite=self.grant.replace,
+            with self.scoped():
+                upload = self.services.root.begin_upload(
+                    self.inside(name), length, expected, overwrite=overwrite, allow_overwrite=self.grant.replace,
                 mtime=mtime, offset=offset, key=key, total=total,
                 beside_if_taken=self.blind, algorithm=algorithm,
                 writer=writer_tag(self.grant.writer))
@@ -379,7 +455,9 @@ class RequestRules(Session):
         """How much of this writer's upload ``key`` of ``name`` the server holds.
         StorageError "not_found" when nothing, "server_busy" while a request writes it."""
         self.check_rights("put", f"resuming {name!r}")
-        return self.services.root.held(name, key, size, beside_if_taken=self.blind)
+        with self.scoped():
+            return self.services.root.held(self.inside(name), key, size,
+                                           beside_if_taken=self.blind)
 
     def begin_in_pieces(self, name: str, size: int, key: str, *, overwrite: bool) -> None:
         """An upload that will come in pieces (tus): the target would be taken, and an
@@ -388,16 +466,19 @@ class RequestRules(Session):
         self.check_size(size)
         root = self.services.root
         try:
-            root.check_room(name, size, overwrite=overwrite,
-                            allow_overwrite=self.grant.replace, beside_if_taken=self.blind)
+            with self.scoped():
+                root.check_room(self.inside(name), size, overwrite=overwrite,
+                                allow_overwrite=self.grant.replace, beside_if_taken=self.blind)
         except StorageError as exc:
             raise self.explained(exc, name) from None
-        root.create_partial(name, key, beside_if_taken=self.blind)
+        with self.scoped():
+            root.create_partial(self.inside(name), key, beside_if_taken=self.blind)
 
     def give_up(self, name: str, key: str) -> None:
         """This writer gives up its upload ``key`` of ``name``: its bytes go."""
         self.check_rights("put", f"giving up the upload of {name!r}")
-        self.services.root.drop_partial(name, key, beside_if_taken=self.blind)
+        with self.scoped():
+            self.services.root.drop_partial(self.inside(name), key, beside_if_taken=self.blind)
 
     def partial_key(self, name: str, identity: str, size: int) -> str:
         """The key of the partial file this writer's upload of ``name`` keeps

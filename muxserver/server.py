@@ -17,6 +17,7 @@ import dataclasses
 import errno
 import gc
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -24,11 +25,15 @@ import time
 from typing import Any
 
 from .access import ALL_RIGHTS, Access, Ceiling, HostNames
+from .accounts import LiveAccounts
 from .channel import Channel
 from .limits import Limits, raise_nofile_limit
 from .loop import EVENT_READ, EventLoop, Timer
 from .observe import NOBODY, Observer
+from .seals import SECRET_NAME, Seal
 from .session import Services, Stats
+from .shares import BOOK_NAME as SHARES_NAME
+from .shares import ShareBook
 from .shared import ConnectionCount, LocalConnections, SharedState
 from .sniff import Refusal, Sniffer
 from .storage import Root
@@ -50,8 +55,13 @@ class ServerConfig:
     read_only: bool = False  # no writes of any kind
     upload_only: bool = False  # a drop box: uploads of new files only, nothing read
     token: str | None = None  # clients must present it (an "auth" request) before anything else
-    #: tokens with rights (access.parse_token_line), besides or instead of ``token``
+    #: tokens with rights, besides or instead of ``token``
     tokens: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)
+    #: the user file (accounts.py: users and tokens), read again whenever it changes
+    token_file: str | None = None
+    #: the secret that signs sessions and share links (seals.py); None: in the root
+    secret_file: str | None = None
+    session_days: float = 30.0  # how long a browser stays signed in
     tls_cert: str | None = None  # PEM certificate chain: with tls_key, the port speaks TLS
     tls_key: str | None = None
     allow_hosts: list[str] = dataclasses.field(default_factory=list)  # extra HTTP Host names
@@ -123,8 +133,16 @@ class Server:
         ceiling = Ceiling(read_only=config.read_only, upload_only=config.upload_only,
                           allow_overwrite=config.allow_overwrite,
                           allow_delete=config.allow_delete)
+        accounts = LiveAccounts(config.token_file) if config.token_file else None
+        seal = shares = None
+        if tokens or accounts is not None:  # (an open server signs nothing, keeps no secret)
+            seal = Seal.from_file(secret_path(config, self.root.path))
+            seal.load(make=False)  # (ValueError now, for a secret file that holds none)
+            shares = ShareBook(os.path.join(self.root.path, SHARES_NAME), seal)
         access = Access(tokens, self.limits, HostNames(config.host, config.allow_hosts),
-                        ceiling, strikes=shared.strikes if shared is not None else None)
+                        ceiling, strikes=shared.strikes if shared is not None else None,
+                        accounts=accounts, seal=seal, shares=shares,
+                        session_days=config.session_days)
         #: all a session may reach of the server (see session.Services)
         self.services = Services(self.loop, self.root, self.limits, access)
         self.channels: dict[int, Channel] = {}
@@ -224,6 +242,13 @@ class Server:
         """
         for signum in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(signum, self.stop_gracefully)
+        self.loop.add_signal_handler(signal.SIGHUP, self.reload_accounts)
+
+    def reload_accounts(self) -> None:
+        """SIGHUP: read the user file again at the next request, changed or not."""
+        accounts = self.services.access.accounts
+        if accounts is not None:
+            accounts.reload_soon()
 
     def serve_forever(self, *, handle_signals: bool = True) -> None:
         """Run until stop(), SIGINT or SIGTERM; then close everything cleanly."""
@@ -488,3 +513,8 @@ def listening_family(host: str) -> tuple[socket.AddressFamily, bool]:
     except socket.gaierror:
         return socket.AF_INET, False  # (create_server then says why the name is bad)
     return infos[0][0], False
+
+
+def secret_path(config: ServerConfig, root: str) -> str:
+    """Where the server secret is (seals.py): --secret-file, else in the served root."""
+    return config.secret_file or os.path.join(root, SECRET_NAME)

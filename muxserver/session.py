@@ -38,7 +38,7 @@ import logging
 import time
 from typing import Any, Callable, Generator, Protocol
 
-from .access import READ, Access, Grant, Refusal
+from .access import READ, Access, Credential, Grant, Refusal
 from .digests import Digest
 from .hashing import HashJob
 from .lifecycle import Event, RequestState, Work
@@ -220,7 +220,7 @@ class Session(BaseProtocol):
 
     # -- admission
 
-    def admit(self, offered: str | None, *, has_body: bool) -> bool:
+    def admit(self, offered: Credential | str | None, *, has_body: bool) -> bool:
         """Authorize one request: True to go on. Called before anything else about the
         request is checked. A refusal is answered here; a request with a body, a third
         strike or an address in back-off also closes the connection unread."""

@@ -162,6 +162,7 @@ def _run_worker(index: int, count: int, config: ServerConfig, shared: SharedStat
     server = Server(config, shared=shared, worker=index, workers=count)
     server.start(sweep=sweep, reuse_port=True)
     server.loop.add_signal_handler(signal.SIGTERM, server.stop_gracefully)
+    server.loop.add_signal_handler(signal.SIGHUP, server.reload_accounts)
     if console:
         def report() -> None:
             messages.send(("snapshot", server.snapshot()))
@@ -295,6 +296,8 @@ class Supervisor:
             reserved.close()
         for signum in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(signum, self.pass_on_stop)
+        # (SIGHUP: every worker reads the user file again)
+        self.loop.add_signal_handler(signal.SIGHUP, lambda: self.stop_workers(signal.SIGHUP))
         return self.address
 
     def _fork(self, index: int, config: ServerConfig, *, sweep: bool) -> None:

@@ -55,10 +55,10 @@ class Client:
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
                  timeout: float = 60.0, window: int = 64,
                  progress: Progress | None = None, on_finish: Finished | None = None,
-                 token: str | None = None, tls: bool = False,
+                 token: str | dict[str, str] | None = None, tls: bool = False,
                  cafile: str | None = None) -> None:
         self.host, self.port = host, port
-        self.token = token
+        self.token = token  # a token, or auth fields (protocol.encode_auth): a name and password
         self.tls = tls
         self.cafile = cafile
         self.timeout = timeout  # longest silence tolerated from the server
@@ -423,7 +423,9 @@ class _Pipeline:
         op.cleanup(failed=not op.result.ok)
         if isinstance(op, Auth):
             if not op.result.ok:  # nothing else on this connection can succeed
-                raise ClientError(op.result.code, f"the server refused the token: "
+                what = ("token" if isinstance(op.credentials, str) or "token" in op.credentials
+                        else "link" if "link" in op.credentials else "name and password")
+                raise ClientError(op.result.code, f"the server refused the {what}: "
                                                   f"{op.result.message}")
             self.client.authenticated = True
             return

@@ -375,12 +375,12 @@ class Auth(Operation):
 
     op = "auth"
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, credentials: str | dict[str, str]) -> None:
         super().__init__("")
-        self.token = token
+        self.credentials = credentials  # a token, or the fields of protocol.encode_auth
 
     def header(self) -> bytes:
-        return protocol.encode_auth(self.id, self.token)
+        return protocol.encode_auth(self.id, self.credentials)
 
 
 class Stat(Operation):
