@@ -306,8 +306,8 @@ class Access:
             return self._link_grant(ident[0])
         return ended
 
-    def why_not(self, right: str) -> str:
-        """Why a request lacks ``right``, in words: the server's flags, or the token."""
+    def why_not(self, right: str, grant: Grant | None = None) -> str:
+        """Why a request lacks ``right``, in words: the server's flags, or its account."""
         ceiling = self.ceiling
         if ceiling.read_only and right != READ:
             return "this server is read-only"
@@ -315,6 +315,13 @@ class Access:
             return "this server only takes uploads (a drop box)"
         if right == DELETE and not ceiling.allow_delete:
             return "this server does not delete or move files (--allow-delete)"
+        kind = grant.principal[0] if grant is not None and grant.principal else TOKEN
+        if kind == LINK:
+            return ("this link is a drop box: it takes uploads and shows nothing"
+                    if grant is not None and WRITE in grant.rights else
+                    "this link opens read-only")
+        if kind == PASSWORD and grant is not None:
+            return f"the user {grant.principal[1]} does not have the {right!r} right"
         return f"this token does not have the {right!r} right"
 
     def why_not_blind(self) -> str:

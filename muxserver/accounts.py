@@ -325,11 +325,9 @@ class LiveAccounts:
             self._keep(str(exc.strerror if isinstance(exc, OSError) else exc))
             return
         self.problem = ""
-        before, self.current = self.current, accounts
-        log.info("the user file %s was read again: %d user(s), %d token(s)%s", self.path,
-                 len(accounts.users), len(accounts.tokens),
-                 "" if accounts != before else " (no change)",
-                 extra={"event": "accounts"})
+        self.current = accounts
+        log.info("the user file %s was read again: %d user(s), %d token(s)", self.path,
+                 len(accounts.users), len(accounts.tokens), extra={"event": "accounts"})
 
     def _keep(self, why: str) -> None:
         if why != self.problem:  # (said once, not once a second)

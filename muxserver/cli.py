@@ -175,7 +175,8 @@ def default_text(field: dataclasses.Field[Any]) -> str:
 def add_client_parsers(sub: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--host", default=os.environ.get("MUXSERVER_HOST", "127.0.0.1"),
-                        help="server address (default 127.0.0.1, or $MUXSERVER_HOST)")
+                        help="server address (default 127.0.0.1, or $MUXSERVER_HOST; a "
+                             "share link given as a NAME or the last FILE says its own)")
     common.add_argument("--port", type=port_flag,
                         default=os.environ.get("MUXSERVER_PORT", str(DEFAULT_PORT)),
                         help=f"server port (default {DEFAULT_PORT}, or $MUXSERVER_PORT)")
@@ -242,6 +243,20 @@ def add_client_parsers(sub: Any) -> None:
     p.add_argument("dest", metavar="DST")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing file DST (the server must allow it)")
+
+    p = sub.add_parser("share", parents=[common], help="make a link that opens a file or folder",
+                       description="Make a share link: a URL that opens NAME (a file or a "
+                                   "folder) read-only, or with --write a drop box into the "
+                                   "folder NAME, for anyone who has it, until it expires. "
+                                   "The URL is the last line on stdout. Links work in a "
+                                   "browser, with curl, and with get URL and put FILE URL.")
+    p.add_argument("name", nargs="?", metavar="NAME", help="the file or folder to share")
+    p.add_argument("--expires", default="7d", metavar="TIME",
+                   help="how long the link works: 30m, 12h, 7d, 2w (default 7d; a year at most)")
+    p.add_argument("--write", action="store_true",
+                   help="a drop box: the link uploads into the folder and shows nothing")
+    p.add_argument("--list", action="store_true", help="list the links you made")
+    p.add_argument("--revoke", metavar="ID", help="revoke the link ID (see --list)")
 
     p = sub.add_parser("mkdir", parents=[common], help="make directories on the server")
     p.add_argument("names", nargs="+", metavar="DIR")

@@ -8,6 +8,7 @@ import itertools
 import os
 import sys
 import time
+import urllib.parse
 from typing import Any
 
 from .cli_common import UsageError, fail, remote_name
@@ -19,7 +20,8 @@ from .units import format_bytes
 
 def run_client_command(args: argparse.Namespace) -> int:
     try:
-        token = read_token(args)
+        link = follow_link(args)
+        token = {"link": link} if link else read_token(args)
     except UsageError as exc:
         return fail(str(exc), status=2)
     client = Client(args.host, args.port, timeout=args.timeout, token=token,
@@ -32,6 +34,8 @@ def run_client_command(args: argparse.Namespace) -> int:
                 return print_listing(args, client)
             if args.command == "stat":
                 return print_stat(args, client)
+            if args.command == "share":
+                return share(args, client)
             return change(args, client)
     except ClientError as exc:
         return fail(exc.message)
@@ -40,6 +44,88 @@ def run_client_command(args: argparse.Namespace) -> int:
     except OSError as exc:  # a local file or directory we could not use
         where = f" {exc.filename}" if exc.filename else ""
         return fail(f"local error:{where}: {exc.strerror or exc}")
+
+
+def follow_link(args: argparse.Namespace) -> str:
+    """``get URL`` and ``put FILE... URL`` with a share link: the link says the server,
+    the name and the credentials (its capability, returned). "" when no link is given."""
+    words = args.names if args.command == "get" else (
+        args.files[-1:] if args.command == "put" else [])
+    links = [w for w in words if w.startswith(("http://", "https://"))]
+    if not links:
+        return ""
+    if args.command == "get" and len(args.names) > 1:
+        raise UsageError("get takes one share link at a time, and no other names")
+    parts = urllib.parse.urlsplit(links[0])
+    capability = urllib.parse.parse_qs(parts.query).get("share", [""])[0]
+    if not capability or not parts.hostname:
+        raise UsageError(f"{links[0]} is no share link (it has no ?share=...)")
+    args.host = parts.hostname
+    try:
+        args.port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise UsageError(f"{links[0]} has no valid port") from None
+    args.tls = args.tls or parts.scheme == "https"
+    path = urllib.parse.unquote(parts.path).strip("/")
+    if args.command == "get":
+        args.names = [path or "/"]
+    else:
+        args.files = args.files[:-1]
+        if not args.files:
+            raise UsageError("put FILE... URL: name the files to send into the link")
+        if path and args.as_name is None:
+            args.as_name = path + "/"
+    return capability
+
+
+def share(args: argparse.Namespace, client: Client) -> int:
+    """share NAME, share --list, share --revoke ID."""
+    from .shares import parse_expiry
+
+    if args.list:
+        links = client.share("list").get("links", [])
+        for link in links:
+            kind = "drop box" if link.get("write") else "read"
+            print(f"{link.get('id', '?'):<14}{format_time(link.get('expires')):<18}{kind:<10}"
+                  f"/{link.get('name', '')}")
+        if not links and not args.quiet:
+            print("muxserver: no links (share NAME makes one)", file=sys.stderr)
+        return 0
+    if args.revoke:
+        client.share("revoke", link_id=args.revoke)
+        if not args.quiet:
+            print(f"muxserver: revoked {args.revoke}", file=sys.stderr)
+        return 0
+    if args.name is None:
+        raise UsageError("share NAME makes a link (or --list, --revoke ID)")
+    try:
+        lifetime = parse_expiry(args.expires)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    name = remote_name(args.name)
+    info = client.share("make", name, write=args.write, expires=lifetime)
+    url = link_url(args, name if info.get("file") else "", str(info.get("link", "")))
+    if not args.quiet:
+        what = "a drop box into" if args.write else "read-only:"
+        print(f"muxserver: link {info.get('link_id')} to {what} /{name}, until "
+              f"{format_time(info.get('expires'))}", file=sys.stderr)
+    if sys.stdout.isatty():
+        from .cli_serve import qr_lines
+
+        for line in qr_lines(url):
+            print(line)
+    print(url)
+    return 0
+
+
+def link_url(args: argparse.Namespace, file_name: str, capability: str) -> str:
+    """The URL of a link: the server as this client reached it; a link to a file ends
+    in the file's name (what a browser or ``curl -O`` saves it as)."""
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    scheme = "https" if args.tls or args.cafile else "http"
+    leaf = file_name.rsplit("/", 1)[-1]
+    return (f"{scheme}://{host}:{args.port}/{urllib.parse.quote(leaf)}"
+            f"?share={capability}")
 
 
 def transfer(args: argparse.Namespace, client: Client) -> int:

@@ -41,7 +41,6 @@ from . import tus
 from .access import READ, WRITE, changes_state, from_another_site, navigated_by_a_person
 from .digests import Digest
 from .http_codec import (
-    TOKEN_COOKIE,
     HttpError,
     declared_sha256,
     parse_query,
@@ -50,6 +49,7 @@ from .http_codec import (
     refusal,
 )
 from .http_folders import ARCHIVES, FolderReplies
+from .http_signin import AUTH_PATH, SignInRequests
 from .http_tus import TusRequests
 from .index_page import ASSETS, ASSETS_PATH
 from .lifecycle import Work
@@ -62,7 +62,7 @@ ALLOWED_METHODS = "GET, HEAD, PUT, DELETE, MKCOL, MOVE"
 USER_FILE_CSP = ("Content-Security-Policy", "sandbox")
 
 
-class HttpSession(TusRequests, FolderReplies):
+class HttpSession(TusRequests, FolderReplies, SignInRequests):
     """HTTP/1.1 on one channel: what each request means."""
 
     def handle(self, event: Any) -> None:
@@ -83,6 +83,7 @@ class HttpSession(TusRequests, FolderReplies):
         """Host, then credentials, then everything else; the body waits until then."""
         self.request_headers = headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                                           for k, v in request.headers}
+        self.request_method = request.method.decode("ascii", "replace")
         self.head = request.method == b"HEAD"
         self.name = ""
         self.tus_piece = None
@@ -106,15 +107,21 @@ class HttpSession(TusRequests, FolderReplies):
             if target.startswith(ASSETS_PATH) and method in ("GET", "HEAD") and not has_body:
                 self.send_asset(target[len(ASSETS_PATH):].partition("?")[0])
                 return  # (the page's own style and script: no secret, for everyone)
+            if target == AUTH_PATH + "signout" and method == "POST" and not has_body:
+                self.sign_out()  # (whatever the cookie holds, even an ended session)
+                return
             offered, from_query = self.credentials(method, target, headers)
             if foreign and not navigated_by_a_person(headers):
                 offered = None  # (not checked, so not counted: see access.py)
+            self.offered_kind = offered.kind if offered is not None else ""
             if not self.admit(offered, has_body=has_body):
                 return
             self.check_request(method, request, headers)
             path, query = parse_target(target)
-            if from_query and self.services.access.token_required:
-                self.redirect_with_cookie(path, query, offered or "")
+            if from_query and self.sign_in_from_query(path, query, from_query):
+                pass
+            elif target.startswith(AUTH_PATH) and not has_body:
+                self.auth_request(method, target[len(AUTH_PATH):].partition("?")[0], query)
             elif path == tus.PREFIX or path.startswith(tus.PREFIX + "/"):
                 self.tus_request(method, path[len(tus.PREFIX):].strip("/"), headers, has_body)
             elif method in ("GET", "HEAD"):
@@ -163,34 +170,6 @@ class HttpSession(TusRequests, FolderReplies):
             raise HttpError(400, "a PUT with Content-Range is a part of a file, and a part "
                                  "is not stored as the whole (RFC 9110, section 14.4); "
                                  "resume uploads with the muxserver client", close=True)
-
-    def credentials(self, method: str, target: str,
-                    headers: dict[str, str]) -> tuple[str | None, bool]:
-        """(the token this request offers, whether it came in the query string)."""
-        if method in ("GET", "HEAD") and "?" in target:
-            query = parse_query(target.partition("?")[2])
-            if "token" in query:
-                return query["token"], True
-        authorization = headers.get("authorization", "")
-        if authorization[:7].lower() == "bearer ":
-            return authorization[7:].strip(), False
-        for cookie in headers.get("cookie", "").split(";"):
-            key, _, value = cookie.strip().partition("=")
-            if key == TOKEN_COOKIE:
-                return urllib.parse.unquote(value), False
-        return None, False
-
-    def redirect_with_cookie(self, path: str, query: dict[str, str], token: str) -> None:
-        """``/?token=T`` logs a browser in: the cookie, then the same page without the
-        token in its address. The target is always a path on this server: ``//x``
-        would be another site, so leading slashes go."""
-        rest = {k: v for k, v in query.items() if k != "token"}
-        location = "/" + urllib.parse.quote(path.lstrip("/")) + (
-            "?" + urllib.parse.urlencode(rest) if rest else "")
-        cookie = (f"{TOKEN_COOKIE}={urllib.parse.quote(token, safe='')}; Path=/; HttpOnly; "
-                  "SameSite=Strict" + ("; Secure" if self.channel.tls else ""))
-        self.respond(303, [("Location", location), ("Set-Cookie", cookie)],
-                     b"token accepted\n")
 
     # -- GET and HEAD of a file
 

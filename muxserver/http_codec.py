@@ -52,7 +52,6 @@ STATUS = {
     "bad_magic": 400, "bad_version": 400, "bad_header": 400, "header_too_large": 431,
     "unknown_op": 400,
 }
-TOKEN_COOKIE = "muxserver_token"
 #: Every response: browsers must not guess a type we did not say (an upload named
 #: notes.txt holding HTML stays text).
 COMMON_HEADERS = [("X-Content-Type-Options", "nosniff")]
@@ -98,6 +97,8 @@ class HttpCodec(RequestRules):
         self.conn = h11.Connection(h11.SERVER,
                                    max_incomplete_event_size=self.limits.max_header_size)
         self.request_headers: dict[str, str] = {}
+        self.request_method = ""
+        self.offered_kind = ""  # what the request offered to get in (access.Credential.kind)
         self.head = False  # the request is a HEAD: every answer has headers only
         self.name = ""
         self.peer_done = False  # recv returned b"" (the peer finished sending)
@@ -143,20 +144,6 @@ class HttpCodec(RequestRules):
         return self.conn.their_state is h11.SEND_BODY
 
     # -- responses
-
-    def send_refusal(self, refusal: Refusal, close: bool) -> None:
-        headers = [("Content-Type", "text/plain; charset=utf-8")]
-        if refusal.code == "too_many_attempts":
-            headers.append(("Retry-After", str(refusal.retry_after)))
-            message = refusal.message
-        else:
-            headers.append(("WWW-Authenticate", 'Bearer realm="muxserver"'))
-            message = (f"{refusal.message}: send 'Authorization: Bearer TOKEN', or open "
-                       "/?token=TOKEN once in a browser")
-        if close:
-            headers.append(("Connection", "close"))
-        status = STATUS[refusal.code]
-        self.respond(status, headers, f"{status} {message}\n".encode())
 
     def base_headers(self, length: int | None) -> list[tuple[str, str]]:
         """Headers of every response; ``length`` None: the body's length is not known

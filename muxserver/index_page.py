@@ -67,11 +67,18 @@ def _asset(name: str, media_type: str) -> Asset:
 
 #: The page's style and script, read once when the server starts.
 ASSETS = {"index.css": _asset("index.css", "text/css; charset=utf-8"),
-          "index.js": _asset("index.js", "text/javascript; charset=utf-8")}
+          "index.js": _asset("index.js", "text/javascript; charset=utf-8"),
+          "signin.js": _asset("signin.js", "text/javascript; charset=utf-8")}
 HEAD = (importlib.resources.files(__package__) / "page" / "head.html").read_text(
     encoding="utf-8").replace("{css_version}", ASSETS["index.css"].etag)
 TAIL = (importlib.resources.files(__package__) / "page" / "tail.html").read_text(
     encoding="utf-8").replace("{js_version}", ASSETS["index.js"].etag)
+
+SIGNIN = (importlib.resources.files(__package__) / "page" / "signin.html").read_text(
+    encoding="utf-8").replace("{css_version}", ASSETS["index.css"].etag).replace(
+    "{js_version}", ASSETS["signin.js"].etag)
+_SIGNIN_SLOT = re.compile(r"\{(title|note|note_class|next|form_hidden|password_hidden|"
+                          r"token_hidden|switch_hidden|onward_hidden|version)\}")
 
 #: The places in HEAD filled in for each page.
 _SLOT = re.compile(r"\{(title|crumbs|settings|newfolder|reading)\}")
@@ -158,3 +165,22 @@ def index_tail(name: str, count: int, error: str = "", drop_box: bool = False,
     return rows + TAIL.replace("{version}", __version__)
 
 
+def signin_page(note: str, *, has_users: bool, link_refused: bool = False,
+                next_url: str = "") -> str:
+    """The sign-in page (http_signin.py): ``note`` says why it is shown; with
+    ``has_users`` it asks for a name and password first (else for a token);
+    ``link_refused``: a share link did not open; ``next_url``: no form, the page moves
+    on there (a share link's first answer)."""
+    hidden = ' hidden'
+    values = {
+        "title": ("Shared with you" if next_url else "Link refused" if link_refused
+                  else "Sign in"),
+        "note": html.escape(note), "note_class": "err" if link_refused else "muted",
+        "next": html.escape(next_url, quote=True),
+        "form_hidden": hidden if next_url else "",
+        "password_hidden": "" if has_users else hidden,
+        "token_hidden": hidden if has_users else "",
+        "switch_hidden": "" if has_users else hidden,
+        "onward_hidden": "" if next_url else hidden,
+        "version": __version__}
+    return _SIGNIN_SLOT.sub(lambda slot: values[slot.group(1)], SIGNIN)

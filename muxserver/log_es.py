@@ -15,6 +15,18 @@ from .trace import REASONS_ES
 from .turnlog import Lines
 
 TEMPLATES = {
+    "%s %sshared %s until %s (link %s)": "%s %scompartió %s hasta %s (enlace %s)",
+    "%s %sshared %s as a drop box until %s (link %s)":
+        "%s %scompartió %s como buzón de subida hasta %s (enlace %s)",
+    "%s %srevoked the link %s": "%s %srevocó el enlace %s",
+    "cannot make the server secret %s (%s): sessions and share links end when the server "
+    "stops": "no se puede crear el secreto del servidor %s (%s): las sesiones y los enlaces "
+             "compartidos terminan cuando se detenga el servidor",
+    "the user file %s is not usable (%s): keeping the accounts read before":
+        "el fichero de usuarios %s no se puede usar (%s): se mantienen las cuentas leídas antes",
+    "the user file %s was read again: %d user(s), %d token(s)":
+        "el fichero de usuarios %s se leyó de nuevo: %d usuario(s), %d token(s)",
+    "cannot read the share links %s: %s": "no se pueden leer los enlaces compartidos %s: %s",
     "%s: TLS handshake failed: %s": "%s: falló la negociación TLS: %s",
     "%s: output buffer over %d bytes, closing":
         "%s: el búfer de salida pasa de %d bytes; se cierra la conexión",

@@ -45,6 +45,7 @@ from .protocol import (
     RequestError,
 )
 from .rules import RequestRules
+from .shares import DEFAULT_EXPIRY
 from .session import Job, Services
 from .storage import (
     Entry,
@@ -168,6 +169,8 @@ class NativeSession(RequestRules):
                                                   "that announced it")
             elif req.op == "list":
                 self.start_job(self.list_pages(req, self.entries(req.name, req.recursive)))
+            elif req.op == "share":
+                self.share(req)
             else:
                 self.change(req)
         except StorageError as exc:
@@ -183,6 +186,19 @@ class NativeSession(RequestRules):
             if exc.code == "not_found":
                 return 0
             raise
+
+    def share(self, req: Request) -> None:
+        """Make, list or revoke share links (StorageError when refused)."""
+        if req.action == "make":
+            link, capability = self.make_link(req.name, write=req.write,
+                                              lifetime=req.expires or DEFAULT_EXPIRY)
+            self.reply_ok(req.id, name=req.name, link=capability, link_id=link.id,
+                          expires=link.expires, file=link.file, write=link.write)
+        elif req.action == "list":
+            self.reply_ok(req.id, links=self.my_links())
+        else:
+            self.revoke_link(req.link)
+            self.reply_ok(req.id, link_id=req.link)
 
     def change(self, req: Request) -> None:
         """mkdir, rm and mv (StorageError when refused)."""

@@ -54,7 +54,9 @@ MAX_ID = 2**53 - 1  # the largest integer every JSON implementation holds exactl
 UNLIMITED = 2**63 - 1
 
 OPERATIONS = ("auth", "put", "get", "stat", "list", "partial", "mkdir", "rm", "mv",
-              "trailer")
+              "trailer", "share")
+#: What a share request does: make a link, list the links one made, revoke one.
+SHARE_ACTIONS = ("make", "list", "revoke")
 
 #: Stable error codes carried in error replies, with the meaning the docs give them.
 ERROR_CODES: dict[str, str] = {
@@ -473,6 +475,16 @@ def encode_mkdir(req_id: int, name: str, *, parents: bool = False) -> bytes:
     return encode_frame(fields)
 
 
+def encode_share(req_id: int, action: str, name: str = "", *, write: bool = False,
+                 expires: int = 0, link_id: str = "") -> bytes:
+    fields: dict[str, Any] = {"id": req_id, "op": "share", "action": action}
+    if action == "make":
+        fields.update(name=name, write=write, expires=expires)
+    elif action == "revoke":
+        fields["link"] = link_id
+    return encode_frame(fields)
+
+
 def encode_rm(req_id: int, name: str, *, recursive: bool = False) -> bytes:
     fields: dict[str, Any] = {"id": req_id, "op": "rm", "name": name}
     if recursive:
@@ -539,6 +551,9 @@ class Request:
     size: int = 0  # partial: the whole file's size
     parents: bool = False  # mkdir: make missing parents too (and accept an existing one)
     to: str = ""  # mv: the new name
+    action: str = ""  # share: make, list or revoke
+    write: bool = False  # share make: a drop box (else read-only)
+    expires: int = 0  # share make: seconds the link lives
 
 
 def request_id(fields: Mapping[str, Any]) -> int | None:
@@ -576,6 +591,18 @@ def parse_request(fields: Mapping[str, Any], length: int) -> Request:
     if op == "list":
         req.name = _field(fields, "path", str, "")
         req.recursive = _field(fields, "recursive", bool, False)
+        return req
+    if op == "share":
+        req.action = _field(fields, "action", str)
+        if req.action not in SHARE_ACTIONS:
+            raise RequestError("bad_request", f"a share's action is one of "
+                                              f"{', '.join(SHARE_ACTIONS)}")
+        if req.action == "make":
+            req.name = _field(fields, "name", str)
+            req.write = _field(fields, "write", bool, False)
+            req.expires = _count_field(fields, "expires")
+        elif req.action == "revoke":
+            req.link = _field(fields, "link", str)
         return req
     req.name = _field(fields, "name", str)
     if op == "mkdir":

@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from typing import Any, Callable, Generator, Iterator
 
-from .access import DELETE, READ, WRITE
+from .access import ALL_RIGHTS, DELETE, LINK, READ, WRITE
 from .buffers import FileRegion
 from .digests import SHA256, Digest
 from .hashing import READ_SIZE, HashJob
@@ -32,6 +33,7 @@ from .storage import (
     split_name,
     writer_tag,
 )
+from .shares import MAX_EXPIRY, Link
 from .transport import Transport
 from .units import format_bytes
 
@@ -244,6 +246,74 @@ class RequestRules(Session):
                  printable(self.inside(src)), printable(self.inside(dst)),
                  extra={"event": "changed", "conn": self.channel.id})
         return replaced
+
+    # -- share links (shares.py): made, listed and revoked the same way for every wire
+
+    def make_link(self, name: str, *, write: bool, lifetime: float) -> tuple[Link, str]:
+        """A link to ``name`` (a file or folder; with ``write``, a drop box into a
+        folder) for ``lifetime`` seconds: (the link, its capability for the URL). It
+        can open no more than the request may: read needs read, a drop box write."""
+        shares = self.services.access.shares
+        if shares is None:
+            raise StorageError("not_permitted", "this server needs no credentials: its "
+                                                "address is the link")
+        if self.grant.principal[:1] == (LINK,):
+            raise StorageError("not_permitted", "a link cannot make links")
+        if not 0 < lifetime <= MAX_EXPIRY:
+            raise StorageError("bad_request", "a link lives at least a second and at most "
+                                              "a year")
+        if write:
+            self.require(WRITE, f"a drop box link to {name!r}")
+        info = self.describe(name)  # (needs read: and tells a file from a folder)
+        if info["type"] not in ("file", "dir") or (write and info["type"] != "dir"):
+            raise StorageError("not_a_directory" if write else "not_a_file",
+                               f"{name!r} is not a {'folder' if write else 'file or folder'}")
+        try:
+            link, capability = shares.make(self.inside(name), write=write,
+                                           file=info["type"] == "file", lifetime=lifetime,
+                                           by=self.link_maker)
+        except OSError as exc:
+            raise StorageError("io_error", f"cannot keep the link: {exc.strerror}") from None
+        said = (self.channel.peer, self.wire, printable(link.path or "/"),
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(link.expires)), link.id)
+        extra = {"event": "changed", "conn": self.channel.id}
+        if write:
+            log.info("%s %sshared %s as a drop box until %s (link %s)", *said, extra=extra)
+        else:
+            log.info("%s %sshared %s until %s (link %s)", *said, extra=extra)
+        return link, capability
+
+    @property
+    def link_maker(self) -> str:
+        """Who made a link, as the book says (the grant's principal, not a secret)."""
+        principal = self.grant.principal
+        return ":".join(principal[:2])[:80] if principal else ""
+
+    def my_links(self) -> list[dict[str, Any]]:
+        """The links this request's account made (every link, for one that may do
+        everything everywhere), names as it sees them."""
+        shares = self.services.access.shares
+        if shares is None:
+            return []
+        every = not self.grant.scope and self.grant.rights == ALL_RIGHTS
+        found = []
+        for link in shares.links(None if every else self.link_maker):
+            fields = link.fields()
+            fields["name"] = self.outside(link.path)
+            fields["link"] = shares.capability(link)
+            found.append(fields)
+        return found[-1000:]  # (the newest thousand: a reply stays bounded)
+
+    def revoke_link(self, link_id: str) -> None:
+        shares = self.services.access.shares
+        if shares is None or not any(mine["id"] == link_id for mine in self.my_links()):
+            raise StorageError("not_found", f"no link {link_id!r} of yours")
+        try:
+            shares.revoke(link_id)
+        except OSError as exc:
+            raise StorageError("io_error", f"cannot revoke the link: {exc.strerror}") from None
+        log.info("%s %srevoked the link %s", self.channel.peer, self.wire, link_id,
+                 extra={"event": "changed", "conn": self.channel.id})
 
     # -- listings
 

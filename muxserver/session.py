@@ -246,7 +246,7 @@ class Session(BaseProtocol):
         """Refuse (StorageError "not_permitted") a request whose grant lacks ``right``."""
         if not self.grant.allows(right):
             raise StorageError("not_permitted", f"{what}: not permitted: "
-                                                f"{self.services.access.why_not(right)}")
+                                                f"{self.services.access.why_not(right, self.grant)}")
 
     @property
     def blind(self) -> bool:

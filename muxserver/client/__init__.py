@@ -25,10 +25,11 @@ from .operations import (
     PutFile,
     Remove,
     Result,
+    Share,
     Stat,
 )
 
 __all__ = ["DEFAULT_PORT", "LOCAL_HASHES", "Auth", "Client", "ClientError", "Finished",
            "GetFile", "ListDir", "MakeDir", "Move", "Operation", "Partial", "Progress",
-           "PutFile", "Remove", "Result", "Stat", "file_digest", "remember_digest",
+           "PutFile", "Remove", "Result", "Share", "Stat", "file_digest", "remember_digest",
            "remembered_digest", "wait_for_server"]

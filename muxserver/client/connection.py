@@ -43,6 +43,7 @@ from .operations import (
     Progress,
     PutFile,
     Result,
+    Share,
     Stat,
 )
 
@@ -139,6 +140,13 @@ class Client:
 
     def stat(self, name: str) -> dict[str, Any]:
         return _checked(self.run([Stat(name)])[0]).info
+
+    def share(self, action: str, name: str = "", *, write: bool = False, expires: int = 0,
+              link_id: str = "") -> dict[str, Any]:
+        """Make a share link of ``name``, list one's links, or revoke one (protocol
+        section 5.10); the reply's fields."""
+        return _checked(self.run([Share(action, name, write=write, expires=expires,
+                                        link_id=link_id)])[0]).info
 
     def list(self, path: str = "", *,
              recursive: bool = False) -> builtins.list[dict[str, Any]]:

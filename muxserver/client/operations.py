@@ -395,6 +395,26 @@ class Stat(Operation):
         self.result.size = int(fields.get("size", 0))
 
 
+class Share(Operation):
+    """Make a share link (``action`` "make"), list one's links ("list") or revoke one
+    ("revoke"); the reply's fields are in ``result.info``."""
+
+    op = "share"
+
+    def __init__(self, action: str, name: str = "", *, write: bool = False,
+                 expires: int = 0, link_id: str = "") -> None:
+        super().__init__(name)
+        self.action, self.write, self.expires, self.link_id = action, write, expires, link_id
+
+    def header(self) -> bytes:
+        return protocol.encode_share(self.id, self.action, self.name, write=self.write,
+                                     expires=self.expires, link_id=self.link_id)
+
+    def on_header(self, fields: dict[str, Any], length: int) -> None:
+        super().on_header(fields, length)
+        self.result.info = {k: v for k, v in fields.items() if k not in ("id", "ok")}
+
+
 class ListDir(Operation):
     """List a directory ("" is the root); the reply comes as pages of JSON lines."""
 

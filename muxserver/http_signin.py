@@ -1,0 +1,220 @@
+"""Signing in over HTTP, and share links in a browser.
+
+* **Credentials** of a request, first found wins: a share link's ``?share=`` (GET and
+  HEAD), a token's ``?token=`` (once, to sign a browser in), ``Authorization: Bearer
+  TOKEN``, ``Authorization: Basic`` (a name and password, or a token as the password
+  with no name: WebDAV clients and curl ``-u``), and last the session cookie.
+* **A browser without credentials** (a GET that accepts HTML) gets the sign-in page, in
+  the index page's style, with status 401 and no Basic challenge (a browser would answer
+  one with its own password box); any other client gets a one-line 401 that offers
+  Bearer and Basic. The page signs in by ``POST /.muxserver-auth/signin`` with the
+  name and password (or the token) in an Authorization header, from its own script:
+  the answer sets the session cookie and the page reloads itself.
+* **The session cookie** is signed (seals.py) and names who it is for and until when
+  (``--session-days``): ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no
+  other site's page sends it), ``Secure`` under TLS. It is checked against the user
+  file at every request, so a removed user is signed out at once. ``POST
+  /.muxserver-auth/signout`` ends it in this browser.
+* **A share link** opened in a browser: a link to a file is served at once; a link to
+  a folder becomes the browser's session (the cookie), so the folder's page, its
+  subfolders and its uploads work, and the address bar loses the capability. Since a
+  link usually comes from another site (a mail, a chat), whose navigations a
+  ``SameSite=Strict`` cookie does not follow, that first answer is a small page of ours
+  that moves on to the folder itself. An expired, revoked or changed link gets a page
+  that says so.
+* **Links from the page**: ``POST /.muxserver-auth/share?name=N&expires=7d[&write=1]``
+  makes one (JSON: its id, path and expiry), ``GET /.muxserver-auth/shares`` lists
+  this account's links, ``POST /.muxserver-auth/revoke?id=ID`` revokes one: the rules
+  are rules.py's, the same as the native ``share`` request's.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import urllib.parse
+
+from .access import LINK, PASSWORD, SESSION, TOKEN, Credential, Refusal
+from .http_codec import HttpCodec, HttpError, parse_query
+from .index_page import INDEX_CSP, signin_page
+from .shares import DEFAULT_EXPIRY, parse_expiry
+
+AUTH_PATH = "/.muxserver-auth/"
+SESSION_COOKIE = "muxserver_session"
+#: A client that is no browser is told how to get in (WebDAV clients need Basic).
+CHALLENGE = 'Bearer realm="muxserver", Basic realm="muxserver", charset="UTF-8"'
+
+
+class SignInRequests(HttpCodec):
+    """Credentials, the sign-in page, sessions and share links over HTTP."""
+
+    # -- what a request offers
+
+    def credentials(self, method: str, target: str,
+                    headers: dict[str, str]) -> tuple[Credential | None, str]:
+        """(what this request offers, and "token" or "share" if it came in the query
+        string: a browser then gets a session and the same address without it)."""
+        if method in ("GET", "HEAD") and "?" in target:
+            query = parse_query(target.partition("?")[2])
+            if "share" in query:
+                return Credential(LINK, query["share"]), "share"
+            if "token" in query:
+                return Credential(TOKEN, query["token"]), "token"
+        authorization = headers.get("authorization", "")
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer":
+            return Credential(TOKEN, value.strip()), ""
+        if scheme.lower() == "basic":
+            return basic_credential(value.strip()), ""
+        for cookie in headers.get("cookie", "").split(";"):
+            key, _, value = cookie.strip().partition("=")
+            if key == SESSION_COOKIE and value:
+                return Credential(SESSION, value), ""
+        return None, ""
+
+    def wants_a_page(self) -> bool:
+        """A browser showing what it gets (a GET that accepts HTML): it is given pages
+        (the sign-in page, a link's), never a bare 401."""
+        headers = self.request_headers
+        return (self.request_method == "GET"
+                and "text/html" in headers.get("accept", "")
+                and headers.get("sec-fetch-dest", "document") == "document")
+
+    # -- refusals
+
+    def send_refusal(self, refusal: Refusal, close: bool) -> None:
+        if self.wants_a_page():
+            self.send_signin_page(refusal, close)
+            return
+        headers = [("Content-Type", "text/plain; charset=utf-8")]
+        if refusal.code == "too_many_attempts":
+            headers.append(("Retry-After", str(refusal.retry_after)))
+            message = refusal.message
+        else:
+            browser = "sec-fetch-mode" in self.request_headers  # (no password box, please)
+            headers.append(("WWW-Authenticate", 'Bearer realm="muxserver"' if browser
+                            else CHALLENGE))
+            message = refusal.message + (
+                "" if refusal.lapsed else ": send 'Authorization: Bearer TOKEN' or a name "
+                "and password (Basic), or sign in with a browser")
+        if close:
+            headers.append(("Connection", "close"))
+        status = 401 if refusal.code == "unauthorized" else 429
+        self.respond(status, headers, f"{status} {message}\n".encode())
+
+    def send_signin_page(self, refusal: Refusal, close: bool) -> None:
+        status = 429 if refusal.code == "too_many_attempts" else 401
+        if refusal.missing:
+            note = "Sign in to see the files here."
+        elif self.offered_kind == LINK:
+            note = refusal.message[0].upper() + refusal.message[1:] + (
+                ". Ask the person who shared it for a new one.")
+        else:
+            note = refusal.message[0].upper() + refusal.message[1:] + "."
+        headers = [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"),
+                   ("Content-Security-Policy", INDEX_CSP),
+                   ("WWW-Authenticate", 'Bearer realm="muxserver"')]
+        if refusal.code == "too_many_attempts":
+            headers.append(("Retry-After", str(refusal.retry_after)))
+        if self.offered_kind == SESSION:  # (the cookie is worthless now: forget it)
+            headers.append(("Set-Cookie", self.cookie("", 0)))
+        if close:
+            headers.append(("Connection", "close"))
+        link_refused = self.offered_kind == LINK and not refusal.missing
+        page = signin_page(note, has_users=self.services.access.has_users,
+                           link_refused=link_refused)
+        self.respond(status, headers, page.encode())
+
+    # -- sessions
+
+    def cookie(self, value: str, max_age: int) -> str:
+        return (f"{SESSION_COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; "
+                "SameSite=Strict" + ("; Secure" if self.channel.tls else ""))
+
+    def start_session(self) -> str:
+        """The Set-Cookie header value of a new session for this request's grant."""
+        value, lifetime = self.services.access.session_for(self.grant)
+        return self.cookie(value, lifetime)
+
+    def sign_in_from_query(self, path: str, query: dict[str, str], kind: str) -> bool:
+        """``?token=T`` and a folder's ``?share=L`` in a browser: a session, then the same
+        address without them. True if answered; False: serve the request as it is (a
+        link to a file, or a client that is no browser)."""
+        if kind == "share" and (self.grant.only or not self.wants_a_page()):
+            return False  # (served now: curl, the CLI, a link to one file)
+        if kind == "token" and not self.services.access.token_required:
+            return False
+        rest = {k: v for k, v in query.items() if k not in ("token", "share")}
+        # Always a path on this server: "//x" would be another site, so slashes go.
+        location = "/" + urllib.parse.quote(path.lstrip("/")) + (
+            "?" + urllib.parse.urlencode(rest) if rest else "")
+        if kind == "token":
+            self.respond(303, [("Location", location), ("Set-Cookie", self.start_session())],
+                         b"token accepted\n")
+            return True
+        # A page of ours that moves on: a link mostly comes from another site, and the
+        # Strict cookie goes with a navigation our page starts, not with a redirect.
+        page = signin_page("Opening the shared folder…", has_users=False, next_url=location)
+        self.respond(200, [("Content-Type", "text/html; charset=utf-8"),
+                           ("Cache-Control", "no-store"), ("Content-Security-Policy", INDEX_CSP),
+                           ("Set-Cookie", self.start_session())], page.encode())
+        return True
+
+    # -- /.muxserver-auth/
+
+    def auth_request(self, method: str, route: str, query: dict[str, str]) -> None:
+        """The routes below AUTH_PATH (admitted already, but sign-out)."""
+        if route == "signin" and method == "POST":
+            if self.offered_kind == SESSION:
+                raise HttpError(400, "sign in with a name and password or a token")
+            self.respond(204, [("Set-Cookie", self.start_session())])
+        elif route == "whoami" and method == "GET":
+            grant = self.grant
+            self.send_json(200, {"who": grant.who, "link": self.offered_kind == LINK
+                                 or grant.principal[:1] == (LINK,)})
+        elif route == "share" and method == "POST":
+            try:
+                lifetime = parse_expiry(query.get("expires", "")) if query.get(
+                    "expires") else DEFAULT_EXPIRY
+            except ValueError as exc:
+                raise HttpError(400, str(exc)) from None
+            name = query.get("name", "").strip("/")
+            link, capability = self.make_link(name, write=query.get("write") == "1",
+                                              lifetime=lifetime)
+            leaf = self.outside(link.path).rsplit("/", 1)[-1] if link.file else ""
+            self.send_json(201, {"id": link.id, "expires": link.expires, "file": link.file,
+                                 "write": link.write, "path": "/" + urllib.parse.quote(leaf)
+                                 + "?share=" + capability})
+        elif route == "shares" and method == "GET":
+            self.send_json(200, {"links": self.my_links()})
+        elif route == "revoke" and method == "POST":
+            self.revoke_link(query.get("id", ""))
+            self.respond(204, [])
+        else:
+            raise HttpError(404, f"no such route {route!r} (signin, signout, whoami, share, "
+                                 "shares, revoke)")
+
+    def sign_out(self) -> None:
+        """``POST /.muxserver-auth/signout``: the cookie goes (whatever it held)."""
+        self.respond(204, [("Set-Cookie", self.cookie("", 0)),
+                           ("Clear-Site-Data", '"cookies"')])
+
+    def send_json(self, status: int, value: object) -> None:
+        self.respond(status, [("Content-Type", "application/json"),
+                              ("Cache-Control", "no-store")],
+                     json.dumps(value).encode() + b"\n")
+
+
+def basic_credential(value: str) -> Credential:
+    """``Authorization: Basic`` (RFC 7617): a name and password; with no name, the
+    password is a token. Anything that does not decode is a wrong password."""
+    try:
+        text = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return Credential(PASSWORD, "", "\0")
+    user, _, password = text.partition(":")
+    if not user:
+        return Credential(TOKEN, password)
+    return Credential(PASSWORD, password, user)
+
