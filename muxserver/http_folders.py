@@ -18,7 +18,7 @@ from typing import Any, Callable, Generator
 
 import h11
 
-from .access import DELETE, READ, WRITE
+from .access import DELETE, LINK, READ, SESSION, WRITE
 from .archive import TarStream, ZipStream
 from .archive import crc32 as archive_crc32
 from .http_codec import HttpCodec
@@ -87,8 +87,12 @@ class FolderReplies(HttpCodec):
     def page_rights(self) -> PageRights:
         """What the index page offers this request (nothing it would refuse)."""
         grant = self.grant
+        link = grant.principal[:1] == (LINK,)
         return PageRights(read=grant.allows(READ), write=grant.allows(WRITE),
-                          delete=grant.allows(DELETE), replace=grant.replace)
+                          delete=grant.allows(DELETE), replace=grant.replace, who=grant.who,
+                          link=link, signed_in=self.offered_kind == SESSION,
+                          share=(self.services.access.shares is not None and not link
+                                 and grant.allows(READ)))
 
     def send_drop_box(self, name: str) -> None:
         """The index page of a server that takes uploads but shows nothing: its upload

@@ -123,7 +123,7 @@ class SignInRequests(HttpCodec):
             headers.append(("Connection", "close"))
         link_refused = self.offered_kind == LINK and not refusal.missing
         page = signin_page(note, has_users=self.services.access.has_users,
-                           link_refused=link_refused)
+                           link_refused=link_refused, recheck=refusal.missing)
         self.respond(status, headers, page.encode())
 
     # -- sessions
@@ -183,9 +183,13 @@ class SignInRequests(HttpCodec):
             link, capability = self.make_link(name, write=query.get("write") == "1",
                                               lifetime=lifetime)
             leaf = self.outside(link.path).rsplit("/", 1)[-1] if link.file else ""
+            path = "/" + urllib.parse.quote(leaf) + "?share=" + capability
+            # (the address this browser reached us by: what its person can pass on)
+            url = (("https" if self.channel.tls else "http") + "://"
+                   + self.request_headers.get("host", "") + path)
             self.send_json(201, {"id": link.id, "expires": link.expires, "file": link.file,
-                                 "write": link.write, "path": "/" + urllib.parse.quote(leaf)
-                                 + "?share=" + capability})
+                                 "write": link.write, "path": path, "url": url,
+                                 "qr": qr_data_uri(url)})
         elif route == "shares" and method == "GET":
             self.send_json(200, {"links": self.my_links()})
         elif route == "revoke" and method == "POST":
@@ -218,3 +222,9 @@ def basic_credential(value: str) -> Credential:
         return Credential(TOKEN, password)
     return Credential(PASSWORD, password, user)
 
+
+def qr_data_uri(text: str) -> str:
+    """``text`` as a QR code: an SVG in a data: URI (the page's policy allows those)."""
+    import segno
+
+    return str(segno.make(text, error="m").svg_data_uri(scale=4, border=2))

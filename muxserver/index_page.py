@@ -78,7 +78,7 @@ SIGNIN = (importlib.resources.files(__package__) / "page" / "signin.html").read_
     encoding="utf-8").replace("{css_version}", ASSETS["index.css"].etag).replace(
     "{js_version}", ASSETS["signin.js"].etag)
 _SIGNIN_SLOT = re.compile(r"\{(title|note|note_class|next|form_hidden|password_hidden|"
-                          r"token_hidden|switch_hidden|onward_hidden|version)\}")
+                          r"token_hidden|switch_hidden|onward_hidden|version|recheck)\}")
 
 #: The places in HEAD filled in for each page.
 _SLOT = re.compile(r"\{(title|crumbs|settings|newfolder|reading)\}")
@@ -95,13 +95,19 @@ class PageRights:
     write: bool = True
     delete: bool = False
     replace: bool = False
+    who: str = ""  # who is signed in ("" on a server without accounts)
+    link: bool = False  # a share link is looking
+    signed_in: bool = False  # by a session cookie: the page offers "sign out"
+    share: bool = False  # may make share links
 
 
 def index_head(name: str, rights: PageRights = PageRights()) -> str:
     """The page up to its first row (and the row to the parent directory)."""
     title = "/" + name + ("/" if name else "")
     settings = {"dir": name, "base": urllib.parse.quote(title), "read": rights.read,
-                "write": rights.write, "delete": rights.delete, "replace": rights.replace}
+                "write": rights.write, "delete": rights.delete, "replace": rights.replace,
+                "who": rights.who, "link": rights.link, "signedIn": rights.signed_in,
+                "share": rights.share}
     values = {"title": html.escape(printable(title)), "crumbs": breadcrumbs(name),
               "settings": html.escape(json.dumps(settings), quote=True),
               "newfolder": "" if rights.write and rights.read else " hidden",
@@ -166,11 +172,12 @@ def index_tail(name: str, count: int, error: str = "", drop_box: bool = False,
 
 
 def signin_page(note: str, *, has_users: bool, link_refused: bool = False,
-                next_url: str = "") -> str:
+                next_url: str = "", recheck: bool = False) -> str:
     """The sign-in page (http_signin.py): ``note`` says why it is shown; with
     ``has_users`` it asks for a name and password first (else for a token);
     ``link_refused``: a share link did not open; ``next_url``: no form, the page moves
-    on there (a share link's first answer)."""
+    on there (a share link's first answer); ``recheck``: nothing was offered, so the
+    browser may be signed in already, its cookie held back (SameSite): the page asks."""
     hidden = ' hidden'
     values = {
         "title": ("Shared with you" if next_url else "Link refused" if link_refused
@@ -182,5 +189,5 @@ def signin_page(note: str, *, has_users: bool, link_refused: bool = False,
         "token_hidden": hidden if has_users else "",
         "switch_hidden": "" if has_users else hidden,
         "onward_hidden": "" if next_url else hidden,
-        "version": __version__}
+        "version": __version__, "recheck": "1" if recheck else ""}
     return _SIGNIN_SLOT.sub(lambda slot: values[slot.group(1)], SIGNIN)

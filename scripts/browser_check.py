@@ -136,19 +136,22 @@ def files_below(folder: Path) -> dict[str, str]:
 class Tour:
     """A muxserver on a scratch root and a headless Chromium looking at it."""
 
+    #: how the server is started (a subclass serves otherwise)
+    FLAGS: tuple[str, ...] = ("--allow-delete",)
+
     def __init__(self, work: Path) -> None:
         from selenium import webdriver
 
         self.work = work
         self.root, self.downloads, self.source = work / "root", work / "downloads", work / "src"
         for path in (self.root, self.downloads, self.source, work / "profile"):
-            path.mkdir()
+            path.mkdir(parents=True)
         self.populate()
         self.server = None
         self.browser = None
         try:
             self.server, self.port = start_server(self.root, work / "server.log",
-                                                  "--allow-delete")
+                                                  *self.server_flags())
             options = webdriver.ChromeOptions()
             options.binary_location = shutil.which("chromium") or shutil.which(
                 "chromium-browser")
@@ -166,6 +169,9 @@ class Tour:
         except BaseException:
             self.close()
             raise
+
+    def server_flags(self) -> list[str]:
+        return list(self.FLAGS)
 
     def populate(self) -> None:
         """What a person's shared folder might hold, and a folder to upload."""
@@ -590,6 +596,260 @@ class Tour:
         return f"screenshots: {folder}/index-{{light,dark,phone,phone-dark}}.png"
 
 
+class SharingTour(Tour):
+    """A server with people who sign in (a user file), and the links they share."""
+
+    FLAGS = ("--allow-delete", "--allow-overwrite")
+    USERS = {"alice": ("alice's long password", "read,write,delete", "friends/alice"),
+             "bob": ("bob's long password", "read,write,delete", "")}
+
+    def server_flags(self) -> list[str]:
+        users = self.work / "users"
+        for name, (password, rights, folder) in self.USERS.items():
+            command = [sys.executable, "-m", "muxserver", "user", "add", name, "--file",
+                       str(users), "--rights", rights] + (["--path", folder] if folder else [])
+            subprocess.run(command, input=password + "\n", text=True, check=True, cwd=REPO,
+                           capture_output=True, timeout=PATIENCE)
+        return [*self.FLAGS, "--token-file", str(users)]
+
+    def populate(self) -> None:
+        (self.root / "friends" / "alice" / "photos").mkdir(parents=True)
+        (self.root / "friends" / "alice" / "from bob.txt").write_text("hello alice\n")
+        (self.root / "friends" / "alice" / "photos" / "cat.jpg").write_bytes(os.urandom(90_000))
+        (self.root / "friends" / "carol").mkdir()
+        (self.root / "friends" / "carol" / "carol's.txt").write_text("not alice's\n")
+        (self.root / "private").mkdir()
+        (self.root / "private" / "taxes.pdf").write_bytes(os.urandom(120_000))
+        (self.root / "notes.txt").write_text("milk, eggs\n")
+        (self.root / "shared").mkdir()
+        (self.root / "shared" / "poster.txt").write_text("the poster\n")
+        (self.root / "inbox").mkdir()
+
+    # -- helpers
+
+    def page_title(self) -> str:
+        from selenium.common.exceptions import WebDriverException
+        try:  # (asked while a page is being replaced: no answer yet)
+            return self.browser.execute_script("return document.querySelector('h1') ? "
+                                               "document.querySelector('h1').textContent : ''")
+        except WebDriverException:
+            return ""
+
+    def sign_in(self, name: str, password: str) -> None:
+        self.open()
+        wait_for(lambda: self.page_title() == "Sign in", "no sign-in page")
+        self.one("#name").clear()
+        self.one("#name").send_keys(name)
+        self.one("#password").clear()
+        self.one("#password").send_keys(password)
+        self.one("#go").click()
+
+    def sign_out(self) -> None:
+        self.open()
+        wait_for(lambda: self.by("#signout") and self.one("#signout").is_displayed(),
+                 "no sign-out button")
+        self.one("#signout").click()
+        wait_for(lambda: self.page_title() == "Sign in", "signing out did not lead to "
+                                                         "the sign-in page")
+
+    def fetch(self, method: str, path: str, headers: dict[str, str] | None = None) -> list:
+        """[status, body] of a request the page's own script makes (its cookie, its
+        origin): what a signed-in person's browser can reach."""
+        return self.browser.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "fetch(arguments[1], {method: arguments[0], headers: arguments[2],"
+            " credentials: 'same-origin'}).then(async r => done([r.status, await r.text()]))"
+            ".catch(e => done([0, String(e)]));", method, path, headers or {})
+
+    def api(self, method: str, path: str, user: str = "bob") -> tuple[int, bytes]:
+        """A request outside the browser, as ``user`` (HTTP Basic)."""
+        import base64
+        password = self.USERS[user][0]
+        auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=PATIENCE)
+        try:
+            connection.request(method, path, headers={"Authorization": "Basic " + auth})
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def make_link(self, name: str, write: bool = False) -> str:
+        import json
+        import urllib.parse
+        query = urllib.parse.urlencode({"name": name, "write": "1" if write else "0"})
+        status, body = self.api("POST", "/.muxserver-auth/share?" + query)
+        if status != 201:
+            raise CheckFailed(f"making a link to {name} answered {status}: {body!r}")
+        return self.base.rstrip("/") + json.loads(body)["path"]
+
+    def cookie(self) -> dict[str, Any]:
+        cookies = self.cdp("Network.getCookies", urls=[self.base])["cookies"]
+        found = [c for c in cookies if c["name"] == "muxserver_session"]
+        return found[0] if found else {}
+
+    # -- the checks
+
+    def check_signin_page(self) -> str:
+        """A browser without credentials gets the sign-in page (401), not a text."""
+        self.open("friends/")
+        wait_for(lambda: self.page_title() == "Sign in", "no sign-in page for a browser")
+        if not (self.one("#name").is_displayed() and self.one("#password").is_displayed()):
+            raise CheckFailed("the sign-in page shows no name and password fields")
+        self.quiet(allowed=("401",))
+        return "signed out: the sign-in page, a name and a password asked for"
+
+    def check_wrong_password(self) -> str:
+        self.sign_in("alice", "not the password")
+        wait_for(lambda: "wrong name or password" in self.one("#message").text.lower(),
+                 "a wrong password is not said on the page")
+        if self.cookie():
+            raise CheckFailed("a wrong password set a cookie")
+        self.quiet(allowed=("401",))
+        return "a wrong password: said on the page, no cookie"
+
+    def check_sign_in_and_out(self) -> str:
+        self.sign_in("alice", self.USERS["alice"][0])
+        wait_for(lambda: self.row("from bob.txt"), "alice's folder is not shown after "
+                                                   "signing in")
+        if sorted(self.names()) != ["from bob.txt", "photos"]:
+            raise CheckFailed(f"alice sees {self.names()}, not her folder")
+        if self.one("#who-name").text != "alice":
+            raise CheckFailed("the page does not say who is signed in")
+        cookie = self.cookie()
+        if not (cookie.get("httpOnly") and cookie.get("sameSite") == "Strict"
+                and cookie.get("expires", 0) > time.time() + 29 * 86400):
+            raise CheckFailed(f"the session cookie is not HttpOnly, Strict, 30 days: {cookie}")
+        self.sign_out()
+        if self.cookie():
+            raise CheckFailed("signing out left the cookie")
+        self.quiet(allowed=("401",))
+        return "signed in as alice: her folder as the root, who is signed in, sign out"
+
+    def check_folder_scope(self) -> str:
+        """Alice, limited to friends/alice, reaches nothing above it by any HTTP route."""
+        self.sign_in("alice", self.USERS["alice"][0])
+        wait_for(lambda: self.row("from bob.txt"), "alice is not signed in")
+        attempts = {
+            "GET /private/taxes.pdf": self.fetch("GET", "/private/taxes.pdf"),
+            "GET /../carol/": self.fetch("GET", "/%2E%2E/carol/"),
+            "GET /notes.txt": self.fetch("GET", "/notes.txt"),
+            "zip of /": self.fetch("GET", "/?download=tar"),
+            "MOVE out": self.fetch("MOVE", "/from%20bob.txt",
+                                   {"Destination": "/../carol/x.txt", "Overwrite": "F"}),
+            "DELETE above": self.fetch("DELETE", "/../carol/carol's.txt"),
+            "tus above": self.fetch("POST", "/.tus/", {
+                "Tus-Resumable": "1.0.0", "Upload-Length": "2",
+                "Upload-Metadata": "filename Li4vY2Fyb2wveC50eHQ="}),  # ../carol/x.txt
+        }
+        leaks = {what: answer for what, answer in attempts.items()
+                 if what != "zip of /" and answer[0] < 400}
+        if leaks:
+            raise CheckFailed(f"alice reached above her folder: {leaks}")
+        status, archive = attempts["zip of /"]
+        if status != 200 or "taxes" in archive or "carol" in archive or "from bob" not in archive:
+            raise CheckFailed("alice's archive of / is not exactly her folder")
+        for text in [answer[1] for answer in attempts.values()]:
+            if "friends" in text:
+                raise CheckFailed(f"an answer named the folder above alice's: {text!r}")
+        if not (self.root / "friends" / "carol" / "carol's.txt").exists():
+            raise CheckFailed("carol's file is gone")
+        self.sign_out()
+        self.quiet(allowed=("401", "403", "404", "400", "409"))
+        return "alice reaches nothing above her folder: get, listing, zip, mv, rm, tus"
+
+    def check_share_dialog(self, shots: Path | None = None) -> str:
+        self.sign_in("bob", self.USERS["bob"][0])
+        wait_for(lambda: self.row("notes.txt"), "bob is not signed in")
+        self.press("notes.txt", 'button[title^="make a link"]')
+        wait_for(lambda: self.one("#share-dialog").is_displayed(), "no share dialog")
+        self.one("#share-make").click()
+        url = wait_for(lambda: self.one("#share-url").get_attribute("value"),
+                       "the dialog shows no link")
+        wait_for(lambda: self.one("#share-qr").get_attribute("naturalWidth") not in (None, "0"),
+                 "the dialog shows no QR code")
+        if "?share=" not in url or not url.startswith(self.base):
+            raise CheckFailed(f"the dialog's link is {url!r}")
+        if shots is not None:
+            self.shoot_three(shots, "share-dialog")
+        self.one("#share-close").click()
+        self.sign_out()
+        self.browser.get(url)
+        wait_for(lambda: "milk, eggs" in self.browser.find_element("tag name", "body").text,
+                 "the link to a file does not open it signed out")
+        self.quiet(allowed=("401",))
+        return "bob's share dialog: a link and its QR code; the link opens the file signed out"
+
+    def check_links(self) -> str:
+        """Links opened signed out: a folder, a drop box; a tampered and an expired one."""
+        folder = self.make_link("shared")
+        self.browser.get(folder)
+        wait_for(lambda: self.row("poster.txt"), "the link to a folder does not list it")
+        if self.names() != ["poster.txt"] or self.one("#who-name").text != "a shared link":
+            raise CheckFailed(f"the folder link shows {self.names()}")
+        if self.fetch("GET", "/notes.txt")[0] != 404:
+            raise CheckFailed("the folder link reaches a file outside the folder")
+        drop = self.make_link("inbox", write=True)
+        self.browser.get(drop)
+        wait_for(lambda: self.one("#drop").is_displayed(), "the drop box link shows no upload")
+        handed = self.work / "for bob.txt"
+        handed.write_text("dropped through a link")
+        self.one("#files").send_keys(str(handed))
+        self.wait_uploads_done(1)
+        if (self.root / "inbox" / "for bob.txt").read_text() != "dropped through a link":
+            raise CheckFailed("the drop box link did not store the file")
+        tampered = folder[:-3] + ("AAA" if not folder.endswith("AAA") else "BBB")
+        self.browser.get(tampered)
+        wait_for(lambda: self.page_title() == "Link refused", "a tampered link is not refused")
+        if "not valid" not in self.one("#note").text:
+            raise CheckFailed(f"the tampered link's page says {self.one('#note').text!r}")
+        self.browser.get(self.expired(folder))
+        wait_for(lambda: self.page_title() == "Link refused", "an expired link is not refused")
+        if "expired" not in self.one("#note").text:
+            raise CheckFailed(f"the expired link's page says {self.one('#note').text!r}")
+        self.quiet(allowed=("401", "404"))
+        return "links signed out: a folder, a drop box; tampered and expired ones refused"
+
+    def expired(self, url: str) -> str:
+        """``url`` with its link's expiry moved to the past, signed with the server's
+        own secret (what only the server could make: a link that was good, and ended)."""
+        import importlib
+        sys.path.insert(0, str(REPO))
+        seals = importlib.import_module("muxserver.seals")
+        seal = seals.Seal.from_file(str(self.root / seals.SECRET_NAME))
+        capability = url.split("?share=")[1]
+        fields = seal.open(seals.SHARE, capability)
+        fields[3] = int(time.time()) - 60
+        return url.split("?share=")[0] + "?share=" + seal.sign(seals.SHARE, fields)
+
+    def shoot_three(self, folder: Path, stem: str) -> None:
+        """Light, dark and a phone's width of what is on the screen now."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.browser.save_screenshot(str(folder / f"{stem}-light.png"))
+        self.cdp("Emulation.setEmulatedMedia", features=[
+            {"name": "prefers-color-scheme", "value": "dark"}])
+        self.browser.save_screenshot(str(folder / f"{stem}-dark.png"))
+        self.cdp("Emulation.setDeviceMetricsOverride", width=390, height=844,
+                 deviceScaleFactor=2, mobile=True)
+        self.cdp("Emulation.setEmulatedMedia", features=[
+            {"name": "prefers-color-scheme", "value": "light"}])
+        self.browser.save_screenshot(str(folder / f"{stem}-phone.png"))
+        self.cdp("Emulation.clearDeviceMetricsOverride")
+        self.cdp("Emulation.setEmulatedMedia", features=[])
+
+    def screenshots(self, folder: Path) -> str:
+        self.browser.delete_all_cookies()  # (a link's session, from the checks before)
+        self.open()
+        wait_for(lambda: self.page_title() == "Sign in", "no sign-in page")
+        self.shoot_three(folder, "signin")
+        self.check_share_dialog(folder)
+        return (f"screenshots: {folder}/signin-{{light,dark,phone}}.png, "
+                f"{folder}/share-dialog-{{light,dark,phone}}.png")
+
+
+SHARING_CHECKS = ["check_signin_page", "check_wrong_password", "check_sign_in_and_out",
+                  "check_folder_scope", "check_share_dialog", "check_links"]
+
 #: The checks in tour order (later ones use what earlier ones uploaded).
 CHECKS = ["check_listing", "check_upload_file", "check_drop_folder",
           "check_resume_after_reload", "check_network_loss", "check_refusal",
@@ -609,8 +869,13 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="muxserver-browser-"))
     tour = None
     try:
-        tour = Tour(work)
+        tour = Tour(work / "index")
         for name in CHECKS:
+            print("ok   " + getattr(tour, name)(), flush=True)
+        print("ok   " + tour.screenshots(Path(args.shots).resolve()))
+        tour.close()
+        tour = SharingTour(work / "sharing")
+        for name in SHARING_CHECKS:
             print("ok   " + getattr(tour, name)(), flush=True)
         print("ok   " + tour.screenshots(Path(args.shots).resolve()))
         print("PASS: every feature of the index page works in headless Chromium")

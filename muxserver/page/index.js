@@ -85,6 +85,8 @@ function addActions(row) {
   } else {
     cell.append(button("SHA-256", "show the SHA-256 of " + name, () => showHash(row)));
   }
+  if (cfg.share) cell.append(button("Share", "make a link to " + name, () =>
+    openShare((cfg.dir ? cfg.dir + "/" : "") + name, dir)));
   if (cfg.delete && cfg.write) cell.append(button("Rename", "rename " + name, () => rename(row)));
   if (cfg.delete) cell.append(button("Delete", "delete " + name, () => remove(row)));
 }
@@ -321,3 +323,58 @@ function showResumable() {  // unfinished uploads to this folder, from before a 
     ". Choose or drop the same file again: it continues where it stopped." : "";
 }
 showResumable();
+
+// ---- who is signed in, signing out, and share links (http_signin.py)
+if (cfg.who) {
+  document.getElementById("who").hidden = false;
+  document.getElementById("who-name").textContent = cfg.link ? "a shared link" : cfg.who;
+  document.getElementById("signout").hidden = !cfg.signedIn;
+}
+document.getElementById("signout").addEventListener("click", async () => {
+  await fetch("/.muxserver-auth/signout", {method: "POST", credentials: "same-origin"});
+  location.replace("/");
+});
+const dialog = document.getElementById("share-dialog");
+let sharing = null;  // {name, dir}: what the dialog shares
+function shareSay(text, kind) {
+  const m = document.getElementById("share-message"); m.textContent = text; m.className = kind || "";
+}
+function openShare(name, dir) {
+  sharing = {name, dir};
+  document.getElementById("share-title").textContent = "Share " + (dir ? "the folder " : "")
+    + "/" + name + (dir && name ? "/" : "");
+  document.getElementById("share-what").textContent = dir
+    ? "Anyone with the link sees this folder and what it holds, and nothing above it."
+    : "Anyone with the link can download this file, and nothing else.";
+  document.getElementById("share-write-row").hidden = !(dir && cfg.write);
+  document.getElementById("share-write").checked = false;
+  document.getElementById("share-result").hidden = true;
+  shareSay("");
+  dialog.showModal();
+}
+document.getElementById("share-make").addEventListener("click", async () => {
+  const write = document.getElementById("share-write").checked;
+  const query = new URLSearchParams({name: sharing.name,
+    expires: document.getElementById("share-expires").value, write: write ? "1" : "0"});
+  shareSay("Making the link…");
+  const r = await fetch("/.muxserver-auth/share?" + query, {method: "POST", credentials: "same-origin"});
+  if (!r.ok) { shareSay(why(r.status, await r.text()), "err"); return; }
+  const made = await r.json();
+  document.getElementById("share-url").value = made.url;
+  document.getElementById("share-qr").src = made.qr;
+  document.getElementById("share-result").hidden = false;
+  const until = new Date(made.expires * 1000).toLocaleString();
+  shareSay((made.write ? "A drop box link" : "A read-only link") + ", until " + until + ".", "ok");
+  document.getElementById("share-url").select();
+});
+document.getElementById("share-copy").addEventListener("click", async () => {
+  const field = document.getElementById("share-url");
+  try { await navigator.clipboard.writeText(field.value); shareSay("Copied the link.", "ok"); }
+  catch (e) { field.select(); shareSay("Selected: press Ctrl-C to copy."); }
+});
+document.getElementById("share-close").addEventListener("click", () => dialog.close());
+if (cfg.share) {
+  const folderButton = document.getElementById("sharefolder");
+  folderButton.hidden = false;
+  folderButton.addEventListener("click", () => openShare(cfg.dir, true));
+}

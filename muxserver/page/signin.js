@@ -24,9 +24,12 @@ if (next) {  // a link's page: move on to the folder (this navigation carries th
   };
   toggle.addEventListener("click", () => setMode(!usingToken()));
   // Signed in already, but arrived from another site (the Strict cookie stayed home)?
-  fetch("/.muxserver-auth/whoami", {credentials: "same-origin"}).then(r => {
-    if (r.ok && !form.dataset.tried) location.reload();
-  }).catch(() => {});
+  // (only when the request offered nothing: a refused link or session must stay refused)
+  if (document.body.dataset.recheck) {
+    fetch("/.muxserver-auth/whoami", {credentials: "same-origin"}).then(r => {
+      if (r.ok && !form.dataset.tried) location.reload();
+    }).catch(() => {});
+  }
   form.addEventListener("submit", async event => {
     event.preventDefault();
     form.dataset.tried = "1";
