@@ -298,9 +298,10 @@ class LiveAccounts:
         st = os.stat(self.path)
         return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
-    def reload_soon(self) -> None:
-        """Read the file at the next request, changed or not (SIGHUP)."""
+    def reload_now(self) -> None:
+        """Read the file now, changed or not (SIGHUP)."""
         self._forced = True
+        self.get()
 
     def get(self) -> Accounts:
         now = self._clock()

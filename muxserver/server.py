@@ -245,10 +245,10 @@ class Server:
         self.loop.add_signal_handler(signal.SIGHUP, self.reload_accounts)
 
     def reload_accounts(self) -> None:
-        """SIGHUP: read the user file again at the next request, changed or not."""
+        """SIGHUP: read the user file again now, changed or not (and say so)."""
         accounts = self.services.access.accounts
         if accounts is not None:
-            accounts.reload_soon()
+            accounts.reload_now()
 
     def serve_forever(self, *, handle_signals: bool = True) -> None:
         """Run until stop(), SIGINT or SIGTERM; then close everything cleanly."""

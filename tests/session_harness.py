@@ -11,6 +11,7 @@ test body can run against both sessions.
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
 import dataclasses
@@ -274,6 +275,16 @@ class Harness:
         else:
             self.wire.token = token
 
+    def sign_in(self, user: str, password: str) -> None:
+        """Present a name and password: an auth request (native), HTTP Basic with every
+        request (HTTP)."""
+        if isinstance(self.wire, NativeWire):
+            self.send(protocol.encode_auth(next(self.wire.ids),
+                                           {"user": user, "password": password}))
+        else:
+            basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+            self.wire.authorization = "Basic " + basic
+
     @property
     def stats(self) -> tuple[int, int]:
         return self.services.stats.transfers_done, self.services.stats.transfers_failed
@@ -358,6 +369,7 @@ class HttpWire:
     def __init__(self) -> None:
         self.methods: list[str] = []  # of the requests made, to parse their responses
         self.token: str | None = None  # sent with every request once set (see login)
+        self.authorization: str | None = None  # (or this Authorization header: sign_in)
 
     def credentials(self, token: str | None) -> tuple[bytes, dict[str, str]]:
         return b"", ({"Authorization": f"Bearer {token}"} if token is not None else {})
@@ -367,6 +379,8 @@ class HttpWire:
         token = token if token is not None else self.token
         if token is not None:
             headers = {**(headers or {}), "Authorization": f"Bearer {token}"}
+        elif self.authorization is not None and "Authorization" not in (headers or {}):
+            headers = {**(headers or {}), "Authorization": self.authorization}
         self.methods.append(method)
         lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host}"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]

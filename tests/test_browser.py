@@ -84,3 +84,50 @@ def test_screenshots_light_dark_and_phone(tour, tmp_path):
     for name in ("light", "dark", "phone", "phone-dark"):
         shot = (tmp_path / f"index-{name}.png").read_bytes()
         assert shot.startswith(b"\x89PNG") and len(shot) > 10_000
+
+
+# ------------------------------------------------- sharing with people (SharingTour)
+
+
+@pytest.fixture(scope="module")
+def sharing(tmp_path_factory):
+    why = browser_check.missing_tools()
+    if why:
+        pytest.skip(why)
+    started = browser_check.SharingTour(tmp_path_factory.mktemp("sharing"))
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def test_signed_out_a_browser_gets_the_sign_in_page(sharing):
+    run(sharing, "check_signin_page")
+
+
+def test_a_wrong_password_is_said_on_the_page(sharing):
+    run(sharing, "check_wrong_password")
+
+
+def test_sign_in_with_a_password_and_sign_out(sharing):
+    run(sharing, "check_sign_in_and_out")
+
+
+def test_a_user_limited_to_a_folder_reaches_nothing_above_it(sharing):
+    run(sharing, "check_folder_scope")
+
+
+def test_the_share_dialog_makes_a_link_that_opens_signed_out(sharing):
+    run(sharing, "check_share_dialog")
+
+
+def test_links_to_a_folder_and_a_drop_box_and_refused_ones(sharing):
+    run(sharing, "check_links")
+
+
+def test_screenshots_of_the_sign_in_page_and_the_share_dialog(sharing, tmp_path):
+    run(sharing, "screenshots", tmp_path)
+    for stem in ("signin", "share-dialog"):
+        for name in ("light", "dark", "phone"):
+            shot = (tmp_path / f"{stem}-{name}.png").read_bytes()
+            assert shot.startswith(b"\x89PNG") and len(shot) > 10_000
