@@ -92,6 +92,8 @@ class Grant:
     who: str = ""  # how logs and the console name it ("" on a server without accounts)
     #: What a browser's session for it names (Access.session_for); () for none.
     principal: tuple[str, ...] = ()
+    #: An account with every right and no folder: it sees every share link, not only its own.
+    admin: bool = False
 
     def allows(self, right: str) -> bool:
         return right in self.rights
@@ -259,7 +261,8 @@ class Access:
             principal = (PASSWORD, account.name, _fingerprint(account.secret))
         who = account.label if self.accounts is not None else ""
         return dataclasses.replace(self.ceiling.grant(account.rights), writer=writer,
-                                   scope=account.folder, who=who, principal=principal)
+                                   scope=account.folder, who=who, principal=principal,
+                                   admin=account.rights == ALL_RIGHTS and not account.folder)
 
     def _link_grant(self, capability: str) -> Grant | str:
         if self.shares is None:

@@ -233,7 +233,7 @@ def print_banner(root: str, token_required: bool, args: argparse.Namespace, host
     print(f"                     python -m muxserver ls{client_args}")
     scheme = "https" if args.tls_cert else "http"
     url = f"{scheme}://{format_address(reach, port)}/"
-    login = " (then /?token=TOKEN once)" if token_required else ""
+    login = " (sign in there)" if token_required else ""
     print(f"in a browser:        {url}{login}")
     if wide and sys.stdout.isatty():
         for line in qr_lines(url):

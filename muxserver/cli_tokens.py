@@ -110,7 +110,15 @@ def new_token() -> str:
 def make_token(args: argparse.Namespace) -> int:
     """A new token (``new_token``), printed, and added to a user file if asked, with a
     name and a folder if given."""
-    from .accounts import TOKEN, Account, check_folder, check_name, format_rights, parse_rights
+    from .accounts import (
+        ALL_RIGHTS,
+        TOKEN,
+        Account,
+        check_folder,
+        check_name,
+        format_rights,
+        parse_rights,
+    )
 
     try:
         rights = parse_rights(args.rights)
@@ -128,7 +136,8 @@ def make_token(args: argparse.Namespace) -> int:
             _change_file(args.append, add=account, replace=False)
         except UsageError as exc:
             return fail(str(exc))
-        print(f"muxserver: added to {args.append} (rights: {format_rights(rights)}"
+        shown = "all" if rights == ALL_RIGHTS else format_rights(rights)
+        print(f"muxserver: added to {args.append} (rights: {shown}"
               f"{', folder /' + folder if folder else ''}); give the token to whoever "
               "should connect", file=sys.stderr)
     print(token)

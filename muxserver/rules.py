@@ -16,7 +16,7 @@ import os
 import time
 from typing import Any, Callable, Generator, Iterator
 
-from .access import ALL_RIGHTS, DELETE, LINK, READ, WRITE
+from .access import DELETE, LINK, READ, TOKEN, WRITE
 from .buffers import FileRegion
 from .digests import SHA256, Digest
 from .hashing import READ_SIZE, HashJob
@@ -127,7 +127,17 @@ class RequestRules(Session):
             raise StorageError("not_found", f"no such file {name!r}")
         if not grant.scope:
             return name
+        if self.blind:  # (a drop box walks beside what is taken: but not out of its folder)
+            self._scope_is_there()
         return f"{grant.scope}/{name}" if name else grant.scope
+
+    def _scope_is_there(self) -> None:
+        """The grant's folder is still a folder (a drop box writer's walk would go beside
+        a file put in its place, out of the folder; it must not)."""
+        try:
+            os.close(self.services.root.open_dir(split_name(self.grant.scope)))
+        except StorageError:
+            raise StorageError("not_found", "the shared folder is gone") from None
 
     def outside(self, name: str) -> str:
         """``name`` below the served root, as the request's grant sees it."""
@@ -286,8 +296,9 @@ class RequestRules(Session):
     @property
     def link_maker(self) -> str:
         """Who made a link, as the book says (the grant's principal, not a secret)."""
-        principal = self.grant.principal
-        return ":".join(principal[:2])[:80] if principal else ""
+        principal = self.grant.principal  # (a token's digest: its first 16 hex digits)
+        return f"{principal[0]}:{principal[1][:16] if principal[0] == TOKEN else principal[1]}" \
+            if len(principal) > 1 else ""
 
     def my_links(self) -> list[dict[str, Any]]:
         """The links this request's account made (every link, for one that may do
@@ -295,7 +306,7 @@ class RequestRules(Session):
         shares = self.services.access.shares
         if shares is None:
             return []
-        every = not self.grant.scope and self.grant.rights == ALL_RIGHTS
+        every = self.grant.admin
         found = []
         for link in shares.links(None if every else self.link_maker):
             fields = link.fields()

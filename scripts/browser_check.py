@@ -766,8 +766,8 @@ class SharingTour(Tour):
         self.one("#share-make").click()
         url = wait_for(lambda: self.one("#share-url").get_attribute("value"),
                        "the dialog shows no link")
-        wait_for(lambda: self.one("#share-qr").get_attribute("naturalWidth") not in (None, "0"),
-                 "the dialog shows no QR code")
+        wait_for(lambda: self.by("#share-qr") and self.by("#share-qr")[0].get_attribute(
+            "naturalWidth") not in (None, "0"), "the dialog shows no QR code")
         if "?share=" not in url or not url.startswith(self.base):
             raise CheckFailed(f"the dialog's link is {url!r}")
         if shots is not None:

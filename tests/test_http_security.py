@@ -166,7 +166,8 @@ def test_the_token_redirect_stays_on_this_server(make_server):
 def test_a_token_with_a_plus_logs_in_from_the_query_string(make_server):
     server = make_server(token=TOKEN)
     [(status, headers, _)], _ = exchange(server, http_request("GET", f"/?token={TOKEN}"))
-    assert status == 303 and "muxserver_token=" in headers["set-cookie"]
+    assert status == 303 and "muxserver_session=" in headers["set-cookie"]  # (signed)
+    assert TOKEN not in headers["set-cookie"]  # (a session, never the token itself)
     assert "Secure" not in headers["set-cookie"]  # plain HTTP: a Secure cookie would be lost
 
 

@@ -47,6 +47,7 @@ def normalise(line: str, walk: "Walkthrough") -> str:
     line = line.replace(str(walk.home), "/home/ada").replace("127.0.0.1", "192.168.1.5")
     line = line.replace(str(walk.work / "back"), "/tmp/back").replace(walk.token, "TOKEN")
     line = line.replace(EXAMPLE_TOKEN, "TOKEN")
+    line = re.sub(r"share=\S+", "share=LINK", line)  # (a link differs every time)
     line = re.sub(r"\b[0-9a-f]{12,}\b", "H", line)
     line = re.sub(r"\d[\d,.]*", "N", line)
     return re.sub(r"\s+", " ", line.strip())
@@ -93,10 +94,11 @@ class Walkthrough:
 
     def run(self, command: str) -> str:
         adapted = self.adapt(command)
-        if "-m muxserver" in adapted and " token" not in adapted:
+        if "-m muxserver" in adapted and " token" not in adapted and " user " not in adapted:
             adapted += f" --port {self.port}"
         result = subprocess.run(adapted, shell=True, cwd=self.work, env=self.env,
-                                capture_output=True, text=True, timeout=60)
+                                capture_output=True, text=True, timeout=60,
+                                input="a password for the README\n")  # (user add reads it)
         assert result.returncode == 0, f"`{command}` failed: {result.stderr}"
         if " token" in adapted:
             self.token = result.stdout.strip()

@@ -361,7 +361,13 @@ document.getElementById("share-make").addEventListener("click", async () => {
   if (!r.ok) { shareSay(why(r.status, await r.text()), "err"); return; }
   const made = await r.json();
   document.getElementById("share-url").value = made.url;
-  document.getElementById("share-qr").src = made.qr;
+  let qr = document.getElementById("share-qr");
+  if (!qr) {  // (made here: the page's HTML has no image a name could pass for)
+    qr = document.createElement("img");
+    qr.id = "share-qr"; qr.className = "qr"; qr.alt = "The link as a QR code, for a phone";
+    document.getElementById("share-qr-box").append(qr);
+  }
+  qr.src = made.qr;
   document.getElementById("share-result").hidden = false;
   const until = new Date(made.expires * 1000).toLocaleString();
   shareSay((made.write ? "A drop box link" : "A read-only link") + ", until " + until + ".", "ok");
