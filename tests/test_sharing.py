@@ -696,3 +696,48 @@ def test_a_link_made_on_one_worker_opens_on_every_worker(tmp_path):
             assert fetched.returncode == 0, fetched.stderr
     finally:
         stop_process(server.proc)
+
+
+def test_a_drop_box_link_whose_folder_is_gone_stores_nothing(world):
+    made = make_link(world, "shared", write=True)
+    (world.root / "shared" / "poster.txt").unlink()
+    (world.root / "shared").rmdir()
+    (world.root / "shared").write_text("a file where the folder was")
+    with harnesses("native", world.root) as make:
+        h = make(access=world.access)
+        open_link(h, made["link"])
+        h.send(h.wire.put("x.txt", b"lost?"))
+        assert h.replies()[-1].refused("not_found")
+    assert not list(world.root.rglob("x.txt")) and not (world.root / "shared (2)").exists()
+
+
+def test_a_resumed_upload_of_a_user_stays_in_their_folder(world):
+    with harnesses("native", world.root) as make:
+        h = make(access=world.access)
+        h.sign_in("alice", ALICE_PW)
+        data = os.urandom(300_000)
+        digest = __import__("hashlib").sha256(data).hexdigest()
+        h.send(protocol.encode_put(7, "big.bin", len(data), digest, resumable=True)
+               + data[:100_000], read=False)
+        h.channel.lose()  # (cut off: what arrived is kept for resume)
+        kept = [p for p in world.root.rglob(".muxserver-part-*")]
+        assert kept and all("friends/alice" in str(p) for p in kept)
+        h = make(access=world.access, shared_root=None)
+        h.sign_in("alice", ALICE_PW)
+        h.send(protocol.encode_frame({"id": 8, "op": "partial", "name": "big.bin",
+                                      "size": len(data), "sha256": digest}))
+        assert json.loads(h.replies()[-1].headers["offset"]) == 100_000
+
+
+def test_removing_a_token_ends_its_browser_sessions(world):
+    with harnesses("http", world.root) as make:
+        h = make(access=world.access)
+        h.sign_in("", CI_TOKEN)
+        h.send(h.wire.request("POST", "/.muxserver-auth/signin"))
+        cookie = h.replies()[-1].headers["set-cookie"].split(";")[0]
+        h.wire.authorization = None
+        h.send(h.wire.request("GET", "/?format=json", {"Cookie": cookie}))
+        assert h.replies()[-1].ok
+        world.rewrite([line for line in user_lines() if not line.startswith("token ci")])
+        h.send(h.wire.request("GET", "/?format=json", {"Cookie": cookie}))
+        assert h.replies()[-1].refused("unauthorized")
