@@ -192,6 +192,8 @@ class Access:
         self.shares = shares
         self.passwords = PasswordChecks()
         self.session_seconds = session_days * 86400
+        #: how other machines name this server ("" on loopback): share links say it
+        self.public_host = ""
 
     @property
     def token_required(self) -> bool:

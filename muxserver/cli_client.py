@@ -104,7 +104,8 @@ def share(args: argparse.Namespace, client: Client) -> int:
         raise UsageError(str(exc)) from None
     name = remote_name(args.name)
     info = client.share("make", name, write=args.write, expires=lifetime)
-    url = link_url(args, name if info.get("file") else "", str(info.get("link", "")))
+    url = link_url(args, name if info.get("file") else "", str(info.get("link", "")),
+                   str(info.get("host") or ""))
     if not args.quiet:
         what = "a drop box into" if args.write else "read-only:"
         print(f"muxserver: link {info.get('link_id')} to {what} /{name}, until "
@@ -118,10 +119,15 @@ def share(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
-def link_url(args: argparse.Namespace, file_name: str, capability: str) -> str:
-    """The URL of a link: the server as this client reached it; a link to a file ends
-    in the file's name (what a browser or ``curl -O`` saves it as)."""
-    host = f"[{args.host}]" if ":" in args.host else args.host
+def link_url(args: argparse.Namespace, file_name: str, capability: str,
+             public_host: str = "") -> str:
+    """The URL of a link: the server as this client reached it, unless that is this
+    machine's loopback and the server names an address others reach it by; a link to a
+    file ends in the file's name (what a browser or ``curl -O`` saves it as)."""
+    from .addresses import is_loopback
+
+    host = public_host if public_host and is_loopback(args.host) else args.host
+    host = f"[{host}]" if ":" in host else host
     scheme = "https" if args.tls or args.cafile else "http"
     leaf = file_name.rsplit("/", 1)[-1]
     return (f"{scheme}://{host}:{args.port}/{urllib.parse.quote(leaf)}"

@@ -18,6 +18,7 @@ from .client import DEFAULT_PORT
 from .limits import Limits
 from .logformat import LineFormatter
 from .observe import watching
+from .addresses import is_loopback, reachable_address
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -242,18 +243,6 @@ def print_banner(root: str, token_required: bool, args: argparse.Namespace, host
     print(f"listening on {format_address(host, port)} (Ctrl-C to stop)", flush=True)
 
 
-def reachable_address() -> str | None:
-    """This machine's address on its default route, for a server listening on every
-    address. A UDP socket's connect() only chooses a route: no packet is sent (and
-    192.0.2.1 is TEST-NET-1, reserved for documentation, routed nowhere)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect(("192.0.2.1", 9))
-            return probe.getsockname()[0]
-    except OSError:
-        return None
-
-
 def qr_lines(text: str) -> list[str]:
     """``text`` as a QR code in terminal characters (two modules per character)."""
     import io
@@ -263,18 +252,6 @@ def qr_lines(text: str) -> list[str]:
     out = io.StringIO()
     segno.make(text, error="m").terminal(out=out, compact=True)
     return out.getvalue().splitlines()
-
-
-def is_loopback(host: str) -> bool:
-    """True if every address ``host`` stands for is on this machine only."""
-    import ipaddress
-
-    try:
-        infos = socket.getaddrinfo(host or None, None, proto=socket.IPPROTO_TCP,
-                                   flags=socket.AI_PASSIVE)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
 def exposure_warning(host: str, has_token: bool, port: int, root: str) -> str | None:

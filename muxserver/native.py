@@ -193,7 +193,8 @@ class NativeSession(RequestRules):
             link, capability = self.make_link(req.name, write=req.write,
                                               lifetime=req.expires or DEFAULT_EXPIRY)
             self.reply_ok(req.id, name=req.name, link=capability, link_id=link.id,
-                          expires=link.expires, file=link.file, write=link.write)
+                          expires=link.expires, file=link.file, write=link.write,
+                          host=self.services.access.public_host)
         elif req.action == "list":
             self.reply_ok(req.id, links=self.my_links())
         else:

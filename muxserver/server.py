@@ -26,6 +26,7 @@ from typing import Any
 
 from .access import ALL_RIGHTS, Access, Ceiling, HostNames
 from .accounts import LiveAccounts
+from .addresses import public_host
 from .channel import Channel
 from .limits import Limits, raise_nofile_limit
 from .loop import EVENT_READ, EventLoop, Timer
@@ -143,6 +144,8 @@ class Server:
                         ceiling, strikes=shared.strikes if shared is not None else None,
                         accounts=accounts, seal=seal, shares=shares,
                         session_days=config.session_days)
+        if seal is not None:
+            access.public_host = public_host(config.host)
         #: all a session may reach of the server (see session.Services)
         self.services = Services(self.loop, self.root, self.limits, access)
         self.channels: dict[int, Channel] = {}

@@ -741,3 +741,16 @@ def test_removing_a_token_ends_its_browser_sessions(world):
         world.rewrite([line for line in user_lines() if not line.startswith("token ci")])
         h.send(h.wire.request("GET", "/?format=json", {"Cookie": cookie}))
         assert h.replies()[-1].refused("unauthorized")
+
+
+def test_a_links_url_names_the_server_as_others_reach_it():
+    import argparse
+
+    from muxserver.cli_client import link_url
+
+    here = argparse.Namespace(host="127.0.0.1", port=9009, tls=False, cafile=None)
+    assert link_url(here, "a/b c.txt", "CAP", "192.168.1.5") == (
+        "http://192.168.1.5:9009/b%20c.txt?share=CAP")
+    assert link_url(here, "", "CAP", "") == "http://127.0.0.1:9009/?share=CAP"
+    there = argparse.Namespace(host="fd00::5", port=443, tls=True, cafile=None)
+    assert link_url(there, "", "CAP", "192.168.1.5") == "https://[fd00::5]:443/?share=CAP"
