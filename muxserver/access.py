@@ -1,5 +1,6 @@
-"""Who may use the server, and for what: tokens and their rights, the server's own
-limits on writing, the back-off after wrong guesses, and the HTTP Host names.
+"""Who may use the server, and for what: tokens, users, browser sessions and share
+links, each checked into a :class:`Grant` (its rights and its folder); the server's
+own limits on writing; the back-off after wrong guesses; and the HTTP Host names.
 
 Every rule of access lives here, once, for both protocols; the sessions only ask.
 
@@ -9,23 +10,34 @@ Every rule of access lives here, once, for both protocols; the sessions only ask
   ``write`` and ``delete``, and ``read``: see the drop box below). The server's flags
   are the ceiling (``--read-only``: no writes of any kind; ``--upload-only``: a drop
   box, nothing read or listed, nothing replaced or deleted; ``--allow-overwrite`` and
-  ``--allow-delete``: replacing and deleting at all), and a token's rights narrow it (a
-  token file line ``TOKEN read,write``); a bare token, or no token at all, means the
-  whole ceiling.
+  ``--allow-delete``: replacing and deleting at all), and an account's rights narrow it
+  (the user file, accounts.py: ``TOKEN read,write``, ``user NAME HASH rights=read``); a
+  bare token, or no credentials at all on an open server, means the whole ceiling.
+* **A folder.** An account (or a link) limited to a folder sees it as the root: the
+  grant carries it (``scope``) and rules.py joins every name of every request below
+  it, for every route; nothing above it exists for the request.
+* **Who.** A request offers a :class:`Credential`: a token, a name and password
+  (checked against an Argon2id hash, accounts.py), a browser's session (a value the
+  server signed, seals.py, naming the account and checked against the user file as it
+  is *now*: a removed user or a changed password ends it), or a share link (shares.py:
+  read-only, or a drop box, on one file or folder, until it expires).
 * **A writer that may not read** (a drop box) is never told which names exist: the
   storage puts its uploads and folders beside whatever is there, and what would
   answer differently for a taken name (removing, moving, replacing) needs ``read``.
-* **Tokens** are kept as their SHA-256 and compared with ``hmac.compare_digest``, so
-  neither the comparison's timing nor a memory dump gives one away, and any string a
-  client sends (even one holding a lone surrogate, which UTF-8 cannot encode) is
-  simply a wrong token, never an exception. A token is never logged.
-* **Wrong tokens count per address**, not only per connection: a connection is closed
+* **Tokens** are looked up by their SHA-256: a lookup's timing can tell at most how
+  many leading bytes of a digest match, and a digest does not give its token back; a
+  password's hash is checked by Argon2 itself. Any string a client sends (even one
+  holding a lone surrogate, which UTF-8 cannot encode) is simply wrong, never an
+  exception. Neither a token nor a password is ever logged.
+* **Wrong tokens and passwords count per address**, together, not only per connection: a connection is closed
   after a few failures (vsftpd's ``max_login_fails``), but a guesser just reconnects.
   So after ``address_auth_failures`` wrong tokens from one address within
   ``auth_backoff`` seconds, every attempt from that address is refused, right or
   wrong, until ``auth_backoff`` seconds have passed (fail2ban's ban). Refusing the right
   token too is the point: otherwise the back-off would still answer the guesser's
-  question. Requests that carry no token at all are not guesses and do not count here.
+  question. Requests that carry no credentials at all are not guesses and do not count
+  here, and neither do an ended session or a dead link (nobody guesses those: a forged
+  one is refused by its signature).
 * **Cross-site requests** (HTTP only): any web page can make a browser send requests
   here (an ``<img>``, a form, a script). Browsers say where a request comes from
   (``Sec-Fetch-Site``, ``Origin``); a request from another site may change nothing
