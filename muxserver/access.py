@@ -74,6 +74,7 @@ from .accounts import (
     Account,
     Accounts,
     LiveAccounts,
+    PasswordCheck,
     PasswordChecks,
     password_matches,
     token_digest,
@@ -215,13 +216,17 @@ class Access:
     def has_users(self) -> bool:
         return self.accounts is not None and bool(self.accounts.get().users)
 
-    def check(self, address: str, offered: Credential | str | None) -> Refusal | Grant:
+    def check(self, address: str, offered: Credential | str | None, *,
+              can_wait: bool = True) -> Refusal | Grant | PasswordCheck:
         """What a request from ``address`` presenting ``offered`` (a token, or any
-        Credential) may do, or why not."""
+        Credential) may do, or why not; or, for a password not checked yet, the check
+        to run first (off the loop: session.py), after which the same call answers.
+        ``can_wait`` False: the caller cannot wait (a request in the middle of another's
+        upload): a password is then hashed at once, here (rare: the answers are kept)."""
         if isinstance(offered, Credential) and offered.kind == LINK and self.shares:
-            verdict = self._link_grant(offered.value)  # (a link works on an open server too)
-            return verdict if isinstance(verdict, Grant) else Refusal(
-                "unauthorized", verdict, lapsed=True)
+            opened = self._link_grant(offered.value)  # (a link works on an open server too)
+            return opened if isinstance(opened, Grant) else Refusal(
+                "unauthorized", opened, lapsed=True)
         if not self.token_required:
             return self._open
         now = self._clock()
@@ -236,24 +241,32 @@ class Access:
         if isinstance(offered, str):
             offered = Credential(TOKEN, offered)
         verdict = self._identify(offered)
-        if isinstance(verdict, Grant):
+        if isinstance(verdict, PasswordCheck) and not can_wait:
+            self.passwords.waiting += 1
+            self.passwords.record(verdict, password_matches(verdict.stored, verdict.password))
+            verdict = self._identify(offered)
+        if isinstance(verdict, (Grant, PasswordCheck)):
             return verdict
         if offered.guess:
             self._strikes.strike(address, now, self.limits.auth_backoff,
                                  self.limits.address_auth_failures)
         return Refusal("unauthorized", verdict, lapsed=not offered.guess)
 
-    def _identify(self, offered: Credential) -> Grant | str:
-        """The grant of ``offered``, or why it has none (a sentence)."""
+    def _identify(self, offered: Credential) -> Grant | PasswordCheck | str:
+        """The grant of ``offered``, or why it has none (a sentence), or the password
+        check to run before it can be told."""
         if offered.kind == TOKEN:
             account = self._token(token_digest(offered.value))
             return self._grant(account) if account else "wrong token"
         if offered.kind == PASSWORD:
             user = self.accounts.get().users.get(offered.user) if self.accounts else None
-            if user is None:
-                password_matches(_DECOY_HASH, offered.value)  # (the same time as a user's)
-                return "wrong name or password"
-            if not self.passwords.matches(user, offered.value):
+            # (a name that is no user's is checked against a decoy: the same time)
+            stored = user.secret if user is not None else _DECOY_HASH
+            mark = self.passwords.mark_of(offered.user, stored, offered.value)
+            known = self.passwords.known(mark)
+            if known is None:
+                return PasswordCheck(mark, stored, offered.value)
+            if not known or user is None:
                 return "wrong name or password"
             return self._grant(user)
         if offered.kind == SESSION:

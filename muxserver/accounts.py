@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import logging
 import os
+import queue
 import re
 import secrets
 import tempfile
@@ -253,29 +254,76 @@ def password_matches(stored: str, password: str) -> bool:
         return False
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class PasswordCheck:
+    """A password that must be hashed to be checked: the session waits for the helper
+    thread (PasswordChecks.check_later), then asks again and gets the answer at once."""
+
+    mark: bytes  # (PasswordChecks.mark_of: what the answer is remembered by)
+    stored: str  # the hash to check against (a decoy's for a name that is no user)
+    password: str
+
+
 class PasswordChecks:
-    """Password checks, with those that succeeded remembered (see the module docstring):
-    the key is a digest of the stored hash, the name and the password under a random key
-    of this process, so a memory dump shows no password and a changed password (a new
-    hash) is checked again."""
+    """Password checks: hashed by a helper thread, never by the event loop (about 30 ms
+    of CPU each), and remembered. A check that succeeded is remembered for good (until
+    the password or the process changes); one that failed is remembered until it has
+    been told once. The key of both is a digest of the stored hash, the name and the
+    password under a random key of this process, so a memory dump shows no password and
+    a changed password (a new hash) is checked again."""
+
+    #: Checks waiting for the helper, at most; past that a sign-in is told to come back.
+    MAX_WAITING = 64
 
     def __init__(self) -> None:
         self._key = secrets.token_bytes(32)
         self._verified: set[bytes] = set()
+        self._refused: set[bytes] = set()
         self.slow_checks = 0  # (for tests and the curious: hashes actually computed)
+        self.waiting = 0  # checks handed to the helper, not answered yet
+        self._jobs: queue.SimpleQueue[tuple[PasswordCheck, Callable[[bool], None]]] | None = None
 
-    def matches(self, account: Account, password: str) -> bool:
-        mark = hmac.new(self._key, "\0".join((account.name, account.secret, password))
-                        .encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+    def mark_of(self, name: str, stored: str, password: str) -> bytes:
+        return hmac.new(self._key, "\0".join((name, stored, password)).encode(
+            "utf-8", "surrogatepass"), hashlib.sha256).digest()
+
+    def known(self, mark: bytes) -> bool | None:
+        """True or False if this check's answer is known (a refusal is told once), else
+        None: it must be hashed."""
         if mark in self._verified:
             return True
-        self.slow_checks += 1
-        if not password_matches(account.secret, password):
+        if mark in self._refused:
+            self._refused.discard(mark)
             return False
-        if len(self._verified) >= VERIFIED_CACHE:
-            self._verified.clear()
-        self._verified.add(mark)
-        return True
+        return None
+
+    def record(self, check: PasswordCheck, ok: bool) -> None:
+        """The helper's answer, kept (in the loop's thread)."""
+        self.waiting -= 1
+        kept = self._verified if ok else self._refused
+        if len(kept) >= VERIFIED_CACHE:
+            kept.clear()
+        kept.add(check.mark)
+
+    def check_later(self, check: PasswordCheck, done: Callable[[bool], None]) -> None:
+        """Hash ``check`` in the helper thread; ``done(ok)`` is then called *from that
+        thread* (hand it to the loop with ``call_soon_threadsafe``), and ``record``
+        must be called with the answer in the loop."""
+        if self._jobs is None:
+            from .hashing import start_helper
+
+            self._jobs = queue.SimpleQueue()
+            start_helper(_check_passwords, self._jobs, "muxserver-passwords")
+        self.waiting += 1
+        self.slow_checks += 1
+        self._jobs.put((check, done))
+
+
+def _check_passwords(jobs: queue.SimpleQueue[tuple[PasswordCheck, Callable[[bool], None]]]
+                     ) -> None:
+    while True:
+        check, done = jobs.get()
+        done(password_matches(check.stored, check.password))
 
 
 # -- the live file

@@ -150,19 +150,24 @@ def _worker() -> queue.SimpleQueue[Any]:
         with _start_lock:
             if _queue is None:
                 jobs: queue.SimpleQueue[HashJob] = queue.SimpleQueue()
-                helper = threading.Thread(target=_serve, args=(jobs,), name="muxserver-hash",
-                                          daemon=True)
-                # The helper is born with the signals of Ctrl-C and stopping blocked, so the
-                # kernel delivers them to the main thread: one that reached the helper
-                # would only be noticed when the main thread's select() or recv() returned
-                # by itself (a Ctrl-C of the client took up to its whole timeout, 1 in 10).
-                unblock = signal.pthread_sigmask(signal.SIG_BLOCK, _MAIN_THREAD_SIGNALS)
-                try:
-                    helper.start()
-                finally:
-                    signal.pthread_sigmask(signal.SIG_SETMASK, unblock)
+                start_helper(_serve, jobs, "muxserver-hash")
                 _queue = jobs
     return _queue
+
+
+def start_helper(serve: Callable[[Any], None], jobs: Any, name: str) -> None:
+    """Start a helper thread that runs ``serve(jobs)`` for the life of the process.
+
+    It is born with the signals of Ctrl-C and stopping blocked, so the kernel delivers
+    them to the main thread: one that reached a helper would only be noticed when the
+    main thread's select() or recv() returned by itself (a Ctrl-C of the client took up
+    to its whole timeout, 1 in 10)."""
+    helper = threading.Thread(target=serve, args=(jobs,), name=name, daemon=True)
+    unblock = signal.pthread_sigmask(signal.SIG_BLOCK, _MAIN_THREAD_SIGNALS)
+    try:
+        helper.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblock)
 
 
 def _forget_worker() -> None:

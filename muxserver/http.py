@@ -79,8 +79,9 @@ class HttpSession(TusRequests, FolderReplies, SignInRequests):
 
     # -- requests
 
-    def start_request(self, request: h11.Request) -> None:
-        """Host, then credentials, then everything else; the body waits until then."""
+    def start_request(self, request: h11.Request, again: bool = False) -> None:
+        """Host, then credentials, then everything else; the body waits until then.
+        ``again``: once more, after a password was checked (session.admit)."""
         self.request_headers = headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                                           for k, v in request.headers}
         self.request_method = request.method.decode("ascii", "replace")
@@ -90,7 +91,8 @@ class HttpSession(TusRequests, FolderReplies, SignInRequests):
         self.response_extra = []
         method = request.method.decode("ascii", "replace")
         target = request.target.decode("ascii", "replace")
-        self.channel.observe.http_request(self.channel.id, method, target)
+        if not again:
+            self.channel.observe.http_request(self.channel.id, method, target)
         has_body = "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
         try:
             target = self.origin_form(target, headers)
@@ -114,7 +116,8 @@ class HttpSession(TusRequests, FolderReplies, SignInRequests):
             if foreign and not navigated_by_a_person(headers):
                 offered = None  # (not checked, so not counted: see access.py)
             self.offered_kind = offered.kind if offered is not None else ""
-            if not self.admit(offered, has_body=has_body):
+            if not self.admit(offered, has_body=has_body,
+                              again=lambda: self.start_request(request, again=True)):
                 return
             self.check_request(method, request, headers)
             path, query = parse_target(target)

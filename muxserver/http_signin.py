@@ -36,7 +36,7 @@ import json
 import urllib.parse
 
 from .access import LINK, PASSWORD, SESSION, TOKEN, Credential, Refusal
-from .http_codec import HttpCodec, HttpError, parse_query
+from .http_codec import STATUS, HttpCodec, HttpError, parse_query
 from .index_page import INDEX_CSP, signin_page
 from .shares import DEFAULT_EXPIRY, parse_expiry
 
@@ -88,7 +88,7 @@ class SignInRequests(HttpCodec):
             self.send_signin_page(refusal, close)
             return
         headers = [("Content-Type", "text/plain; charset=utf-8")]
-        if refusal.code == "too_many_attempts":
+        if refusal.code != "unauthorized":  # (wait: the back-off, or a busy helper)
             headers.append(("Retry-After", str(refusal.retry_after)))
             message = refusal.message
         else:
@@ -100,11 +100,11 @@ class SignInRequests(HttpCodec):
                 "and password (Basic), or sign in with a browser")
         if close:
             headers.append(("Connection", "close"))
-        status = 401 if refusal.code == "unauthorized" else 429
+        status = STATUS[refusal.code]
         self.respond(status, headers, f"{status} {message}\n".encode())
 
     def send_signin_page(self, refusal: Refusal, close: bool) -> None:
-        status = 429 if refusal.code == "too_many_attempts" else 401
+        status = STATUS[refusal.code]
         if refusal.missing:
             note = "Sign in to see the files here."
         elif self.offered_kind == LINK:
@@ -115,7 +115,7 @@ class SignInRequests(HttpCodec):
         headers = [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"),
                    ("Content-Security-Policy", INDEX_CSP),
                    ("WWW-Authenticate", 'Bearer realm="muxserver"')]
-        if refusal.code == "too_many_attempts":
+        if refusal.code != "unauthorized":
             headers.append(("Retry-After", str(refusal.retry_after)))
         if self.offered_kind == SESSION:  # (the cookie is worthless now: forget it)
             headers.append(("Set-Cookie", self.cookie("", 0)))

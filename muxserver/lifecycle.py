@@ -14,6 +14,7 @@ not have for the current state is a bug, and raises :class:`IllegalEvent` at onc
       ├────upload_ended───────┴─────────────────────────────┘ (stored, failed, parked)
       ├──hash_started──▶ HASHING ──hash_ended──┐  (a get's file, by the helper thread)
       ├──job_started──▶ STEPPING ──job_ended───┤  (a listing, a removal, an archive)
+      ├──check_started──▶ CHECKING ──check_ended─┤  (a password, by its helper thread)
       ◀────────────────────────────────────────┘
     any ──lost──▶ CLOSED
 
@@ -40,6 +41,7 @@ class Work(enum.Enum):
     VERIFYING = "verifying"  # the helper thread hashes the upload's tail; then commit
     HASHING = "hashing"  # the helper hashes a get's file (before its reply, or beside it)
     STEPPING = "working in steps"  # a reply made a bounded step per loop turn
+    CHECKING = "checking a password"  # its helper hashes it; then the request is admitted
     CLOSED = "closed"  # the connection is gone
 
     # What each state means, set below from the tables once: asked many times a
@@ -60,12 +62,14 @@ class Event(enum.IntEnum):
     HASH_ENDED = enum.auto()
     JOB_STARTED = enum.auto()
     JOB_ENDED = enum.auto()
+    CHECK_STARTED = enum.auto()  # a password went to its helper thread
+    CHECK_ENDED = enum.auto()
     LOST = enum.auto()  # the connection closed, whatever was under way
 
 
 TRANSITIONS: dict[Work, dict[Event, Work]] = {
     Work.IDLE: {Event.UPLOAD_OPENED: Work.RECEIVING, Event.HASH_STARTED: Work.HASHING,
-                Event.JOB_STARTED: Work.STEPPING},
+                Event.JOB_STARTED: Work.STEPPING, Event.CHECK_STARTED: Work.CHECKING},
     Work.RECEIVING: {Event.BODY_ENDED: Work.AWAITING_DIGEST,
                      Event.HELPER_VERIFIES: Work.VERIFYING, Event.UPLOAD_ENDED: Work.IDLE},
     Work.AWAITING_DIGEST: {Event.HELPER_VERIFIES: Work.VERIFYING,
@@ -73,6 +77,7 @@ TRANSITIONS: dict[Work, dict[Event, Work]] = {
     Work.VERIFYING: {Event.UPLOAD_ENDED: Work.IDLE},
     Work.HASHING: {Event.HASH_ENDED: Work.IDLE},
     Work.STEPPING: {Event.JOB_ENDED: Work.IDLE},
+    Work.CHECKING: {Event.CHECK_ENDED: Work.IDLE},
     Work.CLOSED: {},
 }
 for _state in Work:  # whatever was under way, a lost connection ends it
@@ -81,7 +86,7 @@ for _state in Work:  # whatever was under way, a lost connection ends it
 
 #: The states in which no request may be decoded: the helper or a job is at work, and
 #: the next request's reply must not overtake this one's.
-WAITING = frozenset({Work.VERIFYING, Work.HASHING, Work.STEPPING})
+WAITING = frozenset({Work.VERIFYING, Work.HASHING, Work.STEPPING, Work.CHECKING})
 #: The states of an upload: its temporary file is open.
 UPLOADING = frozenset({Work.RECEIVING, Work.AWAITING_DIGEST, Work.VERIFYING})
 for _state in Work:

@@ -137,7 +137,8 @@ class NativeSession(RequestRules):
         if fields.get("op") == "auth":
             self.log_in(fields, length)
             return
-        if not self.admit(self.credential, has_body=length > 0):
+        if not self.admit(self.credential, has_body=length > 0,
+                          again=lambda: self.start_request(fields, length)):
             return
         try:
             req = protocol.parse_request(fields, length)
@@ -246,7 +247,8 @@ class NativeSession(RequestRules):
         """The auth request: admitted like any request, with the token it carries."""
         self.credential = None  # the connection holds the last credentials it presented
         offered = credential_of(fields)
-        if not self.admit(offered, has_body=length > 0):
+        if not self.admit(offered, has_body=length > 0,
+                          again=lambda: self.log_in(fields, length)):
             return
         try:
             req = protocol.parse_request(fields, length)

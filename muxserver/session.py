@@ -39,6 +39,7 @@ import time
 from typing import Any, Callable, Generator, Protocol
 
 from .access import READ, Access, Credential, Grant, Refusal
+from .accounts import PasswordCheck
 from .digests import Digest
 from .hashing import HashJob
 from .lifecycle import Event, RequestState, Work
@@ -220,19 +221,29 @@ class Session(BaseProtocol):
 
     # -- admission
 
-    def admit(self, offered: Credential | str | None, *, has_body: bool) -> bool:
+    def admit(self, offered: Credential | str | None, *, has_body: bool,
+              again: Callable[[], None]) -> bool:
         """Authorize one request: True to go on. Called before anything else about the
         request is checked. A refusal is answered here; a request with a body, a third
-        strike or an address in back-off also closes the connection unread."""
-        verdict = self.services.access.check(self.channel.peer_host, offered)
+        strike or an address in back-off also closes the connection unread. A password
+        not checked yet is hashed by a helper thread first (never by the loop: about
+        30 ms of CPU): False meanwhile, and ``again()`` starts the request over once it
+        is known (the answer is remembered, so that admit answers at once)."""
+        verdict = self.services.access.check(self.channel.peer_host, offered,
+                                             can_wait=self.work.state is Work.IDLE)
         if isinstance(verdict, Grant):
             self.grant = verdict
             return True
+        if isinstance(verdict, PasswordCheck):
+            busy = self.check_password(verdict, again)
+            if busy is None:
+                return False
+            verdict = busy
         refusal = verdict
         self.grant = NO_RIGHTS
         self.strikes += 1
         close = (has_body or self.strikes >= self.limits.auth_failures
-                 or refusal.code == "too_many_attempts")
+                 or refusal.code in ("too_many_attempts", "server_busy"))
         log.warning("%s %s%s (%d of %d)", self.channel.peer, self.wire, refusal.message,
                     self.strikes, self.limits.auth_failures,
                     extra={"event": "refused", "conn": self.channel.id})
@@ -241,6 +252,35 @@ class Session(BaseProtocol):
         if close:
             self.channel.close_when_done(refusal.message)
         return False
+
+    def check_password(self, check: PasswordCheck, again: Callable[[], None]
+                       ) -> Refusal | None:
+        """Hand ``check`` to the password helper; reading waits (CHECKING) until it
+        answers, then the request starts over. A refusal if too many wait already."""
+        passwords = self.services.access.passwords
+        if passwords.waiting >= passwords.MAX_WAITING:
+            return Refusal("server_busy", "too many sign-ins at once; try again in a "
+                                          "second", retry_after=1)
+        loop = self.services.loop
+        self.work.move(Event.CHECK_STARTED)
+        self.channel.pause_reading()
+
+        def checked(ok: bool) -> None:  # (in the helper thread)
+            loop.call_soon_threadsafe(lambda: self.password_checked(check, ok, again),
+                                      owner=self)
+
+        passwords.check_later(check, checked)
+        return None
+
+    def password_checked(self, check: PasswordCheck, ok: bool,
+                         again: Callable[[], None]) -> None:
+        """The helper has checked a password (called in the loop)."""
+        self.services.access.passwords.record(check, ok)
+        if self.channel.closed or self.work.state is not Work.CHECKING:
+            return  # (the connection went away meanwhile: the answer is kept anyway)
+        self.work.move(Event.CHECK_ENDED)
+        again()
+        self.process()
 
     def require(self, right: str, what: str) -> None:
         """Refuse (StorageError "not_permitted") a request whose grant lacks ``right``."""

@@ -253,7 +253,8 @@ class Harness:
         for _ in range(1000):
             self.loop.run_ready()
             helper_busy = self.session.work.state in (Work.VERIFYING,  # (an upload's digest,
-                                                      Work.HASHING)  # or a get's file)
+                                                      Work.HASHING,  # a get's file,
+                                                      Work.CHECKING)  # or a password)
             if helper_busy and not self.channel.closed:
                 self.loop.wait_for_callback()
                 continue

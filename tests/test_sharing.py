@@ -754,3 +754,40 @@ def test_a_links_url_names_the_server_as_others_reach_it():
     assert link_url(here, "", "CAP", "") == "http://127.0.0.1:9009/?share=CAP"
     there = argparse.Namespace(host="fd00::5", port=443, tls=True, cafile=None)
     assert link_url(there, "", "CAP", "192.168.1.5") == "https://[fd00::5]:443/?share=CAP"
+
+
+# ------------------------------------------------- passwords are hashed off the loop
+
+
+def test_a_password_is_hashed_by_a_helper_while_the_session_waits(world):
+    from muxserver.lifecycle import Work
+
+    with harnesses("native", world.root) as make:
+        h = make(access=world.access)
+        auth = protocol.encode_auth(1, {"user": "bob", "password": BOB_PW})
+        h.session.data_received(memoryview(bytearray(auth + h.wire.listing(""))))
+        assert h.session.work.state is Work.CHECKING  # (the loop went on meanwhile)
+        assert h.replies() == []  # nothing answered, nothing decoded behind it
+        h.settle()
+        first, second = h.replies()
+        assert first.ok and second.ok  # the auth, then the listing pipelined behind it
+
+
+def test_an_upload_with_basic_auth_waits_for_its_password_then_is_stored(world):
+    with harnesses("http", world.root) as make:
+        h = make(access=world.access)
+        h.sign_in("alice", ALICE_PW)
+        h.send(h.wire.put("fresh.bin", b"x" * 100_000))
+        assert h.replies()[-1].status == 201
+        assert (world.root / "friends/alice/fresh.bin").read_bytes() == b"x" * 100_000
+
+
+def test_too_many_passwords_waiting_is_a_busy_server(world, kind):
+    world.access.passwords.waiting = world.access.passwords.MAX_WAITING
+    with harnesses(kind, world.root) as make:
+        h = make(access=world.access)
+        h.sign_in("bob", BOB_PW)
+        h.send(h.wire.get("private/s.txt"))
+        assert h.replies()[0].refused("server_busy")
+        assert h.session.strikes <= 1 and world.access._strikes.blocked_until(
+            h.channel.peer_host) == 0  # (not a guess)
