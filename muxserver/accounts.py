@@ -18,9 +18,10 @@ does, per request.
 **Passwords** are kept as Argon2id hashes (RFC 9106; argon2-cffi), with OWASP's
 parameters for it (19 MiB, two passes, one lane): about 30 ms of CPU per check here,
 where ``hashlib.scrypt`` at the strength OWASP asks of it (N=2^14, r=8, p=5) took 237 ms.
-A check that succeeded is remembered (a keyed digest of the password, in memory only),
-so HTTP Basic auth, which sends the password with every request, costs one hash per
-person, not one per request.
+Checks are hashed by a helper thread, never by the event loop (:class:`PasswordChecks`),
+and a check that succeeded is remembered (a keyed digest of the password, in memory
+only), so HTTP Basic auth, which sends the password with every request, costs one hash
+per person, not one per request.
 
 **The file is live** (:class:`LiveAccounts`): a change takes effect without a restart.
 The server looks at the file's identity (inode, size, times) at most once a second and
