@@ -56,6 +56,8 @@ USER, TOKEN = "user", "token"
 #: A user's or a token's name: no spaces (the file's separator), no colon (HTTP Basic
 #: auth ends the name at the first one), nothing that could pass for a flag.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+-]{0,63}")
+#: The shortest token a file may hold (``token`` makes 43 characters).
+MIN_TOKEN = 8
 #: How often, at most, the server looks at the file for changes (seconds).
 CHECK_INTERVAL = 1.0
 #: Successful password checks remembered, at most (forgotten all at once past it).
@@ -131,9 +133,16 @@ def parse_line(text: str) -> Account | None:
     if not text or text.startswith("#"):
         return None
     words = text.split()
-    if words[0] in (USER, TOKEN) and len(words) >= 3:
+    if words[0] in (USER, TOKEN):
+        if len(words) < 3:
+            raise ValueError(f"a {words[0]} line is '{words[0]} NAME "
+                             f"{'HASH' if words[0] == USER else 'TOKEN'} [rights=R] "
+                             "[folder=F]'")
         kind, name, secret, options = words[0], words[1], words[2], words[3:]
         check_name(name)
+        if kind == TOKEN and len(secret) < MIN_TOKEN:
+            raise ValueError(f"the token of {name!r} is too short to be safe (at least "
+                             f"{MIN_TOKEN} characters)")
         if kind == USER and not secret.startswith("$argon2id$"):
             raise ValueError(f"the user {name!r} has no password hash (make one with "
                              "'python -m muxserver user add')")
@@ -148,15 +157,25 @@ def parse_line(text: str) -> Account | None:
                 raise ValueError(f"unknown setting {option!r} (rights=... and folder=... "
                                  "are known)")
         return Account(kind, name, secret, rights, folder)
-    # The older form: a token alone, or a token and its rights. The last word gives
-    # rights only if it is a list of them, so a passphrase with spaces is one token.
+    # The older form: a token alone, or a token and its rights (the last word gives
+    # rights only if it is a list of them, so a pass phrase with spaces is one token).
+    # What is plainly a broken account line is never taken for a token: a user line
+    # with a word mistyped must not let anyone in with that line as a password.
+    if "$argon2" in text or any(w.startswith(("rights=", "folder=")) for w in words):
+        raise ValueError("not a line of the user file (a user line is 'user NAME HASH "
+                         "[rights=R] [folder=F]', a token's 'token NAME TOKEN ...')")
     token, _, last = text.rpartition(" ")
     rights_words = [w for w in last.split(",") if w]
     if token.strip() and rights_words and all(w in ALL_RIGHTS for w in rights_words):
-        return Account(TOKEN, "", token.strip(), frozenset(rights_words))
-    if token.strip() and "," in last and all(w.isalpha() for w in rights_words):
-        parse_rights(last)  # (raises, naming the unknown right: a typo)
-    return Account(TOKEN, "", text)
+        text, rights = token.strip(), frozenset(rights_words)
+    else:
+        if token.strip() and "," in last and all(w.isalpha() for w in rights_words):
+            parse_rights(last)  # (raises, naming the unknown right: a typo)
+        rights = ALL_RIGHTS
+    if len(text) < MIN_TOKEN:
+        raise ValueError(f"a token of {len(text)} characters is too easy to guess (at "
+                         f"least {MIN_TOKEN}: python -m muxserver token makes one)")
+    return Account(TOKEN, "", text, rights)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -76,13 +76,15 @@ def add_user_parser(sub: Any) -> None:
                                          "$MUXSERVER_PASSWORD; the file keeps only its "
                                          "Argon2id hash.")
     add.add_argument("name", metavar="NAME")
-    add.add_argument("--rights", default="", metavar="RIGHTS",
+    add.add_argument("--rights", default=None, metavar="RIGHTS",
                      help="read, write, delete, comma-separated (default: all that the "
-                          "server's flags allow)")
+                          "server's flags allow; with --replace: as they were)")
     add.add_argument("--path", metavar="FOLDER",
-                     help="limit the user to this folder: it is their whole root")
+                     help="limit the user to this folder: it is their whole root ('/' for "
+                          "all of it; with --replace, by default: as it was)")
     add.add_argument("--replace", action="store_true",
-                     help="the user exists: give them this password, rights and folder")
+                     help="the user exists: give them a new password (and the rights and "
+                          "folder given; the others stay as they were)")
     remove = actions.add_parser("remove", help="remove a user (their sessions end)")
     remove.add_argument("name", metavar="NAME")
     listing = actions.add_parser("list", help="list users and tokens (never passwords or tokens)")

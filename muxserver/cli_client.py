@@ -38,6 +38,9 @@ def run_client_command(args: argparse.Namespace) -> int:
                 return share(args, client)
             return change(args, client)
     except ClientError as exc:
+        if exc.code == "unauthorized" and token is None:
+            return fail("the server needs credentials: give --user NAME (a person), or "
+                        "--token-file FILE or --token TOKEN")
         return fail(exc.message)
     except UsageError as exc:
         return fail(str(exc), status=2)
@@ -49,8 +52,9 @@ def run_client_command(args: argparse.Namespace) -> int:
 def follow_link(args: argparse.Namespace) -> str:
     """``get URL`` and ``put FILE... URL`` with a share link: the link says the server,
     the name and the credentials (its capability, returned). "" when no link is given."""
-    words = args.names if args.command == "get" else (
-        args.files[-1:] if args.command == "put" else [])
+    words = {"get": lambda: args.names, "put": lambda: args.files[-1:],
+             "ls": lambda: [args.path], "stat": lambda: [args.name]}.get(
+        args.command, lambda: [])()
     links = [w for w in words if w.startswith(("http://", "https://"))]
     if not links:
         return ""
@@ -67,7 +71,15 @@ def follow_link(args: argparse.Namespace) -> str:
         raise UsageError(f"{links[0]} has no valid port") from None
     args.tls = args.tls or parts.scheme == "https"
     path = urllib.parse.unquote(parts.path).strip("/")
-    if args.command == "get":
+    if args.command == "ls":
+        args.path = path
+    elif args.command == "stat":
+        args.name = path or "/"
+    elif args.command == "get":
+        if not path and not args.recursive:
+            raise UsageError("the link opens a folder: get -r URL gets all it holds")
+        if not path:  # (into a folder named as the shared one, as get -r NAME does)
+            args.output = os.path.join(args.output, linked_folder(capability))
         args.names = [path or "/"]
     else:
         args.files = args.files[:-1]
@@ -78,16 +90,40 @@ def follow_link(args: argparse.Namespace) -> str:
     return capability
 
 
+def linked_folder(capability: str) -> str:
+    """The name of the folder a link opens, as the link says it (its payload is signed,
+    not secret); "shared" if it does not say."""
+    import base64
+    import json
+
+    payload = capability.partition(".")[0]
+    try:
+        fields = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        leaf = str(fields[1]).rstrip("/").rsplit("/", 1)[-1]
+        from .names import split_name
+
+        split_name(leaf)
+        return leaf
+    except (ValueError, TypeError, IndexError, KeyError):
+        return "shared"
+
+
 def share(args: argparse.Namespace, client: Client) -> int:
     """share NAME, share --list, share --revoke ID."""
     from .shares import parse_expiry
 
     if args.list:
-        links = client.share("list").get("links", [])
+        reply = client.share("list")
+        links = reply.get("links", [])
+        if links:
+            print(f"{'ID':<14}{'UNTIL':<18}{'OPENS':<10}{'BY':<16}NAME  URL")
         for link in links:
             kind = "drop box" if link.get("write") else "read"
+            name = str(link.get("name", ""))
+            url = link_url(args, name if link.get("file") else "", str(link.get("link", "")),
+                           str(reply.get("host") or ""))
             print(f"{link.get('id', '?'):<14}{format_time(link.get('expires')):<18}{kind:<10}"
-                  f"/{link.get('name', '')}")
+                  f"{str(link.get('by', '')):<16}/{name}  {url}")
         if not links and not args.quiet:
             print("muxserver: no links (share NAME makes one)", file=sys.stderr)
         return 0

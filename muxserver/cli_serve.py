@@ -223,7 +223,7 @@ def print_banner(root: str, token_required: bool, args: argparse.Namespace, host
     if port != DEFAULT_PORT:
         flags.append(f"--port {port}")
     if args.token_file:
-        flags.append(f"--token-file {args.token_file}")
+        flags.append(credentials_flag(args.token_file))
     elif token_required:
         flags.append("--token TOKEN")
     if args.tls_cert:
@@ -241,6 +241,19 @@ def print_banner(root: str, token_required: bool, args: argparse.Namespace, host
             print(line)
     # Last, so that a script waiting for this line knows the server accepts connections.
     print(f"listening on {format_address(host, port)} (Ctrl-C to stop)", flush=True)
+
+
+def credentials_flag(user_file: str) -> str:
+    """What a client of this machine types to get in: ``--user NAME`` when the user
+    file has users (a person), else ``--token-file FILE`` (its first token)."""
+    from .accounts import read_accounts
+
+    try:
+        accounts = read_accounts(user_file)
+    except (OSError, ValueError):
+        return f"--token-file {user_file}"
+    return "--user NAME" if accounts.users and not accounts.tokens else (
+        f"--token-file {user_file}")
 
 
 def qr_lines(text: str) -> list[str]:

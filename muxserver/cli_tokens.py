@@ -160,8 +160,11 @@ def run_user_command(args: argparse.Namespace) -> int:
             print(f"muxserver: removed {name} from {args.file}; their sessions end at their "
                   "next request", file=sys.stderr)
             return 0
-        rights = rights_of(args.rights)
-        folder = check_folder(args.path or "")
+        before = _user_in(args.file, name) if args.replace else None
+        rights = (rights_of(args.rights) if args.rights is not None
+                  else before.rights if before is not None else rights_of(""))
+        folder = (check_folder(args.path) if args.path is not None
+                  else before.folder if before is not None else "")
         password = read_password(name, twice=True)
         if not password:
             raise UsageError("an empty password would let anyone in")
@@ -175,6 +178,18 @@ def run_user_command(args: argparse.Namespace) -> int:
           f"{format_rights(rights)}{', folder /' + folder if folder else ''}); a running "
           "server takes it within a second", file=sys.stderr)
     return 0
+
+
+def _user_in(path: str, name: str) -> "Account | None":
+    """The user ``name`` of the file, if it is there (and the file can be read)."""
+    from .accounts import USER, read_lines
+
+    try:
+        lines = read_lines(path)
+    except (OSError, ValueError):
+        return None
+    return next((a for _, a in lines if a is not None and a.kind == USER and a.name == name),
+                None)
 
 
 def _list_users(path: str) -> int:

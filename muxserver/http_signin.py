@@ -1,7 +1,8 @@
 """Signing in over HTTP, and share links in a browser.
 
-* **Credentials** of a request, first found wins: a share link's ``?share=`` (GET and
-  HEAD), a token's ``?token=`` (once, to sign a browser in), ``Authorization: Bearer
+* **Credentials** of a request, first found wins: a share link's ``?share=`` (any
+  method: ``curl -T`` uploads into a drop box), a token's ``?token=`` (GET, once, to
+  sign a browser in), ``Authorization: Bearer
   TOKEN``, ``Authorization: Basic`` (a name and password, or a token as the password
   with no name: WebDAV clients and curl ``-u``), and last the session cookie.
 * **A browser without credentials** (a GET that accepts HTML) gets the sign-in page, in
@@ -55,11 +56,11 @@ class SignInRequests(HttpCodec):
                     headers: dict[str, str]) -> tuple[Credential | None, str]:
         """(what this request offers, and "token" or "share" if it came in the query
         string: a browser then gets a session and the same address without it)."""
-        if method in ("GET", "HEAD") and "?" in target:
+        if "?" in target:  # (a link for any method: curl -T uploads into a drop box)
             query = parse_query(target.partition("?")[2])
             if "share" in query:
                 return Credential(LINK, query["share"]), "share"
-            if "token" in query:
+            if "token" in query and method in ("GET", "HEAD"):
                 return Credential(TOKEN, query["token"]), "token"
         authorization = headers.get("authorization", "")
         scheme, _, value = authorization.strip().partition(" ")

@@ -197,7 +197,7 @@ class NativeSession(RequestRules):
                           expires=link.expires, file=link.file, write=link.write,
                           host=self.services.access.public_host)
         elif req.action == "list":
-            self.reply_ok(req.id, links=self.my_links())
+            self.reply_ok(req.id, links=self.my_links(), host=self.services.access.public_host)
         else:
             self.revoke_link(req.link)
             self.reply_ok(req.id, link_id=req.link)

@@ -86,6 +86,11 @@ class FileHash:
 HASH_AT_ONCE = READ_SIZE
 
 
+def _nothing() -> Generator[Entry, None, None]:
+    """A listing of nothing, begun (as iter_entries' are)."""
+    yield None
+
+
 #: The rights each operation needs, for every wire (access.py says what a grant holds):
 #: a tus creation, piece or offset is a put, and so is asking what is held of an upload;
 #: removing and moving also need the sight of names (require_sight: a writer that may
@@ -157,9 +162,11 @@ class RequestRules(Session):
             if not scope:
                 raise
             message = exc.message
+            if f"{scope!r}" in message or f"'{scope}'" in message:  # (the folder itself)
+                message = ("the shared folder is gone" if self.grant.principal[:1] == (LINK,)
+                           else "this account's folder is not on the server (yet)")
             for quote in "'\"":
-                message = message.replace(quote + scope + "/", quote).replace(
-                    quote + scope + quote, quote + "/" + quote)
+                message = message.replace(quote + scope + "/", quote)
             raise StorageError(exc.code, message) from None
 
     # -- what requests read, checked against the grant
@@ -178,8 +185,14 @@ class RequestRules(Session):
 
     def entries(self, path: str, recursive: bool = False) -> Generator[Entry, None, None]:
         self.check_rights("list", f"listing {path or '/'!r}")
-        with self.scoped():
-            entries = self.services.root.iter_entries(self.inside(path), recursive)
+        try:
+            with self.scoped():
+                entries = self.services.root.iter_entries(self.inside(path), recursive)
+        except StorageError as exc:
+            if (exc.code != "not_found" or path or not self.grant.scope
+                    or self.grant.principal[:1] == (LINK,)):
+                raise
+            entries = _nothing()  # (an account's folder not made yet: empty, not missing)
         if not self.grant.scope:
             return entries
         shown = self._entries_outside(entries)

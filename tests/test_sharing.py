@@ -346,15 +346,18 @@ def test_a_broken_file_keeps_the_last_good_one_and_says_why(world, caplog):
 
 def test_the_file_format():
     assert parse_line("# a comment") is None and parse_line("   ") is None
-    legacy = parse_line("s3cret read,write")
-    assert legacy == Account(TOKEN, "", "s3cret", frozenset({"read", "write"}))
-    assert parse_line("a pass phrase with spaces").secret == "a pass phrase with spaces"
-    named = parse_line("token ci T0K rights=read folder=a%20b/c")
+    assert parse_line("correct horse battery staple").secret == (
+        "correct horse battery staple")  # (a pass phrase is one token)
+    legacy = parse_line("s3cret-token read,write")
+    assert legacy == Account(TOKEN, "", "s3cret-token", frozenset({"read", "write"}))
+    named = parse_line("token ci T0K-T0K-T0K rights=read folder=a%20b/c")
     assert (named.name, named.secret, named.rights, named.folder) == (
-        "ci", "T0K", frozenset({"read"}), "a b/c")
+        "ci", "T0K-T0K-T0K", frozenset({"read"}), "a b/c")
     assert parse_line(named.line()) == named
-    for bad in ("token ci T folder=../up", "token ci T rights=reed", "user x nohash",
-                "token -x T", "token ci T colour=blue", "T read,wirte"):
+    for bad in ("token ci T0K-T0K-T0K folder=../up", "token ci T0K-T0K-T0K rights=reed",
+                "user x nohash", "token -x T0K-T0K-T0K", "token ci T0K-T0K-T0K colour=blue",
+                "s3cret-token read,wirte", "user grace", "x",
+                "usr bob $argon2id$v=19$m=19456 rights=read", "token ci short"):
         with pytest.raises(ValueError):
             parse_line(bad)
 
@@ -667,7 +670,8 @@ def test_share_prints_a_link_that_get_and_put_follow(tmp_path):
         assert put.returncode == 0, put.stderr
         assert (root / "inbox" / "gift.txt").read_text() == "a gift"
         listed = run_cli("share", "--list", *common, env=env)
-        link_ids = [line.split()[0] for line in listed.stdout.splitlines()]
+        link_ids = [line.split()[0] for line in listed.stdout.splitlines()[1:]]  # (a header)
+        assert all("?share=" in line for line in listed.stdout.splitlines()[1:])
         assert len(link_ids) == 2
         revoked = run_cli("share", "--revoke", link_ids[0], *common, env=env)
         assert revoked.returncode == 0
