@@ -39,8 +39,8 @@ def run_client_command(args: argparse.Namespace) -> int:
             return change(args, client)
     except ClientError as exc:
         if exc.code == "unauthorized" and token is None:
-            return fail("the server needs credentials: give --user NAME (a person), or "
-                        "--token-file FILE or --token TOKEN")
+            return fail("this server needs a token, or a name and password: give --user "
+                        "NAME (a person), or --token-file FILE or --token TOKEN")
         return fail(exc.message)
     except UsageError as exc:
         return fail(str(exc), status=2)
