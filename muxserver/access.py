@@ -297,13 +297,35 @@ class Access:
         link = self.shares.check(capability)
         if isinstance(link, str):
             return link
-        grant = self.ceiling.grant(frozenset({WRITE} if link.write else {READ}))
+        right = WRITE if link.write else READ
+        maker = self._maker(link.by)
+        if maker is not None and (right not in maker.rights or not _within(
+                link.path, maker.folder)):
+            maker = None
+        if maker is None:  # (removed, or no longer allowed what the link opens)
+            return ("this link no longer works: the person who shared it no longer has "
+                    "that access")
+        grant = self.ceiling.grant(frozenset({right}))
         scope, only = link.path, ""
         if link.file:
             scope, _, only = link.path.rpartition("/")
         return dataclasses.replace(
             grant, writer=hashlib.sha256(b"link\0" + link.id.encode("ascii")).digest(),
             scope=scope, only=only, who=f"link {link.id}", principal=(LINK, capability))
+
+    def _maker(self, by: str) -> Account | None:
+        """The account that made a link, as it is now (rules.link_maker says how a
+        link names it); None if it is gone."""
+        kind, _, ident = by.partition(":")
+        if kind == PASSWORD:
+            return self.accounts.get().users.get(ident) if self.accounts else None
+        if kind == TOKEN and ident:
+            every = list(self._fixed.tokens.items())
+            if self.accounts is not None:
+                every += list(self.accounts.get().tokens.items())
+            return next((account for digest, account in every
+                         if digest.hex().startswith(ident)), None)
+        return None
 
     # -- a browser's session
 
@@ -402,6 +424,11 @@ def navigated_by_a_person(headers: Mapping[str, str]) -> bool:
 def changes_state(method: str) -> bool:
     """Methods that may change something (RFC 9110's "safe" methods do not)."""
     return method not in ("GET", "HEAD", "OPTIONS")
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or below it ("" is the whole root)."""
+    return not folder or path == folder or path.startswith(folder + "/")
 
 
 def _fingerprint(password_hash: str) -> str:

@@ -58,6 +58,8 @@ USER, TOKEN = "user", "token"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+-]{0,63}")
 #: The shortest token a file may hold (``token`` makes 43 characters).
 MIN_TOKEN = 8
+#: A file whose last line has no end, changed less than this long ago, is being written.
+WRITING_GRACE = 2.0
 #: How often, at most, the server looks at the file for changes (seconds).
 CHECK_INTERVAL = 1.0
 #: Successful password checks remembered, at most (forgotten all at once past it).
@@ -149,6 +151,9 @@ def parse_line(text: str) -> Account | None:
         rights, folder = ALL_RIGHTS, ""
         for option in options:
             key, eq, value = option.partition("=")
+            if key in ("rights", "folder") and not value.strip(",/"):
+                raise ValueError(f"{key}= says nothing (leave it out for "
+                                 f"{'every right' if key == 'rights' else 'the whole root'})")
             if key == "rights" and eq:
                 rights = parse_rights(value)
             elif key == "folder" and eq:
@@ -366,6 +371,22 @@ class LiveAccounts:
         st = os.stat(self.path)
         return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
+    def _being_written(self) -> bool:
+        """The file's last line has no end yet and it changed a moment ago: somebody
+        is writing it in place (an editor, ``>>``). A line cut short could be a whole
+        line of its own (a user without the ``folder=`` that limits them): wait."""
+        try:
+            with open(self.path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                if not size:
+                    return False
+                f.seek(size - 1)
+                ended = f.read(1) == b"\n"
+                changed = os.fstat(f.fileno()).st_mtime
+        except OSError:
+            return False
+        return not ended and time.time() - changed < WRITING_GRACE
+
     def reload_now(self) -> None:
         """Read the file now, changed or not (SIGHUP)."""
         self._forced = True
@@ -387,6 +408,8 @@ class LiveAccounts:
             return
         if identity == self._identity and not forced:
             return
+        if self._being_written():
+            return  # (looked at again in a second, when it is whole)
         self._identity = identity
         try:
             accounts = read_accounts(self.path)

@@ -99,7 +99,7 @@ def linked_folder(capability: str) -> str:
     payload = capability.partition(".")[0]
     try:
         fields = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        leaf = str(fields[1]).rstrip("/").rsplit("/", 1)[-1]
+        leaf = str(fields[2])  # (id, expiry, leaf: shares.ShareBook.capability)
         from .names import split_name
 
         split_name(leaf)

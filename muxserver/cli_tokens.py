@@ -215,6 +215,21 @@ def _change_file(path: str, *, add: "Account | None" = None, remove: str = "",
     """Add ``add`` to the user file (made, mode 0600, if there is none) or take the user
     ``remove`` out, keeping every other line as it was. True if an account of the same
     kind and name was replaced. UsageError if it cannot be done."""
+    import fcntl
+
+    try:
+        folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise UsageError(f"cannot use the folder of {path}: {exc.strerror}") from None
+    try:
+        # (one writer at a time: two `user add` at once must not lose one of them)
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        return _change_locked(path, add, remove, replace)
+    finally:
+        os.close(folder)
+
+
+def _change_locked(path: str, add: "Account | None", remove: str, replace: bool) -> bool:
     from .accounts import USER, read_lines, write_lines
 
     try:

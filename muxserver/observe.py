@@ -230,16 +230,16 @@ class Recorder(Observer):
 
 
 def without_tokens(target: str) -> str:
-    """``target`` with the value of every ``token`` in its query hidden: a key is read
-    as http_codec.parse_query reads it (``%74oken`` is ``token``), so a token the
-    server takes is never shown."""
+    """``target`` with the value of every ``token`` and ``share`` (a link's capability)
+    in its query hidden: a key is read as http_codec.parse_query reads it (``%74oken``
+    is ``token``), so a credential the server takes is never shown."""
     path, mark, query = target.partition("?")
     if not mark:
         return target
     pairs = []
     for pair in query.split("&"):
         key, equals, _ = pair.partition("=")
-        if urllib.parse.unquote(key, errors="replace") == "token":
+        if urllib.parse.unquote(key, errors="replace") in ("token", "share"):
             pair = f"{key}=…"
         pairs.append(pair)
     return f"{path}?{'&'.join(pairs)}"

@@ -297,6 +297,8 @@ class RequestRules(Session):
                                            by=self.link_maker)
         except OSError as exc:
             raise StorageError("io_error", f"cannot keep the link: {exc.strerror}") from None
+        except ValueError as exc:  # (too many links of this maker)
+            raise StorageError("not_permitted", str(exc)) from None
         said = (self.channel.peer, self.wire, printable(link.path or "/"),
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(link.expires)), link.id)
         extra = {"event": "changed", "conn": self.channel.id}
@@ -321,7 +323,10 @@ class RequestRules(Session):
             return []
         every = self.grant.admin
         found = []
+        scope = self.grant.scope
         for link in shares.links(None if every else self.link_maker):
+            if scope and not (link.path == scope or link.path.startswith(scope + "/")):
+                continue  # (made when this account's folder was another: not shown)
             fields = link.fields()
             fields["name"] = self.outside(link.path)
             fields["link"] = shares.capability(link)

@@ -90,33 +90,52 @@ class Seal:
         self._key = key
         return key
 
-    def sign(self, purpose: str, fields: list[Any]) -> str:
+    def sign(self, purpose: str, fields: list[Any], bound: list[Any] | None = None) -> str:
+        """``fields``, readable by whoever holds the value, signed together with
+        ``bound``: what the server knows and the value need not show (a link's folder),
+        and must be given again to open it."""
         key = self.load(make=True)
         assert key is not None
         payload = _b64(json.dumps(fields, separators=(",", ":")).encode("utf-8"))
-        return payload + "." + _b64(_mac(key, purpose, payload))
+        return payload + "." + _b64(_mac(key, purpose, payload, bound))
 
-    def open(self, purpose: str, value: str) -> list[Any] | None:
-        """The fields of a value this server signed for ``purpose``; None for anything
-        else (changed, cut, made up, or signed for another purpose)."""
-        payload, dot, mac = value.partition(".")
-        if not dot or len(value) > 8192:
+    def open(self, purpose: str, value: str, bound: list[Any] | None = None
+             ) -> list[Any] | None:
+        """The fields of a value this server signed for ``purpose`` (with ``bound``);
+        None for anything else (changed, cut, made up, or signed for another purpose)."""
+        fields = peek(value)
+        if fields is None:
             return None
         key = self.load(make=False)
         if key is None:
             return None  # (no secret yet: nothing was ever signed)
+        payload, _, mac = value.partition(".")
         try:
             given = base64.urlsafe_b64decode(mac + "=" * (-len(mac) % 4))
-            if not hmac.compare_digest(given, _mac(key, purpose, payload)):
-                return None
-            fields = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        except (binascii.Error, ValueError, UnicodeError):
+        except (binascii.Error, ValueError):
             return None
-        return fields if isinstance(fields, list) else None
+        if not hmac.compare_digest(given, _mac(key, purpose, payload, bound)):
+            return None
+        return fields
 
 
-def _mac(key: bytes, purpose: str, payload: str) -> bytes:
+def peek(value: str) -> list[Any] | None:
+    """The fields of a signed value, *not checked*: only to look up what it names
+    before its signature is checked (Seal.open)."""
+    payload, dot, _ = value.partition(".")
+    if not dot or len(value) > 8192:
+        return None
+    try:
+        fields = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (binascii.Error, ValueError, UnicodeError):
+        return None
+    return fields if isinstance(fields, list) else None
+
+
+def _mac(key: bytes, purpose: str, payload: str, bound: list[Any] | None) -> bytes:
     message = (purpose + "\0" + payload).encode("ascii", "replace")
+    if bound is not None:
+        message += b"\0" + json.dumps(bound, separators=(",", ":")).encode("utf-8")
     return hmac.new(key, message, hashlib.sha256).digest()[:MAC_BYTES]
 
 

@@ -7,13 +7,19 @@ without looking anything up. What the server must remember is which links exist 
 which were revoked (``share --list``, ``share --revoke ID``): the book, a file of JSON
 lines in the served root (``.muxserver-shares``, a name no request can reach), appended
 to and never rewritten, so that every process and every server on the same root sees
-the same links. Like the user file it is read again when it changed, at most about once
-a second, and at once when a well-signed link is not in it yet (made a moment ago by
-another process).
+the same links. Like the user file it is looked at at most about once a second (only
+the lines added since are read), and at once when a link is not in it yet (made a
+moment ago by another process). One account may have 1,000 links working at once.
+
+The URL shows the link's id, its expiry and the name of what it opens; the folder it is
+in, its rights and its kind are bound into the signature from the book, so a friend
+given a link to ``photos/2026`` does not learn the folders above it, and a changed byte
+of either is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -23,7 +29,7 @@ import secrets
 import time
 from typing import Callable
 
-from .seals import SHARE, Seal
+from .seals import SHARE, Seal, peek
 
 log = logging.getLogger("muxserver")
 
@@ -39,7 +45,7 @@ class Link:
     id: str
     path: str  # the file or folder below the root ("" is the root)
     write: bool  # a drop box into the folder (else read-only)
-    expires: float  # time.time()
+    expires: int  # time.time(), whole seconds
     file: bool  # it opens one file (else a folder)
     by: str = ""  # who made it (the label of its maker's account)
     made: float = 0.0
@@ -64,6 +70,10 @@ def parse_expiry(text: str) -> int:
 class ShareBook:
     """The links made and revoked (see the module docstring)."""
 
+    #: Links one account may have working at once (an unbounded book is read in full
+    #: by every process on start, and a book line costs nothing to make).
+    PER_MAKER = 1000
+
     def __init__(self, path: str, seal: Seal, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
         self.path = path
@@ -71,7 +81,8 @@ class ShareBook:
         self._clock, self._wall = clock, wall
         self._links: dict[str, Link] = {}
         self._revoked: set[str] = set()
-        self._identity: tuple[int, ...] | None = None
+        self._inode = 0
+        self._read_to = 0  # bytes of the book read so far (it only grows: appended to)
         self._checked = -CHECK_INTERVAL
         self._refresh(force=True)
 
@@ -80,7 +91,10 @@ class ShareBook:
     def make(self, path: str, *, write: bool, file: bool, lifetime: float,
              by: str) -> tuple[Link, str]:
         """A new link, written to the book; (the link, its capability for the URL).
-        OSError if the book cannot be written."""
+        OSError if the book cannot be written; ValueError if its maker has too many."""
+        if len(self.links(by)) >= self.PER_MAKER:
+            raise ValueError(f"you have {self.PER_MAKER} links working: revoke some first "
+                             "(share --list, share --revoke ID)")
         now = self._wall()
         link = Link(secrets.token_hex(6), path, write, round(now + lifetime), file, by,
                     round(now))
@@ -89,8 +103,12 @@ class ShareBook:
         return link, self.capability(link)
 
     def capability(self, link: Link) -> str:
-        return self.seal.sign(SHARE, [link.id, link.path, int(link.write), link.expires,
-                                      int(link.file)])
+        """What the URL carries: the link's id, expiry and leaf name, readable; its
+        folder, rights and kind bound into the signature but not shown (a friend given
+        a link to photos/2026 need not learn the folders above it)."""
+        leaf = link.path.rsplit("/", 1)[-1]
+        return self.seal.sign(SHARE, [link.id, link.expires, leaf],
+                              bound=[link.path, int(link.write), int(link.file)])
 
     def revoke(self, link_id: str) -> None:
         self._append({"revoked": link_id})
@@ -108,63 +126,86 @@ class ShareBook:
         self._refresh()
         return self._links.get(link_id)
 
+    def revoked(self, link_id: str) -> bool:
+        return link_id in self._revoked
+
     # -- checking
 
     def check(self, capability: str) -> Link | str:
         """The link a capability stands for, or why it opens nothing (a sentence)."""
-        fields = self.seal.open(SHARE, capability)
-        if (fields is None or len(fields) != 5 or not isinstance(fields[0], str)
-                or not isinstance(fields[1], str) or not isinstance(fields[3], (int, float))):
-            return "this link is not valid: it was changed, cut short or made up"
-        link_id, path, write, expires, file = fields
-        if expires <= self._wall():
-            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(expires))
-            return f"this link expired on {when}"
+        invalid = "this link is not valid: it was changed, cut short or made up"
+        fields = peek(capability)
+        if (fields is None or len(fields) != 3 or not isinstance(fields[0], str)
+                or type(fields[1]) is not int):
+            return invalid
+        link_id, expires = fields[0], fields[1]
         self._refresh()
         if link_id not in self._links and link_id not in self._revoked:
             self._refresh(force=True)  # (made a moment ago by another process?)
-        if link_id in self._revoked or link_id not in self._links:
+        link = self._links.get(link_id)
+        if link is None or link.expires != expires or self.seal.open(
+                SHARE, capability, bound=[link.path, int(link.write), int(link.file)]) is None:
+            return invalid
+        if link_id in self._revoked:
             return "this link was revoked by the person who shared it"
-        return Link(link_id, path, bool(write), expires, bool(file),
-                    self._links[link_id].by, self._links[link_id].made)
+        if expires <= self._wall():
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(expires))
+            return f"this link expired on {when}"
+        return link
 
     # -- the file
 
     def _append(self, record: dict[str, object]) -> None:
+        """One line at the book's end, whole (a line cut short by a full disk or a crash
+        before it is ended first, so it cannot swallow this one), then flushed."""
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, line)  # (one write of one line: O_APPEND keeps lines whole)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line
+            view = memoryview(line)
+            while view:  # (O_APPEND: every write goes to the end)
+                view = view[os.write(fd, view):]
             os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):  # (what was written must not pass for a line)
+                os.write(fd, b"\n")
+            raise
         finally:
             os.close(fd)
 
     def _refresh(self, force: bool = False) -> None:
+        """Read what was added to the book since the last look (it is only appended to:
+        a step reads the new lines, not the whole book again)."""
         now = self._clock()
         if not force and now - self._checked < CHECK_INTERVAL:
             return
         self._checked = now
         try:
-            st = os.stat(self.path)
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            self._links, self._revoked, self._identity = {}, set(), None
+            self._links, self._revoked, self._inode, self._read_to = {}, set(), 0, 0
             return
         except OSError as exc:
             log.warning("cannot read the share links %s: %s", self.path, exc.strerror)
             return
-        identity = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if identity == self._identity:
-            return
-        links: dict[str, Link] = {}
-        revoked: set[str] = set()
         try:
-            with open(self.path, encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    _read_record(line, links, revoked)
+            st = os.fstat(fd)
+            if st.st_ino != self._inode or st.st_size < self._read_to:  # (a new book)
+                self._links, self._revoked, self._inode, self._read_to = {}, set(), st.st_ino, 0
+            if st.st_size == self._read_to:
+                return
+            data = os.pread(fd, st.st_size - self._read_to, self._read_to)
         except OSError as exc:
             log.warning("cannot read the share links %s: %s", self.path, exc.strerror)
             return
-        self._identity, self._links, self._revoked = identity, links, revoked
+        finally:
+            os.close(fd)
+        whole = data.rfind(b"\n") + 1  # (a last line still being written: next time)
+        for line in data[:whole].decode("utf-8", "replace").splitlines():
+            _read_record(line, self._links, self._revoked)
+        self._read_to += whole
 
 
 def _read_record(line: str, links: dict[str, Link], revoked: set[str]) -> None:
@@ -174,7 +215,7 @@ def _read_record(line: str, links: dict[str, Link], revoked: set[str]) -> None:
         if "made" in record:
             made = record["made"]
             links[made["id"]] = Link(str(made["id"]), str(made["name"]), bool(made["write"]),
-                                     float(made["expires"]), bool(made["file"]),
+                                     int(made["expires"]), bool(made["file"]),
                                      str(made.get("by", "")), float(made.get("made", 0)))
         elif "revoked" in record:
             revoked.add(str(record["revoked"]))

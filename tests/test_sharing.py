@@ -519,14 +519,16 @@ def test_a_changed_expired_or_revoked_link_opens_nothing(make, world):
     made = make_link(world, "shared")
     h = make()
     link = made["link"]
-    payload, mac = link.split(".")
-    forged = json.loads(__import__("base64").urlsafe_b64decode(payload + "=="))
-    forged[1] = "private"  # the same signature, another folder
     import base64
-    other = base64.urlsafe_b64encode(json.dumps(forged, separators=(",", ":")).encode()
+
+    payload, mac = link.split(".")
+    fields = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    assert "shared" == fields[2] and len(fields) == 3  # (id, expiry, leaf: no folders)
+    fields[1] += 10**6  # the same signature, a later expiry
+    other = base64.urlsafe_b64encode(json.dumps(fields, separators=(",", ":")).encode()
                                      ).rstrip(b"=").decode() + "." + mac
-    answer = link_get(h, other, "s.txt")
-    assert answer.refused("unauthorized") and b"secret" not in answer.body
+    answer = link_get(h, other, "poster.txt")
+    assert answer.refused("unauthorized") and b"poster" not in answer.body
     world.wall[0] += 3601
     assert link_get(make(), link, "poster.txt").refused("unauthorized")
     world.wall[0] -= 3601
@@ -795,3 +797,92 @@ def test_too_many_passwords_waiting_is_a_busy_server(world, kind):
         assert h.replies()[0].refused("server_busy")
         assert h.session.strikes <= 1 and world.access._strikes.blocked_until(
             h.channel.peer_host) == 0  # (not a guess)
+
+
+def test_a_link_stops_when_its_maker_loses_the_access_it_gives(world):
+    made = make_link(world, "a.txt", who="alice")  # (friends/alice/a.txt)
+    with harnesses("native", world.root) as make:
+        h = make(access=world.access)
+        open_link(h, made["link"])
+        h.send(h.wire.get("a.txt"))
+        assert h.replies()[-1].ok
+        moved = Account(USER, "alice", hashed(ALICE_PW), folder="friends/elsewhere")
+        world.rewrite([line for line in user_lines() if not line.startswith("user alice")]
+                      + [moved.line()])
+        h = make(access=world.access)
+        open_link(h, made["link"])
+        assert h.replies()[-1].refused("unauthorized")
+        assert "no longer" in h.replies()[-1].headers["message"]
+
+
+def test_a_book_line_cut_short_does_not_bring_a_revoked_link_back(world):
+    made = make_link(world, "shared")
+    with open(world.shares.path, "a") as book:
+        book.write('{"made":{"id":"dead","name":"pub","wri')  # (a crash mid-line)
+    world.shares.revoke(made["link_id"])
+    fresh = ShareBook(world.shares.path, world.seal, clock=lambda: world.clock[0],
+                      wall=lambda: world.wall[0])
+    assert isinstance(fresh.check(made["link"]), str)
+    assert fresh.revoked(made["link_id"])
+
+
+def test_a_link_shows_no_folder_above_what_it_opens(world):
+    made = make_link(world, "friends/alice/a.txt")
+    import base64
+
+    payload = made["link"].split(".")[0]
+    shown = base64.urlsafe_b64decode(payload + "==").decode()
+    assert "friends" not in shown and "a.txt" in shown
+
+
+def test_one_maker_has_at_most_so_many_links(world):
+    world.shares.PER_MAKER = 2
+    make_link(world, "shared")
+    make_link(world, "private")
+    with harnesses("native", world.root) as make:
+        h = make(access=world.access)
+        h.sign_in("bob", BOB_PW)
+        h.send(protocol.encode_share(9, "make", "shared", expires=60))
+        refused = h.replies()[-1]
+        assert not refused.ok and "revoke some" in refused.headers["message"]
+
+
+def test_users_added_at_the_same_time_are_all_kept(tmp_path):
+    import subprocess
+    import sys
+
+    users = tmp_path / "users"
+    adding = [subprocess.Popen([sys.executable, "-m", "muxserver", "user", "add", f"u{i}",
+                                "--file", str(users)], stdin=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+              for i in range(8)]
+    try:
+        for proc in adding:
+            proc.communicate("a password\n", timeout=60)
+    finally:
+        for proc in adding:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert sorted(line.split()[1] for line in users.read_text().splitlines()) == sorted(
+        f"u{i}" for i in range(8))
+
+
+def test_a_user_file_being_written_is_read_once_it_is_whole(world):
+    text = world.users.read_text()
+    cut = [line for line in user_lines() if line.startswith("user alice")][0]
+    cut = cut.rsplit(" folder=", 1)[0]  # (alice, not yet limited to her folder)
+    world.users.write_text("\n".join(line for line in text.splitlines()
+                                     if not line.startswith("user alice")) + "\n" + cut)
+    world.clock[0] += 1.0
+    assert world.accounts.get().users["alice"].folder == "friends/alice"  # (the old one)
+    world.users.write_text(world.users.read_text() + " folder=friends/alice2\n")
+    world.clock[0] += 1.0
+    assert world.accounts.get().users["alice"].folder == "friends/alice2"
+
+
+def test_empty_settings_in_the_user_file_are_refused():
+    for bad in ("token ci T0K-T0K-T0K rights=", "token ci T0K-T0K-T0K folder=",
+                "token ci T0K-T0K-T0K rights=,", "token ci T0K-T0K-T0K folder=//"):
+        with pytest.raises(ValueError):
+            parse_line(bad)
