@@ -243,6 +243,7 @@ class Access:
         verdict = self._identify(offered)
         if isinstance(verdict, PasswordCheck) and not can_wait:
             self.passwords.waiting += 1
+            self.passwords.waiting_from[""] += 1
             self.passwords.record(verdict, password_matches(verdict.stored, verdict.password))
             verdict = self._identify(offered)
         if isinstance(verdict, (Grant, PasswordCheck)):
@@ -286,7 +287,8 @@ class Access:
         else:
             writer = hashlib.sha256(b"user\0" + account.name.encode("utf-8")).digest()
             principal = (PASSWORD, account.name, _fingerprint(account.secret))
-        who = account.label if self.accounts is not None else ""
+        who = account.label if self.accounts is not None and (
+            account.name or account.kind != ACCOUNT_TOKEN) else ""
         return dataclasses.replace(self.ceiling.grant(account.rights), writer=writer,
                                    scope=account.folder, who=who, principal=principal,
                                    admin=account.rights == ALL_RIGHTS and not account.folder)
@@ -382,12 +384,14 @@ class Access:
         return ("removing and moving need the read right too (a writer that may not read "
                 "is never told which names exist)")
 
-    def why_not_replace(self) -> str:
+    def why_not_replace(self, grant: Grant | None = None) -> str:
         ceiling = self.ceiling
         if ceiling.read_only or ceiling.upload_only or not ceiling.allow_overwrite:
             return "this server does not overwrite files (--allow-overwrite)"
-        return ("this token may not replace files (that takes the read, write and delete "
-                "rights)")
+        kind = grant.principal[0] if grant is not None and grant.principal else TOKEN
+        who = ("this link" if kind == LINK else f"the user {grant.principal[1]}"
+               if kind == PASSWORD and grant is not None else "this token")
+        return f"{who} may not replace files (that takes the read, write and delete rights)"
 
     def host_allowed(self, host: str | None) -> bool:
         return self.hosts.allows(host)

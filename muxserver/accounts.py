@@ -32,6 +32,7 @@ replace the file in one rename, so a reader never sees half of it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -299,6 +300,9 @@ class PasswordChecks:
 
     #: Checks waiting for the helper, at most; past that a sign-in is told to come back.
     MAX_WAITING = 64
+    #: ... and from one address: a guesser's checks then come one after another, and
+    #: its wrong ones reach the back-off (access.py) before it can queue many more.
+    MAX_WAITING_PER_ADDRESS = 2
 
     def __init__(self) -> None:
         self._key = secrets.token_bytes(32)
@@ -306,6 +310,7 @@ class PasswordChecks:
         self._refused: set[bytes] = set()
         self.slow_checks = 0  # (for tests and the curious: hashes actually computed)
         self.waiting = 0  # checks handed to the helper, not answered yet
+        self.waiting_from: collections.Counter[str] = collections.Counter()  # by address
         self._jobs: queue.SimpleQueue[tuple[PasswordCheck, Callable[[bool], None]]] | None = None
 
     def mark_of(self, name: str, stored: str, password: str) -> bytes:
@@ -322,15 +327,28 @@ class PasswordChecks:
             return False
         return None
 
-    def record(self, check: PasswordCheck, ok: bool) -> None:
+    def busy_for(self, address: str) -> str:
+        """Why a check from ``address`` must not wait now ("" when it may)."""
+        if self.waiting >= self.MAX_WAITING:
+            return "too many sign-ins at once; try again in a second"
+        if self.waiting_from[address] >= self.MAX_WAITING_PER_ADDRESS:
+            return (f"sign-ins from {address} are being checked already; try again in a "
+                    "second")
+        return ""
+
+    def record(self, check: PasswordCheck, ok: bool, address: str = "") -> None:
         """The helper's answer, kept (in the loop's thread)."""
         self.waiting -= 1
+        self.waiting_from[address] -= 1
+        if self.waiting_from[address] <= 0:
+            del self.waiting_from[address]
         kept = self._verified if ok else self._refused
         if len(kept) >= VERIFIED_CACHE:
             kept.clear()
         kept.add(check.mark)
 
-    def check_later(self, check: PasswordCheck, done: Callable[[bool], None]) -> None:
+    def check_later(self, check: PasswordCheck, done: Callable[[bool], None],
+                    address: str = "") -> None:
         """Hash ``check`` in the helper thread; ``done(ok)`` is then called *from that
         thread* (hand it to the loop with ``call_soon_threadsafe``), and ``record``
         must be called with the answer in the loop."""
@@ -340,6 +358,7 @@ class PasswordChecks:
             self._jobs = queue.SimpleQueue()
             start_helper(_check_passwords, self._jobs, "muxserver-passwords")
         self.waiting += 1
+        self.waiting_from[address] += 1
         self.slow_checks += 1
         self._jobs.put((check, done))
 

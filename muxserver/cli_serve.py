@@ -150,14 +150,18 @@ def run_workers(args: argparse.Namespace, config: Any, count: int, use_console: 
     """--workers N: a supervisor and N worker processes (workers.py)."""
     from .workers import Supervisor
 
-    if config.tokens or config.token_file:  # (a broken secret file: said before starting)
+    if config.tokens or config.token_file:  # (made once here, before the workers read it)
         from .seals import Seal
         from .server import secret_path
 
+        seal = Seal.from_file(secret_path(config, os.path.realpath(args.root)))
         try:
-            Seal.from_file(secret_path(config, os.path.realpath(args.root))).load(make=False)
+            seal.load(make=True)
         except ValueError as exc:
             return fail(str(exc))
+        if not seal.kept:  # (each worker would sign with a secret of its own)
+            return fail("the workers need one server secret in a file: give --secret-file "
+                        "a place that can be written (the root cannot)")
     supervisor = Supervisor(config, count, console=use_console)
     try:
         host, port = supervisor.start()

@@ -85,6 +85,7 @@ class HttpSession(TusRequests, FolderReplies, SignInRequests):
         self.request_headers = headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                                           for k, v in request.headers}
         self.request_method = request.method.decode("ascii", "replace")
+        self.request_target = request.target.decode("ascii", "replace")
         self.head = request.method == b"HEAD"
         self.name = ""
         self.tus_piece = None

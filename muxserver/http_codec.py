@@ -98,6 +98,7 @@ class HttpCodec(RequestRules):
                                    max_incomplete_event_size=self.limits.max_header_size)
         self.request_headers: dict[str, str] = {}
         self.request_method = ""
+        self.request_target = ""
         self.offered_kind = ""  # what the request offered to get in (access.Credential.kind)
         self.head = False  # the request is a HEAD: every answer has headers only
         self.name = ""

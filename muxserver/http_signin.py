@@ -36,7 +36,7 @@ import binascii
 import json
 import urllib.parse
 
-from .access import LINK, PASSWORD, SESSION, TOKEN, Credential, Refusal
+from .access import LINK, PASSWORD, READ, SESSION, TOKEN, Credential, Grant, Refusal
 from .http_codec import STATUS, HttpCodec, HttpError, parse_query
 from .index_page import INDEX_CSP, signin_page
 from .shares import DEFAULT_EXPIRY, parse_expiry
@@ -146,21 +146,70 @@ class SignInRequests(HttpCodec):
             return False  # (served now: curl, the CLI, a link to one file)
         if kind == "token" and not self.services.access.token_required:
             return False
-        rest = {k: v for k, v in query.items() if k not in ("token", "share")}
+        rest = {k: v for k, v in query.items() if k not in ("token", "share", "replace")}
         # Always a path on this server: "//x" would be another site, so slashes go.
         location = "/" + urllib.parse.quote(path.lstrip("/")) + (
             "?" + urllib.parse.urlencode(rest) if rest else "")
+        same_origin = self.request_headers.get("sec-fetch-site", "none") in (
+            "same-origin", "none")
         if kind == "token":
+            if not same_origin:  # (another site's link must not sign this browser in)
+                page = signin_page("Sign in with the token in this address?",
+                                   has_users=False, token=query.get("token", ""))
+                self.send_page(200, page)
+                return True
             self.respond(303, [("Location", location), ("Set-Cookie", self.start_session())],
                          b"token accepted\n")
             return True
+        current = self.signed_in_as()
+        if current is not None:  # (a person signed in here opens a link)
+            shown = self.own_view_of_link(current)
+            if shown is not None:  # their own view of what the link opens
+                self.respond(303, [("Location", shown)], b"you can see it signed in\n")
+                return True
+            if query.get("replace") != "1" or not same_origin:
+                again = self.request_target + ("&" if "?" in self.request_target else "?")
+                page = signin_page(f"You are signed in as {current.who or 'somebody'}. This "
+                                   "link opens what your account cannot; opening it signs "
+                                   "you out in this browser.", has_users=False,
+                                   confirm_url=again + "replace=1")
+                self.send_page(200, page)
+                return True
         # A page of ours that moves on: a link mostly comes from another site, and the
         # Strict cookie goes with a navigation our page starts, not with a redirect.
         page = signin_page("Opening the shared folder…", has_users=False, next_url=location)
-        self.respond(200, [("Content-Type", "text/html; charset=utf-8"),
-                           ("Cache-Control", "no-store"), ("Content-Security-Policy", INDEX_CSP),
-                           ("Set-Cookie", self.start_session())], page.encode())
+        self.send_page(200, page, [("Set-Cookie", self.start_session())])
         return True
+
+    def send_page(self, status: int, page: str,
+                  headers: list[tuple[str, str]] | None = None) -> None:
+        self.respond(status, [("Content-Type", "text/html; charset=utf-8"),
+                              ("Cache-Control", "no-store"),
+                              ("Content-Security-Policy", INDEX_CSP), *(headers or [])],
+                     page.encode())
+
+    def signed_in_as(self) -> Grant | None:
+        """The account this browser's session cookie is for, if any, and valid."""
+        for cookie in self.request_headers.get("cookie", "").split(";"):
+            key, _, value = cookie.strip().partition("=")
+            if key == SESSION_COOKIE and value:
+                grant = self.services.access.check(self.channel.peer_host,
+                                                   Credential(SESSION, value))
+                if isinstance(grant, Grant) and grant.principal[:1] != (LINK,):
+                    return grant
+        return None
+
+    def own_view_of_link(self, account: Grant) -> str | None:
+        """Where ``account`` sees what the link of this request opens, if it can."""
+        link = self.grant
+        folder = account.scope
+        target = link.scope + ("/" + link.only if link.only else "")
+        if folder and not (target == folder or target.startswith(folder + "/")):
+            return None
+        if not account.allows(READ):
+            return None
+        shown = target[len(folder):].lstrip("/") if folder else target
+        return "/" + urllib.parse.quote(shown) + ("" if link.only or not shown else "/")
 
     # -- /.muxserver-auth/
 

@@ -78,7 +78,7 @@ SIGNIN = (importlib.resources.files(__package__) / "page" / "signin.html").read_
     encoding="utf-8").replace("{css_version}", ASSETS["index.css"].etag).replace(
     "{js_version}", ASSETS["signin.js"].etag)
 _SIGNIN_SLOT = re.compile(r"\{(title|note|note_class|next|form_hidden|password_hidden|"
-                          r"token_hidden|switch_hidden|onward_hidden|version|recheck)\}")
+                          r"token_hidden|switch_hidden|onward_hidden|version|recheck|onward|token)\}")
 
 #: The places in HEAD filled in for each page.
 _SLOT = re.compile(r"\{(title|crumbs|settings|newfolder|reading)\}")
@@ -172,22 +172,29 @@ def index_tail(name: str, count: int, error: str = "", drop_box: bool = False,
 
 
 def signin_page(note: str, *, has_users: bool, link_refused: bool = False,
-                next_url: str = "", recheck: bool = False) -> str:
+                next_url: str = "", recheck: bool = False, token: str = "",
+                confirm_url: str = "") -> str:
     """The sign-in page (http_signin.py): ``note`` says why it is shown; with
     ``has_users`` it asks for a name and password first (else for a token);
     ``link_refused``: a share link did not open; ``next_url``: no form, the page moves
     on there (a share link's first answer); ``recheck``: nothing was offered, so the
-    browser may be signed in already, its cookie held back (SameSite): the page asks."""
+    browser may be signed in already, its cookie held back (SameSite): the page asks;
+    ``token``: the token field filled (a ``?token=`` link from another site, signed in
+    only when the person says so); ``confirm_url``: no form, a link to go on there."""
     hidden = ' hidden'
+    if token:
+        has_users = False
     values = {
         "title": ("Shared with you" if next_url else "Link refused" if link_refused
                   else "Sign in"),
         "note": html.escape(note), "note_class": "err" if link_refused else "muted",
         "next": html.escape(next_url, quote=True),
-        "form_hidden": hidden if next_url else "",
+        "onward": html.escape(next_url or confirm_url, quote=True),
+        "token": html.escape(token, quote=True),
+        "form_hidden": hidden if next_url or confirm_url else "",
         "password_hidden": "" if has_users else hidden,
         "token_hidden": hidden if has_users else "",
         "switch_hidden": "" if has_users else hidden,
-        "onward_hidden": "" if next_url else hidden,
+        "onward_hidden": "" if next_url or confirm_url else hidden,
         "version": __version__, "recheck": "1" if recheck else ""}
     return _SIGNIN_SLOT.sub(lambda slot: values[slot.group(1)], SIGNIN)

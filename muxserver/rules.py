@@ -223,7 +223,7 @@ class RequestRules(Session):
             made = self.services.root.make_dir(self.inside(name), parents=parents,
                                                beside_if_taken=self.blind)
         if made:
-            log.info("%s %smade the directory %s", self.channel.peer, self.wire,
+            log.info("%s %smade the directory %s", self.who, self.wire,
                      printable(self.inside(name)),
                      extra={"event": "changed", "conn": self.channel.id})
         return made or self.blind
@@ -248,7 +248,7 @@ class RequestRules(Session):
         except StorageError as exc:
             failed(exc)
             return
-        log.info("%s %sremoved %s (%d %s)", self.channel.peer, self.wire, printable(name),
+        log.info("%s %sremoved %s (%d %s)", self.who, self.wire, printable(name),
                  removed, "entry" if removed == 1 else "entries",
                  extra={"event": "changed", "conn": self.channel.id})
         done(removed)
@@ -265,7 +265,7 @@ class RequestRules(Session):
                                                    allow_overwrite=self.grant.replace)
         except StorageError as exc:
             raise self.explained(exc, dst) from None
-        log.info("%s %smoved %s to %s", self.channel.peer, self.wire,
+        log.info("%s %smoved %s to %s", self.who, self.wire,
                  printable(self.inside(src)), printable(self.inside(dst)),
                  extra={"event": "changed", "conn": self.channel.id})
         return replaced
@@ -287,7 +287,8 @@ class RequestRules(Session):
                                               "a year")
         if write:
             self.require(WRITE, f"a drop box link to {name!r}")
-        info = self.describe(name)  # (needs read: and tells a file from a folder)
+        info = (self.describe(name) if name or self.grant.scope  # (needs read; file or folder)
+                else {"type": "dir"} if self.grant.allows(READ) else self.describe(name))
         if info["type"] not in ("file", "dir") or (write and info["type"] != "dir"):
             raise StorageError("not_a_directory" if write else "not_a_file",
                                f"{name!r} is not a {'folder' if write else 'file or folder'}")
@@ -299,7 +300,7 @@ class RequestRules(Session):
             raise StorageError("io_error", f"cannot keep the link: {exc.strerror}") from None
         except ValueError as exc:  # (too many links of this maker)
             raise StorageError("not_permitted", str(exc)) from None
-        said = (self.channel.peer, self.wire, printable(link.path or "/"),
+        said = (self.who, self.wire, printable(link.path or "/"),
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(link.expires)), link.id)
         extra = {"event": "changed", "conn": self.channel.id}
         if write:
@@ -336,12 +337,16 @@ class RequestRules(Session):
     def revoke_link(self, link_id: str) -> None:
         shares = self.services.access.shares
         if shares is None or not any(mine["id"] == link_id for mine in self.my_links()):
+            link = shares.find(link_id) if shares is not None else None
+            if link is not None and shares is not None and shares.revoked(link_id) and (
+                    self.grant.admin or link.by == self.link_maker):
+                raise StorageError("not_found", f"the link {link_id!r} was revoked already")
             raise StorageError("not_found", f"no link {link_id!r} of yours")
         try:
             shares.revoke(link_id)
         except OSError as exc:
             raise StorageError("io_error", f"cannot revoke the link: {exc.strerror}") from None
-        log.info("%s %srevoked the link %s", self.channel.peer, self.wire, link_id,
+        log.info("%s %srevoked the link %s", self.who, self.wire, link_id,
                  extra={"event": "changed", "conn": self.channel.id})
 
     # -- listings
@@ -540,7 +545,7 @@ class RequestRules(Session):
         except StorageError as exc:
             raise self.explained(exc, name) from None
         if offset and total is None:  # (the pieces of a tus upload: not each one)
-            log.info("%s %sresumed %s at %s", self.channel.peer, self.wire, printable(name),
+            log.info("%s %sresumed %s at %s", self.who, self.wire, printable(name),
                      format_bytes(offset), extra={"event": "resumed", "conn": self.channel.id})
         self.upload = upload
         self.work.move(Event.UPLOAD_OPENED)

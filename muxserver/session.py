@@ -258,9 +258,10 @@ class Session(BaseProtocol):
         """Hand ``check`` to the password helper; reading waits (CHECKING) until it
         answers, then the request starts over. A refusal if too many wait already."""
         passwords = self.services.access.passwords
-        if passwords.waiting >= passwords.MAX_WAITING:
-            return Refusal("server_busy", "too many sign-ins at once; try again in a "
-                                          "second", retry_after=1)
+        address = self.channel.peer_host
+        busy = passwords.busy_for(address)
+        if busy:
+            return Refusal("server_busy", busy, retry_after=1)
         loop = self.services.loop
         self.work.move(Event.CHECK_STARTED)
         self.channel.pause_reading()
@@ -269,13 +270,13 @@ class Session(BaseProtocol):
             loop.call_soon_threadsafe(lambda: self.password_checked(check, ok, again),
                                       owner=self)
 
-        passwords.check_later(check, checked)
+        passwords.check_later(check, checked, address)
         return None
 
     def password_checked(self, check: PasswordCheck, ok: bool,
                          again: Callable[[], None]) -> None:
         """The helper has checked a password (called in the loop)."""
-        self.services.access.passwords.record(check, ok)
+        self.services.access.passwords.record(check, ok, self.channel.peer_host)
         if self.channel.closed or self.work.state is not Work.CHECKING:
             return  # (the connection went away meanwhile: the answer is kept anyway)
         self.work.move(Event.CHECK_ENDED)
@@ -304,7 +305,7 @@ class Session(BaseProtocol):
         if exc.code != "overwrite_refused":
             return exc
         return StorageError(exc.code, f"{name!r} exists and may not be replaced: "
-                                      f"{self.services.access.why_not_replace()}")
+                                      f"{self.services.access.why_not_replace(self.grant)}")
 
     # -- waiting
 
@@ -360,8 +361,19 @@ class Session(BaseProtocol):
     # -- transfers: begun, counted once, logged once
 
     def begin_transfer(self, op: str, name: str, total: int = 0) -> Transfer:
+        """A transfer of ``name`` (as the request names it: the log and the console
+        name it below the served root, whatever folder the request's grant sees)."""
+        scope = self.grant.scope
+        if scope:
+            name = f"{scope}/{name}" if name else scope
         self.active = Transfer(op, name, total, self.services.loop.now)
         return self.active
+
+    @property
+    def who(self) -> str:
+        """The peer, for the log, and who it is (a user, a named token, a link)."""
+        who = self.grant.who
+        return f"{self.channel.peer} ({who})" if who else self.channel.peer
 
     def forget_transfer(self) -> None:
         """The request turned out not to be a transfer (a redirect, a refusal to a
@@ -373,7 +385,7 @@ class Session(BaseProtocol):
             return
         self._end(transfer)
         self.services.stats.transfers_done += 1
-        self.services.turn_log.info("%s %s%s %s: %d bytes%s ok", self.channel.peer, self.wire,
+        self.services.turn_log.info("%s %s%s %s: %d bytes%s ok", self.who, self.wire,
                                     transfer.op, printable(transfer.name), size,
                                     f", {digest.short()}" if digest else "")
 
@@ -396,7 +408,7 @@ class Session(BaseProtocol):
         what = transfer.op if transfer is not None else "request"
         name = name or (transfer.name if transfer is not None else "")
         self.transfer_failed(transfer)
-        log.warning("%s %s%s%s refused: %s (%s)", self.channel.peer, self.wire, what,
+        log.warning("%s %s%s%s refused: %s (%s)", self.who, self.wire, what,
                     f" {printable(name)}" if name else "", message, code,
                     extra={"event": "refused", "conn": self.channel.id})
 

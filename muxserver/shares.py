@@ -37,7 +37,7 @@ BOOK_NAME = ".muxserver-shares"
 DEFAULT_EXPIRY = 7 * 86400
 MAX_EXPIRY = 366 * 86400
 CHECK_INTERVAL = 1.0
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -58,9 +58,9 @@ class Link:
 def parse_expiry(text: str) -> int:
     """``7d``, ``12h``, ``30m``, ``2w``, ``3600`` (seconds): how long a link lives;
     ValueError for anything else, or for more than a year."""
-    match = re.fullmatch(r"\s*(\d{1,9})\s*([smhdw]?)\s*", text.lower())
+    match = re.fullmatch(r"\s*(\d{1,9})\s*([smhdwy]?)\s*", text.lower())
     if not match:
-        raise ValueError(f"{text!r} is not a duration: say 30m, 12h, 7d or 2w")
+        raise ValueError(f"{text!r} is not a duration: say 30m, 12h, 7d, 2w or 1y")
     seconds = int(match.group(1)) * _UNITS[match.group(2) or "s"]
     if not 0 < seconds <= MAX_EXPIRY:
         raise ValueError("a link lives at least a second and at most a year")

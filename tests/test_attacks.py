@@ -302,10 +302,13 @@ CLICKED = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate",
            "Sec-Fetch-Dest": "document", "Sec-Fetch-User": "?1"}
 
 
-def test_a_share_link_followed_from_another_site_still_signs_in(make):
+def test_a_token_link_followed_from_another_site_asks_before_signing_in(make):
     h = make("http", token=WRITER)
     reply = browser_get(h, "/?token=" + WRITER, **CLICKED)
-    assert reply.status == 303 and "set-cookie" in reply.headers
+    # (no cookie yet: another site's page must not sign this browser in to an account
+    # of its choosing; the sign-in page, the token filled in, signs in when asked)
+    assert reply.status == 200 and "set-cookie" not in reply.headers
+    assert WRITER.encode() in reply.body
     for _ in range(12):  # wrong ones that way still count: a guesser could click too
         g = make("http", access=h.access)
         browser_get(g, "/?token=guess", **CLICKED)

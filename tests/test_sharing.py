@@ -886,3 +886,54 @@ def test_empty_settings_in_the_user_file_are_refused():
                 "token ci T0K-T0K-T0K rights=,", "token ci T0K-T0K-T0K folder=//"):
         with pytest.raises(ValueError):
             parse_line(bad)
+
+
+def test_a_token_link_from_another_site_asks_before_it_signs_in(world):
+    with harnesses("http", world.root) as make:
+        h = make(access=world.access)
+        h.send(h.wire.request("GET", "/?token=" + CI_TOKEN, {
+            "Accept": "text/html", "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate",
+            "Sec-Fetch-User": "?1", "Sec-Fetch-Dest": "document"}))
+        page = h.replies()[-1]
+        assert page.status == 200 and "set-cookie" not in page.headers
+        assert f'value="{CI_TOKEN}"'.encode() in page.body  # (signed in when they say so)
+        h.send(h.wire.request("GET", "/?token=" + CI_TOKEN, {"Sec-Fetch-Site": "none"}))
+        typed = h.replies()[-1]
+        assert typed.status == 303 and "muxserver_session=" in typed.headers["set-cookie"]
+
+
+def test_a_person_signed_in_who_opens_a_link_keeps_their_session(world):
+    link_headers = {"Accept": "text/html", "Sec-Fetch-Site": "none",
+                    "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+    made = make_link(world, "friends/alice/sub")
+    with harnesses("http", world.root) as make:
+        h = make(access=world.access)
+        alice = sign_in_over_http(h, "alice", ALICE_PW)
+        h.send(h.wire.request("GET", "/?share=" + made["link"],
+                              {**link_headers, "Cookie": f"muxserver_session={alice}"}))
+        own = h.replies()[-1]
+        assert own.status == 303 and own.headers["location"] == "/sub/"
+        assert "set-cookie" not in own.headers
+        other = make_link(world, "shared")  # (not hers to see)
+        h.send(h.wire.request("GET", "/?share=" + other["link"],
+                              {**link_headers, "Cookie": f"muxserver_session={alice}"}))
+        asked = h.replies()[-1]
+        assert asked.status == 200 and "set-cookie" not in asked.headers
+        assert b"signs you out" in asked.body and b"replace=1" in asked.body
+        h.send(h.wire.request("GET", "/?share=" + other["link"] + "&replace=1",
+                              {**link_headers, "Sec-Fetch-Site": "same-origin",
+                               "Cookie": f"muxserver_session={alice}"}))
+        assert "muxserver_session=" in h.replies()[-1].headers["set-cookie"]
+
+
+def test_sign_ins_from_one_address_wait_two_at_a_time(world):
+    world.access.passwords.waiting_from["192.0.2.7"] = 2
+    with harnesses("http", world.root) as make:
+        h = make(access=world.access)
+        h.sign_in("bob", BOB_PW)
+        h.send(h.wire.get("private/s.txt"))
+        assert h.replies()[-1].refused("server_busy")
+        other = make(access=world.access, peer_host="192.0.2.8")
+        other.sign_in("bob", BOB_PW)
+        other.send(other.wire.get("private/s.txt"))
+        assert other.replies()[-1].ok

@@ -325,9 +325,10 @@ function showResumable() {  // unfinished uploads to this folder, from before a 
 showResumable();
 
 // ---- who is signed in, signing out, and share links (http_signin.py)
-if (cfg.who) {
+if (cfg.who || cfg.signedIn) {
   document.getElementById("who").hidden = false;
-  document.getElementById("who-name").textContent = cfg.link ? "a shared link" : cfg.who;
+  document.getElementById("who-name").textContent = cfg.link ? "a shared link"
+    : cfg.who || "a token";
   document.getElementById("signout").hidden = !cfg.signedIn;
 }
 document.getElementById("signout").addEventListener("click", async () => {
