@@ -387,10 +387,11 @@ class Tour:
                  downloadThroughput=-1, uploadThroughput=upload)
 
     @contextlib.contextmanager
-    def slow_link(self):
-        """4 MiB/s up, capped by the browser: an upload of a few pieces then takes
-        seconds, time enough to interrupt it once the server holds its first piece."""
-        self.link(upload=4 * 1024 * 1024)
+    def slow_link(self, rate: int = 4 * 1024 * 1024):
+        """``rate`` bytes/s up (4 MiB/s), capped by the browser: an upload of a few
+        pieces then takes seconds, time enough to interrupt it once the server holds its
+        first piece."""
+        self.link(upload=rate)
         try:
             yield
         finally:
@@ -437,9 +438,11 @@ class Tour:
 
     def check_network_loss(self) -> str:
         lost = self.work / "over a bad link.bin"
-        lost.write_bytes(os.urandom(2 * PIECE + 999))
+        # (16 MiB still to go at 2 MiB/s when the first piece is held: 8 s to notice it
+        # and cut the network, however busy the machine)
+        lost.write_bytes(os.urandom(3 * PIECE + 999))
         self.open()
-        with self.slow_link():
+        with self.slow_link(2 * 1024 * 1024):
             self.upload_one_piece_of(lost)
             self.link(offline=True)
             wait_for(lambda: any("trying again" in s for s in self.upload_states()),
