@@ -113,19 +113,17 @@ class SignInRequests(HttpCodec):
                 ". Ask the person who shared it for a new one.")
         else:
             note = refusal.message[0].upper() + refusal.message[1:] + "."
-        headers = [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"),
-                   ("Content-Security-Policy", INDEX_CSP),
-                   ("WWW-Authenticate", 'Bearer realm="muxserver"')]
+        headers = [("WWW-Authenticate", 'Bearer realm="muxserver"')]
         if refusal.code != "unauthorized":
             headers.append(("Retry-After", str(refusal.retry_after)))
-        if self.offered_kind == SESSION:  # (the cookie is worthless now: forget it)
+        elif self.offered_kind == SESSION:  # (the cookie is worthless now: forget it)
             headers.append(("Set-Cookie", self.cookie("", 0)))
         if close:
             headers.append(("Connection", "close"))
         link_refused = self.offered_kind == LINK and not refusal.missing
         page = signin_page(note, has_users=self.services.access.has_users,
                            link_refused=link_refused, recheck=refusal.missing)
-        self.respond(status, headers, page.encode())
+        self.send_page(status, page, headers)
 
     # -- sessions
 
