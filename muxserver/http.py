@@ -354,7 +354,8 @@ class HttpSession(TusRequests, FolderReplies, SignInRequests):
         if self.tus_piece is not None:
             self.finish_piece()
             return
-        self.upload.length = self.upload.received  # chunked bodies declared none
+        if "transfer-encoding" in self.request_headers:  # (chunked: no length declared)
+            self.upload.body_ended()
         self.finish_upload()
 
     def upload_stored(self, upload: Upload, digest: Digest) -> None:

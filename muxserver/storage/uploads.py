@@ -345,6 +345,13 @@ class Upload:
         """The whole file's size."""
         return self.total
 
+    def body_ended(self) -> None:
+        """A body whose length was not said (HTTP's chunked) has ended: its length, and
+        so the whole file's size, are what arrived."""
+        self.length = self.received
+        if not self.in_pieces:
+            self.total = self.offset + self.received
+
     @property
     def claimed(self) -> bool:
         """It goes on writing a partial file (claimed: see Uploads._claim_partial)."""

@@ -1,0 +1,30 @@
+"""Everyday defects a new user met in the first ten minutes, each pinned by a test."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import run_cli, spawn_server, stop_process
+from .session_harness import harnesses
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_a_chunked_put_says_how_many_bytes_it_stored(tmp_path, caplog):
+    root = tmp_path / "root"
+    root.mkdir()
+    with harnesses("http", root) as make:
+        h = make()
+        with caplog.at_level(logging.INFO, logger="muxserver"):
+            h.send(h.wire.request("PUT", "/x", {"Transfer-Encoding": "chunked"},
+                                  b"3\r\nhi\n\r\n0\r\n\r\n"))
+        reply = h.replies()[-1]
+    assert reply.status == 201 and b"stored x (3 bytes" in reply.body
+    assert (root / "x").read_bytes() == b"hi\n"
+    assert any("put x: 3 bytes" in r.getMessage() for r in caplog.records)
