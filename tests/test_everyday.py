@@ -28,3 +28,19 @@ def test_a_chunked_put_says_how_many_bytes_it_stored(tmp_path, caplog):
     assert reply.status == 201 and b"stored x (3 bytes" in reply.body
     assert (root / "x").read_bytes() == b"hi\n"
     assert any("put x: 3 bytes" in r.getMessage() for r in caplog.records)
+
+
+def test_put_as_a_new_name_logs_no_refusal(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "f.txt").write_text("data")
+    server = spawn_server(root)
+    try:
+        put = run_cli("put", str(tmp_path / "f.txt"), "--as", "newname.txt", "--port",
+                      str(server.port))
+        assert put.returncode == 0
+        server.wait_for_stderr(r"put newname.txt: 4 bytes")
+    finally:
+        stop_process(server.proc)
+    _, err = server.output()
+    assert "refused" not in err
