@@ -13,7 +13,7 @@ from typing import Any
 
 from .cli_common import UsageError, fail, remote_name
 from .cli_tokens import read_token
-from .client import Client, ClientError, GetFile, PutFile, Stat
+from .client import Client, ClientError, GetFile, MakeDir, PutFile, Stat
 from .digests import ALGORITHMS, Digest, from_fields
 from .units import format_bytes
 
@@ -186,6 +186,7 @@ def transfer(args: argparse.Namespace, client: Client) -> int:
         if args.sync:
             ops = leave_out_unchanged(ops, client, args.quiet)
         total = sum(op.expected_size for op in ops)
+    made_dirs = make_empty_dirs(args, client) if args.command == "put" else 0
     report = TransferReport(quiet=args.quiet, files=len(ops), total_bytes=total or None)
     client.progress, client.on_finish = report.progress, report.finished
     try:
@@ -201,7 +202,39 @@ def transfer(args: argparse.Namespace, client: Client) -> int:
         status = report.close()
     if args.command == "put":
         tell_what_the_server_kept(ops, client)
-    return status
+    return status or made_dirs
+
+
+def make_empty_dirs(args: argparse.Namespace, client: Client) -> int:
+    """put -r: the folders that hold no file (the files' own folders are made with
+    them), made on the server too; 1 if one could not be, else 0."""
+    names = []
+    for path in args.files:
+        if os.path.isdir(path) and args.recursive:
+            base = (remote_name(args.as_name) if args.as_name is not None
+                    else os.path.basename(os.path.normpath(path)))
+            names += [f"{base}/{rel}" if base not in ("", ".") else rel
+                      for rel in empty_dirs(path)]
+    if not names:
+        return 0
+    failed = 0
+    for op in client.run([MakeDir(name, parents=True) for name in names]):
+        if op.ok:
+            if not args.quiet:
+                print(f"mkdir {op.name}/ ok", file=sys.stderr)
+        else:
+            failed = 1
+            print(f"muxserver: mkdir {op.name} failed: {op.message}", file=sys.stderr)
+    return failed
+
+
+def empty_dirs(top: str) -> list[str]:
+    """The folders below ``top`` with nothing in them (relative POSIX names, sorted)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        if not dirnames and not filenames and dirpath != top:
+            found.append(os.path.relpath(dirpath, top).replace(os.sep, "/"))
+    return sorted(found)
 
 
 CUT_OFF = ("connection", "timeout")
@@ -399,9 +432,18 @@ def plan_gets(args: argparse.Namespace, client: Client) -> list[GetFile]:
         targets = [(name, os.path.basename(name), info.get("size", 0))]
         if args.recursive and info.get("type") == "dir":
             base = os.path.basename(name)  # ("" for the root: its files go straight in)
+            listed = client.list(name, recursive=True)
             targets = [(e["name"], base + e["name"][len(name):] if name else e["name"],
-                        e.get("size", 0))
-                       for e in client.list(name, recursive=True) if e.get("type") == "file"]
+                        e.get("size", 0)) for e in listed if e.get("type") == "file"]
+            for entry in listed:  # (folders too, the empty ones with them)
+                if entry.get("type") == "dir":
+                    rel = base + entry["name"][len(name):] if name else entry["name"]
+                    try:
+                        split_name(rel)
+                    except BadName as exc:
+                        raise ClientError("bad_name", f"refusing a name from the server: "
+                                                      f"{exc}") from None
+                    os.makedirs(os.path.join(args.output, *rel.split("/")), exist_ok=True)
         for remote, rel, size in targets:
             try:
                 split_name(rel)  # a hostile server must not make us write outside -o

@@ -44,3 +44,25 @@ def test_put_as_a_new_name_logs_no_refusal(tmp_path):
         stop_process(server.proc)
     _, err = server.output()
     assert "refused" not in err
+
+
+def test_put_r_and_get_r_keep_empty_folders(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    tree = tmp_path / "d"
+    (tree / "empty" / "deeper").mkdir(parents=True)
+    (tree / "full").mkdir()
+    (tree / "full" / "a.txt").write_text("a")
+    server = spawn_server(root)
+    try:
+        put = run_cli("put", "-r", str(tree), "--port", str(server.port))
+        assert put.returncode == 0, put.stderr
+        assert (root / "d" / "empty" / "deeper").is_dir()
+        out = tmp_path / "out"
+        out.mkdir()
+        got = run_cli("get", "-r", "d", "-o", str(out), "--port", str(server.port))
+        assert got.returncode == 0, got.stderr
+        assert (out / "d" / "empty" / "deeper").is_dir()
+        assert (out / "d" / "full" / "a.txt").read_text() == "a"
+    finally:
+        stop_process(server.proc)
