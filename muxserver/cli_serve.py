@@ -4,6 +4,7 @@ listens and what to type elsewhere, and what it did when it stops."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
@@ -46,16 +47,26 @@ def run_serve(args: argparse.Namespace) -> int:
         return fail(str(exc), status=2)
     if workers > 1 and (args.trace or args.trace_bytes or args.trace_json):
         return fail("the trace narrates one loop: use it with --workers 1", status=2)
+    made = False
     if not os.path.lexists(args.root):
+        parent = os.path.dirname(os.path.abspath(args.root))
+        if not os.path.isdir(parent):  # (a typo must not make a whole tree)
+            return fail(f"there is no directory {parent} to make {args.root} in", status=2)
         try:  # (a newcomer's first `--root ~/shared`: make it, and say so)
-            os.makedirs(args.root)
+            os.mkdir(args.root)
         except OSError as exc:
             return fail(f"cannot make the directory {args.root}: {exc.strerror}")
+        made = True
         print(f"muxserver: made the directory {os.path.abspath(args.root)}",
               file=sys.stderr)
     if workers > 1:
-        return run_workers(args, config, workers, use_console)
-    return run_one_server(args, config, use_console)
+        status = run_workers(args, config, workers, use_console)
+    else:
+        status = run_one_server(args, config, use_console)
+    if made and status:  # (the server never served it: leave no trace of the attempt)
+        with contextlib.suppress(OSError):
+            os.rmdir(args.root)
+    return status
 
 
 def limits_from(args: argparse.Namespace) -> Limits:

@@ -66,3 +66,18 @@ def test_put_r_and_get_r_keep_empty_folders(tmp_path):
         assert (out / "d" / "full" / "a.txt").read_text() == "a"
     finally:
         stop_process(server.proc)
+
+
+def test_a_mistyped_root_makes_no_tree_and_a_failed_start_leaves_nothing(tmp_path):
+    typo = tmp_path / "no-such" / "deeper" / "shared"
+    bad = run_cli("serve", "--root", str(typo), "--port", "0", "--no-console")
+    assert bad.returncode == 2 and "no directory" in bad.stderr
+    assert not (tmp_path / "no-such").exists()
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        fresh = tmp_path / "fresh"
+        busy = run_cli("serve", "--root", str(fresh), "--port",
+                       str(taken.getsockname()[1]), "--no-console")
+    assert busy.returncode == 1 and not fresh.exists()
