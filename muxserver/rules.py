@@ -644,6 +644,7 @@ class RequestRules(Session):
             self.upload_failed(upload, exc)
             return
         if self.active is not None:
+            self.active.name = upload.name  # (where it went: a drop box's may differ)
             self.transfer_done(self.active, upload.size, digest)
         self.upload_stored(upload, digest)
 

@@ -81,3 +81,20 @@ def test_a_mistyped_root_makes_no_tree_and_a_failed_start_leaves_nothing(tmp_pat
         busy = run_cli("serve", "--root", str(fresh), "--port",
                        str(taken.getsockname()[1]), "--no-console")
     assert busy.returncode == 1 and not fresh.exists()
+
+
+@pytest.mark.parametrize("kind", ["native", "http"])
+def test_a_drop_box_upload_is_logged_under_the_name_it_was_stored_as(tmp_path, caplog, kind):
+    from muxserver.access import Ceiling
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "notes.txt").write_text("first")
+    with harnesses(kind, root) as make:
+        h = make(ceiling=Ceiling(upload_only=True))
+        with caplog.at_level(logging.INFO, logger="muxserver"):
+            h.send(h.wire.put("notes.txt", b"second"))
+        assert h.replies()[-1].ok
+    assert (root / "notes (2).txt").read_bytes() == b"second"
+    said = [r.getMessage() for r in caplog.records if "put " in r.getMessage()]
+    assert any("put notes (2).txt: 6 bytes" in line for line in said), said
