@@ -10,7 +10,15 @@ import pytest
 from muxserver import protocol
 from muxserver.client import Client, ClientError
 
-from .conftest import FrameReader, put_frame, run_cli, spawn_server, stop_process
+from .conftest import (
+    FrameReader,
+    put_frame,
+    run_cli,
+    spawn_server,
+    start_thread_server,
+    stop_process,
+    stop_thread_server,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -175,3 +183,31 @@ def test_tls_and_token_together_from_the_command_line(tmp_path, root, certificat
         assert plain.returncode == 1 and "--tls" in plain.stderr
     finally:
         stop_process(srv.proc)
+
+
+def test_a_wrong_cafile_or_name_gets_a_hint_that_fits(tls_server, certificates, tmp_path):
+    trustme = pytest.importorskip("trustme")
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(other_ca)
+    with Client(tls_server.host, tls_server.port, tls=True, cafile=str(other_ca)) as client:
+        with pytest.raises(ClientError) as wrong_ca:
+            client.list()
+    assert "use --cafile" not in wrong_ca.value.message
+    assert "other-ca.pem is not the certificate" in wrong_ca.value.message
+    named = trustme.CA()
+    (tmp_path / "named").mkdir()
+    cert = named.issue_cert("files.example")  # (for another name than 127.0.0.1)
+    cert.private_key_pem.write_to_path(tmp_path / "named" / "key.pem")
+    cert.cert_chain_pems[0].write_to_path(tmp_path / "named" / "cert.pem")
+    named.cert_pem.write_to_path(tmp_path / "named" / "ca.pem")
+    (tmp_path / "root2").mkdir()
+    running, thread = start_thread_server(tmp_path / "root2", tls_cert=str(
+        tmp_path / "named" / "cert.pem"), tls_key=str(tmp_path / "named" / "key.pem"))
+    try:
+        with Client(running.host, running.port, tls=True,
+                    cafile=str(tmp_path / "named" / "ca.pem")) as client:
+            with pytest.raises(ClientError) as mismatch:
+                client.list()
+        assert "not for the name '127.0.0.1'" in mismatch.value.message
+    finally:
+        stop_thread_server(running, thread)

@@ -98,3 +98,37 @@ def test_a_drop_box_upload_is_logged_under_the_name_it_was_stored_as(tmp_path, c
     assert (root / "notes (2).txt").read_bytes() == b"second"
     said = [r.getMessage() for r in caplog.records if "put " in r.getMessage()]
     assert any("put notes (2).txt: 6 bytes" in line for line in said), said
+
+
+def test_a_server_that_stops_mid_upload_is_not_said_to_want_tls(tmp_path):
+    import socket
+    import threading
+
+    from muxserver.client import Client, PutFile
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(4 * 1024 * 1024))
+    listener = socket.create_server(("127.0.0.1", 0))
+    taken = threading.Event()
+
+    def take_some_then_hang_up() -> None:  # (a server stopped in the middle of a body)
+        conn, _ = listener.accept()
+        got = 0
+        while got < 256 * 1024:
+            data = conn.recv(65536)
+            if not data:
+                break
+            got += len(data)
+        taken.set()
+        conn.close()
+
+    thread = threading.Thread(target=take_some_then_hang_up, daemon=True)
+    thread.start()
+    try:
+        with Client("127.0.0.1", listener.getsockname()[1], timeout=30) as client:
+            result = client.run([PutFile(str(big), "big.bin")])[0]
+        assert not result.ok and taken.is_set()
+        assert "--tls" not in result.message
+    finally:
+        listener.close()
+        thread.join(timeout=10)

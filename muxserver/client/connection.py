@@ -106,8 +106,15 @@ class Client:
             return context.wrap_socket(sock, server_hostname=self.host)
         except ssl.SSLCertVerificationError as exc:
             sock.close()
+            if "mismatch" in (exc.verify_message or "").lower():  # (hostname, IP address)
+                hint = (f"its certificate is not for the name {self.host!r}: connect with "
+                        "the name or address it was made for")
+            elif self.cafile:
+                hint = f"{self.cafile} is not the certificate (or the CA) this server uses"
+            else:
+                hint = "use --cafile with the server's certificate (or its CA)"
             raise ClientError("tls", f"the server's certificate is not trusted: "
-                                     f"{exc.verify_message} (use --cafile)") from None
+                                     f"{exc.verify_message} ({hint})") from None
         except (ssl.SSLError, OSError) as exc:
             sock.close()
             raise ClientError("tls", f"TLS handshake with {self.host}:{self.port} failed: "
@@ -197,6 +204,7 @@ class _Pipeline:
         self.sending: Operation | None = None  # the operation whose bytes are going out
         self.out = bytearray()  # request headers not sent yet
         self.body_left = 0  # body bytes of self.sending not sent yet
+        self.body_sent = 0  # body bytes sent on this connection (the server took them)
         self.decoder = FrameDecoder()
         self.replies = 0  # reply frames received on this connection
         self.current: Operation | None = None  # the operation whose reply is being read
@@ -287,6 +295,7 @@ class _Pipeline:
                 if sent == 0:
                     raise ClientError("local_error", f"{op.result.path} shrank while sending")
                 self.body_left -= sent
+                self.body_sent += sent
                 op.done_bytes += sent
                 self.report(op)
                 if not self.body_left:
@@ -457,8 +466,9 @@ class _Pipeline:
                 f"{self.first_reply_hint()}")
 
     def first_reply_hint(self) -> str:
-        """Why a server might hang up before its first reply: it expects TLS."""
-        if self.replies or self.client.tls:
+        """Why a server might hang up before its first reply: it expects TLS. Not when
+        it had taken body bytes already (it spoke our protocol: it stopped, or died)."""
+        if self.replies or self.client.tls or self.body_sent:
             return ""
         return " before any reply (if the server uses TLS, add --tls)"
 
