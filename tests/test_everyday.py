@@ -114,7 +114,7 @@ def test_a_server_that_stops_mid_upload_is_not_said_to_want_tls(tmp_path):
     def take_some_then_hang_up() -> None:  # (a server stopped in the middle of a body)
         conn, _ = listener.accept()
         got = 0
-        while got < 256 * 1024:
+        while got < 4 * 1024 * 1024:  # (the whole body: the client waits for a reply)
             data = conn.recv(65536)
             if not data:
                 break
