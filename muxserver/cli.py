@@ -17,7 +17,7 @@ from typing import Any, NoReturn, Sequence
 
 from . import __version__
 from .cli_client import run_client_command
-from .cli_common import UsageError, fail, port_flag, seconds_flag, size_flag
+from .cli_common import UsageError, fail, host_flag, port_flag, seconds_flag, size_flag
 from .cli_serve import run_serve
 from .cli_tokens import add_token_arguments, make_token, run_user_command
 from .client import DEFAULT_PORT
@@ -96,7 +96,7 @@ def add_user_parser(sub: Any) -> None:
 def add_serve_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve a directory (the default command)",
                        description="Serve a directory over TCP until Ctrl-C.")
-    p.add_argument("--host", default="127.0.0.1",
+    p.add_argument("--host", type=host_flag, default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=port_flag, default=DEFAULT_PORT,
                    help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
@@ -176,7 +176,8 @@ def default_text(field: dataclasses.Field[Any]) -> str:
 
 def add_client_parsers(sub: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--host", default=os.environ.get("MUXSERVER_HOST", "127.0.0.1"),
+    common.add_argument("--host", type=host_flag,
+                        default=os.environ.get("MUXSERVER_HOST", "127.0.0.1"),
                         help="server address (default 127.0.0.1, or $MUXSERVER_HOST; a "
                              "share link given as a NAME or the last FILE says its own)")
     common.add_argument("--port", type=port_flag,

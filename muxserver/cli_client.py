@@ -419,6 +419,9 @@ def plan_gets(args: argparse.Namespace, client: Client) -> list[GetFile]:
     pipelined round of stat requests) so the overall progress bar has a total."""
     from .names import BadName, split_name
 
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise UsageError(f"-o names the directory to write into, and {args.output} is a "
+                         "file (get NAME, then mv it, to give a file another name)")
     names = [remote_name(name) for name in args.names]
     infos = {r.name: r.info for r in client.run([Stat(n) for n in names if n])}
     infos[""] = {"type": "dir"}  # the served root
@@ -493,9 +496,16 @@ def describe_change(op: Any, info: dict[str, Any]) -> str:
 
 
 def print_listing(args: argparse.Namespace, client: Client) -> int:
-    listing = client.listing(remote_name(args.path), recursive=args.recursive)
-    entries = sorted(listing.entries, key=lambda e: e.get("name", ""))
     import json
+
+    try:
+        listing = client.listing(remote_name(args.path), recursive=args.recursive)
+        entries = sorted(listing.entries, key=lambda e: e.get("name", ""))
+        left_out = listing.info.get("left_out", 0)
+    except ClientError as exc:
+        if exc.code != "not_a_directory":
+            raise
+        entries, left_out = [client.stat(remote_name(args.path))], 0  # (ls FILE: the file)
 
     for entry in entries:
         if args.json:
@@ -504,7 +514,6 @@ def print_listing(args: argparse.Namespace, client: Client) -> int:
         name = entry.get("name", "?") + ("/" if entry.get("type") == "dir" else "")
         size = format_bytes(entry.get("size", 0)) if entry.get("type") == "file" else "-"
         print(f"{size:>10}  {format_time(entry.get('mtime'))}  {name}")
-    left_out = listing.info.get("left_out", 0)
     if not args.json and not args.quiet and not entries and not left_out:
         print("(empty)", file=sys.stderr)
     if left_out and not args.quiet:

@@ -39,6 +39,12 @@ def remote_name(text: str) -> str:
     return name.rstrip("/")
 
 
+def host_flag(text: str) -> str:
+    """A host as people type it: ``[::1]`` (as in a URL) is ``::1``."""
+    text = text.strip()
+    return text[1:-1] if text.startswith("[") and text.endswith("]") else text
+
+
 def size_flag(text: str) -> int:
     try:
         return parse_size(text)

@@ -132,3 +132,21 @@ def test_a_server_that_stops_mid_upload_is_not_said_to_want_tls(tmp_path):
     finally:
         listener.close()
         thread.join(timeout=10)
+
+
+def test_ls_of_a_file_get_o_a_file_and_a_bracketed_host(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "x.txt").write_text("x")
+    server = spawn_server(root)
+    try:
+        port = str(server.port)
+        ls = run_cli("ls", "x.txt", "--port", port)
+        assert ls.returncode == 0 and "x.txt" in ls.stdout, ls.stderr
+        (tmp_path / "f.txt").write_text("mine")
+        get = run_cli("get", "x.txt", "-o", str(tmp_path / "f.txt"), "--port", port)
+        assert get.returncode == 2 and "is a file" in get.stderr
+        bracketed = run_cli("ls", "--host", "[127.0.0.1]", "--port", port)
+        assert bracketed.returncode == 0 and "x.txt" in bracketed.stdout
+    finally:
+        stop_process(server.proc)
