@@ -196,7 +196,8 @@ def add_client_parsers(sub: Any) -> None:
 
     p = sub.add_parser("put", parents=[common], help="upload files",
                        description="Upload files; several files share one pipelined connection.")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="files (with -r, directories) to send; the last may be a share link to put into")
     p.add_argument("--as", dest="as_name", metavar="NAME",
                    help="name on the server (one FILE only; with -r, the remote directory)")
     p.add_argument("--overwrite", action="store_true",
@@ -212,7 +213,8 @@ def add_client_parsers(sub: Any) -> None:
 
     p = sub.add_parser("get", parents=[common], help="download files",
                        description="Download files into a directory; several share one connection.")
-    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("names", nargs="+", metavar="NAME",
+                   help="files (with -r, directories) below the served root, or one share link")
     p.add_argument("-o", "--output", default=".", metavar="DIR",
                    help="directory to write into (default: the current one)")
     p.add_argument("--overwrite", action="store_true", help="replace existing local files")
@@ -224,26 +226,32 @@ def add_client_parsers(sub: Any) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue interrupted downloads from their NAME.part files")
 
-    p = sub.add_parser("ls", parents=[common], help="list a directory on the server")
-    p.add_argument("path", nargs="?", default="", metavar="PATH")
+    p = sub.add_parser("ls", parents=[common], help="list a directory on the server",
+                       description="List a directory on the server (the root by default), "
+                                   "or show one file; sizes like ls -h, folders end in /.")
+    p.add_argument("path", nargs="?", default="", metavar="PATH",
+                   help="a directory or a file below the served root (default: the root; "
+                        "or a share link)")
     p.add_argument("-r", "--recursive", action="store_true", help="list subdirectories too")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
-    p = sub.add_parser("stat", parents=[common], help="show a file's size, time and hash")
-    p.add_argument("name", metavar="NAME")
+    p = sub.add_parser("stat", parents=[common], help="show a file's size, time and hash",
+                       description="Show a file's (or a directory's) type, size, time and "
+                                   "the digests the server remembers for it.")
+    p.add_argument("name", metavar="NAME", help="a file or directory below the served root")
 
     p = sub.add_parser("rm", parents=[common], help="remove files on the server",
                        description="Remove files (with -r, directories and all they hold). "
                                    "The server must allow it (serve --allow-delete).")
-    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("names", nargs="+", metavar="NAME", help="files or directories to remove")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="remove directories and everything in them")
 
     p = sub.add_parser("mv", parents=[common], help="rename a file or directory on the server",
                        description="Rename within the server's root, in one atomic step "
                                    "(no copy). The server must allow it (--allow-delete).")
-    p.add_argument("source", metavar="SRC")
-    p.add_argument("dest", metavar="DST")
+    p.add_argument("source", metavar="SRC", help="what to move (below the served root)")
+    p.add_argument("dest", metavar="DST", help="its new name (below the served root)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing file DST (the server must allow it)")
 
@@ -261,8 +269,10 @@ def add_client_parsers(sub: Any) -> None:
     p.add_argument("--list", action="store_true", help="list the links you made")
     p.add_argument("--revoke", metavar="ID", help="revoke the link ID (see --list)")
 
-    p = sub.add_parser("mkdir", parents=[common], help="make directories on the server")
-    p.add_argument("names", nargs="+", metavar="DIR")
+    p = sub.add_parser("mkdir", parents=[common], help="make directories on the server",
+                       description="Make directories on the server (their parent must "
+                                   "exist, unless -p).")
+    p.add_argument("names", nargs="+", metavar="DIR", help="directories to make")
     p.add_argument("-p", "--parents", action="store_true",
                    help="make missing parents too; an existing directory is fine")
 

@@ -25,6 +25,9 @@ from .addresses import is_loopback, reachable_address
 def run_serve(args: argparse.Namespace) -> int:
     from .server import ServerConfig  # (not for clients)
 
+    if bool(args.tls_cert) != bool(args.tls_key):  # (a usage error: said before anything)
+        return fail("TLS needs both a certificate (--tls-cert) and a key (--tls-key)",
+                    status=2)
     try:
         tokens = read_tokens(args)
     except UsageError as exc:

@@ -150,3 +150,16 @@ def test_ls_of_a_file_get_o_a_file_and_a_bracketed_host(tmp_path):
         assert bracketed.returncode == 0 and "x.txt" in bracketed.stdout
     finally:
         stop_process(server.proc)
+
+
+def test_a_certificate_without_its_key_is_a_usage_error_and_every_command_says_what_it_is():
+    half = run_cli("serve", "--tls-cert", "cert.pem", "--port", "0")
+    assert half.returncode == 2 and "--tls-key" in half.stderr
+    for command in ("ls", "stat", "mkdir", "put", "get", "rm", "mv", "share"):
+        shown = run_cli(command, "--help")
+        described = shown.stdout.split("positional arguments:")[0].split("\n\n")[1]
+        assert described.strip() and not described.startswith("positional"), command
+        positionals = shown.stdout.split("positional arguments:")[1].split("options:")[0]
+        for line in positionals.strip().splitlines():
+            if line.startswith("  ") and not line.startswith("    "):
+                assert len(line.split()) > 1, (command, line)  # (a name and its help)
