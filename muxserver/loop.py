@@ -345,7 +345,7 @@ class EventLoop:
             callback()
         except Exception as exc:
             self.fault(owner, exc)
-        self._timed(started, "call", callback.__qualname__)
+        self._timed(started, "call", callback_name(callback))
 
     def _close_pending(self) -> None:
         while self._to_close:
@@ -422,3 +422,11 @@ class _Waker:
             for signum in data:
                 if signum:
                     self.on_signal(signum)
+
+
+def callback_name(callback: Callable[[], None]) -> str:
+    """A callback as the stop summary names it: ``Session.finish_upload``, not
+    ``Session.finish_upload.<locals>.<lambda>.<locals>.<lambda>`` (a lambda is named
+    after the method that made it)."""
+    name = getattr(callback, "__qualname__", type(callback).__name__)
+    return name.split(".<locals>")[0]

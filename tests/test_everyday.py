@@ -163,3 +163,33 @@ def test_a_certificate_without_its_key_is_a_usage_error_and_every_command_says_w
         for line in positionals.strip().splitlines():
             if line.startswith("  ") and not line.startswith("    "):
                 assert len(line.split()) > 1, (command, line)  # (a name and its help)
+
+
+class Uploader:
+    def finish_upload(self):
+        return lambda: (lambda: None)
+
+
+def test_a_refused_mkdir_says_mkdir_and_the_stop_summary_names_methods(tmp_path,
+                                                                        monkeypatch):
+    import errno
+
+    from muxserver.loop import callback_name
+    from muxserver.storage import Root, StorageError
+
+    root = Root(tmp_path)
+    real_mkdir = os.mkdir
+
+    def refused(path, *args, **kwargs):
+        if path == "d":
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", refused)
+    try:
+        with pytest.raises(StorageError) as said:
+            root.make_dir("d", parents=False)
+        assert said.value.message == "cannot make the directory 'd': Permission denied"
+    finally:
+        root.close()
+    assert callback_name(Uploader().finish_upload()()) == "Uploader.finish_upload"

@@ -46,7 +46,7 @@ class Directories(RootCore):
                 raise StorageError("exists", f"{name!r} exists and is not a directory") from None
             return bool(created)
         except OSError as exc:
-            raise write_error(exc, name) from None
+            raise write_error(exc, name, "make the directory") from None
         finally:
             os.close(parent)
         return True
@@ -55,7 +55,7 @@ class Directories(RootCore):
         try:
             self.sync_created(dirs, created)
         except OSError as exc:
-            raise write_error(exc, name) from None
+            raise write_error(exc, name, "make the directory") from None
 
     def remove_in_steps(self, name: str, *, recursive: bool,
                         step: int = 256) -> Iterator[int]:
@@ -148,7 +148,7 @@ class Directories(RootCore):
                 raise StorageError("is_directory", f"cannot replace the file {dst!r} with "
                                                    f"the directory {src!r}") from None
             except OSError as exc:
-                raise write_error(exc, dst) from None
+                raise write_error(exc, dst, f"move {src!r} onto") from None
             return replaces
         finally:
             os.close(sparent)

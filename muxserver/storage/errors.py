@@ -81,24 +81,24 @@ _LEAF_ERRORS = {
     errno.EACCES: ("forbidden", "{name!r}: permission denied"),
 }
 _WRITE_ERRORS = {
-    errno.ENOSPC: ("no_space", "cannot store {name!r}: {why}"),
-    errno.EDQUOT: ("no_space", "cannot store {name!r}: {why}"),
-    errno.EFBIG: ("no_space", "cannot store {name!r}: {why}"),
-    errno.EACCES: ("forbidden", "cannot store {name!r}: {why}"),
-    errno.EPERM: ("forbidden", "cannot store {name!r}: {why}"),
-    errno.EROFS: ("forbidden", "cannot store {name!r}: {why}"),
-    errno.ENOTDIR: ("not_a_directory", "cannot store {name!r}: a parent is a file"),
-    errno.ENAMETOOLONG: ("bad_name", "cannot store {name!r}: name too long"),
+    errno.ENOSPC: ("no_space", "cannot {doing} {name!r}: {why}"),
+    errno.EDQUOT: ("no_space", "cannot {doing} {name!r}: {why}"),
+    errno.EFBIG: ("no_space", "cannot {doing} {name!r}: {why}"),
+    errno.EACCES: ("forbidden", "cannot {doing} {name!r}: {why}"),
+    errno.EPERM: ("forbidden", "cannot {doing} {name!r}: {why}"),
+    errno.EROFS: ("forbidden", "cannot {doing} {name!r}: {why}"),
+    errno.ENOTDIR: ("not_a_directory", "cannot {doing} {name!r}: a parent is a file"),
+    errno.ENAMETOOLONG: ("bad_name", "cannot {doing} {name!r}: name too long"),
 }
 
 
 def _looked_up(exc: OSError, name: str, table: dict[int, tuple[str, str]],
-               busy_what: str, otherwise: str) -> StorageError:
+               busy_what: str, otherwise: str, doing: str = "") -> StorageError:
     busy = _busy(exc, busy_what)
     if busy is not None:
         return busy
     code, text = table.get(exc.errno or 0, ("io_error", otherwise))
-    return StorageError(code, text.format(name=name, why=exc.strerror))
+    return StorageError(code, text.format(name=name, why=exc.strerror, doing=doing))
 
 
 def leaf_error(exc: OSError, name: str) -> StorageError:
@@ -106,7 +106,8 @@ def leaf_error(exc: OSError, name: str) -> StorageError:
     return _looked_up(exc, name, _LEAF_ERRORS, repr(name), "{name!r}: {why}")
 
 
-def write_error(exc: OSError, name: str) -> StorageError:
-    """What a failed creation, write or rename of ``name`` means."""
-    return _looked_up(exc, name, _WRITE_ERRORS, f"cannot store {name!r}",
-                      "cannot store {name!r}: {why}")
+def write_error(exc: OSError, name: str, doing: str = "store") -> StorageError:
+    """What a failed creation, write or rename of ``name`` means; ``doing``: what was
+    being done to it, in words ("store", "make the directory", "move onto")."""
+    return _looked_up(exc, name, _WRITE_ERRORS, f"cannot {doing} {name!r}",
+                      "cannot {doing} {name!r}: {why}", doing)

@@ -196,7 +196,7 @@ class RootCore:
         except FileExistsError:
             pass  # made by someone else in the meantime: fine, open it below
         except OSError as exc:
-            raise write_error(exc, where) from None
+            raise write_error(exc, where, "make the directory") from None
         try:
             return os.open(part, _O_DIR, dir_fd=parent)
         except OSError as exc:
