@@ -193,3 +193,14 @@ def test_a_refused_mkdir_says_mkdir_and_the_stop_summary_names_methods(tmp_path,
     finally:
         root.close()
     assert callback_name(Uploader().finish_upload()()) == "Uploader.finish_upload"
+
+
+def test_the_readme_says_what_the_tool_does():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    synopsis = readme[readme.index("## Commands"):readme.index("## From a browser")]
+    for flag in ("--sync", "--workers", "muxserver token", "muxserver share",
+                 "muxserver user"):
+        assert flag in synopsis, flag
+    assert "checked end to end with SHA-256" not in readme  # (the output says blake3)
+    assert "pipx install ." in readme
+    assert "python3 -m zipfile -e" in readme  # (a folder's zip without bsdtar)
