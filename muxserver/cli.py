@@ -39,14 +39,16 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"muxserver: {message} (see: python -m {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(show_limits: bool = False) -> argparse.ArgumentParser:
+    """The parser; ``show_limits``: ``serve --help-limits`` lists the tuning limits,
+    which plain ``--help`` leaves out (29 of them would bury the options people use)."""
     parser = Parser(
         prog="muxserver",
         description="A single-threaded, non-blocking file server and its client.",
         epilog="Without a command, 'serve' is assumed: python -m muxserver --root DIR")
     parser.add_argument("--version", action="version", version=f"muxserver {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    add_serve_parser(sub)
+    add_serve_parser(sub, show_limits)
     add_client_parsers(sub)
     p = sub.add_parser("token", help="make a new random token (for --token-file)",
                        description="Print a new random token. With --append, also add it "
@@ -93,9 +95,13 @@ def add_user_parser(sub: Any) -> None:
                        help="the user file (serve --token-file FILE)")
 
 
-def add_serve_parser(sub: Any) -> None:
+def add_serve_parser(sub: Any, show_limits: bool = False) -> None:
     p = sub.add_parser("serve", help="serve a directory (the default command)",
-                       description="Serve a directory over TCP until Ctrl-C.")
+                       description="Serve a directory over TCP until Ctrl-C.",
+                       epilog=None if show_limits else
+                       f"{len(dataclasses.fields(Limits))} limits tune it (sizes, timeouts, "
+                       "buffers, budgets): serve --help-limits lists them with their "
+                       "defaults, docs/OPERATIONS.md explains each one.")
     p.add_argument("--host", type=host_flag, default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=port_flag, default=DEFAULT_PORT,
@@ -152,6 +158,7 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument("--tls-cert", metavar="PEM", help="certificate chain: serve TLS")
     p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
     limits = p.add_argument_group("limits (docs/OPERATIONS.md explains each one)")
+    limits.add_argument("--help-limits", action="help", help=argparse.SUPPRESS)
     for field in dataclasses.fields(Limits):
         unit = field.metadata.get("unit", "")
         kind = size_flag if unit == "bytes" else float if unit == "s" else int
@@ -159,7 +166,8 @@ def add_serve_parser(sub: Any) -> None:
                             type=kind, default=None, metavar="BYTES" if unit == "bytes" else
                             "SECONDS" if unit == "s" else "N",
                             help=f"{field.metadata['why']} [default: {default_text(field)}]"
-                            .replace("%", "%%"))  # argparse formats help with %
+                            .replace("%", "%%")  # argparse formats help with %
+                            if show_limits else argparse.SUPPRESS)
 
 
 def default_text(field: dataclasses.Field[Any]) -> str:
@@ -294,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         words = normalise_argv(sys.argv[1:] if argv is None else argv)
     except UsageError as exc:
         return fail(str(exc), status=2)
-    args = build_parser().parse_args(words)
+    args = build_parser(show_limits="--help-limits" in words).parse_args(words)
     try:
         if args.command == "serve":
             return run_serve(args)

@@ -204,3 +204,11 @@ def test_the_readme_says_what_the_tool_does():
     assert "checked end to end with SHA-256" not in readme  # (the output says blake3)
     assert "pipx install ." in readme
     assert "python3 -m zipfile -e" in readme  # (a folder's zip without bsdtar)
+
+
+def test_serve_help_shows_the_options_people_use_and_points_at_the_limits():
+    short = run_cli("serve", "--help")
+    assert short.returncode == 0 and len(short.stdout.splitlines()) < 80
+    assert "--max-header-size" not in short.stdout and "--help-limits" in short.stdout
+    full = run_cli("serve", "--help-limits")
+    assert full.returncode == 0 and "--max-header-size" in full.stdout
