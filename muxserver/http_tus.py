@@ -82,7 +82,7 @@ class TusRequests(HttpCodec):
         self.begin_transfer("put", upload.name)
         started = self.start_upload(upload.name, length, upload.expected,
                                     overwrite=upload.overwrite, key=key, offset=offset,
-                                    total=upload.size)
+                                    total=upload.size, mtime=upload.mtime)
         if checksum is not None:
             started.piece_hasher = tus.CHECKSUMS[checksum[0]]()
         self.tus_piece = (upload, checksum)

@@ -10,7 +10,8 @@ in one step). tus only adds a wire:
   expiration);
 * ``POST /.tus/`` with ``Upload-Length`` and ``Upload-Metadata`` (``filename``: the
   name below the root; optionally ``sha256``: the whole file's SHA-256 in hex, checked
-  at the end, and ``overwrite``): the upload begins, at ``Location: /.tus/ID``;
+  at the end, ``overwrite``, and ``mtime``: the file's time, seconds since 1970, given
+  to the stored file): the upload begins, at ``Location: /.tus/ID``;
 * ``HEAD /.tus/ID``: ``Upload-Offset``, how much the server holds (``423 Locked``, with
   ``Retry-After``, while a PATCH of it is under way: never a 404 that would make a
   client start again from zero);
@@ -74,6 +75,7 @@ class TusUpload:
     sha256: str  # the whole file's, declared by the client; "" if not
     nonce: str  # 32 random hex digits: no two uploads share an ID or a partial file
     overwrite: bool
+    mtime: float | None = None  # the file's own time (metadata "mtime"), kept when stored
 
     @property
     def expected(self) -> Digest | None:
@@ -82,8 +84,10 @@ class TusUpload:
 
     @property
     def payload(self) -> str:
-        fields = {"n": self.name, "s": self.size, "h": self.sha256, "r": self.nonce,
-                  "o": int(self.overwrite)}
+        fields: dict[str, object] = {"n": self.name, "s": self.size, "h": self.sha256,
+                                     "r": self.nonce, "o": int(self.overwrite)}
+        if self.mtime is not None:
+            fields["t"] = self.mtime
         raw = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -110,19 +114,21 @@ class TusUpload:
             raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
             fields = json.loads(raw.decode("utf-8"))
             name, size, digest = fields["n"], fields["s"], fields["h"]
-            nonce, overwrite = fields["r"], fields["o"]
+            nonce, overwrite, mtime = fields["r"], fields["o"], fields.get("t")
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise RequestError("not_found", NO_SUCH_UPLOAD) from None
         if (not isinstance(name, str) or type(size) is not int or size < 0
                 or not isinstance(digest, str) or overwrite not in (0, 1)
                 or not (digest == "" or _HEX64.fullmatch(digest))
-                or not isinstance(nonce, str) or not _NONCE.fullmatch(nonce)):
+                or not isinstance(nonce, str) or not _NONCE.fullmatch(nonce)
+                or not (mtime is None or type(mtime) in (int, float))):
             raise RequestError("not_found", NO_SUCH_UPLOAD)
-        return cls(name, size, digest, nonce, bool(overwrite))
+        return cls(name, size, digest, nonce, bool(overwrite), mtime)
 
     @classmethod
-    def new(cls, name: str, size: int, sha256: str, overwrite: bool) -> "TusUpload":
-        return cls(name, size, sha256, secrets.token_hex(16), overwrite)
+    def new(cls, name: str, size: int, sha256: str, overwrite: bool,
+            mtime: float | None = None) -> "TusUpload":
+        return cls(name, size, sha256, secrets.token_hex(16), overwrite, mtime)
 
 
 def _seal(payload: str, writer: bytes) -> str:
@@ -161,7 +167,21 @@ def creation(headers: dict[str, str]) -> TusUpload:
     if digest and not _HEX64.fullmatch(digest):
         raise RequestError("bad_request", "Upload-Metadata sha256 must be 64 hex digits")
     overwrite = meta.get("overwrite", "").lower() in ("1", "true", "yes")
-    return TusUpload.new(name, length, digest, overwrite)
+    return TusUpload.new(name, length, digest, overwrite, parse_mtime(meta.get("mtime")))
+
+
+def parse_mtime(text: str | None) -> float | None:
+    """Metadata ``mtime``: the file's time in seconds since 1970 (a browser's
+    ``lastModified`` / 1000); None when not given, RequestError when not a time."""
+    if text is None or not text.strip():
+        return None
+    try:
+        mtime = float(text)
+    except ValueError:
+        mtime = float("nan")
+    if not 0 <= mtime < 2**33:  # (NaN too)
+        raise RequestError("bad_request", "Upload-Metadata mtime must be seconds since 1970")
+    return round(mtime, 3)
 
 
 def parse_count(headers: dict[str, str], name: str) -> int:

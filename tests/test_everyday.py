@@ -212,3 +212,28 @@ def test_serve_help_shows_the_options_people_use_and_points_at_the_limits():
     assert "--max-header-size" not in short.stdout and "--help-limits" in short.stdout
     full = run_cli("serve", "--help-limits")
     assert full.returncode == 0 and "--max-header-size" in full.stdout
+
+
+def test_a_tus_upload_keeps_the_files_time(tmp_path):
+    import base64
+    import urllib.parse
+
+    root = tmp_path / "root"
+    root.mkdir()
+    meta = ("filename " + base64.b64encode(b"old.txt").decode() + ",mtime "
+            + base64.b64encode(b"1234567890.5").decode())
+    with harnesses("http", root) as make:
+        h = make()
+        h.send(h.wire.request("POST", "/.tus/", {"Tus-Resumable": "1.0.0",
+                                                 "Upload-Length": "2", "Upload-Metadata": meta}))
+        location = urllib.parse.urlsplit(h.replies()[-1].headers["location"]).path
+        h.send(h.wire.request("PATCH", location, {
+            "Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Length": "2",
+            "Content-Type": "application/offset+octet-stream"}, b"ok"))
+        assert h.replies()[-1].status == 204
+        h.send(h.wire.request("POST", "/.tus/", {
+            "Tus-Resumable": "1.0.0", "Upload-Length": "2",
+            "Upload-Metadata": meta.replace(base64.b64encode(b"1234567890.5").decode(),
+                                            base64.b64encode(b"soon").decode())}))
+        assert h.replies()[-1].status == 400
+    assert (root / "old.txt").stat().st_mtime == pytest.approx(1234567890.5)
