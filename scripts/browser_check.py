@@ -42,6 +42,7 @@ import hashlib
 import http.client
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -137,7 +138,7 @@ class Tour:
     """A muxserver on a scratch root and a headless Chromium looking at it."""
 
     #: how the server is started (a subclass serves otherwise)
-    FLAGS: tuple[str, ...] = ("--allow-delete",)
+    FLAGS: tuple[str, ...] = ("--allow-delete", "--allow-overwrite")
 
     def __init__(self, work: Path) -> None:
         from selenium import webdriver
@@ -190,6 +191,7 @@ class Tour:
         (album / "inner" / "b.bin").write_bytes(os.urandom(150_000))
         (album / "inner" / "empty").write_bytes(b"")
         (album / "ünïcode name.txt").write_text("names as typed\n")
+        (album / "inner" / "empty folder").mkdir()
 
     def close(self) -> None:
         try:
@@ -365,8 +367,11 @@ class Tour:
             raise CheckFailed(f"the dropped folder arrived as {sorted(got)}, not "
                               f"{sorted(wanted)} (or with other bytes)")
         wait_for(lambda: self.row("album"), "the listing did not show the dropped folder")
+        wait_for(lambda: (self.root / "album" / "inner" / "empty folder").is_dir(),
+                 "the dropped folder's empty folder was not made")
         self.quiet()
-        return f"dropped folder: {len(wanted)} files at their relative paths, byte for byte"
+        return (f"dropped folder: {len(wanted)} files at their relative paths, byte for "
+                "byte, and its empty folder")
 
     def unfinished_url(self) -> str | None:
         return self.browser.execute_script(
@@ -454,55 +459,116 @@ class Tour:
         self.quiet(allowed=("ERR_INTERNET_DISCONNECTED",))
         return "network lost mid-upload: the page waited, asked again, and finished it"
 
-    def check_refusal(self) -> str:
+    def check_same_name(self) -> str:
+        """A name that is taken is asked about first, each answer doing what it says."""
         self.open()
         again = self.work / "notes.txt"
+        before = (self.root / "notes.txt").read_text()
         again.write_text("another notes file")
         self.one("#files").send_keys(str(again))
-        state = wait_for(lambda: [s for s in self.upload_states() if "exists" in s],
-                         "the refusal was not shown")[0]
-        if state != "notes.txt  notes.txt exists; the server does not overwrite files":
-            raise CheckFailed(f"the refusal reads {state!r}")
-        if (self.root / "notes.txt").read_text() == "another notes file":
-            raise CheckFailed("the taken name was overwritten")
-        self.quiet(allowed=("409 (Conflict)",))
-        return f"taken name: said once, in words: {state.split('  ', 1)[1]!r}"
+        offered = self.answer("skip")
+        if offered != ["replace", "both", "skip"]:
+            raise CheckFailed(f"a taken name offers {offered}")
+        if (self.root / "notes.txt").read_text() != before or self.upload_states():
+            raise CheckFailed("skipped, and yet uploaded")
+        self.one("#files").send_keys(str(again))
+        self.answer("both")
+        self.wait_uploads_done(1)
+        kept = self.root / "notes (2).txt"
+        if not kept.exists() or kept.read_text() != "another notes file" or (
+                self.root / "notes.txt").read_text() != before:
+            raise CheckFailed("keep both did not keep both")
+        again.write_text("the notes, replaced")
+        self.one("#files").send_keys(str(again))
+        self.answer("replace")
+        wait_for(lambda: (self.root / "notes.txt").read_text() == "the notes, replaced",
+                 "replace did not replace")
+        self.quiet()
+        return "a taken name asks first: skip, keep both (notes (2).txt), replace"
 
-    def dialog(self, answer: str | None) -> None:
-        """Answer the page's prompt() (``answer``) or confirm() (None)."""
-        alert = wait_for(lambda: self.alert_or_none(), "no dialog opened")
-        if answer is not None:
-            alert.send_keys(answer)
-        alert.accept()
+    def check_queue(self, shots: Path | None = None) -> str:
+        """Three files at once: each a row, and a line for the whole queue; the files'
+        own times kept."""
+        self.open()
+        picked = []
+        for index, size in enumerate((3 * PIECE, 2 * PIECE + 5, 4321)):
+            path = self.work / f"queued {'for the picture ' if shots else ''}{index}.bin"
+            path.write_bytes(os.urandom(size))
+            os.utime(path, (1_600_000_000 + index, 1_600_000_000 + index))
+            picked.append(path)
+        self.browser.execute_script(  # every line the queue shows, as it changes
+            "window.queueSaid = []; new MutationObserver(() => window.queueSaid.push("
+            "document.getElementById('queue').textContent)).observe("
+            "document.getElementById('queue'), {subtree: true, childList: true, "
+            "characterData: true});")
+        self.one("#files").send_keys("\n".join(str(p) for p in picked))
+        if shots is not None:  # (held under way: the server paused once a piece is in)
+            wait_for(lambda: any(p.stat().st_size >= PIECE for p in
+                                 self.root.glob(".muxserver-*") if p.is_file()),
+                     "the server never held a piece")
+            os.kill(self.server.pid, signal.SIGSTOP)
+            try:
+                wait_for(lambda: " 0 B " not in self.one("#queue").text,
+                         "the queue shows no progress")
+                self.shoot_three(shots, "queue")
+            finally:
+                os.kill(self.server.pid, signal.SIGCONT)
+        self.wait_uploads_done(3)
+        done = wait_for(lambda: (lambda t: t if t.startswith("Uploaded: 3 of 3 files")
+                                 else None)(self.one("#queue").text), "the queue did not end")
+        said = self.browser.execute_script("return window.queueSaid")
+        under_way = [line for line in said if line.startswith("Uploading: ")
+                     and "of 3 files" in line and "/s, " in line]
+        if not under_way:
+            raise CheckFailed(f"no line for the whole queue while under way: {said[:5]}")
+        line = under_way[len(under_way) // 2]
+        for index, path in enumerate(picked):
+            stored = self.root / path.name
+            if sha256_of(stored) != sha256_of(path):
+                raise CheckFailed(f"{path.name} arrived with other bytes")
+            if abs(stored.stat().st_mtime - (1_600_000_000 + index)) > 0.01:
+                raise CheckFailed(f"{path.name} lost its time: {stored.stat().st_mtime}")
+        self.quiet()
+        return f"queue of three: {line!r} while under way, then {done!r}; their times kept"
 
-    def alert_or_none(self):
-        from selenium.common.exceptions import NoAlertPresentException
-        try:
-            return self.browser.switch_to.alert
-        except NoAlertPresentException:
-            return None
+    def answer(self, choice: str, text: str | None = None) -> list[str]:
+        """Answer the page's own question (``choice``: the value of one of its buttons;
+        ``text``: typed into its field first); the choices it offered."""
+        wait_for(lambda: self.browser.execute_script(
+            "return document.getElementById('ask').open"), "the page asked nothing")
+        offered = self.browser.execute_script(
+            "return Array.from(document.querySelectorAll('#ask-buttons button'))"
+            ".map(b => b.dataset.choice)")
+        if text is not None:
+            field = self.one("#ask-input")
+            field.clear()
+            field.send_keys(text)
+        self.one(f'#ask-buttons button[data-choice="{choice}"]').click()
+        wait_for(lambda: not self.browser.execute_script(
+            "return document.getElementById('ask').open"), "the question stayed open")
+        return offered
 
     def check_folder_rename_delete(self) -> str:
         (self.root / "draft.txt").write_text("a first draft\n")
         self.open()
         self.one("#newfolder").click()
-        self.dialog("made here")
+        self.answer("make", "made here")
         wait_for(lambda: self.row("made here"), "the new folder is not listed")
         if not (self.root / "made here").is_dir():
             raise CheckFailed("the new folder was not made")
         self.press("draft.txt", 'button[title^="rename"]')
-        self.dialog("renamed.bin")
+        self.answer("rename", "renamed.bin")
         wait_for(lambda: self.row("renamed.bin") and not self.row("draft.txt"),
                  "the renamed file is not listed under its new name")
         if not (self.root / "renamed.bin").exists():
             raise CheckFailed("the file was not renamed on the server")
         self.press("renamed.bin", 'button[title^="delete"]')
-        self.dialog(None)
+        self.answer("delete")
         wait_for(lambda: not self.row("renamed.bin"), "the deleted file is still listed")
         if (self.root / "renamed.bin").exists():
             raise CheckFailed("the file was not deleted on the server")
         self.quiet()
-        return "new folder, rename and delete through the page's buttons"
+        return "new folder, rename and delete through the page's buttons and its own dialogs"
 
     def check_folder_zip(self) -> str:
         self.open()
@@ -570,6 +636,21 @@ class Tour:
         self.quiet()
         return "localhost: the same index, a text file shown inline"
 
+    def shoot_three(self, folder: Path, stem: str) -> None:
+        """Light, dark and a phone's width of what is on the screen now."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.browser.save_screenshot(str(folder / f"{stem}-light.png"))
+        self.cdp("Emulation.setEmulatedMedia", features=[
+            {"name": "prefers-color-scheme", "value": "dark"}])
+        self.browser.save_screenshot(str(folder / f"{stem}-dark.png"))
+        self.cdp("Emulation.setDeviceMetricsOverride", width=390, height=844,
+                 deviceScaleFactor=2, mobile=True)
+        self.cdp("Emulation.setEmulatedMedia", features=[
+            {"name": "prefers-color-scheme", "value": "light"}])
+        self.browser.save_screenshot(str(folder / f"{stem}-phone.png"))
+        self.cdp("Emulation.clearDeviceMetricsOverride")
+        self.cdp("Emulation.setEmulatedMedia", features=[])
+
     def screenshots(self, folder: Path) -> str:
         """The page as a person sees it: light, dark, and a phone's width."""
         folder.mkdir(parents=True, exist_ok=True)
@@ -595,8 +676,18 @@ class Tour:
         self.browser.save_screenshot(str(folder / "index-phone.png"))
         self.cdp("Emulation.clearDeviceMetricsOverride")
         self.cdp("Emulation.setEmulatedMedia", features=[])
+        self.open()
+        again = self.work / "notes.txt"
+        again.write_text("yet another notes file")
+        self.one("#files").send_keys(str(again))
+        wait_for(lambda: self.browser.execute_script(
+            "return document.getElementById('ask').open"), "the page asked nothing")
+        self.shoot_three(folder, "same-name")
+        self.answer("skip")
+        self.check_queue(folder)
         self.quiet()
-        return f"screenshots: {folder}/index-{{light,dark,phone,phone-dark}}.png"
+        return (f"screenshots: {folder}/index-{{light,dark,phone,phone-dark}}.png, "
+                f"{folder}/{{same-name,queue}}-{{light,dark,phone}}.png")
 
 
 class SharingTour(Tour):
@@ -826,21 +917,6 @@ class SharingTour(Tour):
                                                              "link's end")
         return self.base.rstrip("/") + made["path"]
 
-    def shoot_three(self, folder: Path, stem: str) -> None:
-        """Light, dark and a phone's width of what is on the screen now."""
-        folder.mkdir(parents=True, exist_ok=True)
-        self.browser.save_screenshot(str(folder / f"{stem}-light.png"))
-        self.cdp("Emulation.setEmulatedMedia", features=[
-            {"name": "prefers-color-scheme", "value": "dark"}])
-        self.browser.save_screenshot(str(folder / f"{stem}-dark.png"))
-        self.cdp("Emulation.setDeviceMetricsOverride", width=390, height=844,
-                 deviceScaleFactor=2, mobile=True)
-        self.cdp("Emulation.setEmulatedMedia", features=[
-            {"name": "prefers-color-scheme", "value": "light"}])
-        self.browser.save_screenshot(str(folder / f"{stem}-phone.png"))
-        self.cdp("Emulation.clearDeviceMetricsOverride")
-        self.cdp("Emulation.setEmulatedMedia", features=[])
-
     def screenshots(self, folder: Path) -> str:
         self.browser.delete_all_cookies()  # (a link's session, from the checks before)
         self.open()
@@ -856,7 +932,7 @@ SHARING_CHECKS = ["check_signin_page", "check_wrong_password", "check_sign_in_an
 
 #: The checks in tour order (later ones use what earlier ones uploaded).
 CHECKS = ["check_listing", "check_upload_file", "check_drop_folder",
-          "check_resume_after_reload", "check_network_loss", "check_refusal",
+          "check_resume_after_reload", "check_network_loss", "check_same_name", "check_queue",
           "check_folder_rename_delete", "check_folder_zip", "check_drop_box",
           "check_localhost"]
 

@@ -59,8 +59,12 @@ def test_an_upload_survives_a_lost_network(tour):
     run(tour, "check_network_loss")
 
 
-def test_a_taken_name_is_refused_once_in_words(tour):
-    run(tour, "check_refusal")
+def test_a_taken_name_is_asked_about_and_each_answer_does_what_it_says(tour):
+    run(tour, "check_same_name")
+
+
+def test_three_files_queue_with_one_line_for_all_and_keep_their_times(tour):
+    run(tour, "check_queue")
 
 
 def test_new_folder_rename_and_delete(tour):
@@ -81,8 +85,10 @@ def test_the_page_answers_on_localhost(tour):
 
 def test_screenshots_light_dark_and_phone(tour, tmp_path):
     run(tour, "screenshots", tmp_path)
-    for name in ("light", "dark", "phone", "phone-dark"):
-        shot = (tmp_path / f"index-{name}.png").read_bytes()
+    for name in ("index-light", "index-dark", "index-phone", "index-phone-dark",
+                 "same-name-light", "same-name-dark", "same-name-phone", "queue-light",
+                 "queue-dark", "queue-phone"):
+        shot = (tmp_path / f"{name}.png").read_bytes()
         assert shot.startswith(b"\x89PNG") and len(shot) > 10_000
 
 

@@ -7,6 +7,8 @@ const PIECE = 8 * 1024 * 1024;
 const KEY = "muxserver-upload:";
 const RETRIES = [1, 2, 4, 8, 16];  // seconds to wait before asking again after a lost connection
 document.getElementById("drop").hidden = !cfg.write;
+document.getElementById("pick-files").hidden = !cfg.write;
+document.getElementById("pick-folder").hidden = !cfg.write;
 
 function human(n) {  // the units of ls and the console: B, KiB, MiB, GiB
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -60,9 +62,12 @@ for (const th of document.querySelectorAll("th[data-key]")) {
 const filter = document.getElementById("filter");
 function applyFilter() {
   const wanted = filter.value.trim().toLowerCase();
+  let shown = 0, rows = 0;
   for (const row of body.querySelectorAll("tr[data-name]")) {
     row.hidden = wanted !== "" && !row.dataset.name.toLowerCase().includes(wanted);
+    rows++; if (!row.hidden) shown++;
   }
+  document.getElementById("nomatch").hidden = !(wanted && rows && !shown);
   summarize();
 }
 filter.addEventListener("input", applyFilter);
@@ -110,10 +115,43 @@ async function showHash(row) {
   code.textContent = sha;
   say("");
 }
+// ---- the page's own questions (no prompt() or confirm(): they block the page, and a
+// phone shows them as it likes): a title, a sentence, maybe a text field, buttons
+function ask({title, text, input = null, buttons, all = false}) {
+  const dialog = document.getElementById("ask");
+  document.getElementById("ask-title").textContent = title;
+  document.getElementById("ask-text").textContent = text;
+  const field = document.getElementById("ask-input");
+  field.hidden = input === null; field.value = input || "";
+  document.getElementById("ask-all-row").hidden = !all;
+  document.getElementById("ask-all").checked = false;
+  const row = document.getElementById("ask-buttons");
+  row.replaceChildren();
+  return new Promise(resolve => {
+    const done = choice => {
+      dialog.onclose = null; dialog.close();
+      resolve({choice, value: field.value.trim(), all: document.getElementById("ask-all").checked});
+    };
+    for (const b of buttons) {
+      const el = document.createElement("button");
+      el.type = "button"; el.textContent = b.label; el.dataset.choice = b.value;
+      if (b.primary) el.className = "primary";
+      el.addEventListener("click", () => done(b.value));
+      row.append(el);
+    }
+    field.onkeydown = e => { if (e.key === "Enter") { e.preventDefault(); done(buttons[0].value); } };
+    dialog.onclose = () => resolve({choice: null, value: "", all: false});  // (Escape)
+    dialog.showModal();
+    (input === null ? row.querySelector("button.primary") || row.firstChild : field).focus();
+    if (input !== null) field.select();
+  });
+}
 async function rename(row) {
   const old = row.dataset.name, dir = row.dataset.dir === "1";
-  const fresh = prompt("New name for " + old, old);
-  if (!fresh || fresh === old) return;
+  const answer = await ask({title: "Rename " + old, text: "The new name:", input: old,
+    buttons: [{label: "Rename", value: "rename", primary: true}, {label: "Cancel", value: null}]});
+  const fresh = answer.value;
+  if (answer.choice !== "rename" || !fresh || fresh === old) return;
   const r = await fetch(urlOf(old, dir), {method: "MOVE", headers: {
     "Destination": urlOf(fresh, dir), "Overwrite": "F"}});
   if (r.ok) { say("renamed " + old + " to " + fresh, "ok"); refresh(); }
@@ -121,14 +159,19 @@ async function rename(row) {
 }
 async function remove(row) {
   const name = row.dataset.name, dir = row.dataset.dir === "1";
-  if (!confirm("Delete " + name + (dir ? " and everything in it" : "") + "?")) return;
+  const answer = await ask({title: "Delete " + name + "?", text: dir
+    ? "The folder and everything in it will be gone for good." : "The file will be gone for good.",
+    buttons: [{label: "Delete", value: "delete", primary: true}, {label: "Cancel", value: null}]});
+  if (answer.choice !== "delete") return;
   const r = await fetch(urlOf(name, dir), {method: "DELETE"});
   if (r.ok) { say("deleted " + name, "ok"); refresh(); }
   else say(name + ": " + why(r.status, await r.text()), "err");
 }
 document.getElementById("newfolder").addEventListener("click", async () => {
-  const name = prompt("Name of the new folder");
-  if (!name) return;
+  const answer = await ask({title: "New folder", text: "Its name:", input: "",
+    buttons: [{label: "Make it", value: "make", primary: true}, {label: "Cancel", value: null}]});
+  const name = answer.value;
+  if (answer.choice !== "make" || !name) return;
   const r = await fetch(urlOf(name, true), {method: "MKCOL"});
   if (r.ok) { say("made " + name + "/", "ok"); refresh(); }
   else say(r.status === 405 ? name + " exists already" : name + ": " + why(r.status, await r.text()), "err");
@@ -194,6 +237,19 @@ async function heldOf(url) {  // what the server holds of an upload; null: nothi
     await new Promise(wake => setTimeout(wake, 1000 * (+h.headers.get("Retry-After") || 1)));
   }
 }
+// The queue: every file asked for is a row, uploaded one after another, and a line
+// above says how far the whole of it is (files, bytes, rate, time left).
+const queue = {files: 0, ended: 0, failed: 0, bytes: 0, endedBytes: 0, current: 0,
+               startedAt: 0, sentAtStart: 0};
+function showQueue() {
+  const q = queue, sent = q.endedBytes + q.current, busy = q.ended < q.files;
+  const seconds = (performance.now() - q.startedAt) / 1000;
+  const rate = seconds > 1 ? (sent - q.sentAtStart) / seconds : 0;
+  document.getElementById("queue").textContent = (busy ? "Uploading: " : "Uploaded: ")
+    + (q.ended - q.failed) + " of " + q.files + " file" + (q.files === 1 ? "" : "s")
+    + (q.failed ? " (" + q.failed + " not)" : "") + ", " + human(sent) + " of " + human(q.bytes)
+    + (busy && rate ? ", " + human(rate) + "/s, " + duration((q.bytes - sent) / rate) + " left" : "");
+}
 function uploadItem(label, size) {
   const li = document.createElement("li");
   const name = document.createElement("span"); name.textContent = label;
@@ -204,9 +260,8 @@ function uploadItem(label, size) {
   document.getElementById("uploads").append(li);
   return {li, state, bar};
 }
-async function upload(file, relative) {
+async function upload(file, relative, ui, overwrite) {
   const target = cfg.dir ? cfg.dir + "/" + relative : relative;
-  const ui = uploadItem(relative, file.size);
   const key = remembered(file, target);
   let url = localStorage.getItem(key), offset = 0;
   if (url) {
@@ -214,12 +269,13 @@ async function upload(file, relative) {
     if (held === null) url = null; else offset = held;
   }
   if (!url) {
-    const meta = "filename " + b64text(target) + (cfg.replace ? ",overwrite " + b64text("1") : "");
+    const meta = "filename " + b64text(target) + ",mtime " + b64text(String(file.lastModified / 1000))
+      + (overwrite ? ",overwrite " + b64text("1") : "");
     const r = await fetch("/.tus/", {method: "POST", headers: Object.assign(
       {"Upload-Length": String(file.size), "Upload-Metadata": meta}, TUS)});
     if (!r.ok) {
       ui.state.className = "state err";
-      ui.state.textContent = r.status === 409 ? relative + " exists; the server does not overwrite files"
+      ui.state.textContent = r.status === 409 ? relative + " exists; it was not replaced"
                                               : why(r.status, await r.text());
       return false;
     }
@@ -237,6 +293,7 @@ async function upload(file, relative) {
       const done = offset + loaded, seconds = (performance.now() - started) / 1000;
       rate = seconds > 0.5 ? (done - from) / seconds : rate;
       ui.bar.value = done;
+      queue.current = done; showQueue();
       ui.state.textContent = Math.floor(100 * done / (file.size || 1)) + " %  " +
         (rate ? human(rate) + "/s, " + duration((file.size - done) / rate) + " left" : "");
     });
@@ -267,9 +324,84 @@ async function upload(file, relative) {
   ui.state.className = "state ok"; ui.state.textContent = "done, " + human(file.size) + ", verified";
   return true;
 }
-async function uploadAll(files) {
+function freeName(name, dir, taken) {  // "notes (2).txt", "photos (2)": a name not taken
+  const dot = dir ? -1 : name.lastIndexOf(".");
+  const stem = dot > 0 ? name.slice(0, dot) : name, ext = dot > 0 ? name.slice(dot) : "";
+  for (let n = 2; ; n++) if (!taken.has(stem + " (" + n + ")" + ext)) return stem + " (" + n + ")" + ext;
+}
+async function settleNames(items) {
+  // A name taken in this folder is never replaced without asking: Replace (where the
+  // server allows it), Keep both (the new one under a free name), or Skip. A folder
+  // whose name is taken is added into, or kept beside, or skipped.
+  const taken = new Set(cfg.read ? Array.from(body.querySelectorAll("tr[data-name]"),
+                                              r => r.dataset.name) : []);
+  const tops = [...new Set(items.map(([, rel]) => rel.split("/")[0]))];
+  const clashes = tops.filter(top => taken.has(top));
+  const decided = new Map();
+  let always = null;
+  for (const top of clashes) {
+    const dir = items.some(([, rel]) => rel.startsWith(top + "/"));
+    let choice = always;
+    if (!choice) {
+      const buttons = dir ? [{label: "Add into it", value: "into", primary: true}]
+        : cfg.replace ? [{label: "Replace", value: "replace", primary: true}] : [];
+      buttons.push({label: "Keep both", value: "both", primary: !buttons.length},
+                   {label: "Skip", value: "skip"});
+      const answer = await ask({title: top + (dir ? "/" : "") + " is here already",
+        text: dir ? "A folder of that name is in this one. Add the new files into it (a file "
+                    + "whose name is taken there is not replaced), keep both, or skip it?"
+                  : "A file of that name is in this folder. " + (cfg.replace ? "Replace it, " : "")
+                    + "keep both (the new one as " + freeName(top, dir, taken) + "), or skip it?",
+        buttons, all: clashes.length > 1});
+      choice = answer.choice || "skip";
+      if (answer.all) always = choice;
+    }
+    if (choice === "both") {
+      const fresh = freeName(top, dir, taken);
+      taken.add(fresh);
+      decided.set(top, {rename: fresh});
+    } else {
+      decided.set(top, {[choice]: true});
+    }
+  }
+  const settled = [];
+  for (const [file, rel] of items) {
+    const top = rel.split("/")[0], how = decided.get(top) || {};
+    if (how.skip) continue;
+    const named = how.rename ? how.rename + rel.slice(top.length) : rel;
+    settled.push([file, named, !!how.replace]);
+  }
+  return settled;
+}
+async function makeFolders(relative) {  // an empty folder of a folder upload (and parents)
+  const path = relative.replace(/\/$/, "");
+  const r = await fetch(urlOf(path, true), {method: "MKCOL"});
+  if (r.ok || r.status === 405) return true;  // (405: it is there already)
+  const parent = path.slice(0, path.lastIndexOf("/"));
+  if (r.status !== 409 || !parent || !(await makeFolders(parent))) return false;
+  return (await fetch(urlOf(path, true), {method: "MKCOL"})).ok;  // (409: its parent was not)
+}
+async function uploadAll(items) {
+  const settled = await settleNames(items);
+  const files = settled.filter(([file]) => file);
+  if (!queue.startedAt || queue.ended === queue.files) {  // (a new queue: rate from now)
+    Object.assign(queue, {files: 0, ended: 0, failed: 0, bytes: 0, endedBytes: 0, current: 0,
+                          startedAt: performance.now(), sentAtStart: 0});
+  }
+  queue.files += files.length;
+  queue.bytes += files.reduce((sum, [file]) => sum + file.size, 0);
+  const rows = settled.map(([file, rel]) => file ? uploadItem(rel, file.size) : null);
+  showQueue();
   let all = true;
-  for (const [file, relative] of files) all = (await upload(file, relative)) && all;
+  for (const [index, [file, rel, overwrite]] of settled.entries()) {
+    if (!file) { all = (await makeFolders(rel)) && all; continue; }
+    queue.current = 0;
+    const ok = await upload(file, rel, rows[index], overwrite);
+    queue.ended++; queue.endedBytes += file.size; queue.current = 0;
+    if (!ok) queue.failed++;
+    all = ok && all;
+    showQueue();
+  }
   await refresh();
   showResumable();
   if (all && files.length) say(files.length + " file" + (files.length > 1 ? "s" : "") + " uploaded", "ok");
@@ -289,8 +421,13 @@ function readEntry(entry, path, out) {  // a dropped folder, all the way down
   return new Promise(resolve => {
     if (entry.isFile) { entry.file(f => { out.push([f, path + f.name]); resolve(); }, resolve); return; }
     const reader = entry.createReader();
+    let children = 0;
     const more = () => reader.readEntries(async batch => {
-      if (!batch.length) { resolve(); return; }
+      if (!batch.length) {  // (an empty folder is made too: [null, "its/path/"])
+        if (!children) out.push([null, path + entry.name + "/"]);
+        resolve(); return;
+      }
+      children += batch.length;
       for (const child of batch) await readEntry(child, path + entry.name + "/", out);
       more();
     }, resolve);
