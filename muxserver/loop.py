@@ -429,4 +429,4 @@ def callback_name(callback: Callable[[], None]) -> str:
     ``Session.finish_upload.<locals>.<lambda>.<locals>.<lambda>`` (a lambda is named
     after the method that made it)."""
     name = getattr(callback, "__qualname__", type(callback).__name__)
-    return name.split(".<locals>")[0]
+    return ".".join(part for part in name.split(".") if part not in ("<locals>", "<lambda>"))
