@@ -45,7 +45,8 @@ class Watched(Protocol):
 #: Redraws per second while something happens; once a second when all is quiet.
 BUSY_INTERVAL = 0.25
 IDLE_INTERVAL = 1.0
-LOG_LINES = 6
+LOG_LINES = 6  # event lines shown at least (more when the terminal has the rows)
+KEPT_LINES = 500  # event lines kept, for a tall terminal and for failures to stay
 RATE_SMOOTHING = 0.5  # weight of the newest sample in the moving average
 
 
@@ -99,7 +100,10 @@ class ConsoleView:
     """Snapshot in, renderable out; keeps only what rates need between frames."""
 
     def __init__(self, log_lines: int = LOG_LINES) -> None:
-        self.log: collections.deque[Text] = collections.deque(maxlen=log_lines)  # newest last
+        #: the event lines kept (newest last), with whether each is a failure: the pane
+        #: shows as many as the terminal has free rows, at least ``log_lines``
+        self.log: collections.deque[tuple[bool, Text]] = collections.deque(maxlen=KEPT_LINES)
+        self.log_lines = log_lines
         self._rates: dict[int, _Rate] = {}
         self._totals: _Rate | None = None
         self._wakeups: tuple[float, int, int] | None = None
@@ -113,11 +117,25 @@ class ConsoleView:
         for text in message.split("\n")[-(self.log.maxlen or 1):]:
             line = Text(stamp, style="dim")
             line.append(printable(text), style=style)
-            self.log.append(line)
+            self.log.append((level >= logging.WARNING, line))
+
+    def shown_log(self, rows: int) -> list[Text]:
+        """The event lines for ``rows`` rows: failures stay until newer failures push
+        them out (a burst of ordinary lines must not hide the one that went wrong),
+        the other rows show the newest lines."""
+        rows = max(rows, 0)
+        failures = [i for i, (failed, _) in enumerate(self.log) if failed][-rows:] if rows else []
+        others = [i for i, (failed, _) in enumerate(self.log) if not failed]
+        keep = set(failures) | set(others[len(others) - (rows - len(failures)):]
+                                   if rows > len(failures) else [])
+        return [line for i, (_, line) in enumerate(self.log) if i in keep]
 
     # -- rates
 
     def _connection_rate(self, info: "ConnectionInfo", now: float) -> float:
+        if not info.op:  # (idle: whatever it moved before is not a rate now)
+            self._rates.pop(info.id, None)
+            return 0.0
         done = info.done if info.total else info.bytes_in + info.bytes_out
         prev = self._rates.get(info.id)
         if prev is None or done < prev.done:
@@ -137,8 +155,8 @@ class ConsoleView:
         if prev is None:
             self._totals = _Rate(now, moved)
             return 0.0
-        if now - prev.when >= 0.2:
-            prev.rate = (moved - prev.done) / (now - prev.when)
+        if now - prev.when >= 0.2:  # (never below 0: a count that went down is a restart)
+            prev.rate = max(0.0, (moved - prev.done) / (now - prev.when))
             prev.when, prev.done = now, moved
         return prev.rate
 
@@ -146,8 +164,9 @@ class ConsoleView:
         prev = self._wakeups
         if prev is not None and now - prev[0] >= 0.5:
             elapsed = now - prev[0]
-            self.wakeup_rate = ((snap.wakeups - snap.timeout_wakeups - prev[1]) / elapsed,
-                                (snap.timeout_wakeups - prev[2]) / elapsed)
+            self.wakeup_rate = (max(0.0, (snap.wakeups - snap.timeout_wakeups - prev[1])
+                                    / elapsed),
+                                max(0.0, (snap.timeout_wakeups - prev[2]) / elapsed))
         if prev is None or now - prev[0] >= 0.5:
             self._wakeups = (now, snap.wakeups - snap.timeout_wakeups, snap.timeout_wakeups)
         return self.wakeup_rate
@@ -155,13 +174,20 @@ class ConsoleView:
     # -- rendering
 
     def render(self, snap: "Snapshot", now: float | None = None,
-               max_rows: int = 20, width: int = 100) -> RenderableType:
+               max_rows: int = 20, width: int = 100, height: int = 0) -> RenderableType:
+        """The frame; ``height``: the terminal's rows (0: unknown), which the table of
+        connections takes what it needs of, up to ``max_rows``, and the event pane the rest."""
         now = time.monotonic() if now is None else now
         rates = {c.id: self._connection_rate(c, now) for c in snap.connections}
         for gone in set(self._rates) - set(rates):
             del self._rates[gone]
-        return Group(self._header(snap, now, width),
-                     self._table(snap, rates, max_rows, width, now), *self._log_pane())
+        header = self._header(snap, now, width)
+        table_rows = min(max_rows, max(1, len(snap.connections)))
+        table_rows += 1 if len(snap.connections) > max_rows else 0  # (the "+N more" row)
+        used = len(header.plain.splitlines()) + table_rows + 3  # (table head, rule, title)
+        pane = max(self.log_lines, height - used - 1) if height else self.log_lines
+        return Group(header, self._table(snap, rates, max_rows, width, now),
+                     *self._log_pane(pane))
 
     def _header(self, snap: "Snapshot", now: float, width: int) -> Text:
         io_wakeups, timer_wakeups = self._wakeup_rates(snap, now)
@@ -201,8 +227,10 @@ class ConsoleView:
                              ratio=1 if spec.width is None else None,
                              min_width=NAME_MIN_WIDTH if spec.width is None else None)
         ordered = sorted(snap.connections, key=lambda c: (-rates[c.id], -c.last_io, c.id))
+        fixed = sum(COLUMNS[c].width or 0 for c in columns) + len(columns) - 1
+        name_width = max(5, width - fixed)  # (what is left for the name column)
         for info in ordered[:max_rows]:
-            cells = self._cells(info, rates[info.id], now)
+            cells = self._cells(info, rates[info.id], now, name_width)
             table.add_row(*(cells[column] for column in columns))
         hidden = len(ordered) - max_rows
         if hidden > 0:
@@ -211,7 +239,8 @@ class ConsoleView:
             table.add_row(Text("no connections", style="dim"))
         return table
 
-    def _cells(self, info: "ConnectionInfo", rate: float, now: float) -> dict[str, Any]:
+    def _cells(self, info: "ConnectionInfo", rate: float, now: float,
+               name_width: int = 1000) -> dict[str, Any]:
         if info.total:
             fraction = min(1.0, info.done / info.total)
             percent = f"{fraction * 100:.0f}%"
@@ -227,7 +256,8 @@ class ConsoleView:
         if info.op and silent >= STALLED_AFTER:
             state, style = f"stalled {silent:.0f} s", "yellow"
         return {
-            "peer": Text(info.peer), "op": Text(info.op), "name": Text(printable(info.name)),
+            "peer": Text(f"{info.who} {info.peer}" if info.who else info.peer),
+            "op": Text(info.op), "name": Text(middle_cut(printable(info.name), name_width)),
             "state": Text(state, style=style), "bar": bar, "percent": Text(percent),
             "rate": Text(f"{format_bytes(rate)}/s" if rate else ""), "eta": Text(eta),
             "done": Text(done),
@@ -235,10 +265,10 @@ class ConsoleView:
                             f"{short_bytes(info.send_buffered)}", style="dim"),
         }
 
-    def _log_pane(self) -> list[RenderableType]:
+    def _log_pane(self, rows: int) -> list[RenderableType]:
         if not self.log:
             return []
-        return [Text("recent events", style="bold dim"), *self.log]
+        return [Text("recent events", style="bold dim"), *self.shown_log(rows)]
 
 
 class ConsoleLogHandler(logging.Handler):
@@ -296,9 +326,9 @@ class LiveConsole:
     def refresh(self) -> None:
         snap = self.server.snapshot()
         size = self.console.size
-        max_rows = max(3, size.height - 8 - len(self.view.log) - 2)
-        self.live.update(self.view.render(snap, max_rows=max_rows, width=size.width),
-                         refresh=True)
+        max_rows = max(3, size.height - 8 - self.view.log_lines - 2)
+        self.live.update(self.view.render(snap, max_rows=max_rows, width=size.width,
+                                          height=size.height), refresh=True)
         self.refreshes += 1
         busy = bool(snap.connections)
         self._timer = self.server.loop.call_later(BUSY_INTERVAL if busy else IDLE_INTERVAL,
@@ -315,3 +345,12 @@ class LiveConsole:
         logging.getLogger("muxserver").removeHandler(self.handler)
         for handler, level in self._muted:
             handler.setLevel(level)
+
+
+def middle_cut(name: str, width: int) -> str:
+    """``name`` in ``width`` characters, cut in the middle when longer: rows of
+    ``up/small80001.bin``, ``up/small80002.bin`` stay told apart (their ends differ)."""
+    if len(name) <= width or width < 5:
+        return name
+    tail = (width - 1) // 2
+    return name[:width - 1 - tail] + "…" + name[-tail:]

@@ -86,6 +86,7 @@ class ConnectionInfo:
     recv_buffered: int
     send_buffered: int
     last_io: float
+    who: str = ""  # signed in as (a user, a named token, a link)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,7 +388,7 @@ def _connection_info(channel: Channel) -> ConnectionInfo:
     protocol = channel.protocol
     transfer = protocol.transfer
     return ConnectionInfo(
-        id=channel.id, peer=channel.peer, state=protocol.state_label,
+        id=channel.id, peer=channel.peer, state=protocol.state_label, who=protocol.account,
         op=transfer.op if transfer else "", name=transfer.name if transfer else "",
         done=transfer.done if transfer else 0, total=transfer.total if transfer else 0,
         started=transfer.started if transfer else channel.opened,

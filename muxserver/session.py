@@ -370,6 +370,10 @@ class Session(BaseProtocol):
         return self.active
 
     @property
+    def account(self) -> str:
+        return self.grant.who
+
+    @property
     def who(self) -> str:
         """The peer, for the log, and who it is (a user, a named token, a link)."""
         who = self.grant.who

@@ -57,6 +57,11 @@ class ConnectionProtocol(Protocol):
     def transfer(self) -> "Transfer | None":
         """The put or get under way, for the console; None between transfers."""
 
+    @property
+    def account(self) -> str:
+        """Who the connection is signed in as, for the console ("" when nobody is, or
+        the server has no accounts)."""
+
     def data_received(self, data: memoryview) -> None:
         """Bytes from recv_into; the view is only valid during the call."""
 
@@ -169,6 +174,10 @@ class BaseProtocol:
     @property
     def transfer(self) -> "Transfer | None":
         return None
+
+    @property
+    def account(self) -> str:
+        return ""
 
     def data_received(self, data: memoryview) -> None:
         pass

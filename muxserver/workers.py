@@ -273,6 +273,8 @@ class Supervisor:
         self.restarts: dict[int, Timer] = {}  # workers waiting to be started again
         self.tallies: dict[int, tuple[int, int]] = {}  # (done, failed) of each live worker
         self.earlier: dict[int, tuple[int, int]] = {}  # the same, of its dead predecessors
+        #: their wake-ups, timer wake-ups, bytes in and out (the console's counts only rise)
+        self.earlier_io: tuple[int, ...] = (0, 0, 0, 0)
 
     # -- starting
 
@@ -365,9 +367,19 @@ class Supervisor:
         """A worker's pipe reached its end: the worker exited. Unless the server is
         stopping (or still starting: start() reports that), start it again."""
         index = pipe.index
+        if self.pipes.get(index) is not pipe:
+            return  # an earlier pipe of a restarted worker
+        last = self.snapshots.get(index)
+        if index in self.totals:  # (it said goodbye: its last counts stay on the console,
+            if last is not None:  # its connections go; no count may go down)
+                self.snapshots[index] = dataclasses.replace(
+                    last, connections=[], transfers_done=self.totals[index].transfers_done,
+                    transfers_failed=self.totals[index].transfers_failed)
+            return
         self.snapshots.pop(index, None)
-        if self.pipes.get(index) is not pipe or index in self.totals:
-            return  # an earlier pipe of a restarted worker; or a worker that said goodbye
+        if last is not None:  # (what it moved stays counted: its successor starts at 0)
+            self.earlier_io = tuple(a + b for a, b in zip(self.earlier_io, (
+                last.wakeups, last.timeout_wakeups, last.bytes_in, last.bytes_out)))
         done, failed = self.tallies.pop(index, (0, 0))  # (what it did stays counted)
         before = self.earlier.get(index, (0, 0))
         self.earlier[index] = (before[0] + done, before[1] + failed)
@@ -438,17 +450,19 @@ class Supervisor:
         now = time.monotonic()
         parts = list(self.snapshots.values())
         address = self.address or ("", 0)
+        wakeups, timeouts, bytes_in, bytes_out = self.earlier_io
         return Snapshot(
             address=f"{format_address(*address)} ({self.count} workers)",
             root=self.root_path, uptime=now - self.started,
-            wakeups=sum(p.wakeups for p in parts),
-            timeout_wakeups=sum(p.timeout_wakeups for p in parts),
+            wakeups=wakeups + sum(p.wakeups for p in parts),
+            timeout_wakeups=timeouts + sum(p.timeout_wakeups for p in parts),
             connections=[c for p in parts for c in p.connections],
             transfers_done=sum(p.transfers_done for p in parts)
             + sum(done for done, _ in self.earlier.values()),
             transfers_failed=sum(p.transfers_failed for p in parts)
             + sum(failed for _, failed in self.earlier.values()),
-            bytes_in=sum(p.bytes_in for p in parts), bytes_out=sum(p.bytes_out for p in parts),
+            bytes_in=bytes_in + sum(p.bytes_in for p in parts),
+            bytes_out=bytes_out + sum(p.bytes_out for p in parts),
             stopping_in=self._stop_at - now if self._stop_at is not None else None)
 
     def totals_summary(self) -> dict[str, Any]:

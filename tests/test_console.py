@@ -92,7 +92,7 @@ def test_an_interruption_is_one_line_in_the_event_pane():
                                                                   "conn": 8})
     finally:
         logger.removeHandler(handler)
-    lines = [line.plain for line in view.log]
+    lines = [line.plain for _, line in view.log]
     assert len(lines) == 2 and "mid-request" in lines[0] and "other closed" in lines[1]
 
 
@@ -129,8 +129,8 @@ def test_narrow_terminals_keep_the_essentials_and_never_overflow(width):
                   done=250, total=1000)]
     text = render_text(ConsoleView(), snapshot(conns), width=width)
     assert max(len(line) for line in text.splitlines()) <= width
-    for expected in ("127.0.0.1:40001", "put", "a-rather", "receiving body", "25%"):
-        assert expected in text, (width, expected)
+    for expected in ("127.0.0.1:40001", "put", "a-rat", "r.gz", "receiving body", "25%"):
+        assert expected in text, (width, expected)  # (a long name: cut in the middle)
     heading = next(line for line in text.splitlines() if line.startswith("peer"))
     assert ("done" in heading) == ("done" in choose_columns(width))
     assert ("ETA" in heading) == (width >= 100)
@@ -286,3 +286,63 @@ def test_the_console_keeps_drawing_while_the_server_stops(root):
     finally:
         console.stop()
         server.shutdown()
+
+
+def test_the_event_pane_uses_the_free_rows_and_keeps_failures_in_sight():
+    view = ConsoleView()
+    view.add_log(1.0, logging.WARNING, "127.0.0.1:5 put x refused: disk full (no_space)")
+    for i in range(60):
+        view.add_log(2.0 + i, logging.INFO, f"127.0.0.1:{i} get f{i}: 3 bytes ok")
+    snap = Snapshot(address="127.0.0.1:9", root="/r", uptime=1.0, wakeups=0,
+                    timeout_wakeups=0, connections=[], transfers_done=60,
+                    transfers_failed=1, bytes_in=0, bytes_out=180)
+    out = io.StringIO()
+    Console(file=out, width=100, height=40, force_terminal=False).print(
+        view.render(snap, now=10.0, width=100, height=40))
+    shown = out.getvalue().splitlines()
+    assert any("disk full" in line for line in shown)  # (60 newer lines did not hide it)
+    events = [line for line in shown if "127.0.0.1:" in line]
+    assert len(events) >= 30  # (the rows a tall terminal has, not six)
+    assert len(shown) <= 40
+
+
+def test_no_count_goes_down_and_an_idle_connection_shows_no_rate():
+    view = ConsoleView()
+
+    def snap(moved: int, wakeups: int, op: str) -> Snapshot:
+        conn = ConnectionInfo(id=1, peer="127.0.0.1:5", state="idle", op=op, name="f",
+                              done=0, total=0, started=0.0, bytes_in=moved, bytes_out=0,
+                              recv_buffered=0, send_buffered=0, last_io=0.0)
+        return Snapshot(address="a", root="/r", uptime=1.0, wakeups=wakeups,
+                        timeout_wakeups=0, connections=[conn], transfers_done=1,
+                        transfers_failed=0, bytes_in=moved, bytes_out=0)
+
+    text = []
+    for now, (moved, wakeups) in enumerate([(10**6, 100), (2 * 10**6, 200), (10**5, 20),
+                                            (10**5, 20)]):
+        out = io.StringIO()
+        Console(file=out, width=120, force_terminal=False).print(
+            view.render(snap(moved, wakeups, ""), now=float(now), width=120))
+        text.append(out.getvalue())
+    assert not any("-" in line.split("/s")[0][-12:] for t in text for line in t.splitlines()
+                   if "/s" in line)  # (no negative rate: a restart is no rate)
+    assert "B/s" not in text[-1].split("\n", 3)[-1]  # (the idle connection's row)
+
+
+def test_at_80_columns_names_are_cut_in_the_middle_and_rows_say_who():
+    view = ConsoleView()
+    conns = [ConnectionInfo(id=i, peer=f"127.0.0.1:{40000 + i}", state="receiving body",
+                            op="put", name=f"uploads/from-the-phone/small8000{i}.bin", done=5,
+                            total=10, started=0.0, bytes_in=5, bytes_out=0, recv_buffered=0,
+                            send_buffered=0, last_io=0.0, who="alice" if i == 1 else "")
+             for i in range(1, 4)]
+    snap = Snapshot(address="a", root="/r", uptime=1.0, wakeups=0, timeout_wakeups=0,
+                    connections=conns, transfers_done=0, transfers_failed=0, bytes_in=15,
+                    bytes_out=0)
+    out = io.StringIO()
+    Console(file=out, width=80, force_terminal=False).print(view.render(snap, now=1.0,
+                                                                        width=80))
+    rows = [line for line in out.getvalue().splitlines() if "put" in line]
+    assert len(rows) == 3 and all(len(line) <= 80 for line in rows)
+    assert len({line.split("put", 1)[1].split()[0] for line in rows}) == 3  # (told apart)
+    assert any("alice" in line for line in rows)
