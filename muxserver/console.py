@@ -339,8 +339,17 @@ class LiveConsole:
         self.view.add_log(time.time(), logging.INFO, line)
 
     def stop(self) -> None:
+        """The last frame (the end state: the counts after the last transfer, no
+        connection left), then the display stops."""
         if self._timer is not None:
             self._timer.cancel()
+        try:
+            snap = self.server.snapshot()
+            size = self.console.size
+            self.live.update(self.view.render(snap, width=size.width, height=size.height),
+                             refresh=True)
+        except Exception:  # (a server that cannot say any more: its last frame stays)
+            pass
         self.live.stop()
         logging.getLogger("muxserver").removeHandler(self.handler)
         for handler, level in self._muted:

@@ -346,3 +346,17 @@ def test_at_80_columns_names_are_cut_in_the_middle_and_rows_say_who():
     assert len(rows) == 3 and all(len(line) <= 80 for line in rows)
     assert len({line.split("put", 1)[1].split()[0] for line in rows}) == 3  # (told apart)
     assert any("alice" in line for line in rows)
+
+
+@pytest.mark.timeout(180)
+def test_the_console_with_workers_through_ctrl_c_never_counts_down():
+    import shutil
+    from pathlib import Path
+
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    script = Path(__file__).parent.parent / "scripts" / "console_workers_check.py"
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=170)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("PASS")
