@@ -200,7 +200,7 @@ class HttpSession(TusRequests, FolderReplies, SignInRequests):
                 self.send_drop_box(name)  # uploads only: a form, and no names at all
             else:
                 self.send_listing(listing_for(name, query, self.request_headers.get(
-                    "accept", ""), self.page_rights()))
+                    "accept", ""), self.page_rights()), query.get("search", "").strip())
             return
         self.name = name
         self.begin_transfer("get", name)

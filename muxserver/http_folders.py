@@ -103,9 +103,13 @@ class FolderReplies(HttpCodec):
                            ("Cache-Control", "no-store"),
                            ("Content-Security-Policy", INDEX_CSP)], page)
 
-    def send_listing(self, form: Listing) -> None:
-        """A directory listing (HTML, JSON or text), streamed a page per loop step."""
-        entries = self.entries(form.name)  # (not found, not permitted: raised now)
+    def send_listing(self, form: Listing, search: str = "") -> None:
+        """A directory listing (HTML, JSON or text), streamed a page per loop step; with
+        ``search``, the entries below it, at any depth, whose names hold that text (in
+        any case): every step still handles a bounded number of entries met."""
+        entries = self.entries(form.name, recursive=bool(search))  # (refusals: now)
+        if search:
+            entries = matching(entries, search)
         self.queue(h11.Response(status_code=200, headers=self.base_headers(None) + [
             ("Content-Type", form.media_type), ("Cache-Control", "no-store"),
             *form.headers]))
@@ -283,3 +287,26 @@ def left_out_name(base: str, taken: set[str]) -> str:
         if name not in taken:
             return name
     raise AssertionError("unreachable: the names are endless")
+
+
+def matching(entries: Generator[Entry, None, None], text: str
+             ) -> Generator[Entry, None, None]:
+    """The entries whose own names hold ``text`` (any case); the others pass as units of
+    work that show nothing (None), so a search is bounded per step as a listing is.
+    Begun, as the walk it wraps is: closing it closes the walk."""
+    wanted = text.casefold()
+
+    def walk() -> Generator[Entry, None, None]:
+        try:
+            yield None
+            for entry in entries:
+                if isinstance(entry, dict) and wanted not in entry["name"].rsplit(
+                        "/", 1)[-1].casefold():
+                    entry = None
+                yield entry
+        finally:
+            entries.close()
+
+    found = walk()
+    next(found)
+    return found

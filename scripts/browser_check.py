@@ -626,6 +626,23 @@ class Tour:
             stop(server)
         return "drop box: no names, no listing controls, a taken name stored beside"
 
+    def check_search(self) -> str:
+        """Enter in the filter box searches every folder below this one."""
+        from selenium.webdriver.common.keys import Keys
+        self.open()
+        box = self.one("#filter")
+        box.send_keys("BEACH", Keys.ENTER)
+        wait_for(lambda: self.names() == ["holiday photos/day 2/beach.jpg"],
+                 f"the search found {self.names()}")
+        self.press("holiday photos/day 2/beach.jpg", "td.name a")
+        wait_for(lambda: self.browser.current_url.endswith("/holiday%20photos/day%202/beach.jpg"),
+                 "the found file's link leads elsewhere")
+        self.open()
+        self.one("#filter").send_keys("no such name anywhere", Keys.ENTER)
+        wait_for(lambda: self.one("#nomatch").is_displayed(), "no 'nothing found' row")
+        self.quiet()
+        return "search below a folder: a match two folders down, its link; none said so"
+
     def check_localhost(self) -> str:
         self.browser.get(f"http://localhost:{self.port}/")
         wait_for(lambda: self.row("existing <b>bold.txt"), "the index is not served on "
@@ -934,7 +951,7 @@ SHARING_CHECKS = ["check_signin_page", "check_wrong_password", "check_sign_in_an
 CHECKS = ["check_listing", "check_upload_file", "check_drop_folder",
           "check_resume_after_reload", "check_network_loss", "check_same_name", "check_queue",
           "check_folder_rename_delete", "check_folder_zip", "check_drop_box",
-          "check_localhost"]
+          "check_search", "check_localhost"]
 
 
 def main() -> int:

@@ -79,6 +79,10 @@ def test_a_drop_box_page_shows_nothing_and_takes_files(tour):
     run(tour, "check_drop_box")
 
 
+def test_enter_in_the_filter_searches_below_the_folder(tour):
+    run(tour, "check_search")
+
+
 def test_the_page_answers_on_localhost(tour):
     run(tour, "check_localhost")
 

@@ -237,3 +237,26 @@ def test_a_tus_upload_keeps_the_files_time(tmp_path):
                                             base64.b64encode(b"soon").decode())}))
         assert h.replies()[-1].status == 400
     assert (root / "old.txt").stat().st_mtime == pytest.approx(1234567890.5)
+
+
+@pytest.mark.parametrize("kind", ["http"])
+def test_a_search_by_name_finds_matches_below_the_folder_in_bounded_steps(tmp_path, kind):
+    import json
+
+    from muxserver.access import Ceiling
+
+    root = tmp_path / "root"
+    (root / "photos" / "2024" / "deep").mkdir(parents=True)
+    (root / "photos" / "2024" / "deep" / "Holiday-beach.JPG").write_text("x")
+    (root / "photos" / "holiday.txt").write_text("y")
+    (root / "photos" / "other.txt").write_text("z")
+    (root / "elsewhere-holiday.txt").write_text("not below photos")
+    for i in range(1200):  # (more than a step's worth of entries met)
+        (root / "photos" / "2024" / f"noise{i}.bin").write_bytes(b"")
+    with harnesses(kind, root) as make:
+        h = make(ceiling=Ceiling())
+        h.send(h.wire.request("GET", "/photos/?search=HOLIDAY&format=json"))
+        found = json.loads(h.replies()[-1].body)
+        assert sorted(e["name"] for e in found["entries"]) == [
+            "photos/2024/deep/Holiday-beach.JPG", "photos/holiday.txt"]
+        assert h.session.work.state.value == "idle"

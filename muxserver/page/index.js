@@ -70,7 +70,49 @@ function applyFilter() {
   document.getElementById("nomatch").hidden = !(wanted && rows && !shown);
   summarize();
 }
-filter.addEventListener("input", applyFilter);
+filter.addEventListener("input", () => {
+  if (searched && !filter.value.trim()) { searched = false; refresh(); return; }
+  applyFilter();
+});
+// Enter in the filter box: a search by name below this folder, at any depth (the server
+// walks it in bounded steps; only what this account may read)
+let searched = false;
+filter.addEventListener("keydown", async e => {
+  if (e.key !== "Enter" || !filter.value.trim() || !cfg.read) return;
+  e.preventDefault();
+  const term = filter.value.trim();
+  say("searching below this folder for " + term + "…");
+  const r = await fetch(cfg.base + "?search=" + encodeURIComponent(term) + "&format=json",
+                        {cache: "no-store"});
+  if (!r.ok) { say(why(r.status, await r.text()), "err"); return; }
+  const found = await r.json();
+  searched = true;
+  for (const row of body.querySelectorAll("tr[data-name], tr.empty")) row.remove();
+  for (const entry of found.entries) body.append(foundRow(entry));
+  sortRows();
+  for (const row of body.querySelectorAll("tr[data-name]")) row.hidden = false;
+  document.getElementById("nomatch").hidden = found.entries.length > 0;
+  summarize();
+  say(found.entries.length + " found below this folder for “" + term + "”" +
+      (found.error ? " (incomplete: " + found.error + ")" : "") + "; clear the box to see the folder again",
+      found.entries.length ? "ok" : "");
+});
+function foundRow(entry) {  // a search result: its path below this folder, a link, no actions
+  const below = cfg.dir && entry.name.startsWith(cfg.dir + "/") ? entry.name.slice(cfg.dir.length + 1) : entry.name;
+  const dir = entry.type === "dir";
+  const tr = document.createElement("tr");
+  Object.assign(tr.dataset, {dir: dir ? "1" : "0", name: below, size: entry.size,
+                             mtime: Math.round(entry.mtime)});
+  const link = document.createElement("a");
+  link.href = "/" + encodeURIComponent(entry.name).replace(/%2F/g, "/") + (dir ? "/" : "");
+  link.textContent = below + (dir ? "/" : "");
+  const cells = [link, entry.type === "file" ? human(entry.size) : "", "", ""];
+  ["name", "num", "when", "acts"].forEach((cls, i) => {
+    const td = document.createElement("td"); td.className = cls; td.append(cells[i]); tr.append(td);
+  });
+  stamp(tr);
+  return tr;
+}
 
 function button(label, title, action) {
   const b = document.createElement("button");
