@@ -255,7 +255,7 @@ def test_with_the_console_on_trace_lines_go_to_its_event_pane(make_server):
     narrator = Narrator("en", write=live.trace_line)
     narrator.event("recv", 7, n=42)
     narrator.event("prefix_wait", 7, have=3)
-    lines = [line.plain for line in live.view.log]
+    lines = [line.plain for _, line in live.view.log]
     assert lines[-2].endswith("[#7] recv returned 42 bytes")
     assert lines[-1].endswith("[#7] the length prefix is 3 of 8 bytes, waiting for the rest")
 
