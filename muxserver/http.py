@@ -196,6 +196,8 @@ class HttpSession(TusRequests, FolderReplies, SignInRequests):
         if path == "" or path.endswith("/"):
             if query.get("download") in ARCHIVES:
                 self.send_archive(name, query["download"])
+            elif "count" in query and self.grant.allows(READ):
+                self.send_count(name)
             elif not self.grant.allows(READ) and self.grant.allows(WRITE):
                 self.send_drop_box(name)  # uploads only: a form, and no names at all
             else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
+import json
 import http
 import logging
 import urllib.parse
@@ -172,6 +173,12 @@ class HttpCodec(RequestRules):
             self.queue(h11.Data(data=body))
         self.queue(h11.EndOfMessage())
         self.responded(status, len(body))
+
+    def send_json(self, status: int, value: object) -> None:
+        """A whole response of one JSON value (never cached: it says how things are now)."""
+        self.respond(status, [("Content-Type", "application/json"),
+                              ("Cache-Control", "no-store")],
+                     json.dumps(value).encode() + b"\n")
 
     def responded(self, status: int, size: int) -> None:
         self.channel.observe.http_response(self.channel.id, status, size)

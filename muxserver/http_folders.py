@@ -143,6 +143,30 @@ class FolderReplies(HttpCodec):
 
         return self.listing_job(entries, ROWS_PER_STEP, left_out, page, failed)
 
+    def send_count(self, name: str) -> None:
+        """``?count``: how many entries a folder holds (JSON ``{"count": N, "more": B}``),
+        counted in the listing's bounded steps, at most COUNT_UP_TO (then ``more``)."""
+        entries = self.entries(name)  # (not found, not permitted: raised now)
+        counted = [0]
+
+        def page(batch: list[dict[str, Any]], more: bool) -> None:
+            counted[0] += len(batch)
+
+        def failed(batch: list[dict[str, Any]], exc: StorageError) -> None:
+            counted[0] = -1
+
+        def count() -> Job:
+            yield from self.listing_job(_at_most(entries, COUNT_UP_TO + 1), ROWS_PER_STEP,
+                                        LeftOutLog(self.channel.peer, self.channel.id,
+                                                   self.wire, name), page, failed)
+            if counted[0] < 0:
+                self.send_json(500, {"error": "the folder could not be counted"})
+            else:
+                self.send_json(200, {"count": min(counted[0], COUNT_UP_TO),
+                                     "more": counted[0] > COUNT_UP_TO})
+
+        self.start_job(count())
+
     def send_rows(self, text: str, more: bool, shown: int) -> None:
         if text:
             self.queue(h11.Data(data=text.encode()))
@@ -310,3 +334,28 @@ def matching(entries: Generator[Entry, None, None], text: str
     found = walk()
     next(found)
     return found
+
+
+#: A folder's entries are counted up to this many (the page says "10000+" past it).
+COUNT_UP_TO = 10_000
+
+
+def _at_most(entries: Generator[Entry, None, None], count: int
+             ) -> Generator[Entry, None, None]:
+    """The first ``count`` entries shown (and what comes between them); begun."""
+    def walk() -> Generator[Entry, None, None]:
+        shown = 0
+        try:
+            yield None
+            for entry in entries:
+                yield entry
+                if isinstance(entry, dict):
+                    shown += 1
+                    if shown >= count:
+                        return
+        finally:
+            entries.close()
+
+    first = walk()
+    next(first)
+    return first

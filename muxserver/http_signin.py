@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import urllib.parse
 
 from .access import LINK, PASSWORD, READ, SESSION, TOKEN, Credential, Grant, Refusal
@@ -252,10 +251,6 @@ class SignInRequests(HttpCodec):
         self.respond(204, [("Set-Cookie", self.cookie("", 0)),
                            ("Clear-Site-Data", '"cookies"')])
 
-    def send_json(self, status: int, value: object) -> None:
-        self.respond(status, [("Content-Type", "application/json"),
-                              ("Cache-Control", "no-store")],
-                     json.dumps(value).encode() + b"\n")
 
 
 def basic_credential(value: str) -> Credential:

@@ -643,6 +643,16 @@ class Tour:
         self.quiet()
         return "search below a folder: a match two folders down, its link; none said so"
 
+    def check_folder_counts(self) -> str:
+        """A folder's row says how many entries it holds."""
+        self.open()
+        said = wait_for(lambda: (lambda row: row and "items" in row.text and row.text)(
+            self.row("holiday photos")), "the folder's row says nothing of its entries")
+        if "4 items" not in said:  # (three photos and the folder day 2)
+            raise CheckFailed(f"the folder's row says {said!r}")
+        self.quiet()
+        return "a folder's row says how many entries it holds: 4 items"
+
     def check_localhost(self) -> str:
         self.browser.get(f"http://localhost:{self.port}/")
         wait_for(lambda: self.row("existing <b>bold.txt"), "the index is not served on "
@@ -951,7 +961,7 @@ SHARING_CHECKS = ["check_signin_page", "check_wrong_password", "check_sign_in_an
 CHECKS = ["check_listing", "check_upload_file", "check_drop_folder",
           "check_resume_after_reload", "check_network_loss", "check_same_name", "check_queue",
           "check_folder_rename_delete", "check_folder_zip", "check_drop_box",
-          "check_search", "check_localhost"]
+          "check_search", "check_folder_counts", "check_localhost"]
 
 
 def main() -> int:

@@ -83,6 +83,10 @@ def test_enter_in_the_filter_searches_below_the_folder(tour):
     run(tour, "check_search")
 
 
+def test_a_folder_says_how_many_entries_it_holds(tour):
+    run(tour, "check_folder_counts")
+
+
 def test_the_page_answers_on_localhost(tour):
     run(tour, "check_localhost")
 

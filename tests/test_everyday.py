@@ -260,3 +260,28 @@ def test_a_search_by_name_finds_matches_below_the_folder_in_bounded_steps(tmp_pa
         assert sorted(e["name"] for e in found["entries"]) == [
             "photos/2024/deep/Holiday-beach.JPG", "photos/holiday.txt"]
         assert h.session.work.state.value == "idle"
+
+
+def test_a_folder_says_how_many_entries_it_holds(tmp_path):
+    import json
+
+    from muxserver import http_folders
+
+    root = tmp_path / "root"
+    (root / "many").mkdir(parents=True)
+    for i in range(30):
+        (root / "many" / f"f{i}").write_bytes(b"")
+    (root / "many" / ".muxserver-tmp-x").write_bytes(b"")  # (ours: not counted)
+    with harnesses("http", root) as make:
+        h = make()
+        h.send(h.wire.request("GET", "/many/?count"))
+        assert json.loads(h.replies()[-1].body) == {"count": 30, "more": False}
+        old = http_folders.COUNT_UP_TO
+        http_folders.COUNT_UP_TO = 10
+        try:
+            h.send(h.wire.request("GET", "/many/?count"))
+            assert json.loads(h.replies()[-1].body) == {"count": 10, "more": True}
+        finally:
+            http_folders.COUNT_UP_TO = old
+        h.send(h.wire.request("GET", "/nowhere/?count"))
+        assert h.replies()[-1].status == 404

@@ -248,10 +248,26 @@ async function refresh() {
   const listing = await r.json();
   for (const row of body.querySelectorAll("tr[data-name], tr.empty")) row.remove();
   for (const entry of listing.entries) body.append(rowFor(entry));
-  sortRows(); applyFilter();
+  sortRows(); applyFilter(); countFolders();
 }
 for (const row of body.querySelectorAll("tr[data-name]")) { addActions(row); stamp(row); }
-sortRows(); summarize();
+sortRows(); summarize(); countFolders();
+
+// How many entries each folder holds, in its size column: asked of the server a folder
+// at a time (it counts in bounded steps, up to 10,000), for the first hundred folders.
+async function countFolders() {
+  const rows = Array.from(body.querySelectorAll('tr[data-dir="1"][data-name]')).slice(0, 100);
+  for (const row of rows) {
+    const r = await fetch(urlOf(row.dataset.name, true) + "?count", {cache: "no-store"}).catch(() => null);
+    if (!r || !r.ok) continue;
+    const {count, more} = await r.json();
+    const cell = row.querySelector("td.num");
+    if (cell && row.isConnected) {
+      cell.textContent = count + (more ? "+" : "") + (count === 1 && !more ? " item" : " items");
+      cell.classList.add("muted");
+    }
+  }
+}
 
 // ---- uploads: tus, in pieces, each with its SHA-256; resumed from where they stopped
 function b64(bytes) { let s = ""; for (const b of new Uint8Array(bytes)) s += String.fromCharCode(b); return btoa(s); }
