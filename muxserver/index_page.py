@@ -3,13 +3,15 @@
 The page is a document and two files of its own, its style and its script, in
 ``page/`` (package data: they can be read, linted and cached), served from this
 server at ``/.muxserver-page/`` (a name no user file can have) with an ETag, so the
-page works offline and its policy allows no inline script or style: a table of the
-directory (sizes in KiB and MiB like ``ls``, columns that sort, a filter box, the
-SHA-256 of a file on demand, a zip or tar of any folder), uploads of files and whole
-folders (picked, or dropped on the page) through tus in pieces of 8 MiB, each with its
-own bar, rate and time left, and, where the server's rights allow, "new folder",
-rename and delete (what is not allowed is not shown). It follows the system's dark
-mode and fits a phone.
+page works offline and its policy allows no inline script or style: uploads first (its
+buttons at the top, a queue with a row per file and a line for all of them; files and
+whole folders, picked or dropped on the page, through tus in pieces of 8 MiB, their
+times kept; a name that is taken asked about: replace, keep both, skip), then a table of
+the directory (sizes in KiB and MiB like ``ls``, how many entries each folder holds,
+columns that sort, a filter box whose Enter searches below, the SHA-256 of a file on
+demand, a zip or tar of any folder) and, where the server's rights allow, "new folder",
+rename and delete in the page's own dialogs (what is not allowed is not shown). It
+follows the system's dark mode and fits a phone (44 px controls).
 
 Uploads are resumable: the page remembers each unfinished upload (in the browser's
 localStorage, by the file's path, size and date), and when the same file is picked or
