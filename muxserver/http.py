@@ -53,7 +53,7 @@ from .http_signin import AUTH_PATH, SignInRequests
 from .http_tus import TusRequests
 from .index_page import ASSETS, ASSETS_PATH
 from .lifecycle import Work
-from .listings import listing_for
+from .listings import HtmlListing, listing_for
 from .names import printable
 from .storage import OpenFile, StorageError, Upload, split_name
 
@@ -201,8 +201,12 @@ class HttpSession(TusRequests, FolderReplies, SignInRequests):
             elif not self.grant.allows(READ) and self.grant.allows(WRITE):
                 self.send_drop_box(name)  # uploads only: a form, and no names at all
             else:
-                self.send_listing(listing_for(name, query, self.request_headers.get(
-                    "accept", ""), self.page_rights()), query.get("search", "").strip())
+                form = listing_for(name, query, self.request_headers.get("accept", ""),
+                                   self.page_rights())
+                # (a search's rows are paths below the folder: the HTML page's rows are
+                # the folder's own, with actions on them; its script searches in JSON)
+                search = "" if isinstance(form, HtmlListing) else query.get("search", "")
+                self.send_listing(form, search.strip())
             return
         self.name = name
         self.begin_transfer("get", name)

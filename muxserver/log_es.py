@@ -15,7 +15,7 @@ from .trace import REASONS_ES
 from .turnlog import Lines
 
 TEMPLATES = {
-    "%s %s%s%s: %s": "%s %s%s%s: %s",
+    "%s stat %s: %s": "%s stat %s: %s",
     "%s %sshared %s until %s (link %s)": "%s %scompartió %s hasta %s (enlace %s)",
     "%s %sshared %s as a drop box until %s (link %s)":
         "%s %scompartió %s como buzón de subida hasta %s (enlace %s)",

@@ -44,6 +44,7 @@ from .protocol import (
     Request,
     RequestError,
 )
+from .names import printable
 from .rules import RequestRules
 from .shares import DEFAULT_EXPIRY
 from .session import Job, Services
@@ -162,7 +163,14 @@ class NativeSession(RequestRules):
                 self.begin_transfer("get", req.name)
                 self.start_get(req)
             elif req.op == "stat":
-                self.reply_ok(req.id, **self.describe(req.name))
+                try:
+                    info = self.describe(req.name)
+                except StorageError as exc:
+                    if exc.code != "not_found":
+                        raise
+                    self.answer_not_found(req, exc)
+                    return
+                self.reply_ok(req.id, **info)
             elif req.op == "partial":
                 self.reply_ok(req.id, name=req.name, offset=self.partial_held(req))
             elif req.op == "trailer":
@@ -176,6 +184,14 @@ class NativeSession(RequestRules):
                 self.change(req)
         except StorageError as exc:
             self.reply_error(req.id, exc.code, exc.message, req.name)
+
+    def answer_not_found(self, req: Request, exc: StorageError) -> None:
+        """A stat of a name that is not there is a question answered "no" (put --as asks
+        it, to learn whether a folder is there), not a refusal: said, logged as that."""
+        log.info("%s stat %s: %s", self.who, printable(req.name), exc.message,
+                 extra={"event": "answered", "conn": self.channel.id})
+        self.queue_reply(req.id, exc.code, protocol.encode_error(req.id, exc.code,
+                                                                 exc.message))
 
     def partial_held(self, req: Request) -> int:
         """How much of an interrupted upload of this writer's the server holds (0: none):

@@ -412,11 +412,6 @@ class Session(BaseProtocol):
         what = transfer.op if transfer is not None else "request"
         name = name or (transfer.name if transfer is not None else "")
         self.transfer_failed(transfer)
-        if code == "not_found" and transfer is None:  # (a question answered "no": a stat,
-            log.info("%s %s%s%s: %s", self.who, self.wire, what,  # put --as asking if a
-                     f" {printable(name)}" if name else "", message,  # folder is there)
-                     extra={"event": "answered", "conn": self.channel.id})
-            return
         log.warning("%s %s%s%s refused: %s (%s)", self.who, self.wire, what,
                     f" {printable(name)}" if name else "", message, code,
                     extra={"event": "refused", "conn": self.channel.id})

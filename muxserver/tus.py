@@ -178,9 +178,10 @@ def parse_mtime(text: str | None) -> float | None:
     try:
         mtime = float(text)
     except ValueError:
-        mtime = float("nan")
-    if not 0 <= mtime < 2**33:  # (NaN too)
-        raise RequestError("bad_request", "Upload-Metadata mtime must be seconds since 1970")
+        raise RequestError("bad_request", "Upload-Metadata mtime must be seconds since "
+                                          "1970") from None
+    if not 0 <= mtime < 2**33:  # (a time a file system may not keep: the file is kept)
+        return None
     return round(mtime, 3)
 
 

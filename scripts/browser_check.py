@@ -483,8 +483,20 @@ class Tour:
         self.answer("replace")
         wait_for(lambda: (self.root / "notes.txt").read_text() == "the notes, replaced",
                  "replace did not replace")
+        two = self.work / "two at once"
+        two.mkdir()
+        (two / "notes.txt").write_text("a third notes file")
+        (two / "existing <b>bold.txt").write_text("not wanted")
+        self.one("#files").send_keys("\n".join(str(p) for p in sorted(two.iterdir())))
+        self.answer("skip")  # (the first question: each gets its own answer)
+        self.answer("both")
+        self.wait_uploads_done(3)
+        if (self.root / "existing <b>bold (2).txt").exists() or not (
+                self.root / "notes (3).txt").exists():
+            raise CheckFailed("two taken names did not get an answer each")
         self.quiet()
-        return "a taken name asks first: skip, keep both (notes (2).txt), replace"
+        return ("a taken name asks first: skip, keep both (notes (2).txt), replace; two "
+                "at once, an answer each")
 
     def check_queue(self, shots: Path | None = None) -> str:
         """Three files at once: each a row, and a line for the whole queue; the files'
@@ -543,9 +555,12 @@ class Tour:
             field = self.one("#ask-input")
             field.clear()
             field.send_keys(text)
+        asked = self.one("#ask-title").text
         self.one(f'#ask-buttons button[data-choice="{choice}"]').click()
-        wait_for(lambda: not self.browser.execute_script(
-            "return document.getElementById('ask').open"), "the question stayed open")
+        wait_for(lambda: self.browser.execute_script(  # (closed, or the next question)
+            "const d = document.getElementById('ask'); return !d.open || "
+            "document.getElementById('ask-title').textContent !== arguments[0]", asked),
+            "the question stayed open")
         return offered
 
     def check_folder_rename_delete(self) -> str:

@@ -285,3 +285,35 @@ def test_a_folder_says_how_many_entries_it_holds(tmp_path):
             http_folders.COUNT_UP_TO = old
         h.send(h.wire.request("GET", "/nowhere/?count"))
         assert h.replies()[-1].status == 404
+
+
+def test_a_file_dated_before_1970_is_stored_without_its_time(tmp_path):
+    import base64
+    import urllib.parse
+
+    root = tmp_path / "root"
+    root.mkdir()
+    meta = ("filename " + base64.b64encode(b"old.txt").decode() + ",mtime "
+            + base64.b64encode(b"-86400").decode())
+    with harnesses("http", root) as make:
+        h = make()
+        h.send(h.wire.request("POST", "/.tus/", {"Tus-Resumable": "1.0.0",
+                                                 "Upload-Length": "2", "Upload-Metadata": meta}))
+        assert h.replies()[-1].status == 201
+        location = urllib.parse.urlsplit(h.replies()[-1].headers["location"]).path
+        h.send(h.wire.request("PATCH", location, {
+            "Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Length": "2",
+            "Content-Type": "application/offset+octet-stream"}, b"ok"))
+        assert h.replies()[-1].status == 204
+    assert (root / "old.txt").read_bytes() == b"ok"
+
+
+def test_the_html_page_ignores_search_and_json_finds(tmp_path):
+    root = tmp_path / "root"
+    (root / "docs" / "2023").mkdir(parents=True)
+    (root / "docs" / "2023" / "report.txt").write_text("r")
+    with harnesses("http", root) as make:
+        h = make()
+        h.send(h.wire.request("GET", "/docs/?search=report", {"Accept": "text/html"}))
+        page = h.replies()[-1].body
+        assert b'data-name="2023"' in page and b'data-name="report.txt"' not in page

@@ -5,7 +5,8 @@ const message = document.getElementById("message");
 const TUS = {"Tus-Resumable": "1.0.0"};
 const PIECE = 8 * 1024 * 1024;
 const KEY = "muxserver-upload:";
-const RETRIES = [1, 2, 4, 8, 16];  // seconds to wait before asking again after a lost connection
+const RETRIES = [1, 2, 4, 8, 16];
+let counting = 0;  // the folder counting under way (a newer listing stops an older one's)  // seconds to wait before asking again after a lost connection
 document.getElementById("drop").hidden = !cfg.write;
 document.getElementById("pick-files").hidden = !cfg.write;
 document.getElementById("pick-folder").hidden = !cfg.write;
@@ -86,6 +87,9 @@ filter.addEventListener("keydown", async e => {
                         {cache: "no-store"});
   if (!r.ok) { say(why(r.status, await r.text()), "err"); return; }
   const found = await r.json();
+  if (filter.value.trim() !== term) return;  // (the box changed meanwhile: not these)
+  const total = found.entries.length;
+  found.entries = found.entries.slice(0, 1000);  // (a tab must not freeze on a broad term)
   searched = true;
   for (const row of body.querySelectorAll("tr[data-name], tr.empty")) row.remove();
   for (const entry of found.entries) body.append(foundRow(entry));
@@ -93,7 +97,7 @@ filter.addEventListener("keydown", async e => {
   for (const row of body.querySelectorAll("tr[data-name]")) row.hidden = false;
   document.getElementById("nomatch").hidden = found.entries.length > 0;
   summarize();
-  say(found.entries.length + " found below this folder for “" + term + "”" +
+  say((total > 1000 ? "the first 1000 of " : "") + total + " found below this folder for “" + term + "”" +
       (found.error ? " (incomplete: " + found.error + ")" : "") + "; clear the box to see the folder again",
       found.entries.length ? "ok" : "");
 });
@@ -159,7 +163,13 @@ async function showHash(row) {
 }
 // ---- the page's own questions (no prompt() or confirm(): they block the page, and a
 // phone shows them as it likes): a title, a sentence, maybe a text field, buttons
-function ask({title, text, input = null, buttons, all = false}) {
+let asking = Promise.resolve();  // (one question at a time: a second waits its turn)
+function ask(question) {
+  const answered = asking.then(() => askNow(question));
+  asking = answered.catch(() => {});
+  return answered;
+}
+function askNow({title, text, input = null, buttons, all = false}) {
   const dialog = document.getElementById("ask");
   document.getElementById("ask-title").textContent = title;
   document.getElementById("ask-text").textContent = text;
@@ -170,8 +180,8 @@ function ask({title, text, input = null, buttons, all = false}) {
   const row = document.getElementById("ask-buttons");
   row.replaceChildren();
   return new Promise(resolve => {
-    const done = choice => {
-      dialog.onclose = null; dialog.close();
+    const done = choice => {  // (once: Escape and a button both lead here)
+      dialog.oncancel = null; dialog.close();
       resolve({choice, value: field.value.trim(), all: document.getElementById("ask-all").checked});
     };
     for (const b of buttons) {
@@ -182,7 +192,7 @@ function ask({title, text, input = null, buttons, all = false}) {
       row.append(el);
     }
     field.onkeydown = e => { if (e.key === "Enter") { e.preventDefault(); done(buttons[0].value); } };
-    dialog.onclose = () => resolve({choice: null, value: "", all: false});  // (Escape)
+    dialog.oncancel = e => { e.preventDefault(); done(null); };  // (Escape: no answer)
     dialog.showModal();
     (input === null ? row.querySelector("button.primary") || row.firstChild : field).focus();
     if (input !== null) field.select();
@@ -256,8 +266,11 @@ sortRows(); summarize(); countFolders();
 // How many entries each folder holds, in its size column: asked of the server a folder
 // at a time (it counts in bounded steps, up to 10,000), for the first hundred folders.
 async function countFolders() {
+  const mine = ++counting;
   const rows = Array.from(body.querySelectorAll('tr[data-dir="1"][data-name]')).slice(0, 100);
   for (const row of rows) {
+    if (mine !== counting || searched) return;
+    if (!row.isConnected) continue;
     const r = await fetch(urlOf(row.dataset.name, true) + "?count", {cache: "no-store"}).catch(() => null);
     if (!r || !r.ok) continue;
     const {count, more} = await r.json();
@@ -327,7 +340,8 @@ async function upload(file, relative, ui, overwrite) {
     if (held === null) url = null; else offset = held;
   }
   if (!url) {
-    const meta = "filename " + b64text(target) + ",mtime " + b64text(String(file.lastModified / 1000))
+    const meta = "filename " + b64text(target)
+      + (file.lastModified > 0 ? ",mtime " + b64text(String(file.lastModified / 1000)) : "")
       + (overwrite ? ",overwrite " + b64text("1") : "");
     const r = await fetch("/.tus/", {method: "POST", headers: Object.assign(
       {"Upload-Length": String(file.size), "Upload-Metadata": meta}, TUS)});
@@ -341,6 +355,7 @@ async function upload(file, relative, ui, overwrite) {
     localStorage.setItem(key, url);
   } else if (offset) {
     ui.state.textContent = "resuming at " + human(offset);
+    queue.sentAtStart += offset;  // (sent before: not this queue's rate)
   }
   const started = performance.now(), from = offset;
   let rate = 0, damaged = 0, lost = 0;
@@ -388,6 +403,7 @@ function freeName(name, dir, taken) {  // "notes (2).txt", "photos (2)": a name 
   for (let n = 2; ; n++) if (!taken.has(stem + " (" + n + ")" + ext)) return stem + " (" + n + ")" + ext;
 }
 async function settleNames(items) {
+  if (searched) { filter.value = ""; searched = false; await refresh(); }  // (this folder's names)
   // A name taken in this folder is never replaced without asking: Replace (where the
   // server allows it), Keep both (the new one under a free name), or Skip. A folder
   // whose name is taken is added into, or kept beside, or skipped.
@@ -396,10 +412,10 @@ async function settleNames(items) {
   const tops = [...new Set(items.map(([, rel]) => rel.split("/")[0]))];
   const clashes = tops.filter(top => taken.has(top));
   const decided = new Map();
-  let always = null;
+  const always = {file: null, dir: null};  // ("the same for the rest": files and folders apart)
   for (const top of clashes) {
     const dir = items.some(([, rel]) => rel.startsWith(top + "/"));
-    let choice = always;
+    let choice = always[dir ? "dir" : "file"];
     if (!choice) {
       const buttons = dir ? [{label: "Add into it", value: "into", primary: true}]
         : cfg.replace ? [{label: "Replace", value: "replace", primary: true}] : [];
@@ -412,7 +428,7 @@ async function settleNames(items) {
                     + "keep both (the new one as " + freeName(top, dir, taken) + "), or skip it?",
         buttons, all: clashes.length > 1});
       choice = answer.choice || "skip";
-      if (answer.all) always = choice;
+      if (answer.all) always[dir ? "dir" : "file"] = choice;
     }
     if (choice === "both") {
       const fresh = freeName(top, dir, taken);
@@ -452,10 +468,14 @@ async function uploadAll(items) {
   showQueue();
   let all = true;
   for (const [index, [file, rel, overwrite]] of settled.entries()) {
-    if (!file) { all = (await makeFolders(rel)) && all; continue; }
+    if (!file) { all = (await makeFolders(rel).catch(() => false)) && all; continue; }
     queue.current = 0;
-    const ok = await upload(file, rel, rows[index], overwrite);
-    queue.ended++; queue.endedBytes += file.size; queue.current = 0;
+    const ok = await upload(file, rel, rows[index], overwrite).catch(error => {
+      rows[index].state.className = "state err";  // (a file that cannot be read, a lost network)
+      rows[index].state.textContent = "not uploaded: " + error.message;
+      return false;
+    });
+    queue.ended++; queue.endedBytes += ok ? file.size : queue.current; queue.current = 0;
     if (!ok) queue.failed++;
     all = ok && all;
     showQueue();
