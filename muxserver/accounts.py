@@ -25,7 +25,8 @@ per person, not one per request.
 
 **The file is live** (:class:`LiveAccounts`): a change takes effect without a restart.
 The server looks at the file's identity (inode, size, times) at most once a second and
-re-reads it only when that changed, or at once after SIGHUP; a file that no longer
+re-reads it only when that changed, or at once after SIGHUP (for a server without a
+terminal: in one, SIGHUP is a hangup, server.py); a file that no longer
 parses keeps the last good one, and the console says why. Writers (``user add``)
 replace the file in one rename, so a reader never sees half of it.
 """

@@ -246,7 +246,10 @@ class Server:
         """
         for signum in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(signum, self.stop_gracefully)
-        self.loop.add_signal_handler(signal.SIGHUP, self.reload_accounts)
+        # SIGHUP: in a terminal, the terminal went away (stop, as ever); without one (a
+        # service, nohup, a script), the conventional "read your settings again"
+        self.loop.add_signal_handler(signal.SIGHUP, self.stop_gracefully if on_a_terminal()
+                                     else self.reload_accounts)
 
     def reload_accounts(self) -> None:
         """SIGHUP: read the user file again now, changed or not (and say so)."""
@@ -522,3 +525,10 @@ def listening_family(host: str) -> tuple[socket.AddressFamily, bool]:
 def secret_path(config: ServerConfig, root: str) -> str:
     """Where the server secret is (seals.py): --secret-file, else in the served root."""
     return config.secret_file or os.path.join(root, SECRET_NAME)
+
+
+def on_a_terminal() -> bool:
+    """Whether this process was started from a terminal (its SIGHUP is then a hangup)."""
+    import sys
+
+    return any(stream is not None and stream.isatty() for stream in (sys.stdin, sys.stdout))

@@ -60,6 +60,7 @@ from .server import (
     format_address,
     freeze_startup_objects,
     listening_family,
+    on_a_terminal,
 )
 from .shared import SharedState
 
@@ -298,8 +299,10 @@ class Supervisor:
             reserved.close()
         for signum in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(signum, self.pass_on_stop)
-        # (SIGHUP: every worker reads the user file again)
-        self.loop.add_signal_handler(signal.SIGHUP, lambda: self.stop_workers(signal.SIGHUP))
+        # (SIGHUP: a terminal that went away stops them all; else every worker reads the
+        # user file again: server.Server.handle_signals)
+        self.loop.add_signal_handler(signal.SIGHUP, self.pass_on_stop if on_a_terminal()
+                                     else lambda: self.stop_workers(signal.SIGHUP))
         return self.address
 
     def _fork(self, index: int, config: ServerConfig, *, sweep: bool) -> None:

@@ -937,3 +937,30 @@ def test_sign_ins_from_one_address_wait_two_at_a_time(world):
         other.sign_in("bob", BOB_PW)
         other.send(other.wire.get("private/s.txt"))
         assert other.replies()[-1].ok
+
+
+def test_in_a_terminal_sighup_is_a_hangup_and_stops_the_server(tmp_path):
+    import pty
+    import subprocess
+    import sys
+
+    root = tmp_path / "root"
+    root.mkdir()
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "muxserver", "serve", "--root", str(root),
+                             "--port", "0", "--no-console"], stdin=follower, stdout=follower,
+                            stderr=subprocess.DEVNULL)
+    os.close(follower)
+    try:
+        said = b""
+        while b"listening on" not in said:  # (the banner's last line: signals are handled)
+            chunk = os.read(leader, 4096)
+            assert chunk, said
+            said += chunk
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(timeout=30) == 0  # (stopped, as a closed terminal has always meant)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(leader)
