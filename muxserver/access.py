@@ -76,7 +76,6 @@ from .accounts import (
     LiveAccounts,
     PasswordCheck,
     PasswordChecks,
-    password_matches,
     token_digest,
 )
 from .accounts import TOKEN as ACCOUNT_TOKEN
@@ -242,9 +241,7 @@ class Access:
             offered = Credential(TOKEN, offered)
         verdict = self._identify(offered)
         if isinstance(verdict, PasswordCheck) and not can_wait:
-            self.passwords.waiting += 1
-            self.passwords.waiting_from[""] += 1
-            self.passwords.record(verdict, password_matches(verdict.stored, verdict.password))
+            self.passwords.check_now(verdict)
             verdict = self._identify(offered)
         if isinstance(verdict, (Grant, PasswordCheck)):
             return verdict

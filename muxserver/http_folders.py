@@ -23,7 +23,7 @@ from .archive import TarStream, ZipStream
 from .archive import crc32 as archive_crc32
 from .http_codec import HttpCodec
 from .index_page import INDEX_CSP, ROWS_PER_STEP, PageRights, index_head, index_tail
-from .listings import LeftOutLog, Listing
+from .listings import LeftOutLog, Listing, passed_through
 from .names import printable
 from .session import Job, Transfer
 from .storage import Entry, LeftOut, StorageError
@@ -316,24 +316,10 @@ def left_out_name(base: str, taken: set[str]) -> str:
 def matching(entries: Generator[Entry, None, None], text: str
              ) -> Generator[Entry, None, None]:
     """The entries whose own names hold ``text`` (any case); the others pass as units of
-    work that show nothing (None), so a search is bounded per step as a listing is.
-    Begun, as the walk it wraps is: closing it closes the walk."""
+    work that show nothing, so a search is bounded per step as a listing is."""
     wanted = text.casefold()
-
-    def walk() -> Generator[Entry, None, None]:
-        try:
-            yield None
-            for entry in entries:
-                if isinstance(entry, dict) and wanted not in entry["name"].rsplit(
-                        "/", 1)[-1].casefold():
-                    entry = None
-                yield entry
-        finally:
-            entries.close()
-
-    found = walk()
-    next(found)
-    return found
+    return passed_through(entries, lambda entry: None if isinstance(entry, dict) and (
+        wanted not in entry["name"].rsplit("/", 1)[-1].casefold()) else entry)
 
 
 #: A folder's entries are counted up to this many (the page says "10000+" past it).
@@ -342,20 +328,7 @@ COUNT_UP_TO = 10_000
 
 def _at_most(entries: Generator[Entry, None, None], count: int
              ) -> Generator[Entry, None, None]:
-    """The first ``count`` entries shown (and what comes between them); begun."""
-    def walk() -> Generator[Entry, None, None]:
-        shown = 0
-        try:
-            yield None
-            for entry in entries:
-                yield entry
-                if isinstance(entry, dict):
-                    shown += 1
-                    if shown >= count:
-                        return
-        finally:
-            entries.close()
-
-    first = walk()
-    next(first)
-    return first
+    """The walk until its ``count``-th entry shown."""
+    shown = itertools.count(1)
+    return passed_through(entries, lambda entry: entry,
+                          last=lambda entry: isinstance(entry, dict) and next(shown) >= count)

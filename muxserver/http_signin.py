@@ -67,11 +67,8 @@ class SignInRequests(HttpCodec):
             return Credential(TOKEN, value.strip()), ""
         if scheme.lower() == "basic":
             return basic_credential(value.strip()), ""
-        for cookie in headers.get("cookie", "").split(";"):
-            key, _, value = cookie.strip().partition("=")
-            if key == SESSION_COOKIE and value:
-                return Credential(SESSION, value), ""
-        return None, ""
+        session = session_cookie(headers)
+        return (Credential(SESSION, session), "") if session else (None, "")
 
     def wants_a_page(self) -> bool:
         """A browser showing what it gets (a GET that accepts HTML): it is given pages
@@ -187,14 +184,11 @@ class SignInRequests(HttpCodec):
 
     def signed_in_as(self) -> Grant | None:
         """The account this browser's session cookie is for, if any, and valid."""
-        for cookie in self.request_headers.get("cookie", "").split(";"):
-            key, _, value = cookie.strip().partition("=")
-            if key == SESSION_COOKIE and value:
-                grant = self.services.access.check(self.channel.peer_host,
-                                                   Credential(SESSION, value))
-                if isinstance(grant, Grant) and grant.principal[:1] != (LINK,):
-                    return grant
-        return None
+        session = session_cookie(self.request_headers)
+        if not session:
+            return None
+        grant = self.services.access.check(self.channel.peer_host, Credential(SESSION, session))
+        return grant if isinstance(grant, Grant) and grant.principal[:1] != (LINK,) else None
 
     def own_view_of_link(self, account: Grant) -> str | None:
         """Where ``account`` sees what the link of this request opens, if it can."""
@@ -271,3 +265,12 @@ def qr_data_uri(text: str) -> str:
     import segno
 
     return str(segno.make(text, error="m").svg_data_uri(scale=4, border=2))
+
+
+def session_cookie(headers: dict[str, str]) -> str:
+    """The session cookie's value a request carries ("" for none)."""
+    for cookie in headers.get("cookie", "").split(";"):
+        key, _, value = cookie.strip().partition("=")
+        if key == SESSION_COOKIE and value:
+            return value
+    return ""

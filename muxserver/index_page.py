@@ -71,14 +71,19 @@ def _asset(name: str, media_type: str) -> Asset:
 ASSETS = {"index.css": _asset("index.css", "text/css; charset=utf-8"),
           "index.js": _asset("index.js", "text/javascript; charset=utf-8"),
           "signin.js": _asset("signin.js", "text/javascript; charset=utf-8")}
-HEAD = (importlib.resources.files(__package__) / "page" / "head.html").read_text(
-    encoding="utf-8").replace("{css_version}", ASSETS["index.css"].etag)
-TAIL = (importlib.resources.files(__package__) / "page" / "tail.html").read_text(
-    encoding="utf-8").replace("{js_version}", ASSETS["index.js"].etag)
+def _page(name: str) -> str:
+    """One of the page's HTML files, its ``{document}`` (the ``<head>`` every page of
+    ours begins with, page/document.html) filled in."""
+    files = importlib.resources.files(__package__) / "page"
+    document = (files / "document.html").read_text(encoding="utf-8").replace(
+        "{css_version}", ASSETS["index.css"].etag)
+    return (files / name).read_text(encoding="utf-8").replace("{document}\n", document, 1)
 
-SIGNIN = (importlib.resources.files(__package__) / "page" / "signin.html").read_text(
-    encoding="utf-8").replace("{css_version}", ASSETS["index.css"].etag).replace(
-    "{js_version}", ASSETS["signin.js"].etag)
+
+HEAD = _page("head.html")
+TAIL = _page("tail.html").replace("{js_version}", ASSETS["index.js"].etag)
+
+SIGNIN = _page("signin.html").replace("{js_version}", ASSETS["signin.js"].etag)
 _SIGNIN_SLOT = re.compile(r"\{(title|note|note_class|next|form_hidden|password_hidden|"
                           r"token_hidden|switch_hidden|onward_hidden|version|recheck|onward|token)\}")
 

@@ -11,14 +11,15 @@ saying "incomplete".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, Callable, ContextManager, Generator
 
 from .index_page import INDEX_CSP, PageRights, index_head, index_rows, index_tail
 from .names import printable
-from .storage import LeftOut
+from .storage import Entry, LeftOut
 from .units import format_bytes
 
 log = logging.getLogger("muxserver")
@@ -150,3 +151,28 @@ def listing_for(name: str, query: dict[str, str], accept: str,
     if wanted == "text" or ("text/plain" in accept and "text/html" not in accept):
         return TextListing(name)
     return HtmlListing(name, rights)
+
+
+def passed_through(entries: Generator[Entry, None, None], change: Callable[[Entry], Entry],
+                   *, last: Callable[[Entry], bool] = lambda entry: False,
+                   guard: Callable[[], ContextManager[None]] = contextlib.nullcontext
+                   ) -> Generator[Entry, None, None]:
+    """A listing's walk seen through ``change`` (an entry, another, or None: a unit of
+    work that shows nothing, so a step stays bounded), ending after the entry ``last``
+    says is the last; errors of the walk raised inside ``guard()``. Begun, as
+    iter_entries' walks are: closing it, even before its first entry, closes the walk."""
+    def walk() -> Generator[Entry, None, None]:
+        try:
+            yield None
+            with guard():
+                for entry in entries:
+                    entry = change(entry)
+                    yield entry
+                    if last(entry):
+                        return
+        finally:
+            entries.close()
+
+    walked = walk()
+    next(walked)
+    return walked

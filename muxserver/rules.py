@@ -21,7 +21,7 @@ from .buffers import FileRegion
 from .digests import SHA256, Digest
 from .hashing import READ_SIZE, HashJob
 from .lifecycle import Event, Work
-from .listings import LeftOutLog
+from .listings import LeftOutLog, passed_through
 from .names import printable
 from .storage import (
     Entry,
@@ -195,23 +195,15 @@ class RequestRules(Session):
             entries = _nothing()  # (an account's folder not made yet: empty, not missing)
         if not self.grant.scope:
             return entries
-        shown = self._entries_outside(entries)
-        next(shown)  # (into its try, as iter_entries is: closing it closes the walk)
-        return shown
+        return passed_through(entries, self._entry_outside, guard=self.scoped)
 
-    def _entries_outside(self, entries: Generator[Entry, None, None]
-                         ) -> Generator[Entry, None, None]:
-        try:
-            yield None
-            with self.scoped():
-                for entry in entries:
-                    if isinstance(entry, LeftOut):
-                        entry = LeftOut(self.outside(entry.name), entry.why)
-                    elif entry is not None:
-                        entry["name"] = self.outside(entry["name"])
-                    yield entry
-        finally:
-            entries.close()
+    def _entry_outside(self, entry: Entry) -> Entry:
+        """An entry named as the request's grant sees it."""
+        if isinstance(entry, LeftOut):
+            return LeftOut(self.outside(entry.name), entry.why)
+        if entry is not None:
+            entry["name"] = self.outside(entry["name"])
+        return entry
 
     # -- what requests change, checked against the grant
 

@@ -20,16 +20,21 @@ _spec.loader.exec_module(browser_check)
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture(scope="module")
-def tour(tmp_path_factory):
+def started(kind, folder):
+    """A tour of ``kind`` (a browser and its server), closed at the end."""
     why = browser_check.missing_tools()
     if why:
         pytest.skip(why)
-    started = browser_check.Tour(tmp_path_factory.mktemp("browser"))
+    tour = kind(folder)
     try:
-        yield started
+        yield tour
     finally:
-        started.close()
+        tour.close()
+
+
+@pytest.fixture(scope="module")
+def tour(tmp_path_factory):
+    yield from started(browser_check.Tour, tmp_path_factory.mktemp("browser"))
 
 
 def run(tour, check: str, *args) -> None:
@@ -105,14 +110,7 @@ def test_screenshots_light_dark_and_phone(tour, tmp_path):
 
 @pytest.fixture(scope="module")
 def sharing(tmp_path_factory):
-    why = browser_check.missing_tools()
-    if why:
-        pytest.skip(why)
-    started = browser_check.SharingTour(tmp_path_factory.mktemp("sharing"))
-    try:
-        yield started
-    finally:
-        started.close()
+    yield from started(browser_check.SharingTour, tmp_path_factory.mktemp("sharing"))
 
 
 def test_signed_out_a_browser_gets_the_sign_in_page(sharing):
