@@ -424,7 +424,7 @@ def navigated_by_a_person(headers: Mapping[str, str]) -> bool:
 
 def changes_state(method: str) -> bool:
     """Methods that may change something (RFC 9110's "safe" methods do not)."""
-    return method not in ("GET", "HEAD", "OPTIONS")
+    return method not in ("GET", "HEAD", "OPTIONS", "PROPFIND")
 
 
 def _within(path: str, folder: str) -> bool:

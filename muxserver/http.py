@@ -48,6 +48,7 @@ from .http_codec import (
     parse_target,
     refusal,
 )
+from .http_dav import ALLOWED_METHODS, DAV_METHODS, DavRequests
 from .http_folders import ARCHIVES, FolderReplies
 from .http_signin import AUTH_PATH, SignInRequests
 from .http_tus import TusRequests
@@ -57,12 +58,11 @@ from .listings import HtmlListing, listing_for
 from .names import printable
 from .storage import OpenFile, StorageError, Upload, split_name
 
-ALLOWED_METHODS = "GET, HEAD, PUT, DELETE, MKCOL, MOVE"
 #: A user's file is shown in a sandbox: no script in it runs with this origin's rights.
 USER_FILE_CSP = ("Content-Security-Policy", "sandbox")
 
 
-class HttpSession(TusRequests, FolderReplies, SignInRequests):
+class HttpSession(TusRequests, FolderReplies, SignInRequests, DavRequests):
     """HTTP/1.1 on one channel: what each request means."""
 
     def handle(self, event: Any) -> None:
@@ -90,6 +90,8 @@ class HttpSession(TusRequests, FolderReplies, SignInRequests):
         self.name = ""
         self.tus_piece = None
         self.response_extra = []
+        self.lock_tokens = frozenset()
+        self.small_body = self.small_body_then = None
         method = request.method.decode("ascii", "replace")
         target = request.target.decode("ascii", "replace")
         if not again:
@@ -132,12 +134,11 @@ class HttpSession(TusRequests, FolderReplies, SignInRequests):
                 self.start_get(path, query)
             elif method == "PUT":
                 self.start_put(path, headers)
-            elif method in ("DELETE", "MKCOL", "MOVE") and not has_body:
-                self.change(method, path, headers)
+            elif method in DAV_METHODS:
+                self.dav_request(method, path, headers, has_body)
             else:
-                raise HttpError(405, f"{method} is not supported here" + (
-                    " with a body" if method in ("DELETE", "MKCOL", "MOVE") else ""),
-                    [("Allow", ALLOWED_METHODS)], close=has_body)
+                raise HttpError(405, f"{method} is not supported here",
+                                [("Allow", ALLOWED_METHODS)], close=has_body)
         except HttpError as exc:
             self.fail_request(exc)
         except StorageError as exc:
@@ -274,53 +275,6 @@ class HttpSession(TusRequests, FolderReplies, SignInRequests):
         self.queue(h11.EndOfMessage())
         self.responded(status, length)
 
-    # -- DELETE, MKCOL, MOVE (as WebDAV spells them: RFC 4918)
-
-    def change(self, method: str, path: str, headers: dict[str, str]) -> None:
-        name = path.rstrip("/")
-        if not name:
-            raise HttpError(403, "the served root itself cannot be removed, made or moved")
-        self.name = name
-        if method == "MKCOL":
-            try:
-                self.make_directory(name, parents=False)
-            except StorageError as exc:
-                if exc.code != "exists":
-                    raise
-                raise HttpError(405, exc.message, [("Allow", ALLOWED_METHODS)]) from None
-            self.respond(201, [("Location", "/" + urllib.parse.quote(name) + "/")],
-                         f"made {name}/\n".encode())
-        elif method == "MOVE":
-            self.move_to(name, headers)
-        else:  # DELETE: of a directory, everything in it (RFC 4918, 9.6.1)
-            self.start_removal(
-                name, recursive=True,
-                done=lambda removed: self.respond(204, []),
-                failed=lambda exc: self.fail_request(refusal(exc, close=False)))
-
-    def move_to(self, name: str, headers: dict[str, str]) -> None:
-        destination = headers.get("destination", "")
-        if not destination:
-            raise HttpError(400, "MOVE needs a Destination header")
-        try:
-            parts = urllib.parse.urlsplit(destination)
-        except ValueError:  # (an unclosed "[", an address that is none)
-            raise HttpError(400, f"the Destination {destination!r} is not a URL") from None
-        if parts.netloc and parts.netloc.lower() != headers.get("host", "").lower():
-            raise HttpError(502, "the Destination is on another server")
-        target, _ = parse_target(parts.path + ("?" + parts.query if parts.query else ""))
-        target = target.rstrip("/")
-        overwrite = headers.get("overwrite", "T").strip().upper() != "F"  # WebDAV: T
-        try:
-            replaced = self.move_entry(name, target, overwrite=overwrite)
-        except StorageError as exc:
-            if exc.code == "exists":
-                raise HttpError(412, exc.message) from None  # Overwrite: F, and it exists
-            raise
-        location = [("Location", "/" + urllib.parse.quote(target))]
-        self.respond(204 if replaced else 201, location,
-                     b"" if replaced else f"moved to {target}\n".encode())
-
     # -- PUT
 
     def start_put(self, path: str, headers: dict[str, str]) -> None:
@@ -335,10 +289,14 @@ class HttpSession(TusRequests, FolderReplies, SignInRequests):
         length = 0 if chunked else int(headers["content-length"])  # (h11 checked it)
         expected = declared_sha256(headers)
         split_name(path)  # a bad name is refused before anything is created (400)
+        self.preconditions(path)  # (WebDAV's If header: lock tokens, ETags)
         self.start_upload(path, length, expected, overwrite=True)
         self.continue_if_asked()
 
     def body_received(self, data: bytes) -> None:
+        if self.small_body is not None:
+            self.small_body_received(data)
+            return
         upload = self.upload
         if upload is None or self.work.state is not Work.RECEIVING:
             return  # the body of a request answered already
@@ -355,6 +313,9 @@ class HttpSession(TusRequests, FolderReplies, SignInRequests):
             self.active.total = upload.received
 
     def finish_request(self) -> None:
+        if self.small_body is not None:
+            self.small_body_ended()
+            return
         if self.upload is None or self.work.state is not Work.RECEIVING:
             return  # (no upload, or a refused one: answered already)
         if self.tus_piece is not None:

@@ -22,7 +22,7 @@ import json
 import http
 import logging
 import urllib.parse
-from typing import Any, cast
+from typing import Any, Callable, cast
 
 import h11
 
@@ -44,7 +44,7 @@ log = logging.getLogger("muxserver")
 STATUS = {
     "bad_name": 400, "bad_request": 400, "checksum_mismatch": 400, "forbidden": 403,
     "not_a_file": 403, "not_found": 404, "is_directory": 409, "not_a_directory": 409,
-    "exists": 409, "overwrite_refused": 409, "timeout": 408, "too_large": 413,
+    "exists": 409, "overwrite_refused": 409, "locked": 423, "timeout": 408, "too_large": 413,
     "offset_mismatch": 416, "unauthorized": 401, "not_permitted": 403,
     "too_many_attempts": 429, "io_error": 500,
     "server_busy": 503,
@@ -74,7 +74,8 @@ def refusal(exc: MuxError, *, close: bool, tus_request: bool = False) -> HttpErr
     status = STATUS.get(exc.code, 500)
     if tus_request:
         status = tus.STATUS.get(exc.code, status)
-    wait = [("Retry-After", "1")] if status in (423, 503) else None
+    # (tus's 423 is an upload being written: soon over; WebDAV's is a lock: not so)
+    wait = [("Retry-After", "1")] if status == 503 or (tus_request and status == 423) else None
     return HttpError(status, exc.message, wait, close=close)
 
 
@@ -107,6 +108,9 @@ class HttpCodec(RequestRules):
         #: the tus upload (and the checksum its piece declared) whose piece is arriving
         self.tus_piece: tuple[tus.TusUpload, tuple[str, bytes] | None] | None = None
         self.response_extra: list[tuple[str, str]] = []  # headers of every response now
+        #: a request body read into memory (WebDAV's XML), and what then reads it
+        self.small_body: bytearray | None = None
+        self.small_body_then: Callable[[bytes], None] | None = None
 
     # -- bytes in, and h11 as the lifecycle asks for it
 
@@ -144,6 +148,47 @@ class HttpCodec(RequestRules):
 
     def reading_body(self) -> bool:
         return self.conn.their_state is h11.SEND_BODY
+
+    # -- a small body, read whole into memory (WebDAV's XML requests)
+
+    def read_body_then(self, then: Callable[[bytes], None], has_body: bool) -> None:
+        """Call ``then(body)`` once the request's body is here (at once if it has
+        none). Bodies over ``max_xml_body`` are refused (413) and not read."""
+        if not has_body:
+            then(b"")
+            return
+        limit = self.limits.max_xml_body
+        declared = self.request_headers.get("content-length")
+        if declared is not None and int(declared) > limit:  # (h11 checked it is a number)
+            raise HttpError(413, f"a request body of {declared} bytes is over the "
+                                 f"{limit} this server reads as XML", close=True)
+        self.small_body, self.small_body_then = bytearray(), then
+        self.continue_if_asked()
+
+    def small_body_received(self, data: bytes) -> None:
+        body = self.small_body
+        assert body is not None
+        body += data
+        if len(body) > self.limits.max_xml_body:  # (chunked: counted as it comes)
+            self.small_body = self.small_body_then = None
+            self.fail_request(HttpError(413, "the request body is over the "
+                                             f"{self.limits.max_xml_body} bytes this server "
+                                             "reads as XML", close=True))
+
+    def small_body_ended(self) -> None:
+        body, then = self.small_body, self.small_body_then
+        self.small_body = self.small_body_then = None
+        assert body is not None and then is not None
+        self.guarded(lambda: then(bytes(body)))
+
+    def guarded(self, step: Callable[[], None]) -> None:
+        """Run ``step`` of a request begun earlier; its refusal answers the request."""
+        try:
+            step()
+        except HttpError as exc:
+            self.fail_request(exc)
+        except StorageError as exc:
+            self.fail_request(refusal(exc, close=False))
 
     # -- responses
 

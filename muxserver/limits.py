@@ -56,6 +56,9 @@ class Limits:
         256 * KiB, "asyncio uses 64 KiB; more keeps sendfile calls large", "bytes")
     output_low_water: int = limit(
         64 * KiB, "asyncio resumes writers at a quarter of the high-water mark", "bytes")
+    max_xml_body: int = limit(
+        1000 * 1000, "Apache's LimitXMLRequestBody: a WebDAV request's XML, read into "
+        "memory", "bytes")
     files_per_connection: int = limit(
         2, "open files a connection's queued replies may hold; its next requests wait")
     max_output_buffer: int = limit(

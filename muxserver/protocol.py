@@ -75,6 +75,8 @@ ERROR_CODES: dict[str, str] = {
     "not_a_file": "the name is a FIFO, device or socket; only regular files are served",
     "exists": "the name exists and the request did not ask to overwrite",
     "overwrite_refused": "the request asked to overwrite but the server does not allow it",
+    "locked": "a WebDAV client holds a lock on the name (or a folder above it); only a "
+              "request that submits the lock's token may change it until it ends",
     "checksum_mismatch": "the body's SHA-256 differs from the declared one; nothing was stored",
     "offset_mismatch": "a resume offset differs from what the other side holds",
     "no_space": "the server's disk is full or the file is over its size limit",

@@ -33,6 +33,7 @@ from .storage import (
     split_name,
     writer_tag,
 )
+from .locks import Lock, LockConflict, TooManyLocks
 from .shares import MAX_EXPIRY, Link
 from .transport import Transport
 from .units import format_bytes
@@ -98,7 +99,8 @@ def _nothing() -> Generator[Entry, None, None]:
 RIGHTS_NEEDED: dict[str, tuple[str, ...]] = {
     "get": (READ,), "stat": (READ,), "list": (READ,),
     "put": (WRITE,), "mkdir": (WRITE,),
-    "rm": (DELETE,), "mv": (DELETE, WRITE),
+    "rm": (DELETE,), "mv": (DELETE, WRITE), "cp": (READ, WRITE),
+    "props": (WRITE,), "lock": (WRITE,),
 }
 NEEDS_SIGHT = frozenset({"rm", "mv"})
 
@@ -110,6 +112,8 @@ class RequestRules(Session):
         super().__init__(services, channel)
         self.upload: Upload | None = None  # RECEIVING ... VERIFYING: the file it goes to
         self.file_hash: FileHash | None = None  # HASHING: the helper hashing a get's file
+        #: the lock tokens the request submits (WebDAV's If header; none on other wires)
+        self.lock_tokens: frozenset[str] = frozenset()
 
     def check_rights(self, op: str, what: str) -> None:
         """Refuse (StorageError "not_permitted") an operation the request's grant does not
@@ -211,6 +215,7 @@ class RequestRules(Session):
         """Make ``name``; True if it was made. A writer that may not read is told it
         was, whatever was there: its folders go beside what is not one (storage/root.py)."""
         self.check_rights("mkdir", f"making the directory {name!r}")
+        self.check_unlocked(name, membership=True)
         with self.scoped():
             made = self.services.root.make_dir(self.inside(name), parents=parents,
                                                beside_if_taken=self.blind)
@@ -226,6 +231,7 @@ class RequestRules(Session):
         self.check_rights("rm", f"removing {name!r}")
         if name == "" and self.grant.scope:
             raise StorageError("bad_name", "the top folder itself cannot be removed")
+        self.check_unlocked(name, membership=True, tree=True)
         with self.scoped():
             steps = self.services.root.remove_in_steps(self.inside(name), recursive=recursive)
         self.start_job(self._removal(self.inside(name), steps, done, failed), label="removing")
@@ -240,6 +246,7 @@ class RequestRules(Session):
         except StorageError as exc:
             failed(exc)
             return
+        self.services.locks.moved_or_removed(name)
         log.info("%s %sremoved %s (%d %s)", self.who, self.wire, printable(name),
                  removed, "entry" if removed == 1 else "entries",
                  extra={"event": "changed", "conn": self.channel.id})
@@ -250,6 +257,8 @@ class RequestRules(Session):
         self.check_rights("mv", f"moving {src!r} to {dst!r}")
         if self.grant.scope and "" in (src, dst):
             raise StorageError("bad_name", "the top folder itself cannot be moved")
+        self.check_unlocked(src, membership=True, tree=True)
+        self.check_unlocked(dst, membership=True, tree=True)
         try:
             with self.scoped():
                 replaced = self.services.root.move(self.inside(src), self.inside(dst),
@@ -257,10 +266,263 @@ class RequestRules(Session):
                                                    allow_overwrite=self.grant.replace)
         except StorageError as exc:
             raise self.explained(exc, dst) from None
+        self.services.locks.moved_or_removed(self.inside(src))
         log.info("%s %smoved %s to %s", self.who, self.wire,
                  printable(self.inside(src)), printable(self.inside(dst)),
                  extra={"event": "changed", "conn": self.channel.id})
         return replaced
+
+    # -- WebDAV's locks (locks.py): a locked name changes only for its lock's holder
+
+    def check_unlocked(self, name: str, *, membership: bool = False,
+                       tree: bool = False) -> None:
+        """Refuse (StorageError "locked") a change of ``name`` that a lock held by
+        another forbids: a lock on it or (depth infinity) above it; with
+        ``membership`` (it is made, replaced or removed), a lock on its folder; with
+        ``tree`` (a folder removed or replaced), a lock on anything below it. A lock
+        lets through a request that submits its token from the principal that took it."""
+        table = self.services.locks
+        if table.empty:
+            return
+        inside = self.inside(name)
+        held = table.covering(inside)
+        if membership and inside:
+            parent = inside.rpartition("/")[0]
+            held += [lock for lock in table.covering(parent) if lock.root == parent]
+        if tree:
+            held += table.below(inside)
+        for lock in held:
+            if not self.holds(lock):
+                whose = "" if lock.root == inside else f" (the lock of {self.outside(lock.root) or '/'!r})"
+                raise StorageError("locked", f"{name or '/'!r} is locked{whose}: only the "
+                                             "holder of its lock may change it")
+
+    def holds(self, lock: Lock) -> bool:
+        """The request submits ``lock``'s token, and comes from the one who took it."""
+        return lock.token in self.lock_tokens and lock.principal == self.principal_name
+
+    @property
+    def principal_name(self) -> str:
+        """Who the request is, as a lock records it ('' on a server without accounts)."""
+        return ":".join(self.grant.principal)
+
+    def take_lock(self, name: str, *, infinite: bool, exclusive: bool, owner: str,
+                  timeout: int) -> Lock:
+        """A new lock on ``name`` (which may not exist yet: see create_empty).
+        StorageError "locked" if another lock is in its way."""
+        self.check_rights("lock", f"locking {name!r}")
+        try:
+            lock = self.services.locks.take(self.inside(name), infinite=infinite,
+                                            exclusive=exclusive, owner=owner,
+                                            principal=self.principal_name, timeout=timeout)
+        except LockConflict:
+            raise StorageError("locked", f"{name or '/'!r} is locked by another") from None
+        except TooManyLocks as exc:
+            raise StorageError("server_busy", str(exc)) from None
+        log.info("%s %slocked %s (%s, %s s)", self.who, self.wire, printable(self.inside(name)),
+                 "exclusive" if exclusive else "shared", timeout,
+                 extra={"event": "changed", "conn": self.channel.id})
+        return lock
+
+    def own_lock(self, token: str, name: str) -> Lock:
+        """The live lock ``token`` covering ``name``, taken by this request's principal
+        (to refresh or unlock); StorageError otherwise."""
+        lock = self.services.locks.find(token)
+        if lock is None or not lock.covers(self.inside(name)):
+            raise StorageError("bad_request", f"no lock {token!r} on {name or '/'!r} (it "
+                                              "ended, or the server started again)")
+        if lock.principal != self.principal_name:
+            raise StorageError("not_permitted", "the lock was taken by another")
+        return lock
+
+    def refresh_lock(self, token: str, name: str, timeout: int) -> Lock:
+        self.own_lock(token, name)
+        lock = self.services.locks.refresh(token, timeout)
+        if lock is None:
+            raise StorageError("bad_request", f"the lock {token!r} has ended")
+        return lock
+
+    def release_lock(self, token: str, name: str) -> None:
+        lock = self.own_lock(token, name)
+        self.services.locks.release(token)
+        log.info("%s %sunlocked %s", self.who, self.wire, printable(lock.root),
+                 extra={"event": "changed", "conn": self.channel.id})
+
+    def locks_on(self, name: str) -> list[Lock]:
+        """The live locks that cover ``name`` (what a PROPFIND's lockdiscovery says)."""
+        table = self.services.locks
+        return [] if table.empty else table.covering(self.inside(name))
+
+    def create_empty(self, name: str) -> None:
+        """An empty file at ``name``, which does not exist (a LOCK of an unmapped name:
+        RFC 4918, 7.3), stored as every upload is; its folder must exist."""
+        self.check_rights("put", f"storing {name!r}")
+        self.check_unlocked(name, membership=True)
+        try:
+            with self.scoped():
+                upload = self.services.root.begin_upload(
+                    self.inside(name), 0, None, overwrite=False, allow_overwrite=False,
+                    make_parents=False, writer=writer_tag(self.grant.writer))
+        except StorageError as exc:
+            raise self.explained(exc, name) from None
+        upload.commit(None)
+        log.info("%s %smade the empty file %s", self.who, self.wire,
+                 printable(self.inside(name)), extra={"event": "changed", "conn": self.channel.id})
+
+    # -- WebDAV's properties (storage/properties.py)
+
+    def properties_of(self, name: str, *, dead: bool) -> dict[str, Any]:
+        """What ``describe`` says of ``name``, and with ``dead`` its dead properties."""
+        self.check_rights("stat", f"properties of {name!r}")
+        with self.scoped():
+            info = self.services.root.described(self.inside(name), dead=dead)
+        info["name"] = self.outside(info["name"])
+        return info
+
+    def change_properties(self, name: str, changes: list[tuple[str, str | None]]) -> None:
+        self.check_rights("props", f"changing the properties of {name!r}")
+        self.check_unlocked(name)
+        with self.scoped():
+            self.services.root.change_properties(self.inside(name), changes)
+
+    # -- COPY, and MOVE onto a folder (WebDAV): jobs, a bounded step at a time
+
+    def start_copy(self, src: str, dst: str, *, tree: bool, overwrite: bool,
+                   done: Callable[[bool, list[tuple[str, str]]], None],
+                   failed: Callable[[StorageError], None]) -> None:
+        """Copy ``src`` (a file, or a folder: with ``tree`` all it holds, else itself
+        only) to ``dst``, whose folder must exist. An existing ``dst`` is replaced only
+        with ``overwrite`` (else "exists") and where this request may replace (and, for
+        a folder, remove). Then ``done(replaced, [(name, why) of entries not copied])``."""
+        self.check_rights("cp", f"copying {src!r} to {dst!r}")
+        if src == dst or dst.startswith(src + "/") or (src == "" and dst):
+            raise StorageError("bad_request", f"cannot copy {src or '/'!r} into itself")
+        source = self.describe(src)
+        if source["type"] not in ("file", "dir"):
+            raise StorageError("not_a_file", f"{src!r} is not a file or folder")
+        target = self._existing_or_none(dst)
+        self.check_unlocked(dst, membership=True, tree=True)
+        folders = source["type"] == "dir" or (target is not None and target["type"] == "dir")
+        if target is not None:
+            self._may_replace(dst, overwrite, folders)
+        self.start_job(self._copy(src, dst, source["type"] == "dir", tree, target, done, failed),
+                       label="copying")
+
+    def _existing_or_none(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.describe(name)
+        except StorageError as exc:
+            if exc.code != "not_found":
+                raise
+            return None
+
+    def _may_replace(self, name: str, overwrite: bool, folders: bool) -> None:
+        """An existing ``name`` is to be replaced: refused unless the request asked
+        (``overwrite``) and may (a folder in the way is removed: that needs delete)."""
+        if not overwrite:
+            raise StorageError("exists", f"{name!r} already exists")
+        if not self.grant.replace:
+            raise self.explained(StorageError("overwrite_refused", ""), name)
+        if folders:
+            self.check_rights("rm", f"replacing {name!r}")
+
+    def _copy(self, src: str, dst: str, folder: bool, tree: bool,
+              target: dict[str, Any] | None, done: Callable[[bool, list[tuple[str, str]]], None],
+              failed: Callable[[StorageError], None]) -> Job:
+        root = self.services.root
+        skipped: list[tuple[str, str]] = []
+        writer = writer_tag(self.grant.writer)
+        try:
+            with self.scoped():
+                if target is not None and (folder or target["type"] == "dir"):
+                    yield from self._remove_steps(dst)
+                    target_file = False
+                else:
+                    target_file = target is not None
+                if not folder:
+                    for _ in root.copy_file_in_steps(self.inside(src), self.inside(dst),
+                                                     overwrite=target_file,
+                                                     allow_overwrite=self.grant.replace,
+                                                     writer=writer):
+                        yield
+                else:
+                    root.make_dir(self.inside(dst), parents=False)
+                    root.copy_folder_properties(self.inside(src), self.inside(dst))
+                    if tree:
+                        yield from self._copy_tree(src, dst, skipped, writer)
+        except StorageError as exc:
+            failed(exc)
+            return
+        log.info("%s %scopied %s to %s", self.who, self.wire, printable(self.inside(src)),
+                 printable(self.inside(dst)), extra={"event": "changed", "conn": self.channel.id})
+        done(target is not None, skipped)
+
+    def _copy_tree(self, src: str, dst: str, skipped: list[tuple[str, str]],
+                   writer: str) -> Job:
+        """What the folder ``src`` holds, copied below ``dst`` (made already)."""
+        root = self.services.root
+        top = self.inside(src)
+        entries = root.iter_entries(top, recursive=True)
+        met = 0
+        try:
+            for entry in entries:
+                met += 1
+                if isinstance(entry, LeftOut):
+                    skipped.append((self.outside(entry.name), entry.why))
+                elif entry is not None:
+                    rel = entry["name"][len(top) + 1 if top else 0:]
+                    to = self.inside(f"{dst}/{rel}" if dst else rel)
+                    if entry["type"] == "dir":
+                        root.make_dir(to, parents=False)
+                        root.copy_folder_properties(entry["name"], to)
+                    elif entry["type"] == "file":
+                        for _ in root.copy_file_in_steps(entry["name"], to, overwrite=False,
+                                                         allow_overwrite=False, writer=writer):
+                            yield
+                    else:
+                        skipped.append((self.outside(entry["name"]), "a symbolic link or "
+                                        "special file: never followed, not copied"))
+                    yield
+                elif met % 256 == 0:
+                    yield
+        finally:
+            entries.close()
+
+    def _remove_steps(self, name: str) -> Job:
+        """Remove ``name`` (a file or a whole folder) as steps of a job under way."""
+        for _ in self.services.root.remove_in_steps(self.inside(name), recursive=True):
+            yield
+        self.services.locks.moved_or_removed(self.inside(name))
+
+    def start_move(self, src: str, dst: str, *, overwrite: bool,
+                   done: Callable[[bool], None], failed: Callable[[StorageError], None]) -> None:
+        """Move ``src`` to ``dst``; a folder in the way (or a file in the way of a
+        folder) is removed first, with ``overwrite`` and where this request may. Then
+        ``done(replaced)``."""
+        self.check_rights("mv", f"moving {src!r} to {dst!r}")
+        source = self.describe(src)
+        target = self._existing_or_none(dst) if src != dst else None
+        if target is None or (source["type"] != "dir" and target["type"] != "dir"):
+            done(self.move_entry(src, dst, overwrite=overwrite))
+            return
+        if dst.startswith(src + "/") or src.startswith(dst + "/"):
+            raise StorageError("bad_request", f"cannot move {src!r} onto {dst!r}: one holds "
+                                              "the other")
+        self.check_unlocked(src, membership=True, tree=True)
+        self.check_unlocked(dst, membership=True, tree=True)
+        self._may_replace(dst, overwrite, folders=True)
+
+        def move() -> Job:
+            try:
+                with self.scoped():
+                    yield from self._remove_steps(dst)
+                self.move_entry(src, dst, overwrite=False)
+            except StorageError as exc:
+                failed(exc)
+                return
+            done(True)
+
+        self.start_job(move(), label="moving")
 
     # -- share links (shares.py): made, listed and revoked the same way for every wire
 
@@ -527,6 +789,7 @@ class RequestRules(Session):
         refused, and the reply says the name it asked for."""
         self.check_rights("put", f"storing {name!r}")
         self.check_size(offset + length if total is None else total)
+        self.check_unlocked(name, membership=True)
         try:
             with self.scoped():
                 upload = self.services.root.begin_upload(
@@ -560,6 +823,7 @@ class RequestRules(Session):
         empty partial file is kept for it, counted as the writer's (partials.py)."""
         self.check_rights("put", f"starting an upload of {name!r}")
         self.check_size(size)
+        self.check_unlocked(name, membership=True)
         root = self.services.root
         try:
             with self.scoped():

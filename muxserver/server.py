@@ -148,7 +148,9 @@ class Server:
         if seal is not None:
             access.public_host = public_host(config.host)
         #: all a session may reach of the server (see session.Services)
-        self.services = Services(self.loop, self.root, self.limits, access)
+        self.services = Services(self.loop, self.root, self.limits, access,
+                                 shared.locks if shared is not None else None)
+        self.owns_locks = shared is None  # (else the supervisor removes them at its end)
         self.channels: dict[int, Channel] = {}
         # Channels running a session (refused ones do not count), in all the workers.
         self.clients: ConnectionCount = (shared.connections(worker) if shared is not None
@@ -311,6 +313,10 @@ class Server:
         self.services.turn_log.detach()
         self.loop.close()
         self.root.close()
+        if self.owns_locks:
+            self.services.locks.remove()
+        else:
+            self.services.locks.close()
 
     # -- connections
 

@@ -44,6 +44,7 @@ from .digests import Digest
 from .hashing import HashJob
 from .lifecycle import Event, RequestState, Work
 from .limits import Limits
+from .locks import LockTable
 from .loop import Owner
 from .names import printable
 from .protocol import NEED_DATA
@@ -90,11 +91,14 @@ class Scheduler(Protocol):
 class Services:
     """What a session may reach of the server, and nothing else."""
 
-    def __init__(self, loop: Scheduler, root: Root, limits: Limits, access: Access) -> None:
+    def __init__(self, loop: Scheduler, root: Root, limits: Limits, access: Access,
+                 locks: LockTable | None = None) -> None:
         self.loop = loop
         self.root = root
         self.limits = limits
         self.access = access
+        #: WebDAV's locks, every process's (locks.py); else this process's own
+        self.locks = locks if locks is not None else LockTable()
         self.stats = Stats()
         self.stopping = False  # a graceful stop is under way: start no new request
         self.turn_log = TurnLog(log)  # the line per transfer, written once per loop turn

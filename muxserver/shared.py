@@ -31,6 +31,8 @@ import struct
 import tempfile
 from typing import Protocol
 
+from .locks import LockTable
+
 #: Addresses remembered for the back-off; the oldest is forgotten past this (memory cap).
 STRIKE_SLOTS = 4096
 
@@ -145,6 +147,8 @@ class SharedState:
         self.memory = mmap.mmap(-1, self.slots_at + STRIKE_SLOTS * _SLOT.size)  # MAP_SHARED
         self.lock = ProcessLock()
         self.strikes = SharedStrikes(self)
+        #: WebDAV's locks: a table every worker opens (locks.py); the supervisor removes it
+        self.locks = LockTable.made_anew()
 
     def connections(self, worker: int) -> "SharedConnections":
         """Worker ``worker``'s view of the connection count."""

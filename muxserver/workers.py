@@ -344,6 +344,7 @@ class Supervisor:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
+        self.shared.locks.remove()  # (the locks end with the server: locks.py)
         self.loop.close()
 
     def received(self, index: int, message: tuple[Any, ...]) -> None:

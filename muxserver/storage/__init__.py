@@ -9,6 +9,8 @@ in one place, a job per module:
 * ``directories.py``: mkdir, rm (a tree in bounded steps), mv (one atomic rename);
 * ``uploads.py``: a temporary file per upload, hashed, checked, flushed and renamed
   onto its name atomically, the directory flushed: only then is it done;
+* ``copies.py``: a file copied as an upload is stored, a bounded step at a time;
+* ``properties.py``: WebDAV's dead properties, kept in an extended attribute;
 * ``partials.py``: what interrupted resumable uploads leave, kept within a budget of
   bytes and a count, expired, evicted, swept at start;
 * ``errors.py``: one exception with a stable code, and what each OS error means.
@@ -33,6 +35,7 @@ from .partials import (
     writer_tag,
 )
 from .root import Entry, LeftOut, OpenFile
+from .copies import Copies
 from .uploads import NO_SUCH_UPLOAD, Upload, Uploads
 
 __all__ = ["Entry", "LeftOut", "NO_SUCH_UPLOAD", "OpenFile", "PARTIAL_PREFIX", "Partial", "PartialFiles",
@@ -40,6 +43,7 @@ __all__ = ["Entry", "LeftOut", "NO_SUCH_UPLOAD", "OpenFile", "PARTIAL_PREFIX", "
            "partial_key", "split_name", "write_error", "writer_of", "writer_tag"]
 
 
-class Root(Uploads):
+class Root(Copies):
     """The served directory: walking and reading (root.py), directories
-    (directories.py), partial files (partials.py) and uploads (uploads.py)."""
+    (directories.py), partial files (partials.py), uploads (uploads.py), copies
+    (copies.py) and properties (properties.py)."""

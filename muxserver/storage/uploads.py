@@ -65,7 +65,8 @@ class Uploads(PartialPolicy, Directories):
                      overwrite: bool, allow_overwrite: bool, mtime: float | None = None,
                      offset: int = 0, key: str = "", total: int | None = None,
                      beside_if_taken: bool = False, algorithm: str = SHA256,
-                     writer: str = "") -> "Upload":
+                     writer: str = "", make_parents: bool = True,
+                     hash_inline: bool = False) -> "Upload":
         """Check the target and open the temporary file the upload is written to.
 
         ``key``: the partial file's key (``partial_key``) of a resumable upload, "" for
@@ -78,7 +79,10 @@ class Uploads(PartialPolicy, Directories):
         ``beside_if_taken`` (a writer that may not read): a taken name goes to the first
         free ``stem (2).ext``... (``numbered``), directories as ``open_dir_beside`` walks.
         ``expected``: the declared digest (None: hashed in ``algorithm``). ``writer``: who
-        sends it (writer_tag); once stored, its partial files for the name are superseded."""
+        sends it (writer_tag); once stored, its partial files for the name are superseded.
+        ``make_parents`` False: a missing folder above it is ``not_found`` (WebDAV's
+        409), not made. ``hash_inline``: hashed as written, whatever its size (a copy,
+        written a bounded step at a time by the loop, never waits for the helper)."""
         parts = split_name(name)
         leaf, dirs = parts[-1], parts[:-1]
         in_pieces = total is not None
@@ -89,7 +93,7 @@ class Uploads(PartialPolicy, Directories):
             if beside_if_taken:
                 parent, dirs = self.open_dir_beside(dirs, create=True, created=created)
             else:
-                parent = self.open_dir(dirs, create=True, created=created)
+                parent = self.open_dir(dirs, create=make_parents, created=created)
             try:
                 replaces = self._check_target(parent, leaf, name, overwrite, allow_overwrite)
             except StorageError as exc:
@@ -104,7 +108,8 @@ class Uploads(PartialPolicy, Directories):
             upload = Upload(self, "/".join([*dirs, leaf]), parent, leaf, temp, fd, length,
                             expected, overwrite and allow_overwrite, mtime, dirs, created,
                             offset=offset, key=key, total=total,
-                            algorithm=expected.algorithm if expected else algorithm)
+                            algorithm=expected.algorithm if expected else algorithm,
+                            hash_inline=hash_inline)
         except BaseException:
             if fd >= 0:  # (give the partial file back, or remove what we made)
                 os.close(fd)
@@ -310,7 +315,8 @@ class Upload:
     def __init__(self, root: Uploads, name: str, parent: int, leaf: str, temp: str, fd: int,
                  length: int, expected: Digest | None, overwrite: bool, mtime: float | None,
                  dirs: list[str], created: list[int], *, offset: int = 0,
-                 key: str = "", total: int | None = None, algorithm: str = SHA256) -> None:
+                 key: str = "", total: int | None = None, algorithm: str = SHA256,
+                 hash_inline: bool = False) -> None:
         self.root, self.name, self.parent, self.leaf = root, name, parent, leaf
         self.temp, self.fd, self.length, self.expected = temp, fd, length, expected
         self.overwrite, self.mtime = overwrite, mtime
@@ -334,7 +340,7 @@ class Upload:
         self.hash_job: HashJob | None = None
         if not self.completes:
             self.hasher = None
-        elif offset or self.size >= ASYNC_HASH_FROM:
+        elif not hash_inline and (offset or self.size >= ASYNC_HASH_FROM):
             try:
                 self.hash_job = HashJob(fd, algorithm, already=offset)
             except OSError as exc:  # (it needs a descriptor of its own)
