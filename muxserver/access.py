@@ -206,6 +206,9 @@ class Access:
         self.session_seconds = session_days * 86400
         #: how other machines name this server ("" on loopback): share links say it
         self.public_host = ""
+        #: a password sent as HTTP Basic is taken over plain HTTP from other machines
+        #: too (--allow-basic-over-http); else only over TLS or from this machine
+        self.basic_over_http = False
 
     @property
     def token_required(self) -> bool:

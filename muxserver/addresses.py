@@ -20,6 +20,16 @@ def reachable_address() -> str | None:
         return None
 
 
+def is_loopback_address(address: str) -> bool:
+    """True if ``address`` (a peer's IP address, as accept() gives it) is this machine."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
 def is_loopback(host: str) -> bool:
     """True if every address ``host`` stands for is on this machine only."""
     try:

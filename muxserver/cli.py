@@ -122,6 +122,11 @@ def add_serve_parser(sub: Any, show_limits: bool = False) -> None:
                         "'.example.org' allows names under it, '*' any); IP addresses "
                         "and localhost always are, and this machine's names when bound "
                         "beyond loopback")
+    p.add_argument("--allow-basic-over-http", action="store_true",
+                   help="take a name and password sent as HTTP Basic (WebDAV clients "
+                        "do) over plain HTTP from other machines, where anyone on the "
+                        "way can read them; without it, only over TLS or from this "
+                        "machine")
     p.add_argument("--no-console", action="store_true",
                    help="plain log lines instead of the live console")
     p.add_argument("--log-level", choices=("info", "warning", "error"), default="info",

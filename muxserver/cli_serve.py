@@ -38,7 +38,9 @@ def run_serve(args: argparse.Namespace) -> int:
                           tokens=tokens, token_file=args.token_file,
                           secret_file=args.secret_file, session_days=args.session_days,
                           tls_cert=args.tls_cert, tls_key=args.tls_key,
-                          allow_hosts=args.allow_host, limits=limits_from(args))
+                          allow_hosts=args.allow_host,
+                          allow_basic_over_http=args.allow_basic_over_http,
+                          limits=limits_from(args))
     set_up_logging(args)
     if args.step:
         args.trace, args.no_console = True, True  # the prompt needs the plain terminal

@@ -36,6 +36,7 @@ import binascii
 import urllib.parse
 
 from .access import LINK, PASSWORD, READ, SESSION, TOKEN, Credential, Grant, Refusal
+from .addresses import is_loopback_address
 from .http_codec import STATUS, HttpCodec, HttpError, parse_query
 from .index_page import INDEX_CSP, signin_page
 from .shares import DEFAULT_EXPIRY, parse_expiry
@@ -66,9 +67,23 @@ class SignInRequests(HttpCodec):
         if scheme.lower() == "bearer":
             return Credential(TOKEN, value.strip()), ""
         if scheme.lower() == "basic":
+            if not self.basic_allowed(target):
+                raise HttpError(403, "a name and password sent as HTTP Basic over plain "
+                                     "HTTP could be read by anyone on the way: connect "
+                                     "with https (the server's --tls-cert), or its "
+                                     "operator may allow it with --allow-basic-over-http",
+                                close=True)
             return basic_credential(value.strip()), ""
         session = session_cookie(headers)
         return (Credential(SESSION, session), "") if session else (None, "")
+
+    def basic_allowed(self, target: str) -> bool:
+        """HTTP Basic sends the password with every request, readable on a plain
+        connection: taken over TLS, from this machine, where the operator allows it,
+        and by the sign-in page, which trades it once for a session."""
+        return (self.channel.tls or self.services.access.basic_over_http
+                or is_loopback_address(self.channel.peer_host)
+                or target.partition("?")[0] == AUTH_PATH + "signin")
 
     def wants_a_page(self) -> bool:
         """A browser showing what it gets (a GET that accepts HTML): it is given pages

@@ -42,6 +42,7 @@ TEMPLATES = {
         "%s %slistado de %s: deja fuera %d entradas cuyos nombres no se admiten aquí, "
         "la primera %s",
     "%s HTTP listing of %s incomplete: %s": "%s HTTP: el listado de %s quedó incompleto: %s",
+    "%s HTTP PROPFIND of %s incomplete: %s": "%s HTTP: el PROPFIND de %s quedó incompleto: %s",
     "%s disconnected mid-request": "%s se desconectó a mitad de una petición",
     "%s bad HTTP: %s": "%s HTTP incorrecto: %s",
     "error while closing %r: %s": "error al cerrar %r: %s",
@@ -74,6 +75,10 @@ TEMPLATES = {
     "%s %smade the directory %s": "%s %screó el directorio %s",
     "%s %sremoved %s (%d %s)": "%s %sborró %s (%d %s)",
     "%s %smoved %s to %s": "%s %smovió %s a %s",
+    "%s %scopied %s to %s": "%s %scopió %s a %s",
+    "%s %slocked %s (%s, %s s)": "%s %sbloqueó %s (%s, %s s)",
+    "%s %sunlocked %s": "%s %sdesbloqueó %s",
+    "%s %smade the empty file %s": "%s %screó el archivo vacío %s",
     "%s %s%s %s: %d bytes%s ok": "%s %s%s %s: %d bytes%s bien",
     "%s %s%s%s refused: %s (%s)": "%s %s%s%s rechazado: %s (%s)",
     "%s %sresumed %s at %s": "%s %sreanudó %s en %s",

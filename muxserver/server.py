@@ -66,6 +66,8 @@ class ServerConfig:
     tls_cert: str | None = None  # PEM certificate chain: with tls_key, the port speaks TLS
     tls_key: str | None = None
     allow_hosts: list[str] = dataclasses.field(default_factory=list)  # extra HTTP Host names
+    #: Basic credentials over plain HTTP from other machines (readable on the way)
+    allow_basic_over_http: bool = False
     limits: Limits = dataclasses.field(default_factory=Limits)
 
 
@@ -147,6 +149,7 @@ class Server:
                         session_days=config.session_days)
         if seal is not None:
             access.public_host = public_host(config.host)
+        access.basic_over_http = config.allow_basic_over_http
         #: all a session may reach of the server (see session.Services)
         self.services = Services(self.loop, self.root, self.limits, access,
                                  shared.locks if shared is not None else None)

@@ -21,6 +21,7 @@ import os
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from urllib.parse import quote
 
 import h11
 
@@ -203,7 +204,8 @@ def harnesses(kind: str, root: Path) -> Iterator[Callable[..., "Harness"]]:
 
 
 class Harness:
-    """One session of ``kind`` ("native" or "http") on a fake channel over a real root."""
+    """One session of ``kind`` ("native", "http" or "webdav": HTTP as a WebDAV client
+    speaks it) on a fake channel over a real root."""
 
     def __init__(self, kind: str, root: Path, *, token: str | None = None,
                  tokens: dict[str, frozenset[str]] | None = None,
@@ -229,13 +231,15 @@ class Harness:
         cls = NativeSession if kind == "native" else HttpSession
         self.session: Session = cls(self.services, self.channel)
         self.channel.protocol = self.session
-        self.wire = NativeWire() if kind == "native" else HttpWire()
+        self.wire = (NativeWire() if kind == "native" else DavWire() if kind == "webdav"
+                     else HttpWire())
 
     def close(self) -> None:
         if not self.channel.closed:
             self.channel.lose()
         if self.owns_root:
             self.root.close()
+            self.services.locks.remove()  # (its lock table, if a lock made one)
 
     # -- the peer's side
 
@@ -442,3 +446,42 @@ class HttpWire:
                 return replies
             conn.start_next_cycle()
         return replies
+
+
+class DavWire(HttpWire):
+    """WebDAV from the client's side, as file managers speak it: a listing and a stat
+    are PROPFINDs, a Destination is a whole URL, no digest is declared with a PUT."""
+
+    def put(self, name: str, data: bytes, token: str | None = None, *,
+            body: bool = True, overwrite: bool = True) -> bytes:
+        _, headers = self.credentials(token)
+        headers = {**headers, "Content-Length": str(len(data))}
+        return self.request("PUT", "/" + quote(name), headers, data, send_body=body)
+
+    def get(self, name: str, token: str | None = None) -> bytes:
+        _, headers = self.credentials(token)
+        return self.request("GET", "/" + quote(name), headers)
+
+    def header_only(self, name: str) -> bytes:
+        return self.propfind(name, "0")
+
+    def listing(self, path: str = "") -> bytes:
+        return self.propfind(path, "1")
+
+    def propfind(self, name: str, depth: str) -> bytes:
+        body = (b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/>'
+                b"<D:getcontentlength/><D:getlastmodified/></D:prop></D:propfind>")
+        return self.request("PROPFIND", "/" + quote(name), {
+            "Depth": depth, "Content-Type": "application/xml",
+            "Content-Length": str(len(body))}, body)
+
+    def mkdir(self, name: str) -> bytes:
+        return self.request("MKCOL", "/" + quote(name))
+
+    def rm(self, name: str, *, recursive: bool = False) -> bytes:
+        return self.request("DELETE", "/" + quote(name))
+
+    def mv(self, name: str, to: str, *, overwrite: bool = False) -> bytes:
+        return self.request("MOVE", "/" + quote(name), {
+            "Destination": f"http://{self.host}/{quote(to)}",
+            "Overwrite": "T" if overwrite else "F"})
