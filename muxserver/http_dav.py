@@ -182,15 +182,14 @@ class DavRequests(HttpCodec):
         written = [1]
 
         def page(batch: list[dict[str, Any]], more: bool) -> None:
-            parts = []
-            for entry in batch:
-                if entry["type"] not in ("file", "dir"):
-                    continue  # (links and special files are never served)
-                try:
-                    member = self.properties_of(entry["name"], dead=True) if opens else entry
-                except StorageError:
-                    continue  # (gone since it was listed)
-                parts.append(self.prop_response(member, mode, asked))
+            # (links and special files are never served)
+            members: list[dict[str, Any] | None] = [
+                entry for entry in batch if entry["type"] in ("file", "dir")]
+            if opens and members:
+                members = self.members_properties(
+                    name, [entry["name"] for entry in members if entry is not None], dead=True)
+            parts = [self.prop_response(member, mode, asked) for member in members
+                     if member is not None]  # (None: gone since it was listed)
             written[0] += len(parts)
             self.end_multistatus(parts, more, written[0])
 
@@ -198,7 +197,6 @@ class DavRequests(HttpCodec):
             log.warning("%s HTTP PROPFIND of %s incomplete: %s", self.channel.peer,
                         printable(name or "/"), exc.message,
                         extra={"event": "refused", "conn": self.channel.id})
-            page(batch, True)
             self.end_multistatus([dav_xml.status_response(dav_xml.href(name, True), 500,
                                                           exc.message)], False, written[0])
 

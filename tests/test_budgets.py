@@ -89,7 +89,7 @@ def test_a_deep_new_path_holds_one_directory_descriptor_at_a_time(tmp_path):
         h.close()
 
 
-@pytest.mark.parametrize("kind", ["native", "http"])
+@pytest.mark.parametrize("kind", ["native", "http", "webdav"])
 def test_out_of_descriptors_is_an_error_reply_and_the_connection_lives(tmp_path, kind,
                                                                        monkeypatch):
     root = tmp_path / "root"
@@ -105,12 +105,12 @@ def test_out_of_descriptors_is_an_error_reply_and_the_connection_lives(tmp_path,
 
     try:
         monkeypatch.setattr(os, "open", starved_open)
-        listing = h.wire.request("GET", "/") if kind == "http" else protocol.encode_list(1, "")
+        listing = h.wire.request("GET", "/") if kind != "native" else protocol.encode_list(1, "")
         h.send(listing)
         monkeypatch.setattr(os, "open", real_open)
         busy = h.replies()[-1]
         assert busy.refused("server_busy") and not h.closing
-        if kind == "http":
+        if kind != "native":
             assert busy.headers["retry-after"] == "1"
         h.send(h.wire.get("f.txt"))
         assert h.replies()[-1].body == b"here"

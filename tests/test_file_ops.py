@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(60)
 OPEN = Ceiling(allow_overwrite=True, allow_delete=True)
 
 
-@pytest.fixture(params=["native", "http"])
+@pytest.fixture(params=["native", "http", "webdav"])
 def kind(request) -> str:
     return request.param
 
@@ -175,7 +175,9 @@ def test_an_upload_only_token_cannot_learn_a_name(make, root, kind):
     assert h.replies()[-1].refused("not_permitted")
     h.send(h.wire.listing())
     listing = h.replies()[-1]
-    if kind == "http":  # the drop box page: an upload form, and no names
+    if kind == "webdav":  # (a PROPFIND: no names, no page)
+        assert listing.refused("not_permitted") and b"f.txt" not in listing.body
+    elif kind == "http":  # the drop box page: an upload form, and no names
         assert listing.ok and b"drop box" in listing.body and b"f.txt" not in listing.body
     else:
         assert listing.refused("not_permitted")

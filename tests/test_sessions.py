@@ -28,7 +28,7 @@ pytestmark = pytest.mark.timeout(60)
 TOKEN = "s3cret+token/=="
 
 
-@pytest.fixture(params=["native", "http"])
+@pytest.fixture(params=["native", "http", "webdav"])
 def kind(request) -> str:
     return request.param
 
@@ -89,7 +89,7 @@ def test_wrong_tokens_from_one_address_start_a_back_off(make, kind):
     h.send(h.wire.get("f", token=TOKEN))  # even the right token, now
     refusal = h.replies()[-1]
     assert refusal.refused("too_many_attempts") and h.closing
-    if kind == "http":
+    if kind != "native":
         assert refusal.headers["retry-after"] == "60"
     other = make(limits=limits, access=access, peer_host="192.0.2.99")
     other.send(other.wire.get("missing", token=TOKEN))  # another address is not affected
@@ -196,7 +196,7 @@ def test_a_refused_put_counts_once_and_stores_nothing(make, kind, root_file):
     assert h.replies()[-1].refused("exists")
     assert (Path(h.root.path) / "f").read_bytes() == b"hello"
     assert hidden_files(Path(h.root.path)) == [] and h.stats == (0, 1)
-    if kind == "http":
+    if kind != "native":
         assert h.closing  # HTTP does not read a refused body: it closes
     else:
         assert not h.closing  # the native body was skipped; the next request is served
@@ -228,7 +228,7 @@ def test_a_connection_lost_mid_upload_counts_one_failure(make):
 
 def test_the_console_label_names_what_the_connection_does(make, kind):
     h = make()
-    prefix = "HTTP " if kind == "http" else ""
+    prefix = "HTTP " if kind != "native" else ""
     assert h.session.state_label == prefix + "idle"
     data = os.urandom(5000)
     h.send(h.wire.put("p.bin", data, body=False) + data[:10])

@@ -84,7 +84,7 @@ class World:
         self.clock[0] += 1.0
 
 
-@pytest.fixture(params=["native", "http"])
+@pytest.fixture(params=["native", "http", "webdav"])
 def kind(request) -> str:
     return request.param
 
@@ -110,7 +110,7 @@ def names_listed(reply) -> list[str]:
 
 
 def listing(h, path: str = ""):
-    if h.kind == "http":
+    if h.kind != "native":
         h.send(h.wire.request("GET", "/" + path + ("/" if path else "") + "?format=json"))
     else:
         h.send(h.wire.listing(path))
@@ -471,7 +471,7 @@ def open_link(h, link: str) -> None:
 
 
 def link_get(h, link: str, name: str):
-    if h.kind == "http":
+    if h.kind != "native":
         h.send(h.wire.request("GET", "/" + urllib.parse.quote(name) + "?share=" + link))
     else:
         open_link(h, link)

@@ -64,6 +64,41 @@ class Properties(RootCore):
         finally:
             os.close(fd)
 
+    def described_members(self, folder: str, leaves: list[str], *,
+                          dead: bool) -> list[dict[str, Any] | None]:
+        """What ``described`` says of each of ``leaves``, the members of ``folder``
+        (None for one gone, or no file or folder): the folder is walked to once, not
+        once per member (a PROPFIND of a folder asks this for every member)."""
+        parent = self.open_dir(split_name(folder, allow_root=True))
+        found: list[dict[str, Any] | None] = []
+        try:
+            for leaf in leaves:
+                found.append(self._member(parent, leaf, f"{folder}/{leaf}" if folder else leaf,
+                                          dead))
+        finally:
+            os.close(parent)
+        return found
+
+    def _member(self, parent: int, leaf: str, name: str, dead: bool) -> dict[str, Any] | None:
+        try:
+            fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=parent)
+        except OSError:
+            return None  # (gone, a link, or not to be opened: not shown)
+        try:
+            st = os.fstat(fd)
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                return None
+            info = _entry(name, st)
+            if stat.S_ISREG(st.st_mode):
+                for digest in self.hashes.known(fd, st):
+                    info.update(digest.field)
+            if dead:
+                info["props"] = read_properties(fd)
+            return info
+        finally:
+            os.close(fd)
+
     def change_properties(self, name: str, changes: list[tuple[str, str | None]]) -> None:
         """Set (a value) or remove (None) each property of ``changes``, in order, all or
         none: StorageError "no_space" if they cannot be kept, nothing changed then."""
