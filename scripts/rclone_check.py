@@ -27,6 +27,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def main() -> int:
         for path in (source, served, back):
             path.mkdir()
         total = make_tree(source, args.files, args.largest_mib * MiB)
-        print(f"tree: {args.files} files, {total / MiB:.0f} MiB")
+        print(f"tree: {args.files} files, {total / MiB:.0f} MiB", flush=True)
         server = subprocess.Popen(
             [sys.executable, "-m", "muxserver", "serve", "--root", str(served), "--port", "0",
              "--no-console", "--log-level", "warning", "--allow-delete", "--allow-overwrite"],
@@ -97,6 +98,9 @@ def main() -> int:
                 if match:
                     port = int(match.group(1))
                     break
+            log: list[str] = []  # (read on: a server whose output nobody reads blocks)
+            reader = threading.Thread(target=lambda: log.extend(server.stdout), daemon=True)
+            reader.start()
             remote = f":webdav,url='http://127.0.0.1:{port}/',vendor=other:"
             cpu = cpu_seconds(server.pid)
             took, _ = rclone("sync", str(source), remote, "--transfers", "4")
@@ -120,7 +124,11 @@ def main() -> int:
             ok = ok and identical
         finally:
             server.terminate()
-            server.communicate(timeout=60)
+            server.wait(timeout=60)
+        refused = [line for line in log if "refused" in line]
+        print(f"server refusals: {len(refused)}")
+        for line in refused[:5]:
+            print("  " + line.rstrip())
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 
