@@ -117,7 +117,10 @@ def element_xml(element: ET.Element) -> str:
     """``element`` as a self-contained XML fragment: the namespaces it and its
     descendants use are declared on it (prefixes ``ns0``... as ElementTree names them)."""
     element.tail = None
-    return ET.tostring(element, encoding="unicode")
+    try:
+        return ET.tostring(element, encoding="unicode")
+    except RecursionError:  # (ElementTree writes a tree by recursion)
+        raise BadXml("the XML is nested too deep") from None
 
 
 # -- responses

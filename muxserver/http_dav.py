@@ -255,7 +255,7 @@ class DavRequests(HttpCodec):
                 props[DAV + "getetag"] = f'<D:getetag>"{info[SHA256]}"</D:getetag>'
         locks = self.locks_on(name)
         props[DAV + "lockdiscovery"] = dav_xml.lockdiscovery(
-            locks, [dav_xml.href(self.outside(lock.root), False) for lock in locks])
+            locks, [dav_xml.href(self.lock_root_seen(lock), False) for lock in locks])
         if quota:
             st = os.statvfs(self.services.root.dir_fd)
             props[DAV + "quota-available-bytes"] = (
@@ -394,7 +394,7 @@ class DavRequests(HttpCodec):
                 except StorageError:
                     continue
                 self.respond(200, [XML_TYPE], dav_xml.lock_reply(
-                    lock, dav_xml.href(self.outside(lock.root), False)))
+                    lock, dav_xml.href(self.lock_root_seen(lock), False)))
                 return
             raise HttpError(412, "a LOCK without a body refreshes a lock of yours: name "
                                  "one that holds in an If header")

@@ -295,7 +295,8 @@ class RequestRules(Session):
             held = [lock for lock in held if lock.root != inside]  # lock there is none
         for lock in held:  # of its business, and must not tell it the name exists)
             if not self.holds(lock):
-                whose = "" if lock.root == inside else f" (the lock of {self.outside(lock.root) or '/'!r})"
+                whose = ("" if lock.root == inside
+                         else f" (the lock of {self.lock_root_seen(lock) or '/'!r})")
                 raise StorageError("locked", f"{name or '/'!r} is locked{whose}: only the "
                                              "holder of its lock may change it")
 
@@ -347,8 +348,16 @@ class RequestRules(Session):
     def release_lock(self, token: str, name: str) -> None:
         lock = self.own_lock(token, name)
         self.services.locks.release(token)
-        log.info("%s %sunlocked %s", self.who, self.wire, printable(lock.root),
+        log.info("%s %sunlocked %s", self.who, self.wire, printable(lock.root or "/"),
                  extra={"event": "changed", "conn": self.channel.id})
+
+    def lock_root_seen(self, lock: Lock) -> str:
+        """The name of ``lock``'s root as the request's grant sees it: a lock taken
+        above the grant's folder covers all of it, and is said to be on its top."""
+        scope = self.grant.scope
+        if scope and not (lock.root == scope or lock.root.startswith(scope + "/")):
+            return ""
+        return self.outside(lock.root)
 
     def locks_on(self, name: str) -> list[Lock]:
         """The live locks that cover ``name`` (what a PROPFIND's lockdiscovery says)."""

@@ -964,3 +964,25 @@ def test_in_a_terminal_sighup_is_a_hangup_and_stops_the_server(tmp_path):
             proc.kill()
             proc.wait()
         os.close(leader)
+
+
+def test_a_lock_above_a_users_folder_is_told_as_on_the_top_of_hers(world):
+    lockinfo = (b'<D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
+                b"<D:locktype><D:write/></D:locktype></D:lockinfo>")
+    with harnesses("webdav", world.root) as make:
+        bob = make(access=world.access, limits=world.limits)
+        bob.sign_in("bob", BOB_PW)
+        bob.send(bob.wire.request("LOCK", "/friends", {"Content-Length": str(len(lockinfo))},
+                                  lockinfo))
+        assert bob.replies()[-1].status == 200
+        alice = make(access=world.access, limits=world.limits, shared_root=bob.root)
+        alice.services.locks = bob.services.locks  # (one server: one table)
+        alice.sign_in("alice", ALICE_PW)
+        alice.send(alice.wire.request("PROPFIND", "/a.txt", {"Depth": "0"}))
+        found = alice.replies()[-1]
+        assert found.status == 207 and b"<D:lockroot><D:href>/</D:href>" in found.body
+        alice.send(alice.wire.put("a.txt", b"changed"))
+        refused = alice.replies()[-1]
+        assert refused.status == 423
+        assert b"friends" not in found.body and b"friends" not in refused.body
+    assert (world.root / "friends/alice/a.txt").read_text() == "alice's"

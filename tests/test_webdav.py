@@ -133,6 +133,14 @@ def test_bad_or_hostile_xml_is_a_400_and_the_connection_goes_on(make, body):
     assert b"passwd" not in reply.body and b"root:" not in reply.body
 
 
+def test_xml_nested_too_deep_to_write_back_is_a_400(make, root):
+    h = make(ceiling=OPEN)
+    value = b"<a>" * 5000 + b"</a>" * 5000
+    patch = (b'<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><x xmlns="urn:x">' + value
+             + b"</x></D:prop></D:set></D:propertyupdate>")
+    assert ask(h, "PROPPATCH", "/f.txt", {}, patch).status == 400 and not h.closing
+
+
 def test_an_xml_body_over_the_limit_is_refused_unread(make):
     h = make(limits=Limits(max_xml_body=1000))
     h.send(h.wire.request("PROPFIND", "/", {"Depth": "0", "Content-Length": "5000"},
