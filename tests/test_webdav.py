@@ -11,6 +11,7 @@ mount; each is skipped, saying why, where it is not installed.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 import shutil
@@ -475,3 +476,36 @@ def test_davfs2_mounts_the_share_and_cp_mv_rm_work(root, tmp_path):
             subprocess.run(["umount", "-l", str(mount)], timeout=60)
         stop_process(server.proc)
     assert (root / "moved.txt").read_text() == "hello" and not (root / "f.txt").exists()
+
+
+@pytest.mark.parametrize("hashed_before", [True, False])
+def test_a_copy_is_stored_whole_with_its_digest_or_not_at_all(tmp_path, hashed_before):
+    from muxserver.storage import Root, StorageError
+    from muxserver.storage.copies import COPY_STEP
+
+    data = os.urandom(3 * COPY_STEP + 5)
+    (tmp_path / "src.bin").write_bytes(data)
+    root = Root(tmp_path)
+    try:
+        if hashed_before:  # (a get or an upload remembered its digest: the kernel copies)
+            opened = root.open_file("src.bin")
+            root.hash_now(opened)
+            opened.close()
+        for _ in root.copy_file_in_steps("src.bin", "dst.bin", overwrite=False,
+                                         allow_overwrite=False, step=COPY_STEP // 8):
+            pass
+        assert (tmp_path / "dst.bin").read_bytes() == data
+        copy = root.open_file("dst.bin")
+        assert copy.digest is not None and copy.digest.hex == hashlib.sha256(data).hexdigest()
+        copy.close()
+        steps = root.copy_file_in_steps("src.bin", "again.bin", overwrite=False,
+                                        allow_overwrite=False, step=COPY_STEP // 8)
+        next(steps)
+        with open(tmp_path / "src.bin", "ab") as f:  # changed while it is copied
+            f.write(b"more")
+        with pytest.raises(StorageError, match="changed while being copied"):
+            for _ in steps:
+                pass
+        assert sorted(os.listdir(tmp_path)) == ["dst.bin", "src.bin"]  # (nothing half-made)
+    finally:
+        root.close()

@@ -1,11 +1,13 @@
 """Copies (WebDAV's COPY): a file copied as an upload is stored, a bounded step at a time.
 
 A copy goes where every upload goes (uploads.py): a temporary file beside its name,
-hashed as written and checked against the source's digest when that is remembered (a
-source changed during the copy fails it, nothing is published), flushed, renamed onto
-its name, the folder flushed. Its modification time and dead properties come with it
-(properties.py), as ``cp -p`` keeps a time. Each step reads and writes at most
-``COPY_STEP`` bytes, so a big file is copied between other clients' requests.
+flushed, renamed onto its name, the folder flushed. A source whose digest is remembered
+is copied by the kernel (copy_file_range), and its digest is the copy's; another is
+read and hashed as it is written, as an upload is. Either way a source that changed
+meanwhile (its inode, size or time) fails the copy, and nothing is published. Its
+modification time and dead properties come with it (properties.py), as ``cp -p`` keeps
+a time. Each step copies a bounded number of bytes, so a big file is copied between
+other clients' requests.
 """
 
 from __future__ import annotations
@@ -17,8 +19,17 @@ from .errors import StorageError
 from .properties import Properties, copy_properties
 from .uploads import Uploads
 
-#: Bytes copied per step (a millisecond or two of the loop's time).
+#: Bytes copied per step when they pass through Python to be hashed (a millisecond or
+#: two of the loop's time), and how many times that the kernel copies in a step.
 COPY_STEP = 1024 * 1024
+KERNEL_STEPS = 8
+
+
+def _changed(fd: int, before: os.stat_result) -> bool:
+    """The file changed since ``before`` was taken (its digest no longer says it)."""
+    now = os.fstat(fd)
+    return (now.st_size, now.st_mtime_ns, now.st_ino) != (before.st_size,
+                                                          before.st_mtime_ns, before.st_ino)
 
 
 class Copies(Uploads, Properties):
@@ -31,30 +42,40 @@ class Copies(Uploads, Properties):
         bytes copied after each step; an existing ``dst`` is replaced only with
         ``overwrite`` and ``allow_overwrite``, atomically."""
         opened = self.open_file(src)
+        known = opened.digest  # (the source's, when remembered: the copy's too)
         try:
-            upload = self.begin_upload(dst, opened.size, opened.digest, overwrite=overwrite,
+            upload = self.begin_upload(dst, opened.size, None, overwrite=overwrite,
                                        allow_overwrite=allow_overwrite, mtime=opened.mtime,
                                        writer=writer, make_parents=False, hash_inline=True)
             try:
                 copied = 0
                 while copied < opened.size:
-                    try:
-                        data = os.pread(opened.fd, min(step, opened.size - copied), copied)
-                    except OSError as exc:
-                        raise StorageError("io_error", f"cannot read {src!r}: "
-                                                       f"{exc.strerror}") from None
-                    if not data:
+                    count = min(step, opened.size - copied)
+                    if known is not None:  # the kernel copies, nothing is hashed
+                        done = upload.copy_in(opened.fd, copied, count * KERNEL_STEPS)
+                    else:  # read and hashed as written, as an upload is
+                        done = len(data := self._read(opened.fd, copied, count, src))
+                        upload.write(memoryview(data))
+                    if not done:
                         raise StorageError("io_error", f"{src!r} changed while being copied")
-                    upload.write(memoryview(data))
-                    copied += len(data)
+                    copied += done
                     yield copied
+                if _changed(opened.fd, opened.st):  # (a mix of old and new bytes)
+                    raise StorageError("io_error", f"{src!r} changed while being copied")
                 copy_properties(opened.fd, upload.fd, dst)
-                upload.commit(None)
+                upload.commit(known.hex if known is not None else None)
             finally:
                 upload.abort()  # (nothing, once committed: else the temporary file goes)
         finally:
             opened.close()
         yield opened.size
+
+    @staticmethod
+    def _read(fd: int, offset: int, count: int, src: str) -> bytes:
+        try:
+            return os.pread(fd, count, offset)
+        except OSError as exc:
+            raise StorageError("io_error", f"cannot read {src!r}: {exc.strerror}") from None
 
     def copy_folder_properties(self, src: str, dst: str) -> None:
         """The dead properties of the folder ``src`` given to the folder ``dst``."""

@@ -405,6 +405,21 @@ class Upload:
         if job is not None:
             job.written(self.offset + self.received)
 
+    def copy_in(self, src_fd: int, offset: int, count: int) -> int:
+        """Append up to ``count`` bytes of the file ``src_fd`` from ``offset``, copied by
+        the kernel (copy_file_range: no byte passes through Python, and a file system
+        that can shares the blocks), without hashing them: for a copy whose digest is
+        the source's. Returns the bytes copied (0: the source ended)."""
+        while True:
+            try:
+                copied = os.copy_file_range(src_fd, self.fd, count, offset)
+            except OSError as exc:
+                if exc.errno in _NO_SPACE and self.root.make_room(count):
+                    continue  # partial files made way for this copy: try again
+                raise write_error(exc, self.name) from None
+            self.received += copied
+            return copied
+
     def splice_target(self) -> tuple[int, int] | None:
         """(fd, offset) where body bytes may be spliced straight from the socket, when the
         helper hashes this upload (the bytes never pass through Python); else None."""
