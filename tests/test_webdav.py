@@ -509,3 +509,27 @@ def test_a_copy_is_stored_whole_with_its_digest_or_not_at_all(tmp_path, hashed_b
         assert sorted(os.listdir(tmp_path)) == ["dst.bin", "src.bin"]  # (nothing half-made)
     finally:
         root.close()
+
+
+def test_a_copy_goes_through_python_where_the_kernel_cannot_copy(tmp_path, monkeypatch):
+    import errno
+
+    from muxserver.storage import Root
+
+    def no_kernel_copy(*args, **kw):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    data = os.urandom(100_000)
+    (tmp_path / "src.bin").write_bytes(data)
+    root = Root(tmp_path)
+    try:
+        opened = root.open_file("src.bin")
+        root.hash_now(opened)  # (a remembered digest: the kernel would copy)
+        opened.close()
+        monkeypatch.setattr(os, "copy_file_range", no_kernel_copy)
+        for _ in root.copy_file_in_steps("src.bin", "dst.bin", overwrite=False,
+                                         allow_overwrite=False):
+            pass
+        assert (tmp_path / "dst.bin").read_bytes() == data
+    finally:
+        root.close()

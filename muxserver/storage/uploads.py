@@ -40,6 +40,8 @@ ASYNC_HASH_FROM = 4 * 1024 * 1024  # uploads this big are hashed by the helper t
 #: Uploads this big check the free space before they start (one statvfs call).
 PARTIAL_PREFLIGHT_FROM = 1024 * 1024
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+#: copy_file_range's ways of saying it cannot copy between these two files
+_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP}
 _BEING_WRITTEN = "another request is writing this upload now; try again when it ends"
 NO_SUCH_UPLOAD = "no such upload (finished, given up, or expired)"
 # Temporary names: random per process, then counted (O_EXCL guards against any clash).
@@ -416,7 +418,14 @@ class Upload:
             except OSError as exc:
                 if exc.errno in _NO_SPACE and self.root.make_room(count):
                     continue  # partial files made way for this copy: try again
-                raise write_error(exc, self.name) from None
+                if exc.errno not in _NO_KERNEL_COPY:
+                    raise write_error(exc, self.name) from None
+                try:  # (a file system or kernel without it: through Python, then)
+                    data = os.pread(src_fd, count, offset)
+                except OSError as exc:
+                    raise write_error(exc, self.name, "read the source of") from None
+                self.write(memoryview(data))
+                return len(data)
             self.received += copied
             return copied
 
