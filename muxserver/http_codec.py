@@ -63,9 +63,12 @@ class HttpError(Exception):
     (the body, if any, is then never read)."""
 
     def __init__(self, status: int, message: str, headers: list[tuple[str, str]] | None = None,
-                 close: bool = False) -> None:
+                 close: bool = False, expected: bool = False) -> None:
+        """``expected``: an answer a client asks for in its normal course (a probe of a
+        name that is not there): answered, counted, not logged as a refusal."""
         super().__init__(message)
         self.status, self.message, self.headers, self.close = status, message, headers or [], close
+        self.expected = expected
 
 
 def refusal(exc: MuxError, *, close: bool, tus_request: bool = False) -> HttpError:
@@ -246,7 +249,7 @@ class HttpCodec(RequestRules):
 
     def fail_request(self, exc: HttpError) -> None:
         """An error response (if h11 still lets us send one), then maybe close."""
-        self.request_failed(str(exc.status), exc.message, self.name)
+        self.request_failed(str(exc.status), exc.message, self.name, expected=exc.expected)
         headers = [("Content-Type", "text/plain; charset=utf-8"), *exc.headers]
         if exc.close:
             headers.append(("Connection", "close"))

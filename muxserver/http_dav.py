@@ -169,7 +169,13 @@ class DavRequests(HttpCodec):
             raise HttpError(400, str(exc)) from None
         opens = mode != "prop" or any(n not in LIVE_NAMES or n == DAV + "getetag"
                                       for n in asked)
-        info = self.properties_of(name, dead=opens)
+        try:
+            info = self.properties_of(name, dead=opens)
+        except StorageError as exc:
+            if exc.code not in ("not_found", "not_a_directory"):
+                raise
+            # (clients ask whether a name exists this way: the answer, not trouble)
+            raise HttpError(404, exc.message, expected=True) from None
         first = self.prop_response(info, mode, asked)
         if info["type"] != "dir" or depth == "0":
             self.respond(207, [XML_TYPE], (dav_xml.MULTISTATUS_OPEN + first
@@ -304,10 +310,13 @@ class DavRequests(HttpCodec):
         try:
             self.make_directory(name, parents=False)
         except StorageError as exc:
+            # (clients make a folder to learn whether it or its parent exists: answers)
             if exc.code == "exists":
-                raise HttpError(405, exc.message, [("Allow", ALLOWED_METHODS)]) from None
+                raise HttpError(405, exc.message, [("Allow", ALLOWED_METHODS)],
+                                expected=True) from None
             if exc.code in ("not_found", "not_a_directory"):
-                raise HttpError(409, f"the folder to make {name!r} in is not there") from None
+                raise HttpError(409, f"the folder to make {name!r} in is not there",
+                                expected=True) from None
             raise
         self.respond(201, [("Location", dav_xml.href(name, True))])
 

@@ -410,12 +410,17 @@ class Session(BaseProtocol):
         if transfer in self.sending:
             self.sending.remove(transfer)
 
-    def request_failed(self, code: str, message: str, name: str = "") -> None:
-        """The current request is refused or failed: count its transfer, log it once."""
+    def request_failed(self, code: str, message: str, name: str = "", *,
+                       expected: bool = False) -> None:
+        """The current request is refused or failed: count its transfer, log it once.
+        ``expected``: an answer clients ask for in their normal course (a WebDAV client
+        probing whether a name or its folder exists): no trouble, not logged."""
         transfer = self.active
         what = transfer.op if transfer is not None else "request"
         name = name or (transfer.name if transfer is not None else "")
         self.transfer_failed(transfer)
+        if expected:
+            return
         log.warning("%s %s%s%s refused: %s (%s)", self.who, self.wire, what,
                     f" {printable(name)}" if name else "", message, code,
                     extra={"event": "refused", "conn": self.channel.id})

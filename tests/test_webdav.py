@@ -533,3 +533,14 @@ def test_a_copy_goes_through_python_where_the_kernel_cannot_copy(tmp_path, monke
         assert (tmp_path / "dst.bin").read_bytes() == data
     finally:
         root.close()
+
+
+def test_a_clients_probes_are_answered_but_not_logged_as_refusals(make, caplog):
+    h = make(ceiling=OPEN)
+    with caplog.at_level("INFO", logger="muxserver"):
+        assert ask(h, "PROPFIND", "/nothing", {"Depth": "0"}).status == 404
+        assert ask(h, "MKCOL", "/docs").status == 405
+        assert ask(h, "MKCOL", "/no/parent").status == 409
+        assert not [r for r in caplog.records if "refused" in r.getMessage()]
+        assert ask(h, "DELETE", "/nothing").status == 404  # (a real refusal still is)
+        assert [r for r in caplog.records if "refused" in r.getMessage()]
