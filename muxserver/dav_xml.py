@@ -26,6 +26,7 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 DAV = "{DAV:}"
+XML_NAMESPACE = "http://www.w3.org/XML/1998/namespace"
 XML_HEAD = '<?xml version="1.0" encoding="utf-8"?>\n'
 MULTISTATUS_OPEN = XML_HEAD + '<D:multistatus xmlns:D="DAV:">'
 MULTISTATUS_CLOSE = "</D:multistatus>\n"
@@ -137,6 +138,8 @@ def empty_element(name: str) -> str:
         return f"<D:{name[len(DAV):]}/>"
     if name.startswith("{"):
         namespace, _, local = name[1:].partition("}")
+        if namespace == XML_NAMESPACE:  # (bound to "xml" for ever: it may not be declared)
+            return f"<xml:{local}/>"
         return f'<X:{local} xmlns:X="{escape(namespace, {chr(34): "&quot;"})}"/>'
     return f"<{name}/>"
 

@@ -50,8 +50,10 @@ DAV_METHODS = frozenset({"OPTIONS", "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "M
 ALLOWED_METHODS = ("OPTIONS, GET, HEAD, PUT, DELETE, MKCOL, COPY, MOVE, PROPFIND, "
                    "PROPPATCH, LOCK, UNLOCK")
 #: Members of a folder written per loop step of a PROPFIND (each may cost an open and
-#: a read of its attributes).
+#: a read of its attributes), and the properties one may name (Windows and Finder ask
+#: for a dozen or two): together they bound a step's work.
 PROPFIND_PER_STEP = 128
+MAX_NAMES_ASKED = 64
 XML_TYPE = ("Content-Type", 'application/xml; charset="utf-8"')
 LIVE_NAMES = frozenset(DAV + name for name in dav_xml.LIVE + dav_xml.QUOTA)
 
@@ -167,6 +169,10 @@ class DavRequests(HttpCodec):
             mode, asked = dav_xml.propfind_request(body)
         except BadXml as exc:
             raise HttpError(400, str(exc)) from None
+        asked = list(dict.fromkeys(asked))  # (each name once: a member's work is bounded)
+        if len(asked) > MAX_NAMES_ASKED:
+            raise HttpError(400, f"a PROPFIND asks for at most {MAX_NAMES_ASKED} properties "
+                                 f"(this one, {len(asked)})")
         opens = mode != "prop" or any(n not in LIVE_NAMES or n == DAV + "getetag"
                                       for n in asked)
         try:
@@ -373,6 +379,8 @@ class DavRequests(HttpCodec):
             parts = urllib.parse.urlsplit(value)
         except ValueError:  # (an unclosed "[", an address that is none)
             raise HttpError(400, f"the Destination {value!r} is not a URL") from None
+        if parts.scheme.lower() not in ("", "http", "https"):
+            raise HttpError(400, f"the Destination {value!r} is not an http URL")
         if parts.netloc and parts.netloc.lower() != headers.get("host", "").lower():
             raise HttpError(502, "the Destination is on another server")
         target = parse_target(parts.path or "/")[0].rstrip("/")
@@ -417,6 +425,8 @@ class DavRequests(HttpCodec):
         exists = self._existing_or_none(name) if name else {"type": "dir"}
         if exists is None:
             self.destination_folder(name)
+        elif exists["type"] not in ("file", "dir"):  # (a link, a FIFO: never served)
+            raise HttpError(403, f"{name!r} is not a file or folder")
         lock = self.take_lock(name, infinite=depth == "infinity", exclusive=exclusive,
                               owner=owner, timeout=timeout)
         if exists is None:

@@ -30,10 +30,21 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from typing import Callable
+from typing import Callable, TypeVar
 
-#: Locks at most, in the whole server (a client that locks without end is refused).
+from .storage.errors import StorageError
+
+T = TypeVar("T")
+
+#: Locks at most, in the whole server, of one holder (a principal, or for a server
+#: without accounts an address), and on one name (shared locks): a client that locks
+#: without end is refused, and what a PROPFIND says of a name's locks stays short.
 MAX_LOCKS = 10_000
+MAX_PER_HOLDER = 256
+MAX_PER_NAME = 16
+#: The longest the loop waits for another process's change of the table (SQLite's busy
+#: timeout, in seconds); the changes themselves take microseconds.
+BUSY_WAIT = 0.02
 #: The longest a lock lives without a refresh, and the timeout of one that asks for
 #: none or for "Infinite" (clients refresh before it ends).
 MAX_TIMEOUT = 3600
@@ -55,7 +66,8 @@ create table if not exists locks (
     owner text not null,         -- the client's <owner> element, as it sent it
     principal text not null,     -- who took it (access.Grant.principal), '' if nobody
     timeout integer not null,    -- seconds, as granted
-    expires real not null        -- time.time() when it lapses
+    expires real not null,       -- time.time() when it lapses
+    holder text not null         -- whose count it is in: the principal, or an address
 );
 create index if not exists locks_root on locks (root);
 """
@@ -87,6 +99,14 @@ class LockConflict(Exception):
 
 class TooManyLocks(Exception):
     pass
+
+
+class LocksBusy(StorageError):
+    """Another process kept the table longer than BUSY_WAIT: "server_busy", as a
+    storage call short of a resource says it (the client tries again)."""
+
+    def __init__(self, why: object) -> None:
+        super().__init__("server_busy", f"the lock table is busy ({why}); try again")
 
 
 class LockTable:
@@ -130,11 +150,16 @@ class LockTable:
         if self._db is None or self._pid != os.getpid():
             if self.directory is None:
                 self.directory = tempfile.mkdtemp(prefix="muxserver-locks-")
-            db = sqlite3.connect(os.path.join(self.directory, "locks.sqlite"), timeout=2.0, isolation_level=None,
+            db = sqlite3.connect(os.path.join(self.directory, "locks.sqlite"),
+                                 timeout=BUSY_WAIT, isolation_level=None,
                                  check_same_thread=False)
-            db.execute("pragma journal_mode=wal")
-            db.execute("pragma synchronous=off")  # (a lock need not survive a crash)
-            db.executescript(_SCHEMA)
+            try:
+                db.execute("pragma journal_mode=wal")  # (readers never wait for a writer)
+                db.execute("pragma synchronous=off")  # (a lock need not survive a crash)
+                db.executescript(_SCHEMA)
+            except sqlite3.OperationalError as exc:
+                db.close()
+                raise LocksBusy(exc) from None
             self._db, self._pid = db, os.getpid()
         return self._db
 
@@ -149,9 +174,13 @@ class LockTable:
     def _rows(self, where: str, args: tuple[object, ...]) -> list[Lock]:
         if self.empty:
             return []
-        rows = self.db.execute(
-            f"select token, root, infinite, exclusive, owner, principal, timeout, expires "
-            f"from locks where expires > ? and ({where})", (self._clock(), *args)).fetchall()
+        try:
+            rows = self.db.execute(
+                f"select token, root, infinite, exclusive, owner, principal, timeout, "
+                f"expires from locks where expires > ? and ({where})",
+                (self._clock(), *args)).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise LocksBusy(exc) from None
         return [Lock(r[0], r[1], bool(r[2]), bool(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
 
     def covering(self, name: str) -> list[Lock]:
@@ -173,64 +202,94 @@ class LockTable:
 
     def any(self) -> bool:
         """Whether any lock is live (most servers have none: one cheap query)."""
-        return not self.empty and bool(self.db.execute("select 1 from locks where expires > ? limit 1",
-                                    (self._clock(),)).fetchone())
+        return not self.empty and bool(self.db.execute(
+            "select 1 from locks where expires > ? limit 1", (self._clock(),)).fetchone())
 
-    # -- changes
+    # -- changes (each one short transaction; a busy table is an answer, not a wait)
+
+    def _change(self, change: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``change`` in a write transaction. Another process's transaction is
+        waited for at most BUSY_WAIT (on the loop: it must stay short); longer, and
+        the table is busy (LocksBusy: the client is told to try again)."""
+        db = self.db
+        try:
+            db.execute("begin immediate")
+        except sqlite3.OperationalError as exc:
+            raise LocksBusy(exc) from None
+        try:
+            result = change(db)
+            db.execute("commit")
+            return result
+        except BaseException:
+            db.execute("rollback")
+            raise
 
     def take(self, root: str, *, infinite: bool, exclusive: bool, owner: str,
-             principal: str, timeout: int) -> Lock:
-        """A new lock; LockConflict if one in the way holds, TooManyLocks if full."""
-        db = self.db
-        now = self._clock()
-        db.execute("begin immediate")
-        try:
+             principal: str, timeout: int, holder: str = "") -> Lock:
+        """A new lock; LockConflict if one in the way holds, TooManyLocks if the table,
+        its ``holder`` (who asks: a principal, or an address) or the name hold as many
+        as they may, LocksBusy if another process keeps the table."""
+        if len(owner) > MAX_OWNER:
+            raise ValueError(f"the owner of a lock is {len(owner)} characters, over "
+                             f"{MAX_OWNER}")
+
+        def insert(db: sqlite3.Connection) -> Lock:
+            now = self._clock()
             db.execute("delete from locks where expires <= ?", (now,))
             held = self.covering(root) + (self.below(root) if infinite else [])
             in_way = [lock for lock in held if exclusive or lock.exclusive]
             if in_way:
                 raise LockConflict(in_way)
             (count,) = db.execute("select count(*) from locks").fetchone()
-            if count >= MAX_LOCKS:
-                raise TooManyLocks(f"the server holds {MAX_LOCKS} locks already")
+            (mine,) = db.execute("select count(*) from locks where holder = ?",
+                                 (holder,)).fetchone()
+            (here,) = db.execute("select count(*) from locks where root = ?",
+                                 (root,)).fetchone()
+            if count >= MAX_LOCKS or mine >= MAX_PER_HOLDER or here >= MAX_PER_NAME:
+                raise TooManyLocks(
+                    f"the server holds {MAX_LOCKS} locks already" if count >= MAX_LOCKS
+                    else f"you hold {MAX_PER_HOLDER} locks already: unlock some"
+                    if mine >= MAX_PER_HOLDER else f"{MAX_PER_NAME} locks are shared on "
+                                                   "this name already")
             lock = Lock(TOKEN_PREFIX + secrets.token_urlsafe(16), root, infinite, exclusive,
-                        owner[:MAX_OWNER], principal, timeout, now + timeout)
-            db.execute("insert into locks values (?, ?, ?, ?, ?, ?, ?, ?)",
-                       dataclasses.astuple(lock))
-            db.execute("commit")
+                        owner, principal, timeout, now + timeout)
+            db.execute("insert into locks values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (*dataclasses.astuple(lock), holder))
             return lock
-        except BaseException:
-            db.execute("rollback")
-            raise
+
+        return self._change(insert)
 
     def refresh(self, token: str, timeout: int) -> Lock | None:
         """The lock ``token`` with a new timeout; None if it is gone."""
         if self.empty:
             return None
-        expires = self._clock() + timeout
-        changed = self.db.execute("update locks set timeout = ?, expires = ? "
-                                  "where token = ? and expires > ?",
-                                  (timeout, expires, token, self._clock())).rowcount
+        now = self._clock()
+        changed = self._change(lambda db: db.execute(
+            "update locks set timeout = ?, expires = ? where token = ? and expires > ?",
+            (timeout, now + timeout, token, now)).rowcount)
         return self.find(token) if changed else None
 
     def release(self, token: str) -> bool:
         """Unlock; False if no such live lock."""
         if self.empty:
             return False
-        return self.db.execute("delete from locks where token = ? and expires > ?",
-                               (token, self._clock())).rowcount > 0
+        now = self._clock()
+        return self._change(lambda db: db.execute(
+            "delete from locks where token = ? and expires > ?", (token, now)).rowcount) > 0
 
     def moved_or_removed(self, name: str) -> None:
         """``name`` (and all below it) was removed or moved away: its locks end
-        (RFC 4918, 7.5 and 9.9.1: a lock does not move with its resource)."""
+        (RFC 4918, 7.5 and 9.9.1: a lock does not move with its resource). LocksBusy
+        if the table stays busy: the change is made, its locks then end with their
+        timeouts (at most MAX_TIMEOUT)."""
         if self.empty:
             return
-        db = self.db
         if name == "":
-            db.execute("delete from locks")
+            self._change(lambda db: db.execute("delete from locks"))
             return
-        db.execute("delete from locks where root = ? or (root >= ? and root < ?)",
-                   (name, name + "/", name + "0"))
+        self._change(lambda db: db.execute(
+            "delete from locks where root = ? or (root >= ? and root < ?)",
+            (name, name + "/", name + "0")))
 
 
 def ancestors(name: str) -> list[str]:

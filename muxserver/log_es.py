@@ -78,6 +78,8 @@ TEMPLATES = {
     "%s %scopied %s to %s": "%s %scopió %s a %s",
     "%s %slocked %s (%s, %s s)": "%s %sbloqueó %s (%s, %s s)",
     "%s %sunlocked %s": "%s %sdesbloqueó %s",
+    "%s %sthe locks of %s stay until they time out: %s":
+        "%s %slos bloqueos de %s siguen hasta que venzan: %s",
     "%s %smade the empty file %s": "%s %screó el archivo vacío %s",
     "%s %s%s %s: %d bytes%s ok": "%s %s%s %s: %d bytes%s bien",
     "%s %s%s%s refused: %s (%s)": "%s %s%s%s rechazado: %s (%s)",

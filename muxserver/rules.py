@@ -33,7 +33,7 @@ from .storage import (
     split_name,
     writer_tag,
 )
-from .locks import Lock, LockConflict, TooManyLocks
+from .locks import Lock, LockConflict, LocksBusy, TooManyLocks
 from .shares import MAX_EXPIRY, Link
 from .transport import Transport
 from .units import format_bytes
@@ -94,15 +94,15 @@ def _nothing() -> Generator[Entry, None, None]:
 
 #: The rights each operation needs, for every wire (access.py says what a grant holds):
 #: a tus creation, piece or offset is a put, and so is asking what is held of an upload;
-#: removing and moving also need the sight of names (require_sight: a writer that may
-#: not read is never told which names exist).
+#: removing, moving and locking also need the sight of names (require_sight: a writer
+#: that may not read is never told which names exist).
 RIGHTS_NEEDED: dict[str, tuple[str, ...]] = {
     "get": (READ,), "stat": (READ,), "list": (READ,),
     "put": (WRITE,), "mkdir": (WRITE,),
     "rm": (DELETE,), "mv": (DELETE, WRITE), "cp": (READ, WRITE),
     "props": (WRITE,), "lock": (WRITE,),
 }
-NEEDS_SIGHT = frozenset({"rm", "mv"})
+NEEDS_SIGHT = frozenset({"rm", "mv", "lock"})
 
 
 class RequestRules(Session):
@@ -136,9 +136,16 @@ class RequestRules(Session):
             raise StorageError("not_found", f"no such file {name!r}")
         if not grant.scope:
             return name
+        split_name(name, allow_root=True)  # (a name's own fault is told as it was given)
         if self.blind:  # (a drop box walks beside what is taken: but not out of its folder)
             self._scope_is_there()
-        return f"{grant.scope}/{name}" if name else grant.scope
+        joined = f"{grant.scope}/{name}" if name else grant.scope
+        try:
+            split_name(joined, allow_root=True)
+        except StorageError:  # (the folder's own length or depth: never named)
+            raise StorageError("bad_name", f"name {name[:100]!r} refused: too long or nested "
+                                           "too deep below this account's folder") from None
+        return joined
 
     def _scope_is_there(self) -> None:
         """The grant's folder is still a folder (a drop box writer's walk would go beside
@@ -246,7 +253,7 @@ class RequestRules(Session):
         except StorageError as exc:
             failed(exc)
             return
-        self.services.locks.moved_or_removed(name)
+        self.locks_end(name)
         log.info("%s %sremoved %s (%d %s)", self.who, self.wire, printable(name),
                  removed, "entry" if removed == 1 else "entries",
                  extra={"event": "changed", "conn": self.channel.id})
@@ -266,7 +273,7 @@ class RequestRules(Session):
                                                    allow_overwrite=self.grant.replace)
         except StorageError as exc:
             raise self.explained(exc, dst) from None
-        self.services.locks.moved_or_removed(self.inside(src))
+        self.locks_end(self.inside(src))
         log.info("%s %smoved %s to %s", self.who, self.wire,
                  printable(self.inside(src)), printable(self.inside(dst)),
                  extra={"event": "changed", "conn": self.channel.id})
@@ -282,23 +289,47 @@ class RequestRules(Session):
         ``tree`` (a folder removed or replaced), a lock on anything below it. A lock
         lets through a request that submits its token from the principal that took it."""
         table = self.services.locks
-        if table.empty:
+        if table.empty or self.blind:
+            # (a writer that may not read only adds names, beside what is there, never
+            # replacing or removing: locks, which keep what exists, do not stop it, and
+            # their answer would tell it which names exist; it cannot take one either)
             return
         inside = self.inside(name)
         held = table.covering(inside)
         if membership and inside:
-            parent = inside.rpartition("/")[0]
-            held += [lock for lock in table.covering(parent) if lock.root == parent]
+            folder = self._folder_receiving(inside)
+            held += [lock for lock in table.covering(folder) if lock.root == folder]
         if tree:
             held += table.below(inside)
-        if self.blind:  # (a drop box writer's upload to a taken name goes beside it: a
-            held = [lock for lock in held if lock.root != inside]  # lock there is none
-        for lock in held:  # of its business, and must not tell it the name exists)
+        for lock in held:
             if not self.holds(lock):
                 whose = ("" if lock.root == inside
                          else f" (the lock of {self.lock_root_seen(lock) or '/'!r})")
                 raise StorageError("locked", f"{name or '/'!r} is locked{whose}: only the "
                                              "holder of its lock may change it")
+
+    def locks_end(self, inside: str) -> None:
+        """``inside`` (below the served root) was removed or moved away: its locks end.
+        The change is made: a busy table leaves them to their timeouts, and says so."""
+        try:
+            self.services.locks.moved_or_removed(inside)
+        except LocksBusy as exc:
+            log.warning("%s %sthe locks of %s stay until they time out: %s", self.who,
+                        self.wire, printable(inside or "/"), exc.message,
+                        extra={"event": "refused", "conn": self.channel.id})
+
+    def _folder_receiving(self, inside: str) -> str:
+        """The folder that gains or loses a member when ``inside`` is made or removed:
+        its parent, or the nearest folder above it that exists (an upload makes the
+        missing ones: the first of them is the new member)."""
+        folder = inside.rpartition("/")[0]
+        while folder:
+            try:
+                self.services.root.stat(folder)
+                return folder
+            except StorageError:
+                folder = folder.rpartition("/")[0]
+        return folder
 
     def holds(self, lock: Lock) -> bool:
         """The request submits ``lock``'s token, and comes from the one who took it."""
@@ -317,11 +348,15 @@ class RequestRules(Session):
         try:
             lock = self.services.locks.take(self.inside(name), infinite=infinite,
                                             exclusive=exclusive, owner=owner,
-                                            principal=self.principal_name, timeout=timeout)
+                                            principal=self.principal_name, timeout=timeout,
+                                            holder=self.principal_name
+                                            or f"address {self.channel.peer_host}")
         except LockConflict:
             raise StorageError("locked", f"{name or '/'!r} is locked by another") from None
         except TooManyLocks as exc:
             raise StorageError("server_busy", str(exc)) from None
+        except ValueError as exc:  # (an owner too long to keep)
+            raise StorageError("bad_request", str(exc)) from None
         log.info("%s %slocked %s (%s, %s s)", self.who, self.wire, printable(self.inside(name)),
                  "exclusive" if exclusive else "shared", timeout,
                  extra={"event": "changed", "conn": self.channel.id})
@@ -422,6 +457,9 @@ class RequestRules(Session):
         self.check_rights("cp", f"copying {src!r} to {dst!r}")
         if src == dst or dst.startswith(src + "/") or (src == "" and dst):
             raise StorageError("bad_request", f"cannot copy {src or '/'!r} into itself")
+        if dst == "" or src.startswith(dst + "/"):  # (replacing it would remove the source)
+            raise StorageError("bad_request", f"cannot copy {src!r} onto {dst or '/'!r}, "
+                                              "which holds it")
         source = self.describe(src)
         if source["type"] not in ("file", "dir"):
             raise StorageError("not_a_file", f"{src!r} is not a file or folder")
@@ -517,7 +555,7 @@ class RequestRules(Session):
         """Remove ``name`` (a file or a whole folder) as steps of a job under way."""
         for _ in self.services.root.remove_in_steps(self.inside(name), recursive=True):
             yield
-        self.services.locks.moved_or_removed(self.inside(name))
+        self.locks_end(self.inside(name))
 
     def start_move(self, src: str, dst: str, *, overwrite: bool,
                    done: Callable[[bool], None], failed: Callable[[StorageError], None]) -> None:

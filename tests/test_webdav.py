@@ -544,3 +544,133 @@ def test_a_clients_probes_are_answered_but_not_logged_as_refusals(make, caplog):
         assert not [r for r in caplog.records if "refused" in r.getMessage()]
         assert ask(h, "DELETE", "/nothing").status == 404  # (a real refusal still is)
         assert [r for r in caplog.records if "refused" in r.getMessage()]
+
+
+# ------------------------------------------------- what an attacker tried, refused
+
+
+def test_a_copy_onto_a_folder_that_holds_the_source_removes_nothing(make, root):
+    (root / "docs" / "child").mkdir()
+    (root / "docs" / "child" / "precious.txt").write_text("keep")
+    h = make(ceiling=OPEN)
+    assert ask(h, "COPY", "/docs/child", {"Destination": "/docs"}).status == 400
+    assert ask(h, "COPY", "/docs/a.txt", {"Destination": "/docs"}).status == 400
+    assert (root / "docs" / "child" / "precious.txt").read_text() == "keep"
+    assert (root / "docs" / "a.txt").read_text() == "a"
+
+
+def test_a_propfind_names_at_most_so_many_properties(make):
+    h = make()
+    many = b"".join(b"<z:p%d/>" % i for i in range(65))
+    body = b'<D:propfind xmlns:D="DAV:" xmlns:z="zz"><D:prop>' + many + b"</D:prop></D:propfind>"
+    assert ask(h, "PROPFIND", "/", {"Depth": "1"}, body).status == 400
+    same = b"<z:a/>" * 5000  # (the same name again and again: once)
+    body = b'<D:propfind xmlns:D="DAV:" xmlns:z="zz"><D:prop>' + same + b"</D:prop></D:propfind>"
+    assert ask(h, "PROPFIND", "/", {"Depth": "1"}, body).status == 207
+
+
+def test_locks_are_bounded_per_holder_and_per_name(make, monkeypatch):
+    from muxserver import locks
+
+    monkeypatch.setattr(locks, "MAX_PER_HOLDER", 3)
+    monkeypatch.setattr(locks, "MAX_PER_NAME", 2)
+    shared = LOCKINFO.replace(b"<D:exclusive/>", b"<D:shared/>")
+    h = make(ceiling=OPEN)
+    assert [ask(h, "LOCK", "/f.txt", {}, shared).status for _ in range(3)] == [200, 200, 503]
+    assert ask(h, "LOCK", "/docs", {}, shared).status == 200
+    reply = ask(h, "LOCK", "/docs/a.txt", {}, shared)
+    assert reply.status == 503 and b"unlock some" in reply.body
+
+
+def test_an_owner_too_long_to_keep_is_refused_not_cut(make):
+    h = make(ceiling=OPEN)
+    body = LOCKINFO.replace(b"ann", b"A" * 5000)
+    assert ask(h, "LOCK", "/f.txt", {}, body).status == 400
+    assert b"activelock" not in ask(h, "PROPFIND", "/f.txt", {"Depth": "0"}).body
+
+
+def test_a_drop_box_writer_can_neither_lock_nor_learn_of_locks(root):
+    with harnesses("webdav", root) as make:
+        owner = make(ceiling=OPEN)
+        token = lock(owner, "/docs", {"Depth": "0"})
+        assert token
+        drop = Harness("webdav", root, ceiling=Ceiling(upload_only=True),
+                       shared_root=owner.root)
+        drop.services.locks = owner.services.locks
+        try:
+            assert ask(drop, "LOCK", "/", {}, LOCKINFO).status == 403
+            answers = [ask(drop, "PUT", f"/{folder}/probe", {}, b"x").status
+                       for folder in ("docs", "nothere")]
+            assert answers == [201, 201]  # (the same answer: no lock, no name is told)
+        finally:
+            drop.close()
+
+
+def test_a_depth_0_lock_on_a_folder_keeps_new_members_out_at_any_depth(make, root):
+    h = make(ceiling=OPEN)
+    lock(h, "/docs", {"Depth": "0"})
+
+    def put_by_another(path: str) -> int:  # (a refused PUT closes its connection)
+        other = Harness("webdav", root, ceiling=OPEN, shared_root=h.root)
+        other.services.locks = h.services.locks
+        try:
+            return ask(other, "PUT", path, {}, b"x").status
+        finally:
+            other.close()
+
+    assert put_by_another("/docs/new.txt") == 423
+    assert put_by_another("/docs/sub/new.txt") == 423
+    assert put_by_another("/free/new.txt") == 201
+    assert not (root / "docs" / "sub").exists()
+
+
+def test_a_busy_lock_table_is_an_answer_at_once_not_a_wait(make):
+    import sqlite3
+
+    h = make(ceiling=OPEN)
+    lock(h, "/f.txt")  # (the table exists now)
+    other = sqlite3.connect(h.services.locks.path, isolation_level=None)
+    try:
+        other.execute("begin immediate")  # another process's change, under way
+        reply = ask(h, "LOCK", "/docs/a.txt", {}, LOCKINFO)
+        assert reply.status == 503 and reply.headers["retry-after"] == "1"
+        assert ask(h, "DELETE", "/docs").status == 204  # (reading it goes on: no lock here)
+        assert ask(h, "DELETE", "/f.txt").status == 423  # (nor a lock's token: f.txt's)
+    finally:
+        other.execute("rollback")
+        other.close()
+    assert ask(h, "LOCK", "/g.txt", {}, LOCKINFO).status == 201  # (free again: a new file)
+
+
+def test_properties_in_the_xml_namespace_are_written_well_formed(make):
+    h = make(ceiling=OPEN)
+    patch = (b'<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><xml:foo>1</xml:foo>'
+             b"</D:prop></D:set></D:propertyupdate>")
+    for reply in (ask(h, "PROPPATCH", "/f.txt", {}, patch),
+                  ask(h, "PROPFIND", "/f.txt", {"Depth": "0"},
+                      b'<propfind xmlns="DAV:"><propname/></propfind>'),
+                  ask(h, "PROPFIND", "/f.txt", {"Depth": "0"},
+                      b'<propfind xmlns="DAV:"><prop><xml:bar/></prop></propfind>')):
+        multistatus(reply)  # (parses: no reserved prefix declared)
+
+
+def test_a_long_folder_of_an_account_is_never_told_in_a_bad_name(root, tmp_path):
+    from muxserver.access import Access, HostNames
+    from muxserver.accounts import LiveAccounts
+
+    folder = "department-of-secret-projects-" + "x" * 40 + "/project-bluebird-" + "y" * 30
+    (root / folder).mkdir(parents=True)
+    users = tmp_path / "users"
+    users.write_text(f"token eve eve-token-0123456789 folder={folder}\n")
+    access = Access({}, Limits(), HostNames("127.0.0.1"), OPEN,
+                    accounts=LiveAccounts(str(users)))
+    h = Harness("webdav", root, access=access)
+    try:
+        h.login("eve-token-0123456789")
+        for method, path, headers in (("PROPFIND", "/bad%5Cname", {"Depth": "0"}),
+                                      ("PROPFIND", "/CON", {"Depth": "0"}),
+                                      ("GET", "/bad%5Cname", {})):
+            reply = ask(h, method, path, headers)
+            assert reply.status == 400 and b"department" not in reply.body, reply
+    finally:
+        h.close()
