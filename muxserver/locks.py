@@ -44,7 +44,7 @@ MAX_PER_HOLDER = 256
 MAX_PER_NAME = 16
 #: The longest the loop waits for another process's change of the table (SQLite's busy
 #: timeout, in seconds); the changes themselves take microseconds.
-BUSY_WAIT = 0.02
+BUSY_WAIT = 0.005
 #: The longest a lock lives without a refresh, and the timeout of one that asks for
 #: none or for "Infinite" (clients refresh before it ends).
 MAX_TIMEOUT = 3600
