@@ -380,6 +380,13 @@ class Tour:
             "  if (k.startsWith(arguments[0])) return localStorage.getItem(k); }"
             "return null;", UPLOAD_KEY)
 
+    def hidden_bytes(self) -> int:
+        """The size of the largest upload the server holds under a hidden name (a
+        partial file, or one a request is writing) in the served folder."""
+        sizes = [entry.stat().st_size for entry in os.scandir(self.root)
+                 if entry.name.startswith(".muxserver-") and entry.is_file()]
+        return max(sizes, default=0)
+
     def held(self, url: str) -> int:
         response = self.tus("HEAD", url)
         return int(response.getheader("Upload-Offset") or -1) if response.status == 200 else -1
@@ -406,7 +413,9 @@ class Tour:
         """Pick ``path`` in the page; return its tus URL once the server holds a piece."""
         self.one("#files").send_keys(str(path))
         url = wait_for(self.unfinished_url, "the page did not remember the upload")
-        wait_for(lambda: self.held(url) >= PIECE, "the server never held a piece")
+        # (the hidden file the pieces go to, on the server's disk: asking the server
+        # (HEAD) races the page, which writes its next piece at once: 423 meanwhile)
+        wait_for(lambda: self.hidden_bytes() >= PIECE, "the server never held a piece")
         return url
 
     def check_resume_after_reload(self) -> str:
@@ -416,7 +425,9 @@ class Tour:
         with self.slow_link():
             url = self.upload_one_piece_of(big)
             self.browser.refresh()
-        held = self.held(url)
+        # (the server may still be ending the piece the reload cut off: 423 until then)
+        held = wait_for(lambda: max(self.held(url), 0), "the server held nothing after "
+                        "the reload")
         if not 0 < held < big.stat().st_size or (self.root / big.name).exists():
             raise CheckFailed(f"after the reload the server holds {held} bytes (or the "
                               f"file is visible under its name)")
