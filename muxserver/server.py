@@ -127,7 +127,8 @@ class Server:
         self.root = Root(config.root, partial_ttl=self.limits.partial_ttl,
                          partial_budget=self.limits.partial_budget, budget_shares=workers,
                          partial_count=self.limits.partial_count,
-                         partials_per_writer=self.limits.partials_per_writer)
+                         partials_per_writer=self.limits.partials_per_writer,
+                         claim_lease=2 * self.limits.stall_timeout)
         self.root.on_partial_kept = self._schedule_partial_expiry
         self._expiry_timer: Timer | None = None
         self._expiry_due = 0.0

@@ -269,3 +269,45 @@ def test_stale_temporary_files_are_swept_at_start(served, tmp_path):
         assert second.sweep_temporary_files() == (0, 0)
     finally:
         second.close()
+
+
+def test_a_claim_its_writer_abandoned_is_taken_back_after_its_lease(tmp_path):
+    """Two servers on one root (another machine's died writing a partial file): the
+    claim is the other's while it could still be written, and no one's after its
+    lease, when this server goes on from what the file holds."""
+    from muxserver.storage import native_identity, partial_key
+
+    data = os.urandom(300_000)
+    digest = Digest(SHA256, hashlib.sha256(data).hexdigest())
+    key = partial_key("f.bin", b"", native_identity(digest, None), len(data))
+    dead = Root(tmp_path)
+    upload = dead.begin_upload("f.bin", len(data), digest, overwrite=False,
+                               allow_overwrite=False, key=key)
+    upload.write(memoryview(data[:100_000]))
+    assert upload.abort(interrupted=True) == 100_000  # (kept as a partial file)
+    upload = dead.begin_upload("f.bin", len(data) - 100_000, digest, overwrite=False,
+                               allow_overwrite=False, key=key, offset=100_000)
+    upload.write(memoryview(data[100_000:150_000]))  # ...and that server dies here
+    other = Root(tmp_path, claim_lease=3600.0)
+    try:
+        with pytest.raises(StorageError) as busy:
+            other.held("f.bin", key, len(data))
+        assert busy.value.code == "server_busy"  # (its writer may still be at work)
+        other.claim_lease = 0.0  # (the lease is over)
+        assert other.held("f.bin", key, len(data)) == 150_000
+        resumed = other.begin_upload("f.bin", len(data) - 150_000, digest, overwrite=False,
+                                     allow_overwrite=False, key=key, offset=150_000)
+        resumed.write(memoryview(data[150_000:]))
+        hashed: list[str | None] = []
+        done = threading.Event()
+        assert resumed.finish_hash(lambda hexdigest: (hashed.append(hexdigest), done.set()))
+        assert done.wait(30)
+        resumed.commit(hashed[0])
+        assert (tmp_path / "f.bin").read_bytes() == data
+    finally:
+        other.close()
+        if upload.hash_job is not None:  # (what the dead server held, let go)
+            upload.hash_job.cancel()
+        os.close(upload.fd)
+        os.close(upload.parent)
+        dead.close()

@@ -143,11 +143,14 @@ class PartialPolicy(RootCore):
 
     def __init__(self, path: str | os.PathLike[str], partial_ttl: float = 24 * 3600,
                  partial_budget: int | None = None, budget_shares: int = 1,
-                 partial_count: int = 1 << 62, partials_per_writer: int = 1 << 62) -> None:
+                 partial_count: int = 1 << 62, partials_per_writer: int = 1 << 62,
+                 claim_lease: float = 120.0) -> None:
         """``budget_shares``: the processes serving this root (--workers); each keeps its
         share of the partial files' budget and counts, so that together they keep to
-        all of it."""
+        all of it. ``claim_lease``: seconds after which a claimed partial file nobody
+        has written is no one's (``Uploads._claim_partial``)."""
         super().__init__(path)
+        self.claim_lease = claim_lease
         # Partial files this server knows of: found by the start-up sweep or kept by an
         # interrupted upload; the server calls expire_partials() when the first is due.
         if partial_budget is None:

@@ -172,6 +172,8 @@ class Uploads(PartialPolicy, Directories):
         try:
             rename_new(partial, claim, src_dir_fd=parent, dst_dir_fd=parent)
         except FileNotFoundError:
+            if self._lapsed_claim(parent, key):  # (its writer died: this one goes on)
+                return self._claim_partial(parent, key, offset, name, where)
             raise self._not_there(parent, key, name, StorageError(
                 "offset_mismatch", f"the server holds no partial upload of {name!r} "
                                    "(resume from 0)")) from None
@@ -205,6 +207,26 @@ class Uploads(PartialPolicy, Directories):
         else:
             self.partial_kept(where, partial, size)
 
+    def _lapsed_claim(self, parent: int, key: str) -> bool:
+        """Whether the claim of the partial file ``key`` had lapsed and it is a partial
+        file again. A request writing it keeps its time fresh (every write), and one
+        that stalls is ended by --stall-timeout, which gives the file back: a claim
+        untouched for ``claim_lease`` belongs to a server that died (another machine's,
+        on a shared root: this server's own claims are given back at its start). The
+        rename back is one atomic step: of two servers that find it lapsed, one wins."""
+        claim = claim_name(key)
+        try:
+            st = os.stat(claim, dir_fd=parent, follow_symlinks=False)
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or time.time() - st.st_mtime < self.claim_lease:
+            return False
+        try:
+            rename_new(claim, PARTIAL_PREFIX + key, src_dir_fd=parent, dst_dir_fd=parent)
+        except OSError:
+            return False  # (another server took it back first, or it went meanwhile)
+        return True
+
     def _not_there(self, parent: int, key: str, name: str, error: StorageError) -> StorageError:
         """What to say of the partial file ``key`` that is not in ``parent``: it is being
         written (its claim is there: "server_busy", wait), else ``error``."""
@@ -219,6 +241,8 @@ class Uploads(PartialPolicy, Directories):
         parent, _ = self._partial_dir(name, beside_if_taken)
         try:
             st = self._lstat(parent, PARTIAL_PREFIX + key, name)
+            if st is None and self._lapsed_claim(parent, key):
+                st = self._lstat(parent, PARTIAL_PREFIX + key, name)
             if st is None:
                 raise self._not_there(parent, key, name, StorageError("not_found",
                                                                       NO_SUCH_UPLOAD))
