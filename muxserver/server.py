@@ -152,9 +152,9 @@ class Server:
             access.public_host = public_host(config.host)
         access.basic_over_http = config.allow_basic_over_http
         #: all a session may reach of the server (see session.Services)
-        self.services = Services(self.loop, self.root, self.limits, access,
-                                 shared.locks if shared is not None else None)
-        self.owns_locks = shared is None  # (else the supervisor removes them at its end)
+        locks = shared.locks if shared is not None else None
+        self.services = Services(self.loop, self.root, self.limits, access, locks)
+        self.owns_locks = locks is None  # (else the supervisor removes them at its end)
         self.channels: dict[int, Channel] = {}
         # Channels running a session (refused ones do not count), in all the workers.
         self.clients: ConnectionCount = (shared.connections(worker) if shared is not None

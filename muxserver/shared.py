@@ -29,9 +29,10 @@ import hashlib
 import mmap
 import struct
 import tempfile
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from .locks import LockTable
+if TYPE_CHECKING:
+    from .locks import LockTable
 
 #: Addresses remembered for the back-off; the oldest is forgotten past this (memory cap).
 STRIKE_SLOTS = 4096
@@ -147,8 +148,9 @@ class SharedState:
         self.memory = mmap.mmap(-1, self.slots_at + STRIKE_SLOTS * _SLOT.size)  # MAP_SHARED
         self.lock = ProcessLock()
         self.strikes = SharedStrikes(self)
-        #: WebDAV's locks: a table every worker opens (locks.py); the supervisor removes it
-        self.locks = LockTable.made_anew()
+        #: WebDAV's locks: a table every worker opens (locks.py), made by the supervisor
+        #: before it forks them and removed when they are all gone
+        self.locks: LockTable | None = None
 
     def connections(self, worker: int) -> "SharedConnections":
         """Worker ``worker``'s view of the connection count."""

@@ -62,6 +62,7 @@ from .server import (
     listening_family,
     on_a_terminal,
 )
+from .locks import LockTable
 from .shared import SharedState
 
 log = logging.getLogger("muxserver")
@@ -283,6 +284,7 @@ class Supervisor:
         """Reserve the port, start worker 0 (it sweeps), then the others; return the
         address once every worker listens. OSError or ValueError if one cannot start."""
         reserved = _reserve_port(self.config.host, self.config.port)
+        self.shared.locks = LockTable.made_anew()  # (before the workers: they all open it)
         try:
             host, port = reserved.getsockname()[:2]
             self.address = (host, port)
@@ -294,6 +296,7 @@ class Supervisor:
             self._wait_until(lambda: len(self.ready) == self.count)
         except BaseException:
             self.stop_workers(signal.SIGKILL)
+            self.remove_locks()
             raise
         finally:
             reserved.close()
@@ -344,8 +347,14 @@ class Supervisor:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-        self.shared.locks.remove()  # (the locks end with the server: locks.py)
+        self.remove_locks()
         self.loop.close()
+
+    def remove_locks(self) -> None:
+        """The locks end with the server (locks.py)."""
+        if self.shared.locks is not None:
+            self.shared.locks.remove()
+            self.shared.locks = None
 
     def received(self, index: int, message: tuple[Any, ...]) -> None:
         """A message from worker ``index``: ("ready",), ("snapshot", Snapshot),
