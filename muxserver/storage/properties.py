@@ -54,15 +54,19 @@ class Properties(RootCore):
         plus, with ``dead``, its dead properties under "props": one descriptor."""
         fd, st = self._open_entry(name)
         try:
-            info = _entry(name, st)
-            if stat.S_ISREG(st.st_mode):
-                for digest in self.hashes.known(fd, st):
-                    info.update(digest.field)
-            if dead:
-                info["props"] = read_properties(fd)
-            return info
+            return self._facts(fd, st, name, dead)
         finally:
             os.close(fd)
+
+    def _facts(self, fd: int, st: os.stat_result, name: str, dead: bool) -> dict[str, Any]:
+        """What ``described`` says of the open file or folder ``fd``."""
+        info = _entry(name, st)
+        if stat.S_ISREG(st.st_mode):
+            for digest in self.hashes.known(fd, st):
+                info.update(digest.field)
+        if dead:
+            info["props"] = read_properties(fd)
+        return info
 
     def described_members(self, folder: str, leaves: list[str], *,
                           dead: bool) -> list[dict[str, Any] | None]:
@@ -89,13 +93,7 @@ class Properties(RootCore):
             st = os.fstat(fd)
             if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
                 return None
-            info = _entry(name, st)
-            if stat.S_ISREG(st.st_mode):
-                for digest in self.hashes.known(fd, st):
-                    info.update(digest.field)
-            if dead:
-                info["props"] = read_properties(fd)
-            return info
+            return self._facts(fd, st, name, dead)
         finally:
             os.close(fd)
 
