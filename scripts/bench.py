@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Callable
 
 from benchlib import (GiB, alternate, console_cost, cpu_seconds, make_file,
-                      print_console_cost, scratch_dir, spawn_muxserver, summary, timed)
+                      print_console_cost, scratch_dir, spawn_muxserver, summary, timed,
+                      free_port, wait_listening)
 from loadgen import idle_crowd, many_clients, small_files
 
 SCENARIOS = ("bulk", "many", "small", "idle", "console")
@@ -53,14 +54,6 @@ CPU_TO_FLOOR = 1.15
 # --------------------------------------------------------------------------- bulk
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def run_socat(src: Path, dest: Path) -> float:
     """file -> TCP -> file with 1 MiB buffers; time from the send to the file being whole."""
     port = free_port()
@@ -68,7 +61,7 @@ def run_socat(src: Path, dest: Path) -> float:
                                  f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr",
                                  f"OPEN:{dest},creat,trunc"])
     try:
-        _wait_listening(port)
+        wait_listening(port)
         started = time.perf_counter()
         subprocess.run(["socat", "-b", "1048576", "-u", f"OPEN:{src}",
                         f"TCP:127.0.0.1:{port}"], check=True)
@@ -120,19 +113,6 @@ def touch_memory(work: Path, size: int) -> None:
         for _ in range(size >> 20):
             f.write(block)
     path.unlink()
-
-
-def _wait_listening(port: int) -> None:
-    """Wait until a port is in LISTEN state, without connecting (socat -u would take a
-    probe connection for the transfer itself)."""
-    needle = f":{port:04X} 00000000:0000 0A"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with open("/proc/net/tcp") as table:
-            if needle in table.read():
-                return
-        time.sleep(0.01)
-    raise RuntimeError("socat did not listen")
 
 
 def bulk(args: argparse.Namespace, work: Path) -> dict:

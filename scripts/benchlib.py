@@ -58,6 +58,7 @@ class Spawned:
     port: int
     master_fd: int | None = None
     reader: threading.Thread | None = None
+    output: list[str] | None = None  # (keep_output: every line it printed, once stopped)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -70,17 +71,22 @@ class Spawned:
         if self.master_fd is not None:
             os.close(self.master_fd)
             self.master_fd = None
+        if self.output is not None and self.reader is not None:
+            self.reader.join(timeout=20)  # (its last lines: the summary at its stop)
 
 
 def spawn_muxserver(root: Path, *args: str, terminal: bool = False,
-                    size: tuple[int, int] = (120, 40), code: Path | None = None) -> Spawned:
+                    size: tuple[int, int] = (120, 40), code: Path | None = None,
+                    keep_output: bool = False) -> Spawned:
     """Start ``python -m muxserver`` on port 0; with ``terminal`` its stdout is a pty;
-    ``code``: another checkout of muxserver to run (a baseline to compare with)."""
+    ``code``: another checkout of muxserver to run (a baseline to compare with);
+    ``keep_output``: its log lines and its summary at the stop are kept (``output``)."""
     cmd = [sys.executable, "-m", "muxserver", "serve", "--port", "0", "--root", str(root),
            *args]
     if not terminal:
         env = {**os.environ, "PYTHONPATH": str(code)} if code is not None else None
-        return _spawn_piped(cmd + ["--no-console"], cwd=code or REPO, env=env)
+        return _spawn_piped(cmd + ["--no-console"], cwd=code or REPO, env=env,
+                            keep_output=keep_output)
     master, slave = os.openpty()
     cols, rows = size
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
@@ -108,13 +114,43 @@ def spawn_bare_server(root: Path) -> Spawned:
                          "--root", str(root)], cwd=REPO, env=None)
 
 
-def _spawn_piped(cmd: list[str], cwd: Path, env: dict | None) -> Spawned:
-    """A server whose stdout we read up to its "listening on" line, then drain."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            cwd=cwd, env=env)
+def _spawn_piped(cmd: list[str], cwd: Path, env: dict | None,
+                 keep_output: bool = False) -> Spawned:
+    """A server whose stdout we read up to its "listening on" line, then drain (and
+    keep, with its stderr, if ``keep_output``): one whose output nobody reads blocks."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=cwd, env=env,
+                            stderr=subprocess.STDOUT if keep_output else subprocess.DEVNULL)
     host, port = _read_address(lambda: proc.stdout.readline())
-    threading.Thread(target=lambda: proc.stdout.read(), daemon=True).start()
-    return Spawned(proc, host, port)
+    if not keep_output:
+        threading.Thread(target=lambda: proc.stdout.read(), daemon=True).start()
+        return Spawned(proc, host, port)
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(
+        line.decode("utf-8", "replace") for line in proc.stdout), daemon=True)
+    reader.start()
+    return Spawned(proc, host, port, reader=reader, output=output)
+
+
+def free_port() -> int:
+    """A port of this machine free now (for a program that cannot be given port 0)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_listening(port: int, timeout: float = 10.0) -> None:
+    """Wait until a port of this machine is in LISTEN state, without connecting (socat
+    -u would take a probe connection for the transfer itself)."""
+    needle = f":{port:04X} 00000000:0000 0A"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open("/proc/net/tcp") as table:
+            if needle in table.read():
+                return
+        time.sleep(0.01)
+    raise RuntimeError(f"nothing listens on port {port}")
 
 
 def _drain(fd: int) -> None:

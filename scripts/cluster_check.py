@@ -35,55 +35,30 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import REPO, Spawned, free_port, spawn_muxserver, wait_listening  # noqa: E402
+
 TOKEN = "cluster-check-token-0123456789"
 PIECE = 8 * 1024 * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def start_server(root: Path, users: Path) -> Spawned:
+    return spawn_muxserver(root, "--token-file", str(users), "--allow-overwrite",
+                           "--stall-timeout", "2", "--log-level", "warning")
 
 
-class Server:
-    def __init__(self, root: Path, users: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "muxserver", "serve", "--root", str(root), "--port", "0",
-             "--no-console", "--token-file", str(users), "--allow-overwrite",
-             "--stall-timeout", "2", "--log-level", "warning"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert self.proc.stdout is not None
-        self.port = 0
-        for line in self.proc.stdout:
-            match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-            if match:
-                self.port = int(match.group(1))
-                break
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-
-    def receiving(self, at_least: int) -> bool:
-        """Whether a connection of this server has brought it ``at_least`` bytes (the
-        upload's, not a health check's: those bring none)."""
-        out = subprocess.run(["ss", "-tniH", "state", "established",
-                              f"( sport = :{self.port} )"], capture_output=True, text=True).stdout
-        return any(int(n) >= at_least for n in re.findall(r"bytes_received:(\d+)", out))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def receiving(server: Spawned, at_least: int) -> bool:
+    """Whether a connection of ``server`` has brought it ``at_least`` bytes (the
+    upload's, not a health check's: those bring none)."""
+    out = subprocess.run(["ss", "-tniH", "state", "established", f"( sport = :{server.port} )"],
+                         capture_output=True, text=True).stdout
+    return any(int(n) >= at_least for n in re.findall(r"bytes_received:(\d+)", out))
 
 
-def start_haproxy(work: Path, servers: list[Server]) -> tuple[subprocess.Popen, int]:
+def start_haproxy(work: Path, servers: list[Spawned]) -> tuple[subprocess.Popen, int]:
     port = free_port()
     config = work / "haproxy.cfg"
     config.write_text("\n".join([
@@ -96,13 +71,8 @@ def start_haproxy(work: Path, servers: list[Server]) -> tuple[subprocess.Popen, 
           for i, s in enumerate(servers)), ""]))
     proc = subprocess.Popen(["haproxy", "-f", str(config), "-db"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("haproxy did not start")
+    wait_listening(port)
+    return proc, port
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -139,7 +109,7 @@ def main() -> int:
     root, users = work / "root", work / "users"
     root.mkdir()
     users.write_text(f"token ci {TOKEN}\n")
-    servers: list[Server] = []
+    servers: list[Spawned] = []
     haproxy = None
     ok = True
 
@@ -149,8 +119,8 @@ def main() -> int:
         print(f"  [{'ok' if good else 'FAIL'}] {what}", flush=True)
 
     try:
-        servers = [Server(root, users)]  # (the first makes the server secret in the root)
-        servers.append(Server(root, users))
+        servers = [start_server(root, users)]  # (the first makes the server secret)
+        servers.append(start_server(root, users))
         haproxy, port = start_haproxy(work, servers)
         print(f"two servers on {root} (ports {servers[0].port}, {servers[1].port}), "
               f"HAProxy on {port}", flush=True)
@@ -200,7 +170,7 @@ def main() -> int:
         deadline = time.monotonic() + 30
         victim = None
         while victim is None and time.monotonic() < deadline:
-            victim = next((s for s in servers if s.receiving(PIECE // 4)), None)
+            victim = next((s for s in servers if receiving(s, PIECE // 4)), None)
         if victim is None:
             raise SystemExit("no server holds the upload's connection")
         victim.proc.send_signal(signal.SIGKILL)

@@ -19,56 +19,32 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import cpu_seconds  # noqa: E402
+from benchlib import (Spawned, cpu_seconds, free_port, spawn_muxserver,  # noqa: E402
+                      wait_listening)
 
-REPO = Path(__file__).resolve().parent.parent
 ALLPROP = b'<?xml version="1.0"?><propfind xmlns="DAV:"><allprop/></propfind>'
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def start_muxserver(root: Path) -> Spawned:
+    return spawn_muxserver(root, "--log-level", "warning", "--allow-delete",
+                           "--allow-overwrite")
 
 
-def start_muxserver(root: Path) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "muxserver", "serve", "--root", str(root), "--port", "0",
-         "--no-console", "--log-level", "warning", "--allow-delete", "--allow-overwrite"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-        if match:
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
-            return proc, int(match.group(1))
-    raise SystemExit("muxserver did not start")
-
-
-def start_wsgidav(program: str, root: Path) -> tuple[subprocess.Popen, int]:
+def start_wsgidav(program: str, root: Path) -> Spawned:
     port = free_port()  # (wsgidav takes no port 0; a race here costs a rerun, no more)
     proc = subprocess.Popen([program, "--host", "127.0.0.1", "--port", str(port), "--root",
                              str(root), "--auth", "anonymous", "--no-config", "-q"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("wsgidav did not start")
+    wait_listening(port, timeout=30)
+    return Spawned(proc, "127.0.0.1", port)
 
 
 def request(port: int, method: str, path: str, body: bytes | Path = b"",
@@ -96,7 +72,8 @@ def one_run(name: str, start, base: Path, entries: int, big: Path) -> dict[str, 
     folder.mkdir()
     for i in range(entries):
         (folder / f"f{i:06}.txt").write_bytes(b"x" * (i % 50))
-    proc, port = start(root)
+    server = start(root)
+    port = server.port
     costs: dict[str, float] = {}
     try:
         steps = [
@@ -110,13 +87,12 @@ def one_run(name: str, start, base: Path, entries: int, big: Path) -> dict[str, 
                 "Destination": f"http://127.0.0.1:{port}/moved.bin"})),
         ]
         for label, step in steps:
-            before = cpu_seconds(proc.pid)
+            before = cpu_seconds(server.proc.pid)
             status = step()
-            costs[label] = cpu_seconds(proc.pid) - before
+            costs[label] = cpu_seconds(server.proc.pid) - before
             assert status < 300, f"{name} {label}: {status}"
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
     return costs
 

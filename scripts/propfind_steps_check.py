@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import re
-import subprocess
 import sys
 import tempfile
 import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import cpu_seconds, rss  # noqa: E402
+from benchlib import cpu_seconds, rss, spawn_muxserver  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 NAMED = (b'<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop>'
          b"<d:displayname/><d:getlastmodified/><d:getcontentlength/><d:resourcetype/>"
          b"<d:getcontenttype/></d:prop></d:propfind>")
@@ -84,29 +81,19 @@ def main() -> int:
             folder.mkdir()
             for i in range(count):
                 (folder / f"file-{i:06}.txt").write_bytes(b"x" * (i % 100))
-        server = subprocess.Popen(
-            [sys.executable, "-m", "muxserver", "serve", "--root", str(root), "--port", "0",
-             "--no-console", "--log-level", "warning"], cwd=REPO,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        server = spawn_muxserver(root, "--log-level", "warning", keep_output=True)
         try:
-            port = 0
-            assert server.stdout is not None
-            for line in server.stdout:
-                match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-                if match:
-                    port = int(match.group(1))
-                    break
-            base = rss(server.pid)
+            base = rss(server.proc.pid)
             print(f"server RSS before: {base / 2**20:.1f} MiB")
             for label, body in (("named", NAMED), ("allprop", ALLPROP)):
                 for name in ("small", "big"):
-                    members, size, cpu, peak = propfind(port, f"/{name}/", body, server.pid)
+                    members, size, cpu, peak = propfind(server.port, f"/{name}/", body, server.proc.pid)
                     print(f"{label:8} {name:5}: {members:7} members, {size / 2**20:7.1f} MiB "
                           f"of XML, server CPU {cpu:6.2f} s, peak RSS {peak / 2**20:6.1f} MiB "
                           f"(+{(peak - base) / 2**20:.1f})")
         finally:
-            server.terminate()
-            output = server.communicate(timeout=60)[0]
+            server.stop()
+        output = "".join(server.output or [])
         found = re.search(r"longest loop step .*", output)
         print(found.group(0) if found else "(no summary: " + output[-300:] + ")")
     return 0

@@ -21,20 +21,17 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import os
 import random
 import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import cpu_seconds  # noqa: E402
+from benchlib import cpu_seconds, spawn_muxserver  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
 
 
@@ -85,27 +82,15 @@ def main() -> int:
             path.mkdir()
         total = make_tree(source, args.files, args.largest_mib * MiB)
         print(f"tree: {args.files} files, {total / MiB:.0f} MiB", flush=True)
-        server = subprocess.Popen(
-            [sys.executable, "-m", "muxserver", "serve", "--root", str(served), "--port", "0",
-             "--no-console", "--log-level", "warning", "--allow-delete", "--allow-overwrite"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        server = spawn_muxserver(served, "--log-level", "warning", "--allow-delete",
+                                 "--allow-overwrite", keep_output=True)
         ok = True
         try:
-            assert server.stdout is not None
-            port = 0
-            for line in server.stdout:
-                match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-                if match:
-                    port = int(match.group(1))
-                    break
-            log: list[str] = []  # (read on: a server whose output nobody reads blocks)
-            reader = threading.Thread(target=lambda: log.extend(server.stdout), daemon=True)
-            reader.start()
-            remote = f":webdav,url='http://127.0.0.1:{port}/',vendor=other:"
-            cpu = cpu_seconds(server.pid)
+            remote = f":webdav,url='http://127.0.0.1:{server.port}/',vendor=other:"
+            cpu = cpu_seconds(server.proc.pid)
             took, _ = rclone("sync", str(source), remote, "--transfers", "4")
             print(f"sync up:        {took:6.1f} s, server CPU "
-                  f"{cpu_seconds(server.pid) - cpu:.1f} s")
+                  f"{cpu_seconds(server.proc.pid) - cpu:.1f} s")
             took, out = rclone("check", str(source), remote)
             print(f"check (sizes):  {took:6.1f} s: {last_line(out)}")
             took, out = rclone("check", str(source), remote, "--download")
@@ -115,17 +100,16 @@ def main() -> int:
             again = int(sent.group(1)) if sent else 0
             print(f"sync again:     {took:6.1f} s: {again} files transferred")
             ok = ok and again == 0
-            cpu = cpu_seconds(server.pid)
+            cpu = cpu_seconds(server.proc.pid)
             took, _ = rclone("sync", remote, str(back), "--transfers", "4")
             print(f"sync down:      {took:6.1f} s, server CPU "
-                  f"{cpu_seconds(server.pid) - cpu:.1f} s")
+                  f"{cpu_seconds(server.proc.pid) - cpu:.1f} s")
             identical = same_trees(source, back) and same_trees(source, served)
             print(f"byte-identical: {identical}")
             ok = ok and identical
         finally:
-            server.terminate()
-            server.wait(timeout=60)
-        refused = [line for line in log if "refused" in line]
+            server.stop()
+        refused = [line for line in server.output or [] if "refused" in line]
         print(f"server refusals: {len(refused)}")
         for line in refused[:5]:
             print("  " + line.rstrip())
