@@ -283,7 +283,7 @@ def test_the_helper_takes_turns_between_files(monkeypatch, tmp_path):
     class Gate:  # holds the helper thread until both jobs are queued behind it
         opened = threading.Event()
 
-        def _run(self) -> None:
+        def _run(self, buf: bytearray) -> None:
             self.opened.wait(30)
 
     gate = Gate()
@@ -354,7 +354,7 @@ def test_ctrl_c_and_stop_signals_reach_the_main_thread_never_the_hashing_helper(
     done = threading.Event()
 
     class Probe:
-        def _run(self) -> None:  # (what the helper runs for each job)
+        def _run(self, buf: bytearray) -> None:  # (what the helper runs for each job)
             seen.append(set(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
             done.set()
 
