@@ -14,6 +14,7 @@ This module does no I/O.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -46,6 +47,10 @@ def split_name(name: str, *, allow_root: bool = False) -> list[str]:
     """Check a name and return its components; raise BadName if it breaks a rule."""
     if allow_root and name == "":
         return []
+    return list(_checked(name) if len(name) <= REMEMBERED_NAME_LENGTH else _check(name))
+
+
+def _check(name: str) -> tuple[str, ...]:
     if not name:
         raise _refused(name, "it is empty")
     try:
@@ -65,7 +70,16 @@ def split_name(name: str, *, allow_root: bool = False) -> list[str]:
         why = component_problem(part, top=depth == 0)
         if why:
             raise _refused(name, why)
-    return parts
+    return tuple(parts)
+
+
+#: A request's name is checked at its start, at its commit, and again when it is
+#: fetched: names that passed are remembered (the checks are pure), so a repeat costs a
+#: dictionary lookup instead of a dozen string scans. A refused name is never cached,
+#: and only short names are (at most about half a megabyte in all).
+REMEMBERED_NAMES = 1024
+REMEMBERED_NAME_LENGTH = 255
+_checked = functools.lru_cache(maxsize=REMEMBERED_NAMES)(_check)
 
 
 def component_problem(part: str, *, top: bool) -> str:
