@@ -10,13 +10,12 @@ translate their wires.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
 from typing import Any, Callable, Generator, Iterator
 
-from .access import DELETE, LINK, READ, TOKEN, WRITE
+from .access import DELETE, LINK, READ, TOKEN, WRITE, Grant
 from .buffers import FileRegion
 from .digests import SHA256, Digest
 from .hashing import READ_SIZE, HashJob
@@ -162,23 +161,10 @@ class RequestRules(Session):
             return name
         return "" if name == scope else name[len(scope) + 1:] if name[len(scope)] == "/" else name
 
-    @contextlib.contextmanager
-    def scoped(self) -> Iterator[None]:
+    def scoped(self) -> "ScopedErrors":
         """Storage errors told as the grant sees the names: the folder it is limited to
-        never appears in what it is told."""
-        try:
-            yield
-        except StorageError as exc:
-            scope = self.grant.scope
-            if not scope:
-                raise
-            message = exc.message
-            if f"{scope!r}" in message or f"'{scope}'" in message:  # (the folder itself)
-                message = ("the shared folder is gone" if self.grant.principal[:1] == (LINK,)
-                           else "this account's folder is not on the server (yet)")
-            for quote in "'\"":
-                message = message.replace(quote + scope + "/", quote)
-            raise StorageError(exc.code, message) from None
+        never appears in what it is told (``with self.scoped(): ...``)."""
+        return ScopedErrors(self.grant)
 
     # -- what requests read, checked against the grant
 
@@ -995,3 +981,33 @@ class RequestRules(Session):
             self.file_hash.close()  # (its get fails below: the active one, or one sending)
             self.file_hash = None
         super().connection_lost()
+
+
+class ScopedErrors:
+    """RequestRules.scoped: a StorageError raised inside is rewritten so that the folder
+    a grant is limited to never shows. (A class rather than a generator: it runs around
+    every request, and entering a generator-based context manager costs several times
+    as much.)"""
+
+    __slots__ = ("grant",)
+
+    def __init__(self, grant: Grant) -> None:
+        self.grant = grant
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: Any) -> None:
+        if not isinstance(exc, StorageError):
+            return
+        scope = self.grant.scope
+        if not scope:
+            return
+        message = exc.message
+        if f"{scope!r}" in message or f"'{scope}'" in message:  # (the folder itself)
+            message = ("the shared folder is gone" if self.grant.principal[:1] == (LINK,)
+                       else "this account's folder is not on the server (yet)")
+        for quote in "'\"":
+            message = message.replace(quote + scope + "/", quote)
+        raise StorageError(exc.code, message) from None
