@@ -108,6 +108,7 @@ class HttpCodec(RequestRules):
         self.head = False  # the request is a HEAD: every answer has headers only
         self.name = ""
         self.peer_done = False  # recv returned b"" (the peer finished sending)
+        self.streamed = 0  # body bytes of the response being streamed (stream_body)
         #: the tus upload (and the checksum its piece declared) whose piece is arriving
         self.tus_piece: tuple[tus.TusUpload, tuple[str, bytes] | None] | None = None
         self.response_extra: list[tuple[str, str]] = []  # headers of every response now
@@ -227,6 +228,17 @@ class HttpCodec(RequestRules):
         self.respond(status, [("Content-Type", "application/json"),
                               ("Cache-Control", "no-store")],
                      json.dumps(value).encode() + b"\n")
+
+    def stream_body(self, data: bytes, *, last: bool, status: int = 200) -> None:
+        """A piece of a response built as it goes (a listing, a multistatus); with
+        ``last``, its end: the trace and the console are told its size in bytes."""
+        if data:
+            self.queue(h11.Data(data=data))
+            self.streamed += len(data)
+        if last:
+            self.queue(h11.EndOfMessage())
+            size, self.streamed = self.streamed, 0
+            self.responded(status, size)
 
     def responded(self, status: int, size: int) -> None:
         self.channel.observe.http_response(self.channel.id, status, size)

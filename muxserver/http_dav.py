@@ -189,9 +189,8 @@ class DavRequests(HttpCodec):
             return
         entries = self.entries(name)
         self.queue(h11.Response(status_code=207, headers=self.base_headers(None) + [XML_TYPE]))
-        self.queue(h11.Data(data=(dav_xml.MULTISTATUS_OPEN + first).encode()))
+        self.stream_body((dav_xml.MULTISTATUS_OPEN + first).encode(), last=False)
         left_out = LeftOutLog(self.channel.peer, self.channel.id, self.wire, name)
-        written = [1]
 
         def page(batch: list[dict[str, Any]], more: bool) -> None:
             # (links and special files are never served)
@@ -202,27 +201,22 @@ class DavRequests(HttpCodec):
                     name, [entry["name"] for entry in members if entry is not None], dead=True)
             parts = [self.prop_response(member, mode, asked) for member in members
                      if member is not None]  # (None: gone since it was listed)
-            written[0] += len(parts)
-            self.end_multistatus(parts, more, written[0])
+            self.end_multistatus(parts, more)
 
         def failed(batch: list[dict[str, Any]], exc: StorageError) -> None:
             log.warning("%s HTTP PROPFIND of %s incomplete: %s", self.channel.peer,
                         printable(name or "/"), exc.message,
                         extra={"event": "refused", "conn": self.channel.id})
             self.end_multistatus([dav_xml.status_response(dav_xml.href(name, True), 500,
-                                                          exc.message)], False, written[0])
+                                                          exc.message)], False)
 
         self.start_job(self.listing_job(entries, PROPFIND_PER_STEP, left_out, page, failed),
                        label="listing")
 
-    def end_multistatus(self, parts: list[str], more: bool, count: int) -> None:
+    def end_multistatus(self, parts: list[str], more: bool) -> None:
         if not more:
             parts.append(dav_xml.MULTISTATUS_CLOSE)
-        if parts:
-            self.queue(h11.Data(data="".join(parts).encode()))
-        if not more:
-            self.queue(h11.EndOfMessage())
-            self.responded(207, count)
+        self.stream_body("".join(parts).encode(), last=not more, status=207)
 
     def prop_response(self, info: dict[str, Any], mode: str, asked: list[str]) -> str:
         """The ``response`` of one file or folder to a PROPFIND."""

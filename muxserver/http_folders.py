@@ -115,8 +115,7 @@ class FolderReplies(HttpCodec):
             *form.headers]))
         if self.head:
             entries.close()
-            self.queue(h11.EndOfMessage())
-            self.responded(200, 0)
+            self.stream_body(b"", last=True)
             return
         self.start_job(self.listing_in_steps(form, entries))
 
@@ -125,7 +124,7 @@ class FolderReplies(HttpCodec):
         """The rows, ROWS_PER_STEP entries met per loop step (session.listing_job)."""
         left_out = LeftOutLog(self.channel.peer, self.channel.id, self.wire, form.name)
         shown = 0
-        self.queue(h11.Data(data=form.head().encode()))
+        self.stream_body(form.head().encode(), last=False)
 
         def page(batch: list[dict[str, Any]], more: bool) -> None:
             nonlocal shown
@@ -133,13 +132,13 @@ class FolderReplies(HttpCodec):
             shown += len(batch)
             if not more:
                 rows += form.tail(shown, "", left_out.sentence() if left_out.count else "")
-            self.send_rows(rows, more, shown)
+            self.send_rows(rows, more)
 
         def failed(batch: list[dict[str, Any]], exc: StorageError) -> None:
             log.warning("%s HTTP listing of %s incomplete: %s", self.channel.peer,
                         printable(form.name or "/"), exc.message,
                         extra={"event": "refused", "conn": self.channel.id})
-            self.send_rows(form.tail(shown, exc.message), False, shown)
+            self.send_rows(form.tail(shown, exc.message), False)
 
         return self.listing_job(entries, ROWS_PER_STEP, left_out, page, failed)
 
@@ -167,12 +166,8 @@ class FolderReplies(HttpCodec):
 
         self.start_job(count())
 
-    def send_rows(self, text: str, more: bool, shown: int) -> None:
-        if text:
-            self.queue(h11.Data(data=text.encode()))
-        if not more:
-            self.queue(h11.EndOfMessage())
-            self.responded(200, shown)
+    def send_rows(self, text: str, more: bool) -> None:
+        self.stream_body(text.encode(), last=not more)
 
     def send_archive(self, name: str, kind: str) -> None:
         """A folder as one zip or tar stream, built as it goes (archive.py): a piece of a

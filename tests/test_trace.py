@@ -354,3 +354,25 @@ def test_a_trace_that_cannot_be_written_stops_and_the_server_goes_on(make_server
     assert recorder.broken
     said = [r.getMessage() for r in log_watcher.records]
     assert sum("the trace could not be written" in line for line in said) == 1
+
+
+@pytest.mark.parametrize("method, target", [("GET", "/?format=json"), ("PROPFIND", "/")])
+def test_a_listing_streamed_in_pages_is_narrated_with_its_size_in_bytes(traced, root, method,
+                                                                          target):
+    # (a listing is built a page per loop step: its size is the bytes sent, not the
+    # number of entries it held)
+    for i in range(3):
+        (root / f"f{i}.txt").write_bytes(b"x")
+    server, trace = traced()
+    with server.connect() as sock:
+        sock.sendall(f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nDepth: 1\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        received = bytearray()
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert b"chunked" in head.lower()
+    sent = sum(int(size, 16) for size in re.findall(rb"(?m)^([0-9a-fA-F]+)\r$", body))
+    assert sent > 100
+    line = trace.wait_for(r"HTTP response 20\d queued")
+    assert f"(a body of {sent:,} bytes)" in line, line

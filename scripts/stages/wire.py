@@ -64,6 +64,7 @@ class Files:
 
     def __init__(self, root: str) -> None:
         self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)  # (a new --root: made, as muxserver does)
 
     def answer(self, header: dict, body: bytes) -> bytes:
         """The reply to one complete request. (es) La respuesta a una petición completa."""
@@ -103,7 +104,11 @@ def listen(port: int) -> socket.socket:
     """A listening socket on 127.0.0.1, announced the way muxserver announces its own."""
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("127.0.0.1", port))
+    try:
+        server.bind(("127.0.0.1", port))
+    except OSError as exc:  # (a port in use: say so, as muxserver does, not a traceback)
+        raise SystemExit(f"cannot listen on 127.0.0.1:{port}: {exc.strerror} "
+                         "(another server there? --port 0 takes any free port)") from None
     server.listen(128)
     print(f"listening on 127.0.0.1:{server.getsockname()[1]}", flush=True)
     return server
