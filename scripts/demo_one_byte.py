@@ -30,7 +30,7 @@ def main() -> None:
             for i in range(12):  # the prefix and the start of the header, byte by byte
                 say(f"send(1 byte): {frame[i:i + 1]!r}", f"send(1 byte): {frame[i:i + 1]!r}")
                 sock.send(frame[i:i + 1])
-                settle(0.15)
+                settle()
             say(f"send(the other {len(frame) - 12} bytes at once)",
                 f"send(los otros {len(frame) - 12} bytes de una vez)")
             sock.sendall(frame[12:])

@@ -40,6 +40,7 @@ def main() -> None:
         with socket.create_connection((host, port)) as other:
             other.sendall(protocol.encode_list(2, ""))
             fields, body = read_replies(other, 1)[0]
+            settle()  # (the server's lines about this reply first)
             listing = body.decode() or "(empty)"
             say(f"another client lists the root: {listing}",
                 f"otro cliente lista la raíz: {listing}")

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 from pathlib import Path
@@ -83,36 +85,87 @@ def traced_server(args: argparse.Namespace, *extra: str) -> Iterator[tuple[str, 
            "--no-console", "--trace-bytes" if args.trace_bytes else "--trace", *extra]
     if args.lang:
         cmd += ["--lang", args.lang]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     port = None
-    for line in proc.stdout:
-        if line.startswith("listening on"):
-            port = int(line.split(":")[1].split()[0])
-            break
-    if port is None:
-        raise SystemExit("the server did not start")
-    echo = threading.Thread(target=_echo, args=(proc,), daemon=True)
-    echo.start()
+    pending = b""
+    while port is None:
+        chunk = os.read(proc.stdout.fileno(), 4096)
+        if not chunk:
+            raise SystemExit("the server did not start")
+        pending += chunk
+        for line in pending.decode(errors="replace").splitlines():
+            if line.startswith("listening on"):
+                port = int(line.split(":")[1].split()[0])
+    global _NARRATOR
+    _NARRATOR = Narration(proc)
     try:
         yield "127.0.0.1", port, root
     finally:
         settle()
+        _NARRATOR = None
         proc.terminate()
         proc.wait(timeout=15)
-        echo.join(timeout=5)
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _echo(proc: subprocess.Popen) -> None:
-    for line in proc.stdout:
-        if line.startswith(("[", "  ")):  # narration and hex dumps; not the log lines
-            emit(f"server | {line.rstrip()}")
+class Narration:
+    """The traced server's output, echoed line by line by a thread that says when it has
+    printed everything the server wrote so far."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self.fd = proc, proc.stdout.fileno()
+        self.waiting = threading.Event()  # the echo thread waits for more (all printed)
+        threading.Thread(target=self._echo, daemon=True).start()
+
+    def _echo(self) -> None:
+        pending = b""
+        while True:
+            self.waiting.set()
+            chunk = os.read(self.fd, 65536)
+            self.waiting.clear()
+            if not chunk:
+                return
+            *lines, pending = (pending + chunk).split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace")
+                if line.startswith(("[", "  ")):  # narration and hex dumps, not log lines
+                    emit(f"server | {line.rstrip()}")
+
+    def all_printed(self) -> bool:
+        """The server sleeps (every thread), nothing of its output is in the pipe, and
+        the echo thread has printed what it read: the narration of the past is out."""
+        unread = fcntl.ioctl(self.fd, termios.FIONREAD, b"\0\0\0\0")
+        return (self.waiting.is_set() and not int.from_bytes(unread, sys.byteorder)
+                and _asleep(self.proc.pid))
 
 
-def settle(seconds: float = 0.3) -> None:
-    """Let the server's narration of the last step print before the demo goes on."""
-    time.sleep(seconds)
+_NARRATOR: Narration | None = None
+
+
+def _asleep(pid: int) -> bool:
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] != "S":
+                return False
+    except OSError:
+        return True  # (gone: it prints nothing more)
+    return True
+
+
+def settle(timeout: float = 10.0) -> None:
+    """Until the server's narration of what has happened so far is printed, so that a
+    client line that follows is never printed before the server lines that led to it.
+    That is when the server sleeps with its output all echoed (seen twice in a row: a
+    real state of the kernel's, not a guess at how long printing takes)."""
+    narrator = _NARRATOR
+    if narrator is None:  # (--port: the narration is in the other shell)
+        return
+    deadline, seen = time.monotonic() + timeout, 0
+    while seen < 2 and time.monotonic() < deadline:
+        seen = seen + 1 if narrator.all_printed() else 0
+        time.sleep(0.005)
 
 
 def read_replies(sock, count: int) -> list[tuple[dict, bytes]]:
