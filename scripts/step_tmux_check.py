@@ -6,8 +6,11 @@ client that asks for a file, and presses Enter in the pane turn by turn:
 
   1. turn 1 shows the listener ready (R) and no connection yet; the client, although
      connected (the kernel accepted it), has no reply: the loop is stopped;
-  2. turn 2 shows #1 ready with its request unread; after Enter the reply goes out;
-  3. Ctrl-C at the prompt stops the server (``c`` would let the loop run on instead).
+  2. turn 2 shows #1 ready with its request unread, in the kernel (FIONREAD); a second
+     Enter typed at turn 1 was dropped, not taken as turn 2's answer; after one more
+     Enter the reply goes out;
+  3. Ctrl-C (or ``q``, one key, no Enter: --stop-key q) at the prompt stops the server
+     (``c`` would let the loop run on instead).
 
 What to watch: run it with --show to print each captured screen.
 
@@ -56,11 +59,15 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--show", action="store_true", help="print the captured screens")
     p.add_argument("--lang", choices=("en", "es"), default="en")
+    p.add_argument("--stop-key", choices=("ctrl-c", "q"), default="ctrl-c",
+                   help="how to stop the server at the last prompt")
     args = p.parse_args()
     if shutil.which("tmux") is None:
         raise SystemExit("tmux is not installed (apt-get install tmux)")
     turn = {"en": "turn", "es": "vuelta"}[args.lang]
     listener = {"en": "listener", "es": "escucha"}[args.lang]
+    kernel = {"en": r"the kernel holds: [1-9]\d* B received, not read yet",
+              "es": r"el núcleo guarda: [1-9]\d* B recibidos y aún sin leer"}[args.lang]
     root = tempfile.mkdtemp(prefix="muxserver-step-")
     with open(os.path.join(root, "a.txt"), "wb") as f:
         f.write(BODY)
@@ -79,9 +86,15 @@ def main() -> int:
         show(args, "turn 1: the listener is ready; the loop waits", screen)
         if select.select([client], [], [], 0)[0]:
             raise SystemExit("FAIL: the client got a reply while the loop was stopped")
-        tmux("send-keys", "-t", session, "Enter")
+        tmux("send-keys", "-t", session, "Enter", "Enter")  # (the second: typed ahead)
         screen = wait_for_text(session, rf"{turn} 2: .*\n.*fd \d+ +#1 +127\.0\.0\.1:\d+ +R")
         show(args, "turn 2: #1 is readable: its request waits in the socket", screen)
+        if not re.search(kernel, screen):
+            raise SystemExit("FAIL: turn 2 does not show the request's bytes waiting in the "
+                             f"kernel:\n{screen}")
+        if select.select([client], [], [], 0)[0]:
+            raise SystemExit("FAIL: the key typed ahead answered turn 2: the client got its "
+                             "reply before anybody saw that turn")
         tmux("send-keys", "-t", session, "Enter")
         replies = read_reply(client)
         if replies != BODY:
@@ -89,9 +102,10 @@ def main() -> int:
         client.close()
         screen = wait_for_text(session, rf"{turn} 3: ")
         show(args, "turn 3: #1 readable again: its end of stream", screen)
-        tmux("send-keys", "-t", session, "C-c")  # at the prompt: stop, as q would
+        # At the prompt, Ctrl-C stops the server, and so does q alone, with no Enter.
+        tmux("send-keys", "-t", session, "C-c" if args.stop_key == "ctrl-c" else "q")
         screen = wait_for_text(session, r"muxserver: (stopped after|detenido tras)")
-        show(args, "Ctrl-C at the prompt: the server stopped", screen)
+        show(args, f"{args.stop_key} at the prompt: the server stopped", screen)
     finally:
         if client is not None:
             client.close()

@@ -67,11 +67,12 @@ def test_step_waits_for_enter_after_each_select(root):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("lang", ["en", "es"])
-def test_step_in_a_real_terminal(lang):
+@pytest.mark.parametrize("lang, stop_key", [("en", "ctrl-c"), ("es", "q")])
+def test_step_in_a_real_terminal(lang, stop_key):
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed")
-    result = subprocess.run([sys.executable, str(SCRIPTS / "step_tmux_check.py"), "--lang", lang],
+    result = subprocess.run([sys.executable, str(SCRIPTS / "step_tmux_check.py"), "--lang", lang,
+                             "--stop-key", stop_key],
                             capture_output=True, text=True, timeout=110)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASS" in result.stdout
