@@ -19,6 +19,7 @@ from .client import DEFAULT_PORT
 from .limits import Limits
 from .logformat import LineFormatter
 from .observe import watching
+from .trace import default_language
 from .addresses import is_loopback, reachable_address
 
 
@@ -62,8 +63,9 @@ def run_serve(args: argparse.Namespace) -> int:
         except OSError as exc:
             return fail(f"cannot make the directory {args.root}: {exc.strerror}")
         made = True
-        print(f"muxserver: made the directory {os.path.abspath(args.root)}",
-              file=sys.stderr)
+        made_it = ("creó el directorio" if (args.lang or default_language()) == "es"
+                   else "made the directory")
+        print(f"muxserver: {made_it} {os.path.abspath(args.root)}", file=sys.stderr)
     if workers > 1:
         status = run_workers(args, config, workers, use_console)
     else:
@@ -146,9 +148,9 @@ def run_one_server(args: argparse.Namespace, config: Any, use_console: bool) -> 
 
 #: The line printed when the server has stopped, per language.
 STOPPED = {"en": "muxserver: stopped after {done} transfer(s), {failed} failed{shares}; longest "
-                 "loop step {ms:.1f} ms ({what}), {slow} over 20 ms",
+                 "loop step {ms} ms ({what}), {slow} over 20 ms",
            "es": "muxserver: detenido tras {done} transferencia(s), {failed} fallida(s){shares}; "
-                 "el paso más largo del bucle {ms:.1f} ms ({what}), {slow} de más de 20 ms"}
+                 "el paso más largo del bucle {ms} ms ({what}), {slow} de más de 20 ms"}
 
 
 def stop_summary(lang: str, *, done: int, failed: int, longest: float, what: str, slow: int,
@@ -156,9 +158,12 @@ def stop_summary(lang: str, *, done: int, failed: int, longest: float, what: str
     """The line printed when the server has stopped; ``shares``: worker index -> its
     transfers, with --workers."""
     lang = "es" if lang == "es" else "en"  # (None: no --lang given)
-    parts = (" (" + ", ".join(f"worker {i + 1}: {n}" for i, n in sorted(shares.items())) + ")"
-             if shares is not None else "")
-    return STOPPED[lang].format(done=done, failed=failed, shares=parts, ms=longest * 1000,
+    worker = "proceso" if lang == "es" else "worker"
+    parts = (" (" + ", ".join(f"{worker} {i + 1}: {n}" for i, n in sorted(shares.items()))
+             + ")" if shares is not None else "")
+    ms = f"{longest * 1000:.1f}"
+    return STOPPED[lang].format(done=done, failed=failed, shares=parts,
+                                ms=ms.replace(".", ",") if lang == "es" else ms,
                                 what=what or ("ninguno" if lang == "es" else "none"), slow=slow)
 
 
@@ -221,7 +226,7 @@ def open_json_trace(path: str | None) -> Any:
 
 
 def make_narrator(args: argparse.Namespace) -> Any:
-    from .trace import Narrator, default_language
+    from .trace import Narrator
 
     return Narrator(args.lang or default_language(), show_bytes=args.trace_bytes)
 
@@ -249,18 +254,28 @@ def print_banner(root: str, token_required: bool, args: argparse.Namespace, host
     if args.tls_cert:
         flags.append(f"--tls --cafile {args.tls_cert}")
     client_args = "".join(" " + flag for flag in flags)
-    print(f"muxserver {__version__} serving {root}")
-    print(f"from another shell:  python -m muxserver put FILE{client_args}")
-    print(f"                     python -m muxserver ls{client_args}")
+    words = BANNER_ES if (args.lang or default_language()) == "es" else BANNER_EN
+    print(words["serving"].format(version=__version__, root=root))
+    print(f"{words['shell']:<21}python -m muxserver put {words['file']}{client_args}")
+    print(f"{'':<21}python -m muxserver ls{client_args}")
     scheme = "https" if args.tls_cert else "http"
     url = f"{scheme}://{format_address(reach, port)}/"
-    login = " (sign in there)" if token_required else ""
-    print(f"in a browser:        {url}{login}")
+    login = words["sign_in"] if token_required else ""
+    print(f"{words['browser']:<21}{url}{login}")
     if wide and sys.stdout.isatty():
         for line in qr_lines(url):
             print(line)
     # Last, so that a script waiting for this line knows the server accepts connections.
-    print(f"listening on {format_address(host, port)} (Ctrl-C to stop)", flush=True)
+    # Its first words stay "listening on" in every language: scripts look for them.
+    print(f"listening on {format_address(host, port)} ({words['stop']})", flush=True)
+
+
+BANNER_EN = {"serving": "muxserver {version} serving {root}", "shell": "from another shell:",
+             "file": "FILE", "browser": "in a browser:", "sign_in": " (sign in there)",
+             "stop": "Ctrl-C to stop"}
+BANNER_ES = {"serving": "muxserver {version} sirve {root}", "shell": "desde otra terminal:",
+             "file": "ARCHIVO", "browser": "en un navegador:",
+             "sign_in": " (inicia sesión allí)", "stop": "Ctrl-C para parar"}
 
 
 def credentials_flag(user_file: str) -> str:

@@ -92,14 +92,14 @@ TEMPLATES = {
         "otro muxserver sirve %s; no tocamos sus archivos temporales",
     "removed %d bytes kept for a resume in %s: %s":
         "borrados %d bytes guardados para reanudar en %s: %s",
-    "worker %d: unreadable report: %s": "worker %d: informe ilegible: %s",
+    "worker %d: unreadable report: %s": "proceso trabajador %d: informe ilegible: %s",
     "worker %d (pid %d) exited unexpectedly (%s); the others go on, and it starts again "
     "after %.0f s":
-        "el worker %d (pid %d) terminó de forma inesperada (%s); los demás siguen, y "
+        "el proceso trabajador %d (pid %d) terminó de forma inesperada (%s); los demás siguen, y "
         "vuelve a arrancar dentro de %.0f s",
-    "worker %d is serving again (pid %d)": "el worker %d vuelve a servir (pid %d)",
+    "worker %d is serving again (pid %d)": "el proceso trabajador %d vuelve a servir (pid %d)",
     "worker %d could not be started again: %s":
-        "no se pudo volver a arrancar el worker %d: %s",
+        "no se pudo volver a arrancar el proceso trabajador %d: %s",
 }
 
 #: Words passed as arguments (not reasons) that have a Spanish form.

@@ -130,7 +130,7 @@ WORDS: dict[str, dict[str, str]] = {
            "why_registered": "registered with the selector",
            "why_other": "interest changed"},
     "es": {"read": "lectura", "write": "escritura", "none": "nada", "ok": "bien",
-           "readable": "legible", "writable": "escribible", "waker": "el despertador",
+           "readable": "legible", "writable": "admite escritura", "waker": "el despertador",
            "listener": "el socket de escucha", "worker pipe": "la tubería de un worker",
            "error": "error", "root": "(la raíz)",
            "why_write_on": "aún queda salida en cola, así que también esperamos poder escribir",
@@ -185,6 +185,8 @@ def group_digits(count: int, lang: str = "en") -> str:
 
 #: The fields that count bytes: shown as "1 byte", "2 bytes".
 COUNTS = ("n", "offered", "taken", "queued", "size", "high")
+#: Numbers shown bare ("body 0 of 200,000"), grouped by language all the same.
+PLAIN_NUMBERS = ("length", "done", "have", "need")
 
 HEX_BYTES = 48  # a dump shows at most this many bytes (three lines of 16)
 
@@ -275,6 +277,9 @@ class Narrator(Recorder):
         for key in COUNTS:
             if isinstance(fields.get(key), int):
                 fields[key] = self.count(fields[key], "byte")
+        for key in PLAIN_NUMBERS:  # ("body 0 of 200,000": grouped as the language writes it)
+            if isinstance(fields.get(key), int):
+                fields[key] = group_digits(fields[key], self.lang)
         if "name" in fields:
             fields["name"] = repr(printable(fields["name"])) if fields["name"] else (
                 self.words["root"])

@@ -74,14 +74,17 @@ def main() -> None:
     args = p.parse_args()
     from muxserver.trace import default_language
     spanish = (args.lang or default_language()) == "es"
-    line = ("{name:<22} {rate:>12,.0f} despertares/s   CPU {cpu:5.1f} %   "
-            "(un cliente inactivo, {seconds:g} s)" if spanish else
-            "{name:<22} {rate:>12,.0f} wake-ups/s   CPU {cpu:5.1f} %   "
-            "(one idle client, {seconds:g} s)")
+    line = ("{name:<22} {rate:>12} despertares/s   CPU {cpu:>5} %   "
+            "(un cliente inactivo, {seconds} s)" if spanish else
+            "{name:<22} {rate:>12} wake-ups/s   CPU {cpu:>5} %   "
+            "(one idle client, {seconds} s)")
+    # Numbers as each language writes them: 2,089,088 and 99.5 / 2.089.088 and 99,5.
+    written = str.maketrans(",.", ".,") if spanish else str.maketrans("", "")
     for name, run in (("always-on EVENT_WRITE", busy_loop), ("muxserver", muxserver_loop)):
         wakeups, cpu = run(args.seconds)
-        print(line.format(name=name, rate=wakeups / args.seconds, seconds=args.seconds,
-                          cpu=100 * cpu / args.seconds))
+        print(line.format(name=name, rate=f"{wakeups / args.seconds:,.0f}".translate(written),
+                          cpu=f"{100 * cpu / args.seconds:.1f}".translate(written),
+                          seconds=f"{args.seconds:g}".translate(written)))
 
 
 if __name__ == "__main__":

@@ -41,11 +41,11 @@ def main() -> None:
             other.sendall(protocol.encode_list(2, ""))
             fields, body = read_replies(other, 1)[0]
             settle()  # (the server's lines about this reply first)
-            listing = body.decode() or "(empty)"
+            listing = body.decode() or ("(vacía)" if args.lang == "es" else "(empty)")
             say(f"another client lists the root: {listing}",
                 f"otro cliente lista la raíz: {listing}")
         if args.port is None:
-            files = os.listdir(root) or "none"
+            files = os.listdir(root) or ("ninguno" if args.lang == "es" else "none")
             say(f"files in the root, hidden ones included: {files}",
                 f"archivos en la raíz, ocultos incluidos: {files}")
 

@@ -72,7 +72,7 @@ def test_with_workers_the_lines_and_the_summary_follow_lang_es(root, tmp_path):
     _out, err = server.output()
     assert " conectado" in err and " bien" in err and " connected" not in err
     assert re.search(r"muxserver: detenido tras 4 transferencia\(s\), 0 fallida\(s\) "
-                     r"\(worker 1: \d+, worker 2: \d+\); el paso más largo del bucle", err), err
+                     r"\(proceso 1: \d+, proceso 2: \d+\); el paso más largo del bucle", err), err
 
 
 @pytest.mark.parametrize("status, spanish", [
@@ -85,5 +85,5 @@ def test_how_a_worker_ended_is_said_in_spanish(status, spanish):
     template = ("worker %d (pid %d) exited unexpectedly (%s); the others go on, and it "
                 "starts again after %.0f s")
     text, args = log_es.translate(template, (2, 1234, how, 1.0))
-    assert text % args == (f"el worker 2 (pid 1234) terminó de forma inesperada ({spanish}); "
+    assert text % args == (f"el proceso trabajador 2 (pid 1234) terminó de forma inesperada ({spanish}); "
                            "los demás siguen, y vuelve a arrancar dentro de 1 s")

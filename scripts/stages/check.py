@@ -19,7 +19,7 @@ A server asleep while a request sits unread in its receive queue, or asleep with
 nothing in flight while a reply is owed, will never answer: that is the verdict, seen
 the moment it is true. Only the idle-timeout row must wait (--patience seconds) for
 something that does not happen. Linux only.
-(es) Ejecuta los mismos escenarios contra cada etapa e imprime qué errores comete
+(es) Ejecuta los mismos escenarios contra cada etapa e imprime en qué trampas cae
 cada una. Ningún escenario espera un tiempo fijo: el comprobador observa el servidor
 desde fuera, en /proc (colas de recepción y envío, y en qué llamada duerme cada hilo).
 """
@@ -62,6 +62,12 @@ def t(english: str, spanish: str) -> str:
 def num(count: int) -> str:
     """200,000 in English, 200.000 in Spanish."""
     return group_digits(count, LANG)
+
+
+def dec(value: float) -> str:
+    """0.5 in English, 0,5 in Spanish (one decimal)."""
+    text = f"{value:.1f}"
+    return text.replace(".", ",") if LANG == "es" else text
 
 
 #: How the table names the scenarios and the stages in Spanish.
@@ -331,7 +337,7 @@ def await_replies(server: Server, client: Client, count: int) -> None:
             raise failed(t(f"the server used {SPIN_LIMIT:g} s of CPU and sent not a byte of "
                            f"what it owes ({owed} {'reply' if owed == 1 else 'replies'}): "
                            "it spins",
-                           f"el servidor gastó {SPIN_LIMIT:g} s de CPU sin enviar un byte de "
+                           f"el servidor gastó {dec(SPIN_LIMIT)} s de CPU sin enviar un byte de "
                            f"lo que debe ({owed} "
                            f"{'respuesta' if owed == 1 else 'respuestas'}): da vueltas en "
                            "vano"))
@@ -546,9 +552,9 @@ def busy(server: Server, root: Path, tag: str) -> None:
         used = server.cpu_seconds() - start
         if used >= 0.5:
             took = time.monotonic() - began
-            raise failed(t(f"{used:.1f} s of CPU in {took:.1f} s with nothing to do, never "
+            raise failed(t(f"{dec(used)} s of CPU in {dec(took)} s with nothing to do, never "
                            f"asleep: {why_awake(server, client)}",
-                           f"{used:.1f} s de CPU en {took:.1f} s sin nada que hacer, sin "
+                           f"{dec(used)} s de CPU en {dec(took)} s sin nada que hacer, sin "
                            f"dormir nunca: {why_awake(server, client)}"))
         call = watch.asleep()
         if call:

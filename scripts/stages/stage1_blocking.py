@@ -6,7 +6,7 @@ right (recv_exactly collects exactly the bytes each part needs, so a split prefi
 start of the next request is never lost), and one client's error ends only that client.
 What it cannot do: serve two clients at once. While it waits on one client (an idle one,
 a slow reader, a half-sent request) every other client waits in the listen queue.
-(es) Etapa 1: un servidor bloqueante, un cliente cada vez. El encuadre es correcto, pero
+(es) Etapa 1: un servidor bloqueante, un cliente cada vez. La delimitación de mensajes es correcta, pero
 mientras espera a un cliente, todos los demás esperan en la cola de escucha.
 
     python scripts/stages/stage1_blocking.py --port 9009 --root /tmp/files

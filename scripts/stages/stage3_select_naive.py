@@ -11,7 +11,7 @@ one failing:
   2. sendall on a blocking socket: a client that does not read stalls the whole loop,
      every other client included (pitfall 4/11);
   3. no try/except around one client: a reset kills the server (pitfall 10).
-(es) Etapa 3: select, pero envíos bloqueantes y sin estado de encuadre. Tres errores
+(es) Etapa 3: select, pero envíos bloqueantes y sin estado de delimitación de mensajes. Tres trampas
 a propósito: un recv tomado por una petición entera, sendall que detiene el bucle ante
 un cliente que no lee, y un RST que tumba el servidor.
 
@@ -36,7 +36,7 @@ def main() -> None:
                 clients.append(server.accept()[0])
                 continue
             data = sock.recv(65536)    # MISTAKE 1: "this is one whole request"
-            # (es) ERROR 1: «esto es una petición entera»
+            # (es) TRAMPA 1: «esto es una petición entera»
             if not data:
                 clients.remove(sock)
                 sock.close()
@@ -47,7 +47,7 @@ def main() -> None:
             body = data[end:end + header.get("length", 0)]   # and the rest is dropped
             sock.sendall(files.answer(header, body))   # MISTAKE 2: blocks the whole loop
             # MISTAKE 3: no try/except: ConnectionResetError ends the server
-            # (es) ERROR 2: sendall bloquea el bucle entero; ERROR 3: sin try/except, un RST
+            # (es) TRAMPA 2: sendall bloquea el bucle entero; TRAMPA 3: sin try/except, un RST
             # (ConnectionResetError) acaba con el servidor
 
 

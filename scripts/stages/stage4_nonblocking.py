@@ -72,7 +72,7 @@ class Connection:
         data = self.sock.recv(65536)
         if not data:
             return False                   # MISTAKE: the replies still owed are dropped
-            # (es) ERROR: se tiran las respuestas aún pendientes
+            # (es) TRAMPA: se tiran las respuestas aún pendientes
         self.decoder.feed(data)
         while (request := self.decoder.next_request()) is not None:
             self.outbox += self.files.answer(*request)   # MISTAKE: no bound (es: sin límite)
@@ -93,7 +93,7 @@ def main() -> None:
                 sock, _peer = server.accept()
                 sock.setblocking(False)
                 # MISTAKE: write interest even with nothing to write: a busy loop
-                # (es) ERROR: interés de escritura sin nada que escribir: bucle ocupado
+                # (es) TRAMPA: interés de escritura sin nada que escribir: bucle ocupado
                 selector.register(sock, BOTH, Connection(sock, files))
                 continue
             conn: Connection = key.data
