@@ -166,8 +166,12 @@ class Recorder(Observer):
 
     def send(self, conn: int, offered: int, taken: int, queued: int,
              chunks: list[memoryview]) -> None:
-        self.event("send", conn, offered=offered, taken=taken, queued=queued,
-                   data=_head(chunks, taken))
+        head, tail = _sent(chunks, taken)
+        if tail is None:
+            self.event("send", conn, offered=offered, taken=taken, queued=queued, data=head)
+        else:
+            self.event("send", conn, offered=offered, taken=taken, queued=queued, data=head,
+                       data_tail=tail)
 
     def sendfile(self, conn: int, offered: int, taken: int, queued: int) -> None:
         self.event("sendfile", conn, offered=offered, taken=taken, queued=queued)
@@ -274,11 +278,27 @@ def watching(*observers: Observer | None) -> Observer:
     return present[0] if len(present) == 1 else Fanout(*present)
 
 
-def _head(chunks: list[memoryview], sent: int, limit: int = 64) -> bytes:
-    """The first bytes that went out (for --trace-bytes)."""
-    out = bytearray()
+#: Of a send's bytes, the trace keeps them all up to twice this, else the first and the
+#: last this many: enough for a diagram to read every reply header (and the start of a
+#: reply that follows a body in the same send) without copying whole bodies.
+SENT_EDGE = 1024
+
+
+def _sent(chunks: list[memoryview], taken: int) -> tuple[bytes, bytes | None]:
+    """(the bytes a send took, None), or (the first SENT_EDGE, the last SENT_EDGE)."""
+    if taken <= 2 * SENT_EDGE:
+        return _between(chunks, 0, taken), None
+    return _between(chunks, 0, SENT_EDGE), _between(chunks, taken - SENT_EDGE, taken)
+
+
+def _between(chunks: list[memoryview], start: int, end: int) -> bytes:
+    """Bytes ``start`` to ``end`` of the chunks, as if they were one buffer."""
+    out, pos = bytearray(), 0
     for chunk in chunks:
-        out += chunk[:min(limit, sent) - len(out)]
-        if len(out) >= min(limit, sent):
+        if pos >= end:
             break
+        size = len(chunk)
+        if pos + size > start:
+            out += chunk[max(0, start - pos):min(size, end - pos)]
+        pos += size
     return bytes(out)

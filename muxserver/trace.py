@@ -201,8 +201,10 @@ def default_language() -> str:
     return "es" if code.lower().startswith("es") else "en"
 
 
-def hexdump(data: bytes | memoryview, limit: int = HEX_BYTES) -> list[str]:
-    """Beej-style lines: offset, 16 bytes in hex, and the printable characters."""
+def hexdump(data: bytes | memoryview, limit: int = HEX_BYTES,
+            total: int | None = None) -> list[str]:
+    """Beej-style lines: offset, 16 bytes in hex, and the printable characters;
+    ``total``: how many bytes there were (``data`` may hold only the first ones)."""
     shown = bytes(data[:limit])
     lines = []
     for offset in range(0, len(shown), 16):
@@ -210,8 +212,9 @@ def hexdump(data: bytes | memoryview, limit: int = HEX_BYTES) -> list[str]:
         hexes = " ".join(f"{b:02x}" for b in chunk)
         text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
         lines.append(f"{offset:04x}  {hexes:<47}  |{text}|")
-    if len(data) > limit:
-        lines.append(f"      ... {len(data) - limit} more bytes")
+    total = len(data) if total is None else total
+    if total > limit:
+        lines.append(f"      ... {total - limit} more bytes")
     return lines
 
 
@@ -236,7 +239,8 @@ class Narrator(Recorder):
         try:
             self.write(self.sentence(kind, conn, fields))
             if self.show_bytes and fields.get("data") is not None and len(fields["data"]):
-                for line in hexdump(fields["data"]):
+                total = fields.get("taken", fields.get("n"))
+                for line in hexdump(fields["data"], total=total):
                     self.write("      " + line)
         except OSError as exc:
             self.lost(exc)

@@ -22,6 +22,7 @@ import html
 import json
 import struct
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class Step:
     text: str
     details: list[str] = field(default_factory=list)
     dashed: bool = False
+    mark: str = ""       # "fin", "close" or "reset": an end of a connection, not data
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Stream:
     frames: int = 0
     lost: bool = False     # bytes were not recorded: follow the counts only
     native: bool = True
+    call: str = "recv"     # what moves these bytes: recv (a request), send (a reply)
 
     def take(self, head: bytes, count: int, tail: bytes = b"") -> list[str]:
         """What the ``count`` bytes of one recv were. The trace recorded ``head`` (the
@@ -80,9 +83,10 @@ class Stream:
                 if magic != b"\x89MUX":
                     self.native = False
                     line = (bytes(self.held) + head[pos:pos + 200]).split(b"\r\n")[0]
-                    notes.append(f"HTTP, not a muxserver frame: {line.decode(errors='replace')}"
-                                 if b" HTTP/1." in line else
-                                 f"not a muxserver frame: {bytes(self.held)!r}")
+                    text = line.decode(errors="replace")
+                    notes.append(f"HTTP, not a muxserver frame: {text}" if b" HTTP/1." in line
+                                 else f"an HTTP response: {text}" if line.startswith(b"HTTP/1.")
+                                 else f"not a muxserver frame: {bytes(self.held)!r}")
                     break
                 size = f"{length >> 8:02x} {length & 255:02x} = {length}"
                 notes.append(f"{label}prefix: magic {magic.hex(' ')} · version {version:02x} · "
@@ -93,7 +97,7 @@ class Stream:
                     notes.append(f"header, part: {bytes(chunk).decode(errors='replace')}")
                     continue
                 text = bytes(self.held).decode(errors="replace")
-                notes.append(f"header: {shorten(text, 90)}")
+                notes.append(f"header: {shorten(text, 240)}")
                 try:
                     body = int(json.loads(text).get("length", 0))
                 except (ValueError, AttributeError):
@@ -110,7 +114,7 @@ class Stream:
                     self.part, self.need, self.frames = "prefix", PREFIX.size, self.frames + 1
         if self.native and not self.lost and (self.part != "prefix"
                                               or self.need < PREFIX.size):
-            notes.append("(the rest of this frame comes in a later recv)")
+            notes.append(f"(the rest of this frame comes in a later {self.call})")
         return notes
 
 
@@ -119,8 +123,11 @@ def shorten(text: str, width: int) -> str:
 
 
 def build(records: list[dict]) -> tuple[list[str], list[Step]]:
-    """(lanes, steps) of the diagram."""
-    lanes, steps, streams = ["server"], [], {}
+    """(lanes, steps) of the diagram. Bytes are taken apart the same way both ways: what
+    a client sent (its recvs) and what the server answered (its sends)."""
+    lanes, steps = ["server"], []
+    incoming: dict[int, Stream] = {}
+    outgoing: dict[int, Stream] = {}
     peers: dict[int, str] = {}
 
     def lane(conn: int) -> str:
@@ -137,30 +144,33 @@ def build(records: list[dict]) -> tuple[list[str], list[Step]]:
         elif kind == "wakeup" and r.get("sockets"):
             ready = ", ".join(f"{label} {'R' if m & 1 else ''}{'W' if m & 2 else ''}"
                               for label, m in r["sockets"])
-            steps.append(Step("server", "server", f"select() → {ready}"))
+            steps.append(Step("server", "server", f"turn {r.get('count', '?')}: select() → "
+                                                  f"{ready}"))
         elif kind == "recv":
-            stream = streams.setdefault(conn, Stream())
+            stream = incoming.setdefault(conn, Stream())
             details = stream.take(bytes.fromhex(r.get("data", "")), r["n"],
                                   bytes.fromhex(r.get("data_tail", ""))) if stream.native else []
             steps.append(Step(lane(conn), "server", f"recv {r['n']:,} B", details))
         elif kind == "splice":
-            stream = streams.setdefault(conn, Stream())
+            stream = incoming.setdefault(conn, Stream())
             details = stream.take(b"", r["n"])
             steps.append(Step(lane(conn), "server", f"splice {r['n']:,} B → file", details))
         elif kind == "eof":
-            steps.append(Step(lane(conn), "server", "FIN: recv returned 0"))
+            steps.append(Step(lane(conn), "server", "recv returned 0",
+                              ["the client finished sending (a half close, or a close)"],
+                              mark="fin"))
+        elif kind == "io_error" and "reset" in str(r.get("error", "")):
+            steps.append(Step(lane(conn), "server", f"{r.get('call')} failed",
+                              [str(r.get("error"))], mark="reset"))
         elif kind == "reply":
             outcome = "ok" if r.get("code") is None else r["code"]
             steps.append(Step("server", "server", f"reply to id {r.get('id')} queued: "
                               f"{outcome}, {r.get('size', 0):,} B"))
         elif kind in ("send", "sendfile") and r.get("taken"):
-            details = []
-            sent = bytes.fromhex(r.get("data", ""))
-            if sent[:4] == b"\x89MUX" and len(sent) >= 8:
-                header_length = PREFIX.unpack(sent[:8])[3]
-                details.append(f"prefix {sent[:8].hex(' ')}; header "
-                               + shorten(sent[8:8 + header_length].decode(errors='replace'),
-                                         80))
+            stream = outgoing.setdefault(conn, Stream(call="send"))
+            details = (stream.take(bytes.fromhex(r.get("data", "")), r["taken"],
+                                   bytes.fromhex(r.get("data_tail", "")))
+                       if stream.native else [])
             short = "" if r["taken"] == r["offered"] else f" of {r['offered']:,} offered"
             steps.append(Step("server", lane(conn), f"{kind} {r['taken']:,} B{short}",
                               details, dashed=True))
@@ -175,8 +185,8 @@ def build(records: list[dict]) -> tuple[list[str], list[Step]]:
             name = "" if op == "trailer" else f" {r.get('name') or '/'}"  # (a digest, no name)
             steps.append(Step("server", "server", f"#{conn}: {op}{name} (id {r.get('id')})"))
         elif kind == "close":
-            steps.append(Step("server", lane(conn), f"close: {r.get('reason', '')}",
-                              dashed=True))
+            steps.append(Step("server", lane(conn), "close", [r.get("reason", "")],
+                              dashed=True, mark="close"))
     return lanes, steps
 
 
@@ -195,31 +205,49 @@ def mermaid(lanes: list[str], steps: list[Step]) -> str:
         if step.source == step.target:
             out.append(f"    Note over {alias[step.source]}: {text}")
             continue
-        arrow = "-->>" if step.dashed else "->>"
+        # A connection's end is its own mark: a cross for a close or a reset, an open
+        # arrowhead for a FIN (the client finished sending; the connection may live on).
+        arrow = {"close": "--x", "reset": "-x", "fin": "-)"}.get(
+            step.mark, "-->>" if step.dashed else "->>")
         out.append(f"    {alias[step.source]}{arrow}{alias[step.target]}: {text}")
         if step.details:
             side = "right of" if step.source != "server" else "left of"
             where = step.source if step.source != "server" else step.target
             out.append(f"    Note {side} {alias[where]}: "
-                       + "<br/>".join(clean(d) for d in step.details))
+                       + "<br/>".join(clean(line) for d in step.details for line in wrap(d)))
     return "\n".join(out) + "\n"
+
+
+WRAP = 78  # characters of a note per line: a long header or reason wraps, never runs off
+CHAR_W = 7.3  # px per character of the 12 px monospace font (for the width of the page)
+MARKS = {"fin": ("#2a6fb0", "FIN"), "close": ("#8b1a1a", "✕"), "reset": ("#c0392b", "RST ✕")}
+
+
+def wrap(text: str) -> list[str]:
+    return textwrap.wrap(text, WRAP, break_long_words=True, break_on_hyphens=False) or [""]
 
 
 def svg(lanes: list[str], steps: list[Step]) -> str:
     """The diagram drawn directly: lanes as columns, steps as rows, details beneath."""
     col, left, line_h, top = 330, 40, 16, 60
     xs = {name: left + 150 + i * col for i, name in enumerate(lanes)}
-    width = left + 150 + (len(lanes) - 1) * col + 560
-    rows, y = [], top + 20
+    rows, y, right = [], top + 20, left + 150 + (len(lanes) - 1) * col + 200
     for step in steps:
-        rows.append((y, step))
-        y += 30 + line_h * len(step.details)
-    height = y + 20
+        lines = [line for detail in step.details for line in wrap(detail)]
+        rows.append((y, step, lines))
+        y += 30 + line_h * len(lines)
+        x = max(xs[step.source], xs[step.target]) + 12
+        right = max(right, x + int(CHAR_W * max((len(line) for line in lines), default=0)),
+                    min(xs[step.source], xs[step.target]) + 10 + int(CHAR_W * len(step.text)))
+    width, height = right + 40, y + 20
     e = html.escape
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'font-family="ui-monospace, monospace" font-size="12">',
              '<defs><marker id="a" markerWidth="10" markerHeight="8" refX="9" refY="4" '
-             'orient="auto"><path d="M0,0 L10,4 L0,8 z" fill="#333"/></marker></defs>']
+             'orient="auto"><path d="M0,0 L10,4 L0,8 z" fill="#333"/></marker>'
+             '<marker id="f" markerWidth="10" markerHeight="8" refX="9" refY="4" '
+             'orient="auto"><path d="M0,0 L10,4 L0,8" fill="none" stroke="#2a6fb0"/>'
+             '</marker></defs>']
     for name, x in xs.items():
         title = "server loop" if name == "server" else f"client {name}"
         parts.append(f'<rect x="{x - 70}" y="10" width="140" height="28" rx="6" '
@@ -227,18 +255,30 @@ def svg(lanes: list[str], steps: list[Step]) -> str:
                      f'text-anchor="middle" font-weight="bold">{e(title)}</text>'
                      f'<line x1="{x}" y1="38" x2="{x}" y2="{height - 10}" stroke="#bbb" '
                      f'stroke-dasharray="4 4"/>')
-    for y, step in rows:
+    for y, step, lines in rows:
         x1, x2 = xs[step.source], xs[step.target]
         if x1 == x2:
-            parts.append(f'<text x="{x1 + 8}" y="{y}" fill="#666">{e(step.text)}</text>')
+            weight = ' font-weight="bold"' if step.text.startswith("turn ") else ""
+            parts.append(f'<text x="{x1 + 8}" y="{y}" fill="#666"{weight}>{e(step.text)}</text>')
+        elif step.mark:
+            color, label = MARKS[step.mark]
+            head = ' marker-end="url(#f)"' if step.mark == "fin" else ""
+            parts.append(f'<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="{color}" '
+                         f'stroke-width="2" stroke-dasharray="2 3"{head}/>')
+            if step.mark != "fin":  # a cross where the connection ends
+                parts.append(f'<text x="{x2}" y="{y + 5}" text-anchor="middle" '
+                             f'font-size="16" fill="{color}">✕</text>')
+            parts.append(f'<text x="{min(x1, x2) + 10}" y="{y - 5}" fill="{color}" '
+                         f'font-weight="bold">{e(label.replace(" ✕", ""))} · {e(step.text)}'
+                         '</text>')
         else:
             dash = ' stroke-dasharray="6 3"' if step.dashed else ""
             parts.append(f'<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="#333"{dash} '
                          f'marker-end="url(#a)"/><text x="{min(x1, x2) + 10}" y="{y - 5}">'
                          f'{e(step.text)}</text>')
-        for i, detail in enumerate(step.details):
+        for i, line in enumerate(lines):
             parts.append(f'<text x="{max(x1, x2) + 12}" y="{y + 14 + i * line_h}" '
-                         f'fill="#1d5c2e">{e(detail)}</text>')
+                         f'fill="#1d5c2e">{e(line)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -249,8 +289,10 @@ def page(lanes: list[str], steps: list[Step], source: str) -> str:
             "<style>body{font-family:system-ui,sans-serif;margin:1.5em}</style>"
             f"<h1>muxserver trace: {html.escape(source)}</h1>"
             "<p>Solid arrows: bytes the server received. Dashed: bytes it sent. Green: "
-            "what those bytes were, as the frame format reads them. Grey: what the loop "
-            "did in between.</p>" + svg(lanes, steps) + "</html>\n")
+            "what those bytes were, as the frame format reads them (requests and replies "
+            "alike). Grey: what the loop did in between, each turn numbered from its "
+            "select(). Dotted blue: a FIN (the client finished sending). A cross: the "
+            "connection ended, closed by the server (dark red) or reset (red).</p>" + svg(lanes, steps) + "</html>\n")
 
 
 def main() -> int:

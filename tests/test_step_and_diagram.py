@@ -134,6 +134,14 @@ def test_a_real_trace_of_a_put_and_a_get_becomes_a_diagram(root, tmp_path):
     assert text.startswith("sequenceDiagram\n")
     assert "participant C1 as client #35;1" in text and "participant C2" in text
     assert "<svg" in page and "<script" not in page
+    # Replies are taken apart like requests; turns are numbered; a FIN and a close are
+    # marks of their own, not data; and no note line is longer than the wrap width.
+    for shown in (page, text):
+        assert '"ok":true' in shown and "turn 1: select()" in shown
+    assert "S-->>C1: send" in text and "C1-)S: recv returned 0" in text
+    assert "S--xC1: close" in text
+    notes = [line.split(": ", 1)[1] for line in text.splitlines() if "    Note " in line]
+    assert all(len(part) <= 78 for note in notes for part in note.split("<br/>"))
 
 
 def test_the_diagram_script_says_what_is_wrong_with_its_input(tmp_path):
