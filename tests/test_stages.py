@@ -16,17 +16,17 @@ import pytest
 STAGES = Path(__file__).parent.parent / "scripts" / "stages"
 
 P, F = True, False
-#                      1 blocking 2 threads 3 select 4 buffers 5 interest 6 muxserver
+#                      1 blocking 2 threads 3 select 4 buffers 5 interest 6 muxserver 7 asyncio
 EXPECTED = {
-    "one byte per send":  (P, P, F, P, P, P),
-    "pipelined burst":    (P, P, F, P, P, P),
-    "slow reader":        (F, P, F, P, P, P),
-    "memory bound":       (P, P, F, F, P, P),
-    "half close":         (P, P, P, F, P, P),
-    "reset":              (P, P, F, P, P, P),
-    "idle timeout":       (F, F, F, F, P, P),
-    "no busy loop":       (P, P, P, F, P, P),
-    "two clients":        (F, P, P, P, P, P),
+    "one byte per send":  (P, P, F, P, P, P, P),
+    "pipelined burst":    (P, P, F, P, P, P, P),
+    "slow reader":        (F, P, F, P, P, P, P),
+    "memory bound":       (P, P, F, F, P, P, P),
+    "half close":         (P, P, P, F, P, P, P),
+    "reset":              (P, P, F, P, P, P, P),
+    "idle timeout":       (F, F, F, F, P, P, P),
+    "no busy loop":       (P, P, P, F, P, P, P),
+    "two clients":        (F, P, P, P, P, P, P),
 }
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="check.py reads /proc")
@@ -51,7 +51,7 @@ def test_each_stage_fails_the_rows_its_design_cannot_pass_even_on_a_busy_machine
     assert result.returncode == 1, result.stderr  # (rows fail: the early stages')
     results = json.loads(result.stdout)
     stages = list(results)
-    assert len(stages) == 6 and stages[-1] == "6 muxserver"
+    assert len(stages) == 7 and stages[-1] == "7 asyncio"
     seen = {scenario: tuple(results[stage][scenario][0] for stage in stages)
             for scenario in EXPECTED}
     reasons = "\n".join(f"{stage} / {scenario}: {reason}"
@@ -130,3 +130,12 @@ def test_every_stage_is_small_and_bilingual():
         text = path.read_text()
         assert len(text.splitlines()) <= 150, path.name
         assert "(es)" in text, f"{path.name} has no Spanish comments"
+
+
+@pytest.mark.parametrize("doc, passed", [("TUTORIAL.md", "pass"), ("TUTORIAL.es.md", "pasa")])
+def test_the_tutorials_print_the_table_this_test_pins(doc, passed):
+    text = (Path(__file__).parent.parent / "docs" / doc).read_text()
+    block = text[text.index("```text\n", text.index("python scripts/stages/check.py")) + 8:]
+    rows = block[:block.index("```")].splitlines()[1:]
+    shown = [tuple(cell == passed for cell in row.split()[-7:]) for row in rows]
+    assert shown == list(EXPECTED.values())

@@ -78,6 +78,7 @@ SPANISH = {
     "no busy loop": "sin bucle ocupado", "two clients": "dos clientes",
     "1 blocking": "1 bloqueante", "2 threads": "2 hilos", "3 select": "3 select",
     "4 buffers": "4 búferes", "5 interest": "5 interés", "6 muxserver": "6 muxserver",
+    "7 asyncio": "7 asyncio",
     "yours": "el tuyo",
 }
 SMALL = b"small file for the stages\n" * 4
@@ -98,6 +99,7 @@ STAGES: dict[str, list[str]] = {
     "5 interest": [sys.executable, str(HERE / "stage5_interest.py")],
     "6 muxserver": [sys.executable, "-m", "muxserver", "serve", "--no-console",
                     "--log-level", "error"],
+    "7 asyncio": [sys.executable, str(HERE / "stage7_asyncio.py")],
 }
 COMMON_ARGS = "--port 0 --root {root} --idle-timeout {idle}"
 EPOLLOUT = 0x004  # <sys/epoll.h>: the event mask bit of "tell me when I may write"
