@@ -17,8 +17,11 @@ Linux shows it in /proc:
 
 A server asleep while a request sits unread in its receive queue, or asleep with
 nothing in flight while a reply is owed, will never answer: that is the verdict, seen
-the moment it is true. Only the idle-timeout row must wait (--patience seconds) for
-something that does not happen. Linux only.
+the moment it is true. Only the idle-timeout row must wait (4 seconds) for something
+that does not happen, and the out-of-descriptors row gives a server that backs off up to
+10 seconds to accept again. Every scenario but idle timeout starts its server with a
+long idle timeout: a checker left unscheduled on a busy machine is not a slow client to
+be closed. Linux only.
 (es) Ejecuta los mismos escenarios contra cada etapa e imprime en qué trampas cae
 cada una. Ningún escenario espera un tiempo fijo: el comprobador observa el servidor
 desde fuera, en /proc (colas de recepción y envío, y en qué llamada duerme cada hilo).
@@ -30,6 +33,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import select
 import shlex
 import shutil
@@ -76,6 +80,7 @@ SPANISH = {
     "slow reader": "lector lento", "memory bound": "memoria acotada",
     "half close": "cierre parcial", "reset": "RST", "idle timeout": "plazo de inactividad",
     "no busy loop": "sin bucle ocupado", "two clients": "dos clientes",
+    "out of descriptors": "sin descriptores",
     "1 blocking": "1 bloqueante", "2 threads": "2 hilos", "3 select": "3 select",
     "4 buffers": "4 búferes", "5 interest": "5 interés", "6 muxserver": "6 muxserver",
     "7 asyncio": "7 asyncio",
@@ -238,6 +243,20 @@ class Server:
                 if words[:1] == ["tfd:"] and "events:" in words:
                     interest[int(words[1])] = int(words[words.index("events:") + 1], 16)
         return interest
+
+    def open_descriptors(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def holds(self, peer_port: int) -> bool:
+        """The server has not closed its end of the connection from ``peer_port`` yet
+        (established, or CLOSE_WAIT: the peer closed, the server not yet)."""
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                cols = line.split()
+                local, remote = int(cols[1].split(":")[1], 16), int(cols[2].split(":")[1], 16)
+                if local == self.port and remote == peer_port and cols[3] in ("01", "08"):
+                    return True
+        return False
 
     def inode_of(self, client: socket.socket) -> int:
         """The inode of the server's end of ``client``'s connection (/proc/net/tcp)."""
@@ -605,6 +624,68 @@ def two_clients(server: Server, root: Path, tag: str) -> None:
                    "atendió al segundo cliente mientras el primero aún no había enviado nada"))
 
 
+def out_of_descriptors(server: Server, root: Path, tag: str, patience: float = 10.0) -> None:
+    """The process runs out of descriptors: accept() fails with EMFILE while clients
+    wait in the listen queue. The server must neither die nor spin, and must serve
+    again once descriptors are free (its soft limit, lowered and then restored from
+    outside with prlimit(2))."""
+    first = Client.connect(server)
+    first.sock.sendall(protocol.encode_get(1, "small.txt"))
+    await_replies(server, first, 1)
+    port = first.sock.getsockname()[1]
+    first.sock.close()
+    wait_until_closed(server, port)
+    limit = resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE,
+                     (server.open_descriptors(), limit[1]))  # not one more: accept fails
+    waiting = [Client.connect(server) for _ in range(4)]
+    try:
+        for i, client in enumerate(waiting):
+            client.sock.sendall(protocol.encode_get(i + 1, "small.txt"))
+        start, watch = server.cpu_seconds(), Watch(server)
+        while not watch.asleep():  # (asleep: it stopped trying; a spinning one never is)
+            server.check_alive()
+            if server.cpu_seconds() - start > 1.0:
+                raise failed(t("accept() fails with EMFILE and the server calls it again "
+                               "and again: it spins (a readable listener it cannot empty)",
+                               "accept() falla con EMFILE y el servidor lo vuelve a llamar "
+                               "una y otra vez: da vueltas en vano (una escucha legible que "
+                               "no puede vaciar)"))
+            time.sleep(POLL)
+    finally:
+        resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, limit)
+    for client in waiting:
+        client.sock.close()
+    # A server may wait a while before it accepts again (muxserver and asyncio back off
+    # for a second): asleep with a client waiting is a FAIL only after ``patience``.
+    late = Client.connect(server)
+    late.sock.sendall(protocol.encode_get(9, "small.txt"))
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            await_replies(server, late, 1)
+            break
+        except Verdict as verdict:
+            if "died" in verdict.reason or "murió" in verdict.reason or (
+                    time.monotonic() > deadline):
+                raise
+    raise passed(t("survived accept() failing with EMFILE, slept, and served again once "
+                   "descriptors were free",
+                   "sobrevivió a accept() fallando con EMFILE, durmió, y volvió a atender "
+                   "cuando hubo descriptores libres"))
+
+
+def wait_until_closed(server: Server, peer_port: int) -> None:
+    """Until the server has closed its end of the connection from ``peer_port``, so
+    its descriptor is free (or it sleeps keeping it: then it stays taken)."""
+    watch = Watch(server)
+    while server.holds(peer_port):
+        server.check_alive()
+        if watch.asleep():
+            return  # (it keeps the connection: nothing more to wait for)
+        time.sleep(POLL)
+
+
 SCENARIOS: dict[str, Callable[[Server, Path, str], None]] = {
     "one byte per send": one_byte,
     "pipelined burst": burst,
@@ -615,6 +696,7 @@ SCENARIOS: dict[str, Callable[[Server, Path, str], None]] = {
     "idle timeout": idle,
     "no busy loop": busy,
     "two clients": two_clients,
+    "out of descriptors": out_of_descriptors,
 }
 #: --scenario takes a scenario's Spanish name too, as the Spanish table prints it.
 ENGLISH = {SPANISH[name]: name for name in SCENARIOS}

@@ -10,8 +10,10 @@ Stage 4's frame decoder, with the four rules a server needs to survive its clien
     still owed, then close;
   - a deadline per connection: nothing received or sent for --idle-timeout seconds
     and the connection is closed.
-muxserver (stage 6) is this design grown up: replies streamed from disk with sendfile,
-bodies to disk, limits on everything (muxserver/loop.py, channel.py, protocol.py).
+What it still lacks: accept() failing with EMFILE (out of descriptors) ends it; muxserver
+backs off and accepts again a second later (server.py). muxserver (stage 6) is this
+design grown up: replies streamed from disk with sendfile, bodies to disk, limits on
+everything (muxserver/loop.py, channel.py, protocol.py).
 (es) Etapa 5: interés de escritura solo con salida pendiente, contrapresión (umbral alto
 y umbral bajo), b"" como fin de envío del otro extremo, y un plazo por conexión.
 
