@@ -75,14 +75,17 @@ def say(english: str, spanish: str | None = None) -> None:
 
 
 @contextlib.contextmanager
-def traced_server(args: argparse.Namespace, *extra: str) -> Iterator[tuple[str, int, Path]]:
-    """A muxserver with --trace, its narration echoed as it comes."""
+def traced_server(args: argparse.Namespace, *extra: str,
+                  narrate: bool = True) -> Iterator[tuple[str, int, Path]]:
+    """A muxserver with --trace, its narration echoed as it comes (``narrate=False``:
+    without --trace, for a demo whose server would narrate too much to read)."""
     if args.port:
         yield "127.0.0.1", args.port, Path(".")
         return
     root = Path(tempfile.mkdtemp(prefix="muxserver-demo-"))
+    trace = ["--trace-bytes" if args.trace_bytes else "--trace"] if narrate else []
     cmd = [sys.executable, "-m", "muxserver", "serve", "--port", "0", "--root", str(root),
-           "--no-console", "--trace-bytes" if args.trace_bytes else "--trace", *extra]
+           "--no-console", *trace, *extra]
     if args.lang:
         cmd += ["--lang", args.lang]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -137,13 +140,14 @@ class Narration:
         the echo thread has printed what it read: the narration of the past is out."""
         unread = fcntl.ioctl(self.fd, termios.FIONREAD, b"\0\0\0\0")
         return (self.waiting.is_set() and not int.from_bytes(unread, sys.byteorder)
-                and _asleep(self.proc.pid))
+                and server_asleep(self.proc.pid))
 
 
 _NARRATOR: Narration | None = None
 
 
-def _asleep(pid: int) -> bool:
+def server_asleep(pid: int) -> bool:
+    """Every thread of the process ``pid`` asleep (state S in /proc)."""
     try:
         for tid in os.listdir(f"/proc/{pid}/task"):
             stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
