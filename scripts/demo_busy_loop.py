@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Demo, for contrast: the always-on EVENT_WRITE busy loop.
+"""Demo, for contrast: two busy loops, always-on EVENT_WRITE and an ignored end of stream.
 
 A common mistake (it is in popular tutorials) registers every client socket for
 EVENT_READ | EVENT_WRITE and leaves it so. A connected socket is almost always
@@ -7,7 +7,12 @@ writable, so select() returns at once, every time, even when nothing happens: th
 loop spins at 100 % CPU. muxserver asks for EVENT_WRITE only while output is queued
 (muxserver/loop.py, EventLoop.set_interest; muxserver/channel.py, _update_interest).
 
-What to watch: both loops hold one idle client for the same time. The busy loop wakes
+The second spins the same way from the other side: a loop that watches for reading
+only, but treats recv() returning b"" as "nothing this time" and keeps the socket
+registered. An ended stream is readable forever (lesson 6: b"" means the peer finished
+sending; stop reading it).
+
+What to watch: all three loops hold one idle client for the same time. The busy loop wakes
 up hundreds of thousands of times a second and burns a whole core; muxserver wakes up
 about zero times a second and uses no CPU.
 
@@ -50,6 +55,29 @@ def busy_loop(seconds: float) -> tuple[int, float]:
     return wakeups, cpu
 
 
+def eof_ignored(seconds: float) -> tuple[int, float]:
+    """A loop that watches for reading only, but ignores recv() returning b"" (the
+    peer finished sending) and keeps the socket registered: an ended stream is always
+    readable, so select() returns at once forever. Returns (wake-ups, CPU seconds)."""
+    selector = selectors.DefaultSelector()
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    conn, _ = listener.accept()
+    conn.setblocking(False)
+    selector.register(conn, selectors.EVENT_READ)
+    client.shutdown(socket.SHUT_WR)  # the client is done sending (and still connected)
+    wakeups, cpu0, deadline = 0, time.process_time(), time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for key, _mask in selector.select(timeout=1.0):
+            key.fileobj.recv(4096)  # b"", every time: the mistake is to carry on
+        wakeups += 1
+    cpu = time.process_time() - cpu0
+    for sock in (conn, client, listener):
+        sock.close()
+    selector.close()
+    return wakeups, cpu
+
+
 def muxserver_loop(seconds: float) -> tuple[int, float]:
     """muxserver holding one idle client for the same time."""
     server = Server(ServerConfig(port=0, root=tempfile.mkdtemp(prefix="muxserver-demo-")))
@@ -80,7 +108,9 @@ def main() -> None:
             "(one idle client, {seconds} s)")
     # Numbers as each language writes them: 2,089,088 and 99.5 / 2.089.088 and 99,5.
     written = str.maketrans(",.", ".,") if spanish else str.maketrans("", "")
-    for name, run in (("always-on EVENT_WRITE", busy_loop), ("muxserver", muxserver_loop)):
+    ignored = 'b"" ignorado' if spanish else 'b"" ignored'
+    for name, run in (("always-on EVENT_WRITE", busy_loop), (ignored, eof_ignored),
+                      ("muxserver", muxserver_loop)):
         wakeups, cpu = run(args.seconds)
         print(line.format(name=name, rate=f"{wakeups / args.seconds:,.0f}".translate(written),
                           cpu=f"{100 * cpu / args.seconds:.1f}".translate(written),
