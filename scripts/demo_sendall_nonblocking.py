@@ -9,7 +9,8 @@ lose the rest. send() instead returns what it took, every time (muxserver: Chann
 accounts each sendmsg).
 
 What to watch: "sendall raised BlockingIOError" with no count, then the bytes the peer
-really received; then send(), which says how much it took.
+really received; then send(), which says how much it took; last, what a loop that
+ignores that count does to the next message.
 (es) Qué observar: sendall lanza BlockingIOError sin decir cuánto salió; el otro extremo
 recibió megabytes de todos modos. send() sí devuelve lo que tomó.
 
@@ -25,16 +26,7 @@ MiB = 1024 * 1024
 
 def drain(sock: socket.socket) -> int:
     """Read what has arrived (the peer has stopped sending): a count of bytes."""
-    sock.setblocking(False)
-    total = 0
-    while True:
-        try:
-            chunk = sock.recv(1 << 20)
-        except BlockingIOError:
-            return total
-        if not chunk:
-            return total
-        total += len(chunk)
+    return len(drain_all(sock))
 
 
 def main() -> None:
@@ -62,6 +54,38 @@ def main() -> None:
                 f"send() en cambio devuelve lo que tomó: {num(taken)} bytes; el resto lo "
                 "guardamos "
                 "nosotros")
+            ignored(sender, receiver)
+
+
+def ignored(sender: socket.socket, receiver: socket.socket) -> None:
+    """The pitfall itself: a loop that sends message A, ignores what send() returned,
+    and sends message B. The peer gets the start of A, then B: no boundary is left."""
+    drain_all(receiver)
+    message_a, message_b = b"A" * (16 * MiB), b"B" * 16
+    sender.send(message_a)          # the mistake: what it returned is thrown away
+    arrived = drain_all(receiver)   # (the peer reads; there is room again)
+    sender.send(message_b)          # "A went out": on to the next message
+    arrived += drain_all(receiver)
+    of_a = len(arrived) - len(arrived.lstrip(b"A"))
+    say(f"a loop that ignores it sent message A ({num(len(message_a))} bytes), then B: the "
+        f"peer got {num(of_a)} bytes of A and then B, with no way to tell where A ended",
+        f"un bucle que lo ignora envió el mensaje A ({num(len(message_a))} bytes) y luego B: "
+        f"el otro extremo recibió {num(of_a)} bytes de A y después B, sin manera de saber "
+        "dónde acabó A")
+
+
+def drain_all(sock: socket.socket) -> bytes:
+    """What has arrived so far, all of it."""
+    sock.setblocking(False)
+    data = bytearray()
+    while True:
+        try:
+            chunk = sock.recv(1 << 20)
+        except BlockingIOError:
+            return bytes(data)
+        if not chunk:
+            return bytes(data)
+        data += chunk
 
 
 if __name__ == "__main__":
