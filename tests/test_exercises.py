@@ -37,28 +37,28 @@ WRONG = {
     "leftovers dropped": (
         "            del self.buffer[:length]                  # what follows is the next request",
         "            self.buffer.clear()  #",
-        "exercise 1, the decoder: recv size", "pitfall 3"),
+        "exercise 1, the decoder: recv size", "lesson 5"),
     "prefix taken whole": (
         "                if len(self.buffer) < PREFIX.size:        # even the prefix comes in pieces\n"
         "                    return done\n", "",
-        "exercise 1, the decoder: recv size", "pitfall 2"),
+        "exercise 1, the decoder: recv size", "lesson 4"),
     "sendall": (
         "    while outbox:\n        try:\n            sent = sock.send(outbox)",
         "    while outbox:\n        try:\n            sock.sendall(outbox); sent = len(outbox)",
-        "exercise 2, flush:", "pitfall 5"),
+        "exercise 2, flush:", "lesson 3"),
     "send's count ignored": (
         "        del outbox[:sent]\n", "        del outbox[:]\n",
-        "exercise 2, flush:", "pitfall 4"),
+        "exercise 2, flush:", "lesson 3"),
     "write interest always on": (
         "    if outbox_bytes:\n        events |= selectors.EVENT_WRITE",
         "    if True:\n        events |= selectors.EVENT_WRITE",
-        "exercise 3, interest:", "pitfall 7"),
+        "exercise 3, interest:", "lesson 7"),
     "reading while paused": (
         "    if not paused and not peer_done:", "    if not peer_done:",
-        "exercise 3, interest:", "pitfall 11"),
+        "exercise 3, interest:", "lesson 8"),
     "reading after b''": (
         "    if not paused and not peer_done:", "    if not paused:",
-        "exercise 3, interest:", "pitfall 9"),
+        "exercise 3, interest:", "lesson 6"),
 }
 
 

@@ -106,27 +106,27 @@ def check_decoder(answer) -> str:
 
 def _split_hint(size: int, exc: Exception) -> str:
     if size < 8 or isinstance(exc, struct.error):  # it read a prefix not there (yet)
-        return t("pitfall 2: even the 8-byte prefix arrives in pieces; keep the bytes and wait",
-                 "trampa 2: hasta el prefijo de 8 bytes llega a trozos; guarda los bytes y espera")
-    return t("pitfall 1: one recv is not one message",
-             "trampa 1: un recv no es un mensaje")
+        return t("lesson 4: even the 8-byte prefix arrives in pieces; keep the bytes and wait",
+                 "lección 4: hasta el prefijo de 8 bytes llega a trozos; guarda los bytes y espera")
+    return t("lesson 2: one recv is not one message",
+             "lección 2: un recv no es un mensaje")
 
 
 def _what_went_wrong(size: int, got: list, expected: list) -> str:
     ids = [h.get("id") for h, _ in got if isinstance(h, dict)]
     if len(got) < len(expected) and all(item in expected for item in got):
-        return t(f"recv size {size}: only ids {ids} came out of 9: pitfall 3, the bytes after "
+        return t(f"recv size {size}: only ids {ids} came out of 9: lesson 5, the bytes after "
                  "a request (the start of the next) were dropped",
-                 f"tamaño de recv {size}: solo salieron los ids {ids} de 9: trampa 3, se tiraron "
+                 f"tamaño de recv {size}: solo salieron los ids {ids} de 9: lección 5, se tiraron "
                  "los bytes que siguen a una petición (el comienzo de la siguiente)")
     if len(got) > len(expected):
         return t(f"recv size {size}: {len(got)} requests out of 9 sent: bytes were used twice",
                  f"tamaño de recv {size}: {len(got)} peticiones de 9 enviadas: bytes usados dos "
                  "veces")
     return t(f"recv size {size}: the requests came out wrong (ids {ids}): bodies or headers cut "
-             "at the wrong place; pitfall 1: one recv is not one message",
+             "at the wrong place; lesson 2: one recv is not one message",
              f"tamaño de recv {size}: las peticiones salieron mal (ids {ids}): cuerpos o "
-             "cabeceras cortados donde no era; trampa 1: un recv no es un mensaje")
+             "cabeceras cortados donde no era; lección 2: un recv no es un mensaje")
 
 
 # --- exercise 2 -----------------------------------------------------------------------
@@ -160,10 +160,10 @@ def check_flush(answer) -> str:
                               "flush no volvió con el socket lleno: da vueltas sobre "
                               "BlockingIOError (vuelve y deja que select espere)")) from None
             except BlockingIOError:
-                raise Wrong(t("BlockingIOError escaped flush. With sendall: pitfall 5, it "
+                raise Wrong(t("BlockingIOError escaped flush. With sendall: lesson 3, it "
                               "raises part-way and cannot say how much went; use send "
                               "and its return value",
-                              "BlockingIOError salió de flush. Con sendall: trampa 5, lanza "
+                              "BlockingIOError salió de flush. Con sendall: lección 3, lanza "
                               "a medias y no dice cuánto salió; usa send y lo que devuelve")
                             ) from None
             _drain(receiver, received)
@@ -185,15 +185,15 @@ def check_flush(answer) -> str:
                  f"2 MiB llegaron exactamente una vez, en orden, en {calls} llamadas")
     if received == data[:len(received)]:  # a true beginning, and no more: lost bytes
         raise Wrong(t(f"{len(data) - len(received):,} bytes lost: flush removed from the outbox "
-                      "bytes that send() did not take (pitfall 4: send's return value)",
+                      "bytes that send() did not take (lesson 3: send's return value)",
                       f"se perdieron {len(data) - len(received):,} bytes: flush quitó de la "
-                      "cola bytes que send() no tomó (trampa 4: lo que devuelve send)"))
+                      "cola bytes que send() no tomó (lección 3: lo que devuelve send)"))
     raise Wrong(t("bytes arrived twice or out of order: flush sent again bytes that had "
                   "already gone (sendall raises part-way and cannot say how much went: pitfall "
-                  "5), or removed a wrong count (pitfall 4: send's return value)",
+                  "5), or removed a wrong count (lesson 3: send's return value)",
                   "llegaron bytes repetidos o desordenados: flush volvió a enviar bytes que ya "
-                  "habían salido (sendall lanza a medias y no dice cuánto salió: trampa 5), o "
-                  "quitó una cantidad equivocada (trampa 4: lo que devuelve send)"))
+                  "habían salido (sendall lanza a medias y no dice cuánto salió: lección 3), o "
+                  "quitó una cantidad equivocada (lección 3: lo que devuelve send)"))
 
 
 def _drain(sock: socket.socket, into: bytearray) -> None:
@@ -227,24 +227,24 @@ class deadline:
 CASES = [  # (outbox bytes, paused, peer_done), expected, pitfall when wrong
     ((0, False, False), R,
      ("with nothing to write, asking for EVENT_WRITE makes select() return at once, "
-      "forever: pitfall 7, the busy loop",
+      "forever: lesson 7, the busy loop",
       "sin nada que escribir, pedir EVENT_WRITE hace que select() vuelva al instante, "
-      "siempre: trampa 7, el bucle ocupado")),
+      "siempre: lección 7, el bucle ocupado")),
     ((500, False, False), R | W,
      ("output waits but EVENT_WRITE is not asked for (or reading stopped): the reply "
       "never leaves",
       "hay salida pendiente pero no se pide EVENT_WRITE (o se dejó de leer): la "
       "respuesta nunca sale")),
     ((500_000, True, False), W,
-     ("still reading while paused: pitfall 11, no backpressure (memory grows for a client "
+     ("still reading while paused: lesson 8, no backpressure (memory grows for a client "
       "that does not read)",
-      "se sigue leyendo en pausa: trampa 11, sin contrapresión (la memoria crece por un "
+      "se sigue leyendo en pausa: lección 8, sin contrapresión (la memoria crece por un "
       "cliente que no lee)")),
     ((500, False, True), W,
      ("still reading after recv returned b'': select() reports the end of stream again "
-      "and again (pitfall 9: b'' means 'done sending'; send what is owed)",
+      "and again (lesson 6: b'' means 'done sending'; send what is owed)",
       "se sigue leyendo después de que recv devolviera b'': select() avisa del fin del "
-      "flujo una y otra vez (trampa 9: b'' significa 'terminé de enviar'; envía lo debido)")),
+      "flujo una y otra vez (lección 6: b'' significa 'terminé de enviar'; envía lo debido)")),
     ((0, False, True), 0,
      ("nothing to read and nothing to send: ask for nothing (the server closes it)",
       "nada que leer ni que enviar: no pidas nada (el servidor la cierra)")),

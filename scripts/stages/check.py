@@ -698,6 +698,11 @@ SCENARIOS: dict[str, Callable[[Server, Path, str], None]] = {
     "two clients": two_clients,
     "out of descriptors": out_of_descriptors,
 }
+#: The tutorial's lesson each scenario's pitfall is the subject of: every FAIL cites it
+#: (docs/TUTORIAL.md; the exercises and the stage sources use the same numbers).
+LESSONS = {"one byte per send": 4, "pipelined burst": 5, "slow reader": 3, "memory bound": 8,
+           "half close": 6, "reset": 9, "idle timeout": 11, "no busy loop": 7,
+           "two clients": 1, "out of descriptors": 13}
 #: --scenario takes a scenario's Spanish name too, as the Spanish table prints it.
 ENGLISH = {SPANISH[name]: name for name in SCENARIOS}
 
@@ -714,15 +719,16 @@ def run_one(template: list[str], scenario: str, root: Path, tag: str) -> tuple[b
     idle = IDLE_TIMEOUT if scenario == "idle timeout" else RELAXED_TIMEOUT
     command = [arg.replace("{idle}", f"{idle:g}") for arg in template]
     server = Server(command, root)
+    lesson = t(f" (lesson {LESSONS[scenario]})", f" (lección {LESSONS[scenario]})")
     try:
         SCENARIOS[scenario](server, root, tag)
         return False, t("the scenario gave no verdict", "el escenario no dio veredicto")
     except Verdict as verdict:
-        return verdict.passed, verdict.reason
+        return verdict.passed, verdict.reason + ("" if verdict.passed else lesson)
     except OSError as error:  # the client side met the server's end of things
         verdict = server.died()
-        return False, verdict.reason if verdict else t("the connection failed: ",
-                                                       "la conexión falló: ") + str(error)
+        return False, (verdict.reason if verdict else t(
+            "the connection failed: ", "la conexión falló: ") + str(error)) + lesson
     finally:
         server.stop()
 

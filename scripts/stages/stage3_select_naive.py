@@ -9,8 +9,8 @@ one failing:
      and a second request that came in the same recv is dropped (the HOWTO: "a stream
      has no message boundaries"; TEACHING.md pitfalls 1-3);
   2. sendall on a blocking socket: a client that does not read stalls the whole loop,
-     every other client included (pitfall 4/11);
-  3. no try/except around one client: a reset kills the server (pitfall 10).
+     every other client included (lessons 1 and 3);
+  3. no try/except around one client: a reset kills the server (lesson 9).
 (es) Etapa 3: select, pero envíos bloqueantes y sin estado de delimitación de mensajes. Tres trampas
 a propósito: un recv tomado por una petición entera, sendall que detiene el bucle ante
 un cliente que no lee, y un RST que tumba el servidor.
@@ -35,8 +35,8 @@ def main() -> None:
             if sock is server:
                 clients.append(server.accept()[0])
                 continue
-            data = sock.recv(65536)    # MISTAKE 1: "this is one whole request"
-            # (es) TRAMPA 1: «esto es una petición entera»
+            data = sock.recv(65536)    # MISTAKE (lesson 2): "this is one whole request"
+            # (es) TRAMPA (lección 2): «esto es una petición entera»
             if not data:
                 clients.remove(sock)
                 sock.close()
@@ -45,9 +45,9 @@ def main() -> None:
             end = PREFIX.size + header_length
             header = parse_header(data[PREFIX.size:end])
             body = data[end:end + header.get("length", 0)]   # and the rest is dropped
-            sock.sendall(files.answer(header, body))   # MISTAKE 2: blocks the whole loop
-            # MISTAKE 3: no try/except: ConnectionResetError ends the server
-            # (es) TRAMPA 2: sendall bloquea el bucle entero; TRAMPA 3: sin try/except, un RST
+            sock.sendall(files.answer(header, body))   # MISTAKE (lesson 3): blocks the loop
+            # MISTAKE (lesson 9): no try/except: ConnectionResetError ends the server
+            # (es) TRAMPA (lección 3): sendall bloquea el bucle; TRAMPA (lección 9): sin try/except, un RST
             # (ConnectionResetError) acaba con el servidor
 
 

@@ -7,11 +7,11 @@ or joins, leftovers kept for the next request) and the bytes it still owes (``ou
 sent as far as send() takes them); an error ends one connection, not the server.
 Still missing, and shown failing by check.py:
   - it asks select() for EVENT_WRITE all the time: a socket is almost always writable,
-    so select() returns at once, forever: 100 % CPU with nothing to do (pitfall 7);
+    so select() returns at once, forever: 100 % CPU with nothing to do (lesson 7);
   - no backpressure: a client that sends requests but never reads makes the outbox grow
-    without bound (pitfall 11);
-  - recv() returning b"" closes at once, dropping replies still owed (pitfall 9);
-  - no timeouts: an idle client holds its slot forever (pitfall 12).
+    without bound (lesson 8);
+  - recv() returning b"" closes at once, dropping replies still owed (lesson 6);
+  - no timeouts: an idle client holds its slot forever (lesson 11).
 (es) Etapa 4: sockets no bloqueantes, un búfer por conexión y una máquina de estados
 para el prefijo de longitud. Faltan: interés de escritura solo con salida pendiente,
 contrapresión, cierre tras enviar lo debido y plazos.
@@ -71,11 +71,11 @@ class Connection:
         """False when the connection is over."""
         data = self.sock.recv(65536)
         if not data:
-            return False                   # MISTAKE: the replies still owed are dropped
+            return False                   # MISTAKE (lesson 6): the replies still owed are dropped
             # (es) TRAMPA: se tiran las respuestas aún pendientes
         self.decoder.feed(data)
         while (request := self.decoder.next_request()) is not None:
-            self.outbox += self.files.answer(*request)   # MISTAKE: no bound (es: sin límite)
+            self.outbox += self.files.answer(*request)   # MISTAKE (lesson 8): no bound (es: sin límite)
         return True
 
     def on_writable(self) -> None:
@@ -92,7 +92,7 @@ def main() -> None:
             if key.fileobj is server:
                 sock, _peer = server.accept()
                 sock.setblocking(False)
-                # MISTAKE: write interest even with nothing to write: a busy loop
+                # MISTAKE (lesson 7): write interest even with nothing to write: a busy loop
                 # (es) TRAMPA: interés de escritura sin nada que escribir: bucle ocupado
                 selector.register(sock, BOTH, Connection(sock, files))
                 continue
