@@ -438,8 +438,10 @@ class Channel:
         limits = self.limits
         if phase is Phase.HEADER:
             return since + limits.header_timeout
-        if phase is Phase.TRANSFER:
-            return self.last_io + limits.stall_timeout
+        if phase is Phase.TRANSFER:  # (``since``: when the server last made the peer wait)
+            return max(self.last_io, since) + limits.stall_timeout
+        if phase is Phase.WORKING:  # looked at again later: the server is the slow one
+            return time.monotonic() + limits.stall_timeout
         return self.last_io + limits.idle_timeout
 
     def check_deadline(self) -> None:

@@ -30,6 +30,7 @@ This module does no I/O.
 from __future__ import annotations
 
 import enum
+import time
 
 
 class Work(enum.Enum):
@@ -87,6 +88,10 @@ for _state in Work:  # whatever was under way, a lost connection ends it
 #: The states in which no request may be decoded: the helper or a job is at work, and
 #: the next request's reply must not overtake this one's.
 WAITING = frozenset({Work.VERIFYING, Work.HASHING, Work.STEPPING, Work.CHECKING})
+#: The states in which the server works for the request on a helper thread (a hash, a
+#: verification, a password): the client waits for us, so no client timeout runs
+#: (session.timeout_phase), however long a big file takes to read on a busy machine.
+HELPER_WORK = frozenset({Work.VERIFYING, Work.HASHING, Work.CHECKING})
 #: The states of an upload: its temporary file is open.
 UPLOADING = frozenset({Work.RECEIVING, Work.AWAITING_DIGEST, Work.VERIFYING})
 for _state in Work:
@@ -102,10 +107,11 @@ class IllegalEvent(RuntimeError):
 class RequestState:
     """One connection's request state, moved only by events."""
 
-    __slots__ = ("state",)
+    __slots__ = ("state", "helper_done_at")
 
     def __init__(self) -> None:
         self.state = Work.IDLE
+        self.helper_done_at = 0.0  # (monotonic) when the helper's last work here ended
 
     def __repr__(self) -> str:
         return f"<RequestState {self.state.name}>"
@@ -114,6 +120,8 @@ class RequestState:
         state = self.state.moves.get(event)
         if state is None:
             raise IllegalEvent(f"{event.name} while {self.state.name}")
+        if self.state in HELPER_WORK and state not in HELPER_WORK:
+            self.helper_done_at = time.monotonic()  # a stall counts from here, not before
         self.state = state
         return state
 

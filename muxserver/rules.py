@@ -34,7 +34,7 @@ from .storage import (
 )
 from .locks import Lock, LockConflict, LocksBusy, TooManyLocks
 from .shares import MAX_EXPIRY, Link
-from .transport import Transport
+from .transport import ChannelState, Transport
 from .units import format_bytes
 
 log = logging.getLogger("muxserver")
@@ -761,6 +761,13 @@ class RequestRules(Session):
             return  # the connection went away meanwhile: connection_lost closed it
         self.file_hash = None
         self.work.move(Event.HASH_ENDED)
+        if self.channel.state is not ChannelState.OPEN:
+            # The connection is closing (it timed out on the bytes it already owed): no
+            # reply may follow the one that said so. The file is let go, unsent.
+            if file_hash.waiting is not None:
+                file_hash.waiting.close()
+            file_hash.close()
+            return
         job = file_hash.job
         digest = None if hexdigest is None else Digest(job.algorithm, hexdigest)
         if digest is not None:

@@ -42,7 +42,7 @@ from .access import READ, Access, Credential, Grant, Refusal
 from .accounts import PasswordCheck
 from .digests import Digest
 from .hashing import HashJob
-from .lifecycle import Event, RequestState, Work
+from .lifecycle import HELPER_WORK, Event, RequestState, Work
 from .limits import Limits
 from .locks import LockTable
 from .loop import Owner
@@ -441,8 +441,11 @@ class Session(BaseProtocol):
     # -- timeouts
 
     def timeout_phase(self) -> tuple[Phase, float]:
-        if self.busy or self.channel.get_write_buffer_size() or self.reading_body():
-            return Phase.TRANSFER, 0.0
+        queued = self.channel.get_write_buffer_size()
+        if self.work.state in HELPER_WORK and not queued:
+            return Phase.WORKING, 0.0  # (a stalled client would show as bytes queued)
+        if self.busy or queued or self.reading_body():
+            return Phase.TRANSFER, self.work.helper_done_at
         if self.header_since is not None:
             return Phase.HEADER, self.header_since
         return Phase.IDLE, 0.0

@@ -34,6 +34,7 @@ class Phase(enum.Enum):
     IDLE = "idle"  # between requests: idle_timeout since the last byte
     HEADER = "header"  # a frame started: header_timeout since its first byte (slowloris)
     TRANSFER = "transfer"  # a body moves in or out: stall_timeout since the last byte
+    WORKING = "working"  # the server works for the request (a helper): no client timeout
 
 
 class ConnectionProtocol(Protocol):

@@ -7,6 +7,7 @@ reply, an EOF, a log record), and a busy machine only makes that answer come lat
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -129,3 +130,48 @@ def test_guessing_from_one_address_is_stopped_across_connections(make_server, wi
     assert attempt("right") in (b"ok", b"HTTP/1.1 200 OK")
     assert [attempt(f"guess {i}") for i in range(3)] == [denied] * 3
     assert attempt("right") == blocked  # the right token too: the guesser learns nothing
+
+
+@pytest.mark.parametrize("wire", ["native", "http"])
+def test_no_stall_timeout_while_the_server_itself_hashes_the_file(make_server, root, wire):
+    # A get of a file never hashed waits for the helper thread (on a busy machine, or
+    # for a big file, longer than the stall timeout): the client waits for us, so it is
+    # not "stalled". Here the helper is held until the stall timer has run out twice.
+    import threading
+    import time
+
+    from muxserver import hashing
+
+    body = os.urandom(3_000_000)
+    (root / "big").write_bytes(body)
+    server = make_server(limits=Limits(stall_timeout=0.2))
+    opened = threading.Event()
+
+    class Gate:  # queued ahead of the file's hash: the helper waits here
+        def _run(self, buf: bytearray) -> None:
+            opened.wait(30)
+
+    hashing._worker().put(Gate())
+    loop = server.server.loop
+    try:
+        with socket.create_connection((server.host, server.port), timeout=30) as sock:
+            if wire == "native":
+                sock.sendall(protocol.encode_get(1, "big"))
+            else:
+                sock.sendall(b"GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            expired = loop.timeout_wakeups + 2  # the stall timer's deadline came and went
+            deadline = time.monotonic() + 30
+            while loop.timeout_wakeups < expired and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert loop.timeout_wakeups >= expired
+            assert server.server.stats.transfers_failed == 0
+            opened.set()
+            if wire == "native":
+                fields, data = FrameReader(sock).frame()
+                assert fields["ok"] and data == body
+            else:
+                answer = read_to_eof(sock)
+                assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(body)
+    finally:
+        opened.set()
+    assert server.server.stats.transfers_failed == 0
