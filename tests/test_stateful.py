@@ -13,6 +13,7 @@ import shutil
 import socket
 import struct
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -97,10 +98,21 @@ class FileServerModel(RuleBasedStateMachine):
                                          resumable=resumable) + data[:int(len(data) * cut)])
         if reset:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer = f"127.0.0.1:{sock.getsockname()[1]}"
         sock.close()  # the model does not change: the name keeps its old content
+        self.wait_until_closed(peer)
         if resumable:
             parts = name.split("/")
             self.maybe_dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+
+    def wait_until_closed(self, peer: str) -> None:
+        """Until the server has seen this connection end and undone its upload (the
+        directories it made for it included): on a busy machine the next request, on
+        another connection, can otherwise be served first."""
+        server, deadline = self.running.server, time.monotonic() + 30
+        while any(channel.peer == peer for channel in list(server.channels.values())):
+            assert time.monotonic() < deadline, f"the server never closed {peer}"
+            time.sleep(0.005)
 
     @rule()
     def listing(self) -> None:
