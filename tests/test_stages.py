@@ -132,3 +132,23 @@ def test_every_stage_is_small_and_bilingual():
         assert len(text.splitlines()) <= 150, path.name
         assert "(es)" in text, f"{path.name} has no Spanish comments"
 
+
+
+def test_the_tutorial_says_what_each_stage_fixes_and_loses_as_the_table_does():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stages_check", STAGES / "check.py")
+    assert spec is not None and spec.loader is not None
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    stages = ["1 blocking", "2 threads", "3 select", "4 buffers", "5 interest", "6 muxserver",
+              "7 asyncio"]
+    results = {stage: {row: (cells[i], "") for row, cells in EXPECTED.items()}
+               for i, stage in enumerate(stages)}
+    lines = [f"  {stage}: " + "; ".join(
+        part for part in (("fixes " + ", ".join(fixed)) if fixed else "",
+                          ("loses " + ", ".join(lost)) if lost else "") if part)
+        for stage, fixed, lost in check.what_each_stage_changes(results)]
+    text = (Path(__file__).parent.parent / "docs" / "TUTORIAL.md").read_text()
+    block = text[text.index("from one stage to the next:\n"):].split("```")[0]
+    assert block.strip().splitlines()[1:] == [line.strip() and line for line in lines]

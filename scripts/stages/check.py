@@ -766,10 +766,34 @@ def print_table(results: dict[str, dict[str, tuple]]) -> None:
     for scenario in scenarios:
         cells = (verdict(results[stage][scenario][0]) for stage in stages)
         print(name(scenario).ljust(width) + "".join(c.ljust(14) for c in cells))
+    changes = what_each_stage_changes(results)
+    if changes:
+        print(t("\nfrom one stage to the next:", "\nde una etapa a la siguiente:"))
+        for stage, fixed, broke in changes:
+            parts = []
+            if fixed:
+                parts.append(t("fixes ", "arregla ") + ", ".join(name(s) for s in fixed))
+            if broke:
+                parts.append(t("loses ", "pierde ") + ", ".join(name(s) for s in broke))
+            print(f"  {name(stage)}: " + "; ".join(parts))
     for stage in stages:
         print(t(f"\nstage {name(stage)}:", f"\netapa {name(stage)}:"))
         for scenario, (ok, reason) in results[stage].items():
             print(f"  {verdict(ok)}  {name(scenario)}: {reason}")
+
+
+def what_each_stage_changes(results: dict[str, dict[str, tuple]]
+                            ) -> list[tuple[str, list[str], list[str]]]:
+    """For each stage after the first, the rows it passes that the stage before failed
+    (what its idea fixes) and the rows it fails that the stage before passed (what it
+    gave up: stage 3's select drops stage 1's framing). Stages with no change left out."""
+    stages, changes = list(results), []
+    for before, stage in zip(stages, stages[1:]):
+        fixed = [s for s, (ok, _) in results[stage].items() if ok and not results[before][s][0]]
+        broke = [s for s, (ok, _) in results[stage].items() if not ok and results[before][s][0]]
+        if fixed or broke:
+            changes.append((stage, fixed, broke))
+    return changes
 
 
 def main() -> int:
