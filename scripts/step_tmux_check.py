@@ -83,12 +83,14 @@ def main() -> int:
         client = socket.create_connection(("127.0.0.1", port), timeout=30)
         client.sendall(protocol.encode_get(1, "a.txt"))
         screen = wait_for_text(session, rf"{turn} 1: .*\n.*fd \d+ +{listener} +R")
-        show(args, "turn 1: the listener is ready; the loop waits", screen)
+        show(args, ("turn 1: the listener is ready; the loop waits",
+                    "vuelta 1: la escucha está lista; el bucle espera"), screen)
         if select.select([client], [], [], 0)[0]:
             raise SystemExit("FAIL: the client got a reply while the loop was stopped")
         tmux("send-keys", "-t", session, "Enter", "Enter")  # (the second: typed ahead)
         screen = wait_for_text(session, rf"{turn} 2: .*\n.*fd \d+ +#1 +127\.0\.0\.1:\d+ +R")
-        show(args, "turn 2: #1 is readable: its request waits in the socket", screen)
+        show(args, ("turn 2: #1 is readable: its request waits in the socket",
+                    "vuelta 2: #1 es legible: su petición espera en el socket"), screen)
         if not re.search(kernel, screen):
             raise SystemExit("FAIL: turn 2 does not show the request's bytes waiting in the "
                              f"kernel:\n{screen}")
@@ -101,11 +103,13 @@ def main() -> int:
             raise SystemExit(f"FAIL: the reply's body was {replies!r}")
         client.close()
         screen = wait_for_text(session, rf"{turn} 3: ")
-        show(args, "turn 3: #1 readable again: its end of stream", screen)
+        show(args, ("turn 3: #1 readable again: its end of stream",
+                    "vuelta 3: #1 legible otra vez: su fin de flujo"), screen)
         # At the prompt, Ctrl-C stops the server, and so does q alone, with no Enter.
         tmux("send-keys", "-t", session, "C-c" if args.stop_key == "ctrl-c" else "q")
         screen = wait_for_text(session, r"muxserver: (stopped after|detenido tras)")
-        show(args, f"{args.stop_key} at the prompt: the server stopped", screen)
+        show(args, (f"{args.stop_key} at the prompt: the server stopped",
+                    f"{args.stop_key} en el indicador: el servidor se detuvo"), screen)
     finally:
         if client is not None:
             client.close()
@@ -128,9 +132,10 @@ def read_reply(sock: socket.socket) -> bytes:
             return bytes(body)
 
 
-def show(args: argparse.Namespace, title: str, screen: str) -> None:
+def show(args: argparse.Namespace, titles: tuple[str, str], screen: str) -> None:
+    """Print a captured screen under its title (English, Spanish) in --lang's language."""
     if args.show:
-        print(f"=== {title}\n{screen.rstrip()}\n")
+        print(f"=== {titles[args.lang == 'es']}\n{screen.rstrip()}\n")
 
 
 if __name__ == "__main__":
