@@ -10,8 +10,8 @@ stops reading requests, and after the reply is out it half-closes its side ("hal
 after the last reply; reading until the peer closes"). It keeps reading (and
 dropping) what the client still sends until the client closes. Closing at once,
 with unread bytes in the receive buffer, would make the kernel send RST, and the RST
-can destroy the error reply before the client reads it (the last pitfall in
-../shared/TEACHING.md). Code: muxserver/channel.py (Channel.close_when_done,
+can destroy the error reply before the client reads it (lesson 10 of
+docs/TUTORIAL.md). Code: muxserver/channel.py (Channel.close_when_done,
 Channel._start_lingering).
 
     python scripts/demo_bad_frame.py [--lang es] [--port P]

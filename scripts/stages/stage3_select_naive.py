@@ -7,7 +7,7 @@ at, with their three mistakes left in, so that scripts/stages/check.py can show 
 one failing:
   1. one recv is taken for one whole request: a request split across recvs is garbage,
      and a second request that came in the same recv is dropped (the HOWTO: "a stream
-     has no message boundaries"; TEACHING.md pitfalls 1-3);
+     has no message boundaries"; lessons 2, 4 and 5);
   2. sendall on a blocking socket: a client that does not read stalls the whole loop,
      every other client included (lessons 1 and 3);
   3. no try/except around one client: a reset kills the server (lesson 9).
