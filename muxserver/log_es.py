@@ -33,11 +33,12 @@ TEMPLATES = {
         "%s: el búfer de salida pasa de %d bytes; se cierra la conexión",
     "%s: TLS handshake timed out": "%s: la negociación TLS tardó demasiado",
     "%s: internal error, closing the connection": "%s: error interno; se cierra la conexión",
-    "%s HTTP %s archive of %s cut short: %s": "%s HTTP: el archivo %s de %s quedó a medias: %s",
+    "%s HTTP %s archive of %s cut short: %s":
+        "%s HTTP: el archivo comprimido %s de %s quedó a medias: %s",
     "%s HTTP archive: left out %s: %s": "%s HTTP: el archivo comprimido deja fuera %s: %s",
     "%s HTTP %s archive of %s: left out %d entries whose names are not allowed here, "
-    "first %s": "%s HTTP: el archivo %s de %s deja fuera %d entradas cuyos nombres no se "
-                "admiten aquí, la primera %s",
+    "first %s": "%s HTTP: el archivo comprimido %s de %s deja fuera %d entradas cuyos "
+                "nombres no se admiten aquí, la primera %s",
     "%s %slisting of %s: left out %d entries whose names are not allowed here, first %s":
         "%s %slistado de %s: deja fuera %d entradas cuyos nombres no se admiten aquí, "
         "la primera %s",
