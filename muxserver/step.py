@@ -7,7 +7,8 @@ were received but not handled yet, the bytes queued to send, and the interest th
 selector watches it for; and beside that, what the kernel holds for the same socket
 (bytes received that no recv has taken yet, bytes sent that the peer has not
 acknowledged). Then it waits for one key: Enter (one more turn), ``c`` (run on
-without stopping) or ``q`` (stop the server; Ctrl-C at the prompt does the same).
+without stopping) or ``q`` (stop the server gracefully; Ctrl-C at the prompt stops it
+at once, since the loop's own handler sees that signal too, as a second stop).
 Keys typed while the loop ran are dropped: each turn is answered by a key pressed
 after it was shown.
 

@@ -5,10 +5,11 @@ The client asks for a file and then reads it slowly through a small receive buff
 
 What to watch: "send was offered N bytes and took M" / "sendfile ... took M" with M
 smaller than what is pending (send may take fewer bytes than offered: it is our job to
-call it again); "interest read -> write: output is still queued" (EVENT_WRITE is asked
-for only while output is pending, and the session stops reading more requests while
-its replies are over the high-water mark: backpressure); then, once the client drains
-everything, "interest write -> read: the queue drained". Code: muxserver/channel.py
+call it again); "interest read -> write: output is queued and we are not reading, so
+we wait for writability alone" (EVENT_WRITE is asked for only while output is pending,
+and the session stops reading more requests while its replies are over the high-water
+mark: backpressure); then, once the client drains everything, "interest write ->
+nothing: the queue drained, so we stop waiting for writability". Code: muxserver/channel.py
 (Channel.flush, Channel._update_interest), muxserver/loop.py (EventLoop.set_interest).
 
     python scripts/demo_slow_reader.py [--lang es] [--port P]

@@ -113,17 +113,19 @@ EPOLLOUT = 0x004  # <sys/epoll.h>: the event mask bit of "tell me when I may wri
 class Verdict(Exception):
     """Raised with the reason the moment a scenario knows its answer."""
 
-    def __init__(self, passed: bool, reason: str) -> None:
+    def __init__(self, passed: bool, reason: str, lesson: int | None = None) -> None:
         super().__init__(reason)
-        self.passed, self.reason = passed, reason
+        self.passed, self.reason, self.lesson = passed, reason, lesson
 
 
 def passed(reason: str) -> Verdict:
     return Verdict(True, reason)
 
 
-def failed(reason: str) -> Verdict:
-    return Verdict(False, reason)
+def failed(reason: str, lesson: int | None = None) -> Verdict:
+    """A FAIL; ``lesson``: the pitfall's lesson when it is not the scenario's own (a
+    request lost in any scenario is lesson 5's pitfall)."""
+    return Verdict(False, reason, lesson)
 
 
 # --- the server, watched from outside ---------------------------------------------------
@@ -146,9 +148,14 @@ class Server:
 
     def __init__(self, command: list[str], root: Path) -> None:
         self.errors = tempfile.TemporaryFile()
+        # Started where the checker was (a --server command names its script as the
+        # learner typed it), with this checkout importable (stage 6 is muxserver).
+        path = os.pathsep.join(filter(None, [str(HERE.parent.parent),
+                                             os.environ.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.errors,
-                                     stdin=subprocess.DEVNULL, text=True, cwd=HERE,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     stdin=subprocess.DEVNULL, text=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                          "PYTHONPATH": path})
         self.port = 0
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
@@ -381,7 +388,7 @@ def await_replies(server: Server, client: Client, count: int) -> None:
                            f"{missing} of {count} replies never came: those requests were lost",
                            f"el servidor leyó todos los bytes y duerme en {call}, pero "
                            f"{missing} de {count} respuestas nunca llegaron: esas peticiones "
-                           "se perdieron"))
+                           "se perdieron"), lesson=5)
         time.sleep(POLL)
 
 
@@ -719,12 +726,17 @@ def run_one(template: list[str], scenario: str, root: Path, tag: str) -> tuple[b
     idle = IDLE_TIMEOUT if scenario == "idle timeout" else RELAXED_TIMEOUT
     command = [arg.replace("{idle}", f"{idle:g}") for arg in template]
     server = Server(command, root)
-    lesson = t(f" (lesson {LESSONS[scenario]})", f" (lección {LESSONS[scenario]})")
+    def cite(number: int) -> str:
+        return t(f" (lesson {number})", f" (lección {number})")
+
+    lesson = cite(LESSONS[scenario])
     try:
         SCENARIOS[scenario](server, root, tag)
         return False, t("the scenario gave no verdict", "el escenario no dio veredicto")
     except Verdict as verdict:
-        return verdict.passed, verdict.reason + ("" if verdict.passed else lesson)
+        if verdict.passed:
+            return True, verdict.reason
+        return False, verdict.reason + (cite(verdict.lesson) if verdict.lesson else lesson)
     except OSError as error:  # the client side met the server's end of things
         verdict = server.died()
         return False, (verdict.reason if verdict else t(
