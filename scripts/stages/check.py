@@ -90,6 +90,7 @@ SMALL = b"small file for the stages\n" * 4
 POLL = 0.02          # seconds between two looks at /proc
 SURE = 3             # a stuck server is seen stuck this many looks in a row
 SPIN_LIMIT = 5.0     # CPU seconds a server may burn without a byte of a reply it owes
+STARTUP = 30.0       # seconds a server may take to print "listening on HOST:PORT"
 IDLE_TIMEOUT = 1.0   # the idle timeout of the "idle timeout" scenario's server
 #: ... and of every other scenario's: a busy machine may leave the checker's own client
 #: unscheduled for seconds, and a server that then closed it would be right to, so the
@@ -157,14 +158,26 @@ class Server:
                                      env={**os.environ, "PYTHONUNBUFFERED": "1",
                                           "PYTHONPATH": path})
         self.port = 0
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith("listening on"):
-                self.port = int(line.split(":")[-1].split()[0])
-                break
+        announced = threading.Event()
+        threading.Thread(target=self._read_output, args=(announced,), daemon=True).start()
+        if not announced.wait(STARTUP):  # (a server that never says where it listens)
+            self.proc.kill()
+            raise SystemExit(t(f"{shlex.join(command)} did not print 'listening on "
+                               f"HOST:PORT' within {STARTUP:g} s",
+                               f"{shlex.join(command)} no imprimió 'listening on "
+                               f"HOST:PORT' en {STARTUP:g} s"))
         if not self.port:
             raise SystemExit(f"did not start: {shlex.join(command)}\n{self.last_error()}")
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # drain it
+
+    def _read_output(self, announced: threading.Event) -> None:
+        """Find the "listening on HOST:PORT" line, then drain the rest (a pipe nobody
+        reads would block the server)."""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if not self.port and line.startswith("listening on"):
+                self.port = int(line.split(":")[-1].split()[0])
+                announced.set()
+        announced.set()  # (it exited: the caller says so)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
