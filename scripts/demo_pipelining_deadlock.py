@@ -10,8 +10,8 @@ fill the server's receive queue and the client's send buffer, and ``sendall`` wa
 room that only the client itself could make, by reading. Neither side ever moves.
 
 What to watch: the verdict comes from the kernel, not from a timer: the client's thread
-asleep in send(), the server asleep, and both directions' queues full (the numbers
-``ss -tn`` shows as Recv-Q and Send-Q). Then the same requests from a client that reads
+asleep in send(), the server asleep, and both directions' queues full; then what
+``ss -tn`` shows of the same connection (Recv-Q and Send-Q, both ends). Then the same requests from a client that reads
 while it writes (a non-blocking socket, EVENT_WRITE only while it has bytes to send)
 all get their replies. Blocking sockets give backpressure for free, to the server; a
 client that pipelines must take its replies as they come. Code: muxserver/session.py
@@ -23,7 +23,9 @@ client that pipelines must take its replies as they come. Code: muxserver/sessio
 import fcntl
 import os
 import selectors
+import shutil
 import socket
+import subprocess
 import termios
 import threading
 import time
@@ -83,9 +85,28 @@ def blocked(host: str, port: int, stream: bytes) -> None:
         "stopped reading, its replies over the high-water mark",
         f"  la cola de recepción del servidor guarda {num(server_unread)} bytes de "
         "peticiones: dejó de leer, con sus respuestas por encima del umbral alto")
+    show_ss(port, sock.getsockname()[1])
     sock.shutdown(socket.SHUT_RDWR)  # (the only way out: sendall fails, the thread ends)
     sender.join()
     sock.close()
+
+
+def show_ss(port: int, client_port: int) -> None:
+    """What ``ss -tn`` says of this connection, both ends: the same queues, as an
+    operator would look at them (skipped where ss, from iproute2, is missing)."""
+    if shutil.which("ss") is None:
+        return
+    query = f"( sport = :{port} and dport = :{client_port} ) or ( sport = :{client_port} )"
+    lines = subprocess.run(["ss", "-tn", "state", "established", query], capture_output=True,
+                           text=True).stdout.splitlines()
+    say("  ss -tn says the same:", "  ss -tn dice lo mismo:")
+    for line in lines[1:]:
+        recv_q, send_q, local = line.split()[:3]
+        client = local.rsplit(":", 1)[1] == str(client_port)
+        say(f"    {'client' if client else 'server'} end: Recv-Q {num(int(recv_q))}, "
+            f"Send-Q {num(int(send_q))}",
+            f"    extremo del {'cliente' if client else 'servidor'}: Recv-Q "
+            f"{num(int(recv_q))}, Send-Q {num(int(send_q))}")
 
 
 def send_all(sock: socket.socket, stream: bytes) -> None:
