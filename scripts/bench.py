@@ -471,6 +471,16 @@ def print_report(report: dict, args: argparse.Namespace) -> None:
     print("\nTargets:")
     for name, ok, value in report["targets"]:
         print(f"  [{'ok' if ok else 'MISSED'}] {name}: {value}")
+    print(targets_line(report["targets"]))
+
+
+def targets_line(targets: list[tuple[str, bool, str]]) -> str:
+    """The whole verdict in one line: how many targets hold, and which are missed."""
+    missed = [name for name, ok, _ in targets if not ok]
+    held = len(targets) - len(missed)
+    if not missed:
+        return f"targets: all {held} hold"
+    return f"targets: {held} of {len(targets)} hold; missed: " + "; ".join(missed)
 
 
 def main() -> int:

@@ -60,3 +60,14 @@ def test_a_wrong_digest_is_counted_as_an_error(loadgen, tmp_path):
     finally:
         server.stop()
     assert (run.errors, run.checked) == (1, 2)  # the body hashed to another digest
+
+
+def test_the_benchmark_says_in_one_line_which_targets_hold():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import bench
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    assert bench.targets_line([("a", True, "1x"), ("b", True, "2x")]) == "targets: all 2 hold"
+    assert bench.targets_line([("a", True, "1x"), ("b <= 1.3x", False, "1.8x")]) == (
+        "targets: 1 of 2 hold; missed: b <= 1.3x")
