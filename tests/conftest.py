@@ -184,6 +184,23 @@ def server_process(root: Path) -> Iterator[ServerProcess]:
         stop_process(running.proc)
 
 
+def run_whole(argv: list[str], timeout: float, **kw) -> subprocess.CompletedProcess:
+    """subprocess.run for a program that starts servers of its own (the stage checker,
+    the demos): it runs in a process group of its own, and that whole group is killed
+    afterwards, so a timeout or a crash can never leave one of its servers running."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kw)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def run_cli(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "muxserver", *args], capture_output=True,
                           text=True, timeout=timeout, **kw)

@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import run_whole
+
 EXERCISES = Path(__file__).parent.parent / "scripts" / "exercises"
 SOLUTION = (EXERCISES / "solution.py").read_text()
 
 
 def check(answer: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(EXERCISES / "check.py"), str(answer),
-                           "--lang", "en", *extra], capture_output=True, text=True,
-                          timeout=280)
+    return run_whole([sys.executable, str(EXERCISES / "check.py"), str(answer), "--lang",
+                      "en", *extra], timeout=280)
 
 
 @pytest.mark.timeout(300)

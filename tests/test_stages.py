@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import run_whole
+
 STAGES = Path(__file__).parent.parent / "scripts" / "stages"
 
 P, F = True, False
@@ -43,8 +45,8 @@ def burn_both_cores() -> list[subprocess.Popen]:
 def test_each_stage_fails_the_rows_its_design_cannot_pass_even_on_a_busy_machine():
     burners = burn_both_cores()
     try:
-        result = subprocess.run([sys.executable, str(STAGES / "check.py"), "--json",
-                                 "--lang", "en"], capture_output=True, text=True, timeout=570)
+        result = run_whole([sys.executable, str(STAGES / "check.py"), "--json", "--lang",
+                            "en"], timeout=570)
     finally:
         for burner in burners:
             burner.kill()
@@ -63,9 +65,8 @@ def test_each_stage_fails_the_rows_its_design_cannot_pass_even_on_a_busy_machine
 
 def test_the_table_names_the_pitfall_of_each_failure():
     # the one-line reasons a learner reads: the ones the tutorials quote
-    result = subprocess.run([sys.executable, str(STAGES / "check.py"), "--stage", "3", "--lang", "en",
-                             "--scenario", "pipelined burst", "--scenario", "reset"],
-                            capture_output=True, text=True, timeout=110)
+    result = run_whole([sys.executable, str(STAGES / "check.py"), "--stage", "3", "--lang", "en",
+                        "--scenario", "pipelined burst", "--scenario", "reset"], timeout=110)
     assert "FAIL  pipelined burst: the server read every byte" in result.stdout
     assert "FAIL  reset: the server died: ConnectionResetError" in result.stdout
 
@@ -73,8 +74,7 @@ def test_the_table_names_the_pitfall_of_each_failure():
 @pytest.mark.timeout(120)
 def test_the_exit_status_says_whether_every_row_passed_and_spanish_names_are_taken():
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(STAGES / "check.py"), *args],
-                              capture_output=True, text=True, timeout=110)
+        return run_whole([sys.executable, str(STAGES / "check.py"), *args], timeout=110)
 
     passing = run("--stage", "5", "--scenario", "ráfaga encadenada", "--lang", "es")
     assert passing.returncode == 0, passing.stdout + passing.stderr
@@ -114,15 +114,13 @@ def test_the_busy_loop_reason_is_what_the_kernel_shows_not_a_guess(tmp_path):
     reading only and polls with a zero timeout: each is told its own cause."""
     script = tmp_path / "spinning.py"
     script.write_text(SPINNING_SERVER.format(stages=str(STAGES)))
-    spinning = subprocess.run(
+    spinning = run_whole(
         [sys.executable, str(STAGES / "check.py"), "--scenario", "no busy loop", "--server",
-         f"{sys.executable} {script} --port {{port}} --root {{root}}"],
-        capture_output=True, text=True, timeout=110)
+         f"{sys.executable} {script} --port {{port}} --root {{root}}"], timeout=110)
     assert "FAIL  no busy loop" in spinning.stdout, spinning.stdout + spinning.stderr
     assert "for reading only" in spinning.stdout and "EPOLLOUT" not in spinning.stdout
-    stage4 = subprocess.run([sys.executable, str(STAGES / "check.py"), "--stage", "4",
-                             "--scenario", "no busy loop"],
-                            capture_output=True, text=True, timeout=110)
+    stage4 = run_whole([sys.executable, str(STAGES / "check.py"), "--stage", "4",
+                        "--scenario", "no busy loop"], timeout=110)
     assert "EPOLLOUT is in its interest" in stage4.stdout, stage4.stdout
 
 

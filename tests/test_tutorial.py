@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import run_whole
+
 REPO = Path(__file__).parent.parent
 PAIR = re.compile(r"```console\n\$ (?P<cmd>[^\n]+)\n```\s*\n```text\n(?P<lines>.*?)```", re.S)
 
@@ -52,8 +54,7 @@ def test_the_listed_command_prints_the_listed_lines(doc, command, lines):
     assert argv[0] == "python"
     if "demo_busy_loop.py" in command:
         argv += ["--seconds", "0.5"]
-    result = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True,
-                            timeout=100, cwd=REPO)
+    result = run_whole([sys.executable, *argv[1:]], timeout=100, cwd=REPO)
     # The stage checker exits 1 when a row fails, as the listed lines then show.
     fails = "stages/check.py" in command and any(
         line.split()[:1] in (["FAIL"], ["FALLA"]) for line in lines)
