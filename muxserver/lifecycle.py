@@ -49,6 +49,7 @@ class Work(enum.Enum):
     # request, they are plain attributes (an enum member's hash is a Python call).
     waits: bool
     uploading: bool
+    helper_works: bool  # a helper thread works for the request (HELPER_WORK)
     moves: dict[Event, Work]  # what each event leads to (TRANSITIONS)
 
 
@@ -96,6 +97,7 @@ HELPER_WORK = frozenset({Work.VERIFYING, Work.HASHING, Work.CHECKING})
 UPLOADING = frozenset({Work.RECEIVING, Work.AWAITING_DIGEST, Work.VERIFYING})
 for _state in Work:
     _state.waits = _state in WAITING
+    _state.helper_works = _state in HELPER_WORK
     _state.uploading = _state in UPLOADING
     _state.moves = dict(TRANSITIONS[_state])
 
@@ -120,7 +122,7 @@ class RequestState:
         state = self.state.moves.get(event)
         if state is None:
             raise IllegalEvent(f"{event.name} while {self.state.name}")
-        if self.state in HELPER_WORK and state not in HELPER_WORK:
+        if self.state.helper_works and not state.helper_works:
             self.helper_done_at = time.monotonic()  # a stall counts from here, not before
         self.state = state
         return state

@@ -42,7 +42,7 @@ from .access import READ, Access, Credential, Grant, Refusal
 from .accounts import PasswordCheck
 from .digests import Digest
 from .hashing import HashJob
-from .lifecycle import HELPER_WORK, Event, RequestState, Work
+from .lifecycle import Event, RequestState, Work
 from .limits import Limits
 from .locks import LockTable
 from .loop import Owner
@@ -442,7 +442,7 @@ class Session(BaseProtocol):
 
     def timeout_phase(self) -> tuple[Phase, float]:
         queued = self.channel.get_write_buffer_size()
-        if self.work.state in HELPER_WORK and not queued:
+        if self.work.state.helper_works and not queued:
             return Phase.WORKING, 0.0  # (a stalled client would show as bytes queued)
         if self.busy or queued or self.reading_body():
             return Phase.TRANSFER, self.work.helper_done_at

@@ -35,41 +35,41 @@ from muxserver.server import Server, ServerConfig  # noqa: E402
 
 def busy_loop(seconds: float) -> tuple[int, float]:
     """A server loop with EVENT_WRITE always on; returns (wake-ups, CPU seconds)."""
-    selector = selectors.DefaultSelector()
-    listener = socket.create_server(("127.0.0.1", 0))
-    client = socket.create_connection(listener.getsockname())
-    conn, _ = listener.accept()
-    conn.setblocking(False)
-    selector.register(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)  # the mistake
-    wakeups, cpu0, deadline = 0, time.process_time(), time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for key, mask in selector.select(timeout=1.0):
-            if mask & selectors.EVENT_READ:
-                key.fileobj.recv(4096)
-            # EVENT_WRITE: writable, but there is nothing to write... and we come back
-        wakeups += 1
-    cpu = time.process_time() - cpu0
-    for sock in (conn, client, listener):
-        sock.close()
-    selector.close()
-    return wakeups, cpu
+    def on_ready(conn: socket.socket, mask: int) -> None:
+        if mask & selectors.EVENT_READ:
+            conn.recv(4096)
+        # EVENT_WRITE: writable, but there is nothing to write... and we come back
+
+    return spin(selectors.EVENT_READ | selectors.EVENT_WRITE, on_ready, seconds)  # the mistake
 
 
 def eof_ignored(seconds: float) -> tuple[int, float]:
     """A loop that watches for reading only, but ignores recv() returning b"" (the
     peer finished sending) and keeps the socket registered: an ended stream is always
     readable, so select() returns at once forever. Returns (wake-ups, CPU seconds)."""
+    def on_ready(conn: socket.socket, mask: int) -> None:
+        conn.recv(4096)  # b"", every time: the mistake is to carry on
+
+    return spin(selectors.EVENT_READ, on_ready, seconds, client_done=True)
+
+
+def spin(interest: int, on_ready, seconds: float,
+         client_done: bool = False) -> tuple[int, float]:
+    """One idle client, watched for ``interest`` by a plain selectors loop that calls
+    ``on_ready(conn, mask)``; ``client_done``: the client shut its sending side first.
+    Returns (wake-ups, CPU seconds) over ``seconds``."""
     selector = selectors.DefaultSelector()
     listener = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(listener.getsockname())
     conn, _ = listener.accept()
     conn.setblocking(False)
-    selector.register(conn, selectors.EVENT_READ)
-    client.shutdown(socket.SHUT_WR)  # the client is done sending (and still connected)
+    selector.register(conn, interest)
+    if client_done:
+        client.shutdown(socket.SHUT_WR)  # done sending (and still connected)
     wakeups, cpu0, deadline = 0, time.process_time(), time.monotonic() + seconds
     while time.monotonic() < deadline:
-        for key, _mask in selector.select(timeout=1.0):
-            key.fileobj.recv(4096)  # b"", every time: the mistake is to carry on
+        for key, mask in selector.select(timeout=1.0):
+            on_ready(key.fileobj, mask)
         wakeups += 1
     cpu = time.process_time() - cpu0
     for sock in (conn, client, listener):

@@ -20,13 +20,11 @@ client that pipelines must take its replies as they come. Code: muxserver/sessio
     python scripts/demo_pipelining_deadlock.py [--lang es] [--port P]
 """
 
-import fcntl
 import os
 import selectors
 import shutil
 import socket
 import subprocess
-import termios
 import threading
 import time
 from pathlib import Path
@@ -36,6 +34,7 @@ from demolib import num, parser, say, traced_server
 
 from muxserver import protocol
 from muxserver.protocol import FrameDecoder, FrameEnd, NEED_DATA
+from muxserver.step import kernel_queues
 
 BIG, LONG = 200, 2_000  # gets of a 64 KiB file, then gets of names 4 KB long
 REQUESTS = BIG + LONG
@@ -72,7 +71,7 @@ def blocked(host: str, port: int, stream: bytes) -> None:
             "bloqueo mutuo")
         sock.close()
         return
-    unread, unsent = queue(sock, termios.FIONREAD), queue(sock, termios.TIOCOUTQ)
+    unread, unsent = kernel_queues(sock.fileno()) or (0, 0)
     server_unread = server_queue(port, sock.getsockname()[1])
     say("stuck: the client sleeps in send(), the server sleeps, and nothing moves:",
         "atascados: el cliente duerme en send(), el servidor duerme, y nada se mueve:")
@@ -126,13 +125,9 @@ def stuck(thread_id: int | None, sock: socket.socket, port: int) -> bool:
     except (OSError, ValueError):
         return False
     server = demolib._NARRATOR  # (None with --port: a server we did not start)
-    return (asleep and call == SENDTO and queue(sock, termios.FIONREAD) > 0
+    return (asleep and call == SENDTO and (kernel_queues(sock.fileno()) or (0, 0))[0] > 0
             and server_queue(port, sock.getsockname()[1]) > 0
             and (server is None or demolib.server_asleep(server.proc.pid)))
-
-
-def queue(sock: socket.socket, request: int) -> int:
-    return int.from_bytes(fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0"), "little")
 
 
 def server_queue(port: int, client_port: int) -> int:

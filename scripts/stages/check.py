@@ -47,7 +47,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
@@ -270,13 +270,7 @@ class Server:
     def holds(self, peer_port: int) -> bool:
         """The server has not closed its end of the connection from ``peer_port`` yet
         (established, or CLOSE_WAIT: the peer closed, the server not yet)."""
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            for line in Path(table).read_text().splitlines()[1:]:
-                cols = line.split()
-                local, remote = int(cols[1].split(":")[1], 16), int(cols[2].split(":")[1], 16)
-                if local == self.port and remote == peer_port and cols[3] in ("01", "08"):
-                    return True
-        return False
+        return any(cols[3] in ("01", "08") for cols in self._tcp_rows(peer_port))
 
     def inode_of(self, client: socket.socket) -> int:
         """The inode of the server's end of ``client``'s connection (/proc/net/tcp)."""
@@ -290,15 +284,20 @@ class Server:
 
     def _tcp_row(self, client: socket.socket) -> tuple[int, int, int]:
         """(send queue, receive queue, inode) of the server's end of the connection."""
-        mine = client.getsockname()[1]
+        for cols in self._tcp_rows(client.getsockname()[1]):
+            tx, rx = cols[4].split(":")
+            return int(tx, 16), int(rx, 16), int(cols[9])
+        return 0, 0, 0
+
+    def _tcp_rows(self, peer_port: int) -> Iterator[list[str]]:
+        """The /proc/net/tcp{,6} rows (split) of the server's end of the connections
+        from ``peer_port``."""
         for table in ("/proc/net/tcp", "/proc/net/tcp6"):
             for line in Path(table).read_text().splitlines()[1:]:
                 cols = line.split()
                 local, remote = int(cols[1].split(":")[1], 16), int(cols[2].split(":")[1], 16)
-                if local == self.port and remote == mine:
-                    tx, rx = cols[4].split(":")
-                    return int(tx, 16), int(rx, 16), int(cols[9])
-        return 0, 0, 0
+                if local == self.port and remote == peer_port:
+                    yield cols
 
 
 class Watch:
