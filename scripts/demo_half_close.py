@@ -10,7 +10,8 @@ What to watch: the server's "recv returned 0: the peer finished sending (half cl
 full close: recv cannot tell)" arrives right after the request, before the reply has
 gone out; the server stops reading (interest read+write -> write) but goes on sending
 until the last byte, and only then closes. A server that closed at once on b"" would
-cut the reply the client is waiting for (scripts/stages/check.py, stage 4, "half close").
+cut the reply the client is waiting for (scripts/stages/check.py, stages 7 and 8,
+"half close").
 Code: muxserver/channel.py (Channel.on_readable), muxserver/native.py
 (NativeSession.peer_closed, then Channel.close_when_done).
 

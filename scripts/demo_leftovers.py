@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """Demo: a server that drops the leftover bytes of a recv loses whole requests.
 
-Three gets in one send(), then shutdown(SHUT_WR), to two servers: stage 3 of
+Three gets in one send(), then shutdown(SHUT_WR), to two servers: stage 1 of
 scripts/stages (one recv taken for one request, the rest thrown away) and muxserver.
 The half close makes the end visible without waiting: each server answers what it
 understood, then sees recv() return b"" and closes.
 
-What to watch: stage 3 answers id 1 only: ids 2 and 3 were in the same recv, after the
+What to watch: stage 1 answers id 1 only: ids 2 and 3 were in the same recv, after the
 first request, and were dropped. muxserver answers 1, 2 and 3 (FrameDecoder keeps the
 bytes that follow a request and decodes them next).
-(es) Qué observar: la etapa 3 responde solo al id 1; los ids 2 y 3 llegaron en el mismo
+(es) Qué observar: la etapa 1 responde solo al id 1; los ids 2 y 3 llegaron en el mismo
 recv y se perdieron. muxserver responde a los tres.
 
     python scripts/demo_leftovers.py [--lang es]
@@ -27,8 +27,8 @@ from demolib import REPO, parser, say
 from muxserver import protocol
 
 SERVERS = {  # (English name, Spanish name): command
-    ("stage 3 (select, one recv = one request)", "etapa 3 (select, un recv = una petición)"):
-        [sys.executable, "scripts/stages/stage3_select_naive.py"],
+    ("stage 1 (one recv = one request)", "etapa 1 (un recv = una petición)"):
+        [sys.executable, "scripts/stages/stage01_blocking.py"],
     ("muxserver", "muxserver"): [sys.executable, "-m", "muxserver", "serve", "--no-console"],
 }
 

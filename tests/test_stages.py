@@ -18,19 +18,26 @@ from .conftest import run_whole
 STAGES = Path(__file__).parent.parent / "scripts" / "stages"
 
 P, F = True, False
-#                      1 blocking 2 threads 3 select 4 buffers 5 interest 6 muxserver 7 asyncio
+#: The stages' table: each stage is the one before with one idea added (its docstring
+#: says which), so each fails the rows of the ideas it still lacks (13 is muxserver,
+#: 14 is stage 12 in asyncio).
+#                       1  2  3  4  5  6  7  8  9  10 11 12 13 14
 EXPECTED = {
-    "one byte per send":  (P, P, F, P, P, P, P),
-    "pipelined burst":    (P, P, F, P, P, P, P),
-    "slow reader":        (F, P, F, P, P, P, P),
-    "memory bound":       (P, P, F, F, P, P, P),
-    "half close":         (P, P, P, F, P, P, P),
-    "reset":              (P, P, F, P, P, P, P),
-    "idle timeout":       (F, F, F, F, P, P, P),
-    "no busy loop":       (P, P, P, F, P, P, P),
-    "two clients":        (F, P, P, P, P, P, P),
-    "out of descriptors": (F, F, F, F, F, P, P),
+    "one byte per send":  (F, P, P, P, P, P, P, P, P, P, P, P, P, P),
+    "pipelined burst":    (F, P, P, P, P, P, P, P, P, P, P, P, P, P),
+    "half a request":     (F, F, F, P, F, P, P, P, P, P, P, P, P, P),
+    "slow reader":        (F, F, F, P, F, F, P, P, P, P, P, P, P, P),
+    "memory bound":       (F, P, P, P, P, P, F, F, F, P, P, P, P, P),
+    "half close":         (P, P, P, P, P, P, F, F, P, P, P, P, P, P),
+    "reset":              (F, F, P, P, P, P, P, P, P, P, P, P, P, P),
+    "idle timeout":       (F, F, F, F, F, F, F, F, F, F, P, P, P, P),
+    "no busy loop":       (P, P, P, P, P, P, F, P, P, P, P, P, P, P),
+    "two clients":        (F, F, F, P, P, P, P, P, P, P, P, P, P, P),
+    "out of descriptors": (F, F, F, F, F, F, F, F, F, F, F, P, P, P),
 }
+STAGE_NAMES = ["1 blocking", "2 framing", "3 errors", "4 threads", "5 select", "6 decoder",
+               "7 non-blocking", "8 interest", "9 half close", "10 backpressure",
+               "11 deadlines", "12 back-off", "13 muxserver", "14 asyncio"]
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="check.py reads /proc")
 
@@ -54,7 +61,7 @@ def test_each_stage_fails_the_rows_its_design_cannot_pass_even_on_a_busy_machine
     assert result.returncode == 1, result.stderr  # (rows fail: the early stages')
     results = json.loads(result.stdout)
     stages = list(results)
-    assert len(stages) == 7 and stages[-1] == "7 asyncio"
+    assert stages == STAGE_NAMES
     seen = {scenario: tuple(results[stage][scenario][0] for stage in stages)
             for scenario in EXPECTED}
     reasons = "\n".join(f"{stage} / {scenario}: {reason}"
@@ -65,7 +72,7 @@ def test_each_stage_fails_the_rows_its_design_cannot_pass_even_on_a_busy_machine
 
 def test_the_table_names_the_pitfall_of_each_failure():
     # the one-line reasons a learner reads: the ones the tutorials quote
-    result = run_whole([sys.executable, str(STAGES / "check.py"), "--stage", "3", "--lang", "en",
+    result = run_whole([sys.executable, str(STAGES / "check.py"), "--stage", "1", "--lang", "en",
                         "--scenario", "pipelined burst", "--scenario", "reset"], timeout=110)
     assert "FAIL  pipelined burst: the server read every byte" in result.stdout
     assert "FAIL  reset: the server died: ConnectionResetError" in result.stdout
@@ -79,7 +86,7 @@ def test_the_exit_status_says_whether_every_row_passed_and_spanish_names_are_tak
     passing = run("--stage", "5", "--scenario", "ráfaga encadenada", "--lang", "es")
     assert passing.returncode == 0, passing.stdout + passing.stderr
     assert "pasa  ráfaga encadenada: tres peticiones encadenadas" in passing.stdout
-    failing = run("--stage", "3", "--scenario", "pipelined burst")
+    failing = run("--stage", "1", "--scenario", "pipelined burst")
     assert failing.returncode == 1 and "FAIL  pipelined burst" in failing.stdout
 
 
@@ -110,7 +117,7 @@ while True:
 
 @pytest.mark.timeout(120)
 def test_the_busy_loop_reason_is_what_the_kernel_shows_not_a_guess(tmp_path):
-    """Stage 4 asks epoll for EPOLLOUT on an idle connection; this server asks for
+    """Stage 7 asks epoll for EPOLLOUT on an idle connection; this server asks for
     reading only and polls with a zero timeout: each is told its own cause."""
     script = tmp_path / "spinning.py"
     script.write_text(SPINNING_SERVER.format(stages=str(STAGES)))
@@ -119,9 +126,31 @@ def test_the_busy_loop_reason_is_what_the_kernel_shows_not_a_guess(tmp_path):
          f"{sys.executable} {script} --port {{port}} --root {{root}}"], timeout=110)
     assert "FAIL  no busy loop" in spinning.stdout, spinning.stdout + spinning.stderr
     assert "for reading only" in spinning.stdout and "EPOLLOUT" not in spinning.stdout
-    stage4 = run_whole([sys.executable, str(STAGES / "check.py"), "--stage", "4",
+    stage7 = run_whole([sys.executable, str(STAGES / "check.py"), "--stage", "7",
                         "--scenario", "no busy loop"], timeout=110)
-    assert "EPOLLOUT is in its interest" in stage4.stdout, stage4.stdout
+    assert "EPOLLOUT is in its interest" in stage7.stdout, stage7.stdout
+
+
+def test_each_stage_is_the_one_before_with_one_idea():
+    """Stage N's docstring says its one idea and builds on stage N-1, and its code (the
+    docstring aside) differs from stage N-1's by a screenful at most: ``diff`` between
+    two neighbours shows the idea and little else."""
+    import difflib
+
+    def code(path: Path) -> list[str]:
+        text = path.read_text()
+        return (text[:text.index('"""')] + text.split('"""', 2)[2]).splitlines()
+
+    files = sorted(STAGES.glob("stage[01][0-9]_*.py"))[:12]  # (14, asyncio, rewrites 12)
+    assert [int(path.name[5:7]) for path in files] == list(range(1, 13))
+    for before, after in zip(files, files[1:]):
+        number = int(after.name[5:7])
+        doc = after.read_text().split('"""')[1]
+        assert doc.startswith(f"Stage {number}: ") and f"Stage {number - 1}" in doc
+        assert "The one idea: " in doc, after.name
+        changed = [line for line in difflib.unified_diff(code(before), code(after), n=0)
+                   if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+        assert len(changed) <= 80, f"{before.name} -> {after.name}: {len(changed)} lines"
 
 
 def test_every_stage_is_small_and_bilingual():
@@ -143,10 +172,8 @@ def test_the_tutorial_says_what_each_stage_fixes_and_loses_as_the_table_does():
         spec.loader.exec_module(check)
     finally:
         del sys.modules["stages_check"]
-    stages = ["1 blocking", "2 threads", "3 select", "4 buffers", "5 interest", "6 muxserver",
-              "7 asyncio"]
     results = {stage: {row: (cells[i], "") for row, cells in EXPECTED.items()}
-               for i, stage in enumerate(stages)}
+               for i, stage in enumerate(STAGE_NAMES)}
     lines = [f"  {stage}: " + "; ".join(
         part for part in (("fixes " + ", ".join(fixed)) if fixed else "",
                           ("loses " + ", ".join(lost)) if lost else "") if part)

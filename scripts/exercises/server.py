@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """A whole server made of your answers to the exercises (Decoder, flush, interest).
 
-Stage 5's loop (scripts/stages/stage5_interest.py) with its three hearts taken from
+Stage 12's loop (scripts/stages/stage12_backoff.py) with its three hearts taken from
 the file you name, so that the stage checker can play its clients against them:
 
     python scripts/exercises/server.py --answer my_answer.py --port 9009 --root /tmp/files
 
-(es) El bucle de la etapa 5 con sus tres partes tomadas de tu archivo de respuestas.
+(es) El bucle de la etapa 12 con sus tres partes tomadas de tu archivo de respuestas.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "stages"))
 
-from stage5_interest import HIGH_WATER, LOW_WATER, serve  # noqa: E402  (stage 5, unchanged)
+from stage12_backoff import HIGH_WATER, LOW_WATER, serve  # noqa: E402  (stage 12, unchanged)
 from wire import Files  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def load(path: str, name: str = "answer"):
 
 
 class Connection:
-    """Stage 5's connection, with your decoder, flush and interest in it."""
+    """Stage 12's connection, with your decoder, flush and interest in it."""
 
     def __init__(self, sock: socket.socket, answer, files: Files) -> None:
         self.sock, self.answer, self.files = sock, answer, files

@@ -2,10 +2,10 @@
 """Run the same scenarios against every stage and print which pitfalls each one hits.
 
     python scripts/stages/check.py                  # every stage, every scenario
-    python scripts/stages/check.py --stage 3 --stage 6
+    python scripts/stages/check.py --stage 5 --stage 13
     python scripts/stages/check.py --server "python my_server.py --port {port} --root {root}"
 
-Each scenario starts a fresh server (stage 6 is muxserver itself), plays one kind of
+Each scenario starts a fresh server (stage 13 is muxserver itself), plays one kind of
 client against it and says pass or FAIL with the reason in one line. No scenario
 waits a fixed time for its verdict: the checker watches the server from outside, as
 Linux shows it in /proc:
@@ -33,6 +33,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import resource
 import select
 import shlex
@@ -42,6 +43,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +54,7 @@ from typing import Callable, Iterator
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from muxserver import protocol  # noqa: E402  (the frames; stages 1-5 speak a subset)
+from muxserver import protocol  # noqa: E402  (the frames; stages 1-12 speak a subset)
 from muxserver.trace import group_digits  # noqa: E402
 
 MiB = 1024 * 1024
@@ -81,9 +83,13 @@ SPANISH = {
     "half close": "cierre parcial", "reset": "RST", "idle timeout": "plazo de inactividad",
     "no busy loop": "sin bucle ocupado", "two clients": "dos clientes",
     "out of descriptors": "sin descriptores",
-    "1 blocking": "1 bloqueante", "2 threads": "2 hilos", "3 select": "3 select",
-    "4 buffers": "4 búferes", "5 interest": "5 interés", "6 muxserver": "6 muxserver",
-    "7 asyncio": "7 asyncio",
+    "half a request": "media petición",
+    "1 blocking": "1 bloqueante", "2 framing": "2 delimitación", "3 errors": "3 errores",
+    "4 threads": "4 hilos", "5 select": "5 select", "6 decoder": "6 decodificador",
+    "7 non-blocking": "7 no bloqueante", "8 interest": "8 interés",
+    "9 half close": "9 cierre parcial", "10 backpressure": "10 contrapresión",
+    "11 deadlines": "11 plazos", "12 back-off": "12 pausa", "13 muxserver": "13 muxserver",
+    "14 asyncio": "14 asyncio",
     "yours": "el tuyo",
 }
 SMALL = b"small file for the stages\n" * 4
@@ -97,17 +103,21 @@ IDLE_TIMEOUT = 1.0   # the idle timeout of the "idle timeout" scenario's server
 #: only scenario that tests the timeout is the only one that runs with a short one.
 RELAXED_TIMEOUT = 600.0
 
+#: Each stage is the one before with one idea added (its file's docstring says which);
+#: 13 is muxserver itself, 14 is stage 12 written for asyncio.
 STAGES: dict[str, list[str]] = {
-    "1 blocking": [sys.executable, str(HERE / "stage1_blocking.py")],
-    "2 threads": [sys.executable, str(HERE / "stage2_threads.py")],
-    "3 select": [sys.executable, str(HERE / "stage3_select_naive.py")],
-    "4 buffers": [sys.executable, str(HERE / "stage4_nonblocking.py")],
-    "5 interest": [sys.executable, str(HERE / "stage5_interest.py")],
-    "6 muxserver": [sys.executable, "-m", "muxserver", "serve", "--no-console",
-                    "--log-level", "error"],
-    "7 asyncio": [sys.executable, str(HERE / "stage7_asyncio.py")],
-}
+    f"{number} {name}": [sys.executable, str(HERE / f"stage{number:02d}_{file}.py")]
+    for number, name, file in [
+        (1, "blocking", "blocking"), (2, "framing", "framing"), (3, "errors", "errors"),
+        (4, "threads", "threads"), (5, "select", "select"), (6, "decoder", "decoder"),
+        (7, "non-blocking", "nonblocking"), (8, "interest", "interest"),
+        (9, "half close", "half_close"), (10, "backpressure", "backpressure"),
+        (11, "deadlines", "deadlines"), (12, "back-off", "backoff")]}
+STAGES["13 muxserver"] = [sys.executable, "-m", "muxserver", "serve", "--no-console",
+                          "--log-level", "error"]
+STAGES["14 asyncio"] = [sys.executable, str(HERE / "stage14_asyncio.py")]
 COMMON_ARGS = "--port 0 --root {root} --idle-timeout {idle}"
+EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Exit)(: |$)")
 EPOLLOUT = 0x004  # <sys/epoll.h>: the event mask bit of "tell me when I may write"
 
 
@@ -150,7 +160,7 @@ class Server:
     def __init__(self, command: list[str], root: Path) -> None:
         self.errors = tempfile.TemporaryFile()
         # Started where the checker was (a --server command names its script as the
-        # learner typed it), with this checkout importable (stage 6 is muxserver).
+        # learner typed it), with this checkout importable (stage 13 is muxserver).
         path = os.pathsep.join(filter(None, [str(HERE.parent.parent),
                                              os.environ.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.errors,
@@ -186,9 +196,12 @@ class Server:
         self.errors.close()
 
     def last_error(self) -> str:
+        """The exception that ended it (a traceback's last line), else its last words: a
+        dying process may print more after the traceback (libc's complaints)."""
         self.errors.seek(0)
         lines = [ln.strip() for ln in self.errors.read().decode(errors="replace").splitlines()]
-        return next((ln for ln in reversed(lines) if ln), "no message")
+        raised = [ln for ln in lines if EXCEPTION_LINE.match(ln)]
+        return (raised or [ln for ln in lines if ln] or ["no message"])[-1]
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
@@ -466,6 +479,29 @@ def burst(server: Server, root: Path, tag: str) -> None:
                    "tres peticiones encadenadas, tres respuestas en orden"))
 
 
+def half_request(server: Server, root: Path, tag: str) -> None:
+    """One client sends most of a put and stops; another sends a whole get. Is the second
+    served while the first request waits for its last bytes, and is the first one then
+    finished when they come?"""
+    body = os.urandom(300)
+    stream = put(1, f"{tag}.bin", body)
+    stalled = Client.connect(server)
+    stalled.sock.sendall(stream[:-150])   # the prefix, the header, half of the body
+    wait_until_read(server, stalled)
+    other = Client.connect(server)
+    other.sock.sendall(protocol.encode_get(1, "small.txt"))
+    await_replies(server, other, 1)
+    if other.replies[0][1] != SMALL:
+        raise failed(t("the reply is not the file", "la respuesta no es el archivo"))
+    stalled.sock.sendall(stream[-150:] + protocol.encode_get(2, "small.txt"))
+    await_replies(server, stalled, 2)
+    check_put_get(stalled, root, f"{tag}.bin", body)
+    raise passed(t("served another client while a request waited half-sent, then finished "
+                   "that request",
+                   "atendió a otro cliente mientras una petición esperaba a medio enviar, y "
+                   "después terminó esa petición"))
+
+
 def slow_reader(server: Server, root: Path, tag: str) -> None:
     """A client asks for 64 MiB and reads nothing; another client must still be served."""
     reader = Client.connect(server)
@@ -708,6 +744,7 @@ def wait_until_closed(server: Server, peer_port: int) -> None:
 SCENARIOS: dict[str, Callable[[Server, Path, str], None]] = {
     "one byte per send": one_byte,
     "pipelined burst": burst,
+    "half a request": half_request,
     "slow reader": slow_reader,
     "memory bound": memory,
     "half close": half_close,
@@ -719,7 +756,8 @@ SCENARIOS: dict[str, Callable[[Server, Path, str], None]] = {
 }
 #: The tutorial's lesson each scenario's pitfall is the subject of: every FAIL cites it
 #: (docs/TUTORIAL.md; the exercises and the stage sources use the same numbers).
-LESSONS = {"one byte per send": 4, "pipelined burst": 5, "slow reader": 3, "memory bound": 8,
+LESSONS = {"one byte per send": 4, "pipelined burst": 5, "half a request": 4,
+           "slow reader": 3, "memory bound": 8,
            "half close": 6, "reset": 9, "idle timeout": 11, "no busy loop": 7,
            "two clients": 1, "out of descriptors": 13}
 #: --scenario takes a scenario's Spanish name too, as the Spanish table prints it.
@@ -783,13 +821,24 @@ def print_table(results: dict[str, dict[str, tuple]]) -> None:
     def verdict(ok: bool) -> str:
         return t("pass", "pasa") if ok else t("FAIL", "FALLA")
 
+    def number(stage: str) -> str:
+        return name(stage).split()[0]   # (the columns: "1" ... "14"; the legend names them)
+
     stages = list(results)
     scenarios = list(next(iter(results.values())))
     width = max(len(name(s)) for s in scenarios) + 2
-    print("".ljust(width) + "".join(name(s).ljust(14) for s in stages))
+    column = max(len(t("FAIL", "FALLA")), *(len(number(s)) for s in stages)) + 1
+    print("".ljust(width) + "".join(number(s).ljust(column) for s in stages).rstrip())
     for scenario in scenarios:
-        cells = (verdict(results[stage][scenario][0]) for stage in stages)
-        print(name(scenario).ljust(width) + "".join(c.ljust(14) for c in cells))
+        cells = ("ok" if results[stage][scenario][0] else t("FAIL", "FALLA")
+                 for stage in stages)
+        print((name(scenario).ljust(width) + "".join(c.ljust(column) for c in cells)).rstrip())
+    if any(name(s) != number(s) for s in stages):
+        # (a stage's name never split across two lines: its spaces are no-break ones)
+        legend = t("stages: ", "etapas: ") + ", ".join(name(s).replace(" ", "\xa0")
+                                                      for s in stages)
+        lines = textwrap.wrap(legend, width=88, subsequent_indent="  ")
+        print("\n" + "\n".join(lines).replace("\xa0", " "))
     changes = what_each_stage_changes(results)
     if changes:
         print(t("\nfrom one stage to the next:", "\nde una etapa a la siguiente:"))
@@ -810,7 +859,8 @@ def what_each_stage_changes(results: dict[str, dict[str, tuple]]
                             ) -> list[tuple[str, list[str], list[str]]]:
     """For each stage after the first, the rows it passes that the stage before failed
     (what its idea fixes) and the rows it fails that the stage before passed (what it
-    gave up: stage 3's select drops stage 1's framing). Stages with no change left out."""
+    gave up: stage 7's non-blocking sends lose what the blocking sendall gave for free).
+    Stages with no change left out."""
     stages, changes = list(results), []
     for before, stage in zip(stages, stages[1:]):
         fixed = [s for s, (ok, _) in results[stage].items() if ok and not results[before][s][0]]

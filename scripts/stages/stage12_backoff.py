@@ -1,23 +1,16 @@
 #!/usr/bin/env python3
-"""Stage 5: write interest only while output is pending, backpressure, timeouts.
+"""Stage 12: out of descriptors, back off. Stage 11, surviving accept() failing.
 
-Stage 4's frame decoder, with the four rules a server needs to survive its clients:
-  - EVENT_WRITE only while the outbox holds bytes: select() sleeps when there is
-    nothing to do (``Connection.interest``);
-  - backpressure: over HIGH_WATER bytes owed, stop reading (and so stop taking new
-    requests) until the client has read its replies down to LOW_WATER;
-  - recv() returning b"" means "the peer finished sending": stop reading, send what is
-    still owed, then close;
-  - a deadline per connection: nothing received or sent for --idle-timeout seconds
-    and the connection is closed.
-What it still lacks: accept() failing with EMFILE (out of descriptors) ends it; muxserver
-backs off and accepts again a second later (server.py). muxserver (stage 6) is this
-design grown up: replies streamed from disk with sendfile, bodies to disk, limits on
-everything (muxserver/loop.py, channel.py, protocol.py).
-(es) Etapa 5: interés de escritura solo con salida pendiente, contrapresión (umbral alto
-y umbral bajo), b"" como fin de envío del otro extremo, y un plazo por conexión.
+The one idea: when the process has no descriptor left, accept() raises OSError (EMFILE)
+while the client waits in the listen queue, so the listener stays readable: calling
+accept() again at once would spin. The loop stops watching the listener for a second,
+then watches it again; the connections it has go on meanwhile (lesson 13). muxserver
+(stage 13) is this design grown up: replies streamed from disk with sendfile, bodies to
+disk, limits on everything (muxserver/loop.py, channel.py, server.py).
+(es) Etapa 12: sin descriptores, esperar y reintentar. Si accept() falla con EMFILE, el
+bucle deja de vigilar el socket de escucha durante un segundo (lección 13).
 
-    python scripts/stages/stage5_interest.py --port 9009 --root /tmp/files --idle-timeout 30
+    python scripts/stages/stage12_backoff.py --port 9009 --root /tmp/files --idle-timeout 30
 """
 
 from __future__ import annotations
@@ -26,20 +19,21 @@ import selectors
 import socket
 import time
 
-from stage4_nonblocking import FrameDecoder
-from wire import Files, command_line, listen_nonblocking
+from decoder import FrameDecoder
+from wire import BadFrame, Files, command_line, listen_nonblocking
 
 HIGH_WATER = 256 * 1024   # owed bytes above which we stop reading (es: umbral alto)
 LOW_WATER = 64 * 1024     # ... and below which we read again (es: umbral bajo)
+BACK_OFF = 1.0            # seconds without accepting after accept() failed
 
 
 class Connection:
     def __init__(self, sock: socket.socket, files: Files) -> None:
         self.sock, self.files = sock, files
-        self.decoder = FrameDecoder()
-        self.outbox = bytearray()
-        self.peer_done = False               # recv returned b"": nothing more will come
-        self.paused = False                  # backpressure: not reading for now
+        self.decoder = FrameDecoder()      # the bytes of a request not yet whole
+        self.outbox = bytearray()          # replies not yet taken by send()
+        self.peer_done = False             # recv returned b"": nothing more will come
+        self.paused = False                # backpressure: not reading for now
         self.last_activity = time.monotonic()
 
     def interest(self) -> int:
@@ -53,10 +47,10 @@ class Connection:
         return events
 
     def on_readable(self) -> None:
-        data = self.sock.recv(65536)
+        data = self.sock.recv(65536)       # readable: returns at once, with what came
         self.last_activity = time.monotonic()
         if not data:
-            self.peer_done = True            # half close: the replies still go out
+            self.peer_done = True          # half close: the replies still go out
             # (es) cierre parcial (half-close): las respuestas salen igualmente
         self.decoder.feed(data)
         self.answer_requests()
@@ -79,6 +73,7 @@ class Connection:
             self.answer_requests()           # requests already buffered come first
 
     def finished(self) -> bool:
+        """Whether the loop closes the connection now."""
         return self.peer_done and not self.outbox
 
 
@@ -93,6 +88,7 @@ def serve(port: int, new_connection, idle_timeout: float) -> None:
     interest(), on_readable(), on_writable() and finished() (scripts/exercises reuses it)."""
     server, selector = listen_nonblocking(port)
     connections: dict[socket.socket, Connection] = {}
+    accept_again = 0.0                       # when to watch the listener again, if set
 
     def close(conn: Connection, why: str) -> None:
         print(f"closing a connection: {why}", flush=True)
@@ -102,16 +98,25 @@ def serve(port: int, new_connection, idle_timeout: float) -> None:
 
     while True:
         # sleep until a socket is ready or the nearest deadline (es: el plazo más cercano)
-        for key, events in selector.select(timeout=idle_timeout / 4):
+        wait = idle_timeout / 4
+        if accept_again:
+            wait = min(wait, max(0.0, accept_again - time.monotonic()))
+        for key, events in selector.select(timeout=wait):
             if key.fileobj is server:
-                sock, _peer = server.accept()
-                sock.setblocking(False)
+                try:
+                    sock, _peer = server.accept()
+                except (BlockingIOError, ConnectionAbortedError):
+                    continue                 # the client left the queue meanwhile
+                except OSError as error:     # EMFILE: no descriptor left for the client
+                    print(f"accept failed: {error}; waiting {BACK_OFF:g} s", flush=True)
+                    selector.unregister(server)          # (es) dejar de vigilar la escucha
+                    accept_again = time.monotonic() + BACK_OFF
+                    continue
+                sock.setblocking(False)      # recv and send never wait from now on
                 connections[sock] = conn = new_connection(sock)
                 selector.register(sock, conn.interest(), conn)
                 continue
             conn = key.data
-            if conn.sock not in connections:
-                continue                     # closed earlier in this same batch
             try:
                 if events & selectors.EVENT_READ:
                     conn.on_readable()
@@ -119,8 +124,8 @@ def serve(port: int, new_connection, idle_timeout: float) -> None:
                     conn.on_writable()
             except (BlockingIOError, InterruptedError):
                 pass                         # not ready after all: next time
-            except (OSError, ValueError) as error:   # (BadFrame is a ValueError)
-                close(conn, str(error))      # this connection's problem only
+            except (OSError, BadFrame) as error:   # a reset, a broken pipe, a bad frame:
+                close(conn, str(error))      # that client's problem only
                 continue
             if conn.finished():
                 close(conn, "the peer finished sending and every reply went out")
@@ -131,6 +136,10 @@ def serve(port: int, new_connection, idle_timeout: float) -> None:
         for conn in list(connections.values()):
             if now - conn.last_activity > idle_timeout:
                 close(conn, f"idle for {idle_timeout:g} s")
+        if accept_again and now >= accept_again:
+            selector.register(server, selectors.EVENT_READ)   # descriptors may be free now
+            accept_again = 0.0
+
 
 if __name__ == "__main__":
     main()

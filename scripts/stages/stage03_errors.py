@@ -1,15 +1,14 @@
 #!/usr/bin/env python3
-"""Stage 1: a blocking server, one client at a time.
+"""Stage 3: one client's error is that client's problem. Stage 2, with a try/except.
 
-The HOWTO's first server: accept, then talk to that client until it leaves. The framing is
-right (recv_exactly collects exactly the bytes each part needs, so a split prefix or the
-start of the next request is never lost), and one client's error ends only that client.
-What it cannot do: serve two clients at once. While it waits on one client (an idle one,
-a slow reader, a half-sent request) every other client waits in the listen queue.
-(es) Etapa 1: un servidor bloqueante, un cliente cada vez. La delimitación de mensajes es correcta, pero
-mientras espera a un cliente, todos los demás esperan en la cola de escucha.
+The one idea: a reset, a broken pipe or a bad frame raises in the code serving one
+client; caught around that client, it ends that connection and the server goes on to
+the next (lesson 9). Still missing: one client at a time (stage 4).
+(es) Etapa 3: el error de un cliente es problema de ese cliente. Un try/except alrededor
+de cada cliente: un RST, una tubería rota o una trama mala terminan esa conexión, no el
+servidor.
 
-    python scripts/stages/stage1_blocking.py --port 9009 --root /tmp/files
+    python scripts/stages/stage03_errors.py --port 9009 --root /tmp/files
 """
 
 from __future__ import annotations
@@ -33,19 +32,25 @@ def recv_exactly(sock: socket.socket, count: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def serve_request(sock: socket.socket, files: Files) -> bool:
+    """One request and its reply; False when the client finished sending."""
+    prefix = recv_exactly(sock, PREFIX.size)
+    if prefix is None:
+        return False
+    header = parse_header(recv_exactly(sock, parse_prefix(prefix)) or b"")
+    body = recv_exactly(sock, header.get("length", 0)) if header.get("length") else b""
+    if body is None:
+        return False
+    # sendall blocks until every byte is in the kernel: fine with one client, since
+    # nobody else is waiting for this thread anyway. (es) sendall bloquea hasta el final.
+    sock.sendall(files.answer(header, body))
+    return True
+
+
 def serve_client(sock: socket.socket, files: Files) -> None:
     """Requests one after another until the client finishes sending."""
-    while True:
-        prefix = recv_exactly(sock, PREFIX.size)
-        if prefix is None:
-            return
-        header = parse_header(recv_exactly(sock, parse_prefix(prefix)) or b"")
-        body = recv_exactly(sock, header.get("length", 0)) if header.get("length") else b""
-        if body is None:
-            return
-        # sendall blocks until every byte is in the kernel: fine with one client, since
-        # nobody else is waiting for this thread anyway. (es) sendall bloquea hasta el final.
-        sock.sendall(files.answer(header, body))
+    while serve_request(sock, files):
+        pass
 
 
 def main() -> None:

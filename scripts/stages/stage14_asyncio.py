@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Stage 7: stage 5 again, written for asyncio: the same rules under asyncio's names.
+"""Stage 14: stage 12 again, written for asyncio: the same rules under asyncio's names.
 
-Nothing new is decided here; each piece of stage 5 has an owner in asyncio instead:
+Nothing new is decided here; each piece of stage 12 has an owner in asyncio instead:
   - the loop, select() and the write interest belong to asyncio's event loop and its
     transport: a transport watches for writability only while its buffer holds bytes
-    (stage 5's ``Connection.interest``), so an idle server sleeps;
+    (stage 12's ``Connection.interest``), so an idle server sleeps;
   - the outbox is the transport's write buffer: ``transport.write()`` sends what the
-    socket takes now and keeps the rest (stage 5's ``on_writable``);
+    socket takes now and keeps the rest (stage 12's ``on_writable``);
   - backpressure: ``set_write_buffer_limits(HIGH_WATER, LOW_WATER)``; the transport
     calls ``pause_writing()`` above the high mark and ``resume_writing()`` below the
     low one, and the protocol stops and resumes reading (``pause_reading()``);
@@ -15,11 +15,11 @@ Nothing new is decided here; each piece of stage 5 has an owner in asyncio inste
   - the deadline is a ``loop.call_later`` timer; one connection's error reaches only
     its own ``connection_lost``.
 What is left to us is the protocol: bytes in, replies out (the same FrameDecoder).
-(es) Etapa 7: la etapa 5 otra vez, escrita para asyncio: las mismas reglas con los
+(es) Etapa 14: la etapa 12 otra vez, escrita para asyncio: las mismas reglas con los
 nombres de asyncio (transporte, búfer de escritura, umbrales alto y bajo,
 pause_writing/resume_writing, eof_received, call_later).
 
-    python scripts/stages/stage7_asyncio.py --port 9009 --root /tmp/files --idle-timeout 30
+    python scripts/stages/stage14_asyncio.py --port 9009 --root /tmp/files --idle-timeout 30
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from stage4_nonblocking import FrameDecoder
-from stage5_interest import HIGH_WATER, LOW_WATER
+from decoder import FrameDecoder
+from stage12_backoff import HIGH_WATER, LOW_WATER
 from wire import Files, command_line, listen
 
 

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Stage 10: backpressure. Stage 9, not taking new requests while too much is owed.
+
+The one idea: a blocking sendall gave backpressure for free (the loop waited, so it read
+nothing more); a non-blocking send does not. Over HIGH_WATER bytes owed, the connection
+stops reading (its interest drops EVENT_READ), so the client's requests wait in the
+kernel, whose buffers are bounded, until it has read its replies down to LOW_WATER
+(lesson 8). Still missing: an idle client holds its slot forever (lesson 11; stage 11).
+(es) Etapa 10: contrapresión. Con más de HIGH_WATER bytes debidos, la conexión deja de
+leer hasta que el cliente lea sus respuestas por debajo de LOW_WATER (lección 8).
+
+    python scripts/stages/stage10_backpressure.py --port 9009 --root /tmp/files
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+
+from decoder import FrameDecoder
+from wire import BadFrame, Files, command_line, listen_nonblocking
+
+HIGH_WATER = 256 * 1024   # owed bytes above which we stop reading (es: umbral alto)
+LOW_WATER = 64 * 1024     # ... and below which we read again (es: umbral bajo)
+
+
+class Connection:
+    def __init__(self, sock: socket.socket, files: Files) -> None:
+        self.sock, self.files = sock, files
+        self.decoder = FrameDecoder()      # the bytes of a request not yet whole
+        self.outbox = bytearray()          # replies not yet taken by send()
+        self.peer_done = False             # recv returned b"": nothing more will come
+        self.paused = False                # backpressure: not reading for now
+
+    def interest(self) -> int:
+        """What to ask select() for: the whole policy in one place. (es) Qué pedir."""
+        events = 0
+        if not self.peer_done and not self.paused:
+            events |= selectors.EVENT_READ
+        if self.outbox:
+            events |= selectors.EVENT_WRITE  # only while something waits to go out
+            # (es) solo mientras algo espera para salir
+        return events
+
+    def on_readable(self) -> None:
+        data = self.sock.recv(65536)       # readable: returns at once, with what came
+        if not data:
+            self.peer_done = True          # half close: the replies still go out
+            # (es) cierre parcial (half-close): las respuestas salen igualmente
+        self.decoder.feed(data)
+        self.answer_requests()
+
+    def answer_requests(self) -> None:
+        """Answer whole requests until the outbox is over HIGH_WATER."""
+        while len(self.outbox) < HIGH_WATER:
+            request = self.decoder.next_request()
+            if request is None:
+                break
+            self.outbox += self.files.answer(*request)
+        self.paused = len(self.outbox) >= HIGH_WATER
+
+    def on_writable(self) -> None:
+        sent = self.sock.send(self.outbox)   # may take fewer bytes than offered
+        del self.outbox[:sent]
+        if self.paused and len(self.outbox) <= LOW_WATER:
+            self.paused = False
+            self.answer_requests()           # requests already buffered come first
+
+    def finished(self) -> bool:
+        """Whether the loop closes the connection now."""
+        return self.peer_done and not self.outbox
+
+
+def main() -> None:
+    args = command_line(__doc__)
+    files = Files(args.root)
+    serve(args.port, lambda sock: Connection(sock, files))
+
+
+def serve(port: int, new_connection) -> None:
+    """The loop. ``new_connection(sock)``: an object with sock, outbox, interest(),
+    on_readable(), on_writable() and finished(); the loop asks each what it wants."""
+    server, selector = listen_nonblocking(port)
+
+    def close(conn: Connection, why: str) -> None:
+        print(f"closing a connection: {why}", flush=True)
+        selector.unregister(conn.sock)       # unregister first, then close
+        conn.sock.close()
+
+    while True:
+        for key, events in selector.select():   # asleep until a socket is ready
+            if key.fileobj is server:
+                sock, _peer = server.accept()
+                sock.setblocking(False)      # recv and send never wait from now on
+                conn = new_connection(sock)
+                selector.register(sock, conn.interest(), conn)
+                continue
+            conn = key.data
+            try:
+                if events & selectors.EVENT_READ:
+                    conn.on_readable()
+                if events & selectors.EVENT_WRITE and conn.outbox:
+                    conn.on_writable()
+            except (BlockingIOError, InterruptedError):
+                pass                         # not ready after all: next time
+            except (OSError, BadFrame) as error:   # a reset, a broken pipe, a bad frame:
+                close(conn, str(error))      # that client's problem only
+                continue
+            if conn.finished():
+                close(conn, "the peer finished sending and every reply went out")
+                # (es) el otro extremo terminó de enviar y todas las respuestas salieron
+            elif conn.interest() != key.events:
+                selector.modify(conn.sock, conn.interest(), conn)
+
+
+if __name__ == "__main__":
+    main()
