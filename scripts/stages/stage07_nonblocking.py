@@ -11,8 +11,8 @@ that it gave for free, shown failing by check.py, and each is one of the next st
   - recv() returning b"" closes at once, dropping replies still owed (lesson 6);
   - no backpressure: a client that sends requests but never reads makes the outbox grow
     without bound (lesson 8).
-(es) Etapa 7: envíos no bloqueantes. send toma lo que cabe y el resto espera en el buzón
-de salida de la conexión. Al dejar sendall se pierde lo que daba gratis: interés de
+(es) Etapa 7: envíos no bloqueantes. send toma lo que cabe y el resto espera en la
+bandeja de salida de la conexión. Al dejar sendall se pierde lo que daba gratis: interés de
 escritura siempre activo (lección 7), b"" que cierra con respuestas pendientes
 (lección 6) y sin contrapresión (lección 8).
 

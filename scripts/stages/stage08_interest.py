@@ -7,7 +7,7 @@ with nothing to send makes it return at once, forever (100 % CPU with nothing to
 tells select() whenever the answer changes (lesson 7). Still missing: the half close
 (lesson 6; stage 9) and backpressure (lesson 8; stage 10).
 (es) Etapa 8: interés de escritura solo con salida pendiente. Connection.interest pide
-EVENT_WRITE solo mientras el buzón de salida tiene bytes: el bucle duerme si no hay nada
+EVENT_WRITE solo mientras el bandeja de salida tiene bytes: el bucle duerme si no hay nada
 que hacer (lección 7).
 
     python scripts/stages/stage08_interest.py --port 9009 --root /tmp/files
