@@ -131,6 +131,43 @@ def test_the_busy_loop_reason_is_what_the_kernel_shows_not_a_guess(tmp_path):
     assert "EPOLLOUT is in its interest" in stage7.stdout, stage7.stdout
 
 
+EOF_IGNORING_SERVER = """
+import selectors, sys
+sys.path.insert(0, {stages!r})
+from decoder import FrameDecoder
+from wire import Files, command_line, listen_nonblocking
+
+args = command_line("a loop that ignores the end of a stream")
+files, (server, selector) = Files(args.root), listen_nonblocking(args.port)
+while True:
+    for key, _ in selector.select():
+        if key.fileobj is server:
+            sock, _ = server.accept()
+            selector.register(sock, selectors.EVENT_READ, FrameDecoder())
+            continue
+        data = key.fileobj.recv(65536)   # b"" at the end: ignored, so readable forever
+        key.data.feed(data)
+        while (request := key.data.next_request()) is not None:
+            key.fileobj.sendall(files.answer(*request))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_server_that_ignores_the_end_of_a_stream_is_seen_spinning(tmp_path):
+    """No stage ignores recv() returning b"", but a learner's server may: the half close
+    row then sees it spin (CPU, with nothing owed), where it would otherwise wait forever
+    for a close that never comes."""
+    script = tmp_path / "eof_ignored.py"
+    script.write_text(EOF_IGNORING_SERVER.format(stages=str(STAGES)))
+    result = run_whole(
+        [sys.executable, str(STAGES / "check.py"), "--scenario", "half close", "--lang", "en",
+         "--server", f"{sys.executable} {script} --port {{port}} --root {{root}}"],
+        timeout=110)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAIL  half close: replied, then neither slept nor closed" in result.stdout
+    assert "(lesson 6)" in result.stdout
+
+
 def test_each_stage_is_the_one_before_with_one_idea():
     """Stage N's docstring says its one idea and builds on stage N-1, and its code (the
     docstring aside) differs from stage N-1's by a screenful at most: ``diff`` between

@@ -49,12 +49,16 @@ def test_both_tutorials_show_the_same_lessons():
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("doc, command, lines", CASES,
                          ids=[f"{d}:{c.split()[1]}" for d, c, _ in CASES])
-def test_the_listed_command_prints_the_listed_lines(doc, command, lines):
+def test_the_listed_command_prints_the_listed_lines(doc, command, lines, tmp_path):
     argv = shlex.split(command)
     assert argv[0] == "python"
     if "demo_busy_loop.py" in command:
         argv += ["--seconds", "0.5"]
-    result = run_whole([sys.executable, *argv[1:]], timeout=100, cwd=REPO)
+    # As a reader runs it: from the repository's root, in a fresh HOME and scratch /tmp
+    # (each of these commands starts its own servers on free ports: none needs another)
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "HOME": str(tmp_path), "TMPDIR": str(tmp_path / "tmp")}
+    result = run_whole([sys.executable, *argv[1:]], timeout=100, cwd=REPO, env=env)
     # The stage checker exits 1 when a row fails, as the listed lines then show.
     fails = "stages/check.py" in command and any(
         line.split()[:1] in (["FAIL"], ["FALLA"]) for line in lines)

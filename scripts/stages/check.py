@@ -565,10 +565,17 @@ def half_close(server: Server, root: Path, tag: str) -> None:
     if client.replies[0][1] != (root / "big.bin").read_bytes():
         raise failed(t("the reply's body is not the file",
                        "el cuerpo de la respuesta no es el archivo"))
-    watch = Watch(server)
+    watch, start = Watch(server), server.cpu_seconds()
     while not client.closed:
         client.read_available()
         server.check_alive()
+        if server.cpu_seconds() - start > 1.0:  # (all it owes went out: nothing to do)
+            raise failed(t("replied, then neither slept nor closed: recv() returns b'' at "
+                           "once, every time, and the loop keeps reading (the end of the "
+                           "stream ignored: it spins)",
+                           "respondió, y después ni durmió ni cerró: recv() devuelve b'' al "
+                           "instante, cada vez, y el bucle sigue leyendo (el fin del flujo "
+                           "ignorado: da vueltas en vano)"))
         if watch.asleep(also=not client.closed and not server.queues(client.sock)[0]):
             raise failed(t("replied, but never closed the half-closed connection",
                            "respondió, pero nunca cerró la conexión tras su cierre parcial "

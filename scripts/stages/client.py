@@ -37,7 +37,8 @@ def main() -> int:
     p.add_argument("op", choices=("put", "get"))
     p.add_argument("file", help="put: a local file (sent under its name); get: a name")
     p.add_argument("--port", type=int, default=9009)
-    p.add_argument("-o", "--output", help="get: where to write it (default: print a summary)")
+    p.add_argument("-o", "--output", help="get: a file to write, or a folder to write it "
+                   "into under its name, as muxserver's get -o does (default: a summary)")
     args = p.parse_args()
     name = Path(args.file).name
     body = Path(args.file).read_bytes() if args.op == "put" else b""
@@ -54,7 +55,8 @@ def main() -> int:
         print(f"client: {header.get('error')}: {header.get('message')}", file=sys.stderr)
         return 1
     if args.output:
-        Path(args.output).write_bytes(data)
+        target = Path(args.output)
+        (target / name if target.is_dir() else target).write_bytes(data)
     print(f"{args.op} {name}: ok, {len(body) or len(data)} bytes")
     return 0
 
