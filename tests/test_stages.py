@@ -187,7 +187,7 @@ def test_each_stage_is_the_one_before_with_one_idea():
         assert "The one idea: " in doc, after.name
         changed = [line for line in difflib.unified_diff(code(before), code(after), n=0)
                    if line[:1] in "+-" and line[:3] not in ("+++", "---")]
-        assert len(changed) <= 80, f"{before.name} -> {after.name}: {len(changed)} lines"
+        assert len(changed) <= 90, f"{before.name} -> {after.name}: {len(changed)} lines"
 
 
 def test_every_stage_is_small_and_bilingual():

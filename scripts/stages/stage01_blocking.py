@@ -32,8 +32,8 @@ def serve_request(sock: socket.socket, files: Files) -> bool:
     end = PREFIX.size + parse_prefix(data[:PREFIX.size])
     header = parse_header(data[PREFIX.size:end])
     body = data[end:end + header.get("length", 0)]   # MISTAKE (lesson 5): the rest is lost
-    # sendall blocks until every byte is in the kernel: fine with one client, since
-    # nobody else is waiting for this thread anyway. (es) sendall bloquea hasta el final.
+    # sendall blocks until every byte is in the kernel; meanwhile every other client
+    # waits (lesson 1). (es) sendall bloquea hasta que todo está en el núcleo.
     sock.sendall(files.answer(header, body))
     return True
 

@@ -40,12 +40,15 @@ def serve_request(sock: socket.socket, files: Files) -> bool:
     prefix = recv_exactly(sock, PREFIX.size)
     if prefix is None:
         return False
-    header = parse_header(recv_exactly(sock, parse_prefix(prefix)) or b"")
+    raw = recv_exactly(sock, parse_prefix(prefix))
+    if raw is None:
+        return False
+    header = parse_header(raw)
     body = recv_exactly(sock, header.get("length", 0)) if header.get("length") else b""
     if body is None:
         return False
-    # sendall blocks until every byte is in the kernel: fine with one client, since
-    # nobody else is waiting for this thread anyway. (es) sendall bloquea hasta el final.
+    # sendall blocks until every byte is in the kernel; meanwhile every other client
+    # waits (lesson 1). (es) sendall bloquea hasta que todo está en el núcleo.
     sock.sendall(files.answer(header, body))
     return True
 

@@ -5,7 +5,7 @@ The one idea: a reset, a broken pipe or a bad frame raises in the code serving o
 client; caught around that client, it ends that connection and the server goes on to
 the next (lesson 9). Still missing: one client at a time (stage 4).
 (es) Etapa 3: el error de un cliente es problema de ese cliente. Un try/except alrededor
-de cada cliente: un RST, una tubería rota o una trama mala terminan esa conexión, no el
+de cada cliente: un RST, una tubería rota o una trama mal formada terminan esa conexión, no el
 servidor.
 
     python scripts/stages/stage03_errors.py --port 9009 --root /tmp/files
@@ -37,12 +37,15 @@ def serve_request(sock: socket.socket, files: Files) -> bool:
     prefix = recv_exactly(sock, PREFIX.size)
     if prefix is None:
         return False
-    header = parse_header(recv_exactly(sock, parse_prefix(prefix)) or b"")
+    raw = recv_exactly(sock, parse_prefix(prefix))
+    if raw is None:
+        return False
+    header = parse_header(raw)
     body = recv_exactly(sock, header.get("length", 0)) if header.get("length") else b""
     if body is None:
         return False
-    # sendall blocks until every byte is in the kernel: fine with one client, since
-    # nobody else is waiting for this thread anyway. (es) sendall bloquea hasta el final.
+    # sendall blocks until every byte is in the kernel; meanwhile every other client
+    # waits (lesson 1). (es) sendall bloquea hasta que todo está en el núcleo.
     sock.sendall(files.answer(header, body))
     return True
 

@@ -39,12 +39,15 @@ def serve_request(sock: socket.socket, files: Files) -> bool:
     prefix = recv_exactly(sock, PREFIX.size)
     if prefix is None:
         return False
-    header = parse_header(recv_exactly(sock, parse_prefix(prefix)) or b"")
+    raw = recv_exactly(sock, parse_prefix(prefix))
+    if raw is None:
+        return False
+    header = parse_header(raw)
     body = recv_exactly(sock, header.get("length", 0)) if header.get("length") else b""
     if body is None:
         return False
     # sendall blocks until every byte is in the kernel: only this client's thread waits.
-    # (es) sendall bloquea hasta el final: solo espera el hilo de este cliente.
+    # (es) sendall bloquea hasta que todo está en el núcleo: solo espera este hilo.
     sock.sendall(files.answer(header, body))
     return True
 

@@ -8,6 +8,8 @@ loop, every client with it, in two places (check.py shows both):
   - recv_exactly waits for the rest of a request: a client that sent half of one and
     stopped holds everybody (lesson 4); stage 6 keeps what came and waits in select;
   - sendall waits for a client that does not read (lesson 3); stage 7 stops waiting.
+The listening socket is non-blocking (listen_nonblocking): select() says a client
+waits, but it may leave the queue before accept(), which must not then block the loop.
 (es) Etapa 5: select. Un solo hilo vigila todos los sockets; pero cada socket listo se
 atiende con llamadas bloqueantes: media petición (lección 4) o un cliente que no lee
 (lección 3) detienen el bucle, y a todos los clientes con él.
@@ -45,7 +47,10 @@ def serve_request(sock: socket.socket, files: Files) -> bool:
     prefix = recv_exactly(sock, PREFIX.size)
     if prefix is None:
         return False
-    header = parse_header(recv_exactly(sock, parse_prefix(prefix)) or b"")
+    raw = recv_exactly(sock, parse_prefix(prefix))
+    if raw is None:
+        return False
+    header = parse_header(raw)
     body = recv_exactly(sock, header.get("length", 0)) if header.get("length") else b""
     if body is None:
         return False
@@ -61,7 +66,10 @@ def main() -> None:
     while True:
         for key, _events in selector.select():   # asleep until a socket is readable
             if key.fileobj is server:
-                sock, _peer = server.accept()    # (a blocking socket, as before)
+                try:
+                    sock, _peer = server.accept()    # (a blocking socket, as before)
+                except (BlockingIOError, ConnectionAbortedError):
+                    continue                 # readiness is a hint: the client left meanwhile
                 selector.register(sock, selectors.EVENT_READ)
                 continue
             sock = key.fileobj

@@ -4,8 +4,10 @@
 The one idea: select() said this socket is readable, so one recv() returns at once
 with whatever has arrived; a FrameDecoder per connection (decoder.py) keeps those bytes
 until they make a whole request, and the loop goes back to select(). Half a request
-no longer holds anybody (lesson 4). Still missing: sendall waits for a client that does
-not read, and the loop with it (lesson 3; stage 7).
+no longer holds anybody (lesson 4). The decoder is a connection's state, so each
+socket now has a Connection, and the loop moves into serve(), which makes them.
+Still missing: sendall waits for a client that does not read, and the loop with it
+(lesson 3; stage 7).
 (es) Etapa 6: un decodificador por conexión. Un recv por aviso de select, con lo que haya
 llegado; el FrameDecoder lo guarda hasta tener una petición entera. Media petición ya no
 detiene a nadie; sendall sigue esperando a quien no lee (lección 3).
@@ -41,7 +43,7 @@ class Connection:
 
     def finished(self) -> bool:
         """Whether the loop closes the connection now."""
-        return self.peer_done              # (sendall has sent every reply already)
+        return self.peer_done              # (sendall gave every reply to the kernel already)
 
 
 def main() -> None:
@@ -63,7 +65,10 @@ def serve(port: int, new_connection) -> None:
     while True:
         for key, _events in selector.select():   # asleep until a socket is readable
             if key.fileobj is server:
-                sock, _peer = server.accept()    # (a blocking socket, as before)
+                try:
+                    sock, _peer = server.accept()    # (a blocking socket, as before)
+                except (BlockingIOError, ConnectionAbortedError):
+                    continue                 # readiness is a hint: the client left meanwhile
                 selector.register(sock, selectors.EVENT_READ, new_connection(sock))
                 continue
             conn = key.data

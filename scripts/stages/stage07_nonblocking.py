@@ -76,7 +76,10 @@ def serve(port: int, new_connection) -> None:
     while True:
         for key, events in selector.select():   # asleep until a socket is ready
             if key.fileobj is server:
-                sock, _peer = server.accept()
+                try:
+                    sock, _peer = server.accept()
+                except (BlockingIOError, ConnectionAbortedError):
+                    continue                 # readiness is a hint: the client left meanwhile
                 sock.setblocking(False)      # recv and send never wait from now on
                 # MISTAKE (lesson 7): write interest even with nothing to write: a busy loop
                 # (es) TRAMPA (lección 7): interés de escritura sin nada que escribir
@@ -88,7 +91,7 @@ def serve(port: int, new_connection) -> None:
                     conn.on_readable()
                 if events & selectors.EVENT_WRITE and conn.outbox:
                     conn.on_writable()
-            except (BlockingIOError, InterruptedError):
+            except BlockingIOError:
                 pass                         # not ready after all: next time
             except (OSError, BadFrame) as error:   # a reset, a broken pipe, a bad frame:
                 close(conn, str(error))      # that client's problem only

@@ -7,7 +7,7 @@ with nothing to send makes it return at once, forever (100 % CPU with nothing to
 tells select() whenever the answer changes (lesson 7). Still missing: the half close
 (lesson 6; stage 9) and backpressure (lesson 8; stage 10).
 (es) Etapa 8: interés de escritura solo con salida pendiente. Connection.interest pide
-EVENT_WRITE solo mientras el bandeja de salida tiene bytes: el bucle duerme si no hay nada
+EVENT_WRITE solo mientras la bandeja de salida tiene bytes: el bucle duerme si no hay nada
 que hacer (lección 7).
 
     python scripts/stages/stage08_interest.py --port 9009 --root /tmp/files
@@ -76,7 +76,10 @@ def serve(port: int, new_connection) -> None:
     while True:
         for key, events in selector.select():   # asleep until a socket is ready
             if key.fileobj is server:
-                sock, _peer = server.accept()
+                try:
+                    sock, _peer = server.accept()
+                except (BlockingIOError, ConnectionAbortedError):
+                    continue                 # readiness is a hint: the client left meanwhile
                 sock.setblocking(False)      # recv and send never wait from now on
                 conn = new_connection(sock)
                 selector.register(sock, conn.interest(), conn)
@@ -87,7 +90,7 @@ def serve(port: int, new_connection) -> None:
                     conn.on_readable()
                 if events & selectors.EVENT_WRITE and conn.outbox:
                     conn.on_writable()
-            except (BlockingIOError, InterruptedError):
+            except BlockingIOError:
                 pass                         # not ready after all: next time
             except (OSError, BadFrame) as error:   # a reset, a broken pipe, a bad frame:
                 close(conn, str(error))      # that client's problem only

@@ -33,7 +33,8 @@ class Connection:
         self.paused = False                # backpressure: not reading for now
 
     def interest(self) -> int:
-        """What to ask select() for: the whole policy in one place. (es) Qué pedir."""
+        """What to ask select() for: the whole policy in one place (0 only once
+        finished(): nothing more to read or send). (es) Qué pedir."""
         events = 0
         if not self.peer_done and not self.paused:
             events |= selectors.EVENT_READ
@@ -90,7 +91,10 @@ def serve(port: int, new_connection) -> None:
     while True:
         for key, events in selector.select():   # asleep until a socket is ready
             if key.fileobj is server:
-                sock, _peer = server.accept()
+                try:
+                    sock, _peer = server.accept()
+                except (BlockingIOError, ConnectionAbortedError):
+                    continue                 # readiness is a hint: the client left meanwhile
                 sock.setblocking(False)      # recv and send never wait from now on
                 conn = new_connection(sock)
                 selector.register(sock, conn.interest(), conn)
@@ -101,7 +105,7 @@ def serve(port: int, new_connection) -> None:
                     conn.on_readable()
                 if events & selectors.EVENT_WRITE and conn.outbox:
                     conn.on_writable()
-            except (BlockingIOError, InterruptedError):
+            except BlockingIOError:
                 pass                         # not ready after all: next time
             except (OSError, BadFrame) as error:   # a reset, a broken pipe, a bad frame:
                 close(conn, str(error))      # that client's problem only

@@ -35,7 +35,8 @@ class Connection:
         self.last_activity = time.monotonic()
 
     def interest(self) -> int:
-        """What to ask select() for: the whole policy in one place. (es) Qué pedir."""
+        """What to ask select() for: the whole policy in one place (0 only once
+        finished(): nothing more to read or send). (es) Qué pedir."""
         events = 0
         if not self.peer_done and not self.paused:
             events |= selectors.EVENT_READ
@@ -83,7 +84,7 @@ def main() -> None:
 
 def serve(port: int, new_connection, idle_timeout: float) -> None:
     """The loop. ``new_connection(sock)``: an object with sock, outbox, last_activity,
-    interest(), on_readable(), on_writable() and finished() (scripts/exercises reuses it)."""
+    interest(), on_readable(), on_writable() and finished(); the loop asks each what it wants."""
     server, selector = listen_nonblocking(port)
     connections: dict[socket.socket, Connection] = {}
 
@@ -94,11 +95,16 @@ def serve(port: int, new_connection, idle_timeout: float) -> None:
         del connections[conn.sock]
 
     while True:
-        # sleep until a socket is ready or the nearest deadline (es: el plazo más cercano)
+        # sleep until a socket is ready or a quarter of the idle timeout has passed
+        # (es) dormir hasta que un socket esté listo o pase un cuarto del plazo
         for key, events in selector.select(timeout=idle_timeout / 4):
             if key.fileobj is server:
-                sock, _peer = server.accept()    # MISTAKE (lesson 13): EMFILE ends the loop
-                # (es) TRAMPA (lección 13): EMFILE acaba con el bucle
+                try:
+                    sock, _peer = server.accept()
+                except (BlockingIOError, ConnectionAbortedError):
+                    continue                 # readiness is a hint: the client left meanwhile
+                # MISTAKE (lesson 13): any other OSError (EMFILE) ends the loop
+                # (es) TRAMPA (lección 13): cualquier otro OSError (EMFILE) acaba con el bucle
                 sock.setblocking(False)      # recv and send never wait from now on
                 connections[sock] = conn = new_connection(sock)
                 selector.register(sock, conn.interest(), conn)
@@ -109,7 +115,7 @@ def serve(port: int, new_connection, idle_timeout: float) -> None:
                     conn.on_readable()
                 if events & selectors.EVENT_WRITE and conn.outbox:
                     conn.on_writable()
-            except (BlockingIOError, InterruptedError):
+            except BlockingIOError:
                 pass                         # not ready after all: next time
             except (OSError, BadFrame) as error:   # a reset, a broken pipe, a bad frame:
                 close(conn, str(error))      # that client's problem only

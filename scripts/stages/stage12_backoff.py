@@ -37,7 +37,8 @@ class Connection:
         self.last_activity = time.monotonic()
 
     def interest(self) -> int:
-        """What to ask select() for: the whole policy in one place. (es) Qué pedir."""
+        """What to ask select() for: the whole policy in one place (0 only once
+        finished(): nothing more to read or send). (es) Qué pedir."""
         events = 0
         if not self.peer_done and not self.paused:
             events |= selectors.EVENT_READ
@@ -85,7 +86,7 @@ def main() -> None:
 
 def serve(port: int, new_connection, idle_timeout: float) -> None:
     """The loop. ``new_connection(sock)``: an object with sock, outbox, last_activity,
-    interest(), on_readable(), on_writable() and finished() (scripts/exercises reuses it)."""
+    interest(), on_readable(), on_writable() and finished() (scripts/exercises reuses this)."""
     server, selector = listen_nonblocking(port)
     connections: dict[socket.socket, Connection] = {}
     accept_again = 0.0                       # when to watch the listener again, if set
@@ -97,7 +98,8 @@ def serve(port: int, new_connection, idle_timeout: float) -> None:
         del connections[conn.sock]
 
     while True:
-        # sleep until a socket is ready or the nearest deadline (es: el plazo más cercano)
+        # sleep until a socket is ready or a quarter of the idle timeout has passed
+        # (es) dormir hasta que un socket esté listo o pase un cuarto del plazo
         wait = idle_timeout / 4
         if accept_again:
             wait = min(wait, max(0.0, accept_again - time.monotonic()))
@@ -106,10 +108,10 @@ def serve(port: int, new_connection, idle_timeout: float) -> None:
                 try:
                     sock, _peer = server.accept()
                 except (BlockingIOError, ConnectionAbortedError):
-                    continue                 # the client left the queue meanwhile
+                    continue                 # readiness is a hint: the client left meanwhile
                 except OSError as error:     # EMFILE: no descriptor left for the client
                     print(f"accept failed: {error}; waiting {BACK_OFF:g} s", flush=True)
-                    selector.unregister(server)          # (es) dejar de vigilar la escucha
+                    selector.unregister(server)          # (es) dejar de vigilar el socket de escucha
                     accept_again = time.monotonic() + BACK_OFF
                     continue
                 sock.setblocking(False)      # recv and send never wait from now on
@@ -122,7 +124,7 @@ def serve(port: int, new_connection, idle_timeout: float) -> None:
                     conn.on_readable()
                 if events & selectors.EVENT_WRITE and conn.outbox:
                     conn.on_writable()
-            except (BlockingIOError, InterruptedError):
+            except BlockingIOError:
                 pass                         # not ready after all: next time
             except (OSError, BadFrame) as error:   # a reset, a broken pipe, a bad frame:
                 close(conn, str(error))      # that client's problem only

@@ -87,7 +87,7 @@ class FileProtocol(asyncio.Protocol):
     def check_idle(self) -> None:
         """Nothing received, nothing of the buffer sent, for idle_timeout: close."""
         buffered = self.transport.get_write_buffer_size()
-        if buffered != self.last_buffered:   # bytes left the buffer: the peer reads
+        if buffered != self.last_buffered:   # the buffer moved: the peer reads (or we wrote)
             self.last_buffered, self.last_activity = buffered, time.monotonic()
         if time.monotonic() - self.last_activity > self.idle_timeout:
             print(f"closing a connection: idle for {self.idle_timeout:g} s", flush=True)

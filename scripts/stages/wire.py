@@ -69,7 +69,7 @@ class Files:
     def answer(self, header: dict, body: bytes) -> bytes:
         """The reply to one complete request. (es) La respuesta a una petición completa."""
         rid, op, name = header.get("id"), header.get("op"), str(header.get("name", ""))
-        if not name or "/" in name or name.startswith("."):
+        if not name or "/" in name or "\x00" in name or name.startswith("."):
             return frame({"id": rid, "ok": False, "error": "bad_name", "message": name})
         path = self.root / name
         if op == "put":
