@@ -837,8 +837,7 @@ def print_table(results: dict[str, dict[str, tuple]]) -> None:
     column = max(len(t("FAIL", "FALLA")), *(len(number(s)) for s in stages)) + 1
     print("".ljust(width) + "".join(number(s).ljust(column) for s in stages).rstrip())
     for scenario in scenarios:
-        cells = ("ok" if results[stage][scenario][0] else t("FAIL", "FALLA")
-                 for stage in stages)
+        cells = (verdict(results[stage][scenario][0]) for stage in stages)
         print((name(scenario).ljust(width) + "".join(c.ljust(column) for c in cells)).rstrip())
     if any(name(s) != number(s) for s in stages):
         # (a stage's name never split across two lines: its spaces are no-break ones)
