@@ -201,6 +201,23 @@ def run_whole(argv: list[str], timeout: float, **kw) -> subprocess.CompletedProc
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
+def load_stage_checker():
+    """scripts/stages/check.py as a module (its tables and its names, for the tests that
+    keep the tutorials in step with it)."""
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "scripts" / "stages" / "check.py"
+    spec = importlib.util.spec_from_file_location("stages_check", path)
+    assert spec is not None and spec.loader is not None
+    check = importlib.util.module_from_spec(spec)
+    sys.modules["stages_check"] = check  # (its dataclasses look themselves up there)
+    try:
+        spec.loader.exec_module(check)
+    finally:
+        del sys.modules["stages_check"]
+    return check
+
+
 def run_cli(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "muxserver", *args], capture_output=True,
                           text=True, timeout=timeout, **kw)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import run_whole
+from .conftest import load_stage_checker, run_whole
 
 STAGES = Path(__file__).parent.parent / "scripts" / "stages"
 
@@ -168,6 +168,20 @@ def test_a_server_that_ignores_the_end_of_a_stream_is_seen_spinning(tmp_path):
     assert "(lesson 6)" in result.stdout
 
 
+@pytest.mark.timeout(120)
+def test_a_server_command_without_the_idle_placeholder_is_not_said_to_have_had_it():
+    # Started without {idle}, a server runs with its own timeout: the verdict must not
+    # claim it was given one second.
+    result = run_whole(
+        [sys.executable, str(STAGES / "check.py"), "--scenario", "idle timeout", "--lang", "en",
+         "--server", f"{sys.executable} {STAGES / 'stage04_threads.py'} --port {{port}} "
+                     "--root {root}"], timeout=110)
+    assert "note: the command has no {idle}" in result.stdout, result.stdout + result.stderr
+    assert "FAIL  idle timeout" in result.stdout
+    assert "its command has no {idle}" in result.stdout
+    assert "started with --idle-timeout" not in result.stdout
+
+
 def test_each_stage_is_the_one_before_with_one_idea():
     """Stage N's docstring says its one idea and builds on stage N-1, and its code (the
     docstring aside) differs from stage N-1's by a screenful at most: ``diff`` between
@@ -199,16 +213,7 @@ def test_every_stage_is_small_and_bilingual():
 
 
 def test_the_tutorial_says_what_each_stage_fixes_and_loses_as_the_table_does():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("stages_check", STAGES / "check.py")
-    assert spec is not None and spec.loader is not None
-    check = importlib.util.module_from_spec(spec)
-    sys.modules["stages_check"] = check  # (its dataclasses look themselves up there)
-    try:
-        spec.loader.exec_module(check)
-    finally:
-        del sys.modules["stages_check"]
+    check = load_stage_checker()
     results = {stage: {row: (cells[i], "") for row, cells in EXPECTED.items()}
                for i, stage in enumerate(STAGE_NAMES)}
     lines = [f"  {stage}: " + "; ".join(

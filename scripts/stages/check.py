@@ -168,6 +168,7 @@ class Server:
                                      env={**os.environ, "PYTHONUNBUFFERED": "1",
                                           "PYTHONPATH": path})
         self.port = 0
+        self.idle_given = True  # (whether its command took the scenario's idle timeout)
         announced = threading.Event()
         threading.Thread(target=self._read_output, args=(announced,), daemon=True).start()
         if not announced.wait(STARTUP):  # (a server that never says where it listens)
@@ -614,10 +615,14 @@ def idle(server: Server, root: Path, tag: str, patience: float = 4.0) -> None:
     while not client.closed:
         server.check_alive()
         if time.monotonic() > deadline:
-            raise failed(t(f"an idle client still holds its slot after {patience:g} s "
-                           f"(no timeout; started with --idle-timeout {IDLE_TIMEOUT:g})",
+            how = (t(f"no timeout; started with --idle-timeout {IDLE_TIMEOUT:g}",
+                     f"sin plazo; arrancado con --idle-timeout {IDLE_TIMEOUT:g}")
+                   if server.idle_given else
+                   t("its command has no {idle}, so it runs with a timeout of its own, if any",
+                     "su orden no lleva {idle}, así que usa un plazo propio, si lo tiene"))
+            raise failed(t(f"an idle client still holds its slot after {patience:g} s ({how})",
                            f"un cliente ocioso sigue ocupando su plaza tras {patience:g} s "
-                           f"(sin plazo; arrancado con --idle-timeout {IDLE_TIMEOUT:g})"))
+                           f"({how})"))
         client.read_available()
         time.sleep(POLL)
     raise passed(t("closed the idle connection after its timeout",
@@ -783,6 +788,7 @@ def run_one(template: list[str], scenario: str, root: Path, tag: str) -> tuple[b
     idle = IDLE_TIMEOUT if scenario == "idle timeout" else RELAXED_TIMEOUT
     command = [arg.replace("{idle}", f"{idle:g}") for arg in template]
     server = Server(command, root)
+    server.idle_given = any("{idle}" in arg for arg in template)
     def cite(number: int) -> str:
         return t(f" (lesson {number})", f" (lección {number})")
 
@@ -899,6 +905,11 @@ def main() -> int:
         raise SystemExit("check.py watches the server through Linux's /proc")
     if args.server:
         stages = {"yours": shlex.split(args.server.replace("{port}", "0"))}
+        if "{idle}" not in args.server and not args.json:
+            print(t("note: the command has no {idle}; the 'idle timeout' row runs your server "
+                    "with its own timeout (add --idle-timeout {idle} to give it 1 s)",
+                    "nota: la orden no lleva {idle}; la fila «plazo de inactividad» arranca tu "
+                    "servidor con su propio plazo (añade --idle-timeout {idle} para darle 1 s)"))
     else:
         chosen = {k: v for k, v in STAGES.items()
                   if not args.stage or k.split()[0] in args.stage}

@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import selectors
+import signal
 import socket
 import struct
+import sys
 from pathlib import Path
 
 PREFIX = struct.Struct("!4sBBH")   # magic, version, flags, header length
@@ -88,6 +90,8 @@ def command_line(doc: str) -> argparse.Namespace:
     p.add_argument("--root", default=".", help="the directory to serve")
     p.add_argument("--idle-timeout", type=float, default=60.0,
                    help="seconds a client may send nothing (only stages that have timeouts)")
+    # Ctrl-C ends a stage quietly: a KeyboardInterrupt traceback would look like a crash.
+    signal.signal(signal.SIGINT, lambda _signum, _frame: sys.exit(0))
     return p.parse_args()
 
 
