@@ -212,7 +212,7 @@ class Access:
 
     @property
     def token_required(self) -> bool:
-        return bool(self._fixed) or self.accounts is not None
+        return bool(self._fixed.tokens) or self.accounts is not None
 
     @property
     def has_users(self) -> bool:

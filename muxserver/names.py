@@ -67,7 +67,7 @@ def _check(name: str) -> tuple[str, ...]:
         raise _refused(name, f"more than {MAX_DEPTH} components (directories nested too "
                              "deep)")
     for depth, part in enumerate(parts):
-        why = component_problem(part, top=depth == 0)
+        why = _remembered_problem(part, depth == 0)
         if why:
             raise _refused(name, why)
     return tuple(parts)
@@ -95,6 +95,23 @@ def component_problem(part: str, *, top: bool) -> str:
     if folded != part and ("/" in folded or _form_problem(folded, top)):
         return "it changes its path structure under Unicode normalisation"
     return ""
+
+
+#: New names mostly reuse the components of earlier ones (the folders above them, and
+#: a file's own name in another folder), and a component's verdict depends on it
+#: alone: verdicts are remembered too, so a new name in a known folder costs a lookup
+#: per component. Only components of at most 255 characters are: a megabyte in all.
+REMEMBERED_COMPONENTS = 4096
+
+
+@functools.lru_cache(maxsize=REMEMBERED_COMPONENTS)
+def _remembered(part: str, top: bool) -> str:
+    return component_problem(part, top=top)
+
+
+def _remembered_problem(part: str, top: bool) -> str:
+    return (_remembered(part, top) if len(part) <= MAX_COMPONENT_BYTES
+            else component_problem(part, top=top))
 
 
 def _form_problem(part: str, top: bool) -> str:

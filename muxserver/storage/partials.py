@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -301,6 +302,7 @@ def native_identity(digest: Digest | None, mtime: float | None) -> str:
     return "nt" + hashlib.sha256(repr(mtime).encode()).hexdigest()[:15]
 
 
+@functools.lru_cache(maxsize=256)  # (once per request: a hash each time costs a microsecond)
 def writer_tag(writer: bytes) -> str:
     """Eight hex digits standing for a writer (``access.Grant.writer``): partial files
     are counted per writer, and one writer's keys never meet another's."""
