@@ -444,7 +444,7 @@ class Session(BaseProtocol):
         queued = self.channel.get_write_buffer_size()
         if self.work.state.helper_works and not queued:
             return Phase.WORKING, 0.0  # (a stalled client would show as bytes queued)
-        if self.busy or queued or self.reading_body():
+        if queued or self.busy or self.reading_body():  # (cheapest first: once per event)
             return Phase.TRANSFER, self.work.helper_done_at
         if self.header_since is not None:
             return Phase.HEADER, self.header_since
