@@ -189,10 +189,12 @@ def bulk(args: argparse.Namespace, work: Path) -> dict:
         stat["mib_per_s"] = args.size_mib / stat["median"]
         stat["ratio_to_socat"] = stat["median"] / base["median"] if base else None
         stat["cpu_s_per_gib"] = statistics.median(cpu[name]) * 1024 / args.size_mib
-    floor = results.get(FLOOR)
-    for stat in results.values():
-        stat["cpu_to_floor"] = (stat["cpu_s_per_gib"] / floor["cpu_s_per_gib"]
-                                if floor else None)
+    # Against the floor, round by round: the median of each round's own ratio (the host's
+    # slow spells last seconds, and then weigh on both sides of one ratio; see many()).
+    for name, stat in results.items():
+        stat["cpu_to_floor"] = (statistics.median(ours / floor for ours, floor
+                                                  in zip(cpu[name], cpu[FLOOR]))
+                                if FLOOR in cpu else None)
     skipped = [] if ftp is not None else ["pyftpdlib+curl (pip install pyftpdlib; curl)"]
     if base is None:
         skipped.append("socat (apt-get install socat)")
@@ -413,7 +415,8 @@ def print_report(report: dict, args: argparse.Namespace) -> None:
                   f"{s['mib_per_s']:>8.0f}{ratio:>10}{s['cpu_s_per_gib']:>11.2f}{floor:>10}")
         print("  (CPU: client and server together, user + system, median of the runs; the "
               "floor: socat's copy and one BLAKE3 pass at each end, measured in the same "
-              "run; the memory the runs use was touched first)")
+              "run; 'vs floor': the median of each round's own ratio; the memory the runs "
+              "use was touched first)")
         for name, s in b["results"].items():
             theirs = b["results"].get(name.replace("muxserver ", "baseline ", 1))
             if name.startswith("muxserver ") and theirs:
