@@ -100,7 +100,8 @@ def component_problem(part: str, *, top: bool) -> str:
 #: New names mostly reuse the components of earlier ones (the folders above them, and
 #: a file's own name in another folder), and a component's verdict depends on it
 #: alone: verdicts are remembered too, so a new name in a known folder costs a lookup
-#: per component. Only components of at most 255 characters are: a megabyte in all.
+#: per component. Only components of at most 255 characters are: 1 MiB of ASCII in
+#: all, 4 MiB at worst (four bytes a character).
 REMEMBERED_COMPONENTS = 4096
 
 

@@ -384,10 +384,11 @@ def _header_encoder() -> Callable[[Mapping[str, Any]], str]:
     built once. The headers we write are never circular, so it keeps no markers."""
     encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     make = json.encoder.c_make_encoder  # type: ignore[attr-defined]
-    if make is None:  # (a Python built without json's C accelerator)
+    try:  # (json's own call, json/encoder.py: not a public interface, so checked here)
+        encode = make(None, encoder.default, json.encoder.encode_basestring,
+                      None, ":", ",", False, False, False)
+    except TypeError:  # (no C accelerator in this Python, or its arguments changed)
         return encoder.encode
-    encode = make(None, encoder.default, json.encoder.encode_basestring,
-                  None, ":", ",", False, False, False)
     return lambda fields: "".join(encode(fields, 0))
 
 
