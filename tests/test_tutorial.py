@@ -34,8 +34,9 @@ def examples(doc: str) -> list[tuple[str, list[str]]]:
     return [(m["cmd"], m["lines"].strip().splitlines()) for m in PAIR.finditer(text)]
 
 
-CASES = [(doc, cmd, lines)
-         for doc in ("TUTORIAL.md", "TUTORIAL.es.md", "EXERCISES.md", "EXERCISES.es.md")
+TUTORIALS = ("TUTORIAL.md", "TUTORIAL.es.md")
+#: (the tutorials' commands run in their order, in one test each: see below)
+CASES = [(doc, cmd, lines) for doc in ("EXERCISES.md", "EXERCISES.es.md")
          for cmd, lines in examples(doc)]
 
 
@@ -58,15 +59,20 @@ def test_both_tutorials_show_the_same_lessons():
 @pytest.mark.parametrize("doc, command, lines", CASES,
                          ids=[f"{d}:{c.split()[1]}" for d, c, _ in CASES])
 def test_the_listed_command_prints_the_listed_lines(doc, command, lines, tmp_path):
+    # As a reader runs it: from the repository's root, in a fresh HOME and scratch /tmp
+    # (each of these commands starts its own servers on free ports: none needs another)
+    (tmp_path / "tmp").mkdir()
+    run_listed(doc, command, lines, {"HOME": str(tmp_path), "TMPDIR": str(tmp_path / "tmp")})
+
+
+def run_listed(doc: str, command: str, lines: list[str], env: dict[str, str]) -> None:
+    """Run a listed command; it must print every listed line, and exit as they say."""
     argv = shlex.split(command)
     assert argv[0] == "python"
     if "demo_busy_loop.py" in command:
         argv += ["--seconds", "0.5"]
-    # As a reader runs it: from the repository's root, in a fresh HOME and scratch /tmp
-    # (each of these commands starts its own servers on free ports: none needs another)
-    (tmp_path / "tmp").mkdir()
-    env = {**os.environ, "HOME": str(tmp_path), "TMPDIR": str(tmp_path / "tmp")}
-    result = run_whole([sys.executable, *argv[1:]], timeout=100, cwd=REPO, env=env)
+    result = run_whole([sys.executable, *argv[1:]], timeout=100, cwd=REPO,
+                       env={**os.environ, **env})
     # The stage checker exits 1 when a row fails, as the listed lines then show.
     fails = "stages/check.py" in command and any(
         line.split()[:1] in (["FAIL"], ["FALLA"]) for line in lines)
@@ -103,16 +109,22 @@ SERVER_WORDS = ("scripts/stages/stage", "scripts/exercises/server.py")
 CLIENT_COMMANDS = {"put", "get", "ls", "stat", "rm", "mv", "mkdir", "token"}
 
 
-def sessions(doc: str) -> list[list[str]]:
-    """The tutorial's indented command blocks: a server, then what to type beside it."""
-    blocks, block = [], []
-    for line in (REPO / "docs" / doc).read_text().splitlines() + [""]:
+def sessions(doc: str) -> list[tuple[int, list[str]]]:
+    """The tutorial's indented command blocks, each with where it starts in the text: a
+    server, then what to type beside it."""
+    blocks: list[tuple[int, list[str]]] = []
+    block: list[str] = []
+    offset = start = 0
+    for line in (REPO / "docs" / doc).read_text().splitlines(keepends=True) + [""]:
         stripped = line.strip()
         if line.startswith("    ") and stripped.startswith("python "):
+            if not block:
+                start = offset
             block.append(stripped)
         elif block:
-            blocks.append(block)
+            blocks.append((start, block))
             block = []
+        offset += len(line)
     return blocks
 
 
@@ -126,22 +138,43 @@ def starts_a_server(command: str) -> bool:
     return command == "serve"
 
 
-SESSIONS = [(doc, block) for doc in ("TUTORIAL.md", "TUTORIAL.es.md")
-            for block in sessions(doc) if starts_a_server(block[0])]
+SESSIONS = [(doc, block) for doc in TUTORIALS
+            for _, block in sessions(doc) if starts_a_server(block[0])]
 
 
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("doc", ["TUTORIAL.md", "TUTORIAL.es.md"])
-def test_the_tutorials_server_sessions_run_in_order_in_a_fresh_home(doc, tmp_path):
-    """A reader's run: every block, in the document's order, in one fresh HOME and one
-    scratch /tmp, nothing made beforehand (no root directory, no file), so each block
-    meets what the blocks before it left. Each block's server starts as written (on a
-    free port instead of 9009), every command after it runs against it and succeeds,
-    and the server stops cleanly."""
-    home = tmp_path / "home"
+def steps(doc: str) -> list[tuple[str, list[str]]]:
+    """Everything the tutorial has a reader run, in its order: ("listed", [command,
+    *the lines it prints]) for a command whose output the text quotes, ("session",
+    block) for a server and the commands typed beside it."""
+    text = (REPO / "docs" / doc).read_text()
+    found = [(m.start(), "listed", [m["cmd"], *m["lines"].strip().splitlines()])
+             for m in PAIR.finditer(text)]
+    found += [(start, "session", block) for start, block in sessions(doc)
+              if starts_a_server(block[0])]
+    return [(kind, step) for _, kind, step in sorted(found, key=lambda f: f[0])]
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("doc", TUTORIALS)
+def test_the_tutorial_runs_in_order_in_one_fresh_home(doc, tmp_path):
+    """A reader's run: every command the tutorial gives, in the document's order, in one
+    fresh HOME and one scratch /tmp, nothing made beforehand (no root directory, no
+    file), so each meets what the ones before it left. A command whose output the text
+    quotes prints those lines. A server block's server starts as written (on a free
+    port instead of 9009), every command after it runs against it and succeeds, and
+    the server stops cleanly."""
+    home, scratch = tmp_path / "home", tmp_path / "tmp"
     home.mkdir()
-    for block in [block for d, block in SESSIONS if d == doc]:
-        run_session(block, tmp_path, {"HOME": str(home)})
+    scratch.mkdir()
+    env = {"HOME": str(home), "TMPDIR": str(scratch)}
+    ran = 0
+    for kind, step in steps(doc):
+        if kind == "listed":
+            run_listed(doc, step[0], step[1:], env)
+        else:
+            run_session(step, scratch, env)
+        ran += 1
+    assert ran == len(examples(doc)) + len([d for d, _ in SESSIONS if d == doc])
 
 
 def run_session(block: list[str], tmp_path: Path, env: dict[str, str]) -> None:
