@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Callable
 
 from benchlib import (GiB, alternate, console_cost, cpu_seconds, make_file,
-                      print_console_cost, scratch_dir, spawn_muxserver, summary, timed,
-                      free_port, wait_listening)
+                      paired_ratios, print_console_cost, scratch_dir, spawn_muxserver,
+                      summary, timed, free_port, wait_listening)
 from loadgen import idle_crowd, many_clients, small_files
 
 SCENARIOS = ("bulk", "many", "small", "idle", "console")
@@ -192,8 +192,7 @@ def bulk(args: argparse.Namespace, work: Path) -> dict:
     # Against the floor, round by round: the median of each round's own ratio (the host's
     # slow spells last seconds, and then weigh on both sides of one ratio; see many()).
     for name, stat in results.items():
-        stat["cpu_to_floor"] = (statistics.median(ours / floor for ours, floor
-                                                  in zip(cpu[name], cpu[FLOOR]))
+        stat["cpu_to_floor"] = (statistics.median(paired_ratios(cpu, name, FLOOR))
                                 if FLOOR in cpu else None)
     skipped = [] if ftp is not None else ["pyftpdlib+curl (pip install pyftpdlib; curl)"]
     if base is None:
@@ -281,17 +280,17 @@ def many(args: argparse.Namespace, work: Path) -> dict:
     """The many-clients load with --workers 1 and --workers 2, --log-level warning, the
     bare server (scripts/bare_server.py: the same storage guarantees and nothing else,
     the floor) and a baseline checkout if given, alternating round by round; medians."""
-    # (workers 1 and bare run next to each other in every round: the host's slow
+    # (workers 1 runs next to bare, and to the baseline, in every round: the host's slow
     # spells last seconds, and a pair that shares one is compared fairly)
-    settings: dict[str, dict] = {"workers 1": {"workers": 1}, "bare": {"bare": True},
-                                 "workers 2": {"workers": 2},
-                                 "warning log": {"workers": 1,
-                                                 "extra": ["--log-level", "warning"]}}
+    settings: dict[str, dict] = {}
     if args.baseline:
         settings["baseline"] = {"workers": 1, "code": Path(args.baseline).resolve(),
                                 "digest": args.baseline_digest or args.digest}
+    settings.update({"workers 1": {"workers": 1}, "bare": {"bare": True},
+                     "workers 2": {"workers": 2},
+                     "warning log": {"workers": 1, "extra": ["--log-level", "warning"]}})
     rounds = itertools.count()
-    touch_memory(work, 2 << 30)  # (each run writes 1 GiB: 1,000 x 16 files of 64 KiB)
+    touch_memory(work, 2 << 30)  # (a run writes 1 GiB: 1,000 x 16 files of 64 KiB)
 
     def one_run(name: str, setting: dict) -> dict:
         run_dir = work / f"run{next(rounds)}"
@@ -313,6 +312,7 @@ def many(args: argparse.Namespace, work: Path) -> dict:
             "checked": sum(r["checked"] for r in samples),
             "server_cpu": statistics.median(r["server_cpu"] for r in samples),
             "server_cpu_runs": [r["server_cpu"] for r in samples],  # (round by round)
+            "server_user_runs": [r["server_user"] for r in samples],
             "files_per_s_runs": [r["files_per_s"] for r in samples],
             "p99_ms_runs": [r["p99_ms"] for r in samples],
             "generator_cpu": statistics.median(r["generator_cpu"] for r in samples),
@@ -381,7 +381,7 @@ def check_targets(report: dict) -> list[tuple[str, bool, str]]:
                            f"{ratio:.2f}x"))
         baseline = many_report["results"].get("baseline")
         if baseline:
-            ratio = one["files_per_s"] / baseline["files_per_s"]
+            ratio = paired_ratio(one, baseline, "files_per_s")
             digests = many_report["digests"]
             checks.append((f"many clients: files/s >= 1.5x the baseline ({digests})",
                            ratio >= 1.5, f"{ratio:.2f}x"))
@@ -447,9 +447,10 @@ def print_report(report: dict, args: argparse.Namespace) -> None:
         if bare:
             print(f"  workers 1 / bare, the median of each round's ratio (the two run side "
                   f"by side): {paired_ratio(one, bare, 'files_per_s'):.2f}x files/s, "
-                  f"{paired_ratio(one, bare, 'server_cpu'):.2f}x server CPU, "
-                  f"{paired_ratio(one, bare, 'p99_ms'):.2f}x p99 (bare: the same storage "
-                  "guarantees, none of the rest; see scripts/bare_server.py)")
+                  f"{paired_ratio(one, bare, 'server_cpu'):.2f}x server CPU "
+                  f"({paired_ratio(one, bare, 'server_user'):.2f}x of it in user time, where "
+                  f"the Python runs), {paired_ratio(one, bare, 'p99_ms'):.2f}x p99 (bare: the "
+                  "same storage guarantees, none of the rest; see scripts/bare_server.py)")
         if args.by_round:
             print("  latency by round, workers 1 (the k-th request of every connection; "
                   "medians of the runs):")
@@ -460,9 +461,12 @@ def print_report(report: dict, args: argparse.Namespace) -> None:
                     print(f"    {k:>2}  put p50 {put['p50_ms']:6.1f} p99 {put['p99_ms']:6.1f}   "
                           f"get p50 {get['p50_ms']:6.1f} p99 {get['p99_ms']:6.1f}  ms")
         if "baseline" in m["results"]:
-            print(f"  workers 1 / baseline: "
-                  f"{one['files_per_s'] / m['results']['baseline']['files_per_s']:.2f}x files/s"
-                  f" (digests: {m['digests']})")
+            baseline = m["results"]["baseline"]
+            print(f"  workers 1 / baseline, the median of each round's ratio: "
+                  f"{paired_ratio(one, baseline, 'files_per_s'):.2f}x files/s, "
+                  f"{paired_ratio(one, baseline, 'server_cpu'):.2f}x server CPU, "
+                  f"{paired_ratio(one, baseline, 'server_user'):.2f}x in user time "
+                  f"(digests: {m['digests']})")
     for key, title in (("small", "Small files"),):
         if key in report:
             r = report[key]
@@ -489,12 +493,12 @@ def print_report(report: dict, args: argparse.Namespace) -> None:
 
 
 def paired_ratio(ours: dict, theirs: dict, key: str) -> float:
-    """The median, over the rounds, of ours / theirs in the same round: two contenders
-    that ran side by side met the same host, and a slow spell of the host (seconds
-    long, seen to double a run's CPU here) then weighs on both sides of one ratio
-    instead of on one median."""
-    pairs = zip(ours[f"{key}_runs"], theirs[f"{key}_runs"])
-    return statistics.median(a / b for a, b in pairs)
+    """The median of ours / theirs round by round (benchlib.paired_ratios): two
+    contenders that ran side by side met the same host, and a slow spell of the host
+    (seconds long, seen to double a run's CPU here) then weighs on both sides of one
+    ratio instead of on one median."""
+    runs = {"ours": ours[f"{key}_runs"], "theirs": theirs[f"{key}_runs"]}
+    return statistics.median(paired_ratios(runs, "ours", "theirs"))
 
 
 def targets_line(targets: list[tuple[str, bool, str]]) -> str:
@@ -515,6 +519,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="alternating runs per contender")
     parser.add_argument("--size-mib", type=int, default=1024, help="bulk file size")
     parser.add_argument("--clients", type=int, default=1000, help="many-clients connections")
+    parser.add_argument("--file-kib", type=int, default=64,
+                        help="many clients: the size of each file (small files show the "
+                             "server's own cost per request, large ones its system calls')")
     parser.add_argument("--idle", type=int, default=10000, help="idle-crowd connections")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--many-rounds", type=int, default=3,

@@ -18,7 +18,7 @@ import struct
 import time
 from pathlib import Path
 
-from benchlib import rss, spawn_bare_server, spawn_muxserver, tree_cpu_seconds
+from benchlib import rss, spawn_bare_server, spawn_muxserver, tree_cpu_split
 
 from muxserver import protocol
 from muxserver.digests import BLAKE3, Digest, new_hasher
@@ -209,7 +209,8 @@ def _stats(run: LoadRun, elapsed: float, files: int, description: str) -> dict:
 def many_clients(args, work: Path, workers: int = 1, code: Path | None = None,
                  extra: list[str] | None = None, bare: bool = False,
                  digest: str | None = None) -> dict:
-    """Each connection puts 16 files of 64 KiB, one after another, then gets them back.
+    """Each connection puts 16 files of ``args.file_kib`` KiB (64), one after another,
+    then gets them back.
     ``workers``: the server's --workers; ``code``: another checkout to run instead;
     ``extra``: more server flags; ``bare``: scripts/bare_server.py instead; ``digest``:
     the requests' digest (default: ``args.digest``)."""
@@ -222,8 +223,8 @@ def many_clients(args, work: Path, workers: int = 1, code: Path | None = None,
     else:
         server = spawn_muxserver(root, *(["--workers", str(workers)] if workers > 1 else []),
                                  *(extra or []), code=code)
-    payloads = _payloads(16, 64 * 1024, algorithm)
-    cpu_server, cpu_self = tree_cpu_seconds(server.proc.pid), time.process_time()
+    payloads = _payloads(16, args.file_kib * 1024, algorithm)
+    cpu_server, cpu_self = tree_cpu_split(server.proc.pid), time.process_time()
     try:
         run = LoadRun(server.host, server.port)
         puts = [[Request(protocol.encode_put(j, f"c{i}/f{j}", len(data), digest) + data,
@@ -234,15 +235,17 @@ def many_clients(args, work: Path, workers: int = 1, code: Path | None = None,
                          f"c{i}/f{j}", digest, f"get {j + 1}")
                  for j, (_data, digest) in enumerate(payloads)] for i in range(args.clients)]
         get_time = run.run(gets, window=1)
-        cpu_server = tree_cpu_seconds(server.proc.pid) - cpu_server
+        user, system = (after - before for after, before
+                        in zip(tree_cpu_split(server.proc.pid), cpu_server))
         cpu_self = time.process_time() - cpu_self
     finally:
         server.stop()
     files = 2 * 16 * args.clients
     result = _stats(run, put_time + get_time, files,
-                    f"{args.clients} connections each putting 16 files of 64 KiB, one at a "
-                    "time, then getting them back")
-    result.update(put_seconds=put_time, get_seconds=get_time, server_cpu=cpu_server,
+                    f"{args.clients} connections each putting 16 files of {args.file_kib} KiB, "
+                    "one at a time, then getting them back")
+    result.update(put_seconds=put_time, get_seconds=get_time, server_cpu=user + system,
+                  server_user=user,
                   generator_cpu=cpu_self,
                   rounds={name: {"p50_ms": 1000 * statistics.median(samples),
                                  "p99_ms": 1000 * percentile(samples, 0.99)}

@@ -27,7 +27,7 @@ def loadgen():
 @pytest.mark.parametrize("digest", ["blake3", "sha256"])
 def test_the_many_clients_load_is_served_and_every_digest_checked(loadgen, tmp_path, bare,
                                                                    digest):
-    args = argparse.Namespace(clients=4, digest=digest)
+    args = argparse.Namespace(clients=4, digest=digest, file_kib=64)
     result = loadgen.many_clients(args, tmp_path, bare=bare)
     assert result["errors"] == 0
     assert result["checked"] == 4 * 32  # 16 puts and 16 gets per connection
