@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from benchlib import (GiB, alternate, console_cost, cpu_seconds, make_file,
+from benchlib import (GiB, alternate, console_cost, cpu_split, make_file,
                       paired_ratios, print_console_cost, scratch_dir, spawn_muxserver,
                       summary, timed, free_port, wait_listening)
 from loadgen import idle_crowd, many_clients, small_files
@@ -158,16 +158,21 @@ def bulk(args: argparse.Namespace, work: Path) -> dict:
                           f"ftp://127.0.0.1:{ftp_port}/ftp.bin"]))
         pids.update({name: ftp[0].pid for name in contenders if name.startswith("pyftpdlib")})
     cpu: dict[str, list[float]] = {name: [] for name in contenders}
+    #: each run's CPU by side and kind: (client user, client system, server user,
+    #: server system); socat and the floor are all "client" (every process a child)
+    parts: dict[str, list[tuple[float, float, float, float]]] = {n: [] for n in contenders}
 
     def one_run(name: str, run) -> float:
-        """A run's wall time; its CPU time (the client's, the server's) goes to ``cpu``."""
+        """A run's wall time; its CPU time goes to ``cpu`` and ``parts``."""
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        served = cpu_seconds(pids[name]) if name in pids else 0.0
+        served = cpu_split(pids[name]) if name in pids else (0.0, 0.0)
         wall = run()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu[name].append(after.ru_utime + after.ru_stime - children.ru_utime
-                         - children.ru_stime
-                         + (cpu_seconds(pids[name]) - served if name in pids else 0.0))
+        now = cpu_split(pids[name]) if name in pids else (0.0, 0.0)
+        split = (after.ru_utime - children.ru_utime, after.ru_stime - children.ru_stime,
+                 now[0] - served[0], now[1] - served[1])
+        parts[name].append(split)
+        cpu[name].append(sum(split))
         return wall
 
     try:
@@ -188,12 +193,19 @@ def bulk(args: argparse.Namespace, work: Path) -> dict:
     for name, stat in results.items():
         stat["mib_per_s"] = args.size_mib / stat["median"]
         stat["ratio_to_socat"] = stat["median"] / base["median"] if base else None
-        stat["cpu_s_per_gib"] = statistics.median(cpu[name]) * 1024 / args.size_mib
+        per_gib = 1024 / args.size_mib
+        stat["cpu_s_per_gib"] = statistics.median(cpu[name]) * per_gib
+        # (each part's own median: they need not come from the same run)
+        stat["parts_s_per_gib"] = [statistics.median(run[i] for run in parts[name]) * per_gib
+                                   for i in range(4)]
+    user = {name: [run[0] + run[2] for run in runs] for name, runs in parts.items()}
     # Against the floor, round by round: the median of each round's own ratio (the host's
     # slow spells last seconds, and then weigh on both sides of one ratio; see many()).
     for name, stat in results.items():
         stat["cpu_to_floor"] = (statistics.median(paired_ratios(cpu, name, FLOOR))
                                 if FLOOR in cpu else None)
+        stat["user_to_floor"] = (statistics.median(paired_ratios(user, name, FLOOR))
+                                 if FLOOR in cpu else None)
     skipped = [] if ftp is not None else ["pyftpdlib+curl (pip install pyftpdlib; curl)"]
     if base is None:
         skipped.append("socat (apt-get install socat)")
@@ -417,6 +429,17 @@ def print_report(report: dict, args: argparse.Namespace) -> None:
               "floor: socat's copy and one BLAKE3 pass at each end, measured in the same "
               "run; 'vs floor': the median of each round's own ratio; the memory the runs "
               "use was touched first)")
+        print("\nWhere the CPU went, s/GiB (medians): the code runs in user time; the "
+              "host's spells (fresh\npages for the file being written) land in system "
+              "time, on whichever side writes it")
+        print(f"{'contender':<27}{'client user':>12}{'system':>8}{'server user':>13}"
+              f"{'system':>8}{'user vs floor':>15}")
+        for name, s in b["results"].items():
+            c_user, c_sys, s_user, s_sys = s["parts_s_per_gib"]
+            served = (f"{s_user:>13.2f}{s_sys:>8.2f}" if name.startswith(("muxserver ",
+                      "baseline ", "pyftpdlib")) else f"{'-':>13}{'-':>8}")
+            floor = f"{s['user_to_floor']:.2f}x" if s.get("user_to_floor") else "-"
+            print(f"{name:<27}{c_user:>12.2f}{c_sys:>8.2f}{served}{floor:>15}")
         for name, s in b["results"].items():
             theirs = b["results"].get(name.replace("muxserver ", "baseline ", 1))
             if name.startswith("muxserver ") and theirs:
@@ -510,6 +533,15 @@ def targets_line(targets: list[tuple[str, bool, str]]) -> str:
     return f"targets: {held} of {len(targets)} hold; missed: " + "; ".join(missed)
 
 
+def cache_bytecode(work: Path) -> None:
+    """Let every Python this benchmark starts keep its compiled modules (in ``work``): an
+    installed client has them, so a client that compiles muxserver's modules at every
+    start (PYTHONDONTWRITEBYTECODE, set on some machines) would be charged about 0.05 s
+    of CPU per transfer that no user pays. The warm-up runs write them."""
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(work / "bytecode")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -550,6 +582,7 @@ def main() -> int:
                     "runs": args.runs}
     need = (3 * (args.size_mib << 20) + GiB) if {"bulk", "console"} & set(chosen) else GiB
     work = scratch_dir("muxserver-bench-", need)
+    cache_bytecode(work)
     try:
         for name in chosen:
             scenario_dir = work / name

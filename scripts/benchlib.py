@@ -188,9 +188,15 @@ def summary(samples: list[float]) -> dict[str, float]:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (from /proc)."""
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU time a process has used so far (from /proc)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def rss(pid: int) -> int:
