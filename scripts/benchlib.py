@@ -32,11 +32,30 @@ GiB = 1 << 30
 
 
 def scratch_dir(prefix: str, need_bytes: int) -> Path:
-    """A temporary directory in /dev/shm (RAM) when it has room, else in /tmp."""
+    """A temporary directory in /dev/shm (RAM) when it has room, else in /tmp.
+
+    /dev/shm's files live in memory, so its room is also what memory is left: a tmpfs
+    as large as the machine's RAM says it has room long after the processes have none,
+    and filling it wakes the kernel's out-of-memory killer."""
     for base in ("/dev/shm", tempfile.gettempdir()):
-        if os.path.isdir(base) and shutil.disk_usage(base).free > need_bytes:
+        if not os.path.isdir(base):
+            continue
+        room = shutil.disk_usage(base).free
+        if base == "/dev/shm":
+            room = min(room, memory_available())
+        if room > need_bytes:
             return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
-    raise SystemExit(f"no file system with {need_bytes / GiB:.1f} GiB free")
+    raise SystemExit(f"no file system with {need_bytes / GiB:.1f} GiB free "
+                     f"(and, for /dev/shm, as much memory available)")
+
+
+def memory_available() -> int:
+    """What the kernel could give processes now without swapping (MemAvailable)."""
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def make_file(path: Path, size: int) -> None:
