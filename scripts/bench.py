@@ -105,8 +105,8 @@ def run_floor(src: Path, dest: Path) -> float:
 
 
 def touch_memory(work: Path, size: int) -> None:
-    """Write (and delete) ``size`` bytes in ``work`` first: this VM backs a page the
-    first time it is touched, and that first touch must not land in a timed run."""
+    """Write (and delete) ``size`` bytes in ``work``: this VM backs a page the first
+    time it is touched, and that first touch must not land in a timed run."""
     path = work / "touch.bin"
     block = bytes(1 << 20)
     with open(path, "wb") as f:
@@ -170,7 +170,12 @@ def bulk(args: argparse.Namespace, work: Path) -> dict:
     parts: dict[str, list[tuple[float, float, float, float]]] = {n: [] for n in contenders}
 
     def one_run(name: str, run) -> float:
-        """A run's wall time; its CPU time goes to ``cpu`` and ``parts``."""
+        """A run's wall time; its CPU time goes to ``cpu`` and ``parts``. Every run
+        starts with a file's worth of memory touched just before it (untimed): a fresh
+        row's untimed copy took the pages touched earlier, and its writer, left with
+        pages the host must back again, spent about twice the system time of any other
+        row's writer (docs/PERFORMANCE.md, "Each run's writer")."""
+        touch_memory(work, size)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         served = cpu_split(pids[name]) if name in pids else (0.0, 0.0)
         wall = run()
