@@ -439,8 +439,8 @@ def print_report(report: dict, args: argparse.Namespace) -> None:
                   f"{s['mib_per_s']:>8.0f}{ratio:>10}{s['cpu_s_per_gib']:>11.2f}{floor:>10}")
         print("  (CPU: client and server together, user + system, median of the runs; the "
               "floor: socat's copy and one BLAKE3 pass at each end, measured in the same "
-              "run; 'vs floor': the median of each round's own ratio; the memory the runs "
-              "use was touched first)")
+              "run; 'vs floor': the median of each round's own ratio; every run "
+              "starts with a file's worth of memory touched just before it, untimed)")
         print("\nWhere the CPU went, s/GiB (medians): the code runs in user time; the "
               "host's spells (fresh\npages for the file being written) land in system "
               "time, on whichever side writes it")
