@@ -849,10 +849,10 @@ class RequestRules(Session):
         try:
             with self.scoped():
                 upload = self.services.root.begin_upload(
-                    self.inside(name), length, expected, overwrite=overwrite, allow_overwrite=self.grant.replace,
-                mtime=mtime, offset=offset, key=key, total=total,
-                beside_if_taken=self.blind, algorithm=algorithm,
-                writer=writer_tag(self.grant.writer))
+                    self.inside(name), length, expected, overwrite=overwrite,
+                    allow_overwrite=self.grant.replace, mtime=mtime, offset=offset, key=key,
+                    total=total, beside_if_taken=self.blind, algorithm=algorithm,
+                    writer=writer_tag(self.grant.writer))
         except StorageError as exc:
             raise self.explained(exc, name) from None
         if offset and total is None:  # (the pieces of a tus upload: not each one)
