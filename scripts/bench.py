@@ -4,8 +4,9 @@ the cost of the live console. Prints a table (and JSON with --json).
 
 Every scenario runs on loopback with its files in /dev/shm. Contenders alternate run by
 run (A B, B A, ...), and the table shows the median, min and max and, for bulk
-transfers, the ratio to socat measured in the same run. Missing peers (socat, curl,
-pyftpdlib) are reported as skipped.
+transfers, the ratio to socat measured in the same run, and each row's CPU by side
+(client, server) and kind (user: the code; system: the kernel, and the host's spells).
+Missing peers (socat, curl, pyftpdlib) are reported as skipped.
 
     python scripts/bench.py                       # everything, about ten minutes
     python scripts/bench.py --only bulk --runs 5  # one scenario
@@ -548,7 +549,7 @@ def targets_line(targets: list[tuple[str, bool, str]]) -> str:
 def cache_bytecode(work: Path) -> None:
     """Let every Python this benchmark starts keep its compiled modules (in ``work``): an
     installed client has them, so a client that compiles muxserver's modules at every
-    start (PYTHONDONTWRITEBYTECODE, set on some machines) would be charged about 0.05 s
+    start (PYTHONDONTWRITEBYTECODE, set on some machines) would be charged about 0.03 s
     of CPU per transfer that no user pays. The warm-up runs write them."""
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = str(work / "bytecode")
