@@ -385,6 +385,7 @@ class Channel:
         self.observe.sendfile(self.id, offered, sent, self.out.total - sent)
         if sent:
             self.out.advance_region(region, sent)
+
     def _pread_send(self, region: FileRegion, count: int) -> int:
         data = os.pread(region.fd, min(count, 256 * 1024), region.offset)
         return self.sock.send(data) if data else 0

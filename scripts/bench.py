@@ -219,6 +219,7 @@ def bulk(args: argparse.Namespace, work: Path) -> dict:
                                 if FLOOR in cpu else None)
         stat["user_to_floor"] = (statistics.median(paired_ratios(user, name, FLOOR))
                                  if FLOOR in cpu else None)
+        stat["has_server"] = name in pids  # (socat's and the floor's processes: all ours)
     skipped = [] if ftp is not None else ["pyftpdlib+curl (pip install pyftpdlib; curl)"]
     if base is None:
         skipped.append("socat (apt-get install socat)")
@@ -435,7 +436,7 @@ def print_report(report: dict, args: argparse.Namespace) -> None:
               f"{'vs socat':>10}{'CPU s/GiB':>11}{'vs floor':>10}")
         for name, s in b["results"].items():
             ratio = f"{s['ratio_to_socat']:.2f}x" if s["ratio_to_socat"] else "-"
-            floor = f"{s['cpu_to_floor']:.2f}x" if s.get("cpu_to_floor") else "-"
+            floor = f"{s['cpu_to_floor']:.2f}x" if s.get("cpu_to_floor") is not None else "-"
             print(f"{name:<27}{s['median']:>10.3f}{s['min']:>8.3f}{s['max']:>8.3f}"
                   f"{s['mib_per_s']:>8.0f}{ratio:>10}{s['cpu_s_per_gib']:>11.2f}{floor:>10}")
         print("  (CPU: client and server together, user + system, median of the runs; the "
@@ -449,9 +450,9 @@ def print_report(report: dict, args: argparse.Namespace) -> None:
               f"{'system':>8}{'user vs floor':>15}")
         for name, s in b["results"].items():
             c_user, c_sys, s_user, s_sys = s["parts_s_per_gib"]
-            served = (f"{s_user:>13.2f}{s_sys:>8.2f}" if name.startswith(("muxserver ",
-                      "baseline ", "pyftpdlib")) else f"{'-':>13}{'-':>8}")
-            floor = f"{s['user_to_floor']:.2f}x" if s.get("user_to_floor") else "-"
+            served = (f"{s_user:>13.2f}{s_sys:>8.2f}" if s["has_server"]
+                      else f"{'-':>13}{'-':>8}")
+            floor = f"{s['user_to_floor']:.2f}x" if s.get("user_to_floor") is not None else "-"
             print(f"{name:<27}{c_user:>12.2f}{c_sys:>8.2f}{served}{floor:>15}")
         for name, s in b["results"].items():
             theirs = b["results"].get(name.replace("muxserver ", "baseline ", 1))

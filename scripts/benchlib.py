@@ -212,10 +212,17 @@ def cpu_seconds(pid: int) -> float:
 
 def cpu_split(pid: int) -> tuple[float, float]:
     """(user, system) CPU time a process has used so far (from /proc)."""
+    _parent, user, system = _proc_stat(pid)
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
+
+
+def _proc_stat(pid: int | str) -> tuple[int, int, int]:
+    """A process's parent, and its user and system time in clock ticks (/proc/PID/stat;
+    the name in parentheses may hold spaces, so the fields are counted after it)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
+    return int(fields[1]), int(fields[11]), int(fields[12])
 
 
 def rss(pid: int) -> int:
@@ -240,13 +247,12 @@ def tree_cpu_split(pid: int) -> tuple[float, float]:
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            parent, ticks_user, ticks_system = _proc_stat(entry)
         except OSError:
             continue  # gone meanwhile
-        if entry == str(pid) or int(fields[1]) == pid:
-            user += int(fields[11])
-            system += int(fields[12])
+        if entry == str(pid) or parent == pid:
+            user += ticks_user
+            system += ticks_system
     tick = os.sysconf("SC_CLK_TCK")
     return user / tick, system / tick
 
