@@ -206,6 +206,20 @@ def _stats(run: LoadRun, elapsed: float, files: int, description: str) -> dict:
             "errors": run.errors, "checked": run.checked}
 
 
+def many_clients_plans(clients: int, size: int, algorithm: str = BLAKE3
+                       ) -> tuple[list[list[Request]], list[list[Request]]]:
+    """The many-clients load's requests: each connection's 16 puts of ``size`` bytes
+    (``c<connection>/f<k>``), and then its 16 gets of the same files."""
+    payloads = _payloads(16, size, algorithm)
+    puts = [[Request(protocol.encode_put(j, f"c{i}/f{j}", len(data), digest) + data,
+                     f"c{i}/f{j}", digest, f"put {j + 1}")
+             for j, (data, digest) in enumerate(payloads)] for i in range(clients)]
+    gets = [[Request(protocol.encode_get(100 + j, f"c{i}/f{j}", digest=algorithm),
+                     f"c{i}/f{j}", digest, f"get {j + 1}")
+             for j, (_data, digest) in enumerate(payloads)] for i in range(clients)]
+    return puts, gets
+
+
 def many_clients(args, work: Path, workers: int = 1, code: Path | None = None,
                  extra: list[str] | None = None, bare: bool = False,
                  digest: str | None = None) -> dict:
@@ -223,17 +237,11 @@ def many_clients(args, work: Path, workers: int = 1, code: Path | None = None,
     else:
         server = spawn_muxserver(root, *(["--workers", str(workers)] if workers > 1 else []),
                                  *(extra or []), code=code)
-    payloads = _payloads(16, args.file_kib * 1024, algorithm)
+    puts, gets = many_clients_plans(args.clients, args.file_kib * 1024, algorithm)
     cpu_server, cpu_self = tree_cpu_split(server.proc.pid), time.process_time()
     try:
         run = LoadRun(server.host, server.port)
-        puts = [[Request(protocol.encode_put(j, f"c{i}/f{j}", len(data), digest) + data,
-                         f"c{i}/f{j}", digest, f"put {j + 1}")
-                 for j, (data, digest) in enumerate(payloads)] for i in range(args.clients)]
         put_time = run.run(puts, window=1)
-        gets = [[Request(protocol.encode_get(100 + j, f"c{i}/f{j}", digest=algorithm),
-                         f"c{i}/f{j}", digest, f"get {j + 1}")
-                 for j, (_data, digest) in enumerate(payloads)] for i in range(args.clients)]
         get_time = run.run(gets, window=1)
         user, system = (after - before for after, before
                         in zip(tree_cpu_split(server.proc.pid), cpu_server))

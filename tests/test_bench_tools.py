@@ -71,3 +71,27 @@ def test_the_benchmark_says_in_one_line_which_targets_hold():
     assert bench.targets_line([("a", True, "1x"), ("b", True, "2x")]) == "targets: all 2 hold"
     assert bench.targets_line([("a", True, "1x"), ("b <= 1.3x", False, "1.8x")]) == (
         "targets: 1 of 2 hold; missed: b <= 1.3x")
+
+
+def test_calls_are_counted_per_module_for_both_servers(tmp_path):
+    """calls_per_request.py profiles each server only while the load runs, and files
+    every call under the module that made it."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import calls_per_request as calls
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    repo = SCRIPTS.parent
+    mux, mux_functions, requests = calls.count_calls(
+        "muxserver", "muxserver", ["serve", "--port", "0", "--no-console"], repo, 2, 4096,
+        tmp_path)
+    bare, _, _ = calls.count_calls("bare", str(SCRIPTS / "bare_server.py"), ["--port", "0"],
+                                   repo, 2, 4096, tmp_path)
+    assert requests == 2 * 32
+    assert mux["muxserver/session.py"] and mux["muxserver/protocol.py"]
+    assert "scripts/bare_server.py" not in mux and "muxserver/session.py" not in bare
+    assert bare["scripts/bare_server.py"] and bare["muxserver/protocol.py"]
+    assert mux[calls.BUILTIN] and bare[calls.BUILTIN]
+    # Switched on after start-up: the command line was parsed before counting began.
+    assert not any("argparse" in module for module in mux)
+    assert any(where.startswith("muxserver/native.py:") for where in mux_functions)

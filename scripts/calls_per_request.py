@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""How many Python function calls a request costs the server, module by module:
+muxserver against the bare server (scripts/bare_server.py), under the many-clients load
+of ``bench.py --only many`` (each connection puts 16 files, then gets them back).
+
+Calls are counted, not timed. On this shared VM a request's CPU time swings by a tenth
+from one run to the next, and a change worth a few microseconds hides in that; the
+number of calls does not depend on the machine's speed or its neighbours, so it shows
+exactly what a change of the request path removed, and where the server's Python does
+more than the floor's. (A call is not a fixed cost: compare CPU seconds with
+``bench.py --only many`` as well. Under this load each Python call muxserver makes
+beyond the floor's came to roughly a third of a microsecond of user time.)
+
+Each server runs under ``cProfile``, switched on (SIGUSR1) only once it listens and
+off again (SIGUSR2) once the load is over, so start-up is not counted.
+
+    python scripts/calls_per_request.py                     # 200 connections, 64 KiB
+    python scripts/calls_per_request.py --functions 30      # and the busiest functions
+    python scripts/calls_per_request.py --code ../older     # another checkout instead
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import pstats
+import re
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchlib import LISTENING, REPO  # noqa: E402
+from loadgen import LoadRun, many_clients_plans, raise_fd_limit  # noqa: E402
+
+# Runs a server (the muxserver module, or a script's path) with cProfile switched on
+# and off by signals; says on stdout when it has done each.
+PROFILED = r"""
+import cProfile, runpy, signal, sys
+out, target, *argv = sys.argv[1:]
+profile = cProfile.Profile()
+
+def start(*_):
+    profile.enable()
+    print("profiling", flush=True)
+
+def stop(*_):
+    profile.disable()
+    profile.dump_stats(out)
+    print("profile written", flush=True)
+
+signal.signal(signal.SIGUSR1, start)
+signal.signal(signal.SIGUSR2, stop)
+sys.argv = [target, *argv]
+if target == "muxserver":
+    runpy.run_module("muxserver", run_name="__main__", alter_sys=True)
+else:
+    runpy.run_path(target, run_name="__main__")
+"""
+
+BUILTIN = "(built-in functions)"
+STDLIB = Path(sysconfig.get_paths()["stdlib"]).resolve()
+
+
+class ProfiledServer:
+    """A server process under PROFILED: it counts between ``start_counting`` and
+    ``stop_counting``, which returns the counts."""
+
+    def __init__(self, target: str, args: list[str], code: Path, out: Path) -> None:
+        self.out = out
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", PROFILED, str(out), target, *args],
+            cwd=code, env={**os.environ, "PYTHONPATH": str(code)},
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        match = self._wait_for(LISTENING)
+        self.host, self.port = match.group(1).decode(), int(match.group(2))
+
+    def _wait_for(self, pattern: re.Pattern[bytes]) -> re.Match[bytes]:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            match = pattern.search(line)
+            if match:
+                return match
+        raise SystemExit(f"the server ended (exit status {self.proc.wait()}) "
+                         f"before printing {pattern.pattern!r}")
+
+    def start_counting(self) -> None:
+        self.proc.send_signal(signal.SIGUSR1)
+        self._wait_for(re.compile(rb"^profiling"))
+
+    def stop_counting(self) -> pstats.Stats:
+        self.proc.send_signal(signal.SIGUSR2)
+        self._wait_for(re.compile(rb"^profile written"))
+        return pstats.Stats(str(self.out))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def module_of(filename: str, code: Path) -> str:
+    """The group a function's calls are counted in: its file below the checkout, a
+    standard-library module, or the built-in functions."""
+    if filename == "~":
+        return BUILTIN
+    path = Path(filename).resolve()
+    for base, prefix in ((code, ""), (REPO, ""), (STDLIB, "(stdlib) ")):
+        if path.is_relative_to(base):
+            return prefix + str(path.relative_to(base))
+    return filename  # (frozen modules, and anything else)
+
+
+def count_calls(label: str, target: str, args: list[str], code: Path, clients: int,
+                size: int, work: Path) -> tuple[collections.Counter[str],
+                                               collections.Counter[str], int]:
+    """Run the load once against one server; return its calls by module and by
+    function, and the number of requests served."""
+    root = work / f"root-{label}"
+    root.mkdir()
+    server = ProfiledServer(target, [*args, "--root", str(root)], code,
+                            work / f"{label}.prof")
+    try:
+        puts, gets = many_clients_plans(clients, size)
+        server.start_counting()
+        run = LoadRun(server.host, server.port)
+        run.run(puts, window=1)
+        run.run(gets, window=1)
+        stats = server.stop_counting()
+    finally:
+        server.stop()
+    requests = 32 * clients
+    if run.errors or run.checked != requests:
+        raise SystemExit(f"{label}: {run.errors} errors, {run.checked} of {requests} "
+                         "requests answered correctly: the counts would mean nothing")
+    by_module: collections.Counter[str] = collections.Counter()
+    by_function: collections.Counter[str] = collections.Counter()
+    for (filename, line, function), (_primitive, calls, *_rest) in stats.stats.items():
+        module = module_of(filename, code)
+        by_module[module] += calls
+        where = function if module == BUILTIN else f"{module}:{line} {function}"
+        by_function[where] += calls
+    return by_module, by_function, requests
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=200, help="connections (200)")
+    parser.add_argument("--file-kib", type=int, default=64, help="each file's size (64)")
+    parser.add_argument("--code", type=Path, default=REPO,
+                        help="the muxserver checkout to count (this one)")
+    parser.add_argument("--functions", type=int, default=0, metavar="N",
+                        help="also list muxserver's N most called functions")
+    args = parser.parse_args()
+    raise_fd_limit()
+    with tempfile.TemporaryDirectory(prefix="mux-calls-", dir="/dev/shm"
+                                     if Path("/dev/shm").is_dir() else None) as scratch:
+        work = Path(scratch)
+        mux, mux_functions, requests = count_calls(
+            "muxserver", "muxserver", ["serve", "--port", "0", "--no-console"],
+            args.code.resolve(), args.clients, args.file_kib * 1024, work)
+        bare, _, _ = count_calls(
+            "bare", str(REPO / "scripts" / "bare_server.py"), ["--port", "0"], REPO,
+            args.clients, args.file_kib * 1024, work)
+    print(f"Function calls per request: {args.clients} connections, each putting 16 files "
+          f"of {args.file_kib} KiB and getting them back ({requests:,} requests)\n")
+    print(f"{'module':44s} {'muxserver':>10s} {'bare server':>12s}")
+    modules = sorted(set(mux) | set(bare), key=lambda m: (m == BUILTIN, -mux[m], -bare[m]))
+    for module in modules:
+        if module == BUILTIN:
+            continue
+        print(f"{module:44s} {_per(mux[module], requests):>10s} "
+              f"{_per(bare[module], requests):>12s}")
+    python_mux = sum(n for m, n in mux.items() if m != BUILTIN) / requests
+    python_bare = sum(n for m, n in bare.items() if m != BUILTIN) / requests
+    print(f"{'all Python functions':44s} {python_mux:10.1f} {python_bare:12.1f}")
+    print(f"{BUILTIN:44s} {_per(mux[BUILTIN], requests):>10s} "
+          f"{_per(bare[BUILTIN], requests):>12s}")
+    print(f"\nmuxserver makes {python_mux / python_bare:.2f}x the bare server's Python calls "
+          f"per request ({python_mux - python_bare:.1f} more).")
+    if args.functions:
+        print(f"\nmuxserver's {args.functions} most called functions, calls per request:")
+        for where, calls in mux_functions.most_common(args.functions):
+            print(f"{calls / requests:8.2f}  {where}")
+    return 0
+
+
+def _per(calls: int, requests: int) -> str:
+    return f"{calls / requests:.2f}" if calls else "-"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
