@@ -173,25 +173,29 @@ class BareServer:
     def accept(self) -> None:
         while True:
             try:
-                sock, _addr = self.listener.accept()
+                sock, addr = self.listener.accept()
             except BlockingIOError:
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.selector.register(sock, selectors.EVENT_READ, Connection(self, sock))
+            self.selector.register(sock, selectors.EVENT_READ, self.connection(sock, addr))
+
+    def connection(self, sock: socket.socket, _addr: tuple) -> Connection:
+        return Connection(self, sock)
 
     def close(self, conn: Connection) -> None:
         self.selector.unregister(conn.sock)
         conn.sock.close()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(server_class: type[BareServer] = BareServer, description: str = __doc__) -> int:
+    """Serve from the command line (flat_server.py serves its own class through it)."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    server = BareServer(args.root, args.host, args.port)
+    server = server_class(args.root, args.host, args.port)
     host, port = server.listener.getsockname()[:2]
     print(f"listening on {host}:{port}", flush=True)
     try:

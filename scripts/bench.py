@@ -305,14 +305,17 @@ def _wait_ftp(port: int) -> None:
 def many(args: argparse.Namespace, work: Path) -> dict:
     """The many-clients load with --workers 1 and --workers 2, --log-level warning, the
     bare server (scripts/bare_server.py: the same storage guarantees and nothing else,
-    the floor) and a baseline checkout if given, alternating round by round; medians."""
+    the floor), the flat server (scripts/flat_server.py: the floor plus muxserver's
+    per-request checks, without its layers) and a baseline checkout if given,
+    alternating round by round; medians."""
     # (workers 1 runs next to bare, and to the baseline, in every round: the host's slow
     # spells last seconds, and a pair that shares one is compared fairly)
     settings: dict[str, dict] = {}
     if args.baseline:
         settings["baseline"] = {"workers": 1, "code": Path(args.baseline).resolve(),
                                 "digest": args.baseline_digest or args.digest}
-    settings.update({"workers 1": {"workers": 1}, "bare": {"bare": True},
+    settings.update({"workers 1": {"workers": 1}, "bare": {"floor": "bare_server.py"},
+                     "flat": {"floor": "flat_server.py"},
                      "workers 2": {"workers": 2},
                      "warning log": {"workers": 1, "extra": ["--log-level", "warning"]}})
     rounds = itertools.count()
@@ -488,6 +491,13 @@ def print_report(report: dict, args: argparse.Namespace) -> None:
                   f"({paired_ratio(one, bare, 'server_user'):.2f}x of it in user time, where "
                   f"the Python runs), {paired_ratio(one, bare, 'p99_ms'):.2f}x p99 (bare: the "
                   "same storage guarantees, none of the rest; see scripts/bare_server.py)")
+            flat = m["results"].get("flat")
+            if flat:
+                print(f"  flat / bare: {paired_ratio(flat, bare, 'server_cpu'):.2f}x server CPU "
+                      f"({paired_ratio(flat, bare, 'server_user'):.2f}x of it in user time), "
+                      f"{paired_ratio(flat, bare, 'files_per_s'):.2f}x files/s (flat: "
+                      "muxserver's per-request checks called in one flat path; see "
+                      "scripts/flat_server.py)")
         if args.by_round:
             print("  latency by round, workers 1 (the k-th request of every connection; "
                   "medians of the runs):")

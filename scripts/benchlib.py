@@ -127,9 +127,10 @@ def spawn_muxserver(root: Path, *args: str, terminal: bool = False,
     return Spawned(proc, host, port, master, reader)
 
 
-def spawn_bare_server(root: Path) -> Spawned:
-    """Start scripts/bare_server.py (the floor the many-clients load is compared with)."""
-    return _spawn_piped([sys.executable, str(REPO / "scripts" / "bare_server.py"),
+def spawn_floor_server(root: Path, script: str = "bare_server.py") -> Spawned:
+    """Start a floor the many-clients load is compared with: scripts/bare_server.py, or
+    scripts/flat_server.py (the same plus muxserver's per-request checks)."""
+    return _spawn_piped([sys.executable, str(REPO / "scripts" / script),
                          "--root", str(root)], cwd=REPO, env=None)
 
 

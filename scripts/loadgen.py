@@ -18,7 +18,7 @@ import struct
 import time
 from pathlib import Path
 
-from benchlib import rss, spawn_bare_server, spawn_muxserver, tree_cpu_split
+from benchlib import rss, spawn_floor_server, spawn_muxserver, tree_cpu_split
 
 from muxserver import protocol
 from muxserver.digests import BLAKE3, Digest, new_hasher
@@ -221,19 +221,20 @@ def many_clients_plans(clients: int, size: int, algorithm: str = BLAKE3
 
 
 def many_clients(args, work: Path, workers: int = 1, code: Path | None = None,
-                 extra: list[str] | None = None, bare: bool = False,
+                 extra: list[str] | None = None, floor: str = "",
                  digest: str | None = None) -> dict:
     """Each connection puts 16 files of ``args.file_kib`` KiB (64), one after another,
     then gets them back.
     ``workers``: the server's --workers; ``code``: another checkout to run instead;
-    ``extra``: more server flags; ``bare``: scripts/bare_server.py instead; ``digest``:
+    ``extra``: more server flags; ``floor``: a floor server's script instead
+    (``bare_server.py``, ``flat_server.py``); ``digest``:
     the requests' digest (default: ``args.digest``)."""
     algorithm = digest or args.digest
     raise_fd_limit()
     root = work / "root"
     root.mkdir()
-    if bare:
-        server = spawn_bare_server(root)
+    if floor:
+        server = spawn_floor_server(root, floor)
     else:
         server = spawn_muxserver(root, *(["--workers", str(workers)] if workers > 1 else []),
                                  *(extra or []), code=code)

@@ -23,12 +23,13 @@ def loadgen():
     return loadgen
 
 
-@pytest.mark.parametrize("bare", [False, True], ids=["muxserver", "bare server"])
+@pytest.mark.parametrize("floor", ["", "bare_server.py", "flat_server.py"],
+                         ids=["muxserver", "bare server", "flat server"])
 @pytest.mark.parametrize("digest", ["blake3", "sha256"])
-def test_the_many_clients_load_is_served_and_every_digest_checked(loadgen, tmp_path, bare,
+def test_the_many_clients_load_is_served_and_every_digest_checked(loadgen, tmp_path, floor,
                                                                    digest):
     args = argparse.Namespace(clients=4, digest=digest, file_kib=64)
-    result = loadgen.many_clients(args, tmp_path, bare=bare)
+    result = loadgen.many_clients(args, tmp_path, floor=floor)
     assert result["errors"] == 0
     assert result["checked"] == 4 * 32  # 16 puts and 16 gets per connection
     files = sorted(p.relative_to(tmp_path / "root").as_posix()
@@ -95,3 +96,54 @@ def test_calls_are_counted_per_module_for_both_servers(tmp_path):
     # Switched on after start-up: the command line was parsed before counting began.
     assert not any("argparse" in module for module in mux)
     assert any(where.startswith("muxserver/native.py:") for where in mux_functions)
+
+
+def test_the_flat_server_keeps_the_checks_it_claims(loadgen, tmp_path):
+    """flat_server.py measures muxserver's per-request checks: they must really run.
+    Each refusal is an error reply on a connection that goes on serving."""
+    import socket
+
+    from muxserver import protocol
+    from muxserver.protocol import BodyData, FrameDecoder, FrameEnd, FrameHeader, NEED_DATA
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "taken").write_bytes(b"x")
+    (root / "link").symlink_to("taken")
+    ((data, digest), (_, other)) = loadgen._payloads(2, 1000)
+    server = loadgen.spawn_floor_server(root, "flat_server.py")
+    try:
+        with socket.create_connection((server.host, server.port), timeout=60) as sock:
+            decoder = FrameDecoder()
+
+            def ask(frame: bytes) -> dict:
+                sock.sendall(frame)
+                fields: dict = {}
+                while True:
+                    event = decoder.next_event()
+                    if event is NEED_DATA:
+                        chunk = sock.recv(65536)
+                        assert chunk, "the server closed the connection"
+                        decoder.receive_data(chunk)
+                    elif isinstance(event, FrameHeader):
+                        fields = event.fields
+                    elif isinstance(event, FrameEnd):
+                        return fields
+                    else:
+                        assert isinstance(event, BodyData)
+
+            def code(reply: dict) -> str:
+                return "ok" if reply.get("ok") else reply["error"]
+
+            put = protocol.encode_put
+            assert code(ask(put(1, "../up", len(data), digest) + data)) == "bad_name"
+            assert code(ask(put(2, "taken", len(data), digest) + data)) == "exists"
+            assert code(ask(put(3, "bad", len(data), other) + data)) == "checksum_mismatch"
+            assert code(ask(protocol.encode_frame({"op": "put", "id": "4"}))) == "bad_request"
+            assert code(ask(protocol.encode_get(5, "link", digest="blake3"))) == "forbidden"
+            assert code(ask(protocol.encode_get(6, "nothing", digest="blake3"))) == "not_found"
+            assert code(ask(put(7, "new", len(data), digest) + data)) == "ok"
+            assert ask(protocol.encode_get(8, "new", digest="blake3"))["blake3"] == digest.hex
+    finally:
+        server.stop()
+    assert sorted(p.name for p in root.iterdir()) == ["link", "new", "taken"]
