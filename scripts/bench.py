@@ -495,7 +495,8 @@ def print_report(report: dict, args: argparse.Namespace) -> None:
             if flat:
                 print(f"  flat / bare: {paired_ratio(flat, bare, 'server_cpu'):.2f}x server CPU "
                       f"({paired_ratio(flat, bare, 'server_user'):.2f}x of it in user time), "
-                      f"{paired_ratio(flat, bare, 'files_per_s'):.2f}x files/s (flat: "
+                      f"{paired_ratio(flat, bare, 'files_per_s'):.2f}x files/s, "
+                      f"{paired_ratio(flat, bare, 'p99_ms'):.2f}x p99 (flat: "
                       "muxserver's per-request checks called in one flat path; see "
                       "scripts/flat_server.py)")
         if args.by_round:

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """How many Python function calls a request costs the server, module by module:
-muxserver against the bare server (scripts/bare_server.py), under the many-clients load
-of ``bench.py --only many`` (each connection puts 16 files, then gets them back).
+muxserver against the two floors, the bare server (scripts/bare_server.py) and the flat
+server (scripts/flat_server.py: the bare server plus muxserver's per-request checks),
+under the many-clients load of ``bench.py --only many`` (each connection puts 16
+files, then gets them back).
 
 Calls are counted, not timed. On this shared VM a request's CPU time swings by a tenth
 from one run to the next, and a change worth a few microseconds hides in that; the
@@ -163,31 +165,35 @@ def main() -> int:
                         help="also list muxserver's N most called functions")
     args = parser.parse_args()
     raise_fd_limit()
+    size = args.file_kib * 1024
     with tempfile.TemporaryDirectory(prefix="mux-calls-", dir="/dev/shm"
                                      if Path("/dev/shm").is_dir() else None) as scratch:
         work = Path(scratch)
         mux, mux_functions, requests = count_calls(
             "muxserver", "muxserver", ["serve", "--port", "0", "--no-console"],
-            args.code.resolve(), args.clients, args.file_kib * 1024, work)
-        bare, _, _ = count_calls(
-            "bare", str(REPO / "scripts" / "bare_server.py"), ["--port", "0"], REPO,
-            args.clients, args.file_kib * 1024, work)
+            args.code.resolve(), args.clients, size, work)
+        columns = {"muxserver": mux}
+        for label, script in (("flat server", "flat_server.py"), ("bare server", "bare_server.py")):
+            columns[label] = count_calls(label.split()[0], str(REPO / "scripts" / script),
+                                         ["--port", "0"], REPO, args.clients, size, work)[0]
     print(f"Function calls per request: {args.clients} connections, each putting 16 files "
           f"of {args.file_kib} KiB and getting them back ({requests:,} requests)\n")
-    print(f"{'module':44s} {'muxserver':>10s} {'bare server':>12s}")
-    modules = sorted(set(mux) | set(bare), key=lambda m: (m == BUILTIN, -mux[m], -bare[m]))
+    print(f"{'module':44s}" + "".join(f"{label:>13s}" for label in columns))
+    modules = sorted(set().union(*columns.values()) - {BUILTIN},
+                     key=lambda m: [-counts[m] for counts in columns.values()])
+    python = {label: sum(n for m, n in counts.items() if m != BUILTIN) / requests
+              for label, counts in columns.items()}
     for module in modules:
-        if module == BUILTIN:
-            continue
-        print(f"{module:44s} {_per(mux[module], requests):>10s} "
-              f"{_per(bare[module], requests):>12s}")
-    python_mux = sum(n for m, n in mux.items() if m != BUILTIN) / requests
-    python_bare = sum(n for m, n in bare.items() if m != BUILTIN) / requests
-    print(f"{'all Python functions':44s} {python_mux:10.1f} {python_bare:12.1f}")
-    print(f"{BUILTIN:44s} {_per(mux[BUILTIN], requests):>10s} "
-          f"{_per(bare[BUILTIN], requests):>12s}")
-    print(f"\nmuxserver makes {python_mux / python_bare:.2f}x the bare server's Python calls "
-          f"per request ({python_mux - python_bare:.1f} more).")
+        print(f"{module:44s}" + "".join(f"{_per(counts[module], requests):>13s}"
+                                        for counts in columns.values()))
+    print(f"{'all Python functions':44s}" + "".join(f"{n:13.1f}" for n in python.values()))
+    print(f"{BUILTIN:44s}" + "".join(f"{_per(counts[BUILTIN], requests):>13s}"
+                                     for counts in columns.values()))
+    bare = python["bare server"]
+    print(f"\nAgainst the bare server's Python calls per request: muxserver "
+          f"{python['muxserver'] / bare:.2f}x ({python['muxserver'] - bare:.1f} more), "
+          f"the flat server {python['flat server'] / bare:.2f}x "
+          f"({python['flat server'] - bare:.1f} more).")
     if args.functions:
         print(f"\nmuxserver's {args.functions} most called functions, calls per request:")
         for where, calls in mux_functions.most_common(args.functions):
