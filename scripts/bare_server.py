@@ -42,18 +42,23 @@ def open_parent(root: int, dirs: list[str], *, create: bool) -> int:
     if not dirs:
         return os.dup(root)
     parent = root  # (not ours to close; every descriptor after it is)
-    for part in dirs:
-        try:
-            child = os.open(part, O_DIR, dir_fd=parent)
-        except FileNotFoundError:
-            if not create:
-                raise
-            os.mkdir(part, 0o755, dir_fd=parent)
-            os.fsync(parent)
-            child = os.open(part, O_DIR, dir_fd=parent)
+    try:
+        for part in dirs:
+            try:
+                child = os.open(part, O_DIR, dir_fd=parent)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(part, 0o755, dir_fd=parent)
+                os.fsync(parent)
+                child = os.open(part, O_DIR, dir_fd=parent)
+            if parent != root:
+                os.close(parent)
+            parent = child
+    except BaseException:
         if parent != root:
             os.close(parent)
-        parent = child
+        raise
     return parent
 
 

@@ -7,11 +7,11 @@ files, then gets them back).
 
 Calls are counted, not timed. On this shared VM a request's CPU time swings by a tenth
 from one run to the next, and a change worth a few microseconds hides in that; the
-number of calls does not depend on the machine's speed or its neighbours, so it shows
-exactly what a change of the request path removed, and where the server's Python does
-more than the floor's. (A call is not a fixed cost: compare CPU seconds with
-``bench.py --only many`` as well. Under this load each Python call muxserver makes
-beyond the floor's came to roughly a third of a microsecond of user time.)
+number of calls hardly depends on the machine's speed or its neighbours (it moves by
+a few tenths per request, with how the bytes happen to arrive), so it shows what a
+change of the request path removed, and where the server's Python does more than
+the floor's. A call is not a fixed cost: one-line calls cost next to nothing, so
+compare CPU seconds with ``bench.py --only many`` as well.
 
 Each server runs under ``cProfile``, switched on (SIGUSR1) only once it listens and
 off again (SIGUSR2) once the load is over, so start-up is not counted.
@@ -75,11 +75,12 @@ class ProfiledServer:
     ``stop_counting``, which returns the counts."""
 
     def __init__(self, target: str, args: list[str], code: Path, out: Path) -> None:
-        self.out = out
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", PROFILED, str(out), target, *args],
-            cwd=code, env={**os.environ, "PYTHONPATH": str(code)},
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.out, self.errors = out, out.with_suffix(".stderr")
+        with open(self.errors, "wb") as errors:  # (its log, and what it said if it fails)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", PROFILED, str(out), target, *args],
+                cwd=code, env={**os.environ, "PYTHONPATH": str(code)},
+                stdout=subprocess.PIPE, stderr=errors)
         match = self._wait_for(LISTENING)
         self.host, self.port = match.group(1).decode(), int(match.group(2))
 
@@ -89,8 +90,10 @@ class ProfiledServer:
             match = pattern.search(line)
             if match:
                 return match
-        raise SystemExit(f"the server ended (exit status {self.proc.wait()}) "
-                         f"before printing {pattern.pattern!r}")
+        said = self.errors.read_text(errors="replace").splitlines()[-10:]
+        raise SystemExit(f"the server ended (exit status {self.proc.wait()}) before "
+                         f"printing {pattern.pattern!r}; the end of its output:\n"
+                         + "\n".join(said))
 
     def start_counting(self) -> None:
         self.proc.send_signal(signal.SIGUSR1)
@@ -141,7 +144,7 @@ def count_calls(label: str, target: str, args: list[str], code: Path, clients: i
         stats = server.stop_counting()
     finally:
         server.stop()
-    requests = 32 * clients
+    requests = sum(map(len, puts + gets))
     if run.errors or run.checked != requests:
         raise SystemExit(f"{label}: {run.errors} errors, {run.checked} of {requests} "
                          "requests answered correctly: the counts would mean nothing")
@@ -160,7 +163,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=200, help="connections (200)")
     parser.add_argument("--file-kib", type=int, default=64, help="each file's size (64)")
     parser.add_argument("--code", type=Path, default=REPO,
-                        help="the muxserver checkout to count (this one)")
+                        help="the muxserver checkout to count (this one; the two "
+                             "floors always run from this one)")
     parser.add_argument("--functions", type=int, default=0, metavar="N",
                         help="also list muxserver's N most called functions")
     args = parser.parse_args()

@@ -5,11 +5,12 @@ request path would cost if it kept those guarantees and lost its layers.
 
 Built on scripts/bare_server.py (the same loop, frame decoder, hashing, fsyncs and
 no-clobber publish), it adds, with muxserver's own functions where there is one:
-- every request header checked (``protocol.parse_request``) and errors answered with
-  an error frame, not a closed connection;
+- every request header checked (``protocol.parse_request``) and a refused request
+  answered with an error frame on a connection that goes on (a frame the decoder
+  cannot read is answered, and the connection closed, as muxserver does);
 - the access policy asked for every request (``access.Access``), and the right to
   read or write checked;
-- the size limit (``limits.Limits``);
+- the size limit (``limits.Limits``, enforced by the frame decoder as in muxserver);
 - names by muxserver's rules (``storage.errors.split_name``);
 - a put to a taken name refused before its body (an ``lstat``);
 - a get that looks before it opens (``lstat``: no links, folders or devices) and
@@ -18,14 +19,18 @@ no-clobber publish), it adds, with muxserver's own functions where there is one:
 - a transfer record, a count of transfers, the line per transfer (``turnlog.TurnLog``),
   and the "connected" and "closed" lines, through ``logging`` as muxserver writes them;
 - each connection's last I/O stamped, and idle connections closed by a sweep once a
-  second (muxserver: a timer per connection);
-- sends that never block: what a socket does not take waits for the next turn.
+  second (muxserver: a timer per connection), an upload cut off by it removed;
+- sends that never block: what a socket does not take waits for the next turn (no
+  EVENT_WRITE is watched for it: under this load a socket is never full, and
+  elsewhere the rest would wait up to a second for the loop to wake).
 
 Left out, of what muxserver does per request or per connection: TLS, HTTP, the
-output caps and backpressure, splicing big uploads and hashing them beside the loop,
-resumable uploads and digests after the body, drop boxes and scoped grants, WebDAV's
-locks, the connection cap, the per-connection byte counts, the lifecycle state machine
-every session shares, the observer hooks (trace, console) and a graceful stop.
+requests other than put and get, the output caps and backpressure, splicing big
+uploads and hashing them beside the loop, resumable uploads, overwrites and digests
+after the body (refused here), drop boxes and scoped grants, WebDAV's locks, the
+connection cap, the header and stall timeouts, the per-connection byte counts, the
+lifecycle state machine every session shares, the observer hooks (trace, console)
+and a graceful stop.
 
 Not a server to use: a measuring instrument for ``bench.py --only many`` (the "flat"
 row, beside "bare").
@@ -35,6 +40,7 @@ row, beside "bare").
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
@@ -57,14 +63,23 @@ from muxserver.limits import Limits  # noqa: E402
 from muxserver.logformat import LineFormatter  # noqa: E402
 from muxserver.names import printable  # noqa: E402
 from muxserver.protocol import (BodyData, FrameEnd, FrameHeader, NEED_DATA,  # noqa: E402
-                                FrameDecoder, Request, RequestError, encode_error,
-                                encode_ok, parse_request)
+                                FrameDecoder, ProtocolError, Request, RequestError,
+                                encode_error, encode_ok, parse_request, request_id)
 from muxserver.storage.errors import StorageError, require_regular, split_name  # noqa: E402
 from muxserver.turnlog import TurnLog  # noqa: E402
 
 log = logging.getLogger("muxserver")
 O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _TEMP_IDS = itertools.count()
+# A system call's refusal, as muxserver's storage names it (storage/errors.py).
+_ERROR_CODES = {errno.ENOENT: "not_found", errno.ENOTDIR: "not_a_directory",
+                errno.ELOOP: "forbidden", errno.EEXIST: "exists",
+                errno.EISDIR: "is_directory", errno.EACCES: "not_permitted"}
+
+
+def storage_error(exc: OSError, name: str) -> StorageError:
+    return StorageError(_ERROR_CODES.get(exc.errno or 0, "io_error"),
+                        f"{name!r}: {exc.strerror}")
 
 
 class Transfer:
@@ -75,8 +90,11 @@ class Transfer:
 
 
 class Upload(bare.Upload):
+    """bare_server's upload (its ``write`` is inherited) that refuses a taken name
+    before its body, remembers the digest by inode, and cleans up after itself."""
+
     def __init__(self, root: int, req: Request, parts: list[str], hashes: HashCache) -> None:
-        assert req.digest is not None  # (parse_request: a put declares its digest)
+        assert req.digest is not None  # (request(): a put without one is refused)
         *dirs, self.leaf = parts
         self.parent = bare.open_parent(root, dirs, create=True)
         try:
@@ -99,16 +117,29 @@ class Upload(bare.Upload):
         digest = Digest(self.expect.algorithm, self.hasher.hexdigest())
         try:
             if digest != self.expect:
-                os.unlink(self.temp, dir_fd=self.parent)
                 raise StorageError("checksum_mismatch", "the body does not match its digest")
             os.fsync(self.fd)
             publish(self.temp, self.leaf, overwrite=False, dir_fd=self.parent)
             os.fsync(self.parent)
             self.hashes.remember(self.fd, os.fstat(self.fd), digest)
-        finally:
-            os.close(self.fd)
-            os.close(self.parent)
+        except OSError as exc:  # (a name taken meanwhile, a full disk...)
+            self.abort()
+            raise storage_error(exc, self.name) from None
+        except BaseException:
+            self.abort()
+            raise
+        os.close(self.fd)
+        os.close(self.parent)
         return digest
+
+    def abort(self) -> None:
+        """Not stored: the temporary file goes, and the descriptors."""
+        try:
+            os.unlink(self.temp, dir_fd=self.parent)
+        except OSError:
+            pass
+        os.close(self.fd)
+        os.close(self.parent)
 
 
 class Connection(bare.Connection):
@@ -132,42 +163,56 @@ class Connection(bare.Connection):
             return
         self.last_io = server.now
         self.decoder.receive_data(server.buffer[:n])
-        while (event := self.decoder.next_event()) is not NEED_DATA:
-            if type(event) is BodyData:
-                if self.upload is not None:
-                    self.upload.write(event.data)
-            elif type(event) is FrameHeader:
-                self.request(event.fields, event.length)
-            elif type(event) is FrameEnd:
-                if self.upload is not None:
+        try:
+            while (event := self.decoder.next_event()) is not NEED_DATA:
+                if type(event) is BodyData:
+                    if self.upload is not None:
+                        self.write(self.upload, event.data)
+                elif type(event) is FrameHeader:
+                    self.request(event.fields, event.length)
+                elif type(event) is FrameEnd and self.upload is not None:
                     self.finish_upload(self.upload)
-            else:
-                server.close(self)
-                return
+        except ProtocolError as exc:  # (a frame that cannot be read: answered, closed)
+            self.reply(encode_error(None, exc.code, exc.message))
+            self.flush()
+            server.close(self)
+            return
         self.decoder.keep_leftover()
+
+    def write(self, upload: Upload, data: memoryview) -> None:
+        try:
+            upload.write(data)
+        except OSError as exc:  # (a full disk: the rest of the body is dropped)
+            self.upload = None
+            upload.abort()
+            error = storage_error(exc, upload.name)
+            self.reply(encode_error(upload.req_id, error.code, error.message))
 
     def request(self, fields: dict, length: int) -> None:  # type: ignore[override]
         server = self.server
-        req_id = fields.get("id") if type(fields.get("id")) is int else None
+        req_id = request_id(fields)
         try:
             grant = server.access.check(self.peer, None)
             if not isinstance(grant, Grant):
                 raise StorageError("unauthorized", "this server needs a token")
             req = parse_request(fields, length)
-            if req.op not in ("put", "get"):
-                raise StorageError("bad_request", f"{req.op}: not served here")
+            if req.op not in ("put", "get") or req.trailer or req.digest_after or (
+                    req.op == "put" and (req.digest is None or req.offset or req.resumable
+                                         or req.overwrite)):
+                raise StorageError("bad_request", f"this {req.op}: not served here")
             if not grant.allows(WRITE if req.op == "put" else READ):
                 raise StorageError("not_permitted", f"{req.op}: not permitted")
             parts = split_name(req.name)
             if req.op == "put":
-                if req.length > server.limits.max_file_size:
-                    raise StorageError("too_large", f"{req.length} bytes is over the limit")
-                self.transfer = Transfer("put", req.name, req.length, server.now)
                 self.upload = Upload(server.root, req, parts, server.hashes)
+                self.transfer = Transfer("put", req.name, req.length, server.now)
             else:
                 self.get(req, parts)
         except (RequestError, StorageError) as exc:
             self.reply(encode_error(req_id, exc.code, exc.message))
+        except OSError as exc:  # (a folder in the name is a file, a link...)
+            error = storage_error(exc, str(fields.get("name")))
+            self.reply(encode_error(req_id, error.code, error.message))
 
     def get(self, req: Request, parts: list[str]) -> None:
         server = self.server
@@ -239,11 +284,12 @@ class Connection(bare.Connection):
             except OSError:  # (reset, broken pipe: the connection is over)
                 self.server.close(self)
                 return
+            if sent:
+                self.last_io = self.server.now  # (a client that stops reading goes idle)
             if not done:
                 out[0] = left
                 break
             del out[0]
-        self.last_io = self.server.now
 
 
 class FlatServer(bare.BareServer):
@@ -287,6 +333,9 @@ class FlatServer(bare.BareServer):
     def close(self, conn: Connection) -> None:  # type: ignore[override]
         if conn in self.connections:
             self.connections.discard(conn)
+            if conn.upload is not None:  # (cut off: its temporary file goes)
+                conn.upload.abort()
+                conn.upload = None
             super().close(conn)
             for item in conn.out:
                 if type(item) is tuple:

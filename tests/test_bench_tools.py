@@ -74,76 +74,91 @@ def test_the_benchmark_says_in_one_line_which_targets_hold():
         "targets: 1 of 2 hold; missed: b <= 1.3x")
 
 
-def test_calls_are_counted_per_module_for_both_servers(tmp_path):
+def test_calls_are_counted_per_module_for_every_server(tmp_path):
     """calls_per_request.py profiles each server only while the load runs, and files
     every call under the module that made it."""
+    saved = sys.path[:]
     sys.path.insert(0, str(SCRIPTS))
     try:
         import calls_per_request as calls
     finally:
-        sys.path.remove(str(SCRIPTS))
+        sys.path[:] = saved
     repo = SCRIPTS.parent
     mux, mux_functions, requests = calls.count_calls(
         "muxserver", "muxserver", ["serve", "--port", "0", "--no-console"], repo, 2, 4096,
         tmp_path)
-    bare, _, _ = calls.count_calls("bare", str(SCRIPTS / "bare_server.py"), ["--port", "0"],
-                                   repo, 2, 4096, tmp_path)
+    floors = {script: calls.count_calls(script.split("_")[0], str(SCRIPTS / script),
+                                        ["--port", "0"], repo, 2, 4096, tmp_path)[0]
+              for script in ("bare_server.py", "flat_server.py")}
+    bare, flat = floors["bare_server.py"], floors["flat_server.py"]
     assert requests == 2 * 32
     assert mux["muxserver/session.py"] and mux["muxserver/protocol.py"]
     assert "scripts/bare_server.py" not in mux and "muxserver/session.py" not in bare
     assert bare["scripts/bare_server.py"] and bare["muxserver/protocol.py"]
-    assert mux[calls.BUILTIN] and bare[calls.BUILTIN]
+    assert flat["scripts/flat_server.py"] and flat["muxserver/access.py"]
+    assert "muxserver/access.py" not in bare and "muxserver/channel.py" not in flat
+    assert all(counts[calls.BUILTIN] for counts in (mux, bare, flat))
     # Switched on after start-up: the command line was parsed before counting began.
-    assert not any("argparse" in module for module in mux)
+    assert not any("argparse" in module for module in (*mux, *flat))
     assert any(where.startswith("muxserver/native.py:") for where in mux_functions)
 
 
 def test_the_flat_server_keeps_the_checks_it_claims(loadgen, tmp_path):
     """flat_server.py measures muxserver's per-request checks: they must really run.
-    Each refusal is an error reply on a connection that goes on serving."""
+    Each refusal is an error reply on a connection that goes on serving; a frame that
+    cannot be read is answered and closed; an upload cut off leaves nothing behind."""
     import socket
 
     from muxserver import protocol
-    from muxserver.protocol import BodyData, FrameDecoder, FrameEnd, FrameHeader, NEED_DATA
+
+    from .doc_client import DocClient
 
     root = tmp_path / "root"
     root.mkdir()
     (root / "taken").write_bytes(b"x")
     (root / "link").symlink_to("taken")
     ((data, digest), (_, other)) = loadgen._payloads(2, 1000)
+    put = protocol.encode_put
     server = loadgen.spawn_floor_server(root, "flat_server.py")
     try:
-        with socket.create_connection((server.host, server.port), timeout=60) as sock:
-            decoder = FrameDecoder()
+        client = DocClient(server.host, server.port)
+        try:
+            def ask(frame: bytes) -> str:
+                client.sock.sendall(frame)
+                reply, _body = client.read_reply()
+                return "ok" if reply["ok"] else reply["error"]
 
-            def ask(frame: bytes) -> dict:
-                sock.sendall(frame)
-                fields: dict = {}
-                while True:
-                    event = decoder.next_event()
-                    if event is NEED_DATA:
-                        chunk = sock.recv(65536)
-                        assert chunk, "the server closed the connection"
-                        decoder.receive_data(chunk)
-                    elif isinstance(event, FrameHeader):
-                        fields = event.fields
-                    elif isinstance(event, FrameEnd):
-                        return fields
-                    else:
-                        assert isinstance(event, BodyData)
-
-            def code(reply: dict) -> str:
-                return "ok" if reply.get("ok") else reply["error"]
-
-            put = protocol.encode_put
-            assert code(ask(put(1, "../up", len(data), digest) + data)) == "bad_name"
-            assert code(ask(put(2, "taken", len(data), digest) + data)) == "exists"
-            assert code(ask(put(3, "bad", len(data), other) + data)) == "checksum_mismatch"
-            assert code(ask(protocol.encode_frame({"op": "put", "id": "4"}))) == "bad_request"
-            assert code(ask(protocol.encode_get(5, "link", digest="blake3"))) == "forbidden"
-            assert code(ask(protocol.encode_get(6, "nothing", digest="blake3"))) == "not_found"
-            assert code(ask(put(7, "new", len(data), digest) + data)) == "ok"
-            assert ask(protocol.encode_get(8, "new", digest="blake3"))["blake3"] == digest.hex
+            assert ask(put(1, "../up", len(data), digest) + data) == "bad_name"
+            assert ask(put(2, "taken", len(data), digest) + data) == "exists"
+            assert ask(put(3, "taken/x", len(data), digest) + data) == "not_a_directory"
+            assert ask(put(4, "bad", len(data), other) + data) == "checksum_mismatch"
+            assert ask(put(5, "later", len(data), None, trailer="blake3") + data
+                       ) == "bad_request"
+            assert ask(protocol.encode_frame({"op": "put", "id": "6"})) == "bad_request"
+            assert ask(protocol.encode_get(7, "link", digest="blake3")) == "forbidden"
+            assert ask(protocol.encode_get(8, "nothing", digest="blake3")) == "not_found"
+            assert ask(put(9, "new", len(data), digest) + data) == "ok"
+            client.sock.sendall(protocol.encode_get(10, "new", digest="blake3"))
+            reply, body = client.read_reply()
+            assert reply["blake3"] == digest.hex and body == data
+        finally:
+            client.close()
+        client = DocClient(server.host, server.port)
+        try:  # a frame that is not one: answered, then closed
+            client.sock.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            assert client.read_reply()[0]["error"] == "bad_magic"
+            with pytest.raises(ConnectionError):
+                client.read_reply()
+        finally:
+            client.close()
+        client = DocClient(server.host, server.port)
+        try:  # an upload cut off: once the server has closed, nothing of it is left
+            client.sock.sendall(put(11, "cut", len(data), digest) + data[:100])
+            client.sock.shutdown(socket.SHUT_WR)
+            with pytest.raises(ConnectionError):
+                client.read_reply()
+        finally:
+            client.close()
     finally:
         server.stop()
     assert sorted(p.name for p in root.iterdir()) == ["link", "new", "taken"]
