@@ -486,19 +486,12 @@ def print_report(report: dict, args: argparse.Namespace) -> None:
         bare = m["results"].get("bare")
         if bare:
             print(f"  workers 1 / bare, the median of each round's ratio (the two run side "
-                  f"by side): {paired_ratio(one, bare, 'files_per_s'):.2f}x files/s, "
-                  f"{paired_ratio(one, bare, 'server_cpu'):.2f}x server CPU "
-                  f"({paired_ratio(one, bare, 'server_user'):.2f}x of it in user time, where "
-                  f"the Python runs), {paired_ratio(one, bare, 'p99_ms'):.2f}x p99 (bare: the "
-                  "same storage guarantees, none of the rest; see scripts/bare_server.py)")
+                  f"by side): {against(one, bare)} (bare: the same storage guarantees, none "
+                  "of the rest; see scripts/bare_server.py)")
             flat = m["results"].get("flat")
             if flat:
-                print(f"  flat / bare: {paired_ratio(flat, bare, 'server_cpu'):.2f}x server CPU "
-                      f"({paired_ratio(flat, bare, 'server_user'):.2f}x of it in user time), "
-                      f"{paired_ratio(flat, bare, 'files_per_s'):.2f}x files/s, "
-                      f"{paired_ratio(flat, bare, 'p99_ms'):.2f}x p99 (flat: "
-                      "muxserver's per-request checks called in one flat path; see "
-                      "scripts/flat_server.py)")
+                print(f"  flat / bare: {against(flat, bare)} (flat: muxserver's per-request "
+                      "checks called in one flat path; see scripts/flat_server.py)")
         if args.by_round:
             print("  latency by round, workers 1 (the k-th request of every connection; "
                   "medians of the runs):")
@@ -547,6 +540,14 @@ def paired_ratio(ours: dict, theirs: dict, key: str) -> float:
     ratio instead of on one median."""
     runs = {"ours": ours[f"{key}_runs"], "theirs": theirs[f"{key}_runs"]}
     return statistics.median(paired_ratios(runs, "ours", "theirs"))
+
+
+def against(ours: dict, floor: dict) -> str:
+    """A many-clients contender against a floor that ran beside it, round by round."""
+    return (f"{paired_ratio(ours, floor, 'files_per_s'):.2f}x files/s, "
+            f"{paired_ratio(ours, floor, 'server_cpu'):.2f}x server CPU "
+            f"({paired_ratio(ours, floor, 'server_user'):.2f}x of it in user time, where the "
+            f"Python runs), {paired_ratio(ours, floor, 'p99_ms'):.2f}x p99")
 
 
 def targets_line(targets: list[tuple[str, bool, str]]) -> str:

@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import LISTENING, REPO  # noqa: E402
+from benchlib import LISTENING, REPO, Spawned  # noqa: E402
 from loadgen import LoadRun, many_clients_plans, raise_fd_limit  # noqa: E402
 
 # Runs a server (the muxserver module, or a script's path) with cProfile switched on
@@ -105,13 +105,7 @@ class ProfiledServer:
         return pstats.Stats(str(self.out))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        Spawned(self.proc, self.host, self.port).stop()
 
 
 def module_of(filename: str, code: Path) -> str:
