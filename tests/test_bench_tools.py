@@ -5,6 +5,7 @@ are the benchmark's business; here only that they work.)"""
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -101,6 +102,34 @@ def test_calls_are_counted_per_module_for_every_server(tmp_path):
     # Switched on after start-up: the command line was parsed before counting began.
     assert not any("argparse" in module for module in (*mux, *flat))
     assert any(where.startswith("muxserver/native.py:") for where in mux_functions)
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instructions_are_counted_for_the_load_only_and_the_hash_apart(tmp_path):
+    """instructions_per_request.py counts each server under callgrind while the load
+    runs, and files the hash's instructions apart; the bare server's count for the
+    same requests is smaller than muxserver's, and both hash the same bytes."""
+    saved = sys.path[:]
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import instructions_per_request as counter
+    finally:
+        sys.path[:] = saved
+    repo = SCRIPTS.parent
+    mux = counter.count_instructions(
+        "muxserver", [sys.executable, "-m", "muxserver", "serve", "--port", "0",
+                      "--no-console"], repo, 2, 65536, tmp_path)
+    bare = counter.count_instructions(
+        "bare", [sys.executable, str(SCRIPTS / "bare_server.py"), "--port", "0"], repo, 2,
+        65536, tmp_path)
+    for total, hashing, requests in (mux, bare):
+        assert requests == 2 * 32
+        # 16 puts of 64 KiB hashed: at least a few instructions per byte of them.
+        assert hashing > 16 * 2 * 65536
+        assert total > hashing
+    # The same bytes hashed the same way on both sides (gets send remembered digests).
+    assert abs(mux[1] - bare[1]) < 0.01 * bare[1]
+    assert mux[0] - mux[1] > bare[0] - bare[1]
 
 
 def test_the_flat_server_keeps_the_checks_it_claims(loadgen, tmp_path):
