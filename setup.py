@@ -1,4 +1,39 @@
-"""Compatibility shim: all metadata lives in setup.cfg."""
+"""Metadata lives in setup.cfg. This file adds one thing: the optional compiled build.
+
+By default muxserver installs as plain Python, the code its readers read and change.
+An operator who wants the server's CPU for files rather than for the interpreter can
+compile the modules every request passes through with mypyc (the compiler mypy itself
+is built with: the same code, its type annotations turned into C; see
+docs/OPERATIONS.md "The compiled build" and docs/PERFORMANCE.md):
+
+    pip install mypy==2.4.1 && MUXSERVER_COMPILED=1 pip install --no-build-isolation .
+
+A compiled module is an extension module beside its .py file, and Python imports it
+first: an editable install (-e) would keep running the compiled code after an edit of
+the .py file, so build it into a plain install or a copy (scripts/compiled_build.py).
+"""
+
+import os
+
 from setuptools import setup
 
-setup()
+#: The modules a request passes through, below the CLI: the loop, a channel and its
+#: buffers, the native codec and the request rules shared with HTTP, names, rights and
+#: digests. (HTTP's sessions, the storage classes and the observers stay Python: their
+#: classes inherit from several others, which mypyc does not compile, or are subclassed
+#: by plain Python ones.)
+COMPILED = ["access", "atomic", "buffers", "channel", "digests", "errors", "hashcache",
+            "lifecycle", "limits", "locks", "logformat", "loop", "names", "native",
+            "protocol", "rules", "session", "sniff", "storage/errors", "transport",
+            "turnlog"]
+
+
+def compiled_modules() -> list:
+    if os.environ.get("MUXSERVER_COMPILED") != "1":
+        return []
+    from mypyc.build import mypycify  # (only here: a plain install needs no mypy)
+
+    return mypycify([f"muxserver/{name}.py" for name in COMPILED])
+
+
+setup(ext_modules=compiled_modules())

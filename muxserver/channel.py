@@ -39,7 +39,7 @@ from typing import Callable
 
 from .buffers import FileRegion, SendQueue
 from .limits import Limits
-from .loop import EVENT_READ, EVENT_WRITE, EventLoop, Timer
+from .loop import EVENT_READ, EVENT_WRITE, ChannelLoop, Scheduled
 from .observe import NOBODY, Observer
 from .transport import BaseProtocol, ChannelState, ConnectionProtocol, Phase
 from .zerocopy import UNSUPPORTED
@@ -55,7 +55,7 @@ _NO_SENDFILE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSOCK}
 class Channel:
     """A connected socket, registered with the loop, feeding one protocol object."""
 
-    def __init__(self, loop: EventLoop, sock: socket.socket, peer: str, conn_id: int,
+    def __init__(self, loop: ChannelLoop, sock: socket.socket, peer: str, conn_id: int,
                  limits: Limits, on_closed: Callable[["Channel"], None],
                  peer_host: str = "") -> None:
         self.loop = loop
@@ -82,7 +82,7 @@ class Channel:
         self.bytes_in = 0
         self.bytes_out = 0
         self.opened = self.last_io = loop.now
-        self._timer: Timer | None = None
+        self._timer: Scheduled | None = None
         self._closing_since = 0.0
         self._on_closed = on_closed
         self.observe: Observer = NOBODY  # who watches (the trace, --step): observe.py

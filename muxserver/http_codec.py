@@ -95,7 +95,9 @@ class _FileBody:
 class HttpCodec(RequestRules):
     """HTTP/1.1 on one channel, through h11: the framing half of ``HttpSession``."""
 
-    wire = "HTTP "
+    @property
+    def wire(self) -> str:
+        return "HTTP "
 
     def __init__(self, services: Services, channel: Transport) -> None:
         super().__init__(services, channel)

@@ -102,8 +102,10 @@ for _state in Work:
     _state.moves = dict(TRANSITIONS[_state])
 
 
-class IllegalEvent(RuntimeError):
-    """An event the current state has no transition for: a bug, never a client's doing."""
+class IllegalEvent(Exception):
+    """An event the current state has no transition for: a bug, never a client's doing.
+    (An Exception rather than a RuntimeError: mypyc, which compiles this module in the
+    compiled build, cannot derive a class from RuntimeError.)"""
 
 
 class RequestState:

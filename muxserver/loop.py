@@ -87,6 +87,43 @@ class Connection(Handler, Protocol):
         """Unregister, then close: called once, after the turn's events."""
 
 
+class Scheduled(Protocol):
+    """A timer as its owner sees it: when it fires, and a way to call it off."""
+
+    @property
+    def when(self) -> float: ...
+
+    def cancel(self) -> None: ...
+
+
+class ChannelLoop(Protocol):
+    """What a channel asks of its event loop (EventLoop below; the channel tests' fake
+    loop provides the same)."""
+
+    @property
+    def now(self) -> float:
+        """time.monotonic() when this loop turn began."""
+
+    @property
+    def scratch(self) -> memoryview:
+        """The loop's one receive buffer, shared by every channel (bytes are handed on
+        before the next recv)."""
+
+    def set_interest(self, sock: socket.socket | int, handler: Handler, events: int
+                     ) -> None: ...
+
+    def call_at(self, when: float, callback: Callable[[], None],
+                owner: Owner | None = None) -> Scheduled: ...
+
+    def call_soon(self, callback: Callable[[], None], owner: Owner | None = None) -> None: ...
+
+    def flush_before_sleep(self, channel: Connection) -> None: ...
+
+    def close_after_batch(self, channel: Connection) -> None: ...
+
+    def splice_pipe(self) -> SplicePipe | None: ...
+
+
 #: A cancelled timer stays in the heap (lazy deletion) until the heap is rebuilt: when
 #: more than this many are cancelled and they are over half the heap (asyncio: 100, 1/2).
 MIN_CANCELLED_TO_COMPACT = 64

@@ -143,10 +143,10 @@ class NativeSession(RequestRules):
             return
         try:
             req = protocol.parse_request(fields, length)
-        except RequestError as exc:
+        except RequestError as refused:
             if fields.get("op") == "put" and "trailer" in fields and self.request_id is not None:
                 self.trailer_due = (self.request_id, "")  # (a refused put's trailer: dropped)
-            self.reply_error(self.request_id, exc.code, exc.message)
+            self.reply_error(self.request_id, refused.code, refused.message)
             return  # any body is dropped as it arrives
         try:
             if req.op == "put":

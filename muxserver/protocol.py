@@ -136,11 +136,20 @@ class FrameHeader:
     length: int
 
 
-@dataclasses.dataclass(slots=True, frozen=True)
 class BodyData:
-    """A piece of the current frame's body: a slice of the caller's buffer, not a copy."""
+    """A piece of the current frame's body: a slice of the caller's buffer, not a copy.
 
-    data: memoryview
+    (A plain class rather than a dataclass like the others: mypyc, which compiles this
+    module in the compiled build (setup.py), cannot yet give a dataclass a memoryview
+    field.)"""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: memoryview) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"BodyData({len(self.data)} bytes)"
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -412,7 +421,7 @@ def _frame(header: bytes) -> bytes:
 
 
 def encode_put(req_id: int, name: str, length: int, digest: Digest | str | None, *,
-               overwrite: bool = False, mtime: float | None = None, offset: int = 0,
+               overwrite: bool = False, mtime: int | float | None = None, offset: int = 0,
                resumable: bool = False, trailer: str = "") -> bytes:
     """A put header; ``length`` body bytes (the file from ``offset`` on) follow it.
 

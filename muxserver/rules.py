@@ -15,6 +15,8 @@ import os
 import time
 from typing import Any, Callable, Generator, Iterator
 
+from mypy_extensions import mypyc_attr
+
 from .access import DELETE, LINK, READ, TOKEN, WRITE, Grant
 from .buffers import FileRegion
 from .digests import SHA256, Digest
@@ -104,6 +106,9 @@ RIGHTS_NEEDED: dict[str, tuple[str, ...]] = {
 NEEDS_SIGHT = frozenset({"rm", "mv", "lock"})
 
 
+# (Compiled in the compiled build, and inherited from by HTTP's plain Python sessions:
+# see Session.)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RequestRules(Session):
     """The rules of every request, whatever its wire."""
 
@@ -339,10 +344,10 @@ class RequestRules(Session):
                                             or f"address {self.channel.peer_host}")
         except LockConflict:
             raise StorageError("locked", f"{name or '/'!r} is locked by another") from None
-        except TooManyLocks as exc:
-            raise StorageError("server_busy", str(exc)) from None
-        except ValueError as exc:  # (an owner too long to keep)
-            raise StorageError("bad_request", str(exc)) from None
+        except TooManyLocks as busy:
+            raise StorageError("server_busy", str(busy)) from None
+        except ValueError as refused:  # (an owner too long to keep)
+            raise StorageError("bad_request", str(refused)) from None
         log.info("%s %slocked %s (%s, %s s)", self.who, self.wire, printable(self.inside(name)),
                  "exclusive" if exclusive else "shared", timeout,
                  extra={"event": "changed", "conn": self.channel.id})
@@ -601,8 +606,8 @@ class RequestRules(Session):
                                            by=self.link_maker)
         except OSError as exc:
             raise StorageError("io_error", f"cannot keep the link: {exc.strerror}") from None
-        except ValueError as exc:  # (too many links of this maker)
-            raise StorageError("not_permitted", str(exc)) from None
+        except ValueError as refused:  # (too many links of this maker)
+            raise StorageError("not_permitted", str(refused)) from None
         said = (self.who, self.wire, printable(link.path or "/"),
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(link.expires)), link.id)
         extra = {"event": "changed", "conn": self.channel.id}

@@ -38,6 +38,8 @@ import logging
 import time
 from typing import Any, Callable, Generator, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from .access import READ, Access, Credential, Grant, Refusal
 from .accounts import PasswordCheck
 from .digests import Digest
@@ -134,11 +136,18 @@ Job = Generator[None, None, None]
 NO_RIGHTS = Grant(frozenset(), replace=False)
 
 
+# Compiled by mypyc in the compiled build (setup.py): HTTP's sessions, which stay plain
+# Python, inherit from this class, and mypyc allows that only when told.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Session(BaseProtocol):
     """The lifecycle of requests on one connection; subclasses speak a wire format."""
 
-    #: how log lines and the console name the protocol ("HTTP " for HTTP)
-    wire = ""
+    @property
+    def wire(self) -> str:
+        """How log lines and the console name the protocol: "" here, "HTTP " for HTTP.
+        (A property, not a class attribute a subclass reassigns: compiled by mypyc, this
+        class would read its own value, see setup.py.)"""
+        return ""
 
     def __init__(self, services: Services, channel: Transport) -> None:
         super().__init__(channel)

@@ -33,7 +33,10 @@ class Sniffer(BaseProtocol):
     """Waits for enough bytes to tell the native protocol from HTTP."""
 
     MAX_METHOD = 16  # longer than any HTTP method we could serve
-    state_label = "new connection"
+
+    @property
+    def state_label(self) -> str:
+        return "new connection"
 
     def __init__(self, services: Services, channel: Transport) -> None:
         super().__init__(channel)
@@ -108,14 +111,16 @@ class Refusal(BaseProtocol):
     """A connection over the cap: one answer in the client's protocol, then close.
     A client that says nothing is closed after ``close_linger`` seconds."""
 
-    state_label = "refusing"
+    @property
+    def state_label(self) -> str:
+        return "refusing"
 
     def __init__(self, channel: Channel, max_connections: int) -> None:
         super().__init__(channel)
         self.max_connections = max_connections
-        self.timer = channel.loop.call_later(channel.limits.close_linger,
-                                             lambda: channel.abort("too many clients"),
-                                             owner=channel)
+        self.timer = channel.loop.call_at(channel.loop.now + channel.limits.close_linger,
+                                          lambda: channel.abort("too many clients"),
+                                          owner=channel)
 
     def data_received(self, data: memoryview) -> None:
         if self.channel.state is not ChannelState.OPEN:

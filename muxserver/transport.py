@@ -14,6 +14,8 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING, Protocol
 
+from mypy_extensions import mypyc_attr
+
 if TYPE_CHECKING:
     from .buffers import FileRegion
     from .observe import Observer
@@ -158,6 +160,9 @@ class Transport(Protocol):
         """An unexpected error: log it, close this connection only."""
 
 
+# (Compiled in the compiled build, and inherited from by plain Python protocols: see
+# session.Session.)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class BaseProtocol:
     """A :class:`ConnectionProtocol` whose every method does the harmless thing."""
 

@@ -12,6 +12,7 @@ Missing peers (socat, curl, pyftpdlib) are reported as skipped.
     python scripts/bench.py --only bulk --runs 5  # one scenario
     python scripts/bench.py --json
     python scripts/bench.py --only bulk,many --baseline ../older-checkout   # A/B
+    python scripts/bench.py --only many --compiled   # and the compiled build (setup.py)
 
 Targets (checked and printed): every bulk transfer's CPU (client and server) within
 1.15x the floor's (socat's copy and one BLAKE3 pass at each end, in the same run), a
@@ -19,7 +20,8 @@ bulk put of a fresh file within 1.25x socat's time, a put of a file whose digest
 remembered and a get within 1.0x socat's time and faster than pyftpdlib + curl in the
 same run; many clients with 0 errors and p99 per-file latency under 150 ms, server CPU
 per request and p99 within 1.3x the bare server's and files/s at least 0.75x its (and,
-with --baseline, 1.5x the baseline's files/s); an
+with --baseline, 1.5x the baseline's files/s; with --compiled, the same three for the
+compiled build against the bare server run on the same compiled modules); an
 idle crowd of 10,000 connections under 4 KiB of server RSS each and stat p99 under
 50 ms; the console costing under 5 %.
 """
@@ -43,6 +45,7 @@ from typing import Callable
 from benchlib import (GiB, alternate, console_cost, cpu_split, make_file,
                       paired_ratios, print_console_cost, scratch_dir, spawn_muxserver,
                       summary, timed, free_port, wait_listening)
+import compiled_build
 from loadgen import idle_crowd, many_clients, small_files
 
 SCENARIOS = ("bulk", "many", "small", "idle", "console")
@@ -307,7 +310,9 @@ def many(args: argparse.Namespace, work: Path) -> dict:
     bare server (scripts/bare_server.py: the same storage guarantees and nothing else,
     the floor), the flat server (scripts/flat_server.py: the floor plus muxserver's
     per-request checks, without its layers) and a baseline checkout if given,
-    alternating round by round; medians."""
+    alternating round by round; medians. With --compiled, also the compiled build
+    (scripts/compiled_build.py, made first) beside the bare server run on the same
+    compiled modules (its frame decoder is one of them)."""
     # (workers 1 runs next to bare, and to the baseline, in every round: the host's slow
     # spells last seconds, and a pair that shares one is compared fairly)
     settings: dict[str, dict] = {}
@@ -318,6 +323,11 @@ def many(args: argparse.Namespace, work: Path) -> dict:
                      "flat": {"floor": "flat_server.py"},
                      "workers 2": {"workers": 2},
                      "warning log": {"workers": 1, "extra": ["--log-level", "warning"]}})
+    if args.compiled:
+        print("building the compiled copy...", file=sys.stderr, flush=True)
+        copy = compiled_build.build(work / "compiled")
+        settings.update({"compiled": {"workers": 1, "code": copy},
+                         "bare, compiled": {"floor": "bare_server.py", "code": copy}})
     rounds = itertools.count()
     touch_memory(work, 2 << 30)  # (a run writes 1 GiB: 1,000 x 16 files of 64 KiB)
 
@@ -400,14 +410,12 @@ def check_targets(report: dict) -> list[tuple[str, bool, str]]:
                        f"{one['p99_ms']:.0f} ms"))
         bare = many_report["results"].get("bare")
         if bare:  # (the floor of a request: the same guarantees and nothing else)
-            for what, key, most in (("server CPU per request", "server_cpu", 1.3),
-                                    ("p99", "p99_ms", 1.3)):
-                ratio = paired_ratio(one, bare, key)
-                checks.append((f"many clients: {what} <= {most}x the bare server's",
-                               ratio <= most, f"{ratio:.2f}x"))
-            ratio = paired_ratio(one, bare, "files_per_s")
-            checks.append(("many clients: files/s >= 0.75x the bare server's", ratio >= 0.75,
-                           f"{ratio:.2f}x"))
+            checks.extend(floor_checks(one, bare))
+        compiled = many_report["results"].get("compiled")
+        if compiled:  # (the same targets, the build and its floor both compiled)
+            floor = many_report["results"]["bare, compiled"]
+            checks.extend((f"{name} (compiled build)", ok, value)
+                          for name, ok, value in floor_checks(compiled, floor))
         baseline = many_report["results"].get("baseline")
         if baseline:
             ratio = paired_ratio(one, baseline, "files_per_s")
@@ -469,11 +477,11 @@ def print_report(report: dict, args: argparse.Namespace) -> None:
         m = report["many"]
         print(f"\nMany clients: {m['description']}; median of "
               f"{next(iter(m['results'].values()))['runs']} alternating runs each")
-        print(f"{'server':<12}{'files/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99 seen':>10}"
+        print(f"{'server':<15}{'files/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99 seen':>10}"
               f"{'errors':>8}{'server CPU s':>14}{'(min-max)':>12}{'generator CPU s':>17}")
         for name, r in m["results"].items():
             spread = f"{min(r['server_cpu_runs']):.2f}-{max(r['server_cpu_runs']):.2f}"
-            print(f"{name:<12}{r['files_per_s']:>9.0f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}"
+            print(f"{name:<15}{r['files_per_s']:>9.0f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}"
                   f"{r['p99_seen_ms']:>10.1f}{r['errors']:>8}{r['server_cpu']:>14.2f}"
                   f"{spread:>12}{r['generator_cpu']:>17.2f}")
         print("  (2 GiB of /dev/shm were written and deleted first: this VM backs a page the "
@@ -501,6 +509,12 @@ def print_report(report: dict, args: argparse.Namespace) -> None:
                 if put and get:
                     print(f"    {k:>2}  put p50 {put['p50_ms']:6.1f} p99 {put['p99_ms']:6.1f}   "
                           f"get p50 {get['p50_ms']:6.1f} p99 {get['p99_ms']:6.1f}  ms")
+        if "compiled" in m["results"]:
+            print(f"  compiled / bare, compiled: "
+                  f"{against(m['results']['compiled'], m['results']['bare, compiled'])} (both "
+                  "on the compiled modules: setup.py, scripts/compiled_build.py); compiled / "
+                  f"workers 1: {paired_ratio(m['results']['compiled'], one, 'server_cpu'):.2f}x "
+                  "server CPU")
         if "baseline" in m["results"]:
             baseline = m["results"]["baseline"]
             print(f"  workers 1 / baseline, the median of each round's ratio: "
@@ -550,6 +564,19 @@ def against(ours: dict, floor: dict) -> str:
             f"Python runs), {paired_ratio(ours, floor, 'p99_ms'):.2f}x p99")
 
 
+def floor_checks(ours: dict, bare: dict) -> list[tuple[str, bool, str]]:
+    """The many-clients targets against the bare server that ran beside ``ours``."""
+    checks = []
+    for what, key, most in (("server CPU per request", "server_cpu", 1.3), ("p99", "p99_ms", 1.3)):
+        ratio = paired_ratio(ours, bare, key)
+        checks.append((f"many clients: {what} <= {most}x the bare server's", ratio <= most,
+                       f"{ratio:.2f}x"))
+    ratio = paired_ratio(ours, bare, "files_per_s")
+    checks.append(("many clients: files/s >= 0.75x the bare server's", ratio >= 0.75,
+                   f"{ratio:.2f}x"))
+    return checks
+
+
 def targets_line(targets: list[tuple[str, bool, str]]) -> str:
     """The whole verdict in one line: how many targets hold, and which are missed."""
     missed = [name for name, ok, _ in targets if not ok]
@@ -588,6 +615,10 @@ def main() -> int:
                         help="another checkout of muxserver (an older commit, say) to run "
                              "the bulk transfers and the many-clients load against too, "
                              "alternating; its protocol may need --digest sha256")
+    parser.add_argument("--compiled", action="store_true",
+                        help="many clients: also the compiled build (setup.py; built first, "
+                             "about a minute, needs mypy and a C compiler) beside the bare "
+                             "server on the same compiled modules")
     parser.add_argument("--digest", choices=("blake3", "sha256"), default="blake3",
                         help="the digest the load generator's requests use (default: "
                              "blake3, as the muxserver client)")

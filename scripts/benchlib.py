@@ -127,11 +127,15 @@ def spawn_muxserver(root: Path, *args: str, terminal: bool = False,
     return Spawned(proc, host, port, master, reader)
 
 
-def spawn_floor_server(root: Path, script: str = "bare_server.py") -> Spawned:
+def spawn_floor_server(root: Path, script: str = "bare_server.py",
+                       code: Path | None = None) -> Spawned:
     """Start a floor the many-clients load is compared with: scripts/bare_server.py, or
-    scripts/flat_server.py (the same plus muxserver's per-request checks)."""
-    return _spawn_piped([sys.executable, str(REPO / "scripts" / script),
-                         "--root", str(root)], cwd=REPO, env=None)
+    scripts/flat_server.py (the same plus muxserver's per-request checks). ``code``:
+    another checkout to run it from, with that checkout's muxserver modules (a compiled
+    copy, scripts/compiled_build.py)."""
+    base = code or REPO
+    return _spawn_piped([sys.executable, str(base / "scripts" / script),
+                         "--root", str(root)], cwd=base, env=None)
 
 
 def _spawn_piped(cmd: list[str], cwd: Path, env: dict | None,

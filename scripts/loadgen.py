@@ -234,7 +234,7 @@ def many_clients(args, work: Path, workers: int = 1, code: Path | None = None,
     root = work / "root"
     root.mkdir()
     if floor:
-        server = spawn_floor_server(root, floor)
+        server = spawn_floor_server(root, floor, code)
     else:
         server = spawn_muxserver(root, *(["--workers", str(workers)] if workers > 1 else []),
                                  *(extra or []), code=code)

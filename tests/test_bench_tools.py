@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import needs_python_classes
+
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
@@ -75,6 +77,7 @@ def test_the_benchmark_says_in_one_line_which_targets_hold():
         "targets: 1 of 2 hold; missed: b <= 1.3x")
 
 
+@needs_python_classes
 def test_calls_are_counted_per_module_for_every_server(tmp_path):
     """calls_per_request.py profiles each server only while the load runs, and files
     every call under the module that made it."""

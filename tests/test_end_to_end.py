@@ -14,7 +14,8 @@ from muxserver import protocol
 from muxserver.client import ClientError, GetFile, ListDir, PutFile, Stat
 from muxserver.limits import Limits
 
-from .conftest import FrameReader, b3, put_frame, sha256, temp_files, visible_files
+from .conftest import (FrameReader, b3, needs_python_classes, put_frame, sha256, temp_files,
+                       visible_files)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -359,6 +360,7 @@ def test_many_concurrent_clients_each_get_their_files(server, tmp_path):
     assert len(visible_files(server.root)) == 100
 
 
+@needs_python_classes
 def test_a_bug_in_one_connection_closes_only_that_connection(server, monkeypatch, log_watcher):
     from muxserver import native
 
