@@ -26,6 +26,8 @@ depends on it.
 
     python scripts/instructions_per_request.py                 # muxserver, flat, bare
     python scripts/instructions_per_request.py --code ../older  # another checkout beside
+    python scripts/instructions_per_request.py --code COPY      # a compiled copy
+                                                  # (scripts/compiled_build.py), its floors too
     python scripts/instructions_per_request.py --only muxserver --server-args "--log-level warning"
 
 Needs valgrind (Debian: ``apt-get install valgrind``).
@@ -202,9 +204,11 @@ def main() -> int:
         servers += [(f"muxserver ({code})", mux, code.resolve()) for code in args.code]
     for name in ("flat", "bare"):
         if name in only:
-            servers.append((f"{name} server", [sys.executable,
-                            str(REPO / "scripts" / f"{name}_server.py"), "--port", "0"],
-                            REPO))
+            for code in (REPO, *args.code):  # (a copy's floor runs on that copy's modules)
+                label = f"{name} server" + ("" if code == REPO else f" ({code})")
+                servers.append((label, [sys.executable, str(code.resolve() / "scripts" /
+                                                            f"{name}_server.py"), "--port", "0"],
+                                code.resolve()))
     counts: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="mux-instructions-", dir="/dev/shm"
                                      if Path("/dev/shm").is_dir() else None) as scratch:

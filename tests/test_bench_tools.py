@@ -77,6 +77,23 @@ def test_the_benchmark_says_in_one_line_which_targets_hold():
         "targets: 1 of 2 hold; missed: b <= 1.3x")
 
 
+def test_the_compiled_build_names_modules_that_exist():
+    """setup.py's COMPILED list, as compiled_build.py reads it (without running setup.py),
+    names each module of the request path once, and each is there. (That mypyc compiles
+    them and the suite passes against them is .ci/run's last step.)"""
+    saved = sys.path[:]
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import compiled_build
+    finally:
+        sys.path[:] = saved
+    names = compiled_build.compiled_names()
+    assert {"channel", "loop", "protocol", "session", "native"} <= set(names)
+    assert len(set(names)) == len(names)
+    package = SCRIPTS.parent / "muxserver"
+    assert all((package / f"{name}.py").is_file() for name in names)
+
+
 @needs_python_classes
 def test_calls_are_counted_per_module_for_every_server(tmp_path):
     """calls_per_request.py profiles each server only while the load runs, and files
