@@ -9,7 +9,8 @@ docs/OPERATIONS.md "The compiled build" and docs/PERFORMANCE.md):
     pip install '.[compiled]' && MUXSERVER_COMPILED=1 pip install --no-build-isolation .
 
 (the first command brings the dependencies and the build's tools, mypy among them; the
-second builds without isolation, so that mypyc finds them)
+second builds without isolation, so that mypyc finds them).
+
 A compiled module is an extension module beside its .py file, and Python imports it
 first: an editable install (-e) would keep running the compiled code after an edit of
 the .py file, so build it into a plain install or a copy (scripts/compiled_build.py).
