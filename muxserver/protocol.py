@@ -427,7 +427,9 @@ def encode_put(req_id: int, name: str, length: int, digest: Digest | str | None,
 
     ``digest``: the whole file's (a str is a SHA-256 in hex, the protocol's first
     digest); or None with ``trailer`` naming the algorithm of the digest that follows
-    the body in a trailer frame (encode_trailer)."""
+    the body in a trailer frame (encode_trailer). ``mtime``: seconds, written as given
+    (``int | float``, not ``float``: compiled, a float parameter turns an int into a
+    float, and the header would change)."""
     fields: dict[str, Any] = {"id": req_id, "op": "put", "name": name}
     if digest is not None:
         fields.update(as_digest(digest).field)
