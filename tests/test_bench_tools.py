@@ -5,6 +5,7 @@ are the benchmark's business; here only that they work.)"""
 from __future__ import annotations
 
 import argparse
+import importlib
 import shutil
 import sys
 from pathlib import Path
@@ -16,14 +17,19 @@ from .conftest import needs_python_classes
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
-@pytest.fixture(scope="module")
-def loadgen():
+def script_module(name: str):
+    """Import one of scripts/ as a module (they import each other by plain names)."""
+    saved = sys.path[:]
     sys.path.insert(0, str(SCRIPTS))
     try:
-        import loadgen
+        return importlib.import_module(name)
     finally:
-        sys.path.remove(str(SCRIPTS))
-    return loadgen
+        sys.path[:] = saved
+
+
+@pytest.fixture(scope="module")
+def loadgen():
+    return script_module("loadgen")
 
 
 @pytest.mark.parametrize("floor", ["", "bare_server.py", "flat_server.py"],
@@ -81,12 +87,7 @@ def test_the_compiled_build_names_modules_that_exist():
     """setup.py's COMPILED list, as compiled_build.py reads it (without running setup.py),
     names each module of the request path once, and each is there. (That mypyc compiles
     them and the suite passes against them is .ci/run's last step.)"""
-    saved = sys.path[:]
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        import compiled_build
-    finally:
-        sys.path[:] = saved
+    compiled_build = script_module("compiled_build")
     names = compiled_build.compiled_names()
     assert {"channel", "loop", "protocol", "session", "native"} <= set(names)
     assert len(set(names)) == len(names)
@@ -98,12 +99,7 @@ def test_the_compiled_build_names_modules_that_exist():
 def test_calls_are_counted_per_module_for_every_server(tmp_path):
     """calls_per_request.py profiles each server only while the load runs, and files
     every call under the module that made it."""
-    saved = sys.path[:]
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        import calls_per_request as calls
-    finally:
-        sys.path[:] = saved
+    calls = script_module("calls_per_request")
     repo = SCRIPTS.parent
     mux, mux_functions, requests = calls.count_calls(
         "muxserver", "muxserver", ["serve", "--port", "0", "--no-console"], repo, 2, 4096,
@@ -129,12 +125,7 @@ def test_instructions_are_counted_for_the_load_only_and_the_hash_apart(tmp_path)
     """instructions_per_request.py counts each server under callgrind while the load
     runs, and files the hash's instructions apart; the bare server's count for the
     same requests is smaller than muxserver's, and both hash the same bytes."""
-    saved = sys.path[:]
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        import instructions_per_request as counter
-    finally:
-        sys.path[:] = saved
+    counter = script_module("instructions_per_request")
     repo = SCRIPTS.parent
     mux = counter.count_instructions(
         "muxserver", [sys.executable, "-m", "muxserver", "serve", "--port", "0",
