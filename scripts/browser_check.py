@@ -380,16 +380,15 @@ class Tour:
             "  if (k.startsWith(arguments[0])) return localStorage.getItem(k); }"
             "return null;", UPLOAD_KEY)
 
-    def hidden_bytes(self) -> int:
-        """The size of the largest upload the server holds under a hidden name (a
-        partial file, or one a request is writing) in the served folder."""
-        sizes = [entry.stat().st_size for entry in os.scandir(self.root)
-                 if entry.name.startswith(".muxserver-") and entry.is_file()]
-        return max(sizes, default=0)
+    def hidden_sizes(self) -> dict[str, int]:
+        """The uploads the server holds under a hidden name in the served folder (partial
+        files, or those a request is writing), with their sizes."""
+        return {entry.name: entry.stat().st_size for entry in os.scandir(self.root)
+                if entry.name.startswith(".muxserver-") and entry.is_file()}
 
-    def held(self, url: str) -> int:
-        response = self.tus("HEAD", url)
-        return int(response.getheader("Upload-Offset") or -1) if response.status == 200 else -1
+    def hidden_bytes(self) -> int:
+        """The size of the largest of them."""
+        return max(self.hidden_sizes().values(), default=0)
 
     def link(self, offline: bool = False, upload: int = -1) -> None:
         """The browser's network: ``offline``, or ``upload`` bytes per second up (-1:
@@ -426,8 +425,17 @@ class Tour:
             url = self.upload_one_piece_of(big)
             self.browser.refresh()
         # (the server may still be ending the piece the reload cut off: 423 until then)
-        held = wait_for(lambda: max(self.held(url), 0), "the server held nothing after "
-                        "the reload")
+        said = ["nothing"]  # (what HEAD said last: the message, if it never holds any)
+
+        def held_now() -> int:
+            response = self.tus("HEAD", url)
+            said[0] = f"{response.status} Upload-Offset: {response.getheader('Upload-Offset')}"
+            return int(response.getheader("Upload-Offset") or 0) if response.status == 200 else 0
+        try:
+            held = wait_for(held_now, "")
+        except CheckFailed:
+            raise CheckFailed(f"the server held nothing after the reload: HEAD said {said[0]}; "
+                              f"hidden files {self.hidden_sizes()}") from None
         if not 0 < held < big.stat().st_size or (self.root / big.name).exists():
             raise CheckFailed(f"after the reload the server holds {held} bytes (or the "
                               f"file is visible under its name)")

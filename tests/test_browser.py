@@ -41,7 +41,10 @@ def run(tour, check: str, *args) -> None:
     try:
         getattr(tour, check)(*args)
     except browser_check.CheckFailed as failure:
-        pytest.fail(str(failure), pytrace=False)
+        log = tour.work / "server.log"  # (what the server said meanwhile, to see why)
+        said = log.read_text(errors="replace").splitlines()[-40:] if log.exists() else []
+        pytest.fail("\n".join([str(failure), "the end of the server's log:", *said]),
+                    pytrace=False)
 
 
 def test_the_listing_sorts_filters_and_hashes(tour):
