@@ -21,14 +21,16 @@ import os
 from setuptools import setup
 
 #: The modules a request passes through, below the CLI: the loop, a channel and its
-#: buffers, the native codec and the request rules shared with HTTP, names, rights and
-#: digests. (HTTP's sessions, the storage classes and the observers stay Python: their
-#: classes inherit from several others, which mypyc does not compile, or are subclassed
-#: by plain Python ones.)
+#: buffers, the native codec and the request rules shared with HTTP, names, rights,
+#: digests and the storage rules. (The storage classes inherit from several others:
+#: mypyc compiles their methods but keeps them regular Python classes, which their
+#: ``native_class=False`` says. HTTP's sessions and the observers stay Python: they
+#: inherit from several classes too, or are subclassed by plain Python ones.)
 COMPILED = ["access", "atomic", "buffers", "channel", "digests", "errors", "hashcache",
             "lifecycle", "limits", "locks", "logformat", "loop", "names", "native",
-            "protocol", "rules", "session", "sniff", "storage/errors", "transport",
-            "turnlog"]
+            "protocol", "rules", "session", "sniff", "storage/__init__", "storage/copies", "storage/directories",
+            "storage/errors", "storage/partials", "storage/properties", "storage/root",
+            "storage/uploads", "transport", "turnlog"]
 
 
 def compiled_modules() -> list:

@@ -22,6 +22,8 @@ here knows about sockets or frames.
 
 from __future__ import annotations
 
+from mypy_extensions import mypyc_attr
+
 from .errors import StorageError, split_name, write_error
 from .partials import (
     PARTIAL_PREFIX,
@@ -43,6 +45,7 @@ __all__ = ["Entry", "LeftOut", "NO_SUCH_UPLOAD", "OpenFile", "PARTIAL_PREFIX", "
            "partial_key", "split_name", "write_error", "writer_of", "writer_tag"]
 
 
+@mypyc_attr(native_class=False)
 class Root(Copies):
     """The served directory: walking and reading (root.py), directories
     (directories.py), partial files (partials.py), uploads (uploads.py), copies

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
+from mypy_extensions import mypyc_attr
+
 from .errors import StorageError
 from .properties import Properties, copy_properties
 from .uploads import Uploads
@@ -32,6 +34,7 @@ def _changed(fd: int, before: os.stat_result) -> bool:
                                                           before.st_mtime_ns, before.st_ino)
 
 
+@mypyc_attr(native_class=False)
 class Copies(Uploads, Properties):
     """Copying files and folders' own properties below the root."""
 

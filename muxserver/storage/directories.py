@@ -13,11 +13,14 @@ import os
 import stat
 from typing import Callable, Iterator
 
+from mypy_extensions import mypyc_attr
+
 from ..atomic import rename_new
 from .errors import StorageError, require_regular, split_name, write_error
 from .root import DIR_MODE, RootCore, scan_dir
 
 
+@mypyc_attr(native_class=False)
 class Directories(RootCore):
     """Making, removing and moving entries below the root."""
 

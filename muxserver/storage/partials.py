@@ -32,6 +32,8 @@ import os
 import time
 from typing import Callable, Iterator
 
+from mypy_extensions import mypyc_attr
+
 from ..digests import Digest
 from ..names import RESERVED_PREFIX, printable
 from .errors import StorageError, split_name
@@ -139,6 +141,7 @@ class PartialFiles:
                 and p.name.startswith(prefix)]
 
 
+@mypyc_attr(native_class=False)
 class PartialPolicy(RootCore):
     """The partial files of the root: kept, counted, evicted, expired, swept at start."""
 
@@ -209,18 +212,24 @@ class PartialPolicy(RootCore):
         way is evicted by somebody else's; over the bytes, the oldest of all go."""
         books = self.partials
         for each in [writer] if writer is not None else books.writers():
-            self._evict_while(lambda: books.held_by(each) > books.per_writer, each,
-                              "over the partial files one writer may keep")
-        self._evict_while(lambda: len(books) > books.count, writer,
-                          "over the partial files' count")
-        self._evict_while(books.over_budget, None, "over the partial files' budget")
+            while books.held_by(each) > books.per_writer:
+                if not self._evict_oldest(each, "over the partial files one writer may keep"):
+                    break
+        while len(books) > books.count:
+            if not self._evict_oldest(writer, "over the partial files' count"):
+                break
+        while books.over_budget():
+            if not self._evict_oldest(None, "over the partial files' budget"):
+                break
 
-    def _evict_while(self, over: Callable[[], bool], writer: str | None, why: str) -> None:
-        while over():
-            oldest = self.partials.oldest(writer)
-            if oldest is None:
-                return  # (all of them are being written: they end soon, and are counted)
-            self._remove_partial(oldest, why)
+    def _evict_oldest(self, writer: str | None, why: str) -> bool:
+        """Evict the oldest partial (``writer``'s, or anybody's); False if none can go
+        (all of them are being written: they end soon, and are counted)."""
+        oldest = self.partials.oldest(writer)
+        if oldest is None:
+            return False
+        self._remove_partial(oldest, why)
+        return True
 
     def make_room(self, needed: int) -> int:
         """The disk is full: evict partials, oldest first, until ``needed`` bytes are

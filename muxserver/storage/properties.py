@@ -21,6 +21,8 @@ import os
 import stat
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from .errors import StorageError, split_name
 from .root import RootCore, _entry
 
@@ -29,6 +31,7 @@ PROPS_XATTR = "user.muxserver.props"
 MAX_PROPS_BYTES = 3072
 
 
+@mypyc_attr(native_class=False)
 class Properties(RootCore):
     """Reading and changing entries' dead properties, and copying them."""
 

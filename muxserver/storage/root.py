@@ -25,6 +25,8 @@ import secrets
 import stat
 from typing import Any, Generator, Iterator
 
+from mypy_extensions import mypyc_attr
+
 from ..digests import SHA256, Digest, new_hasher
 from ..hashcache import HashCache
 from ..names import (
@@ -89,6 +91,9 @@ class OpenFile:
         return data
 
 
+# (The compiled build, setup.py: mypyc compiles the methods of a class that inherits
+# from several others, as Root's parts do, but keeps it a regular Python class.)
+@mypyc_attr(native_class=False)
 class RootCore:
     """The served directory, held open as a descriptor for the server's lifetime."""
 

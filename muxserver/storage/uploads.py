@@ -19,6 +19,8 @@ import stat
 import time
 from typing import Any, Callable
 
+from mypy_extensions import mypyc_attr
+
 from ..atomic import publish, rename_new
 from ..digests import SHA256, Digest, new_hasher
 from ..hashing import HashJob
@@ -59,6 +61,7 @@ def _new_run_id() -> None:
 os.register_at_fork(after_in_child=_new_run_id)
 
 
+@mypyc_attr(native_class=False)
 class Uploads(PartialPolicy, Directories):
     """Beginning uploads: the target checked, the temporary file opened, or a partial
     file claimed to go on with it."""
