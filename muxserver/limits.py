@@ -82,7 +82,8 @@ class Limits:
     list_page_size: int = limit(
         1000, "entries per listing frame: a huge directory streams in pages")
     accepts_per_tick: int = limit(
-        64, "new connections per loop turn, fair to the clients already connected")
+        64, "new connections per loop turn, or as many as the clients the turn serves "
+        "if more: new and connected clients each get a turn's step")
     shutdown_grace: float = limit(
         10.0, "transfers under way get this long after Ctrl-C (twice: stop now)", "s")
     partial_ttl: float = limit(

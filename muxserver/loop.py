@@ -162,6 +162,7 @@ class EventLoop:
         self.scratch = memoryview(bytearray(scratch_size))
         self.wakeups = 0  # select() returns: about zero per second on an idle server
         self.timeout_wakeups = 0  # of those, the ones that only ended a timeout (timers)
+        self.turn_events = 0  # the events of the turn under way: the clients it serves
         self.now = time.monotonic()
         self._timers: list[tuple[float, int, Timer]] = []
         self._cancelled = 0  # cancelled timers still in the heap
@@ -321,6 +322,7 @@ class EventLoop:
         if not events:
             self.timeout_wakeups += 1
         self.now = time.monotonic()
+        self.turn_events = len(events)
         self.observe.wakeup(events, self.wakeups)
         for key, mask in events:
             handler = key.data
@@ -330,7 +332,7 @@ class EventLoop:
                     handler.on_events(mask)
                 except Exception as exc:
                     self.fault(handler, exc)
-                self._timed(started, "events", type(handler).__name__)
+                self._timed(started, "events", handler)
         self._run_due_timers()
         self._run_ready()
         self._close_pending()
@@ -356,7 +358,7 @@ class EventLoop:
                         channel.flush()
                     except Exception as exc:
                         self.fault(channel, exc)
-                    self._timed(started, "flush", type(channel).__name__)
+                    self._timed(started, "flush", channel)
             self._close_pending()
 
     def _run_due_timers(self) -> None:
@@ -382,7 +384,7 @@ class EventLoop:
             callback()
         except Exception as exc:
             self.fault(owner, exc)
-        self._timed(started, "call", callback_name(callback))
+        self._timed(started, "call", callback)
 
     def _close_pending(self) -> None:
         while self._to_close:
@@ -393,15 +395,18 @@ class EventLoop:
                     channel.finish_close()
                 except Exception as exc:
                     log.exception("error while closing %r: %s", channel, exc)
-                self._timed(started, "close", type(channel).__name__)
+                self._timed(started, "close", channel)
 
-    def _timed(self, started: float, kind: str, name: str) -> None:
-        """Account one step that began at ``started`` (perf_counter)."""
+    def _timed(self, started: float, kind: str, step: object) -> None:
+        """Account one step that began at ``started`` (perf_counter): ``step`` is the
+        handler, channel or callback, named only when it is the longest so far (naming
+        a callback costs more than timing it, and the name is needed once a run)."""
         took = time.perf_counter() - started
         if took > SLOW_STEP:
             self.slow_steps += 1
         if took > self.longest_step:
             self.longest_step = took
+            name = callback_name(step) if kind == "call" else type(step).__name__
             self.longest_step_what = f"{kind}: {name}"
 
     def fault(self, owner: Owner | None, exc: Exception) -> None:
@@ -461,7 +466,7 @@ class _Waker:
                     self.on_signal(signum)
 
 
-def callback_name(callback: Callable[[], None]) -> str:
+def callback_name(callback: object) -> str:
     """A callback as the stop summary names it: ``Session.finish_upload``, not
     ``Session.finish_upload.<locals>.<lambda>.<locals>.<lambda>`` (a lambda is named
     after the method that made it)."""

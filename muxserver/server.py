@@ -427,7 +427,10 @@ class Listener:
 
     def on_events(self, mask: int) -> None:
         server = self.server
-        for _ in range(server.limits.accepts_per_tick):
+        # A connection waiting to be accepted is a client waiting like the others: a
+        # turn that serves many clients accepts as many (at least accepts_per_tick).
+        # With a fixed few, new clients would queue behind a busy crowd for seconds.
+        for _ in range(max(server.limits.accepts_per_tick, server.loop.turn_events)):
             try:
                 sock, addr = self.sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):

@@ -73,6 +73,45 @@ def test_the_connection_cap_follows_the_descriptor_limit(root):
         stop_process(srv.proc)
 
 
+class _Backlog:
+    """A listening socket's queue of ``waiting`` connections, as accept() sees it."""
+
+    def __init__(self, waiting: int) -> None:
+        self.waiting = waiting
+
+    def accept(self):
+        if not self.waiting:
+            raise BlockingIOError
+        self.waiting -= 1
+        return object(), ("127.0.0.1", 40000 + self.waiting)
+
+
+class _AcceptingServer:
+    """What a Listener asks of its server: limits, the loop's turn, and add_client."""
+
+    def __init__(self, turn_events: int) -> None:
+        self.limits = Limits()
+        self.loop = type("Turn", (), {"turn_events": turn_events})()
+        self.accepted = 0
+
+    def add_client(self, sock, addr) -> None:
+        self.accepted += 1
+
+
+@pytest.mark.parametrize("turn_events, accepted", [(0, 64), (5, 64), (300, 300)])
+def test_a_turn_accepts_as_many_new_clients_as_it_serves_and_at_least_the_limit(
+        turn_events, accepted):
+    from muxserver.server import Listener
+
+    server = _AcceptingServer(turn_events)
+    backlog = _Backlog(1000)
+    Listener(server, backlog).on_events(0)  # type: ignore[arg-type]
+    assert server.limits.accepts_per_tick == 64
+    assert server.accepted == accepted and backlog.waiting == 1000 - accepted
+    Listener(server, _Backlog(3)).on_events(0)  # fewer waiting: all of them, then no more
+    assert server.accepted == accepted + 3
+
+
 @pytest.fixture
 def small_disk():
     with mounted_tmpfs("4m") as where:
