@@ -22,15 +22,16 @@ from setuptools import setup
 
 #: The modules a request passes through, below the CLI: the loop, a channel and its
 #: buffers, the native codec and the request rules shared with HTTP, names, rights,
-#: digests and the storage rules. (The storage classes inherit from several others:
-#: mypyc compiles their methods but keeps them regular Python classes, which their
-#: ``native_class=False`` says. HTTP's sessions and the observers stay Python: they
-#: inherit from several classes too, or are subclassed by plain Python ones.)
+#: digests, the observers' hooks and the storage rules. (The storage classes inherit
+#: from several others: mypyc compiles their methods but keeps them regular Python
+#: classes, which their ``native_class=False`` says. HTTP's sessions stay Python: they
+#: inherit from several classes too.)
 COMPILED = ["access", "atomic", "buffers", "channel", "digests", "errors", "hashcache",
             "lifecycle", "limits", "locks", "logformat", "loop", "names", "native",
-            "protocol", "rules", "session", "sniff", "storage/__init__", "storage/copies", "storage/directories",
-            "storage/errors", "storage/partials", "storage/properties", "storage/root",
-            "storage/uploads", "transport", "turnlog"]
+            "observe", "protocol", "rules", "session", "sniff", "storage/__init__",
+            "storage/copies", "storage/directories", "storage/errors", "storage/partials",
+            "storage/properties", "storage/root", "storage/uploads", "transport",
+            "turnlog"]
 
 
 def compiled_modules() -> list:

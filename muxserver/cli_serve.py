@@ -18,8 +18,7 @@ from .cli_tokens import read_tokens
 from .client import DEFAULT_PORT
 from .limits import Limits
 from .logformat import LineFormatter
-from .observe import watching
-from .trace import default_language
+from .trace import default_language, watching
 from .addresses import is_loopback, reachable_address
 
 

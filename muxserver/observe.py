@@ -7,10 +7,13 @@ code has no branch for "is anybody watching?" (asyncio keeps its debug instrumen
 out of its transports the same way): when nobody watches, the observer is
 :data:`NOBODY`, whose every method returns at once. Watchers subclass :class:`Observer`
 and override what they need; :class:`Recorder` turns every event into ``(kind,
-conn, fields)``, the shape the narration and the JSON trace write; :class:`Fanout`
-hands each event to several observers.
+conn, fields)``, the shape the narration and the JSON trace write; trace.py's
+:class:`Fanout` hands each event to several observers.
 
-Nothing here does I/O; the observers that write do it in trace.py and step.py.
+Nothing here does I/O; the observers that write do it in trace.py and step.py. (The
+compiled build, setup.py, compiles this module: every event calls a hook, and a hook
+that does nothing should cost next to nothing. The watchers that subclass these
+classes stay Python, which ``allow_interpreted_subclasses`` lets them.)
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ import selectors
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
+from mypy_extensions import mypyc_attr
+
 if TYPE_CHECKING:
     from .protocol import FrameDecoder
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Observer:
     """Every event, as a method that does nothing: override the ones you watch."""
 
@@ -109,6 +115,7 @@ log = logging.getLogger("muxserver")
 NOBODY = Observer()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Recorder(Observer):
     """An observer that takes every event the same way: :meth:`event` with its kind,
     its connection (None: the loop's own) and its fields, as the narration and the
@@ -247,35 +254,6 @@ def without_tokens(target: str) -> str:
             pair = f"{key}=…"
         pairs.append(pair)
     return f"{path}?{'&'.join(pairs)}"
-
-
-class Fanout(Observer):
-    """Every event to each of several observers, in order (the narration, then the
-    JSON trace, then --step's prompt). Its methods are made below, one per event."""
-
-    def __init__(self, *observers: Observer) -> None:
-        self.observers = observers
-
-
-def _forwarder(name: str) -> Any:
-    def forward(self: Fanout, *args: Any, **kwargs: Any) -> None:
-        for observer in self.observers:
-            getattr(observer, name)(*args, **kwargs)
-    forward.__name__ = name
-    return forward
-
-
-for _name, _value in list(vars(Observer).items()):
-    if callable(_value) and not _name.startswith("_"):
-        setattr(Fanout, _name, _forwarder(_name))
-
-
-def watching(*observers: Observer | None) -> Observer:
-    """One observer for the ones given (None: not there): NOBODY, one, or a Fanout."""
-    present = [observer for observer in observers if observer is not None]
-    if not present:
-        return NOBODY
-    return present[0] if len(present) == 1 else Fanout(*present)
 
 
 #: Of a send's bytes, the trace keeps them all up to twice this, else the first and the

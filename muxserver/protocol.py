@@ -128,20 +128,31 @@ class _NeedData:
 NEED_DATA = _NeedData()
 
 
-@dataclasses.dataclass(slots=True, frozen=True)
 class FrameHeader:
-    """A frame's header arrived whole; ``length`` body bytes follow."""
+    """A frame's header arrived whole; ``length`` body bytes follow.
 
-    fields: dict[str, Any]
-    length: int
+    (A plain class rather than a dataclass like the events below: one is made per
+    request, and in the compiled build (setup.py) a dataclass's ``__init__`` stays the
+    one Python's dataclasses module writes, run by the interpreter.)"""
+
+    __slots__ = ("fields", "length")
+
+    def __init__(self, fields: dict[str, Any], length: int) -> None:
+        self.fields = fields
+        self.length = length
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, FrameHeader) and self.length == other.length
+                and self.fields == other.fields)
+
+    def __repr__(self) -> str:
+        return f"FrameHeader(fields={self.fields!r}, length={self.length})"
 
 
 class BodyData:
     """A piece of the current frame's body: a slice of the caller's buffer, not a copy.
 
-    (A plain class rather than a dataclass like the others: mypyc, which compiles this
-    module in the compiled build (setup.py), cannot yet give a dataclass a memoryview
-    field.)"""
+    (A plain class too: mypyc cannot yet give a dataclass a memoryview field.)"""
 
     __slots__ = ("data",)
 

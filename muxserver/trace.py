@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable, TextIO
 
 from .names import printable
-from .observe import Recorder
+from .observe import NOBODY, Observer, Recorder
 
 LANGUAGES = ("en", "es")
 
@@ -359,3 +359,35 @@ class JsonTrace(Recorder):
 
 def _print_line(line: str) -> None:
     print(line, file=sys.stdout, flush=True)
+
+
+# ------------------------------------------------------------- several watchers
+
+
+class Fanout(Observer):
+    """Every event to each of several observers, in order (the narration, then the
+    JSON trace, then --step's prompt). Its methods are made below, one per event."""
+
+    def __init__(self, *observers: Observer) -> None:
+        self.observers = observers
+
+
+def _forwarder(name: str) -> Any:
+    def forward(self: Fanout, *args: Any, **kwargs: Any) -> None:
+        for observer in self.observers:
+            getattr(observer, name)(*args, **kwargs)
+    forward.__name__ = name
+    return forward
+
+
+for _name, _value in list(vars(Observer).items()):
+    if callable(_value) and not _name.startswith("_"):
+        setattr(Fanout, _name, _forwarder(_name))
+
+
+def watching(*observers: Observer | None) -> Observer:
+    """One observer for the ones given (None: not there): NOBODY, one, or a Fanout."""
+    present = [observer for observer in observers if observer is not None]
+    if not present:
+        return NOBODY
+    return present[0] if len(present) == 1 else Fanout(*present)

@@ -315,7 +315,8 @@ def test_send_size_makes_real_short_writes_over_http_too(traced, root):
 
 
 def test_every_event_an_observer_can_be_told_is_recorded():
-    from muxserver.observe import Fanout, Observer, Recorder
+    from muxserver.observe import Observer, Recorder
+    from muxserver.trace import Fanout
 
     events = {name for name, value in vars(Observer).items()
               if callable(value) and not name.startswith("_")}
