@@ -17,7 +17,6 @@ not lost when its BLAKE3 is learned, and neither is computed twice.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import re
 from typing import Any, Mapping, Protocol
@@ -49,12 +48,29 @@ def new_hasher(algorithm: str) -> Hasher:
     raise ValueError(f"unknown digest algorithm {algorithm!r}")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class Digest:
-    """A whole file's digest: its algorithm and its 64 hex digits."""
+    """A whole file's digest: its algorithm and its 64 hex digits. A value: equal ones
+    compare and hash alike, and nothing changes one once made.
 
-    algorithm: str
-    hex: str
+    (A plain class rather than a frozen dataclass: a request makes one or two, and in
+    the compiled build (setup.py) a dataclass's ``__init__`` and ``__eq__`` stay the
+    ones the dataclasses module writes, run by the interpreter.)"""
+
+    __slots__ = ("algorithm", "hex")
+
+    def __init__(self, algorithm: str, hex: str) -> None:
+        self.algorithm = algorithm
+        self.hex = hex
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Digest) and self.hex == other.hex
+                and self.algorithm == other.algorithm)
+
+    def __hash__(self) -> int:
+        return hash((self.algorithm, self.hex))
+
+    def __repr__(self) -> str:
+        return f"Digest(algorithm={self.algorithm!r}, hex={self.hex!r})"
 
     def __str__(self) -> str:  # (for messages: "BLAKE3 af1349b9f5f9...")
         return f"{NAMES[self.algorithm]} {self.hex}"

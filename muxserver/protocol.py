@@ -566,9 +566,12 @@ def encode_error(req_id: int | None, code: str, message: str) -> bytes:
 _MISSING = object()
 
 
-@dataclasses.dataclass(slots=True)
 class Request:
-    """A request header, checked. Fields an operation does not use keep their defaults."""
+    """A request header, checked. Fields an operation does not use keep their defaults.
+
+    (A plain class with defaults rather than a dataclass: one is made per request, and
+    in the compiled build (setup.py) a dataclass's ``__init__``, 25 assignments, stays
+    the one the dataclasses module writes, run by the interpreter.)"""
 
     op: str
     id: int
@@ -593,6 +596,12 @@ class Request:
     action: str = ""  # share: make, list or revoke
     write: bool = False  # share make: a drop box (else read-only)
     expires: int = 0  # share make: seconds the link lives
+
+    def __init__(self, op: str, id: int, length: int = 0) -> None:
+        self.op, self.id, self.length = op, id, length
+
+    def __repr__(self) -> str:
+        return f"Request(op={self.op!r}, id={self.id}, name={self.name!r})"
 
 
 def request_id(fields: Mapping[str, Any]) -> int | None:
