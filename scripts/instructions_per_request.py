@@ -29,6 +29,7 @@ depends on it.
     python scripts/instructions_per_request.py --code COPY      # a compiled copy
                                                   # (scripts/compiled_build.py), its floors too
     python scripts/instructions_per_request.py --only muxserver --server-args "--log-level warning"
+    python scripts/instructions_per_request.py --phase puts     # the puts alone (or gets)
 
 Needs valgrind (Debian: ``apt-get install valgrind``).
 """
@@ -150,9 +151,10 @@ def _compressed_name(text: str, names: dict[str, str]) -> str:
 
 
 def count_instructions(label: str, command: list[str], code: Path, clients: int,
-                       size: int, work: Path) -> tuple[int, int, int]:
+                       size: int, work: Path, phase: str = "both") -> tuple[int, int, int]:
     """Run the load once against one server under callgrind: (instructions, of them
-    in the hash, requests served)."""
+    in the hash, requests counted). ``phase``: count the puts, the gets, or both (the
+    gets need the puts' files: those run uncounted)."""
     root = work / f"root-{label}"
     root.mkdir()
     server = CountedServer([*command, "--root", str(root)], code, work / f"{label}.callgrind")
@@ -164,11 +166,17 @@ def count_instructions(label: str, command: list[str], code: Path, clients: int,
         for folder in list(root.iterdir()):
             shutil.rmtree(folder)  # the load puts the same names again
         puts, gets = many_clients_plans(clients, size)
-        server.start_counting()
         run = LoadRun(server.host, server.port)
+        if phase != "gets":
+            server.start_counting()
         run.run(puts, window=1)
+        if phase == "gets":
+            server.start_counting()
+        elif phase == "puts":
+            server.stop_counting()
         run.run(gets, window=1)
-        server.stop_counting()
+        if phase != "puts":
+            server.stop_counting()
     finally:
         total, hashing = server.stop()
     requests = sum(map(len, puts + gets))
@@ -177,7 +185,8 @@ def count_instructions(label: str, command: list[str], code: Path, clients: int,
                          "requests answered correctly: the count would mean nothing")
     if not total:
         raise SystemExit(f"{label}: callgrind counted nothing (see {server.log})")
-    return total, hashing, requests
+    counted = {"both": puts + gets, "puts": puts, "gets": gets}[phase]
+    return total, hashing, sum(map(len, counted))
 
 
 def main() -> int:
@@ -189,6 +198,9 @@ def main() -> int:
                              "(repeatable)")
     parser.add_argument("--only", choices=("muxserver", "flat", "bare"), action="append",
                         help="count only these servers (repeatable; default: all three)")
+    parser.add_argument("--phase", choices=("both", "puts", "gets"), default="both",
+                        help="count the puts, the gets, or both (default): a put "
+                             "hashes its body, so the two differ most beside the hash")
     parser.add_argument("--server-args", default="",
                         help="more arguments for every muxserver counted")
     args = parser.parse_args()
@@ -215,11 +227,12 @@ def main() -> int:
         for number, (label, command, code) in enumerate(servers):
             total, hashing, requests = count_instructions(
                 f"server{number}", command, code, args.clients, args.file_kib * 1024,
-                Path(scratch))
+                Path(scratch), args.phase)
             counts[label] = (total / requests, hashing / requests)
+    counted = {"both": "", "puts": ", the puts counted", "gets": ", the gets counted"}
     print(f"User-space instructions per request (callgrind): {args.clients} connections, "
           f"each putting 16 files of {args.file_kib} KiB and getting them back "
-          f"({requests:,} requests)\n")
+          f"({requests:,} requests{counted[args.phase]})\n")
     print(f"{'server':40s}{'all':>12s}{'the hash':>12s}{'without the hash':>18s}")
     for label, (total, hashing) in counts.items():
         print(f"{label:40s}{total:12,.0f}{hashing:12,.0f}{total - hashing:18,.0f}")
