@@ -332,7 +332,10 @@ class NativeSession(RequestRules):
         self.reply_error(self.request_id, exc.code, exc.message, upload.name)
 
     def upload_stored(self, upload: Upload, digest: Digest) -> None:
-        self.reply_ok(self.request_id, name=self.outside(upload.asked_name), size=upload.size, **digest.field)
+        # (reply_ok's work, without passing the fields on once more as keywords)
+        self.queue_reply(self.request_id, None, protocol.encode_ok(
+            self.request_id, None, name=self.outside(upload.asked_name), size=upload.size,
+            **digest.field))
 
     def splice_sink(self) -> tuple[int, int, int] | None:
         """(fd, offset, count) when the next body bytes may bypass Python, else None."""

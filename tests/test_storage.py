@@ -105,6 +105,31 @@ def test_existing_names_need_overwrite_and_permission(served):
     assert (path / "f").read_bytes() == b"new"
 
 
+@pytest.mark.parametrize("access_answers", [True, False], ids=["faccessat2", "lstat"])
+def test_the_free_name_check_sees_every_kind_of_entry(served, access_answers):
+    """An upload's target is checked by faccessat2, or by lstat where a sandbox refuses
+    faccessat2: either way, a file, a directory, a FIFO and a link to nowhere are taken,
+    and an upload refuses the link before its body comes."""
+    root, path = served
+    root._access_answers = access_answers
+    (path / "file").write_bytes(b"x")
+    (path / "dir").mkdir()
+    os.mkfifo(path / "fifo")
+    os.symlink(path / "nowhere", path / "dangling")
+    for taken in ("file", "dir", "fifo", "dangling"):
+        assert not root._free(root.dir_fd, taken), taken
+    assert root._free(root.dir_fd, "new")
+    with pytest.raises(StorageError) as info:
+        upload(root, "dangling", b"x")
+    assert info.value.code == "forbidden"
+    assert not (path / "nowhere").exists()
+
+
+def test_a_root_that_answers_faccessat2_uses_it(served):
+    root, _ = served
+    assert root._access_answers  # (this machine's kernel and sandbox answer it)
+
+
 def test_a_name_created_during_an_upload_is_not_clobbered(served):
     root, path = served
     up = upload(root, "race", b"mine")

@@ -160,9 +160,11 @@ class Directories(RootCore):
     def _check_target(self, parent: int, leaf: str, name: str, overwrite: bool,
                       allow_overwrite: bool) -> bool:
         """Refuse what may not be replaced; True if a file will be replaced."""
+        if self._free(parent, leaf):
+            return False
         st = self._lstat(parent, leaf, name)
         if st is None:
-            return False
+            return False  # (removed meanwhile)
         require_regular(st, name, "replacing")
         if not overwrite:
             raise StorageError("exists", f"{name!r} already exists")

@@ -259,15 +259,17 @@ class PartialPolicy(RootCore):
         finally:
             os.close(parent)
 
-    def forget_partials(self, leaf: str, writer: str, where: str, parent: int) -> None:
-        """A file was just stored by ``writer`` (its tag) in the directory ``where``
-        (``parent``), asked for as ``leaf``: that writer's interrupted uploads to that
-        name, of whatever content, are superseded; remove their partial files. Another
-        writer's are not (its upload under way must not vanish), and the name asked
-        for is what counts, not the one the file got (a drop box's may differ: its
-        answer must not depend on which names exist)."""
+    def forget_partials(self, asked_name: str, writer: str, dirs: list[str],
+                        parent: int) -> None:
+        """A file was just stored by ``writer`` (its tag) in the directory ``dirs``
+        (``parent``), asked for as ``asked_name``: that writer's interrupted uploads to
+        that name, of whatever content, are superseded; remove their partial files.
+        Another writer's are not (its upload under way must not vanish), and the name
+        asked for is what counts, not the one the file got (a drop box's may differ:
+        its answer must not depend on which names exist)."""
         if not len(self.partials):
-            return
+            return  # (the common case: nothing to look for, no name to work out)
+        leaf, where = split_name(asked_name)[-1], "/".join(dirs)
         for partial in self.partials.named(where, f"{PARTIAL_PREFIX}{_leaf_key(leaf)}-{writer}-"):
             self.partials.discard(where, partial.name)
             unlink_quietly(partial.name, parent)

@@ -24,7 +24,7 @@ from typing import Any
 from mypy_extensions import mypyc_attr
 
 from .errors import StorageError, split_name
-from .root import RootCore, _entry
+from .root import O_READ_FILE, RootCore, _entry
 
 PROPS_XATTR = "user.muxserver.props"
 #: The JSON of one entry's properties, at most (what one ext4 block holds, with room).
@@ -46,8 +46,7 @@ class Properties(RootCore):
             if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
                 raise StorageError("not_a_file", f"{name!r} is not a file or folder")
             try:
-                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-                             | os.O_CLOEXEC, dir_fd=parent)
+                fd = os.open(parts[-1], O_READ_FILE, dir_fd=parent)
             except OSError as exc:
                 raise StorageError("io_error", f"cannot open {name!r}: {exc.strerror}") from None
         return fd, os.fstat(fd)
@@ -88,8 +87,7 @@ class Properties(RootCore):
 
     def _member(self, parent: int, leaf: str, name: str, dead: bool) -> dict[str, Any] | None:
         try:
-            fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                         dir_fd=parent)
+            fd = os.open(leaf, O_READ_FILE, dir_fd=parent)
         except OSError:
             return None  # (gone, a link, or not to be opened: not shown)
         try:

@@ -46,7 +46,11 @@ from .errors import (
 )
 
 DIR_MODE = 0o755
+# The flags, computed once: each ``os.O_...`` is a module attribute looked up at every
+# use, and these are used on every request.
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: A file opened to be read: never through a link, never waiting for a FIFO's writer.
+O_READ_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -104,6 +108,11 @@ class RootCore:
         except OSError as exc:
             raise StorageError("not_found", f"cannot serve {self.path}: {exc.strerror}") from None
         self.hashes = HashCache()
+        # ``_free`` asks faccessat2, which some older container sandboxes refuse (EPERM)
+        # instead of answering: then every name would look free. The root itself must
+        # be found; if it is not, ``_free`` asks lstat instead.
+        self._access_answers = os.access(".", os.F_OK, dir_fd=self.dir_fd,
+                                         follow_symlinks=False, effective_ids=True)
 
     def free_space(self) -> int:
         """Bytes an unprivileged writer may still use on the root's file system."""
@@ -151,17 +160,18 @@ class RootCore:
             for i, part in enumerate(parts):
                 child = -1
                 for candidate in numbered(part, directory=True) if beside else (part,):
-                    where = "/".join([*walked, candidate])
                     try:
                         child = os.open(candidate, _O_DIR, dir_fd=fd)
                     except FileNotFoundError:
+                        where = "/".join([*walked, candidate])
                         if not create:
                             raise StorageError("not_found", f"no directory {where!r}") from None
                         child = self._make_dir(fd, candidate, where, created, i)
                     except OSError as exc:
                         if beside and self._taken(exc, fd, candidate):
                             continue  # go on beside it
-                        raise dir_error(exc, fd, candidate, where) from None
+                        raise dir_error(exc, fd, candidate,
+                                        "/".join([*walked, candidate])) from None
                     walked.append(candidate)
                     break
                 if child < 0:
@@ -242,6 +252,16 @@ class RootCore:
             finally:
                 os.close(parent)
 
+    def _free(self, parent: int, leaf: str) -> bool:
+        """True when nothing is named ``leaf`` in ``parent`` (or it cannot be told: the
+        steps after this one meet the same error, and a publish never replaces a name
+        it did not mean to). The common case of a new name, cheaply: no stat result is
+        built and no exception raised for the answer, as ``_lstat`` must."""
+        if not self._access_answers:
+            return self._lstat(parent, leaf, leaf) is None
+        return not os.access(leaf, os.F_OK, dir_fd=parent, follow_symlinks=False,
+                             effective_ids=True)
+
     def _lstat(self, parent: int, leaf: str, name: str) -> os.stat_result | None:
         try:
             return os.stat(leaf, dir_fd=parent, follow_symlinks=False)
@@ -260,8 +280,7 @@ class RootCore:
         try:
             st = require_regular(self._lstat(parent, parts[-1], name), name)
             try:
-                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-                             | os.O_CLOEXEC, dir_fd=parent)
+                fd = os.open(parts[-1], O_READ_FILE, dir_fd=parent)
             except OSError as exc:
                 raise leaf_error(exc, name) from None
         finally:
@@ -305,8 +324,7 @@ class RootCore:
             info = _entry(name, st)
             if stat.S_ISREG(st.st_mode):
                 try:
-                    fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-                                 | os.O_CLOEXEC, dir_fd=parent)
+                    fd = os.open(parts[-1], O_READ_FILE, dir_fd=parent)
                 except OSError:
                     return info
                 try:

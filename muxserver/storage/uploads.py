@@ -38,6 +38,7 @@ from .partials import (
 from .root import numbered
 
 FILE_MODE = 0o644  # before the umask, like files created by cp or curl -O
+_O_NEW_FILE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 ASYNC_HASH_FROM = 4 * 1024 * 1024  # uploads this big are hashed by the helper thread
 #: Uploads this big check the free space before they start (one statvfs call).
 PARTIAL_PREFLIGHT_FROM = 1024 * 1024
@@ -138,15 +139,14 @@ class Uploads(PartialPolicy, Directories):
         a partial file instead of deleting it (sweep_temporary_files)."""
         temp = f"{TEMP_PREFIX}{_RUN_ID}{next(_TEMP_IDS):x}" + (f".{key}" if key else "")
         try:
-            return temp, os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                                 | os.O_CLOEXEC, FILE_MODE, dir_fd=parent)
+            return temp, os.open(temp, _O_NEW_FILE, FILE_MODE, dir_fd=parent)
         except OSError as exc:
             raise write_error(exc, name) from None
 
     def _free_leaf(self, parent: int, leaf: str, name: str) -> str:
         """The first free ``stem (N).ext`` beside a taken ``leaf``."""
         for candidate in itertools.islice(numbered(leaf, directory=False), 1, None):
-            if self._lstat(parent, candidate, name) is None:
+            if self._free(parent, candidate):
                 return candidate
         raise StorageError("exists", f"{name!r} and the names beside it are taken")
 
@@ -509,8 +509,7 @@ class Upload:
         except BaseException:
             self.abort()
             raise
-        self.root.forget_partials(split_name(self.asked_name)[-1], self.writer,
-                                  "/".join(self.dirs), self.parent)
+        self.root.forget_partials(self.asked_name, self.writer, self.dirs, self.parent)
         self._release()
         return digest
 
