@@ -354,6 +354,8 @@ def many(args: argparse.Namespace, work: Path) -> dict:
             "server_user_runs": [r["server_user"] for r in samples],
             "files_per_s_runs": [r["files_per_s"] for r in samples],
             "p99_ms_runs": [r["p99_ms"] for r in samples],
+            **{f"{key}_runs": [r[key] for r in samples]
+               for key in ("put_cpu", "get_cpu", "put_p99_ms", "get_p99_ms")},
             "generator_cpu": statistics.median(r["generator_cpu"] for r in samples),
             "rounds": {name: {stat: statistics.median(r["rounds"][name][stat] for r in samples)
                               for stat in ("p50_ms", "p99_ms")}
@@ -496,6 +498,7 @@ def print_report(report: dict, args: argparse.Namespace) -> None:
             print(f"  workers 1 / bare, the median of each round's ratio (the two run side "
                   f"by side): {against(one, bare)} (bare: the same storage guarantees, none "
                   "of the rest; see scripts/bare_server.py)")
+            print(f"    by phase: {by_phase(one, bare)}")
             flat = m["results"].get("flat")
             if flat:
                 print(f"  flat / bare: {against(flat, bare)} (flat: muxserver's per-request "
@@ -515,6 +518,8 @@ def print_report(report: dict, args: argparse.Namespace) -> None:
                   "on the compiled modules: setup.py, scripts/compiled_build.py); compiled / "
                   f"workers 1: {paired_ratio(m['results']['compiled'], one, 'server_cpu'):.2f}x "
                   "server CPU")
+            print(f"    by phase: "
+                  f"{by_phase(m['results']['compiled'], m['results']['bare, compiled'])}")
         if "baseline" in m["results"]:
             baseline = m["results"]["baseline"]
             print(f"  workers 1 / baseline, the median of each round's ratio: "
@@ -562,6 +567,13 @@ def against(ours: dict, floor: dict) -> str:
             f"{paired_ratio(ours, floor, 'server_cpu'):.2f}x server CPU "
             f"({paired_ratio(ours, floor, 'server_user'):.2f}x of it in user time, where the "
             f"Python runs), {paired_ratio(ours, floor, 'p99_ms'):.2f}x p99")
+
+
+def by_phase(ours: dict, floor: dict) -> str:
+    """``against``, the puts and the gets apart (each round's ratio, their median)."""
+    return "; ".join(
+        f"{phase}s {paired_ratio(ours, floor, f'{phase}_cpu'):.2f}x server CPU, "
+        f"{paired_ratio(ours, floor, f'{phase}_p99_ms'):.2f}x p99" for phase in ("put", "get"))
 
 
 def floor_checks(ours: dict, bare: dict) -> list[tuple[str, bool, str]]:

@@ -48,6 +48,11 @@ def test_the_many_clients_load_is_served_and_every_digest_checked(loadgen, tmp_p
     assert 0 < result["p50_ms"] and result["p99_ms"] <= result["p99_seen_ms"]
     assert sorted(result["rounds"]) == sorted(f"{op} {k}" for op in ("put", "get")
                                               for k in range(1, 17))
+    # Each phase apart: its CPU (the two add up to the whole) and its own p99.
+    assert result["put_cpu"] >= 0 and result["get_cpu"] >= 0
+    assert result["put_cpu"] + result["get_cpu"] == pytest.approx(result["server_cpu"])
+    assert 0 < result["put_p99_ms"] and 0 < result["get_p99_ms"]
+    assert max(result["put_p99_ms"], result["get_p99_ms"]) >= result["p99_ms"]
 
 
 def test_a_wrong_digest_is_counted_as_an_error(loadgen, tmp_path):
