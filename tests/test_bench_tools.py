@@ -53,6 +53,7 @@ def test_the_many_clients_load_is_served_and_every_digest_checked(loadgen, tmp_p
     assert result["put_cpu"] + result["get_cpu"] == pytest.approx(result["server_cpu"])
     assert 0 < result["put_p99_ms"] and 0 < result["get_p99_ms"]
     assert max(result["put_p99_ms"], result["get_p99_ms"]) >= result["p99_ms"]
+    assert result["put_aside_ms"] > 0 and result["get_aside_ms"] > 0  # (a cycle > its wait)
 
 
 def test_a_wrong_digest_is_counted_as_an_error(loadgen, tmp_path):
