@@ -35,15 +35,15 @@ def split_name(name: str, *, allow_root: bool = False) -> list[str]:
 def require_regular(st: os.stat_result | None, name: str,
                      refusing: str = "following") -> os.stat_result:
     """``st``, if it is a regular file's; else the StorageError that says what it is."""
+    if st is not None and stat.S_ISREG(st.st_mode):
+        return st  # (the common case, with one test)
     if st is None:
         raise StorageError("not_found", f"no such file {name!r}")
     if stat.S_ISDIR(st.st_mode):
         raise StorageError("is_directory", f"{name!r} is a directory")
     if stat.S_ISLNK(st.st_mode):
         raise StorageError("forbidden", f"{name!r} is a symbolic link; not {refusing} it")
-    if not stat.S_ISREG(st.st_mode):
-        raise StorageError("not_a_file", f"{name!r} is not a regular file")
-    return st
+    raise StorageError("not_a_file", f"{name!r} is not a regular file")
 
 
 def _busy(exc: OSError, what: str) -> StorageError | None:

@@ -67,16 +67,24 @@ class LeftOut:
 Entry = dict[str, Any] | LeftOut | None
 
 
-@dataclasses.dataclass(slots=True)
 class OpenFile:
-    """A regular file opened for a download."""
+    """A regular file opened for a download.
 
-    fd: int
-    size: int
-    mtime: float
-    algorithm: str  # the digest the download announces (digests.py)
-    digest: Digest | None  # None: not known yet, the caller has it hashed (session.py)
-    st: os.stat_result
+    (A plain class rather than a dataclass: one is made per download, and in the
+    compiled build (setup.py) a dataclass's ``__init__`` stays the one the dataclasses
+    module writes, run by the interpreter.)"""
+
+    __slots__ = ("fd", "size", "mtime", "algorithm", "digest", "st")
+
+    def __init__(self, fd: int, size: int, mtime: float, algorithm: str,
+                 digest: Digest | None, st: os.stat_result) -> None:
+        self.fd, self.size, self.mtime = fd, size, mtime
+        self.algorithm = algorithm  # the digest the download announces (digests.py)
+        self.digest = digest  # None: not known yet, the caller has it hashed (session.py)
+        self.st = st
+
+    def __repr__(self) -> str:
+        return f"OpenFile(fd={self.fd}, size={self.size}, digest={self.digest!r})"
 
     def close(self) -> None:
         if self.fd >= 0:
