@@ -116,11 +116,14 @@ class RootCore:
         except OSError as exc:
             raise StorageError("not_found", f"cannot serve {self.path}: {exc.strerror}") from None
         self.hashes = HashCache()
-        # ``_free`` asks faccessat2, which some older container sandboxes refuse (EPERM)
-        # instead of answering: then every name would look free. The root itself must
-        # be found; if it is not, ``_free`` asks lstat instead.
-        self._access_answers = os.access(".", os.F_OK, dir_fd=self.dir_fd,
-                                         follow_symlinks=False, effective_ids=True)
+        # ``_free`` asks faccessat2, which some systems lack and some older container
+        # sandboxes refuse (EPERM) instead of answering: then every name would look
+        # free. The root itself must be found; if it is not, ``_free`` asks lstat.
+        self._access_answers = (
+            os.access in os.supports_dir_fd and os.access in os.supports_follow_symlinks
+            and os.access in os.supports_effective_ids
+            and os.access(".", os.F_OK, dir_fd=self.dir_fd, follow_symlinks=False,
+                          effective_ids=True))
 
     def free_space(self) -> int:
         """Bytes an unprivileged writer may still use on the root's file system."""
