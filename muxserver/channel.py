@@ -55,6 +55,8 @@ _NO_SENDFILE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSOCK}
 class Channel:
     """A connected socket, registered with the loop, feeding one protocol object."""
 
+    __deletable__ = ["protocol"]  # (for mypyc: finish_close lets go of it)
+
     def __init__(self, loop: ChannelLoop, sock: socket.socket, peer: str, conn_id: int,
                  limits: Limits, on_closed: Callable[["Channel"], None],
                  peer_host: str = "") -> None:
@@ -530,6 +532,10 @@ class Channel:
             self.protocol.connection_lost()
         finally:
             self._on_closed(self)
+            # Let go of the protocol, as asyncio's transports do: the two hold each
+            # other, a cycle that only the cyclic collector would free, with all the
+            # connection holds. A closed channel gets no more events to hand on.
+            del self.protocol
 
 
 def _cap_chunks(chunks: list[memoryview], cap: int) -> list[memoryview]:

@@ -497,15 +497,27 @@ def _format_peer(addr: Any) -> str:
     return str(addr) or "local"
 
 
+#: Container objects made (and not yet freed) before a young collection runs: Python's
+#: default is 700. A loop turn serving a thousand requests holds several thousand
+#: objects for its replies until the turn ends, so at 700 each turn ran about ten young
+#: collections, and what they found still in use went on to the older generations, up
+#: to full collections of every connection's objects in the middle of the load (3-8 ms
+#: each, the loop stopped). At 10,000, a turn's objects are mostly freed before a
+#: collection sees them (docs/PERFORMANCE.md, "The cyclic collector").
+YOUNG_COLLECTION_THRESHOLD = 10_000
+
+
 def freeze_startup_objects() -> None:
     """For a server process, just before its loop runs: what exists then (modules, the
     root, the listener, the loop) lives as long as the process, so take it out of the
     cyclic collector's scans (``gc.freeze``, after one last collection so no garbage is
     kept forever). A full collection then looks at the connections' objects only: 8 ms
-    instead of 17 ms with a thousand clients here, one loop step either way. (Not for a
-    server embedded in another program, whose objects are not ours to freeze.)"""
+    instead of 17 ms with a thousand clients here, one loop step either way. And the
+    young generation is collected less often (YOUNG_COLLECTION_THRESHOLD). (Not for a
+    server embedded in another program, whose objects and collector are not ours.)"""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def format_address(host: str, port: int) -> str:

@@ -9,10 +9,14 @@ call at a time, no server, no select().
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import gc
+import os
 import socket
 import ssl
-from typing import Any, Callable
+import weakref
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -223,7 +227,6 @@ def test_a_file_region_goes_by_pread_and_send_where_sendfile_cannot(tmp_path):
     path = tmp_path / "f.bin"
     path.write_bytes(b"x" * 5000)
     done: list[bool] = []
-    import os
     region = FileRegion(os.open(path, os.O_RDONLY), 0, 5000, on_done=lambda: done.append(True))
     channel.write(b"HEAD")
     channel.write_file(region)
@@ -290,6 +293,70 @@ def test_closing_sends_what_is_queued_then_half_closes_and_lingers_until_the_pee
     channel.finish_close()
     assert sock.closed and protocol.told[-1] == ("lost", None)
     assert loop.interest[channel] == 0  # unregistered before closed
+
+
+@contextlib.contextmanager
+def without_the_cyclic_collector() -> Iterator[None]:
+    """Only reference counting frees anything inside the block."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def test_a_closed_channel_lets_go_of_its_protocol_so_both_are_freed_at_once():
+    # (The two hold each other. Left to the cyclic collector, a thousand closed
+    # connections are found by a full collection, which stops the loop for ms.)
+    with without_the_cyclic_collector():
+        channel, loop, sock, protocol = open_channel()
+        gone = weakref.ref(protocol)
+        channel.abort("done")
+        channel.finish_close()
+        assert protocol.told[-1] == ("lost", None)
+        del protocol
+        assert gone() is None
+
+
+def test_a_sent_region_lets_go_of_its_callback_so_what_holds_it_is_freed_at_once(tmp_path):
+    # (A get's transfer record holds its region, whose callback holds the transfer.)
+    class Transfer:
+        region: FileRegion | None = None
+        finished = False
+
+        def finish(self) -> None:
+            self.finished = True
+
+    channel, loop, sock, _ = open_channel()
+    channel.use_sendfile = False  # (a fake socket has no descriptor to sendfile to)
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"y" * 3000)
+    with without_the_cyclic_collector():
+        transfer = Transfer()
+        transfer.region = FileRegion(os.open(path, os.O_RDONLY), 0, 3000,
+                                     on_done=transfer.finish)
+        channel.write_file(transfer.region)
+        channel.flush()
+        assert bytes(sock.sent) == b"y" * 3000 and transfer.finished
+        gone = weakref.ref(transfer)
+        del transfer
+        assert gone() is None
+
+
+def test_regions_still_queued_at_the_close_are_closed_and_never_called(tmp_path):
+    channel, loop, sock, _ = open_channel()
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"z" * 100)
+    called: list[bool] = []
+    region = FileRegion(os.open(path, os.O_RDONLY), 0, 100, on_done=lambda: called.append(True))
+    sock.take = 0
+    channel.write_file(region)
+    channel.flush()
+    channel.abort("reset")
+    channel.finish_close()
+    assert region.fd == -1 and region.on_done is None and called == []
 
 
 # ------------------------------------------------------------------ deadlines
