@@ -499,11 +499,12 @@ def _format_peer(addr: Any) -> str:
 
 #: Container objects made (and not yet freed) before a young collection runs: Python's
 #: default is 700. A loop turn serving a thousand requests holds several thousand
-#: objects for its replies until the turn ends, so at 700 each turn ran about ten young
-#: collections, and what they found still in use went on to the older generations, up
-#: to full collections of every connection's objects in the middle of the load (3-8 ms
-#: each, the loop stopped). At 10,000, a turn's objects are mostly freed before a
-#: collection sees them (docs/PERFORMANCE.md, "The cyclic collector").
+#: objects until its replies are sent, so at 700 young collections ran many times a
+#: turn, and what they found still in use went on to the older generations, up to full
+#: collections of every connection's objects in the middle of the load (12 ms each with
+#: a thousand clients, the loop stopped). At 10,000, a turn's objects are mostly freed
+#: before a collection sees them (docs/PERFORMANCE.md, "What was left to the cyclic
+#: collector").
 YOUNG_COLLECTION_THRESHOLD = 10_000
 
 
