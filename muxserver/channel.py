@@ -150,6 +150,8 @@ class Channel:
         """Read what the socket has: a few recv calls while each one fills the buffer
         (a full buffer means more is waiting), at most ``reads_per_event`` of them so
         one busy connection cannot starve the others."""
+        if self.closed:  # (a read scheduled for decrypted TLS bytes, after a close)
+            return
         scratch = self.loop.scratch
         buf = scratch[:self.limits.recv_size] if self.limits.recv_size < len(scratch) else scratch
         for _ in range(self.limits.reads_per_event):

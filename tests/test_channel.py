@@ -320,6 +320,16 @@ def test_a_closed_channel_lets_go_of_its_protocol_so_both_are_freed_at_once():
         assert gone() is None
 
 
+def test_a_read_scheduled_before_the_close_reads_nothing_after_it():
+    # (TLS: bytes OpenSSL decrypted already are read by a callback the loop runs later.)
+    channel, loop, sock, protocol = open_channel()
+    sock.incoming = [b"late"]
+    channel.abort("reset")
+    channel.finish_close()
+    channel.on_readable()
+    assert sock.incoming == [b"late"] and protocol.told == [("lost", None)]
+
+
 def test_a_sent_region_lets_go_of_its_callback_so_what_holds_it_is_freed_at_once(tmp_path):
     # (A get's transfer record holds its region, whose callback holds the transfer.)
     class Transfer:
