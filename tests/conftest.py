@@ -39,7 +39,7 @@ needs_python_classes = pytest.mark.skipif(
 from muxserver.digests import BLAKE3, Digest
 from muxserver.client import Client
 from muxserver.limits import Limits
-from muxserver.server import Server, ServerConfig
+from muxserver.server import Server, ServerConfig, Snapshot
 
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
 
@@ -57,6 +57,20 @@ class RunningServer:
     def connect(self) -> socket.socket:
         sock = socket.create_connection((self.host, self.port), timeout=10)
         return sock
+
+    def snapshot(self, timeout: float = 30.0) -> Snapshot:
+        """The server's snapshot, taken in the loop's own thread (as the console's is):
+        from the test's thread it would race a connection closing meanwhile."""
+        taken: list[Snapshot] = []
+        done = threading.Event()
+
+        def take() -> None:
+            taken.append(self.server.snapshot())
+            done.set()
+
+        self.server.loop.call_soon_threadsafe(take)
+        assert done.wait(timeout), "the server's loop did not take the snapshot"
+        return taken[0]
 
 
 def start_thread_server(root: Path, **config) -> tuple[RunningServer, threading.Thread]:

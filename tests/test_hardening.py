@@ -200,7 +200,7 @@ def test_a_peer_that_never_reads_cannot_grow_server_memory(make_server, root):
             sock.sendall(burst)  # 2000 requests, 120 MB of replies, none read
         except OSError:
             pass  # the server may stop reading long before: that is the backpressure
-        snapshot = server.server.snapshot()
+        snapshot = server.snapshot()
         queued = max((c.send_buffered for c in snapshot.connections), default=0)
         assert queued <= 2 * 1024 * 1024 + 70_000
 

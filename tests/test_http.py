@@ -293,7 +293,7 @@ def test_native_and_http_clients_at_the_same_time_both_in_the_snapshot(server, t
             native.sendall(protocol.encode_put(1, "native.bin", 100_000, "0" * 64) + b"n" * 1000)
             with server.client() as client:
                 for _ in range(100):  # round trips until the server has read both headers
-                    states = {c.name: c.state for c in server.server.snapshot().connections}
+                    states = {c.name: c.state for c in server.snapshot().connections}
                     if {"web.bin", "native.bin"} <= set(states):
                         break
                     client.list()
