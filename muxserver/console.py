@@ -18,7 +18,7 @@ import collections
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -28,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .names import printable
+from .turnlog import Lines
 from .units import format_bytes, format_duration, short_bytes
 
 if TYPE_CHECKING:
@@ -285,17 +286,27 @@ class ConsoleLogHandler(logging.Handler):
         self._ended: collections.OrderedDict[Any, None] = collections.OrderedDict()
 
     def emit(self, record: logging.LogRecord) -> None:
-        event, conn = getattr(record, "event", None), getattr(record, "conn", None)
+        try:
+            if isinstance(record.msg, Lines):  # a loop turn's lines (turnlog.py)
+                text = "\n".join(template % args for template, args, fields
+                                 in record.msg.lines if self._shown(fields or {}))
+            else:
+                text = record.getMessage() if self._shown(vars(record)) else ""
+            if text:
+                self.view.add_log(record.created, record.levelno, text)
+        except (TypeError, ValueError):
+            self.handleError(record)  # a malformed record must not stop the server
+
+    def _shown(self, fields: Mapping[str, Any]) -> bool:
+        """Whether a line with these fields is shown: all but a "closed" line said
+        already by its connection's reset or timeout."""
+        event, conn = fields.get("event"), fields.get("conn")
         if event in self.SAID_ALREADY and conn is not None:
             self._ended[conn] = None
             while len(self._ended) > 1000:
                 self._ended.popitem(last=False)
-        elif event == "closed" and self._ended.pop(conn, 1) is None:
-            return
-        try:
-            self.view.add_log(record.created, record.levelno, record.getMessage())
-        except (TypeError, ValueError):
-            self.handleError(record)  # a malformed record must not stop the server
+            return True
+        return not (event == "closed" and self._ended.pop(conn, 1) is None)
 
 
 class LiveConsole:

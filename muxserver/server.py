@@ -348,7 +348,8 @@ class Server:
             self.refuse(channel)
             return
         channel.counted = True
-        log.info("%s connected", peer, extra={"event": "connected", "conn": conn_id})
+        self.services.turn_log.info("%s connected", peer,
+                                    extra={"event": "connected", "conn": conn_id})
         self.observe.accept(conn_id, peer, self.clients.value)
         channel.start(Sniffer(self.services, channel))
 
@@ -374,8 +375,9 @@ class Server:
         self.stats.bytes_out_closed += channel.bytes_out
         if channel.counted:
             self.clients.give_back()
-            log.info("%s closed (%s)", channel.peer, channel.close_reason or "closed",
-                     extra={"event": "closed", "conn": channel.id})
+            self.services.turn_log.info("%s closed (%s)", channel.peer,
+                                        channel.close_reason or "closed",
+                                        extra={"event": "closed", "conn": channel.id})
         self._stop_if_idle()
 
     # -- observing

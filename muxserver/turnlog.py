@@ -1,4 +1,4 @@
-"""The line per transfer, written once per loop turn.
+"""The line per transfer (and per connection), written once per loop turn.
 
 Under load a log record costs far more than its text: the LogRecord, the logger's
 filters, each handler's lock, format and write. Measured with a thousand busy clients
@@ -9,6 +9,14 @@ one record when the loop is about to sleep: what nginx's buffered access log and
 Redis's ``beforeSleep`` do. The lines are the same, one per transfer, each stamped
 with the clock by the formatter (logformat.py); the console and the worker pipe split
 the record back into its lines.
+
+A connection's "connected" and "closed" lines come the same way: a client that opens a
+connection per request (curl, a script) made two records a request, each with its own
+write, and the one that emptied the collected lines first made two more: about 51,000
+instructions a connection, 40 % of what a compiled server spends on one
+(docs/PERFORMANCE.md, "A connection's own cost"). Such a line keeps its fields
+(``event``, ``conn``) beside it, for the handlers that tell lines apart by kind (the
+console hides the "closed" line of a connection whose reset it showed).
 
 The order of lines holds: before any other record of the server's logger goes out (a
 warning, a connection closing), the lines collected so far go first. (Every module
@@ -24,38 +32,44 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+#: A collected line: its template, its arguments, and its fields (``event``, ``conn``:
+#: what ``extra`` gives a record) or None.
+Line = tuple[str, tuple[Any, ...], dict[str, Any] | None]
+
 
 class Lines:
     """The message of a record that carries a turn's lines: ``str()`` joins them."""
 
     __slots__ = ("lines", "_text")
 
-    def __init__(self, lines: list[tuple[str, tuple[Any, ...]]]) -> None:
+    def __init__(self, lines: list[Line]) -> None:
         self.lines = lines
         self._text: str | None = None
 
     def __str__(self) -> str:  # (once: every handler asks the record for its message)
         if self._text is None:
-            self._text = "\n".join(template % args for template, args in self.lines)
+            self._text = "\n".join(template % args for template, args, _fields in self.lines)
         return self._text
 
     def translated(self, translate: Callable[[str, tuple[Any, ...]],
                                              tuple[str, tuple[Any, ...]]]) -> "Lines":
-        return Lines([translate(template, args) for template, args in self.lines])
+        return Lines([(*translate(template, args), fields)
+                      for template, args, fields in self.lines])
 
 
 class TurnLog:
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
-        self.pending: list[tuple[str, tuple[Any, ...]]] = []
+        self.pending: list[Line] = []
         self.attached = False
 
-    def info(self, template: str, *args: Any) -> None:
-        """An info line (``template % args``), written before the loop next sleeps."""
+    def info(self, template: str, *args: Any, extra: dict[str, Any] | None = None) -> None:
+        """An info line (``template % args``), written before the loop next sleeps;
+        ``extra``: its fields, as for ``Logger.info``."""
         if not self.attached:
-            self.logger.info(template, *args)
+            self.logger.info(template, *args, extra=extra)
         elif self.logger.isEnabledFor(logging.INFO):
-            self.pending.append((template, args))
+            self.pending.append((template, args, extra))
 
     def flush(self) -> None:
         """Hand the lines collected so far to logging, as one record."""

@@ -30,6 +30,7 @@ depends on it.
                                                   # (scripts/compiled_build.py), its floors too
     python scripts/instructions_per_request.py --only muxserver --server-args "--log-level warning"
     python scripts/instructions_per_request.py --phase puts     # the puts alone (or gets)
+    python scripts/instructions_per_request.py --per-connection 1   # a connection a request
 
 Needs valgrind (Debian: ``apt-get install valgrind``).
 """
@@ -151,10 +152,12 @@ def _compressed_name(text: str, names: dict[str, str]) -> str:
 
 
 def count_instructions(label: str, command: list[str], code: Path, clients: int,
-                       size: int, work: Path, phase: str = "both") -> tuple[int, int, int]:
+                       size: int, work: Path, phase: str = "both",
+                       per_connection: int = 16) -> tuple[int, int, int]:
     """Run the load once against one server under callgrind: (instructions, of them
     in the hash, requests counted). ``phase``: count the puts, the gets, or both (the
-    gets need the puts' files: those run uncounted)."""
+    gets need the puts' files: those run uncounted). ``per_connection``: each client's
+    16 puts (and 16 gets) go over connections of that many requests."""
     root = work / f"root-{label}"
     root.mkdir()
     server = CountedServer([*command, "--root", str(root)], code, work / f"{label}.callgrind")
@@ -165,7 +168,8 @@ def count_instructions(label: str, command: list[str], code: Path, clients: int,
         warm.run(warm_gets, window=1)
         for folder in list(root.iterdir()):
             shutil.rmtree(folder)  # the load puts the same names again
-        puts, gets = many_clients_plans(clients, size)
+        puts, gets = (in_connections_of(plan, per_connection)
+                      for plan in many_clients_plans(clients, size))
         run = LoadRun(server.host, server.port)
         if phase != "gets":
             server.start_counting()
@@ -189,6 +193,11 @@ def count_instructions(label: str, command: list[str], code: Path, clients: int,
     return total, hashing, sum(map(len, counted))
 
 
+def in_connections_of(plan: list[list], requests: int) -> list[list]:
+    """The same requests, in the same order, over connections of ``requests`` each."""
+    return [conn[i:i + requests] for conn in plan for i in range(0, len(conn), requests)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50, help="connections (50)")
@@ -201,6 +210,11 @@ def main() -> int:
     parser.add_argument("--phase", choices=("both", "puts", "gets"), default="both",
                         help="count the puts, the gets, or both (default): a put "
                              "hashes its body, so the two differ most beside the hash")
+    parser.add_argument("--per-connection", type=int, default=16, choices=range(1, 17),
+                        metavar="N", help="requests per connection (16: each client's "
+                        "puts over one connection, then its gets over another); 1 counts "
+                        "a connection's own cost (accept, set-up, close, its log lines) "
+                        "in every request, as for a client that connects per request")
     parser.add_argument("--server-args", default="",
                         help="more arguments for every muxserver counted")
     args = parser.parse_args()
@@ -227,11 +241,14 @@ def main() -> int:
         for number, (label, command, code) in enumerate(servers):
             total, hashing, requests = count_instructions(
                 f"server{number}", command, code, args.clients, args.file_kib * 1024,
-                Path(scratch), args.phase)
+                Path(scratch), args.phase, args.per_connection)
             counts[label] = (total / requests, hashing / requests)
     counted = {"both": "", "puts": ", the puts counted", "gets": ", the gets counted"}
-    print(f"User-space instructions per request (callgrind): {args.clients} connections, "
-          f"each putting 16 files of {args.file_kib} KiB and getting them back "
+    over = ("" if args.per_connection == 16 else
+            f", over connections of {args.per_connection} request"
+            + ("s" if args.per_connection > 1 else ""))
+    print(f"User-space instructions per request (callgrind): {args.clients} clients, "
+          f"each putting 16 files of {args.file_kib} KiB and getting them back{over} "
           f"({requests:,} requests{counted[args.phase]})\n")
     print(f"{'server':40s}{'all':>12s}{'the hash':>12s}{'without the hash':>18s}")
     for label, (total, hashing) in counts.items():

@@ -40,6 +40,7 @@ from muxserver.digests import BLAKE3, Digest
 from muxserver.client import Client
 from muxserver.limits import Limits
 from muxserver.server import Server, ServerConfig, Snapshot
+from muxserver.turnlog import Lines
 
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
 
@@ -447,7 +448,7 @@ class LogWatcher(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         with self.cond:
-            self.records.append(record)
+            self.records.extend(each_line(record))
             self.cond.notify_all()
 
     def events(self, kind: str) -> list[logging.LogRecord]:
@@ -463,6 +464,16 @@ class LogWatcher(logging.Handler):
 
     def events_unlocked(self, kind: str) -> list[logging.LogRecord]:
         return [r for r in self.records if getattr(r, "event", None) == kind]
+
+
+def each_line(record: logging.LogRecord) -> list[logging.LogRecord]:
+    """A record of a loop turn's lines (turnlog.py) as one record per line, each with
+    its own fields (``event``, ``conn``); any other record as it is."""
+    if not isinstance(record.msg, Lines):
+        return [record]
+    return [logging.makeLogRecord({**vars(record), "msg": template, "args": args,
+                                   "message": None, **(fields or {})})
+            for template, args, fields in record.msg.lines]
 
 
 @pytest.fixture

@@ -149,6 +149,18 @@ def test_instructions_are_counted_for_the_load_only_and_the_hash_apart(tmp_path)
     assert mux[0] - mux[1] > bare[0] - bare[1]
 
 
+def test_a_client_s_requests_can_be_spread_over_shorter_connections():
+    """instructions_per_request.py --per-connection N: the same requests in the same
+    order, each client's over connections of N (so a connection's own cost is counted)."""
+    spread = script_module("instructions_per_request").in_connections_of
+    plan = [[f"c{i}/f{j}" for j in range(16)] for i in range(3)]
+    assert spread(plan, 16) == plan
+    ones = spread(plan, 1)
+    assert len(ones) == 48 and [conn for (conn,) in ones] == sum(plan, [])
+    fives = spread(plan, 5)
+    assert [len(conn) for conn in fives[:4]] == [5, 5, 5, 1] and sum(fives, []) == sum(plan, [])
+
+
 def test_the_flat_server_keeps_the_checks_it_claims(loadgen, tmp_path):
     """flat_server.py measures muxserver's per-request checks: they must really run.
     Each refusal is an error reply on a connection that goes on serving; a frame that

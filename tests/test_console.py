@@ -76,23 +76,34 @@ def test_the_header_counts_down_a_graceful_stop():
     assert "stopping: 1 transfer, 7 s left, Ctrl-C again to abort" in text
 
 
-def test_an_interruption_is_one_line_in_the_event_pane():
+@pytest.mark.parametrize("in_a_turn", [False, True], ids=["records", "a turn's lines"])
+def test_an_interruption_is_one_line_in_the_event_pane(in_a_turn):
+    """The "closed" line that follows a reset is not shown again, whether it comes as a
+    record of its own or among a loop turn's lines (turnlog.py), as the server's do."""
     from muxserver.console import ConsoleLogHandler
+    from muxserver.turnlog import TurnLog
 
     view = ConsoleView()
     handler = ConsoleLogHandler(view)
     logger = logging.getLogger("muxserver.test-console")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    turn_log = TurnLog(logger)
+    if in_a_turn:
+        turn_log.attach(lambda flush: None)
     try:
+        turn_log.info("%s connected", "other", extra={"event": "connected", "conn": 8})
         logger.warning("peer disconnected mid-request", extra={"event": "reset", "conn": 7})
-        logger.info("peer closed (peer closed mid-request)", extra={"event": "closed",
-                                                                   "conn": 7})
-        logger.info("other closed (peer finished sending)", extra={"event": "closed",
-                                                                  "conn": 8})
+        turn_log.info("%s closed (%s)", "peer", "peer closed mid-request",
+                      extra={"event": "closed", "conn": 7})
+        turn_log.info("%s closed (%s)", "other", "peer finished sending",
+                      extra={"event": "closed", "conn": 8})
     finally:
+        turn_log.detach()
         logger.removeHandler(handler)
     lines = [line.plain for _, line in view.log]
+    assert len(lines) == 3 and "other connected" in lines[0], lines
+    lines = lines[1:]
     assert len(lines) == 2 and "mid-request" in lines[0] and "other closed" in lines[1]
 
 

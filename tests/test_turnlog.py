@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from muxserver import protocol
 from muxserver.logformat import LineFormatter
 from muxserver.loop import EventLoop
 from muxserver.turnlog import Lines, TurnLog
@@ -91,7 +92,8 @@ def test_nothing_is_collected_when_info_lines_are_off(logger):
 
 def test_each_line_of_a_turn_gets_its_own_stamp():
     record = logging.LogRecord("muxserver", logging.INFO, "", 0,
-                               Lines([("%s one", ("a",)), ("%s two", ("b",))]), (), None)
+                               Lines([("%s one", ("a",), None), ("%s two", ("b",), None)]),
+                               (), None)
     record.created = 0.0
     first, second = LineFormatter("w2 ").format(record).split("\n")
     assert first.endswith(" w2 a one") and second.endswith(" w2 b two")
@@ -133,3 +135,44 @@ def test_each_protocol_writes_its_transfer_lines_before_the_connection_closes(tm
         peer = lines[at].split()[1]
         closed = [i for i, line in enumerate(lines) if f"{peer} closed" in line]
         assert closed and closed[0] > at, (pattern, err)
+
+
+def test_a_connection_s_lines_come_among_the_turn_s_lines_with_their_fields(tmp_path):
+    """A server's "connected" and "closed" lines are turn lines like the transfers': no
+    record (and no write) of their own for each connection, and each keeps its kind
+    and its connection for the console."""
+    import socket
+    import threading
+
+    from .conftest import start_thread_server, stop_thread_server
+
+    closed = threading.Event()
+    records: list[logging.LogRecord] = []
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+            if " closed (" in record.getMessage():
+                closed.set()
+
+    logger = logging.getLogger("muxserver")
+    watch, level = Watch(level=logging.DEBUG), logger.level
+    logger.addHandler(watch)
+    logger.setLevel(logging.INFO)
+    running, thread = start_thread_server(tmp_path)
+    try:
+        with socket.create_connection((running.host, running.port), timeout=10) as sock:
+            sock.sendall(protocol.encode_frame({"id": 1, "op": "stat", "name": "nothing"}))
+            assert sock.recv(65536)  # (a reply: the connection is counted and served)
+        assert closed.wait(20), [r.getMessage() for r in records]
+    finally:
+        stop_thread_server(running, thread)
+        logger.removeHandler(watch)
+        logger.setLevel(level)
+    assert all(isinstance(r.msg, Lines) for r in records
+               if " connected" in r.getMessage() or " closed (" in r.getMessage())
+    fields = [fields for r in records if isinstance(r.msg, Lines)
+              for _template, _args, fields in r.msg.lines if fields]
+    events = [f["event"] for f in fields if f.get("event") in ("connected", "closed")]
+    assert events == ["connected", "closed"], fields
+    assert fields[0]["conn"] == fields[-1]["conn"]
