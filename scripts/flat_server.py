@@ -16,8 +16,8 @@ no-clobber publish), it adds, with muxserver's own functions where there is one:
 - a get that looks before it opens (``lstat``: no links, folders or devices) and
   checks that it opened what it looked at;
 - digests remembered by inode (``hashcache.HashCache``), not by name;
-- a transfer record, a count of transfers, the line per transfer (``turnlog.TurnLog``),
-  and the "connected" and "closed" lines, through ``logging`` as muxserver writes them;
+- a transfer record, a count of transfers, the line per transfer and the "connected"
+  and "closed" lines (``turnlog.TurnLog``), through ``logging`` as muxserver writes them;
 - each connection's last I/O stamped, and idle connections closed by a sweep once a
   second (muxserver: a timer per connection), an upload cut off by it removed;
 - sends that never block: what a socket does not take waits for the next turn (no
@@ -327,7 +327,7 @@ class FlatServer(bare.BareServer):
     def connection(self, sock: socket.socket, addr: tuple) -> Connection:
         conn = Connection(self, sock, f"{addr[0]}:{addr[1]}")
         self.connections.add(conn)
-        log.info("%s connected", conn.peer, extra={"event": "connected"})
+        self.turn_log.info("%s connected", conn.peer, extra={"event": "connected"})
         return conn
 
     def close(self, conn: Connection) -> None:  # type: ignore[override]
@@ -341,7 +341,7 @@ class FlatServer(bare.BareServer):
                 if type(item) is tuple:
                     os.close(item[0])
             conn.out.clear()
-            log.info("%s closed (closed)", conn.peer, extra={"event": "closed"})
+            self.turn_log.info("%s closed (closed)", conn.peer, extra={"event": "closed"})
 
 
 def main() -> int:
