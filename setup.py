@@ -20,9 +20,9 @@ import os
 
 from setuptools import setup
 
-#: The modules a request passes through, below the CLI: the loop, a channel and its
-#: buffers, the native codec and the request rules shared with HTTP, names, rights,
-#: digests, the observers' hooks and the storage rules. (The storage classes inherit
+#: The modules a request passes through, below the CLI: the loop, the server's accepts
+#: and closes, a channel and its buffers, the native codec and the request rules shared
+#: with HTTP, names, rights, digests, the observers' hooks and the storage rules. (The storage classes inherit
 #: from several others: mypyc compiles their methods but keeps them regular Python
 #: classes, which their ``native_class=False`` says. HTTP's sessions stay Python: they
 #: inherit from several classes too.)
@@ -30,7 +30,7 @@ COMPILED = ["access", "atomic", "buffers", "channel", "digests", "errors", "hash
             "lifecycle", "limits", "locks", "logformat", "loop", "names", "native",
             "observe", "protocol", "rules", "session", "sniff", "storage/__init__",
             "storage/copies", "storage/directories", "storage/errors", "storage/partials",
-            "storage/properties", "storage/root", "storage/uploads", "transport",
+            "storage/properties", "storage/root", "storage/uploads", "server", "transport",
             "turnlog"]
 
 

@@ -22,7 +22,9 @@ import signal
 import socket
 import ssl
 import time
-from typing import Any
+from typing import Any, Protocol
+
+from mypy_extensions import mypyc_attr
 
 from .access import ALL_RIGHTS, Access, Ceiling, HostNames
 from .accounts import LiveAccounts
@@ -71,6 +73,9 @@ class ServerConfig:
     limits: Limits = dataclasses.field(default_factory=Limits)
 
 
+# (The two reports below cross from a worker to the supervisor by pickle: compiled
+# (setup.py), they stay regular Python classes, which pickle as they are.)
+@mypyc_attr(native_class=False)
 @dataclasses.dataclass(frozen=True)
 class ConnectionInfo:
     """One connection as observers see it (a copy: observers cannot change the server)."""
@@ -91,6 +96,7 @@ class ConnectionInfo:
     who: str = ""  # signed in as (a user, a named token, a link)
 
 
+@mypyc_attr(native_class=False)
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
     address: str
@@ -412,12 +418,22 @@ def _connection_info(channel: Channel) -> ConnectionInfo:
         send_buffered=channel.out.total, last_io=channel.last_io)
 
 
+class ListeningServer(Protocol):
+    """What a Listener asks of its server (a Server; a test's stand-in)."""
+
+    limits: Limits
+    loop: EventLoop
+    observe: Observer
+
+    def add_client(self, sock: socket.socket, addr: Any) -> None: ...
+
+
 class Listener:
     """The listening socket as a loop handler: accepts, caps, and backs off."""
 
     label = "listener"
 
-    def __init__(self, server: Server, sock: socket.socket) -> None:
+    def __init__(self, server: ListeningServer, sock: socket.socket) -> None:
         self.server = server
         self.sock = sock
         self.events = 0

@@ -12,6 +12,7 @@ import pytest
 from muxserver import protocol
 from muxserver.client import Client, ClientError, GetFile, ListDir, PutFile, Stat
 from muxserver.limits import Limits
+from muxserver.loop import EventLoop
 
 from .conftest import (FrameReader, mounted_tmpfs, needs_prlimit, open_connections, sha256,
                        spawn_server, stop_process, temp_files, visible_files)
@@ -87,11 +88,16 @@ class _Backlog:
 
 
 class _AcceptingServer:
-    """What a Listener asks of its server: limits, the loop's turn, and add_client."""
+    """What a Listener asks of its server (server.ListeningServer): limits, the loop's
+    turn, and add_client."""
 
     def __init__(self, turn_events: int) -> None:
+        from muxserver.observe import NOBODY
+
         self.limits = Limits()
-        self.loop = type("Turn", (), {"turn_events": turn_events})()
+        self.loop = EventLoop()
+        self.loop.turn_events = turn_events
+        self.observe = NOBODY
         self.accepted = 0
 
     def add_client(self, sock, addr) -> None:
@@ -104,12 +110,15 @@ def test_a_turn_accepts_as_many_new_clients_as_it_serves_and_at_least_the_limit(
     from muxserver.server import Listener
 
     server = _AcceptingServer(turn_events)
-    backlog = _Backlog(1000)
-    Listener(server, backlog).on_events(0)  # type: ignore[arg-type]
-    assert server.limits.accepts_per_tick == 64
-    assert server.accepted == accepted and backlog.waiting == 1000 - accepted
-    Listener(server, _Backlog(3)).on_events(0)  # fewer waiting: all of them, then no more
-    assert server.accepted == accepted + 3
+    try:
+        backlog = _Backlog(1000)
+        Listener(server, backlog).on_events(0)  # type: ignore[arg-type]
+        assert server.limits.accepts_per_tick == 64
+        assert server.accepted == accepted and backlog.waiting == 1000 - accepted
+        Listener(server, _Backlog(3)).on_events(0)  # type: ignore[arg-type]
+        assert server.accepted == accepted + 3  # (fewer waiting: all of them, no more)
+    finally:
+        server.loop.close()
 
 
 @pytest.fixture
