@@ -19,7 +19,7 @@ instructions a connection, two fifths of what the compiled server spent on one
 console hides the "closed" line of a connection whose reset it showed).
 
 The order of lines holds: before any other record of the server's logger goes out (a
-warning, a connection closing), the lines collected so far go first. (Every module
+warning, an error), the lines collected so far go first. (Every module
 logs through the one "muxserver" logger: a logger's filters never see the records of
 its child loggers.) A TurnLog that
 is not attached to a running loop (a session tested alone, or a server narrating its

@@ -164,8 +164,8 @@ def count_instructions(label: str, command: list[str], code: Path, clients: int,
     try:
         warm_puts, warm_gets = many_clients_plans(WARM_UP_CLIENTS, size)
         warm = LoadRun(server.host, server.port)
-        warm.run(warm_puts, window=1)  # (first requests: imports, caches filled)
-        warm.run(warm_gets, window=1)
+        warm.run(warm_puts, window=1, until_closed=True)  # (imports, caches filled)
+        warm.run(warm_gets, window=1, until_closed=True)
         for folder in list(root.iterdir()):
             shutil.rmtree(folder)  # the load puts the same names again
         puts, gets = (in_connections_of(plan, per_connection)
@@ -173,12 +173,14 @@ def count_instructions(label: str, command: list[str], code: Path, clients: int,
         run = LoadRun(server.host, server.port)
         if phase != "gets":
             server.start_counting()
-        run.run(puts, window=1)
+        # (Each run waits until the server has closed every connection: a connection's
+        # end is counted with the phase that opened it.)
+        run.run(puts, window=1, until_closed=True)
         if phase == "gets":
             server.start_counting()
         elif phase == "puts":
             server.stop_counting()
-        run.run(gets, window=1)
+        run.run(gets, window=1, until_closed=True)
         if phase != "puts":
             server.stop_counting()
     finally:
@@ -200,7 +202,7 @@ def in_connections_of(plan: list[list], requests: int) -> list[list]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=50, help="connections (50)")
+    parser.add_argument("--clients", type=int, default=50, help="clients (50)")
     parser.add_argument("--file-kib", type=int, default=64, help="each file's size (64)")
     parser.add_argument("--code", type=Path, action="append", default=[],
                         help="another muxserver checkout to count beside this one "
@@ -212,9 +214,10 @@ def main() -> int:
                              "hashes its body, so the two differ most beside the hash")
     parser.add_argument("--per-connection", type=int, default=16, choices=range(1, 17),
                         metavar="N", help="requests per connection (16: each client's "
-                        "puts over one connection, then its gets over another); 1 counts "
-                        "a connection's own cost (accept, set-up, close, its log lines) "
-                        "in every request, as for a client that connects per request")
+                        "puts over one connection, then its gets over another; fewer: "
+                        "over more connections, all opened at the start of the phase as "
+                        "the load opens its own); 1 counts a connection's own cost "
+                        "(accept, set-up, close, its log lines) in every request")
     parser.add_argument("--server-args", default="",
                         help="more arguments for every muxserver counted")
     args = parser.parse_args()

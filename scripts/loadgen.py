@@ -98,7 +98,13 @@ class LoadRun:
         self.checked = 0
         self.scratch = memoryview(bytearray(1 << 20))
 
-    def run(self, plans: list[list[Request]], window: int) -> float:
+    def run(self, plans: list[list[Request]], window: int, *,
+            until_closed: bool = False) -> float:
+        """Each plan over a connection of its own, all opened first; returns the
+        seconds from the first request to the last reply. ``until_closed``: then end
+        each connection and wait until the server has closed its side, so that the
+        server's work for the connections' ends is done when this returns (a count of
+        what the server does, not a timing, needs that)."""
         conns = []
         for plan in plans:
             sock = socket.create_connection((self.host, self.port))
@@ -124,6 +130,13 @@ class LoadRun:
                 elif conn.mask != -1:
                     self._interest(conn)
         elapsed = time.perf_counter() - started
+        if until_closed:
+            for conn in conns:
+                conn.sock.shutdown(socket.SHUT_WR)
+            for conn in conns:
+                conn.sock.settimeout(120)
+                while conn.sock.recv(65536):  # (until the server's end of the stream)
+                    pass
         for conn in conns:
             conn.sock.close()
         return elapsed
