@@ -12,7 +12,7 @@ the record back into its lines.
 
 A connection's "connected" and "closed" lines come the same way: a client that opens a
 connection per request (curl, a script) made two records a request, each with its own
-write, and each first emptied the collected lines as one more: about 70,000
+write, and each first emptied the collected lines as one more: about 95,000
 instructions a connection, two fifths of what the compiled server spent on one
 (docs/PERFORMANCE.md, "A connection's own cost"). Such a line keeps its fields
 (``event``, ``conn``) beside it, for the handlers that tell lines apart by kind (the
