@@ -22,10 +22,10 @@ from setuptools import setup
 
 #: The modules a request passes through, below the CLI: the loop, the server's accepts
 #: and closes, a channel and its buffers, the native codec and the request rules shared
-#: with HTTP, names, rights, digests, the observers' hooks and the storage rules. (The storage classes inherit
-#: from several others: mypyc compiles their methods but keeps them regular Python
-#: classes, which their ``native_class=False`` says. HTTP's sessions stay Python: they
-#: inherit from several classes too.)
+#: with HTTP, names, rights, digests, the observers' hooks and the storage rules. (The
+#: storage classes inherit from several others: mypyc compiles their methods but keeps
+#: them regular Python classes, which their ``native_class=False`` says. HTTP's sessions
+#: stay Python: they inherit from several classes too.)
 COMPILED = ["access", "atomic", "buffers", "channel", "digests", "errors", "hashcache",
             "lifecycle", "limits", "locks", "logformat", "loop", "names", "native",
             "observe", "protocol", "rules", "session", "sniff", "storage/__init__",
